@@ -1,0 +1,309 @@
+"""The Predictor: fit / predict / predict_proba / evaluate / save / load, scikit-learn style.
+
+All state is learned in ``fit`` (schema, processors, target encoding, weights) and saved by ``save``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from sklearn.model_selection import train_test_split
+
+from . import __version__
+from . import encoders as _encoders  # noqa: F401  (registers encoders)
+from . import fusion as _fusion  # noqa: F401  (registers fusions)
+from .config import PolymodalConfig
+from .data.dataset import Prepared, make_loader, prepare
+from .data.loaders import is_empty
+from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
+from .data.readers import Table, read_table
+from .errors import DataError, PolymodalError, SchemaError
+from .io import atomic_dir
+from .model import MultimodalModel, build_model, count_parameters
+from .rundir import (FORMAT_VERSION, check_run_dir, read_json, read_weights, write_history, write_json,
+                     write_weights)
+from .schema import Modality, Schema, infer_problem_type, infer_schema
+from .tasks import Task, build_task
+from .training import FitResult, fit_model, predict_outputs
+
+log = logging.getLogger("polymodal")
+Data = "pd.DataFrame | str | Path | Table"
+
+
+class NotFittedError(PolymodalError):
+    """The predictor was used before ``fit`` or ``load``."""
+
+
+def _auto_batch_size(n: int) -> int:
+    return 32 if n < 1_000 else 64 if n < 10_000 else 128
+
+
+def _auto_epochs(n: int, batch_size: int) -> int:
+    # Enough optimisation steps for small tables, capped for large ones; early stopping ends most runs sooner.
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    return int(min(max(math.ceil(2_000 / steps_per_epoch), 10), 40))
+
+
+class Predictor:
+    """Train and use a multimodal model on a table.
+
+    Args:
+        label: name of the target column.
+        problem_type: "binary", "multiclass" or "regression"; inferred from the label when None.
+        config: a :class:`PolymodalConfig`, a dict, or a YAML/JSON path.
+        data_root: folder that relative file paths resolve against (default: the table's folder).
+        columns: column → kind overrides ("image", "audio", "text", "numeric", "category", "ignore").
+        ignore: columns to leave out.
+        time_limit: seconds of training at most.
+        seed: random seed; the same seed and data give the same model.
+        on_error: "fail" (default), "skip" bad rows, or treat bad cells as "missing".
+        verbose: show progress bars.
+
+    Example:
+        >>> p = Predictor(label="label").fit("train.csv")
+        >>> p.evaluate("test.csv")["accuracy"]
+    """
+
+    def __init__(self, label: str, *, problem_type: str | None = None,
+                 config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
+                 data_root: str | Path | None = None, columns: dict[str, str] | None = None,
+                 ignore: list[str] | None = None, time_limit: float | None = None, seed: int | None = None,
+                 on_error: str | None = None, verbose: bool = True):
+        self.label = label
+        cfg = PolymodalConfig.from_any(config)
+        updates: dict[str, Any] = {}
+        if data_root is not None:
+            updates["data_root"] = str(data_root)
+        if columns:
+            updates["columns"] = {**cfg.columns, **columns}
+        if ignore:
+            updates["ignore"] = list(dict.fromkeys(cfg.ignore + list(ignore)))
+        if on_error is not None:
+            updates["on_error"] = on_error
+        cfg = PolymodalConfig.from_any({**cfg.to_dict(), **updates})
+        if problem_type is not None:
+            cfg.task.problem_type = problem_type
+        if time_limit is not None:
+            cfg.training.time_limit = time_limit
+        if seed is not None:
+            cfg.training.seed = seed
+        self.config = cfg
+        self.verbose = verbose
+        self.schema: Schema | None = None
+        self.modalities: list[Modality] = []
+        self.processors: dict[str, Processor] = {}
+        self.task: Task | None = None
+        self.model: MultimodalModel | None = None
+        self.fit_result: FitResult | None = None
+
+    # ------------------------------------------------------------------------------------------------ fit
+    def fit(self, data: Data, tuning_data: Data | None = None) -> "Predictor":
+        """Infer the schema, fit processors on the training split, train, and keep the best epoch."""
+        cfg = self.config
+        start = time.perf_counter()
+        table = read_table(data, cfg.data_root)
+        frame = self._labelled(table.frame, "training")
+        schema = infer_schema(frame, self.label, cfg.columns, cfg.ignore)
+        if not schema.input_columns():
+            raise SchemaError("no usable input columns: every column is the label or ignored")
+        problem_type = cfg.task.problem_type or infer_problem_type(frame[self.label])[0]
+        cfg.task.problem_type = problem_type  # type: ignore[assignment]
+        task = build_task(problem_type, cfg.task)
+        task.fit_target(frame[self.label])
+
+        if tuning_data is not None:
+            tune = self._labelled(read_table(tuning_data, cfg.data_root).frame, "tuning")
+            self._check_columns(tune, schema)
+            combined = pd.concat([frame, tune[frame.columns]], ignore_index=True)
+            train_pos, val_pos = np.arange(len(frame)), np.arange(len(frame), len(combined))
+            frame = combined
+        else:
+            train_pos, val_pos = self._split(frame[self.label], task, cfg.training.validation_fraction,
+                                             cfg.training.seed)
+        ctx = LoadContext(table.root, cfg.limits)
+        modalities, processors = build_processors(schema, cfg)
+        train_frame = frame.iloc[train_pos]
+        for p in processors.values():
+            p.fit(train_frame, ctx)
+
+        targets = task.encode_target(frame[self.label])
+        prepared = prepare(frame, processors, ctx, cfg.on_error, targets=targets, progress=self.verbose)
+        train_set, val_set = set(train_pos.tolist()), set(val_pos.tolist())
+        train = prepared.subset([k for k, r in enumerate(prepared.rows) if r in train_set])
+        val = prepared.subset([k for k, r in enumerate(prepared.rows) if r in val_set])
+        if len(train) == 0 or len(val) == 0:
+            raise DataError(f"not enough usable rows to train: {len(train)} training and {len(val)} validation rows")
+
+        tcfg = cfg.training
+        tcfg.batch_size = tcfg.batch_size or _auto_batch_size(len(train))
+        tcfg.max_epochs = tcfg.max_epochs or _auto_epochs(len(train), tcfg.batch_size)
+        L.seed_everything(tcfg.seed, workers=True, verbose=False)
+        model = build_model(cfg, modalities, processors, task)
+        train_loader = make_loader(train, processors, tcfg.batch_size, True, task.target_dtype, tcfg.num_workers,
+                                   tcfg.seed)
+        val_loader = make_loader(val, processors, max(tcfg.batch_size, 128), False, task.target_dtype,
+                                 tcfg.num_workers)
+        val_labels = frame[self.label].iloc[val.rows].reset_index(drop=True)
+        log.info("training on %d rows, validating on %d; modalities: %s; %s parameters", len(train), len(val),
+                 ", ".join(f"{m.name} ({m.kind})" for m in modalities), f"{count_parameters(model):,}")
+        result = fit_model(model, task, train_loader, val_loader, val_labels, tcfg, tcfg.max_epochs,
+                           progress=self.verbose)
+        result.fit_seconds = round(time.perf_counter() - start, 3)
+        model.cpu().eval()
+        self.schema, self.modalities, self.processors = schema, modalities, processors
+        self.task, self.model, self.fit_result = task, model, result
+        return self
+
+    def _labelled(self, frame: pd.DataFrame, what: str) -> pd.DataFrame:
+        if len(frame) == 0:
+            raise DataError(f"the {what} table has no rows")
+        if self.label not in frame.columns:
+            raise SchemaError(f"label column '{self.label}' is not in the {what} table; its columns are: "
+                              f"{', '.join(map(str, frame.columns))}")
+        empty = frame[self.label].map(is_empty).to_numpy(dtype=bool)
+        if empty.all():
+            raise DataError(f"label column '{self.label}' has no values: all {len(frame)} rows are empty/NaN",
+                            hint="Check the --label name and that the column is filled in.")
+        if empty.any():
+            rows = np.flatnonzero(empty)
+            log.warning("dropped %d %s rows whose label '%s' is empty (rows %s%s)", len(rows), what, self.label,
+                        ", ".join(map(str, rows[:10])), " ..." if len(rows) > 10 else "")
+        return frame[~empty]
+
+    @staticmethod
+    def _split(labels: pd.Series, task: Task, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stratified train/validation split of row positions (plain random when classes are too small)."""
+        n = len(labels)
+        if n < 4:
+            raise DataError(f"only {n} labelled rows; at least 4 are needed to train and validate")
+        strat = None
+        if task.problem_type != "regression":
+            y = task.encode_target(labels)
+            counts = np.bincount(y)
+            counts = counts[counts > 0]
+            if counts.min() >= 2 and max(1, round(fraction * n)) >= len(counts):
+                strat = y
+        train, val = train_test_split(np.arange(n), test_size=fraction, random_state=seed, stratify=strat)
+        return np.sort(train), np.sort(val)
+
+    # ------------------------------------------------------------------------------------------- predict
+    def _require_fitted(self) -> None:
+        if self.model is None or self.schema is None or self.task is None:
+            raise NotFittedError("this Predictor has not been fitted; call fit() or Predictor.load() first")
+
+    def _check_columns(self, frame: pd.DataFrame, schema: Schema) -> None:
+        missing = [c for c in schema.input_columns() if c not in frame.columns]
+        if missing:
+            raise SchemaError(
+                f"the table lacks column(s) the model was trained on: {', '.join(missing)} "
+                f"(expected: {', '.join(schema.input_columns())}; extra columns are ignored)")
+
+    def _outputs(self, data: Data, on_error: str | None, data_root: str | Path | None,
+                 frame_filter=None) -> tuple[np.ndarray, pd.DataFrame, Prepared]:
+        self._require_fitted()
+        table = read_table(data, data_root if data_root is not None else self.config.data_root)
+        frame = table.frame
+        if len(frame) == 0:
+            raise DataError("the table has no rows")
+        if frame_filter is not None:
+            frame = frame_filter(frame)
+        self._check_columns(frame, self.schema)
+        for proc in self.processors.values():
+            if isinstance(proc, TabularProcessor):
+                for col, rows in proc.unknown_categories(frame).items():
+                    log.warning("column '%s': %d rows hold categories not seen in training (rows %s%s); they are "
+                                "encoded as 'unknown'", col, len(rows), ", ".join(str(frame.index[r]) for r in rows[:10]),
+                                " ..." if len(rows) > 10 else "")
+        ctx = LoadContext(table.root, self.config.limits)
+        prepared = prepare(frame, self.processors, ctx, on_error or self.config.on_error, progress=self.verbose)
+        loader = make_loader(prepared, self.processors, max(self.config.training.batch_size or 0, 256), False)
+        outputs = predict_outputs(self.model, loader)
+        return outputs, frame, prepared
+
+    def predict(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None) -> pd.Series:
+        """Predicted labels (or values), indexed by the rows of ``data`` that could be used."""
+        outputs, frame, prepared = self._outputs(data, on_error, data_root)
+        return pd.Series(self.task.postprocess(outputs), index=frame.index[prepared.rows], name=self.label)
+
+    def predict_proba(self, data: Data, *, on_error: str | None = None,
+                      data_root: str | Path | None = None) -> pd.DataFrame:
+        """Class probabilities, one column per class (classification only)."""
+        if self.task is not None and self.task.problem_type == "regression":
+            raise PolymodalError("predict_proba is for classification; this is a regression model")
+        outputs, frame, prepared = self._outputs(data, on_error, data_root)
+        return pd.DataFrame(self.task.predict_proba(outputs), index=frame.index[prepared.rows],
+                            columns=list(self.task.classes))
+
+    def evaluate(self, data: Data, *, on_error: str | None = None,
+                 data_root: str | Path | None = None) -> dict[str, float]:
+        """Metrics on a labelled table (rows with an empty label are left out)."""
+        self._require_fitted()
+        outputs, frame, prepared = self._outputs(data, on_error, data_root,
+                                                 frame_filter=lambda f: self._labelled(f, "evaluation"))
+        metrics = self.task.metrics(frame[self.label].iloc[prepared.rows].reset_index(drop=True), outputs)
+        metrics["rows"] = float(len(prepared))
+        return metrics
+
+    # --------------------------------------------------------------------------------------- persistence
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the run directory atomically (see :mod:`polymodal.rundir`). Returns its path."""
+        self._require_fitted()
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            write_json(tmp / "polymodal.json", {
+                "format": FORMAT_VERSION, "polymodal_version": __version__, "label": self.label,
+                "problem_type": self.task.problem_type,
+                "modalities": [{"name": m.name, "kind": m.kind, "columns": m.columns} for m in self.modalities]})
+            (tmp / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
+            (tmp / "schema.json").write_text(self.schema.to_json() + "\n", encoding="utf-8")
+            write_json(tmp / "processors.json", {m: p.state() for m, p in self.processors.items()})
+            write_json(tmp / "task.json", self.task.state())
+            write_weights(tmp / "model.safetensors", self.model.state_dict())
+            if self.fit_result is not None:
+                r = self.fit_result
+                write_json(tmp / "metrics.json", {
+                    "validation": r.validation, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                    "fit_seconds": r.fit_seconds, "stopped_early": r.stopped_early,
+                    "parameters": count_parameters(self.model)})
+                write_history(tmp / "training_log.csv", r.history)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, verbose: bool = True) -> "Predictor":
+        """Rebuild a fitted Predictor from a run directory; predictions are identical to the saved one's."""
+        path = Path(path)
+        check_run_dir(path)
+        meta = read_json(path / "polymodal.json")
+        config = PolymodalConfig.from_any(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")))
+        p = cls(meta["label"], config=config, verbose=verbose)
+        p.schema = Schema.from_dict(read_json(path / "schema.json"))
+        p.modalities, p.processors = build_processors(p.schema, config)
+        states = read_json(path / "processors.json")
+        for name, proc in p.processors.items():
+            proc.set_state(states[name], {})
+        p.task = build_task(meta["problem_type"], config.task)
+        p.task.set_state(read_json(path / "task.json"))
+        p.model = build_model(config, p.modalities, p.processors, p.task)
+        p.model.load_state_dict(read_weights(path / "model.safetensors"))
+        p.model.eval()
+        if (path / "metrics.json").is_file():
+            m = read_json(path / "metrics.json")
+            p.fit_result = FitResult(m["best_epoch"], m["epochs_run"], m["fit_seconds"], m["stopped_early"],
+                                     m["validation"])
+        return p
+
+    @property
+    def problem_type(self) -> str | None:
+        return None if self.task is None else self.task.problem_type
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.model is not None else "not fitted"
+        return f"Predictor(label={self.label!r}, {state})"

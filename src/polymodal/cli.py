@@ -1,0 +1,232 @@
+"""The ``polymodal`` command. Every user error prints a message naming the problem and exits with code 2."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table as RichTable
+
+from .errors import PolymodalError
+
+app = typer.Typer(
+    name="polymodal", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    help="Multimodal machine learning from a table: image/audio paths, text, numbers and categories in; "
+         "a trained, saved model out.\n\nStart with [bold]polymodal demo[/bold], or "
+         "[bold]polymodal info data.csv[/bold] to see how your columns are read.")
+out = Console()
+err = Console(stderr=True)
+
+LabelOpt = typer.Option(..., "--label", "-l", help="Name of the target column.")
+DataRootOpt = typer.Option(None, "--data-root", help="Folder relative file paths resolve against "
+                           "(default: the table's own folder).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON config file (see docs/CONFIG.md).")
+OnErrorOpt = typer.Option(None, "--on-error", help="Bad rows: 'fail' (default), 'skip' them, or treat bad "
+                          "cells as 'missing'.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages.")
+
+
+def _setup_logging(quiet: bool) -> None:
+    log = logging.getLogger("polymodal")
+    log.handlers[:] = [RichHandler(console=err, show_time=False, show_path=False, markup=False)]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn polymodal's own errors into a message on stderr and exit code 2 (no traceback)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _setup_logging(kwargs.get("quiet", False))
+        try:
+            return fn(*args, **kwargs)
+        except PolymodalError as e:
+            err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; nothing was written")
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def _split(value: Optional[str]) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _metrics_table(title: str, metrics: dict[str, float]) -> RichTable:
+    t = RichTable(title=title)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        t.add_row(k, f"{int(v)}" if k == "rows" else f"{v:.4f}")
+    return t
+
+
+@app.command()
+@handles_errors
+def info(data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl."),
+         label: Optional[str] = typer.Option(None, "--label", "-l", help="Target column, if any."),
+         config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
+         quiet: bool = QuietOpt) -> None:
+    """Show how each column is read (its inferred kind) and why."""
+    from .config import PolymodalConfig
+    from .data.readers import read_table
+    from .schema import infer_problem_type, infer_schema
+
+    cfg = PolymodalConfig.from_any(config)
+    table = read_table(data, data_root or cfg.data_root)
+    schema = infer_schema(table.frame, label, cfg.columns, cfg.ignore)
+    t = RichTable(title=f"{data}: {len(table.frame)} rows, {len(table.frame.columns)} columns")
+    for c in ("column", "kind", "reason"):
+        t.add_column(c)
+    if label:
+        kind, why = infer_problem_type(table.frame[label])
+        t.add_row(label, f"target ({kind})", why)
+    for c in schema.columns:
+        t.add_row(c.name, c.kind.value, c.reason)
+    out.print(t)
+    mods = schema.modalities()
+    out.print("modalities: " + (", ".join(f"{m.name} ({m.kind}: {', '.join(m.columns)})" for m in mods) or "none"))
+
+
+@app.command()
+@handles_errors
+def validate(data: Path = typer.Argument(..., help="Table to check."), label: str = LabelOpt,
+             config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
+             report: Optional[Path] = typer.Option(None, "--report", help="Also write the problems as CSV here."),
+             quiet: bool = QuietOpt) -> None:
+    """Decode every row as training would; list each problem (row, column, what); exit 2 if there is any."""
+    from .config import PolymodalConfig
+    from .data.readers import read_table
+    from .data.validate import issues_frame, validate_table
+    from .io import atomic_file
+
+    cfg = PolymodalConfig.from_any(config)
+    table = read_table(data, data_root or cfg.data_root)
+    if len(table.frame) == 0:
+        raise PolymodalError(f"{data} has no rows")
+    result = validate_table(table, label, cfg, progress=not quiet)
+    if report is not None:
+        with atomic_file(report, "w", newline="", encoding="utf-8") as f:
+            issues_frame(result.issues).to_csv(f, index=False)
+    if result.ok:
+        out.print(f"[green]ok[/green]: {result.rows} rows, no problems found")
+        return
+    t = RichTable(title=f"{len(result.issues)} problems in {result.bad_rows} of {result.rows} rows")
+    for c in ("row", "column", "problem"):
+        t.add_column(c)
+    for i in result.issues[:200]:
+        t.add_row(str(i.row), i.column, i.problem)
+    out.print(t)
+    if len(result.issues) > 200:
+        out.print(f"... {len(result.issues) - 200} more (use --report FILE for all)")
+    raise typer.Exit(2)
+
+
+@app.command()
+@handles_errors
+def fit(data: Path = typer.Argument(..., help="Training table."), label: str = LabelOpt,
+        out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
+        config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds of training at most."),
+        ignore: Optional[str] = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
+        fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion method (default: concat)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
+        on_error: Optional[str] = OnErrorOpt,
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+        quiet: bool = QuietOpt) -> None:
+    """Train a model on a table and save it as a run directory (written only when training succeeds)."""
+    from .api import Predictor
+    from .errors import RunDirError
+
+    if out_dir.exists() and not overwrite:
+        raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    p = Predictor(label, config=config, data_root=data_root, ignore=_split(ignore), time_limit=time_limit,
+                  seed=seed, on_error=on_error, verbose=not quiet)
+    if fusion:
+        p.config.fusion.name = fusion
+    p.fit(data)
+    p.save(out_dir, overwrite=overwrite)
+    r = p.fit_result
+    out.print(_metrics_table(f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run + 1}, "
+                             f"{r.fit_seconds:.0f} s)", {k.removeprefix("val_"): v for k, v in r.validation.items()}))
+    out.print(f"saved to {out_dir}")
+
+
+@app.command()
+@handles_errors
+def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+            data: Path = typer.Argument(..., help="Table to predict."),
+            out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default: stdout)."),
+            proba: bool = typer.Option(False, "--proba", help="Add one probability column per class."),
+            data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
+            quiet: bool = QuietOpt) -> None:
+    """Predict a table with a saved model; the output has the input's row number and the prediction."""
+    from .api import Predictor
+    from .io import atomic_file
+
+    p = Predictor.load(run, verbose=not quiet)
+    preds = p.predict(data, on_error=on_error, data_root=data_root)
+    result = preds.to_frame("prediction")
+    if proba and p.problem_type != "regression":
+        probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
+        result = result.join(probs.add_prefix("proba_"))
+    result.index.name = "row"
+    if out_file is None:
+        result.to_csv(sys.stdout)
+        return
+    with atomic_file(out_file, "w", newline="", encoding="utf-8") as f:
+        result.to_csv(f)
+    err.print(f"wrote {len(result)} predictions to {out_file}")
+
+
+@app.command()
+@handles_errors
+def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+             data: Path = typer.Argument(..., help="Labelled table to score."),
+             as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+             data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
+             quiet: bool = QuietOpt) -> None:
+    """Score a saved model on a labelled table."""
+    from .api import Predictor
+
+    metrics = Predictor.load(run, verbose=not quiet).evaluate(data, on_error=on_error, data_root=data_root)
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        out.print(_metrics_table(f"{data}", metrics))
+
+
+@app.command()
+@handles_errors
+def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", help="Folder for data and run."),
+         rows: int = typer.Option(1200, "--rows", help="Training rows to generate (test: a third of it)."),
+         seed: int = typer.Option(0, "--seed"), quiet: bool = QuietOpt) -> None:
+    """Generate the synthetic image+audio+text+tabular data set, train, evaluate on held-out rows, print a table."""
+    from .api import Predictor
+    from .data.synthetic import make_demo
+
+    start = time.perf_counter()
+    paths = make_demo(out_dir / "data", n_train=rows, n_test=max(rows // 3, 50), seed=seed)
+    err.print(f"demo data: {paths.train} and {paths.test}")
+    p = Predictor("label", verbose=not quiet, seed=seed).fit(paths.train)
+    run = p.save(out_dir / "run")
+    metrics = p.evaluate(paths.test)
+    out.print(_metrics_table(f"demo: test metrics ({int(metrics['rows'])} held-out rows)", metrics))
+    out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
+    out.print(f"next: polymodal evaluate {run} {paths.test}")
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

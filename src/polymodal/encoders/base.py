@@ -1,0 +1,125 @@
+"""The encoder contract and the shared building blocks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import ENCODERS
+from ..schema import Modality
+
+
+@dataclass
+class Encoded:
+    """What every encoder returns.
+
+    pooled      [B, D]     one vector per row
+    tokens      [B, T, D]  a sequence for cross-modal fusions (None if the encoder has none)
+    mask        [B]        True where the modality is present in the row
+    token_mask  [B, T]     True for real (non-padding) tokens; None = all real
+    """
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor | None
+    mask: torch.Tensor
+    token_mask: torch.Tensor | None = None
+
+
+class EncoderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dim: int = 128
+
+
+class Encoder(nn.Module):
+    """Base class. Subclasses set ``Config`` and ``kinds`` and implement ``encode``."""
+
+    Config: ClassVar[type[EncoderConfig]] = EncoderConfig
+    kinds: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, modality: Modality, processor: Any, config: EncoderConfig):
+        super().__init__()
+        self.modality = modality
+        self.config = config
+        self.dim = config.dim
+
+    def inputs_of(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Only this modality's tensors: encoders never see other columns."""
+        prefix = self.modality.name
+        return {k: v for k, v in inputs.items() if k == prefix or k.startswith(prefix + ".")}
+
+    def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
+        return self.encode(self.inputs_of(inputs), mask)
+
+    def encode(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
+        raise NotImplementedError
+
+
+def build_encoder(name: str, params: dict[str, Any], modality: Modality, processor: Any) -> Encoder:
+    cls = ENCODERS.get(name)
+    if modality.kind not in cls.kinds:
+        raise ConfigError(f"encoder '{name}' works on {', '.join(cls.kinds)} columns, not on "
+                          f"{modality.kind} column '{modality.name}'")
+    try:
+        cfg = cls.Config(**params)
+    except ValidationError as e:
+        raise ConfigError(f"invalid parameters for encoder '{name}':\n{e}") from None
+    return cls(modality, processor, cfg)
+
+
+class ResidualBlock(nn.Module):
+    """The ResNet basic block (He et al. 2016): two 3x3 convs with batch norm and an identity/projection skip."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class ConvConfig(EncoderConfig):
+    width: int = 32
+    stages: int = 3
+    stem_stride: int | None = Field(None, ge=1, le=4, description="None = chosen from the input size")
+    dropout: float = 0.1
+
+
+class ResNetTrunk(nn.Module):
+    """A small ResNet: stem, then ``stages`` residual blocks doubling width and halving resolution."""
+
+    def __init__(self, cin: int, cfg: ConvConfig, stem_stride: int, stem_pool: bool = False):
+        super().__init__()
+        w = cfg.width
+        layers: list[nn.Module] = [nn.Conv2d(cin, w, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(w),
+                                   nn.ReLU(inplace=True)]
+        if stem_pool:
+            layers.append(nn.MaxPool2d(3, 2, 1))
+        for i in range(cfg.stages):
+            layers.append(ResidualBlock(w * 2 ** max(i - 1, 0), w * 2 ** i, 1 if i == 0 else 2))
+        self.net = nn.Sequential(*layers)
+        self.out_channels = w * 2 ** (cfg.stages - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over dim 1 of [B, T, D], counting only positions where ``mask`` [B, T] is True."""
+    if mask is None:
+        return x.mean(1)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def zero_absent(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero the rows of an absent modality so that nothing about the placeholder input leaks downstream."""
+    return x * mask.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)

@@ -1,0 +1,59 @@
+"""polymodal's own exception types.
+
+Every error a user can cause derives from :class:`PolymodalError`; the CLI turns these into a message and exit
+code 2 instead of a traceback. Messages say what is wrong *and* what to do about it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PolymodalError(Exception):
+    """Base class of every error polymodal raises on purpose."""
+
+
+class ConfigError(PolymodalError, ValueError):
+    """A configuration value is invalid or inconsistent."""
+
+
+class SchemaError(PolymodalError, ValueError):
+    """The table's columns do not fit what is needed (label absent, columns differ from training, ...)."""
+
+
+class RunDirError(PolymodalError):
+    """A run directory is missing, incomplete, or would be overwritten."""
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """One problem found in one cell: ``row`` is the 0-based position in the table as read."""
+
+    row: int
+    column: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}, column '{self.column}': {self.problem}"
+
+
+class DataError(PolymodalError, ValueError):
+    """Rows of the table cannot be used. ``issues`` names each row, column and problem."""
+
+    def __init__(self, message: str, issues: list[RowIssue] | None = None, hint: str | None = None):
+        self.issues = list(issues or [])
+        self.hint = hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        lines = [self.args[0]]
+        shown = self.issues[:20]
+        lines += [f"  - {i}" for i in shown]
+        if len(self.issues) > len(shown):
+            lines.append(f"  ... and {len(self.issues) - len(shown)} more")
+        if self.hint:
+            lines.append(self.hint)
+        return "\n".join(lines)
+
+
+class LoadError(PolymodalError, ValueError):
+    """One file could not be decoded or breaks a safety limit (no row/column context yet)."""

@@ -1,0 +1,5 @@
+"""Fusion methods: ``dict[str, Encoded] → Tensor[B, D]``. Importing this package registers them."""
+from . import early  # noqa: F401  (registration side effects)
+from .base import Fusion, FusionInput, build_fusion
+
+__all__ = ["Fusion", "FusionInput", "build_fusion"]

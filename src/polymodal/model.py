@@ -1,0 +1,45 @@
+"""The multimodal network: encoders (one per modality) → fusion → task head, with dict inputs.
+
+Mirrors TorchMultimodal's ``LateFusion(encoders, fusion, head)``; built deterministically from the resolved config
+and the fitted processors, so a run directory only needs to store weights.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import PolymodalConfig
+from .data.processors import Processor
+from .encoders import Encoded, build_encoder
+from .fusion import FusionInput, build_fusion
+from .schema import Modality
+from .tasks import Task
+
+
+class MultimodalModel(nn.Module):
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+        self.head = head
+
+    def encode(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, Encoded]:
+        return {name: enc(inputs, masks[name]) for name, enc in self.encoders.items()}
+
+    def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.fusion(self.encode(inputs, masks)))
+
+
+def build_model(config: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor],
+                task: Task) -> MultimodalModel:
+    encoders = {}
+    for m in modalities:
+        choice = config.encoders[m.kind]
+        encoders[m.name] = build_encoder(choice.name, choice.params(), m, processors[m.name])
+    inputs = [FusionInput(name, enc.dim) for name, enc in encoders.items()]
+    fusion = build_fusion(config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params())
+    return MultimodalModel(encoders, fusion, task.head(config.fusion.dim))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,56 @@
+"""Registries of components: a new encoder, fusion or task is one class plus one ``@register`` line.
+
+The CLI, the config schema and ``compare`` read these registries; nothing else lists component names.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Generic, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A name → class mapping with helpful errors on unknown names."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, type[T]] = {}
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        def deco(cls: type[T]) -> type[T]:
+            if name in self._items and self._items[name] is not cls:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._items[name] = cls
+            cls.registry_name = name  # type: ignore[attr-defined]
+            return cls
+
+        return deco
+
+    def get(self, name: str) -> type[T]:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'; choose one of: {', '.join(sorted(self._items))}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> T:
+        return self.get(name)(*args, **kwargs)
+
+
+ENCODERS: Registry[Any] = Registry("encoder")
+FUSIONS: Registry[Any] = Registry("fusion")
+TASKS: Registry[Any] = Registry("task")
+
+
+def register(registry: Registry[Any], name: str) -> Callable[[type], type]:
+    """``@register(ENCODERS, "image_cnn")`` — the one line that makes a component available everywhere."""
+    return registry.register(name)

@@ -1,0 +1,166 @@
+"""Column kinds, the rules that infer them, and user overrides.
+
+Each inferred kind comes with the reason it was chosen, so ``polymodal info`` can explain itself.
+Image, audio and text columns are one modality each; numeric and category columns together form one
+``tabular`` modality (as AutoGluon and Ludwig treat tabular features).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import SchemaError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
+TABULAR = "tabular"
+_SAMPLE = 200
+_PATH_SHARE = 0.8
+
+
+class ColumnKind(str, Enum):
+    IMAGE = "image"
+    AUDIO = "audio"
+    TEXT = "text"
+    NUMERIC = "numeric"
+    CATEGORY = "category"
+    IGNORE = "ignore"
+
+
+@dataclass
+class ColumnSpec:
+    name: str
+    kind: ColumnKind
+    reason: str
+
+
+@dataclass
+class Modality:
+    """One encoder's input: a kind and the columns it reads."""
+
+    name: str
+    kind: str  # image | audio | text | tabular
+    columns: list[str]
+
+
+@dataclass
+class Schema:
+    label: str
+    columns: list[ColumnSpec] = field(default_factory=list)
+
+    def kinds(self) -> dict[str, ColumnKind]:
+        return {c.name: c.kind for c in self.columns}
+
+    def input_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind is not ColumnKind.IGNORE]
+
+    def of_kind(self, kind: ColumnKind) -> list[str]:
+        return [c.name for c in self.columns if c.kind is kind]
+
+    def modalities(self) -> list[Modality]:
+        mods = [Modality(c.name, c.kind.value, [c.name]) for c in self.columns
+                if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.TEXT)]
+        tab = self.of_kind(ColumnKind.NUMERIC) + self.of_kind(ColumnKind.CATEGORY)
+        if tab:
+            name = TABULAR if TABULAR not in {m.name for m in mods} else f"{TABULAR}_"
+            mods.append(Modality(name, TABULAR, tab))
+        return mods
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label,
+                "columns": [{**asdict(c), "kind": c.kind.value} for c in self.columns]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Schema":
+        return cls(d["label"], [ColumnSpec(c["name"], ColumnKind(c["kind"]), c["reason"]) for c in d["columns"]])
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _looks_like_path(values: pd.Series, extensions: set[str]) -> float:
+    def ok(v: Any) -> bool:
+        return isinstance(v, str) and Path(v.strip()).suffix.lower() in extensions
+
+    return float(np.mean([ok(v) for v in values])) if len(values) else 0.0
+
+
+def _is_integer_valued(values: pd.Series) -> bool:
+    v = values.to_numpy(dtype=float)
+    return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
+
+
+def infer_column(series: pd.Series) -> ColumnSpec:
+    """Infer the kind of one (non-label) column from its values."""
+    name = str(series.name)
+    nonnull = series.dropna()
+    if len(nonnull) == 0:
+        return ColumnSpec(name, ColumnKind.IGNORE, "every value is empty")
+    n_unique = nonnull.nunique()
+    if pd.api.types.is_bool_dtype(series):
+        return ColumnSpec(name, ColumnKind.CATEGORY, "boolean values")
+    if pd.api.types.is_numeric_dtype(series):
+        if n_unique <= 1:
+            return ColumnSpec(name, ColumnKind.IGNORE, "a single constant value")
+        if n_unique <= 10 and _is_integer_valued(nonnull) and len(nonnull) >= 4 * n_unique:
+            return ColumnSpec(name, ColumnKind.CATEGORY, f"integers with only {n_unique} distinct values")
+        return ColumnSpec(name, ColumnKind.NUMERIC, f"numbers ({n_unique} distinct values)")
+    sample = nonnull.iloc[:_SAMPLE] if len(nonnull) <= _SAMPLE else nonnull.sample(_SAMPLE, random_state=0)
+    for kind, exts in ((ColumnKind.IMAGE, IMAGE_EXTENSIONS), (ColumnKind.AUDIO, AUDIO_EXTENSIONS)):
+        share = _looks_like_path(sample, exts)
+        if share >= _PATH_SHARE:
+            return ColumnSpec(name, kind, f"{share:.0%} of sampled values are paths ending in {'/'.join(sorted(exts))}")
+    as_text = sample.astype(str)
+    numeric = pd.to_numeric(as_text, errors="coerce")
+    if numeric.notna().mean() >= 0.98 and nonnull.nunique() > 10:
+        return ColumnSpec(name, ColumnKind.NUMERIC, "strings that parse as numbers")
+    words = as_text.map(lambda s: len(re.findall(r"\w+", s))).mean()
+    if n_unique == len(nonnull) and len(nonnull) > 20 and words <= 1.5:
+        return ColumnSpec(name, ColumnKind.IGNORE, "a unique identifier per row (one distinct value per row)")
+    if n_unique <= max(20, int(0.05 * len(nonnull))) and words <= 3:
+        return ColumnSpec(name, ColumnKind.CATEGORY, f"short strings with {n_unique} distinct values")
+    return ColumnSpec(name, ColumnKind.TEXT, f"free text ({words:.1f} words on average, {n_unique} distinct values)")
+
+
+def infer_schema(frame: pd.DataFrame, label: str | None, overrides: dict[str, str] | None = None,
+                 ignore: list[str] | None = None) -> Schema:
+    """Infer a :class:`Schema` for ``frame``; ``overrides`` (column → kind) and ``ignore`` win over inference."""
+    overrides = dict(overrides or {})
+    if len(frame.columns) == 0:
+        raise SchemaError("the table has no columns")
+    if label is not None and label not in frame.columns:
+        raise SchemaError(f"label column '{label}' is not in the table; its columns are: {', '.join(map(str, frame.columns))}")
+    missing = [c for c in list(overrides) + list(ignore or []) if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"config names columns that are not in the table: {', '.join(missing)}")
+    specs = []
+    for col in frame.columns:
+        col = str(col)
+        if col == label:
+            continue
+        if col in (ignore or []):
+            specs.append(ColumnSpec(col, ColumnKind.IGNORE, "listed in ignore"))
+        elif col in overrides:
+            specs.append(ColumnSpec(col, ColumnKind(overrides[col]), "set in config"))
+        else:
+            specs.append(infer_column(frame[col]))
+    return Schema(label or "", specs)
+
+
+def infer_problem_type(target: pd.Series) -> tuple[str, str]:
+    """Return (problem_type, reason) for a label column."""
+    values = target.dropna()
+    n_unique = values.nunique()
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        if not _is_integer_valued(values) or n_unique > 20:
+            return "regression", f"numeric label with {n_unique} distinct values"
+    if n_unique == 2:
+        return "binary", "two distinct label values"
+    return "multiclass", f"{n_unique} distinct label values"

@@ -1,0 +1,58 @@
+"""The task contract: ``head(fused) → outputs``, ``loss``, ``metrics``, ``postprocess``; plus target encoding."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..config import TaskConfig
+from ..registry import TASKS
+
+
+class Task(ABC):
+    """A prediction problem. All state comes from ``fit_target`` on the training labels and is saved as JSON."""
+
+    problem_type: ClassVar[str]
+    target_dtype: ClassVar[torch.dtype]
+    monitor: ClassVar[tuple[str, str]]  # (metric name, "max" | "min") used for early stopping
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+
+    @abstractmethod
+    def fit_target(self, y: pd.Series) -> None: ...
+
+    @abstractmethod
+    def encode_target(self, y: pd.Series) -> np.ndarray: ...
+
+    @property
+    @abstractmethod
+    def n_outputs(self) -> int: ...
+
+    def head(self, dim: int) -> nn.Module:
+        return nn.Linear(dim, self.n_outputs)
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def postprocess(self, outputs: np.ndarray) -> np.ndarray:
+        """Raw head outputs → predictions in the label's own values."""
+
+    @abstractmethod
+    def metrics(self, y_true: pd.Series, outputs: np.ndarray) -> dict[str, float]:
+        """Metrics of raw outputs against labels in their own values."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+def build_task(problem_type: str, config: TaskConfig) -> Task:
+    return TASKS.get(problem_type)(config)

@@ -1,0 +1,59 @@
+"""Regression on a standardised target (MSE); predictions are mapped back to the label's scale."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+
+from ..errors import DataError
+from ..registry import TASKS, register
+from .base import Task
+
+
+@register(TASKS, "regression")
+class RegressionTask(Task):
+    problem_type = "regression"
+    target_dtype = torch.float32
+    monitor = ("rmse", "min")
+
+    def fit_target(self, y: pd.Series) -> None:
+        v = self._numeric(y)
+        v = v[np.isfinite(v)]
+        self.mean, self.std = float(v.mean()), float(v.std()) or 1.0
+
+    @staticmethod
+    def _numeric(y: pd.Series) -> np.ndarray:
+        v = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(np.isnan(v) & y.notna().to_numpy())
+        if len(bad):
+            raise DataError(f"the label of a regression must be numeric; {len(bad)} rows are not "
+                            f"(first at row {int(bad[0])}: {y.iloc[bad[0]]!r})")
+        return v
+
+    def encode_target(self, y: pd.Series) -> np.ndarray:
+        return ((self._numeric(y) - self.mean) / self.std).astype(np.float32)
+
+    @property
+    def n_outputs(self) -> int:
+        return 1
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(outputs.float().squeeze(1), target)
+
+    def postprocess(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs[:, 0].astype(np.float64) * self.std + self.mean
+
+    def metrics(self, y_true: pd.Series, outputs: np.ndarray) -> dict[str, float]:
+        true, pred = self._numeric(y_true), self.postprocess(outputs)
+        return {"rmse": float(np.sqrt(skm.mean_squared_error(true, pred))),
+                "mae": float(skm.mean_absolute_error(true, pred)),
+                "r2": float(skm.r2_score(true, pred)) if len(true) > 1 else float("nan")}
+
+    def state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.mean, self.std = state["mean"], state["std"]

@@ -1,0 +1,62 @@
+"""Callbacks: keep the best weights in memory (no pickled checkpoint files) and record per-epoch metrics."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import lightning as L
+import torch
+
+
+def _value(metrics: dict, key: str) -> float | None:
+    v = metrics.get(key)
+    if v is None:
+        return None
+    v = float(v.item() if isinstance(v, torch.Tensor) else v)
+    return v if math.isfinite(v) else None
+
+
+class BestState(L.Callback):
+    """Tracks the best validation epoch by (monitored metric, then validation loss) and keeps its weights."""
+
+    def __init__(self, monitor: str, mode: str):
+        self.monitor, self.mode = monitor, mode
+        self.best_key: tuple[float, float] | None = None
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_metrics: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        score, loss = _value(m, self.monitor), _value(m, "val_loss")
+        if score is None or loss is None:
+            return
+        key = (score if self.mode == "max" else -score, -loss)
+        if self.best_key is None or key > self.best_key:
+            self.best_key, self.best_epoch = key, trainer.current_epoch
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
+            self.best_metrics = {k: _value(m, k) for k in m if k.startswith("val_") and _value(m, k) is not None}
+
+
+class History(L.Callback):
+    """One row per epoch: epoch, seconds, learning rate and every logged metric."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after the epoch's validation, so train and validation metrics are both final here.
+        row = {"epoch": trainer.current_epoch, "seconds": round(time.perf_counter() - self._start, 3),
+               "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        for k, v in sorted(trainer.callback_metrics.items()):
+            val = _value(trainer.callback_metrics, k)
+            if val is not None:
+                row[k] = val
+        self.rows.append(row)

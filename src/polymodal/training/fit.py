@@ -1,0 +1,87 @@
+"""Set up Lightning's Trainer (early stopping, time limit, progress bar, precision) and run it."""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import TrainingConfig
+from ..data.dataset import Batch
+from ..model import MultimodalModel
+from ..tasks import Task
+from .callbacks import BestState, History
+from .module import MultimodalModule
+
+log = logging.getLogger("polymodal")
+# Lightning announces hardware and tips at INFO level on every fit; users only need its warnings.
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    epochs_run: int
+    fit_seconds: float
+    stopped_early: bool
+    validation: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _precision(cfg: TrainingConfig) -> str:
+    if cfg.precision:
+        return cfg.precision
+    return "16-mixed" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "32-true"
+
+
+def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data.DataLoader,
+              val_loader: torch.utils.data.DataLoader, val_labels: pd.Series, cfg: TrainingConfig,
+              max_epochs: int, progress: bool = True) -> FitResult:
+    """Train ``model`` in place and restore the best validation epoch's weights."""
+    monitor, mode = task.monitor
+    best = BestState(f"val_{monitor}", mode)
+    history = History()
+    stopper = L.pytorch.callbacks.EarlyStopping(f"val_{monitor}", mode=mode, patience=cfg.patience,
+                                                check_finite=True, strict=False)
+    total_steps = max_epochs * len(train_loader)
+    module = MultimodalModule(model, task, cfg, total_steps, val_labels)
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        max_time={"seconds": cfg.time_limit} if cfg.time_limit else None,
+        accelerator=cfg.accelerator, devices="auto", precision=_precision(cfg),
+        gradient_clip_val=cfg.gradient_clip, callbacks=[best, history, stopper],
+        logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+        num_sanity_val_steps=0, deterministic=False,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")
+        trainer.fit(module, train_loader, val_loader)
+    seconds = time.perf_counter() - start
+    if best.best_state is not None:
+        model.load_state_dict(best.best_state)
+    else:
+        log.warning("no validation epoch completed (time limit too short?); keeping the last weights")
+    return FitResult(best_epoch=best.best_epoch, epochs_run=trainer.current_epoch,
+                     fit_seconds=round(seconds, 3), stopped_early=stopper.stopped_epoch > 0,
+                     validation=best.best_metrics, history=history.rows)
+
+
+@torch.no_grad()
+def predict_outputs(model: MultimodalModel, loader: torch.utils.data.DataLoader) -> np.ndarray:
+    """Raw head outputs for every row of ``loader`` (in order), in eval mode on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for batch in loader:
+        batch: Batch = batch.to(device)
+        outs.append(model(batch.inputs, batch.masks).float().cpu())
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)

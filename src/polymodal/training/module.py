@@ -1,0 +1,65 @@
+"""The LightningModule: the model and the task's loss/metrics; the engineering lives in the Trainer."""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import TrainingConfig
+from ..data.dataset import Batch
+from ..model import MultimodalModel
+from ..tasks import Task
+
+
+class MultimodalModule(L.LightningModule):
+    def __init__(self, model: MultimodalModel, task: Task, cfg: TrainingConfig, total_steps: int,
+                 val_labels: pd.Series | None):
+        super().__init__()
+        self.model, self.task, self.cfg = model, task, cfg
+        self.total_steps = max(1, total_steps)
+        self.val_labels = val_labels
+        self._val_outputs: list[torch.Tensor] = []
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model(batch.inputs, batch.masks)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self.task.loss(self(batch), batch.target)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self(batch)
+        self.log("val_loss", self.task.loss(out, batch.target), on_step=False, on_epoch=True, batch_size=len(batch))
+        self._val_outputs.append(out.detach().float().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs or self.val_labels is None:
+            return
+        outputs = torch.cat(self._val_outputs).numpy()
+        self._val_outputs.clear()
+        if len(outputs) != len(self.val_labels):  # Lightning's sanity check runs on a few batches only
+            return
+        for name, value in self.task.metrics(self.val_labels, outputs).items():
+            if np.isfinite(value):
+                self.log(f"val_{name}", value)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.ndim <= 1 or name.endswith(".pos") else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.learning_rate)
+        warmup = max(1, int(self.cfg.warmup_fraction * self.total_steps))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,1 @@
+"""Data: table readers, file loaders with safety limits, processors, dataset and collate, synthetic data."""

@@ -1,0 +1,171 @@
+"""Decode a table once (validating every cell), then serve batches: ``Batch`` = column tensors + presence masks.
+
+Decoding happens up front, in threads, with a progress bar; rows that share a file share one decoded item.
+Bad cells are handled by the ``on_error`` policy: ``fail`` (raise with every problem listed), ``skip`` (drop the
+row and report), ``missing`` (treat that modality as absent for the row).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import DataError, LoadError, RowIssue
+from .processors import LoadContext, Processor
+
+log = logging.getLogger("polymodal")
+
+
+@dataclass
+class Batch:
+    """Column tensors keyed by ``<modality>[.<part>]``, a presence mask per modality, and the target."""
+
+    inputs: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    target: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch({k: v.to(device) for k, v in self.inputs.items()},
+                     {k: v.to(device) for k, v in self.masks.items()},
+                     None if self.target is None else self.target.to(device))
+
+    def __len__(self) -> int:
+        return len(next(iter(self.masks.values())))
+
+
+@dataclass
+class Prepared:
+    """Decoded rows. ``rows`` are the kept rows' positions in the table as read."""
+
+    items: dict[str, list[Any]]
+    rows: np.ndarray
+    targets: np.ndarray | None = None
+    issues: list[RowIssue] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, idx: Iterable[int]) -> "Prepared":
+        idx = np.asarray(list(idx), dtype=np.int64)
+        return Prepared({m: [v[i] for i in idx] for m, v in self.items.items()}, self.rows[idx],
+                        None if self.targets is None else self.targets[idx], self.issues)
+
+
+def _threads() -> int:
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
+def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadContext, on_error: str = "fail",
+            targets: np.ndarray | None = None, progress: bool = True, what: str = "rows",
+            quiet: bool = False) -> Prepared:
+    """Decode every cell of every modality; apply the ``on_error`` policy to cells that cannot be decoded."""
+    n = len(frame)
+    records = frame.to_dict("records")
+    cells = {m: [p.cell(r) for r in records] for m, p in processors.items()}
+    # One job per distinct file (or per row when a processor does not share items).
+    jobs: dict[tuple[str, Any], tuple[Processor, Any]] = {}
+    where: dict[str, list[Any]] = {}
+    for m, p in processors.items():
+        keys = []
+        for i, v in enumerate(cells[m]):
+            if p.is_absent(v):
+                keys.append(None)
+                continue
+            k = p.cache_key(v)
+            key = (m, k if k is not None else i)
+            jobs.setdefault(key, (p, v))
+            keys.append(key)
+        where[m] = keys
+
+    def run(job: tuple[Processor, Any]) -> Any:
+        p, v = job
+        try:
+            return p.load(v, ctx)
+        except LoadError as e:
+            return e
+
+    results: dict[tuple[str, Any], Any] = {}
+    bar = tqdm(total=len(jobs), desc=f"decoding {what}", unit="item", disable=not progress or len(jobs) < 200,
+               leave=False)
+    with ThreadPoolExecutor(_threads()) as pool:
+        for key, res in zip(jobs, pool.map(run, jobs.values(), chunksize=16)):
+            results[key] = res
+            bar.update()
+    bar.close()
+
+    issues: list[RowIssue] = []
+    bad_rows: set[int] = set()
+    items: dict[str, list[Any]] = {}
+    for m, keys in where.items():
+        col = processors[m].columns[0] if len(processors[m].columns) == 1 else m
+        out = []
+        for i, key in enumerate(keys):
+            res = None if key is None else results[key]
+            if isinstance(res, LoadError):
+                issues.append(RowIssue(int(frame.index[i]), col, str(res)))
+                bad_rows.add(i)
+                res = None
+            out.append(res)
+        items[m] = out
+
+    if issues and on_error == "fail":
+        raise DataError(f"{len(bad_rows)} of {n} {what} have problems that stop training/prediction:", issues,
+                        hint="Fix or remove these rows, or pass --on-error skip (drop them) or "
+                             "--on-error missing (treat the bad cells as absent).")
+    keep = np.arange(n)
+    if issues and on_error == "skip":
+        keep = np.array([i for i in range(n) if i not in bad_rows], dtype=np.int64)
+        log.warning("skipped %d of %d %s with problems:\n%s", len(bad_rows), n, what,
+                    "\n".join(f"  - {i}" for i in issues[:20]))
+    elif issues and not quiet:
+        log.warning("treated %d bad cells as missing:\n%s", len(issues), "\n".join(f"  - {i}" for i in issues[:20]))
+    prepared = Prepared(items, np.arange(n), targets, issues)
+    return prepared.subset(keep) if len(keep) < n else prepared
+
+
+class PreparedDataset(torch.utils.data.Dataset):
+    """Indices into a :class:`Prepared`; the collate function does the per-batch work."""
+
+    def __init__(self, prepared: Prepared):
+        self.prepared = prepared
+
+    def __len__(self) -> int:
+        return len(self.prepared)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class Collator:
+    """Turns a list of row indices into a :class:`Batch` (augmenting when ``train``)."""
+
+    def __init__(self, prepared: Prepared, processors: dict[str, Processor], train: bool, target_dtype: torch.dtype):
+        self.prepared, self.processors, self.train, self.target_dtype = prepared, processors, train, target_dtype
+
+    def __call__(self, idx: list[int]) -> Batch:
+        inputs: dict[str, torch.Tensor] = {}
+        masks: dict[str, torch.Tensor] = {}
+        for m, p in self.processors.items():
+            items = [self.prepared.items[m][i] for i in idx]
+            inputs.update(p.collate(items, self.train))
+            masks[m] = torch.tensor([it is not None for it in items], dtype=torch.bool)
+        target = None
+        if self.prepared.targets is not None:
+            target = torch.as_tensor(self.prepared.targets[idx], dtype=self.target_dtype)
+        return Batch(inputs, masks, target)
+
+
+def make_loader(prepared: Prepared, processors: dict[str, Processor], batch_size: int, train: bool,
+                target_dtype: torch.dtype = torch.long, num_workers: int = 0, seed: int = 0) -> torch.utils.data.DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        PreparedDataset(prepared), batch_size=batch_size, shuffle=train, drop_last=train and len(prepared) > batch_size,
+        collate_fn=Collator(prepared, processors, train, target_dtype), num_workers=num_workers,
+        persistent_workers=num_workers > 0, generator=generator)

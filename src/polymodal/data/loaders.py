@@ -1,0 +1,116 @@
+"""Decode one file per call, under safety limits. Every failure is a :class:`LoadError` with a plain message.
+
+Paths come from the table and must resolve inside the data root (no ``../`` escapes, no absolute paths outside).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..config import LimitsConfig
+from ..errors import LoadError
+
+
+def is_empty(value: object) -> bool:
+    """True for a cell that holds no value (None, NaN, empty or blank string): the modality is absent."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def resolve_path(value: object, root: Path) -> Path:
+    """Resolve a table cell to a file path inside ``root``; raise LoadError if it escapes or does not exist."""
+    if not isinstance(value, str):
+        raise LoadError(f"expected a file path, got {type(value).__name__} {value!r}")
+    root = root.resolve()
+    path = (root / value.strip()).resolve()
+    if not path.is_relative_to(root):
+        raise LoadError(f"path '{value}' resolves outside the data root {root}; "
+                        "move the file under the data root or pass --data-root")
+    if not path.is_file():
+        raise LoadError(f"file not found: {path}")
+    return path
+
+
+def _check_size(path: Path, limits: LimitsConfig) -> None:
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        raise LoadError(f"file is {size:,} bytes, over the limit of {limits.max_file_bytes:,} (limits.max_file_bytes)")
+
+
+def image_size(path: Path, limits: LimitsConfig) -> tuple[int, int, str]:
+    """(width, height, mode) from the header only, with the pixel limit checked."""
+    _check_size(path, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                mode = im.mode
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise LoadError(f"not a readable image: {e}") from None
+    if w * h > limits.max_image_pixels:
+        raise LoadError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limits.max_image_pixels:,} "
+                        "(possible decompression bomb; raise limits.max_image_pixels if it is genuine)")
+    return w, h, mode
+
+
+def load_image(path: Path, limits: LimitsConfig, channels: int) -> Image.Image:
+    """Open, apply EXIF orientation, convert to L (1 channel) or RGB (3), fully decoded."""
+    image_size(path, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                if im.mode in ("RGBA", "LA", "P") and channels == 3:
+                    im = im.convert("RGBA")
+                    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                    im = Image.alpha_composite(bg, im)
+                im = im.convert("L" if channels == 1 else "RGB")
+                im.load()
+                return im
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise LoadError(f"image is corrupt or truncated: {e}") from None
+
+
+def audio_info(path: Path, limits: LimitsConfig) -> tuple[int, float]:
+    """(sample rate, duration in seconds) from the header, with the duration limit checked."""
+    _check_size(path, limits)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise LoadError(f"not a readable audio file: {e}") from None
+    if info.samplerate <= 0 or info.frames <= 0:
+        raise LoadError("audio file holds no samples")
+    duration = info.frames / info.samplerate
+    if duration > limits.max_audio_seconds:
+        raise LoadError(f"audio is {duration:.1f} s long, over the limit of {limits.max_audio_seconds:g} s "
+                        "(limits.max_audio_seconds)")
+    return info.samplerate, duration
+
+
+def load_audio(path: Path, limits: LimitsConfig, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Decode to mono float32 at ``sample_rate``; only the first ``max_seconds`` are read when given."""
+    sr, _ = audio_info(path, limits)
+    frames = -1 if max_seconds is None else int(math.ceil(max_seconds * sr))
+    try:
+        data, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise LoadError(f"audio is corrupt or truncated: {e}") from None
+    if data.size == 0:
+        raise LoadError("audio file holds no samples")
+    if not np.all(np.isfinite(data)):
+        raise LoadError("audio holds NaN or infinite samples")
+    mono = data.mean(axis=1)
+    if sr != sample_rate:
+        mono = soxr.resample(mono, sr, sample_rate).astype(np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32)

@@ -1,0 +1,434 @@
+"""Processors turn cell values into tensors. Fitted on the training split only; their state is saved with the run.
+
+Each processor works on one modality and has three steps:
+  ``fit(values)``         learn sizes, statistics and vocabularies from training rows
+  ``load(value)``         decode one cell to a compact array (deterministic, so results can be cached)
+  ``collate(items)``      stack a batch of loaded items (``None`` = absent) into tensors, augmenting in training
+State is split into JSON (``state()``) and tensors (``tensors()``) so that nothing is pickled.
+"""
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from ..config import LimitsConfig, PolymodalConfig, ProcessingConfig
+from ..errors import LoadError
+from ..registry import Registry
+from ..schema import ColumnKind, Modality, Schema
+from . import loaders
+
+PROCESSORS: Registry["Processor"] = Registry("processor")
+
+
+@dataclass
+class LoadContext:
+    root: Path
+    limits: LimitsConfig
+
+
+def _sample(values: list[Any], n: int, seed: int = 0) -> list[Any]:
+    if len(values) <= n:
+        return values
+    idx = np.random.default_rng(seed).choice(len(values), n, replace=False)
+    return [values[i] for i in sorted(idx)]
+
+
+class Processor(ABC):
+    """Base class: one per modality kind, registered by kind name."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, name: str, columns: list[str], cfg: ProcessingConfig):
+        self.name = name
+        self.columns = columns
+        self.cfg = cfg
+
+    # --- learned at fit time -------------------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None: ...
+
+    # --- per row ---------------------------------------------------------------------------------------------
+    def cell(self, row: pd.Series) -> Any:
+        """The raw value this modality reads from a row (one column for most kinds)."""
+        return row[self.columns[0]]
+
+    def is_absent(self, value: Any) -> bool:
+        return loaders.is_empty(value)
+
+    def cache_key(self, value: Any) -> str | None:
+        """Rows with equal keys share one decoded item (e.g. the same file); None = do not share."""
+        return None
+
+    @abstractmethod
+    def load(self, value: Any, ctx: LoadContext) -> Any: ...
+
+    # --- per batch ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def collate(self, items: list[Any | None], train: bool) -> dict[str, torch.Tensor]: ...
+
+    # --- persistence ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def state(self) -> dict[str, Any]: ...
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    @abstractmethod
+    def set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None: ...
+
+    def key(self, suffix: str = "") -> str:
+        return f"{self.name}.{suffix}" if suffix else self.name
+
+
+def _file_values(frame: pd.DataFrame, column: str) -> list[str]:
+    return [v for v in frame[column].tolist() if not loaders.is_empty(v)]
+
+
+class _FileProcessor(Processor):
+    def cache_key(self, value: Any) -> str | None:
+        return str(value).strip()
+
+    def _readable_sample(self, frame: pd.DataFrame, ctx: LoadContext, probe, n: int = 200) -> list[Any]:
+        """Probe up to ``n`` training files, skipping unreadable ones (validation reports those)."""
+        out = []
+        for v in _sample(_file_values(frame, self.columns[0]), n):
+            try:
+                out.append(probe(loaders.resolve_path(v, ctx.root)))
+            except LoadError:
+                continue
+        return out
+
+
+@PROCESSORS.register("image")
+class ImageProcessor(_FileProcessor):
+    """Resize to a square, keep uint8 until the batch; normalise with training mean/std; shift + jitter in training."""
+
+    kind = "image"
+
+    def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
+        heads = self._readable_sample(frame, ctx, lambda p: loaders.image_size(p, ctx.limits))
+        if self.cfg.image_size is not None:
+            self.size = self.cfg.image_size
+        else:
+            side = float(np.median([max(w, h) for w, h, _ in heads])) if heads else 64.0
+            self.size = int(min(max(8 * math.ceil(side / 8), 32), 128))
+        if self.cfg.image_channels is not None:
+            self.channels = self.cfg.image_channels
+        else:
+            gray = {"1", "L", "LA", "I", "I;16", "F"}
+            self.channels = 1 if heads and all(m in gray for _, _, m in heads) else 3
+        pixels = []
+        for v in _sample(_file_values(frame, self.columns[0]), 64, seed=1):
+            try:
+                pixels.append(self.load(v, ctx))
+            except LoadError:  # unreadable files are reported with their row by validation/prepare
+                continue
+        if pixels:
+            arr = np.stack(pixels).astype(np.float32) / 255.0
+            self.mean = arr.mean(axis=(0, 2, 3)).tolist()
+            self.std = np.maximum(arr.std(axis=(0, 2, 3)), 1e-3).tolist()
+        else:
+            self.mean, self.std = [0.5] * self.channels, [0.25] * self.channels
+
+    def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
+        im = loaders.load_image(loaders.resolve_path(value, ctx.root), ctx.limits, self.channels)
+        im = im.resize((self.size, self.size), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+        return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    def collate(self, items: list[np.ndarray | None], train: bool) -> dict[str, torch.Tensor]:
+        blank = np.zeros((self.channels, self.size, self.size), np.uint8)
+        x = torch.from_numpy(np.stack([blank if it is None else it for it in items])).float().div_(255.0)
+        if train and self.cfg.image_augment:
+            x = _random_shift(x, max(1, self.size // 10))
+            x = x * (1 + 0.1 * (torch.rand(len(x), 1, 1, 1) - 0.5) * 2)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return {self.key(): (x - mean) / std}
+
+    def state(self) -> dict[str, Any]:
+        return {"size": self.size, "channels": self.channels, "mean": self.mean, "std": self.std}
+
+    def set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.size, self.channels, self.mean, self.std = state["size"], state["channels"], state["mean"], state["std"]
+
+
+def _random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Translate each image by up to ``pad`` pixels (edge-replicated), a cheap batched augmentation."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+    dy = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular HTK-style mel filters, shape [n_fft // 2 + 1, n_mels]."""
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(np.array(20.0)), hz_to_mel(np.array(sample_rate / 2)), n_mels + 2))
+    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    fb = np.maximum(0, np.minimum((freqs - lower) / (center - lower), (upper - freqs) / (upper - center)))
+    return torch.from_numpy(fb.T.astype(np.float32))
+
+
+@PROCESSORS.register("audio")
+class AudioProcessor(_FileProcessor):
+    """Mono waveform at one sample rate, cropped/padded to a fixed length; batched log-mel spectrogram in torch."""
+
+    kind = "audio"
+
+    def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
+        heads = self._readable_sample(frame, ctx, lambda p: loaders.audio_info(p, ctx.limits))
+        if self.cfg.sample_rate is not None:
+            self.sample_rate = self.cfg.sample_rate
+        else:
+            common = Counter(sr for sr, _ in heads).most_common(1)
+            self.sample_rate = min(common[0][0], 16_000) if common else 16_000
+        if self.cfg.audio_seconds is not None:
+            self.seconds = float(self.cfg.audio_seconds)
+        else:
+            p95 = float(np.percentile([d for _, d in heads], 95)) if heads else 1.0
+            self.seconds = float(min(max(round(p95, 2), 0.25), 10.0))
+        self.n_mels = self.cfg.n_mels
+        self.n_fft = 1 << max(6, int(round(math.log2(self.sample_rate * 0.025))))
+        self.hop = max(1, int(self.sample_rate * 0.010))
+        self.mean, self.std = 0.0, 1.0
+        waves = []
+        for v in _sample(_file_values(frame, self.columns[0]), 64, seed=1):
+            try:
+                waves.append(self.load(v, ctx))
+            except LoadError:
+                continue
+        if waves:
+            mel = self._logmel(self._fix_length(waves, train=False))
+            self.mean, self.std = float(mel.mean()), float(max(mel.std().item(), 1e-3))
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.seconds * self.sample_rate))
+
+    @property
+    def n_frames(self) -> int:
+        return self.n_samples // self.hop + 1
+
+    def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
+        path = loaders.resolve_path(value, ctx.root)
+        return loaders.load_audio(path, ctx.limits, self.sample_rate, max_seconds=self.seconds * 1.5)
+
+    def _fix_length(self, items: list[np.ndarray], train: bool) -> torch.Tensor:
+        n = self.n_samples
+        out = torch.zeros(len(items), n)
+        for i, wav in enumerate(items):
+            if wav is None:
+                continue
+            w = torch.from_numpy(wav)
+            if len(w) > n:
+                start = int(torch.randint(0, len(w) - n + 1, ()).item()) if train else 0
+                w = w[start:start + n]
+            offset = int(torch.randint(0, n - len(w) + 1, ()).item()) if train and self.cfg.audio_augment else 0
+            out[i, offset:offset + len(w)] = w
+        return out
+
+    def _logmel(self, wave: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(wave, self.n_fft, self.hop, window=torch.hann_window(self.n_fft), return_complex=True)
+        power = spec.abs().pow(2).transpose(1, 2)  # [B, T, F]
+        fb = mel_filterbank(self.n_fft, self.n_mels, self.sample_rate)
+        return torch.log(power @ fb + 1e-6).transpose(1, 2)  # [B, M, T]
+
+    def collate(self, items: list[np.ndarray | None], train: bool) -> dict[str, torch.Tensor]:
+        mel = (self._logmel(self._fix_length(items, train)) - self.mean) / self.std
+        if train and self.cfg.audio_augment:
+            mel = _spec_augment(mel)
+        return {self.key(): mel.unsqueeze(1)}
+
+    def state(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("sample_rate", "seconds", "n_mels", "n_fft", "hop", "mean", "std")}
+
+    def set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def _spec_augment(mel: torch.Tensor, max_f: int = 6, max_t: int = 10) -> torch.Tensor:
+    """One frequency band and one time span zeroed per example (SpecAugment, Park et al. 2019)."""
+    b, m, t = mel.shape
+    fm = torch.arange(m).view(1, m, 1)
+    tm = torch.arange(t).view(1, 1, t)
+    f0 = torch.randint(0, m, (b, 1, 1))
+    fw = torch.randint(0, max_f + 1, (b, 1, 1))
+    t0 = torch.randint(0, t, (b, 1, 1))
+    tw = torch.randint(0, max_t + 1, (b, 1, 1))
+    drop = ((fm >= f0) & (fm < f0 + fw)) | ((tm >= t0) & (tm < t0 + tw))
+    return mel.masked_fill(drop, 0.0)
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+PAD, UNK = 0, 1
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+@PROCESSORS.register("text")
+class TextProcessor(Processor):
+    """Lower-cased word/punctuation tokens; a vocabulary of the most frequent training tokens (0 = pad, 1 = unknown)."""
+
+    kind = "text"
+
+    def _texts(self, frame: pd.DataFrame) -> list[str]:
+        return [str(v)[: self.cfg_limit] for v in frame[self.columns[0]].tolist() if not loaders.is_empty(v)]
+
+    def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
+        self.cfg_limit = ctx.limits.max_text_chars
+        counts: Counter[str] = Counter()
+        lengths = []
+        for text in self._texts(frame):
+            toks = tokenize(text)
+            counts.update(toks)
+            lengths.append(len(toks))
+        kept = [t for t, c in counts.most_common(self.cfg.vocab_size - 2) if c >= self.cfg.text_min_freq]
+        self.vocab = ["<pad>", "<unk>"] + kept
+        self.max_tokens = self.cfg.text_max_tokens or int(min(max(np.percentile(lengths, 95) if lengths else 16, 8), 256))
+        self._index = {t: i for i, t in enumerate(self.vocab)}
+
+    def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
+        toks = tokenize(str(value)[: ctx.limits.max_text_chars])[: self.max_tokens]
+        ids = [self._index.get(t, UNK) for t in toks] or [UNK]
+        return np.asarray(ids, dtype=np.int64)
+
+    def collate(self, items: list[np.ndarray | None], train: bool) -> dict[str, torch.Tensor]:
+        width = max([len(it) for it in items if it is not None] + [1])
+        out = torch.zeros(len(items), width, dtype=torch.long)
+        for i, it in enumerate(items):
+            if it is not None:
+                out[i, : len(it)] = torch.from_numpy(it)
+        return {self.key(): out}
+
+    def state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab, "max_tokens": self.max_tokens}
+
+    def set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.vocab, self.max_tokens = state["vocab"], state["max_tokens"]
+        self._index = {t: i for i, t in enumerate(self.vocab)}
+
+
+MISSING_CATEGORY, UNKNOWN_CATEGORY = 0, 1
+
+
+@PROCESSORS.register("tabular")
+class TabularProcessor(Processor):
+    """Numerics: standardised, NaN → 0 (the training mean) plus a missing flag. Categories: index, 0 = missing, 1 = unknown."""
+
+    kind = "tabular"
+
+    def __init__(self, name: str, columns: list[str], cfg: ProcessingConfig, categorical: list[str] | None = None):
+        super().__init__(name, columns, cfg)
+        self.categorical = list(categorical or [])
+        self.numeric = [c for c in columns if c not in self.categorical]
+
+    def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
+        self.stats = {}
+        for c in self.numeric:
+            v = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            mean = float(v.mean()) if len(v) else 0.0
+            std = float(v.std()) if len(v) > 1 else 1.0
+            self.stats[c] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
+        self.categories = {c: sorted({_cat_str(v) for v in frame[c].tolist() if not loaders.is_empty(v)})
+                           for c in self.categorical}
+        self._build_index()
+
+    def _build_index(self) -> None:
+        self._index = {c: {v: i + 2 for i, v in enumerate(vals)} for c, vals in self.categories.items()}
+
+    def cardinalities(self) -> list[int]:
+        return [len(self.categories[c]) + 2 for c in self.categorical]
+
+    def cell(self, row: pd.Series) -> Any:
+        return {c: row[c] for c in self.columns}
+
+    def is_absent(self, value: Any) -> bool:
+        return all(loaders.is_empty(v) for v in value.values())
+
+    def load(self, value: dict[str, Any], ctx: LoadContext) -> tuple[np.ndarray, np.ndarray]:
+        num = np.zeros((len(self.numeric), 2), np.float32)
+        for j, c in enumerate(self.numeric):
+            v = value[c]
+            if loaders.is_empty(v):
+                num[j] = (0.0, 1.0)
+                continue
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                raise LoadError(f"'{v}' is not a number (column '{c}' is numeric)") from None
+            if not math.isfinite(x):
+                num[j] = (0.0, 1.0)
+                continue
+            num[j, 0] = (x - self.stats[c]["mean"]) / self.stats[c]["std"]
+        cat = np.array([MISSING_CATEGORY if loaders.is_empty(value[c])
+                        else self._index[c].get(_cat_str(value[c]), UNKNOWN_CATEGORY) for c in self.categorical],
+                       np.int64)
+        return num, cat
+
+    def unknown_categories(self, frame: pd.DataFrame) -> dict[str, list[int]]:
+        """Rows (positions) whose category value was not seen in training, per column."""
+        out = {}
+        for c in self.categorical:
+            rows = [i for i, v in enumerate(frame[c].tolist())
+                    if not loaders.is_empty(v) and _cat_str(v) not in self._index[c]]
+            if rows:
+                out[c] = rows
+        return out
+
+    def collate(self, items: list[Any | None], train: bool) -> dict[str, torch.Tensor]:
+        n_num, n_cat = len(self.numeric), len(self.categorical)
+        num = np.stack([np.tile([0.0, 1.0], (n_num, 1)).astype(np.float32) if it is None else it[0] for it in items])
+        cat = np.stack([np.zeros(n_cat, np.int64) if it is None else it[1] for it in items])
+        return {self.key("numeric"): torch.from_numpy(num).reshape(len(items), n_num * 2),
+                self.key("category"): torch.from_numpy(cat)}
+
+    def state(self) -> dict[str, Any]:
+        return {"numeric": self.numeric, "categorical": self.categorical, "stats": self.stats,
+                "categories": self.categories}
+
+    def set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.numeric, self.categorical = state["numeric"], state["categorical"]
+        self.stats, self.categories = state["stats"], state["categories"]
+        self._build_index()
+
+
+def _cat_str(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def build_processors(schema: Schema, config: PolymodalConfig) -> tuple[list[Modality], dict[str, Processor]]:
+    """One unfitted processor per modality of ``schema``."""
+    modalities = schema.modalities()
+    procs: dict[str, Processor] = {}
+    for m in modalities:
+        cls = PROCESSORS.get(m.kind)
+        if cls is TabularProcessor:
+            procs[m.name] = TabularProcessor(m.name, m.columns, config.processing,
+                                             categorical=schema.of_kind(ColumnKind.CATEGORY))
+        else:
+            procs[m.name] = cls(m.name, m.columns, config.processing)
+    return modalities, procs

@@ -1,0 +1,65 @@
+"""Read a table (CSV / Parquet / JSONL / pandas) and remember the folder its relative paths resolve against."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import DataError, RowIssue
+
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+            ".json": "json", ".ndjson": "jsonl"}
+
+
+@dataclass
+class Table:
+    """A table plus the directory that relative file paths in it are resolved against."""
+
+    frame: pd.DataFrame
+    root: Path
+    source: str
+
+
+def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path | None" = None) -> Table:
+    """Read ``data`` into a :class:`Table`.
+
+    Relative paths in the table resolve against ``data_root`` when given, else against the table file's own
+    folder (or the current directory for a DataFrame).
+    """
+    if isinstance(data, Table):
+        if data_root is not None:
+            return Table(data.frame, Path(data_root).resolve(), data.source)
+        return data
+    if isinstance(data, pd.DataFrame):
+        root = Path(data_root) if data_root is not None else Path.cwd()
+        return Table(data.reset_index(drop=True), root.resolve(), "<DataFrame>")
+    path = Path(data)
+    if not path.is_file():
+        raise DataError(f"table file not found: {path}", hint="Pass the path of a .csv, .parquet or .jsonl file.")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"cannot read {path}: unknown table format '{path.suffix}'",
+                        hint=f"Use one of: {', '.join(sorted(SUFFIXES))}.")
+    try:
+        if kind in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="," if kind == "csv" else "\t", encoding="utf-8")
+        elif kind == "parquet":
+            frame = pd.read_parquet(path)
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True, encoding="utf-8")
+        else:
+            frame = pd.read_json(path, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"cannot read {path}: it is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}, line {line})",
+            [RowIssue(max(line - 2, 0), "<file>", "invalid UTF-8 byte")],
+            hint="Re-save the table as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`).",
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"table {path} is empty: it has no header and no rows") from None
+    except (pd.errors.ParserError, ValueError, OSError) as e:
+        raise DataError(f"cannot parse {path} as {kind}: {e}") from None
+    root = Path(data_root) if data_root is not None else path.parent
+    return Table(frame.reset_index(drop=True), root.resolve(), str(path))

@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny generated multimodal tables and one fitted tiny model reused across tests."""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+import pytest
+
+from polymodal import Predictor
+from polymodal.data.synthetic import generate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The tiny models here are far too small to gain from intra-op threads, and on a shared 2-core machine
+# oversubscribed threads make every training step ~10x slower.
+torch.set_num_threads(1)
+
+TINY_CONFIG = {
+    "training": {"max_epochs": 2, "batch_size": 16},
+    "encoders": {
+        "image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
+        "audio": {"name": "audio_cnn", "width": 8, "dim": 16, "stages": 2},
+        "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16},
+        "tabular": {"name": "tabular_mlp", "hidden": 16, "dim": 16},
+    },
+    "fusion": {"dim": 32},
+}
+
+
+def tiny_config(**training) -> dict:
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["training"].update(training)
+    return cfg
+
+
+def make_table(out_dir: Path, n: int, seed: int = 0, prefix: str = "", name: str = "data.csv",
+               missing_rate: float = 0.02) -> Path:
+    """Generate ``n`` synthetic rows with their files under ``out_dir``; write them as ``out_dir/name``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = generate(out_dir, n, seed=seed, prefix=prefix, missing_rate=missing_rate)
+    path = out_dir / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _polymodal_logs_propagate():
+    """The CLI sets propagate=False on the 'polymodal' logger; restore it so caplog sees later warnings."""
+    yield
+    log = logging.getLogger("polymodal")
+    log.propagate = True
+    log.handlers[:] = []
+    log.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A data root holding train.csv (80 rows) and test.csv (30 rows) plus their images and audio."""
+    root = tmp_path_factory.mktemp("data")
+    make_table(root, 80, seed=1, prefix="train_", name="train.csv")
+    make_table(root, 30, seed=2, prefix="test_", name="test.csv")
+    return root
+
+
+@pytest.fixture(scope="session")
+def train_csv(data_dir) -> Path:
+    return data_dir / "train.csv"
+
+
+@pytest.fixture(scope="session")
+def test_csv(data_dir) -> Path:
+    return data_dir / "test.csv"
+
+
+@pytest.fixture(scope="session")
+def fitted(train_csv) -> Predictor:
+    """One tiny fitted classifier, shared by every test that only reads from it."""
+    return Predictor("label", config=tiny_config(), verbose=False, seed=0).fit(train_csv)
+
+
+@pytest.fixture(scope="session")
+def run_dir(fitted, tmp_path_factory) -> Path:
+    """The shared predictor saved as a run directory (treat as read-only)."""
+    return fitted.save(tmp_path_factory.mktemp("runs") / "run")
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """A fresh 40-row table in a per-test folder (for tests that modify the table or its files)."""
+    return make_table(tmp_path / "data", 40, seed=3, prefix="t_")
+
+
+@pytest.fixture
+def small_frame(test_csv) -> pd.DataFrame:
+    return pd.read_csv(test_csv)

@@ -1,0 +1,168 @@
+"""Encoders (every registered one) and concat fusion, on real processed batches from the tiny table."""
+from __future__ import annotations
+
+
+import pandas as pd
+import pytest
+import torch
+
+from polymodal.config import PolymodalConfig
+from polymodal.data.dataset import Collator, prepare
+from polymodal.data.processors import LoadContext, build_processors
+from polymodal.encoders import Encoded, build_encoder
+from polymodal.fusion import FusionInput, build_fusion
+from polymodal.model import build_model
+from polymodal.registry import ENCODERS, FUSIONS
+from polymodal.schema import infer_schema
+from polymodal.tasks import build_task
+
+from conftest import tiny_config
+
+SMALL_PARAMS = {
+    "image_cnn": {"width": 8, "dim": 16, "stages": 2},
+    "audio_cnn": {"width": 8, "dim": 16, "stages": 2},
+    "text_rnn": {"hidden": 8, "embedding_dim": 8, "dim": 16},
+    "text_transformer": {"dim": 16, "heads": 2, "layers": 1},
+    "tabular_mlp": {"hidden": 16, "dim": 16},
+}
+B = 6
+
+
+@pytest.fixture(scope="module")
+def setup(train_csv, data_dir):
+    frame = pd.read_csv(train_csv).iloc[:B].copy()
+    frame.loc[frame.index[0], "image"] = None  # row 0 lacks the image
+    frame.loc[frame.index[1], ["image", "audio", "text"]] = None  # row 1 keeps only the tabular modality
+    cfg = PolymodalConfig.from_any(tiny_config())
+    schema = infer_schema(pd.read_csv(train_csv), "label")
+    modalities, procs = build_processors(schema, cfg)
+    ctx = LoadContext(data_dir.resolve(), cfg.limits)
+    full = pd.read_csv(train_csv)
+    for p in procs.values():
+        p.fit(full, ctx)
+    prepared = prepare(frame, procs, ctx, progress=False)
+    batch = Collator(prepared, procs, False, torch.long)(list(range(B)))
+    return cfg, schema, modalities, procs, batch
+
+
+def test_every_registered_encoder_is_covered():
+    assert set(ENCODERS.names()) <= set(SMALL_PARAMS), "add new encoders to SMALL_PARAMS"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_PARAMS))
+def test_encoder_shapes_and_absent_rows(setup, name):
+    _, _, modalities, procs, batch = setup
+    cls = ENCODERS.get(name)
+    (m,) = [m for m in modalities if m.kind in cls.kinds]
+    torch.manual_seed(0)
+    enc = build_encoder(name, SMALL_PARAMS[name], m, procs[m.name]).eval()
+    mask = batch.masks[m.name]
+    with torch.no_grad():
+        out = enc(batch.inputs, mask)
+    assert isinstance(out, Encoded)
+    assert out.pooled.shape == (B, 16) and enc.dim == 16
+    assert out.tokens is not None and out.tokens.dim() == 3
+    assert out.tokens.shape[0] == B and out.tokens.shape[2] == 16 and out.tokens.shape[1] >= 1
+    assert out.mask.shape == (B,) and out.mask.dtype == torch.bool
+    assert torch.equal(out.mask, mask)
+    if out.token_mask is not None:
+        assert out.token_mask.shape == out.tokens.shape[:2]
+    assert torch.isfinite(out.pooled).all() and torch.isfinite(out.tokens).all()
+    absent = ~mask
+    if m.kind != "tabular":
+        assert absent.any(), "fixture must have absent rows for this modality"
+    assert (out.pooled[absent] == 0).all()
+    assert (out.tokens[absent] == 0).all()
+    assert (out.pooled[mask].abs().sum(1) > 0).all()
+
+
+def test_encoder_sees_only_its_own_columns(setup):
+    _, _, modalities, procs, batch = setup
+    (m,) = [m for m in modalities if m.kind == "tabular"]
+    enc = build_encoder("tabular_mlp", SMALL_PARAMS["tabular_mlp"], m, procs[m.name])
+    assert set(enc.inputs_of(batch.inputs)) == {"tabular.numeric", "tabular.category"}
+
+
+def test_encoder_kind_mismatch_is_config_error(setup):
+    from polymodal.errors import ConfigError
+    _, _, modalities, procs, _ = setup
+    (m,) = [m for m in modalities if m.kind == "text"]
+    with pytest.raises(ConfigError, match="image_cnn.*text"):
+        build_encoder("image_cnn", {}, m, procs[m.name])
+
+
+def test_encoder_bad_params_is_config_error(setup):
+    from polymodal.errors import ConfigError
+    _, _, modalities, procs, _ = setup
+    (m,) = [m for m in modalities if m.kind == "text"]
+    with pytest.raises(ConfigError, match="text_rnn"):
+        build_encoder("text_rnn", {"no_such_param": 1}, m, procs[m.name])
+
+
+@pytest.fixture
+def model(setup):
+    cfg, _, modalities, procs, batch = setup
+    task = build_task("binary", cfg.task)
+    task.fit_target(pd.Series(["no", "yes"]))
+    torch.manual_seed(0)
+    return build_model(cfg, modalities, procs, task)
+
+
+def test_concat_fusion_output_shape(model, setup):
+    *_, batch = setup
+    model.eval()
+    with torch.no_grad():
+        fused = model.fusion(model.encode(batch.inputs, batch.masks))
+        logits = model(batch.inputs, batch.masks)
+    assert fused.shape == (B, 32)
+    assert logits.shape == (B, 2)
+
+
+def test_missing_modalities_give_finite_outputs(model, setup):
+    *_, batch = setup
+    model.eval()
+    assert not batch.masks["image"][0] and batch.masks["audio"][0]  # one modality missing
+    assert [bool(batch.masks[m][1]) for m in ("image", "audio", "text", "tabular")] == [False, False, False, True]
+    with torch.no_grad():
+        logits = model(batch.inputs, batch.masks)
+    assert torch.isfinite(logits).all()
+    # every modality absent in every row: still finite
+    none = {k: torch.zeros_like(v) for k, v in batch.masks.items()}
+    with torch.no_grad():
+        assert torch.isfinite(model(batch.inputs, none)).all()
+
+
+def test_gradients_reach_every_encoder(model, setup):
+    *_, batch = setup
+    model.train()
+    model(batch.inputs, batch.masks).sum().backward()
+    for name, enc in model.encoders.items():
+        grads = [p.grad for p in enc.parameters() if p.requires_grad]
+        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_learned_missing_vector_is_used(model, setup):
+    *_, batch = setup
+    model.eval()
+    encoded = model.encode(batch.inputs, batch.masks)
+    with torch.no_grad():
+        before = model.fusion(encoded)
+        model.fusion.missing.vectors["image"].add_(torch.randn(16))
+        after = model.fusion(encoded)
+    image_absent = ~batch.masks["image"]
+    assert not torch.allclose(before[image_absent], after[image_absent])  # absent rows read the vector
+    assert torch.equal(before[~image_absent], after[~image_absent])  # present rows do not
+    # and the vector receives gradient from rows that lack the modality
+    model.zero_grad()
+    model.fusion(model.encode(batch.inputs, batch.masks)).sum().backward()
+    assert model.fusion.missing.vectors["image"].grad.abs().sum() > 0
+
+
+def test_fusion_registry_and_unknown_fusion():
+    from polymodal.errors import ConfigError
+    assert "concat" in FUSIONS
+    with pytest.raises(ConfigError) as e:
+        build_fusion("nope", [FusionInput("a", 4)], 8, 0.0, {})
+    assert "concat" in str(e.value)
+    with pytest.raises(ConfigError, match="concat"):
+        build_fusion("concat", [FusionInput("a", 4)], 8, 0.0, {"bogus": 1})

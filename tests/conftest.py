@@ -90,7 +90,7 @@ def run_dir(fitted, tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     """A fresh 40-row table in a per-test folder (for tests that modify the table or its files)."""
-    return make_table(tmp_path / "data", 40, seed=3, prefix="t_")
+    return make_table(tmp_path / "data", 40, seed=3, prefix="t_", missing_rate=0.0)
 
 
 @pytest.fixture

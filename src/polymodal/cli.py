@@ -155,7 +155,7 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
     p.fit(data)
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
-    out.print(_metrics_table(f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run + 1}, "
+    out.print(_metrics_table(f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run}, "
                              f"{r.fit_seconds:.0f} s)", {k.removeprefix("val_"): v for k, v in r.validation.items()}))
     out.print(f"saved to {out_dir}")
 

@@ -96,3 +96,26 @@ def tiny_data(tmp_path) -> Path:
 @pytest.fixture
 def small_frame(test_csv) -> pd.DataFrame:
     return pd.read_csv(test_csv)
+
+
+@pytest.fixture(scope="session")
+def tiny_config_file(tmp_path_factory) -> Path:
+    import yaml
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(max_epochs=1)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cli():
+    """Invoke the typer app in-process; returns the result (stdout and stderr kept apart)."""
+    from typer.testing import CliRunner
+
+    from polymodal.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import DataError, LoadError, RowIssue
+from ..errors import ConfigError, DataError, LoadError, RowIssue
 from .processors import LoadContext, Processor
 
 log = logging.getLogger("polymodal")
@@ -66,6 +66,8 @@ def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadCont
             targets: np.ndarray | None = None, progress: bool = True, what: str = "rows",
             quiet: bool = False) -> Prepared:
     """Decode every cell of every modality; apply the ``on_error`` policy to cells that cannot be decoded."""
+    if on_error not in ("fail", "skip", "missing"):
+        raise ConfigError(f"on_error must be 'fail', 'skip' or 'missing', not {on_error!r}")
     n = len(frame)
     records = frame.to_dict("records")
     cells = {m: [p.cell(r) for r in records] for m, p in processors.items()}

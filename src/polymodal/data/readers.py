@@ -51,9 +51,18 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         else:
             frame = pd.read_json(path, encoding="utf-8")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        # The parser's error offsets are relative to the chunk it was decoding: locate the byte in the file.
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+            start = None
+        except UnicodeDecodeError as whole:
+            start = whole.start
+        if start is None:
+            start, raw = e.start, e.object
+        line = raw[:start].count(b"\n") + 1
         raise DataError(
-            f"cannot read {path}: it is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}, line {line})",
+            f"cannot read {path}: it is not UTF-8 text (byte 0x{raw[start]:02x} at offset {start}, line {line})",
             [RowIssue(max(line - 2, 0), "<file>", "invalid UTF-8 byte")],
             hint="Re-save the table as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`).",
         ) from None

@@ -95,7 +95,8 @@ class Predictor:
             cfg.training.time_limit = time_limit
         if seed is not None:
             cfg.training.seed = seed
-        self.config = cfg
+        self._user_config = cfg
+        self.config = cfg  # after fit/load: the resolved config of the fitted model
         self.verbose = verbose
         self.schema: Schema | None = None
         self.modalities: list[Modality] = []
@@ -106,8 +107,11 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self, data: Data, tuning_data: Data | None = None) -> "Predictor":
-        """Infer the schema, fit processors on the training split, train, and keep the best epoch."""
-        cfg = self.config
+        """Infer the schema, fit processors on the training split, train, and keep the best epoch.
+
+        ``tuning_data`` (optional) is a labelled table used for validation instead of a split of ``data``.
+        """
+        cfg = self._user_config.model_copy(deep=True)  # resolved values go here; the user's config stays as given
         start = time.perf_counter()
         table = read_table(data, cfg.data_root)
         frame = self._labelled(table.frame, "training")
@@ -119,26 +123,21 @@ class Predictor:
         task = build_task(problem_type, cfg.task)
         task.fit_target(frame[self.label])
 
-        if tuning_data is not None:
-            tune = self._labelled(read_table(tuning_data, cfg.data_root).frame, "tuning")
-            self._check_columns(tune, schema)
-            combined = pd.concat([frame, tune[frame.columns]], ignore_index=True)
-            train_pos, val_pos = np.arange(len(frame)), np.arange(len(frame), len(combined))
-            frame = combined
-        else:
+        if tuning_data is None:
             train_pos, val_pos = self._split(frame[self.label], task, cfg.training.validation_fraction,
                                              cfg.training.seed)
-        ctx = LoadContext(table.root, cfg.limits)
+            val_table = Table(frame.iloc[val_pos], table.root, table.source)
+            frame = frame.iloc[train_pos]
+        else:
+            tuning = read_table(tuning_data, cfg.data_root)
+            val_table = Table(self._labelled(tuning.frame, "tuning"), tuning.root, tuning.source)
+            self._check_columns(val_table.frame, schema)
         modalities, processors = build_processors(schema, cfg)
-        train_frame = frame.iloc[train_pos]
         for p in processors.values():
-            p.fit(train_frame, ctx)
-
-        targets = task.encode_target(frame[self.label])
-        prepared = prepare(frame, processors, ctx, cfg.on_error, targets=targets, progress=self.verbose)
-        train_set, val_set = set(train_pos.tolist()), set(val_pos.tolist())
-        train = prepared.subset([k for k, r in enumerate(prepared.rows) if r in train_set])
-        val = prepared.subset([k for k, r in enumerate(prepared.rows) if r in val_set])
+            p.fit(frame, LoadContext(table.root, cfg.limits))
+        train, val = self._prepare_all(
+            [(Table(frame, table.root, table.source), "training rows"), (val_table, "validation rows")],
+            processors, task, cfg)
         if len(train) == 0 or len(val) == 0:
             raise DataError(f"not enough usable rows to train: {len(train)} training and {len(val)} validation rows")
 
@@ -151,16 +150,35 @@ class Predictor:
                                    tcfg.seed)
         val_loader = make_loader(val, processors, max(tcfg.batch_size, 128), False, task.target_dtype,
                                  tcfg.num_workers)
-        val_labels = frame[self.label].iloc[val.rows].reset_index(drop=True)
+        val_labels = val_table.frame[self.label].iloc[val.rows].reset_index(drop=True)
         log.info("training on %d rows, validating on %d; modalities: %s; %s parameters", len(train), len(val),
                  ", ".join(f"{m.name} ({m.kind})" for m in modalities), f"{count_parameters(model):,}")
         result = fit_model(model, task, train_loader, val_loader, val_labels, tcfg, tcfg.max_epochs,
                            progress=self.verbose)
         result.fit_seconds = round(time.perf_counter() - start, 3)
         model.cpu().eval()
+        self.config = cfg
         self.schema, self.modalities, self.processors = schema, modalities, processors
         self.task, self.model, self.fit_result = task, model, result
         return self
+
+    def _prepare_all(self, tables: list[tuple[Table, str]], processors: dict[str, Processor], task: Task,
+                     cfg: PolymodalConfig) -> list[Prepared]:
+        """Decode each table; under ``on_error=fail`` report the problems of all of them together."""
+        out, issues = [], []
+        for table, what in tables:
+            try:
+                out.append(prepare(table.frame, processors, LoadContext(table.root, cfg.limits), cfg.on_error,
+                                   targets=task.encode_target(table.frame[self.label]), progress=self.verbose,
+                                   what=what))
+            except DataError as e:
+                issues += e.issues
+        if issues:
+            rows = len({(i.row) for i in issues})
+            raise DataError(f"{rows} rows have problems that stop training:", sorted(issues, key=lambda i: i.row),
+                            hint="Fix or remove these rows, or pass --on-error skip (drop them) or "
+                                 "--on-error missing (treat the bad cells as absent).")
+        return out
 
     def _labelled(self, frame: pd.DataFrame, what: str) -> pd.DataFrame:
         if len(frame) == 0:
@@ -265,6 +283,9 @@ class Predictor:
             (tmp / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
             (tmp / "schema.json").write_text(self.schema.to_json() + "\n", encoding="utf-8")
             write_json(tmp / "processors.json", {m: p.state() for m, p in self.processors.items()})
+            tensors = {f"{m}/{k}": t for m, p in self.processors.items() for k, t in p.tensors().items()}
+            if tensors:
+                write_weights(tmp / "processors.safetensors", tensors)
             write_json(tmp / "task.json", self.task.state())
             write_weights(tmp / "model.safetensors", self.model.state_dict())
             if self.fit_result is not None:
@@ -287,8 +308,10 @@ class Predictor:
         p.schema = Schema.from_dict(read_json(path / "schema.json"))
         p.modalities, p.processors = build_processors(p.schema, config)
         states = read_json(path / "processors.json")
+        tensors = read_weights(path / "processors.safetensors") if (path / "processors.safetensors").is_file() else {}
         for name, proc in p.processors.items():
-            proc.set_state(states[name], {})
+            proc.set_state(states[name], {k.split("/", 1)[1]: t for k, t in tensors.items()
+                                          if k.split("/", 1)[0] == name})
         p.task = build_task(meta["problem_type"], config.task)
         p.task.set_state(read_json(path / "task.json"))
         p.model = build_model(config, p.modalities, p.processors, p.task)

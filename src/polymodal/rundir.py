@@ -4,6 +4,7 @@
     config.yaml              the resolved config
     schema.json              column kinds with the reasons they were chosen
     processors.json          fitted processor state (sizes, statistics, vocabularies, category maps)
+    processors.safetensors   processor tensors, only for processors that have any
     task.json                target encoding (classes or target scaling)
     model.safetensors        the weights
     metrics.json             validation metrics and fit summary

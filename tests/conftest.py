@@ -38,9 +38,14 @@ def tiny_config(**training) -> dict:
 
 def make_table(out_dir: Path, n: int, seed: int = 0, prefix: str = "", name: str = "data.csv",
                missing_rate: float = 0.02) -> Path:
-    """Generate ``n`` synthetic rows with their files under ``out_dir``; write them as ``out_dir/name``."""
+    """Generate ``n`` synthetic rows with their files under ``out_dir``; write them as ``out_dir/name``.
+
+    The tiny tables get a binary label (is the demo's label ``medium``?) so that the binary-only paths (ROC-AUC)
+    are exercised; the demo's own three-class label is tested in test_synthetic.py.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = generate(out_dir, n, seed=seed, prefix=prefix, missing_rate=missing_rate)
+    frame["label"] = frame["label"].map(lambda v: "yes" if v == "medium" else "no")
     path = out_dir / name
     frame.to_csv(path, index=False)
     return path

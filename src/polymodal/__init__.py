@@ -1,9 +1,31 @@
-"""polymodal: multimodal machine learning from a table."""
+"""polymodal: multimodal machine learning from a table.
+
+Names are imported lazily (PEP 562) so that ``polymodal --help`` does not pay for importing torch and Lightning.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .api import Predictor  # noqa: E402
-from .config import PolymodalConfig  # noqa: E402
-from .errors import ConfigError, DataError, PolymodalError, SchemaError  # noqa: E402
+_EXPORTS = {
+    "Predictor": "polymodal.api",
+    "PolymodalConfig": "polymodal.config",
+    "PolymodalError": "polymodal.errors",
+    "DataError": "polymodal.errors",
+    "SchemaError": "polymodal.errors",
+    "ConfigError": "polymodal.errors",
+}
+__all__ = [*_EXPORTS, "__version__"]
 
-__all__ = ["Predictor", "PolymodalConfig", "PolymodalError", "DataError", "SchemaError", "ConfigError",
-           "__version__"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import Predictor
+    from .config import PolymodalConfig
+    from .errors import ConfigError, DataError, PolymodalError, SchemaError
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'polymodal' has no attribute {name!r}")

@@ -18,10 +18,15 @@ def _value(metrics: dict, key: str) -> float | None:
 
 
 class BestState(L.Callback):
-    """Tracks the best validation epoch by (monitored metric, then validation loss) and keeps its weights."""
+    """Keeps the weights of the best validation epoch and stops training after ``patience`` epochs without a new best.
 
-    def __init__(self, monitor: str, mode: str):
-        self.monitor, self.mode = monitor, mode
+    "Best" is the monitored metric, ties broken by the validation loss: on small validation sets accuracy often
+    stays level for epochs while the model still improves, and stopping on accuracy alone would cut those short.
+    """
+
+    def __init__(self, monitor: str, mode: str, patience: int):
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.stopped_early = False
         self.best_key: tuple[float, float] | None = None
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -39,6 +44,9 @@ class BestState(L.Callback):
             self.best_key, self.best_epoch = key, trainer.current_epoch
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
             self.best_metrics = {k: _value(m, k) for k in m if k.startswith("val_") and _value(m, k) is not None}
+        elif trainer.current_epoch - self.best_epoch >= self.patience:
+            trainer.should_stop = True
+            self.stopped_early = True
 
 
 class History(L.Callback):

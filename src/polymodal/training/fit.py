@@ -45,17 +45,15 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
               max_epochs: int, progress: bool = True) -> FitResult:
     """Train ``model`` in place and restore the best validation epoch's weights."""
     monitor, mode = task.monitor
-    best = BestState(f"val_{monitor}", mode)
+    best = BestState(f"val_{monitor}", mode, cfg.patience)
     history = History()
-    stopper = L.pytorch.callbacks.EarlyStopping(f"val_{monitor}", mode=mode, patience=cfg.patience,
-                                                check_finite=True, strict=False)
     total_steps = max_epochs * len(train_loader)
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
     trainer = L.Trainer(
         max_epochs=max_epochs,
         max_time={"seconds": cfg.time_limit} if cfg.time_limit else None,
         accelerator=cfg.accelerator, devices="auto", precision=_precision(cfg),
-        gradient_clip_val=cfg.gradient_clip, callbacks=[best, history, stopper],
+        gradient_clip_val=cfg.gradient_clip, callbacks=[best, history],
         logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
         num_sanity_val_steps=0, deterministic=False,
     )
@@ -71,7 +69,7 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
     else:
         log.warning("no validation epoch completed (time limit too short?); keeping the last weights")
     return FitResult(best_epoch=best.best_epoch, epochs_run=trainer.current_epoch,
-                     fit_seconds=round(seconds, 3), stopped_early=stopper.stopped_epoch > 0,
+                     fit_seconds=round(seconds, 3), stopped_early=best.stopped_early,
                      validation=best.best_metrics, history=history.rows)
 
 

@@ -208,6 +208,7 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal
 @handles_errors
 def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", help="Folder for data and run."),
          rows: int = typer.Option(1200, "--rows", help="Training rows to generate (test: a third of it)."),
+         config: Optional[Path] = ConfigOpt,
          seed: int = typer.Option(0, "--seed"), quiet: bool = QuietOpt) -> None:
     """Generate the synthetic image+audio+text+tabular data set, train, evaluate on held-out rows, print a table."""
     from .api import Predictor
@@ -216,7 +217,7 @@ def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", hel
     start = time.perf_counter()
     paths = make_demo(out_dir / "data", n_train=rows, n_test=max(rows // 3, 50), seed=seed)
     err.print(f"demo data: {paths.train} and {paths.test}")
-    p = Predictor("label", verbose=not quiet, seed=seed).fit(paths.train)
+    p = Predictor("label", config=config, verbose=not quiet, seed=seed).fit(paths.train)
     run = p.save(out_dir / "run")
     metrics = p.evaluate(paths.test)
     out.print(_metrics_table(f"demo: test metrics ({int(metrics['rows'])} held-out rows)", metrics))

@@ -49,7 +49,7 @@ def _auto_batch_size(n: int) -> int:
 def _auto_epochs(n: int, batch_size: int) -> int:
     # Enough optimisation steps for small tables, capped for large ones; early stopping ends most runs sooner.
     steps_per_epoch = max(1, math.ceil(n / batch_size))
-    return int(min(max(math.ceil(2_000 / steps_per_epoch), 10), 40))
+    return int(min(max(math.ceil(2_000 / steps_per_epoch), 10), 30))
 
 
 class Predictor:

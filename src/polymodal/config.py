@@ -89,7 +89,8 @@ class TrainingConfig(_Section):
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
     validation_fraction: float = Field(0.15, gt=0, lt=0.9)
     seed: int = 0
-    time_limit: float | None = Field(None, gt=0, description="seconds; training stops at the end of the epoch")
+    time_limit: float | None = Field(None, gt=0, description="seconds of training; at the first step past it the "
+                                     "partial epoch is validated and the best epoch so far is kept")
     num_workers: int = Field(0, ge=0)
     gradient_clip: float | None = 1.0
     accelerator: str = "auto"

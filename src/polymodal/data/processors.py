@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -90,7 +90,7 @@ class Processor(ABC):
         return f"{self.name}.{suffix}" if suffix else self.name
 
 
-def _file_values(frame: pd.DataFrame, column: str) -> list[str]:
+def _present_values(frame: pd.DataFrame, column: str) -> list[Any]:
     return [v for v in frame[column].tolist() if not loaders.is_empty(v)]
 
 
@@ -98,12 +98,12 @@ class _FileProcessor(Processor):
     def cache_key(self, value: Any) -> str | None:
         return str(value).strip()
 
-    def _readable_sample(self, frame: pd.DataFrame, ctx: LoadContext, probe, n: int = 200) -> list[Any]:
-        """Probe up to ``n`` training files, skipping unreadable ones (validation reports those)."""
+    def _readable_sample(self, frame: pd.DataFrame, probe: Callable[[Any], Any], n: int, seed: int = 0) -> list[Any]:
+        """``probe`` up to ``n`` training cells, skipping unreadable files (prepare/validate report them by row)."""
         out = []
-        for v in _sample(_file_values(frame, self.columns[0]), n):
+        for v in _sample(_present_values(frame, self.columns[0]), n, seed):
             try:
-                out.append(probe(loaders.resolve_path(v, ctx.root)))
+                out.append(probe(v))
             except LoadError:
                 continue
         return out
@@ -116,7 +116,8 @@ class ImageProcessor(_FileProcessor):
     kind = "image"
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
-        heads = self._readable_sample(frame, ctx, lambda p: loaders.image_size(p, ctx.limits))
+        heads = self._readable_sample(
+            frame, lambda v: loaders.image_size(loaders.resolve_path(v, ctx.root), ctx.limits), 200)
         if self.cfg.image_size is not None:
             self.size = self.cfg.image_size
         else:
@@ -127,12 +128,7 @@ class ImageProcessor(_FileProcessor):
         else:
             gray = {"1", "L", "LA", "I", "I;16", "F"}
             self.channels = 1 if heads and all(m in gray for _, _, m in heads) else 3
-        pixels = []
-        for v in _sample(_file_values(frame, self.columns[0]), 64, seed=1):
-            try:
-                pixels.append(self.load(v, ctx))
-            except LoadError:  # unreadable files are reported with their row by validation/prepare
-                continue
+        pixels = self._readable_sample(frame, lambda v: self.load(v, ctx), 64, seed=1)
         if pixels:
             arr = np.stack(pixels).astype(np.float32) / 255.0
             self.mean = arr.mean(axis=(0, 2, 3)).tolist()
@@ -194,7 +190,8 @@ class AudioProcessor(_FileProcessor):
     kind = "audio"
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
-        heads = self._readable_sample(frame, ctx, lambda p: loaders.audio_info(p, ctx.limits))
+        heads = self._readable_sample(
+            frame, lambda v: loaders.audio_info(loaders.resolve_path(v, ctx.root), ctx.limits), 200)
         if self.cfg.sample_rate is not None:
             self.sample_rate = self.cfg.sample_rate
         else:
@@ -209,12 +206,7 @@ class AudioProcessor(_FileProcessor):
         self.n_fft = 1 << max(6, int(round(math.log2(self.sample_rate * 0.025))))
         self.hop = max(1, int(self.sample_rate * 0.010))
         self.mean, self.std = 0.0, 1.0
-        waves = []
-        for v in _sample(_file_values(frame, self.columns[0]), 64, seed=1):
-            try:
-                waves.append(self.load(v, ctx))
-            except LoadError:
-                continue
+        waves = self._readable_sample(frame, lambda v: self.load(v, ctx), 64, seed=1)
         if waves:
             mel = self._logmel(self._fix_length(waves, train=False))
             self.mean, self.std = float(mel.mean()), float(max(mel.std().item(), 1e-3))
@@ -292,14 +284,11 @@ class TextProcessor(Processor):
 
     kind = "text"
 
-    def _texts(self, frame: pd.DataFrame) -> list[str]:
-        return [str(v)[: self.cfg_limit] for v in frame[self.columns[0]].tolist() if not loaders.is_empty(v)]
-
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
-        self.cfg_limit = ctx.limits.max_text_chars
         counts: Counter[str] = Counter()
         lengths = []
-        for text in self._texts(frame):
+        for text in _present_values(frame, self.columns[0]):
+            text = str(text)[: ctx.limits.max_text_chars]
             toks = tokenize(text)
             counts.update(toks)
             lengths.append(len(toks))

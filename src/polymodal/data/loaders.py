@@ -5,6 +5,7 @@ Paths come from the table and must resolve inside the data root (no ``../`` esca
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -27,11 +28,15 @@ def is_empty(value: object) -> bool:
 
 
 def resolve_path(value: object, root: Path) -> Path:
-    """Resolve a table cell to a file path inside ``root``; raise LoadError if it escapes or does not exist."""
+    """Resolve a table cell to a file path inside ``root``; raise LoadError if it escapes or does not exist.
+
+    Containment is checked on the normalised path (``..`` collapsed, symlinks not followed): a cell cannot climb
+    out of the root, while a symlink the user placed inside the root (DVC, git-annex, shared caches) still works.
+    """
     if not isinstance(value, str):
         raise LoadError(f"expected a file path, got {type(value).__name__} {value!r}")
-    root = root.resolve()
-    path = (root / value.strip()).resolve()
+    root = Path(os.path.abspath(root))
+    path = Path(os.path.abspath(root / value.strip()))
     if not path.is_relative_to(root):
         raise LoadError(f"path '{value}' resolves outside the data root {root}; "
                         "move the file under the data root or pass --data-root")

@@ -189,3 +189,14 @@ def test_builtin_registries():
     assert {"image_cnn", "audio_cnn", "text_rnn", "text_transformer", "tabular_mlp"} <= set(ENCODERS.names())
     assert "concat" in FUSIONS.names()
     assert {"binary", "multiclass", "regression"} <= set(TASKS.names())
+
+
+def test_unknown_components_fail_before_any_file_is_read(tmp_path):
+    from polymodal import Predictor
+    from polymodal.errors import ConfigError
+
+    missing_table = tmp_path / "does-not-exist.csv"  # never opened: the config is checked first
+    with pytest.raises(ConfigError, match="unknown fusion 'nope'; choose one of: concat"):
+        Predictor("y", config={"fusion": {"name": "nope"}}).fit(missing_table)
+    with pytest.raises(ConfigError, match="encodes text columns, not image"):
+        Predictor("y", config={"encoders": {"image": {"name": "text_rnn"}}}).fit(missing_table)

@@ -27,7 +27,7 @@ from .data.processors import LoadContext, Processor, TabularProcessor, build_pro
 from .data.readers import Table, read_table
 from .errors import DataError, PolymodalError, SchemaError
 from .io import atomic_dir
-from .model import MultimodalModel, build_model, count_parameters
+from .model import MultimodalModel, build_model, check_components, count_parameters
 from .rundir import (FORMAT_VERSION, check_run_dir, read_json, read_weights, write_history, write_json,
                      write_weights)
 from .schema import Modality, Schema, infer_problem_type, infer_schema
@@ -112,6 +112,7 @@ class Predictor:
         ``tuning_data`` (optional) is a labelled table used for validation instead of a split of ``data``.
         """
         cfg = self._user_config.model_copy(deep=True)  # resolved values go here; the user's config stays as given
+        check_components(cfg)
         start = time.perf_counter()
         table = read_table(data, cfg.data_root)
         frame = self._labelled(table.frame, "training")

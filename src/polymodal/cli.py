@@ -173,11 +173,12 @@ def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal 
     from .io import atomic_file
 
     p = Predictor.load(run, verbose=not quiet)
-    preds = p.predict(data, on_error=on_error, data_root=data_root)
-    result = preds.to_frame("prediction")
     if proba and p.problem_type != "regression":
+        # One pass over the data: the predicted class is the most probable one.
         probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
-        result = result.join(probs.add_prefix("proba_"))
+        result = probs.idxmax(axis=1).to_frame("prediction").join(probs.add_prefix("proba_"))
+    else:
+        result = p.predict(data, on_error=on_error, data_root=data_root).to_frame("prediction")
     result.index.name = "row"
     if out_file is None:
         result.to_csv(sys.stdout)

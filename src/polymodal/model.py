@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from .config import PolymodalConfig
+from .errors import ConfigError
+from .registry import ENCODERS, FUSIONS
 from .data.processors import Processor
 from .encoders import Encoded, build_encoder
 from .fusion import FusionInput, build_fusion
@@ -28,6 +30,15 @@ class MultimodalModel(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.fusion(self.encode(inputs, masks)))
+
+
+def check_components(config: PolymodalConfig) -> None:
+    """Fail fast on unknown component names, before any file is decoded."""
+    for kind, choice in config.encoders.items():
+        cls = ENCODERS.get(choice.name)
+        if kind not in cls.kinds:
+            raise ConfigError(f"encoders.{kind}: '{choice.name}' encodes {', '.join(cls.kinds)} columns, not {kind}")
+    FUSIONS.get(config.fusion.name)
 
 
 def build_model(config: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor],

@@ -205,3 +205,14 @@ def test_tuning_data_is_used_for_validation(tiny_data, tmp_path):
     p.fit(train, tuning_data=frame)
     assert "val_accuracy" in p.fit_result.validation
     assert len(p.predict(frame)) == 12
+
+
+def test_dataloader_workers_train_and_predict(train_csv, test_csv):
+    """With num_workers > 0 batches are collated (and augmented) in worker processes; training still completes.
+
+    The weights differ from a num_workers=0 run because the workers draw augmentations from their own seeds."""
+    base = Predictor("label", config=tiny_config(max_epochs=1), verbose=False, seed=5).fit(train_csv)
+    workers = Predictor("label", config=tiny_config(max_epochs=1, num_workers=1), verbose=False, seed=5).fit(train_csv)
+    assert workers.fit_result.epochs_run == 1
+    a, b = base.predict_proba(test_csv).to_numpy(), workers.predict_proba(test_csv).to_numpy()
+    assert a.shape == b.shape and np.isfinite(b).all()

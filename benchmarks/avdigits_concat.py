@@ -4,7 +4,7 @@
 
 The published figures were measured in two runs (the second keeps the first's part of the JSON):
 
-    .venv/bin/python benchmarks/avdigits_concat.py --skip-overhead --time-limit 1800
+    .venv/bin/python benchmarks/avdigits_concat.py --skip-overhead --progress
     .venv/bin/python benchmarks/avdigits_concat.py --skip-accuracy --overhead-epochs 2 --repeats 2 --overhead-rows 5000
 
 AV-digits (../shared/data/avdigits, built into --data if missing) pairs a degraded MNIST digit with a noisy spoken

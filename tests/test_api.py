@@ -10,7 +10,7 @@ import pytest
 
 from polymodal import Predictor
 from polymodal.api import NotFittedError
-from polymodal.errors import PolymodalError, RunDirError
+from polymodal.errors import DataError, PolymodalError, RunDirError
 from polymodal.rundir import REQUIRED
 
 from conftest import make_table, tiny_config
@@ -216,3 +216,26 @@ def test_dataloader_workers_train_and_predict(train_csv, test_csv):
     assert workers.fit_result.epochs_run == 1
     a, b = base.predict_proba(test_csv).to_numpy(), workers.predict_proba(test_csv).to_numpy()
     assert a.shape == b.shape and np.isfinite(b).all()
+
+
+def test_dataframe_index_is_kept(fitted, test_csv):
+    """Predictions of a DataFrame slice align with its rows, so `preds == df.label` just works."""
+    frame = pd.read_csv(test_csv)
+    frame.index = frame.index + 100
+    part = frame.iloc[5:15]
+    preds = fitted.predict(part, data_root=test_csv.parent)
+    assert list(preds.index) == list(part.index)
+    assert 0.0 <= (preds == part["label"]).mean() <= 1.0
+    proba = fitted.predict_proba(part, data_root=test_csv.parent)
+    assert list(proba.index) == list(part.index)
+    assert fitted.evaluate(part, data_root=test_csv.parent)["rows"] == 10
+
+
+def test_fit_on_a_dataframe_with_its_own_index(train_csv):
+    frame = pd.read_csv(train_csv)
+    frame.index = [f"r{i}" for i in range(len(frame))]
+    p = Predictor("label", config=tiny_config(max_epochs=1), data_root=train_csv.parent, verbose=False).fit(frame)
+    assert list(p.predict(frame.iloc[:3]).index) == ["r0", "r1", "r2"]
+    frame.loc["r4", "image"] = "images/missing.png"
+    with pytest.raises(DataError, match=r"row r4, column 'image': file not found"):
+        Predictor("label", config=tiny_config(max_epochs=1), data_root=train_csv.parent, verbose=False).fit(frame)

@@ -25,7 +25,7 @@ from .data.dataset import Prepared, make_loader, prepare
 from .data.loaders import is_empty
 from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
 from .data.readers import Table, read_table
-from .errors import DataError, PolymodalError, SchemaError
+from .errors import DataError, PolymodalError, RowIssue, SchemaError
 from .io import atomic_dir
 from .model import MultimodalModel, build_model, check_components, count_parameters
 from .rundir import (FORMAT_VERSION, check_run_dir, read_json, read_weights, write_history, write_json,
@@ -175,8 +175,8 @@ class Predictor:
             except DataError as e:
                 issues += e.issues
         if issues:
-            rows = len({(i.row) for i in issues})
-            raise DataError(f"{rows} rows have problems that stop training:", sorted(issues, key=lambda i: i.row),
+            rows = len({i.row for i in issues})
+            raise DataError(f"{rows} rows have problems that stop training:", sorted(issues, key=RowIssue.sort_key),
                             hint="Fix or remove these rows, or pass --on-error skip (drop them) or "
                                  "--on-error missing (treat the bad cells as absent).")
         return out

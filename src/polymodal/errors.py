@@ -6,6 +6,7 @@ code 2 instead of a traceback. Messages say what is wrong *and* what to do about
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Hashable
 
 
 class PolymodalError(Exception):
@@ -26,14 +27,19 @@ class RunDirError(PolymodalError):
 
 @dataclass(frozen=True)
 class RowIssue:
-    """One problem found in one cell: ``row`` is the 0-based position in the table as read."""
+    """One problem found in one cell. ``row`` is the row's label: its 0-based number in a table read from a file,
+    or the DataFrame's own index label."""
 
-    row: int
+    row: Hashable
     column: str
     problem: str
 
     def __str__(self) -> str:
         return f"row {self.row}, column '{self.column}': {self.problem}"
+
+    def sort_key(self) -> tuple:
+        """Orders by row, then column; rows of different label types (int/str) never get compared."""
+        return (type(self.row).__name__, self.row, self.column)
 
 
 class DataError(PolymodalError, ValueError):
@@ -57,3 +63,8 @@ class DataError(PolymodalError, ValueError):
 
 class LoadError(PolymodalError, ValueError):
     """One file could not be decoded or breaks a safety limit (no row/column context yet)."""
+
+
+def row_label(value: Hashable) -> Hashable:
+    """A row label as a plain Python value (numpy integers become int) for messages and reports."""
+    return value.item() if hasattr(value, "item") else value

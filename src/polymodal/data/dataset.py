@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, DataError, LoadError, RowIssue
+from ..errors import ConfigError, DataError, LoadError, RowIssue, row_label
 from .processors import LoadContext, Processor
 
 log = logging.getLogger("polymodal")
@@ -111,7 +111,7 @@ def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadCont
         for i, key in enumerate(keys):
             res = None if key is None else results[key]
             if isinstance(res, LoadError):
-                issues.append(RowIssue(int(frame.index[i]), col, str(res)))
+                issues.append(RowIssue(row_label(frame.index[i]), col, str(res)))
                 bad_rows.add(i)
                 res = None
             out.append(res)

@@ -32,8 +32,9 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
             return Table(data.frame, Path(data_root).resolve(), data.source)
         return data
     if isinstance(data, pd.DataFrame):
+        # The DataFrame's own index is kept, so predictions align with the rows they came from.
         root = Path(data_root) if data_root is not None else Path.cwd()
-        return Table(data.reset_index(drop=True), root.resolve(), "<DataFrame>")
+        return Table(data, root.resolve(), "<DataFrame>")
     path = Path(data)
     if not path.is_file():
         raise DataError(f"table file not found: {path}", hint="Pass the path of a .csv, .parquet or .jsonl file.")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..config import PolymodalConfig
-from ..errors import RowIssue
+from ..errors import RowIssue, row_label
 from ..schema import Schema, infer_schema
 from .dataset import prepare
 from .loaders import is_empty
@@ -35,14 +35,14 @@ def validate_table(table: Table, label: str | None, config: PolymodalConfig, pro
     schema = infer_schema(frame, label, config.columns, config.ignore)
     issues: list[RowIssue] = []
     if label is not None:
-        issues += [RowIssue(int(i), label, "label is empty") for i, v in frame[label].items() if is_empty(v)]
+        issues += [RowIssue(row_label(i), label, "label is empty") for i, v in frame[label].items() if is_empty(v)]
     _, processors = build_processors(schema, config)
     ctx = LoadContext(table.root, config.limits)
     for p in processors.values():
         p.fit(frame, ctx)
     issues += prepare(frame, processors, ctx, on_error="missing", progress=progress, what="cells",
                       quiet=True).issues
-    issues.sort(key=lambda i: (i.row, i.column))
+    issues.sort(key=RowIssue.sort_key)
     return ValidationReport(len(frame), schema, issues)
 
 

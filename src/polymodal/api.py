@@ -13,7 +13,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 from sklearn.model_selection import train_test_split
 

@@ -91,6 +91,8 @@ class TrainingConfig(_Section):
     seed: int = 0
     time_limit: float | None = Field(None, gt=0, description="seconds of training; at the first step past it the "
                                      "partial epoch is validated and the best epoch so far is kept")
+    modality_dropout: float = Field(0.0, ge=0, lt=1, description="probability of hiding each modality of a "
+                                    "training row (a row always keeps one), for robustness to missing modalities")
     num_workers: int = Field(0, ge=0)
     gradient_clip: float | None = 1.0
     accelerator: str = "auto"

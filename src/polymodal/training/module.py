@@ -12,6 +12,7 @@ from ..config import TrainingConfig
 from ..data.dataset import Batch
 from ..model import MultimodalModel
 from ..tasks import Task
+from .modality_dropout import drop_modalities
 
 
 class MultimodalModule(L.LightningModule):
@@ -27,6 +28,7 @@ class MultimodalModule(L.LightningModule):
         return self.model(batch.inputs, batch.masks)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        batch = drop_modalities(batch, self.cfg.modality_dropout)
         loss = self.task.loss(self(batch), batch.target)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
         return loss

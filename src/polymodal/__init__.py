@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Predictor": "polymodal.api",
+    "compare": "polymodal.evaluation.compare",
     "PolymodalConfig": "polymodal.config",
     "PolymodalError": "polymodal.errors",
     "DataError": "polymodal.errors",
@@ -21,6 +22,7 @@ __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Predictor
+    from .evaluation.compare import compare
     from .config import PolymodalConfig
     from .errors import ConfigError, DataError, PolymodalError, SchemaError
 

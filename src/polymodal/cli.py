@@ -205,6 +205,28 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal
         out.print(_metrics_table(f"{data}", metrics))
 
 
+@app.command("compare")
+@handles_errors
+def compare_cmd(data: Path = typer.Argument(..., help="Labelled table."), label: str = LabelOpt,
+                fusions: str = typer.Option("all", "--fusions", help="'all' or comma-separated fusion names."),
+                seeds: int = typer.Option(1, "--seeds", help="Runs per variant (mean ± std)."),
+                test: Optional[Path] = typer.Option(None, "--test", help="Test table (default: a 20% split)."),
+                no_single: bool = typer.Option(False, "--no-single", help="Skip the single-modality models."),
+                time_limit_per_run: Optional[float] = typer.Option(None, "--time-limit-per-run",
+                                                                   help="Seconds of training per run."),
+                out_dir: Path = typer.Option(Path("compare"), "--out", "-o", help="Folder for the table and chart."),
+                config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
+                quiet: bool = QuietOpt) -> None:
+    """Train each single modality and each fusion method on one split; write compare.md/.csv/.png."""
+    from .evaluation.compare import compare
+
+    compare(data, label, fusions=fusions, seeds=seeds, test_data=test, single_modalities=not no_single,
+            config=config, data_root=data_root, time_limit_per_run=time_limit_per_run, out_dir=out_dir,
+            verbose=not quiet)
+    out.print((out_dir / "compare.md").read_text(encoding="utf-8"))
+    out.print(f"wrote {out_dir / 'compare.md'}, compare.csv and compare.png")
+
+
 @app.command()
 @handles_errors
 def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", help="Folder for data and run."),

@@ -1,0 +1,1 @@
+"""Evaluation: side-by-side comparison of modalities and fusion methods."""

@@ -1,0 +1,159 @@
+"""Compare each single modality and each fusion method on one fixed split, over several seeds.
+
+Every variant is trained by the same ``Predictor.fit`` on the same training rows and scored on the same test rows,
+so differences come from the variant alone (and the seed, which is why there are several).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
+
+from ..config import PolymodalConfig
+from ..data.readers import Table, read_table
+from ..errors import ConfigError
+from ..io import atomic_file
+from ..model import count_parameters
+from ..registry import FUSIONS
+from ..schema import infer_schema
+
+log = logging.getLogger("polymodal")
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str  # "modality" | "fusion"
+    fusion: str
+    ignore: list[str]
+
+
+def _variants(frame: pd.DataFrame, label: str, cfg: PolymodalConfig, fusions: list[str],
+              single_modalities: bool) -> list[Variant]:
+    schema = infer_schema(frame, label, cfg.columns, cfg.ignore)
+    out = []
+    if single_modalities:
+        inputs = schema.input_columns()
+        for m in schema.modalities():
+            out.append(Variant(f"{m.name} only", "modality", "concat", [c for c in inputs if c not in m.columns]))
+    out += [Variant(f"fusion: {f}", "fusion", f, []) for f in fusions]
+    return out
+
+
+def resolve_fusions(fusions: str | list[str] | None) -> list[str]:
+    if fusions is None or fusions == "all":
+        return FUSIONS.names()
+    names = [f.strip() for f in fusions.split(",")] if isinstance(fusions, str) else list(fusions)
+    for n in names:
+        FUSIONS.get(n)  # raises ConfigError listing the choices
+    if not names:
+        raise ConfigError("no fusion methods to compare")
+    return names
+
+
+def _split(table: Table, label: str, test_data: Any, test_fraction: float, seed: int,
+           data_root: Any) -> tuple[Table, Table]:
+    if test_data is not None:
+        return table, read_table(test_data, data_root)
+    frame = table.frame[table.frame[label].notna()]
+    y = frame[label]
+    strat = y if y.nunique() <= 50 and y.value_counts().min() >= 2 else None
+    train, test = train_test_split(np.arange(len(frame)), test_size=test_fraction, random_state=seed, stratify=strat)
+    return (Table(frame.iloc[np.sort(train)], table.root, table.source),
+            Table(frame.iloc[np.sort(test)], table.root, table.source))
+
+
+def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", seeds: int = 1,
+            test_data: Any = None, test_fraction: float = 0.2, single_modalities: bool = True,
+            config: Any = None, data_root: Any = None, time_limit_per_run: float | None = None,
+            out_dir: str | Path | None = None, verbose: bool = True) -> pd.DataFrame:
+    """Train every variant ``seeds`` times; return one row per variant with mean and std of the test metrics.
+
+    Columns: variant, kind, the primary metric's mean/std (accuracy or rmse), every other metric's mean,
+    parameters, fit_seconds, infer_ms_per_row. With ``out_dir``, also writes compare.csv, compare.md and compare.png.
+    """
+    from ..api import Predictor
+
+    if seeds < 1:
+        raise ConfigError("seeds must be at least 1")
+    cfg = PolymodalConfig.from_any(config)
+    table = read_table(data, data_root if data_root is not None else cfg.data_root)
+    train, test = _split(table, label, test_data, test_fraction, cfg.training.seed, data_root)
+    variants = _variants(train.frame, label, cfg, resolve_fusions(fusions), single_modalities)
+    runs = []
+    bar = tqdm(total=len(variants) * seeds, desc="compare", unit="run", disable=not verbose)
+    for v in variants:
+        for seed in range(seeds):
+            bar.set_postfix_str(f"{v.name}, seed {seed}")
+            run_cfg = cfg.model_copy(deep=True)
+            run_cfg.fusion.name = v.fusion
+            p = Predictor(label, config=run_cfg, ignore=v.ignore, seed=seed, time_limit=time_limit_per_run,
+                          verbose=False, data_root=train.root)
+            start = time.perf_counter()
+            p.fit(train.frame)
+            fit_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            metrics = p.evaluate(test.frame, data_root=test.root)
+            infer = (time.perf_counter() - start) / max(metrics["rows"], 1)
+            runs.append({"variant": v.name, "kind": v.kind, "seed": seed, **metrics,
+                         "parameters": count_parameters(p.model), "fit_seconds": fit_seconds,
+                         "infer_ms_per_row": 1000 * infer, "primary": p.task.monitor[0]})
+            bar.update()
+    bar.close()
+    table_out = summarise(pd.DataFrame(runs))
+    if out_dir is not None:
+        write_outputs(table_out, Path(out_dir), seeds)
+    return table_out
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    primary = runs["primary"].iloc[0]
+    metrics = [c for c in runs.columns if c not in ("variant", "kind", "seed", "primary", "rows", "parameters",
+                                                   "fit_seconds", "infer_ms_per_row")]
+    rows = []
+    for (variant, kind), g in runs.groupby(["variant", "kind"], sort=False):
+        row = {"variant": variant, "kind": kind, f"{primary}_mean": g[primary].mean(),
+               f"{primary}_std": g[primary].std(ddof=1) if len(g) > 1 else 0.0}
+        row.update({f"{m}_mean": g[m].mean() for m in metrics if m != primary})
+        row.update({"parameters": int(g["parameters"].iloc[0]), "fit_seconds": g["fit_seconds"].mean(),
+                    "infer_ms_per_row": g["infer_ms_per_row"].mean(), "seeds": len(g)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_outputs(summary: pd.DataFrame, out_dir: Path, seeds: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    primary = summary.columns[2].removesuffix("_mean")
+    with atomic_file(out_dir / "compare.csv", "w", newline="", encoding="utf-8") as f:
+        summary.to_csv(f, index=False)
+    lines = [f"| variant | {primary} (mean ± std, {seeds} seeds) | parameters | fit s | inference ms/row |",
+             "|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        lines.append(f"| {r['variant']} | {r[f'{primary}_mean']:.4f} ± {r[f'{primary}_std']:.4f} | "
+                     f"{r['parameters']:,} | {r['fit_seconds']:.1f} | {r['infer_ms_per_row']:.3f} |")
+    with atomic_file(out_dir / "compare.md", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(summary) + 2), 4.5))
+    colours = ["#8c9eb5" if k == "modality" else "#2f6db5" for k in summary["kind"]]
+    ax.bar(summary["variant"], summary[f"{primary}_mean"], yerr=summary[f"{primary}_std"], color=colours,
+           capsize=4)
+    ax.set_ylabel(f"test {primary} (mean ± std over {seeds} seeds)")
+    ax.set_title("Single modalities (grey) and fusion methods (blue), same split")
+    ax.tick_params(axis="x", rotation=35)
+    plt.setp(ax.get_xticklabels(), ha="right")
+    fig.tight_layout()
+    with atomic_file(out_dir / "compare.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,56 @@
+"""Cross-modal transformer fusion over the encoders' token sequences."""
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..encoders.base import Encoded
+from ..registry import FUSIONS, register
+from .attention import check_heads, transformer_stack
+from .base import Fusion, FusionInput, FusionParams
+
+
+class TransformerParams(FusionParams):
+    heads: int = Field(4, ge=1, description="attention heads (must divide the fusion dim)")
+    layers: int = Field(2, ge=1, le=6, description="transformer encoder layers")
+    max_tokens: int = Field(64, ge=1, description="tokens kept per modality (the first ones)")
+
+
+@register(FUSIONS, "transformer")
+class TransformerFusion(Fusion):
+    """Joint transformer over all modalities' token sequences, [CLS] readout (simplified MulT, Tsai et al. 2019)."""
+
+    Params = TransformerParams
+
+    def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: TransformerParams):
+        super().__init__(inputs, dim, dropout, params)
+        check_heads(dim, params.heads, "transformer")
+        self.proj = nn.ModuleDict({f.name: nn.Linear(f.dim, dim) for f in inputs})
+        self.type_emb = nn.Parameter(torch.randn(len(inputs), dim) * 0.02)
+        self.pos_emb = nn.Parameter(torch.randn(params.max_tokens, dim) * 0.02)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.encoder = transformer_stack(dim, params.heads, params.layers, dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        seqs, keeps = [], []
+        for i, f in enumerate(self.inputs):
+            enc = encoded[f.name]
+            toks = enc.tokens if enc.tokens is not None else enc.pooled.unsqueeze(1)
+            toks = toks[:, : self.params.max_tokens]
+            t = toks.shape[1]
+            if enc.tokens is not None and enc.token_mask is not None:
+                tmask = enc.token_mask[:, :t].bool()
+            else:
+                tmask = torch.ones(toks.shape[:2], dtype=torch.bool, device=toks.device)
+            keep = tmask & enc.mask.unsqueeze(1)
+            # zero absent / padding positions so that nothing about them can reach the output
+            toks = toks * keep.unsqueeze(-1).to(toks.dtype)
+            seqs.append(self.proj[f.name](toks) + self.type_emb[i] + self.pos_emb[:t])
+            keeps.append(keep)
+        b = seqs[0].shape[0]
+        seq = torch.cat([self.cls.expand(b, -1, -1), *seqs], 1)
+        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=seq.device), *keeps], 1)
+        out = self.encoder(seq, src_key_padding_mask=~keep)
+        return self.norm(out[:, 0])

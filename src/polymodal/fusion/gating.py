@@ -1,0 +1,37 @@
+"""Gating fusion methods."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..encoders.base import Encoded
+from ..registry import FUSIONS, register
+from .base import Fusion, FusionInput, FusionParams, MissingEmbedding
+from .early import _masked_softmax
+
+
+@register(FUSIONS, "gated")
+class GatedFusion(Fusion):
+    """Gated multimodal unit (Arevalo et al. 2017, "Gated Multimodal Units for Information Fusion"), gates masked to present modalities."""
+
+    def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):
+        super().__init__(inputs, dim, dropout, params)
+        self.missing = MissingEmbedding(inputs)
+        self.proj = nn.ModuleDict({f.name: nn.Linear(f.dim, dim) for f in inputs})
+        width = sum(f.dim for f in inputs)
+        # one gate per modality and output feature, computed from the concatenation of all inputs
+        self.gate = nn.Linear(width, len(inputs) * dim)
+        self.empty = nn.Parameter(torch.zeros(dim))  # output of a row with no modality present
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        xs = [self.missing(f.name, encoded[f.name]) for f in self.inputs]
+        masks = torch.stack([encoded[f.name].mask for f in self.inputs], dim=1)  # [B, M]
+        hs = torch.stack([torch.tanh(self.proj[f.name](x)) for f, x in zip(self.inputs, xs)], dim=1)  # [B, M, D]
+        b, m, d = hs.shape
+        logits = self.gate(torch.cat(xs, dim=1)).view(b, m, d)
+        z = _masked_softmax(logits, masks.unsqueeze(-1).expand(b, m, d))  # softmax over modalities, per feature
+        hs = torch.where(masks.unsqueeze(-1), hs, torch.zeros_like(hs))
+        fused = (z * hs).sum(1)
+        fused = torch.where(masks.any(1, keepdim=True), fused, self.empty.to(fused.dtype).expand_as(fused))
+        return self.drop(fused)

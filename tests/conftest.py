@@ -124,3 +124,25 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+def real_batch(train_csv: Path, data_dir: Path, n: int):
+    """A collated batch of the first ``n`` training rows where row 0 lacks the image and row 1 keeps only the
+    tabular modality; processors fitted on the whole table. Returns (config, schema, modalities, processors, batch)."""
+    from polymodal.config import PolymodalConfig
+    from polymodal.data.dataset import Collator, prepare
+    from polymodal.data.processors import LoadContext, build_processors
+    from polymodal.schema import infer_schema
+
+    full = pd.read_csv(train_csv)
+    frame = full.iloc[:n].copy()
+    frame.loc[frame.index[0], "image"] = None
+    frame.loc[frame.index[1], ["image", "audio", "text"]] = None
+    cfg = PolymodalConfig.from_any(tiny_config())
+    schema = infer_schema(full, "label")
+    modalities, procs = build_processors(schema, cfg)
+    ctx = LoadContext(data_dir.resolve(), cfg.limits)
+    for p in procs.values():
+        p.fit(full, ctx)
+    batch = Collator(prepare(frame, procs, ctx, progress=False), procs, False, torch.long)(list(range(n)))
+    return cfg, schema, modalities, procs, batch

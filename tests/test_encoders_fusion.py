@@ -6,17 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from polymodal.config import PolymodalConfig
-from polymodal.data.dataset import Collator, prepare
-from polymodal.data.processors import LoadContext, build_processors
 from polymodal.encoders import Encoded, build_encoder
 from polymodal.fusion import FusionInput, build_fusion
 from polymodal.model import build_model
 from polymodal.registry import ENCODERS, FUSIONS
-from polymodal.schema import infer_schema
 from polymodal.tasks import build_task
 
-from conftest import tiny_config
+from conftest import real_batch, tiny_config
 
 SMALL_PARAMS = {
     "image_cnn": {"width": 8, "dim": 16, "stages": 2},
@@ -30,19 +26,7 @@ B = 6
 
 @pytest.fixture(scope="module")
 def setup(train_csv, data_dir):
-    frame = pd.read_csv(train_csv).iloc[:B].copy()
-    frame.loc[frame.index[0], "image"] = None  # row 0 lacks the image
-    frame.loc[frame.index[1], ["image", "audio", "text"]] = None  # row 1 keeps only the tabular modality
-    cfg = PolymodalConfig.from_any(tiny_config())
-    schema = infer_schema(pd.read_csv(train_csv), "label")
-    modalities, procs = build_processors(schema, cfg)
-    ctx = LoadContext(data_dir.resolve(), cfg.limits)
-    full = pd.read_csv(train_csv)
-    for p in procs.values():
-        p.fit(full, ctx)
-    prepared = prepare(frame, procs, ctx, progress=False)
-    batch = Collator(prepared, procs, False, torch.long)(list(range(B)))
-    return cfg, schema, modalities, procs, batch
+    return real_batch(train_csv, data_dir, B)
 
 
 def test_every_registered_encoder_is_covered():

@@ -7,17 +7,14 @@ import torch
 
 from polymodal import Predictor
 from polymodal.config import PolymodalConfig
-from polymodal.data.dataset import Collator, prepare
-from polymodal.data.processors import LoadContext, build_processors
 from polymodal.encoders import Encoded
 from polymodal.errors import ConfigError
 from polymodal.fusion import FusionInput, build_fusion
 from polymodal.model import build_model
 from polymodal.registry import FUSIONS
-from polymodal.schema import infer_schema
 from polymodal.tasks import build_task
 
-from conftest import tiny_config
+from conftest import real_batch, tiny_config
 
 NAMES = ["weighted", "product", "gated", "tensor", "lowrank"]
 MODS = [FusionInput("a", 6), FusionInput("b", 5), FusionInput("c", 7)]
@@ -125,18 +122,7 @@ def test_tensor_width_is_outer_product_size():
 
 @pytest.fixture(scope="module")
 def setup(train_csv, data_dir):
-    frame = pd.read_csv(train_csv).iloc[:6].copy()
-    frame.loc[frame.index[0], "image"] = None  # row 0 lacks the image
-    frame.loc[frame.index[1], ["image", "audio", "text"]] = None  # row 1 keeps only the tabular modality
-    cfg = PolymodalConfig.from_any(tiny_config())
-    schema = infer_schema(pd.read_csv(train_csv), "label")
-    modalities, procs = build_processors(schema, cfg)
-    ctx = LoadContext(data_dir.resolve(), cfg.limits)
-    full = pd.read_csv(train_csv)
-    for p in procs.values():
-        p.fit(full, ctx)
-    prepared = prepare(frame, procs, ctx, progress=False)
-    batch = Collator(prepared, procs, False, torch.long)(list(range(6)))
+    _, _, modalities, procs, batch = real_batch(train_csv, data_dir, 6)
     return modalities, procs, batch
 
 

@@ -8,17 +8,14 @@ import torch
 
 from polymodal import Predictor
 from polymodal.config import PolymodalConfig
-from polymodal.data.dataset import Collator, prepare
-from polymodal.data.processors import LoadContext, build_processors
 from polymodal.encoders import Encoded
 from polymodal.errors import ConfigError
 from polymodal.fusion import FusionInput, build_fusion
 from polymodal.model import build_model
 from polymodal.registry import FUSIONS
-from polymodal.schema import infer_schema
 from polymodal.tasks import build_task
 
-from conftest import tiny_config
+from conftest import real_batch, tiny_config
 
 NAMES = ["attention", "transformer", "graph"]
 B, DIM = 5, 16
@@ -143,24 +140,14 @@ def test_transformer_max_tokens_caps_sequence():
 
 
 @pytest.fixture(scope="module")
-def real_batch(train_csv, data_dir):
-    frame = pd.read_csv(train_csv).iloc[:4].copy()
-    frame.loc[frame.index[0], "image"] = None
-    frame.loc[frame.index[1], ["image", "audio", "text"]] = None
-    cfg = PolymodalConfig.from_any(tiny_config())
-    schema = infer_schema(pd.read_csv(train_csv), "label")
-    modalities, procs = build_processors(schema, cfg)
-    ctx = LoadContext(data_dir.resolve(), cfg.limits)
-    full = pd.read_csv(train_csv)
-    for p in procs.values():
-        p.fit(full, ctx)
-    prepared = prepare(frame, procs, ctx, progress=False)
-    return modalities, procs, Collator(prepared, procs, False, torch.long)(list(range(4)))
+def real_batch_4(train_csv, data_dir):
+    _, _, modalities, procs, batch = real_batch(train_csv, data_dir, 4)
+    return modalities, procs, batch
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_real_model_gradients_and_missing(real_batch, name):
-    modalities, procs, batch = real_batch
+def test_real_model_gradients_and_missing(real_batch_4, name):
+    modalities, procs, batch = real_batch_4
     raw = tiny_config()
     raw["fusion"] = {"dim": 16, "name": name}
     cfg = PolymodalConfig.from_any(raw)

@@ -27,21 +27,37 @@ def transformer_stack(dim: int, heads: int, layers: int, dropout: float) -> nn.T
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
+class CLSTransformerFusion(Fusion):
+    """Shared by the attention-based fusions: per-modality projections and type embeddings, a [CLS] token that
+    is always present (so a row with every modality absent still has something to attend to), a transformer
+    stack, and the [CLS] readout."""
+
+    def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: AttentionParams):
+        super().__init__(inputs, dim, dropout, params)
+        check_heads(dim, params.heads, self.registry_name)  # type: ignore[attr-defined]
+        self.proj = nn.ModuleDict({f.name: nn.Linear(f.dim, dim) for f in inputs})
+        self.type_emb = nn.Parameter(torch.randn(len(inputs), dim) * 0.02)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.encoder = transformer_stack(dim, params.heads, params.layers, dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def readout(self, seqs: list[torch.Tensor], keeps: list[torch.Tensor]) -> torch.Tensor:
+        """Prepend [CLS] to the token sequences [B, T_i, D] (valid where ``keeps`` [B, T_i]), encode, read [CLS]."""
+        b = seqs[0].shape[0]
+        seq = torch.cat([self.cls.expand(b, -1, -1), *seqs], 1)
+        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=seq.device), *keeps], 1)
+        return self.norm(self.encoder(seq, src_key_padding_mask=~keep)[:, 0])
+
+
 @register(FUSIONS, "attention")
-class AttentionFusion(Fusion):
+class AttentionFusion(CLSTransformerFusion):
     """Self-attention over one token per modality with a [CLS] readout (Vaswani et al. 2017, Transformer)."""
 
     Params = AttentionParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: AttentionParams):
         super().__init__(inputs, dim, dropout, params)
-        check_heads(dim, params.heads, "attention")
-        self.proj = nn.ModuleDict({f.name: nn.Linear(f.dim, dim) for f in inputs})
-        self.type_emb = nn.Parameter(torch.randn(len(inputs), dim) * 0.02)
         self.missing = nn.Parameter(torch.zeros(len(inputs), dim))
-        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.encoder = transformer_stack(dim, params.heads, params.layers, dropout)
-        self.norm = nn.LayerNorm(dim)
 
     def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
         tokens, present = [], []
@@ -49,10 +65,6 @@ class AttentionFusion(Fusion):
             enc = encoded[f.name]
             x = self.proj[f.name](enc.pooled)
             x = torch.where(enc.mask.unsqueeze(1), x, self.missing[i].to(x.dtype).expand_as(x))
-            tokens.append(x + self.type_emb[i])
-            present.append(enc.mask)
-        b = tokens[0].shape[0]
-        seq = torch.cat([self.cls.expand(b, -1, -1), torch.stack(tokens, 1)], 1)
-        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=seq.device), torch.stack(present, 1)], 1)
-        out = self.encoder(seq, src_key_padding_mask=~keep)
-        return self.norm(out[:, 0])
+            tokens.append((x + self.type_emb[i]).unsqueeze(1))
+            present.append(enc.mask.unsqueeze(1))
+        return self.readout(tokens, present)

@@ -7,8 +7,8 @@ from torch import nn
 
 from ..encoders.base import Encoded
 from ..registry import FUSIONS, register
-from .attention import check_heads, transformer_stack
-from .base import Fusion, FusionInput, FusionParams
+from .attention import CLSTransformerFusion
+from .base import FusionInput, FusionParams
 
 
 class TransformerParams(FusionParams):
@@ -18,20 +18,14 @@ class TransformerParams(FusionParams):
 
 
 @register(FUSIONS, "transformer")
-class TransformerFusion(Fusion):
+class TransformerFusion(CLSTransformerFusion):
     """Joint transformer over all modalities' token sequences, [CLS] readout (simplified MulT, Tsai et al. 2019)."""
 
     Params = TransformerParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: TransformerParams):
         super().__init__(inputs, dim, dropout, params)
-        check_heads(dim, params.heads, "transformer")
-        self.proj = nn.ModuleDict({f.name: nn.Linear(f.dim, dim) for f in inputs})
-        self.type_emb = nn.Parameter(torch.randn(len(inputs), dim) * 0.02)
         self.pos_emb = nn.Parameter(torch.randn(params.max_tokens, dim) * 0.02)
-        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.encoder = transformer_stack(dim, params.heads, params.layers, dropout)
-        self.norm = nn.LayerNorm(dim)
 
     def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
         seqs, keeps = [], []
@@ -49,8 +43,4 @@ class TransformerFusion(Fusion):
             toks = toks * keep.unsqueeze(-1).to(toks.dtype)
             seqs.append(self.proj[f.name](toks) + self.type_emb[i] + self.pos_emb[:t])
             keeps.append(keep)
-        b = seqs[0].shape[0]
-        seq = torch.cat([self.cls.expand(b, -1, -1), *seqs], 1)
-        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=seq.device), *keeps], 1)
-        out = self.encoder(seq, src_key_padding_mask=~keep)
-        return self.norm(out[:, 0])
+        return self.readout(seqs, keeps)

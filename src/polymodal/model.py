@@ -31,6 +31,10 @@ class MultimodalModel(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.fusion(self.encode(inputs, masks)))
 
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: Task) -> torch.Tensor:
+        """Training loss of the last ``forward``'s outputs (the fusion may add terms of its own)."""
+        return self.fusion.loss(outputs, target, task)
+
 
 def check_components(config: PolymodalConfig) -> None:
     """Fail fast on unknown component names, before any file is decoded."""
@@ -48,8 +52,10 @@ def build_model(config: PolymodalConfig, modalities: list[Modality], processors:
         choice = config.encoders[m.kind]
         encoders[m.name] = build_encoder(choice.name, choice.params(), m, processors[m.name])
     inputs = [FusionInput(name, enc.dim) for name, enc in encoders.items()]
-    fusion = build_fusion(config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params())
-    return MultimodalModel(encoders, fusion, task.head(config.fusion.dim))
+    fusion = build_fusion(config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params(),
+                          task)
+    head = nn.Identity() if fusion.decides else task.head(config.fusion.dim)
+    return MultimodalModel(encoders, fusion, head)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -11,6 +11,9 @@ from torch import nn
 from ..encoders.base import Encoded
 from ..errors import ConfigError
 from ..registry import FUSIONS
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,14 @@ class FusionParams(BaseModel):
 
 
 class Fusion(nn.Module):
+    """``dict[str, Encoded] → Tensor``: a fused vector of width ``dim`` for the task's head.
+
+    A decision-level fusion (``decides = True``) instead returns the task's outputs itself: it is built with the
+    task, and the model adds no head after it.
+    """
+
     Params: ClassVar[type[FusionParams]] = FusionParams
+    decides: ClassVar[bool] = False
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):
         super().__init__()
@@ -38,6 +48,10 @@ class Fusion(nn.Module):
 
     def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
         raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: "Task") -> torch.Tensor:
+        """The training loss of the model's outputs; decision-level fusions add their per-modality heads' losses."""
+        return task.loss(outputs, target)
 
 
 class MissingEmbedding(nn.Module):
@@ -52,10 +66,16 @@ class MissingEmbedding(nn.Module):
         return torch.where(present, enc.pooled, self.vectors[name].to(enc.pooled.dtype).expand_as(enc.pooled))
 
 
-def build_fusion(name: str, inputs: list[FusionInput], dim: int, dropout: float, params: dict[str, Any]) -> Fusion:
+def build_fusion(name: str, inputs: list[FusionInput], dim: int, dropout: float, params: dict[str, Any],
+                 task: "Task | None" = None) -> Fusion:
+    """Build a registered fusion; decision-level fusions also need the ``task`` (their heads are its heads)."""
     cls = FUSIONS.get(name)
     try:
         p = cls.Params(**params)
     except ValidationError as e:
         raise ConfigError(f"invalid parameters for fusion '{name}':\n{e}") from None
-    return cls(inputs, dim, dropout, p)
+    if not cls.decides:
+        return cls(inputs, dim, dropout, p)
+    if task is None:
+        raise ConfigError(f"fusion '{name}' is decision-level: it needs the task to build its per-modality heads")
+    return cls(inputs, dim, dropout, p, task)

@@ -29,7 +29,7 @@ class MultimodalModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         batch = drop_modalities(batch, self.cfg.modality_dropout)
-        loss = self.task.loss(self(batch), batch.target)
+        loss = self.model.loss(self(batch), batch.target, self.task)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
         return loss
 

@@ -30,7 +30,6 @@ import json
 import math
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from datetime import date
@@ -42,6 +41,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _avdigits import IGNORE, LABEL, LUDWIG, ROOT, ensure_data  # noqa: E402
 from _report import machine, write_section  # noqa: E402
 
 import polymodal.api as api  # noqa: E402
@@ -54,28 +54,8 @@ from polymodal.model import build_model  # noqa: E402
 from polymodal.schema import infer_schema  # noqa: E402
 from polymodal.tasks import build_task  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT.parent / "shared" / "data" / "avdigits" / "build.py"
-LABEL, IGNORE = "label", ["id", "split"]
-TARGET = 0.955  # Ludwig 0.11.0 defaults on the same split (../shared/data/avdigits/README.md)
 SECTION = "avdigits_concat"
-
-
-def ensure_data(data: Path) -> Path:
-    manifest = data / "manifest.csv"
-    if not manifest.is_file():
-        if not BUILD.is_file():
-            sys.exit(f"error: {manifest} does not exist and the builder {BUILD} is missing.\n"
-                     f"AV-digits is built from ../shared/data (MNIST + FSDD); put the project's shared/ folder beside "
-                     f"the repository, or pass --data pointing at an already built copy.")
-        print(f"building AV-digits into {data} ...", flush=True)
-        subprocess.run([sys.executable, str(BUILD), "--out", str(data)], check=True)
-    frame = pd.read_csv(manifest)
-    for split in ("train", "test"):  # so that the CLI command in the docs works on the same rows
-        path = data / f"{split}.csv"
-        if not path.is_file():
-            frame[frame["split"] == split].to_csv(path, index=False)
-    return manifest
+TARGET = LUDWIG
 
 
 # ------------------------------------------------------------------------------------------------------- accuracy

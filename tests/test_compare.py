@@ -39,3 +39,66 @@ def test_compare_cli(cli, train_csv, test_csv, tmp_path):
 def test_compare_rejects_zero_seeds(train_csv):
     with pytest.raises(ConfigError, match="seeds"):
         polymodal.compare(train_csv, "label", seeds=0)
+
+
+def test_runs_are_logged_resumed_and_kept(train_csv, tmp_path, monkeypatch):
+    import json
+
+    import polymodal.api as api
+
+    kwargs = dict(fusions=["concat"], seeds=1, single_modalities=False, config=tiny_config(max_epochs=1),
+                  out_dir=tmp_path, verbose=False)
+    first = polymodal.compare(train_csv, "label", keep_runs=True, **kwargs)
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["variant"] == "fusion: concat"
+    saved = api.Predictor.load(tmp_path / "runs" / "fusion-concat-seed0", verbose=False)
+    assert saved.config.fusion.name == "concat"
+
+    def no_fit(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(api.Predictor, "fit", no_fit)
+    again = polymodal.compare(train_csv, "label", resume=True, **kwargs)
+    pd.testing.assert_frame_equal(again, first)
+    # other settings do not reuse the logged run
+    with pytest.raises(AssertionError, match="trained again"):
+        polymodal.compare(train_csv, "label", resume=True, **{**kwargs, "config": tiny_config(max_epochs=2)})
+
+
+def test_resume_needs_an_output_directory(train_csv):
+    with pytest.raises(ConfigError, match="output directory"):
+        polymodal.compare(train_csv, "label", resume=True)
+
+
+def test_shared_decoding_decodes_each_file_once(train_csv, data_dir):
+    from polymodal.config import PolymodalConfig
+    from polymodal.data.dataset import prepare, shared_decoding
+    from polymodal.data.processors import ImageProcessor, LoadContext, build_processors
+    from polymodal.schema import infer_schema
+
+    frame = pd.read_csv(train_csv)
+    cfg = PolymodalConfig.from_any(tiny_config())
+    _, procs = build_processors(infer_schema(frame, "label"), cfg)
+    ctx = LoadContext(data_dir.resolve(), cfg.limits)
+    for p in procs.values():
+        p.fit(frame, ctx)
+    calls = []
+    original = ImageProcessor.load
+
+    def counting(self, value, c):
+        calls.append(value)
+        return original(self, value, c)
+
+    ImageProcessor.load = counting
+    try:
+        with shared_decoding():
+            a = prepare(frame, procs, ctx, progress=False)
+            n = len(calls)
+            b = prepare(frame, procs, ctx, progress=False)
+        assert n > 0 and len(calls) == n  # the second call decoded no image
+        prepare(frame, procs, ctx, progress=False)
+        assert len(calls) == 2 * n  # outside the block nothing is shared
+    finally:
+        ImageProcessor.load = original
+    for x, y in zip(a.items["image"], b.items["image"]):
+        assert (x is None and y is None) or (x == y).all()

@@ -193,16 +193,57 @@ def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal 
 def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
              data: Path = typer.Argument(..., help="Labelled table to score."),
              as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+             robustness: bool = typer.Option(False, "--robustness", help="Also score the model with each modality "
+                                             "missing and corrupted at increasing levels."),
+             corruption: Optional[list[str]] = typer.Option(
+                 None, "--corruption", help="With --robustness: sweep only this corruption, as NAME or "
+                 "NAME=L1,L2,... (repeatable; default: all that apply, at their default levels)."),
+             baseline: Optional[Path] = typer.Option(
+                 None, "--baseline", help="With --robustness: robustness.json of a reference model (e.g. late "
+                 "fusion) for effective robustness (default: a flat curve)."),
+             out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="With --robustness: folder for "
+                                                    "robustness.csv/.json/.md and one PNG plot per modality."),
              data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
              quiet: bool = QuietOpt) -> None:
-    """Score a saved model on a labelled table."""
+    """Score a saved model on a labelled table; with --robustness, also under missing and corrupted modalities."""
     from .api import Predictor
+    from .errors import ConfigError
+    from .evaluation.robustness import parse_corruption_options
 
-    metrics = Predictor.load(run, verbose=not quiet).evaluate(data, on_error=on_error, data_root=data_root)
+    if not robustness and (corruption or baseline is not None or out_dir is not None):
+        raise ConfigError("--corruption, --baseline and --out need --robustness")
+    spec = parse_corruption_options(corruption)
+    metrics = Predictor.load(run, verbose=not quiet).evaluate(
+        data, on_error=on_error, data_root=data_root, robustness=robustness, corruptions=spec,
+        robustness_out=out_dir, robustness_baseline=baseline)
+    report = metrics.pop("robustness", None)
     if as_json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(metrics if report is None else {**metrics, "robustness": report.to_dict()}, indent=2))
     else:
         out.print(_metrics_table(f"{data}", metrics))
+        if report is not None:
+            out.print(_robustness_table(report))
+    if out_dir is not None:
+        err.print(f"wrote robustness.csv, robustness.json, robustness.md and "
+                  f"{len(report.modalities)} plots (robustness_<modality>.png) to {out_dir}")
+
+
+def _robustness_table(report: Any) -> RichTable:
+    better = "higher" if report.higher_is_better else "lower"
+    t = RichTable(title=f"robustness: {report.metric} ({better} is better), {report.rows} rows")
+    for c in ("modality", "corruption", "levels", f"{report.metric} by severity (clean → most severe)", "missing",
+              "relative", "effective"):
+        t.add_column(c, justify="left" if c in ("modality", "corruption", "levels") else "right")
+    for m in report.modalities:
+        curves = [c for c in report.curves if c.modality == m]
+        missing = f"{report.missing[m].get(report.metric, float('nan')):.4f}"
+        for c in curves:
+            t.add_row(m, c.corruption, ", ".join(f"{v:g}" for v in c.levels[1:]),
+                      " → ".join(f"{v:.3f}" for v in c.scores(report.metric)), missing, f"{c.relative:.4f}",
+                      f"{c.effective:.4f}")
+        if not curves:
+            t.add_row(m, "(missing only)", "", "", missing, "", "")
+    return t
 
 
 @app.command("compare")
@@ -215,14 +256,21 @@ def compare_cmd(data: Path = typer.Argument(..., help="Labelled table."), label:
                 time_limit_per_run: Optional[float] = typer.Option(None, "--time-limit-per-run",
                                                                    help="Seconds of training per run."),
                 out_dir: Path = typer.Option(Path("compare"), "--out", "-o", help="Folder for the table and chart."),
+                keep_runs: bool = typer.Option(False, "--keep-runs",
+                                               help="Save every trained model under OUT/runs/<variant>-seed<k>."),
+                resume: bool = typer.Option(False, "--resume",
+                                            help="Reuse finished runs from OUT/runs.jsonl (same data and settings)."),
                 config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
                 quiet: bool = QuietOpt) -> None:
-    """Train each single modality and each fusion method on one split; write compare.md/.csv/.png."""
+    """Train each single modality and each fusion method on one split; write compare.md/.csv/.png.
+
+    Each finished run is logged to OUT/runs.jsonl at once, so an interrupted comparison can go on with --resume.
+    """
     from .evaluation.compare import compare
 
     compare(data, label, fusions=fusions, seeds=seeds, test_data=test, single_modalities=not no_single,
             config=config, data_root=data_root, time_limit_per_run=time_limit_per_run, out_dir=out_dir,
-            verbose=not quiet)
+            keep_runs=keep_runs, resume=resume, verbose=not quiet)
     out.print((out_dir / "compare.md").read_text(encoding="utf-8"))
     out.print(f"wrote {out_dir / 'compare.md'}, compare.csv and compare.png")
 

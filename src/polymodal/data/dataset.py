@@ -6,11 +6,14 @@ row and report), ``missing`` (treat that modality as absent for the row).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -58,6 +61,24 @@ class Prepared:
                         None if self.targets is None else self.targets[idx], self.issues)
 
 
+_shared: ContextVar[dict[tuple, Any] | None] = ContextVar("polymodal_shared_decoding", default=None)
+
+
+@contextmanager
+def shared_decoding() -> Iterator[None]:
+    """Within this block every :func:`prepare` reuses the files already decoded by an earlier call.
+
+    For many fits on the same files (``compare``): an entry is keyed by the processor type, the fitted state its
+    ``load`` depends on, the data root, the limits and the file, so it is reused exactly when it would decode the
+    same. Memory grows with the distinct files decoded; it is freed when the block ends.
+    """
+    token = _shared.set({})
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+
+
 def _threads() -> int:
     return max(2, min(8, 2 * (os.cpu_count() or 1)))
 
@@ -94,11 +115,25 @@ def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadCont
             return e
 
     results: dict[tuple[str, Any], Any] = {}
+    shared, shared_keys = _shared.get(), {}
+    if shared is not None:
+        sigs = {m: (type(p).__name__, json.dumps(p.load_signature(), sort_keys=True), str(ctx.root),
+                    repr(ctx.limits)) for m, p in processors.items()}
+        for key in list(jobs):
+            m, k = key
+            if processors[m].cache_key(jobs[key][1]) is None:
+                continue  # a per-row item (text, numbers): cheap to decode, nothing to share
+            shared_keys[key] = sigs[m] + (k,)
+            if shared_keys[key] in shared:
+                results[key] = shared[shared_keys[key]]
+                del jobs[key]
     bar = tqdm(total=len(jobs), desc=f"decoding {what}", unit="item", disable=not progress or len(jobs) < 200,
                leave=False)
     with ThreadPoolExecutor(_threads()) as pool:
         for key, res in zip(jobs, pool.map(run, jobs.values(), chunksize=16)):
             results[key] = res
+            if key in shared_keys:
+                shared[shared_keys[key]] = res
             bar.update()
     bar.close()
 

@@ -72,6 +72,10 @@ class Processor(ABC):
     @abstractmethod
     def load(self, value: Any, ctx: LoadContext) -> Any: ...
 
+    def load_signature(self) -> dict[str, Any]:
+        """The fitted state that ``load`` depends on: equal signatures decode a cell identically."""
+        return self.state()
+
     # --- per batch ------------------------------------------------------------------------------------------
     @abstractmethod
     def collate(self, items: list[Any | None], train: bool) -> dict[str, torch.Tensor]: ...
@@ -135,6 +139,9 @@ class ImageProcessor(_FileProcessor):
             self.std = np.maximum(arr.std(axis=(0, 2, 3)), 1e-3).tolist()
         else:
             self.mean, self.std = [0.5] * self.channels, [0.25] * self.channels
+
+    def load_signature(self) -> dict[str, Any]:
+        return {"size": self.size, "channels": self.channels}
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
         im = loaders.load_image(loaders.resolve_path(value, ctx.root), ctx.limits, self.channels)
@@ -218,6 +225,9 @@ class AudioProcessor(_FileProcessor):
     @property
     def n_frames(self) -> int:
         return self.n_samples // self.hop + 1
+
+    def load_signature(self) -> dict[str, Any]:
+        return {"sample_rate": self.sample_rate, "seconds": self.seconds}
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
         path = loaders.resolve_path(value, ctx.root)

@@ -5,7 +5,10 @@ so differences come from the variant alone (and the seed, which is why there are
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,39 +76,46 @@ def _split(table: Table, label: str, test_data: Any, test_fraction: float, seed:
 def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", seeds: int = 1,
             test_data: Any = None, test_fraction: float = 0.2, single_modalities: bool = True,
             config: Any = None, data_root: Any = None, time_limit_per_run: float | None = None,
-            out_dir: str | Path | None = None, verbose: bool = True) -> pd.DataFrame:
+            out_dir: str | Path | None = None, keep_runs: bool = False, resume: bool = False,
+            verbose: bool = True) -> pd.DataFrame:
     """Train every variant ``seeds`` times; return one row per variant with mean and std of the test metrics.
 
     Columns: variant, kind, the primary metric's mean/std (accuracy or rmse), every other metric's mean,
-    parameters, fit_seconds, infer_ms_per_row. With ``out_dir``, also writes compare.csv, compare.md and compare.png.
+    parameters, fit_seconds, infer_ms_per_row. With ``out_dir``, also writes compare.csv, compare.md and compare.png,
+    and appends each finished run to ``runs.jsonl`` as it ends; ``resume=True`` reuses the runs found there that
+    were made with the same data and settings. ``keep_runs=True`` saves every trained model under
+    ``out_dir/runs/<variant>-seed<k>``. Files are decoded once and shared by all runs.
     """
     from ..api import Predictor
+    from ..data.dataset import shared_decoding
 
     if seeds < 1:
         raise ConfigError("seeds must be at least 1")
+    if (keep_runs or resume) and out_dir is None:
+        raise ConfigError("keep_runs and resume need an output directory (out_dir / --out)")
     cfg = PolymodalConfig.from_any(config)
     table = read_table(data, data_root if data_root is not None else cfg.data_root)
     train, test = _split(table, label, test_data, test_fraction, cfg.training.seed, data_root)
     variants = _variants(train.frame, label, cfg, resolve_fusions(fusions), single_modalities)
+    log_file = None if out_dir is None else Path(out_dir) / "runs.jsonl"
+    settings = _fingerprint(cfg, label, train, test, time_limit_per_run)
+    done = _finished_runs(log_file, settings) if resume else {}
     runs = []
     bar = tqdm(total=len(variants) * seeds, desc="compare", unit="run", disable=not verbose)
-    for v in variants:
-        for seed in range(seeds):
-            bar.set_postfix_str(f"{v.name}, seed {seed}")
-            run_cfg = cfg.model_copy(deep=True)
-            run_cfg.fusion.name = v.fusion
-            p = Predictor(label, config=run_cfg, ignore=v.ignore, seed=seed, time_limit=time_limit_per_run,
-                          verbose=False, data_root=train.root)
-            start = time.perf_counter()
-            p.fit(train.frame)
-            fit_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            metrics = p.evaluate(test.frame, data_root=test.root)
-            infer = (time.perf_counter() - start) / max(metrics["rows"], 1)
-            runs.append({"variant": v.name, "kind": v.kind, "seed": seed, **metrics,
-                         "parameters": count_parameters(p.model), "fit_seconds": fit_seconds,
-                         "infer_ms_per_row": 1000 * infer, "primary": p.task.monitor[0]})
-            bar.update()
+    with shared_decoding():
+        for seed in range(seeds):  # seed-major: a first full picture of every variant comes early
+            for v in variants:
+                bar.set_postfix_str(f"{v.name}, seed {seed}")
+                if (v.name, seed) in done:
+                    runs.append(done[(v.name, seed)])
+                    bar.update()
+                    continue
+                run = _run_variant(Predictor, v, seed, cfg, label, train, test, time_limit_per_run,
+                                   None if not keep_runs else Path(out_dir) / "runs" / f"{_slug(v.name)}-seed{seed}")
+                runs.append(run)
+                if log_file is not None:
+                    _append_run(log_file, {**run, "settings": settings})
+                bar.update()
     bar.close()
     table_out = summarise(pd.DataFrame(runs))
     if out_dir is not None:
@@ -113,7 +123,62 @@ def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", s
     return table_out
 
 
+def _run_variant(predictor_cls: Any, v: Variant, seed: int, cfg: PolymodalConfig, label: str, train: Table,
+                 test: Table, time_limit: float | None, save_to: Path | None) -> dict[str, Any]:
+    run_cfg = cfg.model_copy(deep=True)
+    run_cfg.fusion.name = v.fusion
+    p = predictor_cls(label, config=run_cfg, ignore=v.ignore, seed=seed, time_limit=time_limit, verbose=False,
+                      data_root=train.root)
+    start = time.perf_counter()
+    p.fit(train.frame)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = p.evaluate(test.frame, data_root=test.root)
+    infer = (time.perf_counter() - start) / max(metrics["rows"], 1)
+    if save_to is not None:
+        p.save(save_to)
+    return {"variant": v.name, "kind": v.kind, "seed": seed, **metrics, "parameters": count_parameters(p.model),
+            "fit_seconds": fit_seconds, "infer_ms_per_row": 1000 * infer, "primary": p.task.monitor[0]}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
+
+
+def _fingerprint(cfg: PolymodalConfig, label: str, train: Table, test: Table, time_limit: float | None) -> str:
+    """What a run's result depends on besides variant and seed; resumed runs must match it."""
+    h = hashlib.sha256()
+    for part in (cfg.model_dump_json(), label, str(time_limit), str(train.root), str(test.root)):
+        h.update(part.encode() + b"\0")
+    for frame in (train.frame, test.frame):
+        h.update(pd.util.hash_pandas_object(frame.astype(str), index=False).values.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _finished_runs(log_file: Path | None, settings: str) -> dict[tuple[str, int], dict[str, Any]]:
+    if log_file is None or not log_file.exists():
+        return {}
+    done = {}
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        try:
+            run = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by an interrupted write: that run is simply redone
+            continue
+        if run.pop("settings", None) == settings:
+            done[(run["variant"], run["seed"])] = run
+    return done
+
+
+def _append_run(log_file: Path, run: dict[str, Any]) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as f:
+        f.write(json.dumps(run, default=float) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant, in first-run order: mean and std of the primary metric over seeds, and more."""
     primary = runs["primary"].iloc[0]
     metrics = [c for c in runs.columns if c not in ("variant", "kind", "seed", "primary", "rows", "parameters",
                                                    "fit_seconds", "infer_ms_per_row")]

@@ -159,3 +159,14 @@ def test_fit_save_load_predict(train_csv, test_csv, tmp_path, combine):
     p.save(tmp_path / "run")
     again = Predictor.load(tmp_path / "run", verbose=False)
     pd.testing.assert_frame_equal(again.predict_proba(test_csv), proba)
+
+
+def test_every_fusion_is_documented_with_its_parameters():
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "USER_GUIDE.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `"): line for line in guide.splitlines() if line.startswith("| `")}
+    for name in FUSIONS.names():
+        assert name in rows, f"add fusion '{name}' to the table in docs/USER_GUIDE.md"
+        for param in FUSIONS.get(name).Params.model_fields:
+            assert param in rows[name], f"document parameter '{param}' of fusion '{name}'"

@@ -24,7 +24,9 @@ from .data.dataset import Prepared, make_loader, prepare
 from .data.loaders import is_empty
 from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
 from .data.readers import Table, read_table
-from .errors import DataError, PolymodalError, RowIssue, SchemaError
+from .errors import ConfigError, DataError, PolymodalError, RowIssue, SchemaError
+from .evaluation.robustness import (CorruptionSpec, RobustnessReport, plan_sweep, resolve_baseline,
+                                    robustness_sweep)
 from .io import atomic_dir
 from .model import MultimodalModel, build_model, check_components, count_parameters
 from .rundir import (FORMAT_VERSION, check_run_dir, read_json, read_weights, write_history, write_json,
@@ -224,6 +226,9 @@ class Predictor:
                 f"the table lacks column(s) the model was trained on: {', '.join(missing)} "
                 f"(expected: {', '.join(schema.input_columns())}; extra columns are ignored)")
 
+    def _predict_batch_size(self) -> int:
+        return max(self.config.training.batch_size or 0, 256)
+
     def _outputs(self, data: Data, on_error: str | None, data_root: str | Path | None,
                  frame_filter=None) -> tuple[np.ndarray, pd.DataFrame, Prepared]:
         self._require_fitted()
@@ -242,7 +247,7 @@ class Predictor:
                                 " ..." if len(rows) > 10 else "")
         ctx = LoadContext(table.root, self.config.limits)
         prepared = prepare(frame, self.processors, ctx, on_error or self.config.on_error, progress=self.verbose)
-        loader = make_loader(prepared, self.processors, max(self.config.training.batch_size or 0, 256), False)
+        loader = make_loader(prepared, self.processors, self._predict_batch_size(), False)
         outputs = predict_outputs(self.model, loader)
         return outputs, frame, prepared
 
@@ -260,14 +265,43 @@ class Predictor:
         return pd.DataFrame(self.task.predict_proba(outputs), index=frame.index[prepared.rows],
                             columns=list(self.task.classes))
 
-    def evaluate(self, data: Data, *, on_error: str | None = None,
-                 data_root: str | Path | None = None) -> dict[str, float]:
-        """Metrics on a labelled table (rows with an empty label are left out)."""
+    def evaluate(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
+                 robustness: bool = False, corruptions: CorruptionSpec = None,
+                 robustness_out: str | Path | None = None,
+                 robustness_baseline: RobustnessReport | str | Path | None = None) -> dict[str, Any]:
+        """Metrics on a labelled table (rows with an empty label are left out).
+
+        With ``robustness=True`` the result also holds ``"robustness"``: a
+        :class:`~polymodal.evaluation.robustness.RobustnessReport` of the model's score with each modality missing
+        and corrupted at increasing levels (the table is decoded once; see docs/USER_GUIDE.md, "Robustness").
+
+        Args:
+            corruptions: which corruptions to sweep: None (all that apply, default levels), a list of names, or
+                a mapping name → levels (None = default levels): ``{"occlusion": [0.1, 0.3], "white_noise": None}``.
+            robustness_out: folder to write robustness.csv/.json/.md and one robustness_<modality>.png into.
+            robustness_baseline: a report, or its robustness.json, of a reference model (MultiBench uses late
+                fusion) that effective robustness is measured against; None = a flat curve (no loss).
+        """
         self._require_fitted()
+        if not robustness and (corruptions is not None or robustness_out is not None
+                               or robustness_baseline is not None):
+            raise ConfigError("corruptions, robustness_out and robustness_baseline need robustness=True")
+        if robustness:  # bad names, levels or baselines fail before the table is decoded
+            plan_sweep(self.processors, corruptions)
+            resolve_baseline(robustness_baseline, self.task.monitor[0])
         outputs, frame, prepared = self._outputs(data, on_error, data_root,
                                                  frame_filter=lambda f: self._labelled(f, "evaluation"))
-        metrics = self.task.metrics(frame[self.label].iloc[prepared.rows].reset_index(drop=True), outputs)
+        labels = frame[self.label].iloc[prepared.rows].reset_index(drop=True)
+        metrics: dict[str, Any] = self.task.metrics(labels, outputs)
         metrics["rows"] = float(len(prepared))
+        if robustness:
+            report = robustness_sweep(
+                self.model, self.processors, self.task, prepared, labels, corruptions=corruptions, clean=metrics,
+                baseline=robustness_baseline, seed=self.config.training.seed, batch_size=self._predict_batch_size(),
+                progress=self.verbose)
+            if robustness_out is not None:
+                report.write(robustness_out)
+            metrics["robustness"] = report
         return metrics
 
     # --------------------------------------------------------------------------------------- persistence

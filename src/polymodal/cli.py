@@ -229,20 +229,18 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal
 
 
 def _robustness_table(report: Any) -> RichTable:
+    """One row per (modality, corruption); the levels and full curves are in robustness.md/.csv and the plots."""
     better = "higher" if report.higher_is_better else "lower"
-    t = RichTable(title=f"robustness: {report.metric} ({better} is better), {report.rows} rows")
-    for c in ("modality", "corruption", "levels", f"{report.metric} by severity (clean → most severe)", "missing",
-              "relative", "effective"):
-        t.add_column(c, justify="left" if c in ("modality", "corruption", "levels") else "right")
-    for m in report.modalities:
-        curves = [c for c in report.curves if c.modality == m]
-        missing = f"{report.missing[m].get(report.metric, float('nan')):.4f}"
-        for c in curves:
-            t.add_row(m, c.corruption, ", ".join(f"{v:g}" for v in c.levels[1:]),
-                      " → ".join(f"{v:.3f}" for v in c.scores(report.metric)), missing, f"{c.relative:.4f}",
-                      f"{c.effective:.4f}")
-        if not curves:
-            t.add_row(m, "(missing only)", "", "", missing, "", "")
+    t = RichTable(title=f"robustness: {report.metric}, {better} is better ({report.rows} rows)",
+                  caption="max sev.: at the most severe level; rel./eff.: relative/effective robustness")
+    t.add_column("modality", no_wrap=True)
+    t.add_column("corruption", no_wrap=True)
+    for c in ("clean", "max sev.", "missing", "rel.", "eff."):
+        t.add_column(c, justify="right")
+    for _, r in report.summary_frame().iterrows():
+        t.add_row(r["modality"], r["corruption"],
+                  *(f"{r[k]:.3f}" if r[k] == r[k] else "" for k in ("clean", "most_severe", "missing",
+                                                                   "relative_robustness", "effective_robustness")))
     return t
 
 

@@ -1,0 +1,624 @@
+"""Robustness sweeps: how a fitted model's test score changes when one modality is missing or corrupted.
+
+The test table is decoded once. For each modality the sweep then scores the model on
+  * the clean items (severity 0),
+  * the items corrupted at increasing levels, for every corruption that applies to the modality's kind, and
+  * the modality missing entirely (its presence mask False for every row, which every fusion handles),
+always on fresh copies of the decoded items: the originals are never modified. Corruptions are deterministic given a
+seed, and a row draws the same random numbers at every level, so a higher level is the same perturbation made larger.
+
+Relative and effective robustness follow MultiBench (Liang et al., 2021), ``eval_scripts/robustness.py`` in
+https://github.com/pliang279/MultiBench (``relative_robustness_helper`` and ``effective_robustness_helper``); see
+:func:`relative_robustness` and :func:`effective_robustness` for what we keep and what we change.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence, Union
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..data.dataset import Prepared, make_loader
+from ..data.processors import UNK, Processor
+from ..errors import ConfigError
+from ..io import atomic_dir, atomic_file
+from ..registry import Registry, register
+from ..training import predict_outputs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import MultimodalModel
+    from ..tasks import Task
+
+log = logging.getLogger("polymodal")
+
+#: Which corruptions to sweep: ``None`` (all of them at their default levels), a list of names (those, at their
+#: default levels), or a mapping name → levels (``None`` = that corruption's default levels).
+CorruptionSpec = Union[Mapping[str, Union[Sequence[float], None]], Sequence[str], None]
+
+
+class CorruptionError(ConfigError):
+    """A corruption name, its levels, or a robustness baseline cannot be used."""
+
+
+# ------------------------------------------------------------------------------------------------ corruptions
+# Small, pure functions: numpy in, new numpy out (inputs are never written to). Each draws the same random numbers
+# whatever the level, so that with one generator seed the levels of a row nest (more noise, a bigger patch, ...).
+
+def add_gaussian_noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """uint8 image + N(0, std²) noise, ``std`` in units of the pixel range (1.0 = 255 grey levels); clipped."""
+    noise = rng.standard_normal(image.shape) * (std * 255.0)
+    return np.clip(np.rint(image.astype(np.float64) + noise), 0, 255).astype(np.uint8)
+
+
+def occlude(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Black out a rectangle covering ``fraction`` of the image area (same aspect as the image), placed at random."""
+    _, h, w = image.shape
+    u = rng.random(2)
+    sh, sw = min(h, round(h * math.sqrt(fraction))), min(w, round(w * math.sqrt(fraction)))
+    top, left = min(int(u[0] * (h - sh + 1)), h - sh), min(int(u[1] * (w - sw + 1)), w - sw)
+    out = image.copy()
+    out[:, top:top + sh, left:left + sw] = 0
+    return out
+
+
+def add_white_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Waveform + white Gaussian noise at a signal-to-noise ratio of ``snr_db`` decibels (silence stays silent)."""
+    noise = rng.standard_normal(wave.shape)
+    power = float(np.mean(np.square(wave, dtype=np.float64)))
+    scale = math.sqrt(power / 10 ** (snr_db / 10)) if power > 0 else 0.0
+    return (wave + noise * scale).astype(np.float32)
+
+
+def drop_tokens(ids: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Remove each token with probability ``fraction``; a text left empty becomes one unknown token, as on load."""
+    keep = rng.random(len(ids)) >= fraction
+    out = ids[keep]
+    return out.copy() if len(out) else np.asarray([UNK], dtype=ids.dtype)
+
+
+def swap_tokens(ids: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Swap disjoint pairs of neighbouring tokens so that about ``fraction`` of the tokens move."""
+    n = len(ids)
+    offset = int(rng.integers(0, 2)) if n % 2 else 0  # odd lengths: either end may be the one left out
+    order = rng.permutation((n - offset) // 2)
+    out = ids.copy()
+    for p in order[: min(len(order), round(fraction * n / 2))]:
+        i = offset + 2 * int(p)
+        out[i], out[i + 1] = ids[i + 1], ids[i]
+    return out
+
+
+def add_numeric_noise(item: tuple[np.ndarray, np.ndarray], std: float,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Tabular item (standardised values + missing flags, categories): N(0, std²) added to the present values."""
+    num, cat = item
+    noise = rng.standard_normal(len(num)) * std
+    out = num.copy()
+    out[:, 0] += np.where(num[:, 1] == 0, noise, 0.0).astype(num.dtype)  # cells that were missing stay missing
+    return out, cat
+
+
+CORRUPTIONS: Registry["Corruption"] = Registry("corruption")
+
+
+class Corruption(ABC):
+    """One kind of damage to the decoded items of a modality kind, at a severity ``level``.
+
+    ``levels`` are the defaults, in increasing severity; ``clean_level`` is the level that means "unchanged";
+    ``bounds`` the inclusive range a level may take; ``descending`` is True when a *smaller* number is more severe.
+    """
+
+    kinds: ClassVar[tuple[str, ...]]
+    levels: ClassVar[tuple[float, ...]]
+    unit: ClassVar[str]
+    bounds: ClassVar[tuple[float, float]] = (0.0, math.inf)
+    clean_level: ClassVar[float] = 0.0
+    descending: ClassVar[bool] = False
+    needs: ClassVar[str] = ""  # what else a modality must have, for messages (see ``applies``)
+    registry_name: ClassVar[str]
+
+    @property
+    def name(self) -> str:
+        return self.registry_name
+
+    def applies(self, processor: Processor) -> bool:
+        return processor.kind in self.kinds
+
+    @abstractmethod
+    def apply(self, item: Any, level: float, rng: np.random.Generator) -> Any:
+        """A corrupted copy of one decoded item."""
+
+    def check_levels(self, levels: Sequence[float] | None) -> tuple[float, ...]:
+        """The levels to sweep: the defaults when ``None``; otherwise checked to be in range and ever more severe."""
+        if levels is None:
+            return tuple(self.levels)
+        try:
+            values = tuple(float(v) for v in levels)
+        except (TypeError, ValueError):
+            raise CorruptionError(f"corruption '{self.name}': levels must be numbers; got {list(levels)!r}") from None
+        lo, hi = self.bounds
+        if not values:
+            raise CorruptionError(f"corruption '{self.name}': give at least one level (or none for the defaults "
+                                  f"{list(self.levels)})")
+        bad = [v for v in values if not (math.isfinite(v) and lo <= v <= hi)]
+        if bad:
+            raise CorruptionError(f"corruption '{self.name}': levels are {self.unit}, between {lo:g} and {hi:g}; "
+                                  f"got {bad[0]:g}")
+        sev = [-v if self.descending else v for v in (self.clean_level, *values)]
+        if any(b <= a for a, b in zip(sev, sev[1:])):
+            order = "decreasing" if self.descending else "increasing"
+            raise CorruptionError(
+                f"corruption '{self.name}': levels must be strictly {order} (more severe each step) and more severe "
+                f"than the clean level {self.clean_level:g}; got {list(values)}, e.g. {list(self.levels)}")
+        return values
+
+
+@register(CORRUPTIONS, "gaussian_noise")
+class GaussianNoise(Corruption):
+    kinds = ("image",)
+    levels = (0.05, 0.1, 0.2, 0.3, 0.5)
+    unit = "noise std in units of the pixel range"
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return add_gaussian_noise(item, level, rng)
+
+
+@register(CORRUPTIONS, "occlusion")
+class Occlusion(Corruption):
+    kinds = ("image",)
+    levels = (0.1, 0.2, 0.3, 0.5, 0.7)
+    unit = "fraction of the image area blacked out"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return occlude(item, level, rng)
+
+
+@register(CORRUPTIONS, "white_noise")
+class WhiteNoise(Corruption):
+    kinds = ("audio",)
+    levels = (20.0, 10.0, 5.0, 0.0, -5.0)
+    unit = "signal-to-noise ratio in dB"
+    bounds = (-math.inf, math.inf)
+    clean_level = math.inf
+    descending = True
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return add_white_noise(item, level, rng)
+
+
+@register(CORRUPTIONS, "token_dropout")
+class TokenDropout(Corruption):
+    kinds = ("text",)
+    levels = (0.1, 0.2, 0.3, 0.5, 0.7)
+    unit = "fraction of tokens removed"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return drop_tokens(item, level, rng)
+
+
+@register(CORRUPTIONS, "token_swap")
+class TokenSwap(Corruption):
+    kinds = ("text",)
+    levels = (0.1, 0.2, 0.3, 0.5, 0.7)
+    unit = "fraction of tokens swapped with a neighbour"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return swap_tokens(item, level, rng)
+
+
+@register(CORRUPTIONS, "numeric_noise")
+class NumericNoise(Corruption):
+    kinds = ("tabular",)
+    levels = (0.1, 0.25, 0.5, 1.0, 2.0)
+    unit = "noise std in units of the standardised feature"
+    needs = "numeric columns"
+
+    def applies(self, processor: Processor) -> bool:
+        # Only numeric columns can take noise; a categories-only tabular modality is swept for "missing" alone.
+        return super().applies(processor) and bool(getattr(processor, "numeric", None))
+
+    def apply(self, item: tuple[np.ndarray, np.ndarray], level: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return add_numeric_noise(item, level, rng)
+
+
+def corrupt_items(items: list[Any], corruption: Corruption, level: float, seed: int, modality: str,
+                  rows: Sequence[int]) -> list[Any]:
+    """A new list of corrupted copies of ``items`` (``None`` stays absent). ``rows`` seed each row's generator, so
+    a row gets the same random draws at every level and whatever other rows were kept."""
+    salt = [zlib.crc32(modality.encode()), zlib.crc32(corruption.name.encode())]
+    return [None if it is None else corruption.apply(it, level, np.random.default_rng([seed, *salt, int(r)]))
+            for it, r in zip(items, rows)]
+
+
+def parse_corruption_options(options: Sequence[str] | None) -> dict[str, list[float] | None] | None:
+    """CLI ``--corruption`` values (``NAME`` or ``NAME=L1,L2,...``) → a spec for :func:`plan_sweep`."""
+    if not options:
+        return None
+    spec: dict[str, list[float] | None] = {}
+    for opt in options:
+        name, _, levels = opt.partition("=")
+        name = name.strip()
+        if name in spec:
+            raise CorruptionError(f"--corruption {name} is given twice")
+        if not levels.strip():
+            spec[name] = None
+            continue
+        try:
+            spec[name] = [float(v) for v in levels.split(",") if v.strip()]
+        except ValueError:
+            raise CorruptionError(f"--corruption {opt}: levels must be comma-separated numbers, "
+                                  f"e.g. occlusion=0.1,0.3,0.5") from None
+    return spec
+
+
+@dataclass
+class SweepStep:
+    """One modality and one corruption with its resolved levels."""
+
+    modality: str
+    kind: str
+    corruption: Corruption
+    levels: tuple[float, ...]
+
+
+def plan_sweep(processors: Mapping[str, Processor], corruptions: CorruptionSpec = None) -> list[SweepStep]:
+    """Check ``corruptions`` (see :data:`CorruptionSpec`) against the model's modalities; one step per pair.
+
+    Every named corruption must exist, have valid levels and apply to at least one modality of the model.
+    """
+    if corruptions is None:
+        chosen: dict[str, Any] = {n: None for n in CORRUPTIONS.names()}
+    elif isinstance(corruptions, str):
+        raise CorruptionError("corruptions must be a list of names or a mapping name → levels, not a string")
+    elif isinstance(corruptions, Mapping):
+        chosen = dict(corruptions)
+    else:
+        chosen = {n: None for n in corruptions}
+    if corruptions is not None and not chosen:
+        raise CorruptionError("no corruptions given; pass None for all of them")
+    resolved: dict[str, tuple[Corruption, tuple[float, ...]]] = {}
+    for n, levels in chosen.items():
+        c = CORRUPTIONS.build(n)  # unknown names raise ConfigError listing the choices
+        resolved[n] = (c, c.check_levels(levels))
+    steps = [SweepStep(m, p.kind, c, levels) for m, p in processors.items()
+             for c, levels in resolved.values() if c.applies(p)]
+    if corruptions is not None:
+        used = {s.corruption.name for s in steps}
+        for n, (c, _) in resolved.items():
+            if n not in used:
+                mods = ", ".join(f"{m} ({p.kind})" for m, p in processors.items())
+                needs = f" with {c.needs}" if c.needs else ""
+                raise CorruptionError(f"corruption '{n}' applies to {'/'.join(c.kinds)} modalities{needs}, and this "
+                                      f"model has none (its modalities: {mods})")
+    return steps
+
+
+# ------------------------------------------------------------------------------------------ robustness metrics
+def relative_robustness(scores: Sequence[float]) -> float:
+    """Area under the score-vs-severity curve (trapezoid rule), the curve starting at the clean score.
+
+    MultiBench's ``relative_robustness_helper`` (eval_scripts/robustness.py) sums trapezoids of width 0.1 over its
+    11 noise levels 0.0, 0.1, ..., 1.0. Our corruptions have any number K of levels, so the K + 1 points are spaced
+    1/K apart on [0, 1]: identical to MultiBench's for K = 10, and in general MultiBench's value × 10 / K. The area
+    is then on the metric's own scale (for accuracy: between 0 and 1, the mean score along the sweep). MultiBench
+    additionally min-max normalises across its table of published methods; with no such table we report the raw area.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if len(s) < 2:
+        raise CorruptionError("a robustness curve needs the clean score and at least one corrupted score")
+    return float(np.sum((s[:-1] + s[1:]) / 2) / (len(s) - 1))
+
+
+def effective_robustness(scores: Sequence[float], baseline: Sequence[float] | None = None) -> float:
+    """Sum over levels of the score minus the baseline curve shifted to start at our clean score.
+
+    MultiBench's ``effective_robustness_helper``: ``beta_f = lf + (f[0] - lf[0]); sum(f - beta_f)``, where ``lf`` is
+    the late-fusion (LF) model's curve on the same task, i.e. ``sum_i (f_i - f_0) - (lf_i - lf_0)``. ``baseline``
+    plays the role of ``lf``; when None it is a flat curve (a model that the corruption does not affect), so the
+    value is ``sum_i (f_i - f_0)``: minus the total loss of score along the sweep (0 = unaffected).
+    """
+    f = np.asarray(scores, dtype=np.float64)
+    lf = np.full_like(f, f[0]) if baseline is None else np.asarray(baseline, dtype=np.float64)
+    if lf.shape != f.shape:
+        raise CorruptionError(f"the baseline curve has {len(lf)} points and this one {len(f)}")
+    beta_f = lf + (f[0] - lf[0])
+    return float(np.sum(f - beta_f))
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def _num_out(x: float) -> float | str | None:
+    """A float for JSON: NaN → null, ±inf → "inf"/"-inf" (strict JSON has neither)."""
+    x = float(x)
+    return None if math.isnan(x) else (("inf" if x > 0 else "-inf") if math.isinf(x) else x)
+
+
+def _num_in(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+@dataclass
+class Curve:
+    """Scores of one modality under one corruption. ``levels[0]``/``metrics[0]`` are the clean level and score."""
+
+    modality: str
+    kind: str
+    corruption: str
+    unit: str
+    levels: list[float]
+    metrics: list[dict[str, float]]
+    relative: float = math.nan
+    effective: float = math.nan
+
+    def scores(self, metric: str) -> list[float]:
+        return [m.get(metric, math.nan) for m in self.metrics]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"modality": self.modality, "kind": self.kind, "corruption": self.corruption, "unit": self.unit,
+                "levels": [_num_out(v) for v in self.levels],
+                "metrics": [{k: _num_out(v) for k, v in m.items()} for m in self.metrics],
+                "relative_robustness": _num_out(self.relative), "effective_robustness": _num_out(self.effective)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Curve":
+        return cls(d["modality"], d["kind"], d["corruption"], d["unit"], [_num_in(v) for v in d["levels"]],
+                   [{k: _num_in(v) for k, v in m.items()} for m in d["metrics"]],
+                   _num_in(d["relative_robustness"]), _num_in(d["effective_robustness"]))
+
+
+@dataclass
+class RobustnessReport:
+    """The result of a sweep: clean metrics, metrics with each modality missing, and one :class:`Curve` per
+    (modality, corruption). ``metric`` is the one robustness is computed on (the task's monitor metric)."""
+
+    metric: str
+    higher_is_better: bool
+    rows: int
+    seed: int
+    baseline: str
+    clean: dict[str, float]
+    kinds: dict[str, str]
+    missing: dict[str, dict[str, float]]
+    curves: list[Curve] = field(default_factory=list)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.kinds)
+
+    def curve(self, modality: str, corruption: str) -> Curve | None:
+        return next((c for c in self.curves if c.modality == modality and c.corruption == corruption), None)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (modality, corruption, severity) — severity 0 is the clean score — plus one ``missing`` row
+        per modality; metric columns (``metric`` first) and each curve's relative/effective robustness."""
+        rows = []
+        for m, kind in self.kinds.items():
+            for c in (c for c in self.curves if c.modality == m):
+                for sev, (level, metrics) in enumerate(zip(c.levels, c.metrics)):
+                    rows.append({"modality": m, "kind": kind, "corruption": c.corruption, "severity": sev,
+                                 "level": level, "unit": c.unit, **metrics, "relative_robustness": c.relative,
+                                 "effective_robustness": c.effective})
+            rows.append({"modality": m, "kind": kind, "corruption": "missing", "severity": None, "level": math.nan,
+                         "unit": "modality absent in every row", **self.missing[m]})
+        frame = pd.DataFrame(rows)
+        frame["severity"] = frame["severity"].astype("Int64")
+        metric_cols = [self.metric] + [k for k in self.clean if k != self.metric and k != "rows"]
+        cols = ["modality", "kind", "corruption", "severity", "level", "unit", *metric_cols,
+                "relative_robustness", "effective_robustness"]
+        return frame.reindex(columns=cols)
+
+    def summary_frame(self) -> pd.DataFrame:
+        """One row per (modality, corruption): clean, most severe and missing scores, relative/effective robustness."""
+        rows = []
+        for m in self.kinds:
+            curves = [c for c in self.curves if c.modality == m]
+            missing = self.missing[m].get(self.metric, math.nan)
+            for c in curves:
+                s = c.scores(self.metric)
+                levels = ", ".join(f"{v:g}" for v in c.levels[1:])
+                rows.append({"modality": m, "corruption": c.corruption, "levels": levels, "clean": s[0],
+                             "most_severe": s[-1], "missing": missing,
+                             "relative_robustness": c.relative, "effective_robustness": c.effective})
+            if not curves:  # no corruption applies (or none was chosen): the "missing" score is still there
+                rows.append({"modality": m, "corruption": "(missing only)", "levels": "",
+                             "clean": self.clean.get(self.metric, math.nan), "most_severe": math.nan,
+                             "missing": missing, "relative_robustness": math.nan, "effective_robustness": math.nan})
+        return pd.DataFrame(rows, columns=["modality", "corruption", "levels", "clean", "most_severe", "missing",
+                                           "relative_robustness", "effective_robustness"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "higher_is_better": self.higher_is_better, "rows": self.rows,
+                "seed": self.seed, "baseline": self.baseline, "clean": {k: _num_out(v) for k, v in self.clean.items()},
+                "kinds": dict(self.kinds),
+                "missing": {m: {k: _num_out(v) for k, v in d.items()} for m, d in self.missing.items()},
+                "curves": [c.to_dict() for c in self.curves]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RobustnessReport":
+        try:
+            return cls(d["metric"], bool(d["higher_is_better"]), int(d["rows"]), int(d["seed"]), d["baseline"],
+                       {k: _num_in(v) for k, v in d["clean"].items()}, dict(d["kinds"]),
+                       {m: {k: _num_in(v) for k, v in x.items()} for m, x in d["missing"].items()},
+                       [Curve.from_dict(c) for c in d["curves"]])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptionError(f"not a robustness report (as written to robustness.json): {e!r}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RobustnessReport":
+        """Read a ``robustness.json`` written by :meth:`write`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CorruptionError(f"cannot read the robustness report {path}: {e}") from None
+        return cls.from_dict(data)
+
+    def markdown(self) -> str:
+        better = "higher" if self.higher_is_better else "lower"
+        lines = [f"# Robustness ({self.metric}, {better} is better; {self.rows} rows, seed {self.seed})", "",
+                 f"Clean {self.metric}: {self.clean.get(self.metric, math.nan):.4f}. Relative robustness: area under "
+                 f"the {self.metric} curve over severities spaced evenly on [0, 1]. Effective robustness: sum over "
+                 f"levels of the drop relative to the clean score, minus the baseline's ({self.baseline}).", "",
+                 "| modality | corruption | levels | clean | most severe | missing | relative | effective |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for _, r in self.summary_frame().iterrows():
+            lines.append(f"| {r['modality']} | {r['corruption']} | {r['levels']} | {r['clean']:.4f} | "
+                         f"{r['most_severe']:.4f} | {r['missing']:.4f} | {r['relative_robustness']:.4f} | "
+                         f"{r['effective_robustness']:.4f} |")
+        lines += ["", f"| modality | corruption | severity | level | {self.metric} |", "|---|---|---|---|---|"]
+        for _, r in self.to_frame().iterrows():
+            sev = "" if pd.isna(r["severity"]) else str(int(r["severity"]))
+            level = "" if pd.isna(r["level"]) else f"{r['level']:g}"
+            lines.append(f"| {r['modality']} | {r['corruption']} | {sev} | {level} | {r[self.metric]:.4f} |")
+        return "\n".join(lines) + "\n"
+
+    def plot(self, modality: str) -> bytes:
+        """PNG: the metric against severity, one line per corruption, horizontal lines for clean and missing."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        curves = [c for c in self.curves if c.modality == modality]
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for c in curves:
+            ax.plot(range(len(c.levels)), c.scores(self.metric), marker="o",
+                    label=f"{c.corruption} ({', '.join(f'{v:g}' for v in c.levels[1:])})")
+        ax.axhline(self.clean.get(self.metric, math.nan), color="grey", linestyle="--", label="clean")
+        ax.axhline(self.missing[modality].get(self.metric, math.nan), color="#c0392b", linestyle=":",
+                   label=f"{modality} missing")
+        steps = max([len(c.levels) for c in curves] + [2])
+        ax.set_xticks(range(steps))
+        ax.set_xlabel("severity step (0 = clean; levels in the legend)")
+        ax.set_ylabel(f"{self.metric} ({'higher' if self.higher_is_better else 'lower'} is better)")
+        ax.set_title(f"{modality} ({self.kinds[modality]}): {self.metric} under corruption, {self.rows} rows")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+        plt.close(fig)
+        return buf.getvalue()
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """Write robustness.csv/.json/.md and robustness_<modality>.png into ``out_dir``; returns the paths.
+
+        Everything is rendered first, so an error leaves nothing behind; a new folder appears complete or not at all,
+        and in an existing folder each file is replaced atomically (other files there are left alone).
+        """
+        out_dir = Path(out_dir)
+        csv_buf = io.StringIO()
+        self.to_frame().to_csv(csv_buf, index=False)
+        files: dict[str, bytes] = {
+            "robustness.csv": csv_buf.getvalue().encode(),
+            "robustness.json": (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode(),
+            "robustness.md": self.markdown().encode(),
+            **{f"robustness_{_safe(m)}.png": self.plot(m) for m in self.kinds}}
+        if out_dir.exists() and not out_dir.is_dir():
+            raise CorruptionError(f"{out_dir} exists and is not a folder; choose another output folder")
+        if out_dir.is_dir():
+            for name, data in files.items():
+                with atomic_file(out_dir / name, "wb") as f:
+                    f.write(data)
+        else:
+            with atomic_dir(out_dir) as tmp:
+                for name, data in files.items():
+                    (tmp / name).write_bytes(data)
+        return [out_dir / n for n in files]
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+# ------------------------------------------------------------------------------------------------------ sweep
+def resolve_baseline(baseline: RobustnessReport | str | Path | None,
+                     metric: str) -> tuple[str, RobustnessReport | None]:
+    """(description, report) of an effective-robustness baseline; a path is read as robustness.json."""
+    if baseline is None:
+        return "flat: a model the corruption does not affect", None
+    report = baseline if isinstance(baseline, RobustnessReport) else RobustnessReport.load(baseline)
+    if report.metric != metric:
+        raise CorruptionError(f"the baseline report measures {report.metric} and this model {metric}; "
+                              "use a baseline of the same kind of task")
+    return (str(baseline) if not isinstance(baseline, RobustnessReport) else "the given report"), report
+
+
+def _effective(curve: Curve, metric: str, base: RobustnessReport | None) -> float:
+    scores = curve.scores(metric)
+    if base is None:
+        return effective_robustness(scores)
+    ref = base.curve(curve.modality, curve.corruption)
+    if ref is None:
+        log.warning("the baseline has no %s/%s curve; its effective robustness is left empty", curve.modality,
+                    curve.corruption)
+        return math.nan
+    if len(ref.levels) != len(curve.levels) or not np.allclose(ref.levels, curve.levels):
+        raise CorruptionError(f"the baseline swept {curve.modality}/{curve.corruption} at levels {ref.levels[1:]} "
+                              f"and this sweep at {curve.levels[1:]}; use the same levels for both")
+    return effective_robustness(scores, ref.scores(metric))
+
+
+def robustness_sweep(model: "MultimodalModel", processors: Mapping[str, Processor], task: "Task",
+                     prepared: Prepared, y_true: pd.Series, *, corruptions: CorruptionSpec = None,
+                     clean: Mapping[str, float] | None = None,
+                     baseline: RobustnessReport | str | Path | None = None, seed: int = 0, batch_size: int = 256,
+                     progress: bool = False) -> RobustnessReport:
+    """Score ``model`` on ``prepared`` with each modality missing and corrupted at each level.
+
+    Args:
+        model, processors, task: a fitted model and what it was fitted with.
+        prepared: the decoded test rows (left unchanged); ``y_true`` their labels, in the same order.
+        corruptions: which corruptions and levels (see :data:`CorruptionSpec`); None = all, default levels.
+        clean: the metrics on the clean rows when already computed (saves one pass).
+        baseline: a report (or its robustness.json) of a reference model for effective robustness; None = flat.
+        seed: seeds the corruptions; the same seed gives the same corrupted items.
+    """
+    steps = plan_sweep(processors, corruptions)
+    metric, direction = task.monitor
+    baseline_name, base = resolve_baseline(baseline, metric)
+
+    def score(modality: str, items: list[Any]) -> dict[str, float]:
+        # A shallow copy: only this modality's list is new; the other modalities' items are shared, never written.
+        view = Prepared({**prepared.items, modality: items}, prepared.rows, prepared.targets, prepared.issues)
+        return task.metrics(y_true, predict_outputs(model, make_loader(view, dict(processors), batch_size, False)))
+
+    bar = tqdm(total=len(processors) + sum(len(s.levels) for s in steps) + (clean is None), desc="robustness",
+               unit="pass", disable=not progress, leave=False)
+    if clean is None:
+        first = next(iter(processors))
+        clean = score(first, prepared.items[first])
+        bar.update()
+    clean = {k: float(v) for k, v in clean.items() if k != "rows"}
+    missing = {}
+    for m in processors:
+        bar.set_postfix_str(f"{m} missing")
+        missing[m] = score(m, [None] * len(prepared))
+        bar.update()
+    curves = []
+    for s in steps:
+        metrics = [dict(clean)]
+        for level in s.levels:
+            bar.set_postfix_str(f"{s.modality}: {s.corruption.name} {level:g}")
+            metrics.append(score(s.modality, corrupt_items(prepared.items[s.modality], s.corruption, level, seed,
+                                                           s.modality, prepared.rows)))
+            bar.update()
+        curve = Curve(s.modality, s.kind, s.corruption.name, s.corruption.unit,
+                      [s.corruption.clean_level, *s.levels], metrics)
+        curve.relative = relative_robustness(curve.scores(metric))
+        curve.effective = _effective(curve, metric, base)
+        curves.append(curve)
+    bar.close()
+    return RobustnessReport(metric, direction == "max", len(prepared), seed, baseline_name, clean,
+                            {m: p.kind for m, p in processors.items()}, missing, curves)

@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import polymodal.evaluation.corruptions as cr
 import polymodal.evaluation.robustness as rb
 from polymodal.data.dataset import prepare
 from polymodal.data.processors import LoadContext
 from polymodal.errors import ConfigError, PolymodalError
-from polymodal.evaluation.robustness import (CORRUPTIONS, CorruptionError, Curve, RobustnessReport, corrupt_items,
+from polymodal.evaluation.corruptions import CORRUPTIONS, CorruptionError, corrupt_items
+from polymodal.evaluation.robustness import (Curve, RobustnessReport,
                                              effective_robustness, plan_sweep, relative_robustness, robustness_sweep)
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -67,16 +69,16 @@ def test_corruption_is_deterministic_pure_and_worse_at_higher_levels(name):
 
 def test_corruption_details():
     image = np.full((1, 10, 10), 200, np.uint8)
-    assert (rb.occlude(image, 0.25, np.random.default_rng(0)) == 0).sum() == 25
-    assert (rb.occlude(image, 1.0, np.random.default_rng(0)) == 0).all()
-    assert len(rb.drop_tokens(np.arange(2, 12), 1.0, np.random.default_rng(0))) == 1  # never empty: [UNK]
-    assert (rb.swap_tokens(np.arange(2, 12), 1.0, np.random.default_rng(0)) != np.arange(2, 12)).all()
-    assert np.array_equal(rb.add_white_noise(np.zeros(50, np.float32), -5, np.random.default_rng(0)), np.zeros(50))
+    assert (cr.occlude(image, 0.25, np.random.default_rng(0)) == 0).sum() == 25
+    assert (cr.occlude(image, 1.0, np.random.default_rng(0)) == 0).all()
+    assert len(cr.drop_tokens(np.arange(2, 12), 1.0, np.random.default_rng(0))) == 1  # never empty: [UNK]
+    assert (cr.swap_tokens(np.arange(2, 12), 1.0, np.random.default_rng(0)) != np.arange(2, 12)).all()
+    assert np.array_equal(cr.add_white_noise(np.zeros(50, np.float32), -5, np.random.default_rng(0)), np.zeros(50))
     num = np.array([[0.5, 0.0], [0.0, 1.0]], np.float32)
-    noisy, _ = rb.add_numeric_noise((num, np.zeros(0, np.int64)), 2.0, np.random.default_rng(0))
+    noisy, _ = cr.add_numeric_noise((num, np.zeros(0, np.int64)), 2.0, np.random.default_rng(0))
     assert noisy[0, 0] != 0.5 and tuple(noisy[1]) == (0.0, 1.0), "missing cells stay missing"
     wave = np.sin(np.linspace(0, 60, 20_000)).astype(np.float32)
-    noise = rb.add_white_noise(wave, 10.0, np.random.default_rng(0)) - wave
+    noise = cr.add_white_noise(wave, 10.0, np.random.default_rng(0)) - wave
     assert 10 * np.log10(np.mean(wave ** 2) / np.mean(noise ** 2)) == pytest.approx(10.0, abs=0.2)
 
 

@@ -208,7 +208,7 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal
     """Score a saved model on a labelled table; with --robustness, also under missing and corrupted modalities."""
     from .api import Predictor
     from .errors import ConfigError
-    from .evaluation.robustness import parse_corruption_options
+    from .evaluation.corruptions import parse_corruption_options
 
     if not robustness and (corruption or baseline is not None or out_dir is not None):
         raise ConfigError("--corruption, --baseline and --out need --robustness")

@@ -11,8 +11,9 @@ Phases (all by default; each can be run alone with --phase, and finished runs ar
   missing     concat trained with modality dropout (--dropout) under the same protocol, seed 0; it and the compare's
               concat seed-0 model are evaluated on the test rows with the audio column emptied and with the image
               column emptied, against the image-only and audio-only models.
-  robustness  Predictor.evaluate(..., robustness=True) for both concat models on --robustness-rows test rows; the
-              plots are copied to docs/figures/avdigits/.
+  robustness  Predictor.evaluate(..., robustness=True) for late fusion and both concat models (seed 0) on
+              --robustness-rows test rows, late fusion's curves being the baseline of effective robustness (as in
+              MultiBench); the plots are copied to docs/figures/avdigits/.
   report      writes the avdigits_compare section of docs/BENCHMARKS.md from the saved results.
 
 Results go to benchmarks/results/avdigits_compare/ (compare.md/.csv/.png, runs.jsonl, runs/, missing.json, ...).
@@ -37,7 +38,7 @@ import polymodal  # noqa: E402
 from polymodal import Predictor  # noqa: E402
 
 SECTION = "avdigits_compare"
-OUT = ROOT / "benchmarks" / "results" / "avdigits_compare"
+OUT = ROOT / "benchmarks" / "results" / "avdigits_compare"  # --out replaces it (e.g. for a quick --limit trial)
 FIGURES = ROOT / "docs" / "figures" / "avdigits"
 
 
@@ -45,9 +46,14 @@ def config(epochs: int, **training) -> dict:
     return {"ignore": IGNORE, "training": {"max_epochs": epochs, **training}}
 
 
+def split(data: Path, name: str, args: argparse.Namespace) -> pd.DataFrame:
+    frame = pd.read_csv(data / f"{name}.csv")
+    return frame if args.limit is None else frame.head(args.limit)
+
+
 def phase_compare(data: Path, args: argparse.Namespace) -> pd.DataFrame:
     start = time.perf_counter()
-    table = polymodal.compare(data / "train.csv", LABEL, test_data=data / "test.csv", fusions="all",
+    table = polymodal.compare(split(data, "train", args), LABEL, test_data=split(data, "test", args), fusions="all",
                               seeds=args.seeds, config=config(args.epochs), data_root=data, out_dir=OUT,
                               keep_runs=True, resume=True, verbose=True)
     print(f"compare: {time.perf_counter() - start:.0f} s", flush=True)
@@ -61,12 +67,12 @@ def _without(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def phase_missing(data: Path, args: argparse.Namespace) -> dict:
-    test = pd.read_csv(data / "test.csv")
+    test = split(data, "test", args)
     dropout_dir = OUT / f"dropout{args.dropout}-concat-seed0"
     if not (dropout_dir / "polymodal.json").is_file():
         start = time.perf_counter()
         p = Predictor(LABEL, config=config(args.epochs, modality_dropout=args.dropout), data_root=data, seed=0,
-                      verbose=True).fit(data / "train.csv")
+                      verbose=True).fit(split(data, "train", args))
         print(f"dropout model: {time.perf_counter() - start:.0f} s", flush=True)
         p.save(dropout_dir)
     models = {"without dropout": OUT / "runs" / "fusion-concat-seed0", f"modality dropout {args.dropout}": dropout_dir}
@@ -83,20 +89,34 @@ def phase_missing(data: Path, args: argparse.Namespace) -> dict:
     return result
 
 
+def _robustness_models(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    return [("late", OUT / "runs" / "fusion-late-seed0"), ("concat", OUT / "runs" / "fusion-concat-seed0"),
+            (f"concat-dropout{args.dropout}", OUT / f"dropout{args.dropout}-concat-seed0")]
+
+
 def phase_robustness(data: Path, args: argparse.Namespace) -> None:
-    test = pd.read_csv(data / "test.csv").sample(args.robustness_rows, random_state=0)
+    """Sweep late fusion first: it is MultiBench's reference curve for the others' effective robustness."""
+    test = split(data, "test", args)
+    test = test.sample(min(args.robustness_rows, len(test)), random_state=0)
     FIGURES.mkdir(parents=True, exist_ok=True)
-    for tag, path in (("concat", OUT / "runs" / "fusion-concat-seed0"),
-                      (f"concat-dropout{args.dropout}", OUT / f"dropout{args.dropout}-concat-seed0")):
+    baseline = None
+    for tag, path in _robustness_models(args):
         p = Predictor.load(path, verbose=False)
         out_dir = OUT / f"robustness-{tag}"
-        p.evaluate(test, data_root=data, robustness=True, robustness_out=out_dir)
+        p.evaluate(test, data_root=data, robustness=True, robustness_out=out_dir, robustness_baseline=baseline)
+        baseline = baseline or out_dir / "robustness.json"
         for png in sorted(out_dir.glob("robustness_*.png")):
             shutil.copyfile(png, FIGURES / f"{tag}-{png.name}")
         print(f"robustness {tag}: {out_dir}", flush=True)
 
 
-def phase_report(args: argparse.Namespace, command: str) -> None:
+def _first_table(markdown: str) -> str:
+    """The summary table of a robustness.md (one row per modality and corruption), without the long per-level one."""
+    block = markdown.split("\n| ", 1)[1].split("\n\n", 1)[0]
+    return "| " + block
+
+
+def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> None:
     summary = pd.read_csv(OUT / "compare.csv")
     runs = [json.loads(line) for line in (OUT / "runs.jsonl").read_text().splitlines() if line.strip()]
     lines = [
@@ -138,19 +158,27 @@ def phase_report(args: argparse.Namespace, command: str) -> None:
             lines.append(f"| concat, {name} | {s['both present']:.4f} | {s['audio missing']:.4f} "
                          f"({s['audio missing'] - img:+.4f}) | {s['image missing']:.4f} ({s['image missing'] - aud:+.4f}) |")
         lines.append("")
-    for tag in ("concat", f"concat-dropout{args.dropout}"):
+    for tag, _ in _robustness_models(args):
         md = OUT / f"robustness-{tag}" / "robustness.md"
         if md.is_file():
-            lines += [f"**Robustness sweep, {tag}** ({args.robustness_rows} test rows):", "",
-                      md.read_text(encoding="utf-8").strip(), ""]
+            against = "flat baseline" if tag == "late" else "against late fusion's curve (MultiBench's reference)"
+            lines += [f"**Robustness sweep, {tag}, seed 0** ({args.robustness_rows} test rows; effective robustness "
+                      f"{against}; full curves in `{md.parent.relative_to(ROOT) if md.is_relative_to(ROOT) else md.parent}/`):",
+                      "", _first_table(md.read_text(encoding="utf-8")), ""]
             lines += [f"![{tag} {png.name}](figures/avdigits/{tag}-{png.name})"
                       for png in sorted((OUT / f"robustness-{tag}").glob("robustness_*.png"))]
             lines.append("")
-    write_section(ROOT / "docs" / "BENCHMARKS.md", SECTION, "## AV-digits: fusion methods compared\n\n" + "\n".join(lines))
+    body = "## AV-digits: fusion methods compared\n\n" + "\n".join(lines)
+    if not docs:
+        (OUT / "report.md").write_text(body, encoding="utf-8")
+        print(body, flush=True)
+        return
+    write_section(ROOT / "docs" / "BENCHMARKS.md", SECTION, body)
     print(f"wrote the {SECTION} section of docs/BENCHMARKS.md", flush=True)
 
 
 def main() -> None:
+    global OUT, FIGURES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "avdigits")
     ap.add_argument("--phase", choices=["all", "compare", "missing", "robustness", "report"], default="all")
@@ -158,7 +186,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--dropout", type=float, default=0.5, help="modality dropout rate of the missing-modality model")
     ap.add_argument("--robustness-rows", type=int, default=2000)
+    ap.add_argument("--out", type=Path, default=OUT, help="results folder")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="use only the first N training and test rows (a quick trial: docs are not touched)")
     args = ap.parse_args()
+    OUT = args.out.resolve()
+    if args.limit is not None:
+        FIGURES = OUT / "figures"
     command = "python benchmarks/avdigits_compare.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     data = args.data.resolve()
     ensure_data(data)
@@ -170,7 +204,7 @@ def main() -> None:
     if args.phase in ("all", "robustness"):
         phase_robustness(data, args)
     if args.phase in ("all", "report"):
-        phase_report(args, command.strip())
+        phase_report(args, command.strip(), docs=args.limit is None)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
 import torch
 import pytest
 
-from polymodal import Predictor
-from polymodal.data.synthetic import generate
+# Nothing in the tests downloads: Hugging Face loads read local folders only (set before huggingface_hub is
+# imported, which reads it once).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from polymodal import Predictor  # noqa: E402
+from polymodal.data.synthetic import generate  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +55,18 @@ def make_table(out_dir: Path, n: int, seed: int = 0, prefix: str = "", name: str
     path = out_dir / name
     frame.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache_dir(tmp_path_factory):
+    """Frozen-backbone features go to a per-session folder, never the user's ~/.cache."""
+    old = os.environ.get("POLYMODAL_CACHE_DIR")
+    os.environ["POLYMODAL_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+    if old is None:
+        os.environ.pop("POLYMODAL_CACHE_DIR", None)
+    else:
+        os.environ["POLYMODAL_CACHE_DIR"] = old
 
 
 @pytest.fixture(autouse=True)

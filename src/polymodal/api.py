@@ -29,8 +29,9 @@ from .evaluation.robustness import (CorruptionSpec, RobustnessReport, plan_sweep
                                     robustness_sweep)
 from .io import atomic_dir
 from .model import MultimodalModel, build_model, check_components, count_parameters
-from .rundir import (FORMAT_VERSION, check_run_dir, read_json, read_weights, write_history, write_json,
-                     write_weights)
+from .presets import PRESETS, PresetChoice, apply_preset
+from .rundir import (BACKBONES, FORMAT_VERSION, check_run_dir, read_json, read_weights, write_history,
+                     write_json, write_weights)
 from .schema import Modality, Schema, infer_problem_type, infer_schema
 from .tasks import Task, build_task
 from .training import FitResult, fit_model, predict_outputs
@@ -66,6 +67,9 @@ class Predictor:
         time_limit: seconds of training at most.
         seed: random seed; the same seed and data give the same model.
         on_error: "fail" (default), "skip" bad rows, or treat bad cells as "missing".
+        preset: "fast" (from-scratch encoders, the default) or "pretrained" (a frozen pretrained encoder for each
+            text/image/audio modality whose weights are on this machine; see :mod:`polymodal.presets`). Encoders
+            chosen in ``config`` are kept. What was chosen is in ``preset_report`` after ``fit``.
         verbose: show progress bars.
 
     Example:
@@ -77,8 +81,12 @@ class Predictor:
                  config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
                  data_root: str | Path | None = None, columns: dict[str, str] | None = None,
                  ignore: list[str] | None = None, time_limit: float | None = None, seed: int | None = None,
-                 on_error: str | None = None, verbose: bool = True):
+                 on_error: str | None = None, preset: str | None = None, verbose: bool = True):
         self.label = label
+        if preset is not None and preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+        self.preset = preset
+        self.preset_report: list[PresetChoice] = []
         cfg = PolymodalConfig.from_any(config)
         updates: dict[str, Any] = {}
         if data_root is not None:
@@ -120,6 +128,7 @@ class Predictor:
         schema = infer_schema(frame, self.label, cfg.columns, cfg.ignore)
         if not schema.input_columns():
             raise SchemaError("no usable input columns: every column is the label or ignored")
+        self.preset_report = apply_preset(cfg, self.preset, {m.kind for m in schema.modalities()})
         problem_type = cfg.task.problem_type or infer_problem_type(frame[self.label])[0]
         cfg.task.problem_type = problem_type  # type: ignore[assignment]
         task = build_task(problem_type, cfg.task)
@@ -317,6 +326,9 @@ class Predictor:
             (tmp / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
             (tmp / "schema.json").write_text(self.schema.to_json() + "\n", encoding="utf-8")
             write_json(tmp / "processors.json", {m: p.state() for m, p in self.processors.items()})
+            for m, p in self.processors.items():
+                if p.has_assets:  # a pretrained model's tokenizer / image processor / config.json
+                    p.save_assets(tmp / BACKBONES / m)
             tensors = {f"{m}/{k}": t for m, p in self.processors.items() for k, t in p.tensors().items()}
             if tensors:
                 write_weights(tmp / "processors.safetensors", tensors)
@@ -346,6 +358,8 @@ class Predictor:
         for name, proc in p.processors.items():
             proc.set_state(states[name], {k.split("/", 1)[1]: t for k, t in tensors.items()
                                           if k.split("/", 1)[0] == name})
+            if proc.has_assets:
+                proc.load_assets(path / BACKBONES / name)
         p.task = build_task(meta["problem_type"], config.task)
         p.task.set_state(read_json(path / "task.json"))
         p.model = build_model(config, p.modalities, p.processors, p.task)

@@ -139,6 +139,10 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
         ignore: Optional[str] = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
         fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion method (default: concat)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
+        preset: Optional[str] = typer.Option(
+            None, "--preset", help="'fast' (from-scratch encoders, the default) or 'pretrained' (a frozen pretrained "
+            "encoder per text/image/audio column whose weights are on this machine; it says which it could not "
+            "find)."),
         on_error: Optional[str] = OnErrorOpt,
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
         quiet: bool = QuietOpt) -> None:
@@ -149,7 +153,7 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
     p = Predictor(label, config=config, data_root=data_root, ignore=_split(ignore), time_limit=time_limit,
-                  seed=seed, on_error=on_error, verbose=not quiet)
+                  seed=seed, on_error=on_error, preset=preset, verbose=not quiet)
     if fusion:
         p.config.fusion.name = fusion
     p.fit(data)
@@ -292,6 +296,57 @@ def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", hel
     out.print(_metrics_table(f"demo: test metrics ({int(metrics['rows'])} held-out rows)", metrics))
     out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
     out.print(f"next: polymodal evaluate {run} {paths.test}")
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The frozen-feature cache: features of frozen pretrained "
+                        "backbones, kept on disk (in $POLYMODAL_CACHE_DIR, default ~/.cache/polymodal/features) and "
+                        "reused across epochs, runs and compare calls.")
+app.add_typer(cache_app, name="cache")
+
+
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1024
+        if n < 1024 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+@cache_app.command("info")
+@handles_errors
+def cache_info(quiet: bool = QuietOpt) -> None:
+    """List the cached models (fingerprint, source, entries, size on disk)."""
+    from .features.cache import cache_root, get_cache
+
+    root = cache_root()
+    rows = get_cache().info()
+    if not rows:
+        out.print(f"the feature cache at {root} is empty")
+        return
+    t = RichTable(title=f"feature cache: {root}")
+    for c in ("model", "source", "encoder", "entries", "size"):
+        t.add_column(c, justify="right" if c in ("entries", "size") else "left")
+    for r in rows:
+        t.add_row(r["model"], str(r["source"]), str(r["encoder"]), str(r["entries"]), _size(r["bytes"]))
+    out.print(t)
+    out.print(f"total: {sum(r['entries'] for r in rows)} entries, {_size(sum(r['bytes'] for r in rows))}")
+
+
+@cache_app.command("clear")
+@handles_errors
+def cache_clear(model: Optional[str] = typer.Option(None, "--model", help="Only this model's features (its "
+                                                    "fingerprint, or a prefix of it, from `polymodal cache info`)."),
+                quiet: bool = QuietOpt) -> None:
+    """Delete cached features (all of them, or one model's); they are recomputed when next needed."""
+    from .features.cache import cache_root, get_cache
+
+    root = cache_root()
+    removed = get_cache().clear(model)
+    if model is not None and removed == 0:
+        raise PolymodalError(f"no cached model matches '{model}' in {root}; see `polymodal cache info`")
+    out.print(f"removed {removed} cached model folder(s) from {root}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -31,6 +31,16 @@ class MultimodalModel(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.fusion(self.encode(inputs, masks)))
 
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multipliers by parameter name (pretrained backbones in finetune/last_n mode); every
+        parameter not named here trains at the base learning rate."""
+        out: dict[str, float] = {}
+        for name, enc in self.encoders.items():
+            scales = getattr(enc, "lr_scales", None)
+            if scales is not None:
+                out.update({f"encoders.{name}.{k}": v for k, v in scales().items()})
+        return out
+
     def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: Task) -> torch.Tensor:
         """Training loss of the last ``forward``'s outputs (the fusion may add terms of its own)."""
         return self.fusion.loss(outputs, target, task)

@@ -6,7 +6,9 @@
     processors.json          fitted processor state (sizes, statistics, vocabularies, category maps)
     processors.safetensors   processor tensors, only for processors that have any
     task.json                target encoding (classes or target scaling)
-    model.safetensors        the weights
+    model.safetensors        the weights (pretrained backbones included)
+    backbones/<modality>/    a pretrained encoder's config.json and tokenizer / image processor / feature
+                             extractor files, so a run loads with no network and without the original model folder
     metrics.json             validation metrics and fit summary
     training_log.csv         one row per epoch
 """
@@ -23,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from .errors import RunDirError
 
 FORMAT_VERSION = 1
+BACKBONES = "backbones"
 REQUIRED = ("polymodal.json", "config.yaml", "schema.json", "processors.json", "task.json", "model.safetensors")
 
 

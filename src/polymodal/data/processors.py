@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 from ..config import LimitsConfig, PolymodalConfig, ProcessingConfig
-from ..errors import LoadError
-from ..registry import Registry
+from ..errors import ConfigError, LoadError
+from ..registry import ENCODERS, Registry
 from ..schema import ColumnKind, Modality, Schema
 from . import loaders
 
@@ -92,6 +93,17 @@ class Processor(ABC):
 
     def key(self, suffix: str = "") -> str:
         return f"{self.name}.{suffix}" if suffix else self.name
+
+    # --- files besides JSON and tensors (a pretrained model's tokenizer/config), in the run directory ---------
+    def save_assets(self, folder: Path) -> None:
+        """Write the files this processor needs into ``folder`` (nothing for most processors)."""
+
+    def load_assets(self, folder: Path) -> None:
+        """Read what :meth:`save_assets` wrote (called by ``Predictor.load`` after ``set_state``)."""
+
+    @property
+    def has_assets(self) -> bool:
+        return type(self).save_assets is not Processor.save_assets
 
 
 def _present_values(frame: pd.DataFrame, column: str) -> list[Any]:
@@ -424,10 +436,23 @@ def build_processors(schema: Schema, config: PolymodalConfig) -> tuple[list[Moda
     modalities = schema.modalities()
     procs: dict[str, Processor] = {}
     for m in modalities:
-        cls = PROCESSORS.get(m.kind)
-        if cls is TabularProcessor:
+        # A pretrained encoder brings its own preprocessing (its tokenizer, image processor, feature extractor).
+        choice = config.encoders.get(m.kind)
+        encoder = ENCODERS.get(choice.name) if choice is not None and choice.name in ENCODERS else None
+        cls = PROCESSORS.get(getattr(encoder, "processor", "") or m.kind)
+        if getattr(cls, "needs_encoder_config", False):
+            procs[m.name] = cls(m.name, m.columns, config.processing, _encoder_config(encoder, choice.params()))
+        elif cls is TabularProcessor:
             procs[m.name] = TabularProcessor(m.name, m.columns, config.processing,
                                              categorical=schema.of_kind(ColumnKind.CATEGORY))
         else:
             procs[m.name] = cls(m.name, m.columns, config.processing)
     return modalities, procs
+
+
+def _encoder_config(encoder: Any, params: dict[str, Any]) -> Any:
+    """The encoder's validated parameters, which its processor reads too (model source, lengths)."""
+    try:
+        return encoder.Config(**params)
+    except ValidationError as e:
+        raise ConfigError(f"invalid parameters for encoder '{encoder.registry_name}':\n{e}") from None

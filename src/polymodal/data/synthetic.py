@@ -109,3 +109,30 @@ def make_demo(out_dir: str | Path, n_train: int = 1200, n_test: int = 400, seed:
         with atomic_file(path, "w", newline="", encoding="utf-8") as f:
             frame.to_csv(f, index=False)
     return paths
+
+
+IMAGE_TEXT_LABELS = {(True, True): "circle-good", (True, False): "circle-bad", (False, True): "square-good",
+                     (False, False): "square-bad"}
+
+
+def generate_image_text(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "",
+                        adjectives: slice = slice(None)) -> pd.DataFrame:
+    """Seed 000's task: an image and a review, four classes (shape × sentiment), so both columns are needed.
+
+    ``adjectives`` picks which of the positive/negative adjectives reviews use (e.g. ``slice(0, 3)`` for training
+    and ``slice(3, 6)`` for a test of words never seen in training, where only a pretrained text model can tell
+    the sentiment). Writes the images under ``out_dir/images`` and returns the table (image, text, label).
+    """
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pos, neg = POSITIVE[adjectives], NEGATIVE[adjectives]
+    rows = []
+    for i in range(n):
+        circle, good = (bool(b) for b in rng.integers(0, 2, 2))
+        path = f"images/{prefix}{i:05d}.png"
+        _image(rng, circle).save(out / path)
+        adj = rng.choice(pos if good else neg)
+        text = f"{rng.choice(OPENERS)} the {rng.choice(ITEMS)} was {adj} {rng.choice(CLOSERS)}"
+        rows.append({"image": path, "text": text, "label": IMAGE_TEXT_LABELS[(circle, good)]})
+    return pd.DataFrame(rows)

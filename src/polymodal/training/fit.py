@@ -62,6 +62,8 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
+        # A frozen pretrained backbone stays in eval mode on purpose (see encoders/hf.py).
+        warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
         trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - start
     if best.best_state is not None:

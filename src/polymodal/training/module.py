@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -13,6 +14,24 @@ from ..data.dataset import Batch
 from ..model import MultimodalModel
 from ..tasks import Task
 from .modality_dropout import drop_modalities
+
+
+def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay except on biases, norms and position tables, and a learning rate
+    per multiplier from ``model.lr_scales()`` (pretrained backbones: lower, decaying layer by layer).
+
+    Frozen parameters are left out. Without multipliers these are the two groups every model always had:
+    decayed and not decayed, both at ``lr``.
+    """
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {(1.0, False): [], (1.0, True): []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim <= 1 or name.endswith(".pos")
+        groups.setdefault((scales.get(name, 1.0), no_decay), []).append(p)
+    return [{"params": ps, "lr": lr * scale, "weight_decay": 0.0 if no_decay else weight_decay}
+            for (scale, no_decay), ps in groups.items() if ps or scale == 1.0]
 
 
 class MultimodalModule(L.LightningModule):
@@ -50,11 +69,8 @@ class MultimodalModule(L.LightningModule):
                 self.log(f"val_{name}", value)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.ndim <= 1 or name.endswith(".pos") else decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.learning_rate)
+        opt = torch.optim.AdamW(param_groups(self.model, self.cfg.learning_rate, self.cfg.weight_decay),
+                                lr=self.cfg.learning_rate)
         warmup = max(1, int(self.cfg.warmup_fraction * self.total_steps))
 
         def schedule(step: int) -> float:

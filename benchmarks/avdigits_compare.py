@@ -1,13 +1,13 @@
 """AV-digits: every fusion method and each single modality over 3 seeds, missing-modality training, robustness.
 
-    .venv/bin/python benchmarks/avdigits_compare.py                # ~2 hours on 2 unloaded CPU cores; resumable
+    .venv/bin/python benchmarks/avdigits_compare.py                # ~5 hours on 2 unloaded CPU cores; resumable
 
 Phases (all by default; each can be run alone with --phase, and finished runs are reused on a rerun):
 
   compare     polymodal.compare on train.csv / test.csv (the protocol's 20,000 / 10,000 rows) with --seeds seeds and
               --epochs fixed epochs, everything else default. Equivalent CLI:
               polymodal compare data/avdigits/train.csv --label label --test data/avdigits/test.csv \\
-                  --config <{ignore: [id, split], training: {max_epochs: 3}}> --seeds 3 --keep-runs --resume
+                  --config <{ignore: [id, split], training: {max_epochs: 5}}> --seeds 3 --keep-runs --resume
   missing     concat trained with modality dropout (--dropout) under the same protocol, seed 0; it and the compare's
               concat seed-0 model are evaluated on the test rows with the audio column emptied and with the image
               column emptied, against the image-only and audio-only models.
@@ -53,8 +53,9 @@ def split(data: Path, name: str, args: argparse.Namespace) -> pd.DataFrame:
 
 def phase_compare(data: Path, args: argparse.Namespace) -> pd.DataFrame:
     start = time.perf_counter()
-    table = polymodal.compare(split(data, "train", args), LABEL, test_data=split(data, "test", args), fusions="all",
-                              seeds=args.seeds, config=config(args.epochs), data_root=data, out_dir=OUT,
+    table = polymodal.compare(split(data, "train", args), LABEL, test_data=split(data, "test", args),
+                              fusions=args.fusions, single_modalities=not args.no_single, seeds=args.seeds,
+                              config=config(args.epochs), data_root=data, out_dir=OUT,
                               keep_runs=True, resume=True, verbose=True)
     print(f"compare: {time.perf_counter() - start:.0f} s", flush=True)
     return table
@@ -183,7 +184,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "avdigits")
     ap.add_argument("--phase", choices=["all", "compare", "missing", "robustness", "report"], default="all")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--fusions", default="all", help="'all' or comma-separated names (a part of the comparison; "
+                    "a later full run reuses its runs)")
+    ap.add_argument("--no-single", action="store_true", help="skip the single-modality models")
     ap.add_argument("--dropout", type=float, default=0.5, help="modality dropout rate of the missing-modality model")
     ap.add_argument("--robustness-rows", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=OUT, help="results folder")

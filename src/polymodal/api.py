@@ -113,6 +113,8 @@ class Predictor:
         self.task: Task | None = None
         self.model: MultimodalModel | None = None
         self.fit_result: FitResult | None = None
+        # Set by load(backend=...): a polymodal.serving.backends.Backend that runs the model (None = eager torch).
+        self.backend: Any = None
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self, data: Data, tuning_data: Data | None = None) -> "Predictor":
@@ -171,6 +173,7 @@ class Predictor:
         self.config = cfg
         self.schema, self.modalities, self.processors = schema, modalities, processors
         self.task, self.model, self.fit_result = task, model, result
+        self.backend = None
         return self
 
     def _prepare_all(self, tables: list[tuple[Table, str]], processors: dict[str, Processor], task: Task,
@@ -257,7 +260,7 @@ class Predictor:
         ctx = LoadContext(table.root, self.config.limits)
         prepared = prepare(frame, self.processors, ctx, on_error or self.config.on_error, progress=self.verbose)
         loader = make_loader(prepared, self.processors, self._predict_batch_size(), False)
-        outputs = predict_outputs(self.model, loader)
+        outputs = predict_outputs(self.model, loader) if self.backend is None else self.backend.predict(loader)
         return outputs, frame, prepared
 
     def predict(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None) -> pd.Series:
@@ -344,8 +347,13 @@ class Predictor:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, verbose: bool = True) -> "Predictor":
-        """Rebuild a fitted Predictor from a run directory; predictions are identical to the saved one's."""
+    def load(cls, path: str | Path, verbose: bool = True, backend: str = "torch") -> "Predictor":
+        """Rebuild a fitted Predictor from a run directory; predictions are identical to the saved one's.
+
+        ``backend``: "torch" (eager), "onnx" or "onnx-int8" (ONNX Runtime on the directory's model.onnx /
+        model.int8.onnx from ``polymodal export``, or on a graph exported in memory when it has none); the API and
+        the preprocessing are the same for all of them.
+        """
         path = Path(path)
         check_run_dir(path)
         meta = read_json(path / "polymodal.json")
@@ -369,6 +377,10 @@ class Predictor:
             m = read_json(path / "metrics.json")
             p.fit_result = FitResult(m["best_epoch"], m["epochs_run"], m["fit_seconds"], m["stopped_early"],
                                      m["validation"])
+        if backend != "torch":
+            from .serving.backends import load_backend  # onnxruntime is imported only when asked for
+
+            p.backend = load_backend(backend, p, path)
         return p
 
     @property

@@ -68,3 +68,7 @@ class LoadError(PolymodalError, ValueError):
 def row_label(value: Hashable) -> Hashable:
     """A row label as a plain Python value (numpy integers become int) for messages and reports."""
     return value.item() if hasattr(value, "item") else value
+
+
+class ExportError(PolymodalError):
+    """A model could not be exported, quantized or pruned, or an export directory is unusable."""

@@ -1,0 +1,126 @@
+"""Where a fitted model runs: eager PyTorch, or ONNX Runtime on the exported graph (fp32 or int8).
+
+Each backend takes a collated :class:`~polymodal.data.dataset.Batch` (the same preprocessing for all of them) and
+returns the head's raw outputs; the task turns those into predictions. A new backend is one class and one
+``@register`` line, and then works in ``Predictor.load(..., backend=)``, ``polymodal serve --backend`` and the
+benchmarks.
+"""
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+
+import numpy as np
+import torch
+
+from ..data.dataset import Batch
+from ..errors import ExportError
+from ..registry import Registry, register
+from .graph import GraphSignature, signature_of
+
+if TYPE_CHECKING:
+    from ..api import Predictor
+
+log = logging.getLogger("polymodal")
+BACKENDS: Registry[Any] = Registry("backend")
+
+
+class Backend(ABC):
+    """Runs batches of a fitted :class:`~polymodal.api.Predictor`'s model. ``source`` is the run or export
+    directory it was loaded from (None for an in-memory predictor)."""
+
+    registry_name: ClassVar[str]  # set by @register
+
+    def __init__(self, predictor: "Predictor", source: Path | None = None, threads: int | None = None):
+        self.predictor = predictor
+        self.source = source
+
+    @abstractmethod
+    def run(self, batch: Batch) -> np.ndarray:
+        """Raw head outputs [B, n_outputs] (float32) for one collated batch."""
+
+    def predict(self, batches: Iterable[Batch]) -> np.ndarray:
+        outs = [self.run(b) for b in batches]
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+@register(BACKENDS, "torch")
+class TorchBackend(Backend):
+    """The eager PyTorch model (what ``fit`` trained)."""
+
+    def __init__(self, predictor: "Predictor", source: Path | None = None, threads: int | None = None):
+        super().__init__(predictor, source)
+        self.model = predictor.model.eval()
+
+    def run(self, batch: Batch) -> np.ndarray:
+        device = next(self.model.parameters()).device
+        batch = batch.to(device)
+        with torch.inference_mode():
+            return self.model(batch.inputs, batch.masks).float().cpu().numpy()
+
+
+class OnnxBackend(Backend):
+    """ONNX Runtime on ``file`` in the source directory (written by ``polymodal export``); when the directory has
+    no such file the graph is exported (and quantized) in memory at load time, which takes seconds."""
+
+    file: ClassVar[str]
+    build: ClassVar[Callable[["Predictor"], bytes]]
+
+    def __init__(self, predictor: "Predictor", source: Path | None = None, threads: int | None = None):
+        from .onnx_graph import session
+
+        super().__init__(predictor, source)
+        self.signature: GraphSignature = signature_of(predictor.processors)
+        path = None if source is None else Path(source) / self.file
+        if path is not None and path.is_file():
+            self.session = session(path, threads)
+        else:
+            log.info("%s: no %s%s; exporting the model in memory", self.registry_name, self.file,
+                     f" in {source}" if source is not None else "")
+            self.session = session(type(self).build(predictor), threads)
+        declared = [i.name for i in self.session.get_inputs()]
+        unknown = sorted(set(declared) - set(self.signature.names))
+        if unknown:
+            raise ExportError(f"{path} expects input(s) {', '.join(unknown)} that this model's preprocessing does not "
+                              "produce: it was exported from another model; export it again")
+        self._inputs = set(declared)  # the exporter drops inputs the graph never reads
+
+    def run(self, batch: Batch) -> np.ndarray:
+        feed = {k: v for k, v in self.signature.feed(batch).items() if k in self._inputs}
+        return self.session.run([self.signature.output], feed)[0]
+
+
+def _onnx_fp32(predictor: "Predictor") -> bytes:
+    from .onnx_graph import to_onnx
+
+    return to_onnx(predictor.model, predictor.processors)[0]
+
+
+def _onnx_int8(predictor: "Predictor") -> bytes:
+    from .quantize import quantize
+
+    return quantize(_onnx_fp32(predictor), "dynamic")
+
+
+@register(BACKENDS, "onnx")
+class OnnxFp32Backend(OnnxBackend):
+    """The exported graph in float32: same outputs as ``torch`` to ~1e-5."""
+
+    file = "model.onnx"
+    build = staticmethod(_onnx_fp32)
+
+
+@register(BACKENDS, "onnx-int8")
+class OnnxInt8Backend(OnnxBackend):
+    """The int8-quantized graph (``polymodal export --quantize int8``; dynamic quantization when built in memory)."""
+
+    file = "model.int8.onnx"
+    build = staticmethod(_onnx_int8)
+
+
+def load_backend(name: str, predictor: "Predictor", source: str | Path | None = None,
+                 threads: int | None = None) -> Backend:
+    """Build the backend registered as ``name`` ("torch", "onnx", "onnx-int8") for a fitted predictor."""
+    return BACKENDS.get(name)(predictor, None if source is None else Path(source), threads)

@@ -349,6 +349,101 @@ def cache_clear(model: Optional[str] = typer.Option(None, "--model", help="Only 
     out.print(f"removed {removed} cached model folder(s) from {root}")
 
 
+@app.command()
+@handles_errors
+def export(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+           out_dir: Path = typer.Option(..., "--out", "-o", help="Export directory to create (a run directory "
+                                        "plus the graph files and export.json)."),
+           fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+           quantize: str = typer.Option("none", "--quantize", help="none or int8 (ONNX Runtime)."),
+           quantize_mode: str = typer.Option("auto", "--quantize-mode", help="dynamic, static, or auto (static when "
+                                             "--calibration is given)."),
+           calibration: Optional[Path] = typer.Option(
+               None, "--calibration", help="Table whose rows calibrate static int8 quantization and check parity "
+               "(default: parity on random inputs, dynamic quantization)."),
+           calibration_rows: int = typer.Option(256, "--calibration-rows", help="Rows of --calibration to use."),
+           data_root: Optional[Path] = DataRootOpt,
+           overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+           quiet: bool = QuietOpt) -> None:
+    """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
+    from .errors import ConfigError
+    from .serving.export import ExportConfig, export_run
+
+    try:
+        cfg = ExportConfig(format=fmt, quantize=quantize, quantize_mode=quantize_mode,
+                           calibration_rows=calibration_rows)
+    except ValueError as e:
+        raise ConfigError(f"invalid export options:\n{e}") from None
+    result = export_run(run, out_dir, cfg, data=calibration, data_root=data_root, overwrite=overwrite)
+    t = RichTable(title=f"{out_dir} ({result.format}{', ' + result.quantization if result.quantization else ''})")
+    for c in ("file", "max |diff| vs eager", "same class", "rows"):
+        t.add_column(c, justify="right" if c != "file" else "left")
+    for name, p in result.parity.items():
+        t.add_row(name, f"{p.max_abs_diff:.2e}", "" if p.agreement is None else f"{p.agreement:.1%}", str(p.rows))
+    out.print(t)
+    out.print(f"parity measured on {result.parity_inputs}; inputs: {', '.join(result.signature.names)}")
+
+
+@app.command("prune")
+@handles_errors
+def prune_cmd(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+              out_dir: Path = typer.Option(..., "--out", "-o", help="Pruned run directory to create."),
+              amount: float = typer.Option(0.5, "--amount", help="Share of each linear/conv layer's weights set to "
+                                           "zero (smallest magnitudes first)."),
+              fine_tune: Optional[Path] = typer.Option(None, "--fine-tune", help="Labelled table to fine-tune the "
+                                                       "pruned model on (pruned weights stay zero)."),
+              epochs: int = typer.Option(1, "--epochs", help="Fine-tuning epochs."),
+              eval_data: Optional[Path] = typer.Option(None, "--eval", help="Labelled table scored before and after."),
+              data_root: Optional[Path] = DataRootOpt,
+              overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+              quiet: bool = QuietOpt) -> None:
+    """Magnitude-prune every linear and conv weight of a saved model; report sparsity (and metrics with --eval)."""
+    from .serving.prune import prune_run
+
+    r = prune_run(run, out_dir, amount, fine_tune_data=fine_tune, epochs=epochs, eval_data=eval_data,
+                  data_root=data_root, overwrite=overwrite, verbose=not quiet)
+    out.print(f"pruned {r.layers} layers: {r.sparsity:.1%} of their weights are zero"
+              + (f"; fine-tuned {r.fine_tune_epochs} epoch(s)" if r.fine_tune_epochs else ""))
+    if r.metrics_before is not None and r.metrics_after is not None:
+        t = RichTable(title=f"{eval_data}")
+        for c in ("metric", "before", "after"):
+            t.add_column(c, justify="right" if c != "metric" else "left")
+        for k, v in r.metrics_before.items():
+            if k != "rows":
+                t.add_row(k, f"{v:.4f}", f"{r.metrics_after[k]:.4f}")
+        out.print(t)
+    out.print(f"saved to {out_dir}")
+
+
+@app.command()
+@handles_errors
+def serve(run: Path = typer.Argument(..., help="Run or export directory."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
+          port: int = typer.Option(8000, "--port"),
+          backend: str = typer.Option("torch", "--backend", help="torch, onnx or onnx-int8."),
+          max_batch: int = typer.Option(32, "--max-batch", help="Rows run together at most (1: no micro-batching)."),
+          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits for others to "
+                                            "join its batch."),
+          max_body_mb: float = typer.Option(20.0, "--max-body-mb", help="Larger request bodies get 413."),
+          max_rows: int = typer.Option(64, "--max-rows", help="Rows in one request at most."),
+          threads: Optional[int] = typer.Option(None, "--threads", help="Model threads (default: library default)."),
+          quiet: bool = QuietOpt) -> None:
+    """Serve a saved model over HTTP: POST /predict, GET /health, GET /metadata; API docs at /docs."""
+    from .api import Predictor
+    from .errors import ConfigError
+    from .serving.app import serve as run_server
+    from .serving.schemas import ServeConfig
+
+    try:
+        cfg = ServeConfig(host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                          max_body_bytes=int(max_body_mb * 1_000_000), max_rows=max_rows, threads=threads)
+    except ValueError as e:
+        raise ConfigError(f"invalid serve options:\n{e}") from None
+    predictor = Predictor.load(run, verbose=False, backend=backend)
+    err.print(f"serving {run} ({backend}) on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    run_server(predictor, cfg)
+
+
 def main() -> None:  # pragma: no cover - console-script entry
     app()
 

@@ -1,13 +1,20 @@
 """Decode one file per call, under safety limits. Every failure is a :class:`LoadError` with a plain message.
 
 Paths come from the table and must resolve inside the data root (no ``../`` escapes, no absolute paths outside).
+A cell may instead hold an :class:`InMemoryFile` (the server's uploads): its bytes are decoded under the same limits
+and no file system is touched. With no data root (``root=None``) every path is refused.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import soundfile as sf
@@ -27,12 +34,48 @@ def is_empty(value: object) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def resolve_path(value: object, root: Path) -> Path:
+@dataclass(frozen=True, eq=False)
+class InMemoryFile:
+    """A file's content held in memory (e.g. uploaded to the server); decoded like a file on disk."""
+
+    data: bytes
+    name: str = "upload"
+
+    def __repr__(self) -> str:  # never dump the bytes into a message
+        return f"InMemoryFile({self.name!r}, {len(self.data):,} bytes)"
+
+    def __str__(self) -> str:
+        # Processors key their decode cache on str(cell): equal contents share one decode, as equal paths do.
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+
+Source = Path | InMemoryFile
+
+
+def _open(source: Source) -> str | IO[bytes]:
+    return io.BytesIO(source.data) if isinstance(source, InMemoryFile) else str(source)
+
+
+def _reason(e: Exception, source: Source) -> str:
+    """The decoder's message; Pillow and libsndfile name the object they opened, which for in-memory data is a
+    meaningless '<_io.BytesIO object at 0x...>': name the upload instead."""
+    text = str(e)
+    if isinstance(source, InMemoryFile):
+        text = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", f"'{source.name}'", text)
+    return text
+
+
+def resolve_path(value: object, root: Path | None) -> Source:
     """Resolve a table cell to a file path inside ``root``; raise LoadError if it escapes or does not exist.
 
     Containment is checked on the normalised path (``..`` collapsed, symlinks not followed): a cell cannot climb
     out of the root, while a symlink the user placed inside the root (DVC, git-annex, shared caches) still works.
+    An :class:`InMemoryFile` is returned as it is; with ``root=None`` (the server) every path is refused.
     """
+    if isinstance(value, InMemoryFile):
+        return value
+    if root is None:
+        raise LoadError("file paths are not accepted here; send the file's content instead")
     if not isinstance(value, str):
         raise LoadError(f"expected a file path, got {type(value).__name__} {value!r}")
     root = Path(os.path.abspath(root))
@@ -45,36 +88,36 @@ def resolve_path(value: object, root: Path) -> Path:
     return path
 
 
-def _check_size(path: Path, limits: LimitsConfig) -> None:
-    size = path.stat().st_size
+def _check_size(path: Source, limits: LimitsConfig) -> None:
+    size = len(path.data) if isinstance(path, InMemoryFile) else path.stat().st_size
     if size > limits.max_file_bytes:
         raise LoadError(f"file is {size:,} bytes, over the limit of {limits.max_file_bytes:,} (limits.max_file_bytes)")
 
 
-def image_size(path: Path, limits: LimitsConfig) -> tuple[int, int, str]:
+def image_size(path: Source, limits: LimitsConfig) -> tuple[int, int, str]:
     """(width, height, mode) from the header only, with the pixel limit checked."""
     _check_size(path, limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(_open(path)) as im:
                 w, h = im.size
                 mode = im.mode
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise LoadError(f"not a readable image: {e}") from None
+        raise LoadError(f"not a readable image: {_reason(e, path)}") from None
     if w * h > limits.max_image_pixels:
         raise LoadError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limits.max_image_pixels:,} "
                         "(possible decompression bomb; raise limits.max_image_pixels if it is genuine)")
     return w, h, mode
 
 
-def load_image(path: Path, limits: LimitsConfig, channels: int) -> Image.Image:
+def load_image(path: Source, limits: LimitsConfig, channels: int) -> Image.Image:
     """Open, apply EXIF orientation, convert to L (1 channel) or RGB (3), fully decoded."""
     image_size(path, limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(_open(path)) as im:
                 im = ImageOps.exif_transpose(im)
                 if im.mode in ("RGBA", "LA", "P") and channels == 3:
                     im = im.convert("RGBA")
@@ -84,16 +127,16 @@ def load_image(path: Path, limits: LimitsConfig, channels: int) -> Image.Image:
                 im.load()
                 return im
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise LoadError(f"image is corrupt or truncated: {e}") from None
+        raise LoadError(f"image is corrupt or truncated: {_reason(e, path)}") from None
 
 
-def audio_info(path: Path, limits: LimitsConfig) -> tuple[int, float]:
+def audio_info(path: Source, limits: LimitsConfig) -> tuple[int, float]:
     """(sample rate, duration in seconds) from the header, with the duration limit checked."""
     _check_size(path, limits)
     try:
-        info = sf.info(str(path))
+        info = sf.info(_open(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise LoadError(f"not a readable audio file: {e}") from None
+        raise LoadError(f"not a readable audio file: {_reason(e, path)}") from None
     if info.samplerate <= 0 or info.frames <= 0:
         raise LoadError("audio file holds no samples")
     duration = info.frames / info.samplerate
@@ -103,14 +146,14 @@ def audio_info(path: Path, limits: LimitsConfig) -> tuple[int, float]:
     return info.samplerate, duration
 
 
-def load_audio(path: Path, limits: LimitsConfig, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+def load_audio(path: Source, limits: LimitsConfig, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """Decode to mono float32 at ``sample_rate``; only the first ``max_seconds`` are read when given."""
     sr, _ = audio_info(path, limits)
     frames = -1 if max_seconds is None else int(math.ceil(max_seconds * sr))
     try:
-        data, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+        data, sr = sf.read(_open(path), frames=frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise LoadError(f"audio is corrupt or truncated: {e}") from None
+        raise LoadError(f"audio is corrupt or truncated: {_reason(e, path)}") from None
     if data.size == 0:
         raise LoadError("audio file holds no samples")
     if not np.all(np.isfinite(data)):

@@ -1,0 +1,183 @@
+"""The FastAPI app: ``POST /predict`` (JSON or multipart), ``GET /health``, ``GET /metadata``; docs at ``/docs``.
+
+Request handling, in order: the body is read up to ``max_body_bytes`` (413 past it), parsed and validated against
+the model's columns (400/415/422 naming the row and field), decoded from memory under the loaders' limits (422 for
+undecodable files and decompression bombs), then queued for the micro-batcher, which collates rows of concurrent
+requests into one batch for the backend. Anything unexpected is a 500 with a message; the server keeps running.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..data.dataset import Collator, Prepared
+from .backends import Backend, load_backend
+from .batcher import MicroBatcher
+from .payload import RequestError, decode_rows, parse_form_row, parse_json_rows
+from .schemas import (ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema,
+                      row_model)
+
+if TYPE_CHECKING:
+    from ..api import Predictor
+
+log = logging.getLogger("polymodal")
+
+
+class BodyTooLarge(RequestError):
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request body is over the limit of {limit:,} bytes (--max-body-mb)")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class ModelRunner:
+    """Collates the decoded rows of several requests into one batch, runs the backend, splits the outputs."""
+
+    def __init__(self, predictor: "Predictor", backend: Backend):
+        self.predictor, self.backend = predictor, backend
+
+    def __call__(self, items: list[Prepared]) -> list[np.ndarray]:
+        procs = self.predictor.processors
+        merged = Prepared({m: [v for p in items for v in p.items[m]] for m in procs},
+                          np.arange(sum(len(p) for p in items)))
+        batch = Collator(merged, procs, False, torch.long)(list(range(len(merged))))
+        outputs = self.backend.run(batch)
+        bounds = np.cumsum([0] + [len(p) for p in items])
+        return [outputs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _error(status: int, message: str, issues: list[str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorResponse(error=message, issues=issues or []).model_dump(), status_code=status)
+
+
+def create_app(predictor: "Predictor", config: ServeConfig | None = None, backend: Backend | None = None) -> FastAPI:
+    """The app serving a fitted predictor. ``backend`` defaults to ``config.backend`` built for ``predictor``
+    (or the predictor's own, when it was loaded with one)."""
+    cfg = config or ServeConfig()
+    if backend is None:
+        backend = predictor.backend if predictor.backend is not None and cfg.backend != "torch" else None
+    if backend is None:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        backend = load_backend(cfg.backend, predictor, threads=cfg.threads)
+    schema, task = predictor.schema, predictor.task
+    row = row_model(schema)
+    batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(ModelRunner(predictor, backend), cfg.max_batch,
+                                                              cfg.max_wait_ms, size=len)
+    classification = task.problem_type != "regression"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="polymodal model server", version=__version__, lifespan=lifespan,
+                  description=f"Predicts '{predictor.label}' ({task.problem_type}) from the columns "
+                              f"{', '.join(schema.input_columns())}.")
+    app.state.batcher, app.state.config, app.state.backend = batcher, cfg, backend
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, e: RequestError) -> JSONResponse:
+        return _error(e.status, e.message, e.issues)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unexpected error while serving a request")
+        return _error(500, f"internal error: {type(e).__name__}: {e}")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness, and how many requests, batches and rows were run so far."""
+        s = batcher.stats
+        return {"status": "ok", "requests": s.requests, "batches": s.batches, "rows": s.rows}
+
+    @app.get("/metadata")
+    async def metadata() -> dict[str, Any]:
+        """The model's input columns (name and kind), label, problem type, classes and the server's settings."""
+        return {"polymodal_version": __version__, "label": predictor.label, "problem_type": task.problem_type,
+                "classes": list(task.classes) if classification else None,
+                "columns": [{"name": c, "kind": schema.kinds()[c].value} for c in schema.input_columns()],
+                "backend": backend.registry_name,
+                "settings": cfg.model_dump(exclude={"host", "port"})}
+
+    openapi_body = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": request_json_schema(schema, cfg.max_rows)},
+        "multipart/form-data": {"schema": multipart_schema(schema)}}}}
+    responses = {s: {"model": ErrorResponse} for s in (400, 413, 415, 422)}
+
+    @app.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body,
+              responses=responses)  # type: ignore[arg-type]
+    async def predict(request: Request) -> dict[str, Any]:
+        """Predict rows sent as JSON ``{"rows": [...]}`` (files base64-encoded) or one row as multipart form data
+        (files as file parts). Every input column must be present; ``null`` (or an empty form field) = absent."""
+        body = await read_body(request, cfg.max_body_bytes)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/json":
+            rows = parse_json_rows(body, row, schema, cfg.max_rows)
+        elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):  # a form, with or without files
+            rows = await _form_rows(request, body)
+        else:
+            raise RequestError(415, f"unsupported content type '{ctype or 'none'}': send application/json or "
+                                    "multipart/form-data")
+        prepared = await run_in_threadpool(decode_rows, rows, predictor.processors, predictor.config.limits)
+        outputs = await batcher.submit(prepared)
+        labels = task.postprocess(outputs)
+        probs = task.predict_proba(outputs) if classification else None
+        return {"predictions": [
+            {"prediction": _plain(labels[i]),
+             "probabilities": None if probs is None else {str(c): float(p) for c, p in zip(task.classes, probs[i])}}
+            for i in range(len(labels))]}
+
+    async def _form_rows(request: Request, body: bytes) -> list[dict[str, Any]]:
+        # The body was already read under the size limit; starlette's form parser reads this cached copy.
+        request._body = body  # noqa: SLF001
+        try:
+            form = await request.form(max_files=len(schema.input_columns()), max_fields=len(schema.input_columns()))
+        except Exception as e:  # malformed multipart: the parser raises its own types
+            raise RequestError(400, f"the multipart body cannot be parsed: {e}") from None
+        fields: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        for key, value in form.multi_items():
+            if key in fields or key in files:
+                raise RequestError(422, f"field '{key}' is sent twice; multipart requests carry one row")
+            if isinstance(value, str):
+                fields[key] = value
+            else:
+                files[key] = await value.read()
+        return parse_form_row(fields, files, row, schema)
+
+    return app
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def serve(predictor: "Predictor", config: ServeConfig) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(predictor, config), host=config.host, port=config.port, log_level="info")

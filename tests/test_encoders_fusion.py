@@ -1,4 +1,4 @@
-"""Encoders (every registered one) and concat fusion, on real processed batches from the tiny table."""
+"""Encoders (every registered one) and every fusion, on real processed batches from the tiny table."""
 from __future__ import annotations
 
 
@@ -104,27 +104,33 @@ def test_concat_fusion_output_shape(model, setup):
     assert logits.shape == (B, 2)
 
 
-def test_missing_modalities_give_finite_outputs(model, setup):
-    *_, batch = setup
-    model.eval()
-    assert not batch.masks["image"][0] and batch.masks["audio"][0]  # one modality missing
+@pytest.mark.parametrize("name", FUSIONS.names())
+def test_every_fusion_on_a_real_model(setup, name):
+    """Output shape, finite outputs with some and with all modalities missing, gradient to every encoder."""
+    from polymodal.config import PolymodalConfig
+
+    _, _, modalities, procs, batch = setup
+    raw = tiny_config()
+    raw["fusion"] = {"name": name, "dim": 16}
+    cfg = PolymodalConfig.from_any(raw)
+    task = build_task("binary", cfg.task)
+    task.fit_target(pd.Series(["no", "yes"]))
+    torch.manual_seed(0)
+    model = build_model(cfg, modalities, procs, task)
+    assert isinstance(model.head, torch.nn.Identity) == FUSIONS.get(name).decides
+    assert not batch.masks["image"][0] and batch.masks["audio"][0]  # row 0: one modality missing
     assert [bool(batch.masks[m][1]) for m in ("image", "audio", "text", "tabular")] == [False, False, False, True]
-    with torch.no_grad():
-        logits = model(batch.inputs, batch.masks)
-    assert torch.isfinite(logits).all()
-    # every modality absent in every row: still finite
     none = {k: torch.zeros_like(v) for k, v in batch.masks.items()}
+    model.eval()
     with torch.no_grad():
-        assert torch.isfinite(model(batch.inputs, none)).all()
-
-
-def test_gradients_reach_every_encoder(model, setup):
-    *_, batch = setup
+        out, empty = model(batch.inputs, batch.masks), model(batch.inputs, none)
+    assert out.shape == (B, 2) and torch.isfinite(out).all() and torch.isfinite(empty).all()
     model.train()
-    model(batch.inputs, batch.masks).sum().backward()
-    for name, enc in model.encoders.items():
+    target = torch.tensor([0, 1] * (B // 2))
+    model.loss(model(batch.inputs, batch.masks), target, task).backward()
+    for enc_name, enc in model.encoders.items():
         grads = [p.grad for p in enc.parameters() if p.requires_grad]
-        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), name
+        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), enc_name
 
 
 def test_learned_missing_vector_is_used(model, setup):

@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from polymodal import Predictor
-from polymodal.config import PolymodalConfig, TaskConfig
+from polymodal.config import TaskConfig
 from polymodal.encoders import Encoded
 from polymodal.errors import ConfigError
 from polymodal.fusion import FusionInput, build_fusion
-from polymodal.model import build_model
 from polymodal.registry import FUSIONS
 from polymodal.tasks import build_task
 
-from conftest import real_batch, tiny_config
+from conftest import tiny_config
 
 MODS = [FusionInput("a", 6), FusionInput("b", 5), FusionInput("c", 7)]
 B, DIM, K = 5, 12, 3
@@ -128,24 +127,6 @@ def test_regression_weighted_and_vote_refused():
         build("vote", "regression")
     with pytest.raises(ConfigError, match="late"):
         build_fusion("late", MODS, DIM, 0.0, {"combine": "average"}, task_of("multiclass"))
-
-
-def test_real_model_has_no_extra_head_and_gradients_reach_every_encoder(train_csv, data_dir):
-    _, _, modalities, procs, batch = real_batch(train_csv, data_dir, 6)
-    raw = tiny_config()
-    raw["fusion"] = {"name": "late", "dim": 16}
-    cfg = PolymodalConfig.from_any(raw)
-    task = build_task("binary", cfg.task)
-    task.fit_target(pd.Series(["no", "yes"]))
-    torch.manual_seed(0)
-    model = build_model(cfg, modalities, procs, task)
-    assert isinstance(model.head, torch.nn.Identity)
-    model.train()
-    out = model(batch.inputs, batch.masks)
-    assert out.shape == (6, 2)
-    model.loss(out, torch.tensor([0, 1, 0, 1, 0, 1]), task).backward()
-    for name, enc in model.encoders.items():
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters()), name
 
 
 @pytest.mark.parametrize("combine", ["weighted", "vote"])

@@ -6,15 +6,12 @@ import pytest
 import torch
 
 from polymodal import Predictor
-from polymodal.config import PolymodalConfig
 from polymodal.encoders import Encoded
 from polymodal.errors import ConfigError
 from polymodal.fusion import FusionInput, build_fusion
-from polymodal.model import build_model
 from polymodal.registry import FUSIONS
-from polymodal.tasks import build_task
 
-from conftest import real_batch, tiny_config
+from conftest import tiny_config
 
 NAMES = ["weighted", "product", "gated", "tensor", "lowrank"]
 MODS = [FusionInput("a", 6), FusionInput("b", 5), FusionInput("c", 7)]
@@ -118,37 +115,6 @@ def test_tensor_width_is_outer_product_size():
 
 
 # ---- on a real model built from the tiny table -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def setup(train_csv, data_dir):
-    _, _, modalities, procs, batch = real_batch(train_csv, data_dir, 6)
-    return modalities, procs, batch
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_real_model_gradients_and_missing_rows(setup, name):
-    modalities, procs, batch = setup
-    raw = tiny_config()
-    raw["fusion"]["name"] = name
-    cfg = PolymodalConfig.from_any(raw)
-    task = build_task("binary", cfg.task)
-    task.fit_target(pd.Series(["no", "yes"]))
-    torch.manual_seed(0)
-    model = build_model(cfg, modalities, procs, task)
-    assert [bool(batch.masks[m][1]) for m in ("image", "audio", "text", "tabular")] == [False, False, False, True]
-    model.eval()
-    with torch.no_grad():
-        fused = model.fusion(model.encode(batch.inputs, batch.masks))
-        none = {k: torch.zeros_like(v) for k, v in batch.masks.items()}
-        empty = model(batch.inputs, none)
-    assert fused.shape == (6, 32)
-    assert torch.isfinite(fused).all() and torch.isfinite(empty).all()
-    model.train()
-    model(batch.inputs, batch.masks).sum().backward()
-    for enc_name, enc in model.encoders.items():
-        grads = [p.grad for p in enc.parameters() if p.requires_grad]
-        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), enc_name
 
 
 @pytest.mark.parametrize("name", ["gated", "lowrank"])

@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from polymodal import Predictor
-from polymodal.config import PolymodalConfig
 from polymodal.encoders import Encoded
 from polymodal.errors import ConfigError
 from polymodal.fusion import FusionInput, build_fusion
-from polymodal.model import build_model
 from polymodal.registry import FUSIONS
-from polymodal.tasks import build_task
 
-from conftest import real_batch, tiny_config
+from conftest import tiny_config
 
 NAMES = ["attention", "transformer", "graph"]
 B, DIM = 5, 16
@@ -137,35 +133,6 @@ def test_transformer_max_tokens_caps_sequence():
     changed["audio"].tokens[:, 2:] = 1e3  # beyond the cap: ignored
     with torch.no_grad():
         torch.testing.assert_close(fusion(enc), fusion(changed))
-
-
-@pytest.fixture(scope="module")
-def real_batch_4(train_csv, data_dir):
-    _, _, modalities, procs, batch = real_batch(train_csv, data_dir, 4)
-    return modalities, procs, batch
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_real_model_gradients_and_missing(real_batch_4, name):
-    modalities, procs, batch = real_batch_4
-    raw = tiny_config()
-    raw["fusion"] = {"dim": 16, "name": name}
-    cfg = PolymodalConfig.from_any(raw)
-    task = build_task("binary", cfg.task)
-    task.fit_target(pd.Series(["no", "yes"]))
-    torch.manual_seed(0)
-    model = build_model(cfg, modalities, procs, task)
-    model.train()
-    model(batch.inputs, batch.masks).sum().backward()
-    for mod, enc in model.encoders.items():
-        grads = [p.grad for p in enc.parameters() if p.requires_grad]
-        assert any(g is not None and g.abs().sum() > 0 for g in grads), mod
-    model.eval()
-    with torch.no_grad():
-        fused = model.fusion(model.encode(batch.inputs, batch.masks))
-        assert fused.shape == (4, 16) and torch.isfinite(fused).all()
-        none = {k: torch.zeros_like(v) for k, v in batch.masks.items()}
-        assert torch.isfinite(model(batch.inputs, none)).all()
 
 
 @pytest.mark.parametrize("name", ["transformer", "graph"])

@@ -231,3 +231,22 @@ def test_bad_encoder_parameter_is_a_config_error(models, table):
     with pytest.raises(ConfigError, match="hf_text"):
         Predictor("label", config=hf_config("hf_text", models["bert"], "text", mode="sideways"),
                   verbose=False).fit(table)
+
+
+def test_best_epoch_snapshot_copies_a_frozen_backbone_once():
+    from polymodal.training.callbacks import BestState
+
+    m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 2))
+    m[2].requires_grad_(False)  # the "frozen backbone"
+    best = BestState("val_accuracy", "max", 3)
+    s1 = best._snapshot(m)
+    with torch.no_grad():
+        m[0].weight.add_(1)
+    m(torch.randn(4, 2))  # training-mode batch norm updates its running statistics
+    s2 = best._snapshot(m)
+    assert s2["2.weight"] is s1["2.weight"]  # frozen: the same copy
+    assert not torch.equal(s2["0.weight"], s1["0.weight"])  # trained: copied again
+    assert not torch.equal(s2["1.running_mean"], s1["1.running_mean"])  # buffers: always copied
+    with torch.no_grad():
+        m[2].weight.mul_(2)  # even a frozen tensor changed in place is noticed
+    assert torch.equal(best._snapshot(m)["2.weight"], s2["2.weight"] * 2)

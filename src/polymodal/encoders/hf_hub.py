@@ -154,5 +154,6 @@ def fingerprint(modules: list[nn.Module | None], extra: dict[str, Any]) -> str:
             h.update(name.encode())
             t = t.detach().cpu().contiguous()
             h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy of the weights
     return h.hexdigest()

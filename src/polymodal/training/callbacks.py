@@ -1,7 +1,6 @@
 """Callbacks: keep the best weights in memory (no pickled checkpoint files) and record per-epoch metrics."""
 from __future__ import annotations
 
-import copy
 import math
 import time
 
@@ -42,11 +41,29 @@ class BestState(L.Callback):
         key = (score if self.mode == "max" else -score, -loss)
         if self.best_key is None or key > self.best_key:
             self.best_key, self.best_epoch = key, trainer.current_epoch
-            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
+            self.best_state = self._snapshot(pl_module.model)
             self.best_metrics = {k: _value(m, k) for k in m if k.startswith("val_") and _value(m, k) is not None}
         elif trainer.current_epoch - self.best_epoch >= self.patience:
             trainer.should_stop = True
             self.stopped_early = True
+
+
+    def _snapshot(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """A CPU copy of the model's weights that reuses the previous copy of each frozen parameter (requires_grad
+        off, same object, same in-place version), so a frozen pretrained backbone is copied once rather than at
+        every new best epoch. Buffers are always copied: batch norm updates its statistics without a version bump."""
+        previous = getattr(self, "_copied", {})
+        out, copied = {}, {}
+        for k, v in model.state_dict(keep_vars=True).items():
+            old = previous.get(k)
+            frozen = isinstance(v, torch.nn.Parameter) and not v.requires_grad
+            if frozen and old is not None and old[0] is v and old[1] == v._version:
+                out[k] = old[2]
+            else:
+                out[k] = v.detach().to("cpu", copy=True)
+            copied[k] = (v, v._version, out[k])
+        self._copied = copied
+        return out
 
 
 class History(L.Callback):

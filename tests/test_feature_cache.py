@@ -137,3 +137,12 @@ def test_cli_cache_info_and_clear(image_table, tmp_path, monkeypatch, cli):
     r = cli("cache", "clear")
     assert r.exit_code == 0 and "removed 1" in r.stdout
     assert "empty" in cli("cache", "info").stdout
+
+
+def test_unwritable_cache_folder_warns_and_keeps_going(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    c = FeatureCache(blocker / "cache")  # cannot be created: its parent is a file
+    c.put("m", "ab12", {"tokens": torch.ones(2)})
+    assert c.get("m", "ab12") is not None  # still served from memory
+    assert "POLYMODAL_CACHE_DIR" in caplog.text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+log = logging.getLogger("polymodal")
 Entry = dict[str, torch.Tensor]
 _DEFAULT_MEMORY = 1 << 30  # bytes of features kept in memory per process (the disk holds the rest)
 
@@ -60,6 +62,7 @@ class FeatureCache:
         self._used = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+        self._warned = False
 
     # --- lookup -------------------------------------------------------------------------------------------
     def _path(self, model: str, key: str) -> Path:
@@ -97,11 +100,19 @@ class FeatureCache:
         path = self._path(model, key)
         if path.is_file():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if meta is not None:
-            self._write_meta(model, meta)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if meta is not None:
+                self._write_meta(model, meta)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+        except OSError as e:
+            # A read-only or full cache folder must not stop training or prediction: keep going from memory.
+            if not self._warned:
+                log.warning("cannot write the feature cache at %s (%s); features are kept in memory only. Set "
+                            "POLYMODAL_CACHE_DIR to a writable folder to keep them for later runs.", self.root, e)
+                self._warned = True
+            return
         try:
             save_file(entry, tmp)
             os.replace(tmp, path)

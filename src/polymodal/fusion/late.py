@@ -22,7 +22,8 @@ _TIE_BREAK = 1e-3
 
 class LateParams(FusionParams):
     combine: Literal["weighted", "vote"] = "weighted"
-    # Each head is also trained on its own loss, so that it stays a usable unimodal classifier (voting needs it).
+    # With "weighted", each head is also trained on its own loss (times this weight), so that it stays a usable
+    # unimodal predictor; with "vote" the heads are trained on their own losses only, and this is not used.
     head_loss_weight: float = Field(1.0, ge=0.0)
 
 

@@ -84,26 +84,27 @@ class _HFProcessor(Processor):
         """Every setting that changes what ``collate`` + the backbone's input are, given an item."""
         return self.state()
 
-    def item_key(self, item: np.ndarray) -> np.ndarray:
+    def item_key(self, item: np.ndarray, salt: bytes | None = None) -> np.ndarray:
         """16 bytes (as 2 int64) hashing the decoded item with the preprocessing settings."""
-        if not hasattr(self, "_key_salt"):
-            self._key_salt = json.dumps(self.preprocessing(), sort_keys=True, default=str).encode()
-        h = hashlib.blake2b(self._key_salt, digest_size=16)
+        if salt is None:
+            salt = json.dumps(self.preprocessing(), sort_keys=True, default=str).encode()
+        h = hashlib.blake2b(salt, digest_size=16)
         h.update(f"{item.dtype}{item.shape}".encode())
-        h.update(np.ascontiguousarray(item).tobytes())
+        h.update(np.ascontiguousarray(item))
         return np.frombuffer(h.digest(), dtype=np.int64)
 
     def keys(self, items: list[np.ndarray | None]) -> torch.Tensor:
+        """The cache keys of a batch ([B, 2] int64; zeros for absent items)."""
+        salt = json.dumps(self.preprocessing(), sort_keys=True, default=str).encode()
         out = np.zeros((len(items), 2), np.int64)
         for i, it in enumerate(items):
             if it is not None:
-                out[i] = self.item_key(it)
+                out[i] = self.item_key(it, salt)
         return torch.from_numpy(out)
 
     def set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
-        self.__dict__.pop("_key_salt", None)
 
 
 @PROCESSORS.register("hf_text")

@@ -65,7 +65,10 @@ def load_config(source: str | Path) -> Any:
 def load_model(source: str | Path, config: Any | None = None) -> nn.Module:
     """The backbone with pretrained weights (``config`` None), or built from ``config`` with fresh weights (a saved
     run: its weights then come from the run's model.safetensors)."""
-    with quiet_transformers() as tf:
+    # Weights a checkpoint lacks (a pooler, a head) are initialised randomly: from a fixed seed, so that every run
+    # gets the same backbone whatever its own seed, and its cached features serve all of them (compare --seeds).
+    with quiet_transformers() as tf, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         try:
             if config is not None:
                 return tf.AutoModel.from_config(config)

@@ -36,6 +36,8 @@ from _report import machine, write_section  # noqa: E402
 
 import polymodal  # noqa: E402
 from polymodal import Predictor  # noqa: E402
+from polymodal.evaluation.compare import summarise, write_outputs  # noqa: E402
+from polymodal.registry import FUSIONS  # noqa: E402
 
 SECTION = "avdigits_compare"
 OUT = ROOT / "benchmarks" / "results" / "avdigits_compare"  # --out replaces it (e.g. for a quick --limit trial)
@@ -117,29 +119,48 @@ def _first_table(markdown: str) -> str:
     return "| " + block
 
 
+def _logged_runs() -> list[dict]:
+    """The runs of runs.jsonl made with the latest settings (a torn last line is skipped, as compare does)."""
+    runs = []
+    for line in (OUT / "runs.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    latest = runs[-1]["settings"]
+    return [{k: v for k, v in r.items() if k != "settings"} for r in runs if r["settings"] == latest]
+
+
 def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> None:
-    summary = pd.read_csv(OUT / "compare.csv")
-    runs = [json.loads(line) for line in (OUT / "runs.jsonl").read_text().splitlines() if line.strip()]
+    runs = _logged_runs()
+    summary = summarise(pd.DataFrame(runs))
+    write_outputs(summary, OUT, int(summary["seeds"].max()))
+    expected = (len(FUSIONS.names()) + 2) * args.seeds  # + image only, audio only
+    status = ("all runs finished" if len(runs) >= expected else
+              f"**in progress: {len(runs)} of {expected} runs finished** (the command goes on from there; finished "
+              f"runs are reused), so some variants have fewer seeds than {args.seeds}")
     lines = [
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
         f"Protocol: the AV-digits split (20,000 training rows, of which polymodal holds out 15% for validation; "
         f"10,000 test rows), {args.epochs} epochs per run (`training.max_epochs: {args.epochs}`), every other "
-        f"setting default, {args.seeds} seeds; single-modality models are the same network with the other column "
-        f"ignored. References: Ludwig 0.11 defaults {LUDWIG}, linear late fusion {LINEAR_LATE}.",
+        f"setting default, {args.seeds} seeds per variant; single-modality models are the same network with the other "
+        f"column ignored. References: Ludwig 0.11 defaults {LUDWIG}, linear late fusion {LINEAR_LATE}.  ",
+        f"Status: {status}.",
         "",
-        f"| variant | test accuracy (mean ± std, {args.seeds} seeds) | min | beats {LINEAR_LATE} | parameters | "
+        f"| variant | test accuracy (mean ± std over seeds) | min | seeds | beats {LINEAR_LATE} | parameters | "
         f"fit s (mean) | inference ms/row |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     per_variant: dict[str, list[float]] = {}
     for r in runs:
         per_variant.setdefault(r["variant"], []).append(r["accuracy"])
     for _, r in summary.iterrows():
-        accs = per_variant.get(r["variant"], [])
+        accs = per_variant[r["variant"]]
         beats = "" if r["kind"] == "modality" else ("yes" if min(accs) > LINEAR_LATE else "**no**")
         lines.append(f"| {r['variant']} | {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} | {min(accs):.4f} | "
-                     f"{beats} | {int(r['parameters']):,} | {r['fit_seconds']:.0f} | {r['infer_ms_per_row']:.3f} |")
+                     f"{int(r['seeds'])} | {beats} | {int(r['parameters']):,} | {r['fit_seconds']:.0f} | "
+                     f"{r['infer_ms_per_row']:.3f} |")
     fused = summary[summary["kind"] == "fusion"].sort_values("accuracy_mean", ascending=False)
     best = fused.iloc[0]
     lines += ["", f"Best fusion: **{best['variant']}**, {best['accuracy_mean']:.4f} mean test accuracy.",
@@ -147,10 +168,10 @@ def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> N
     FIGURES.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(OUT / "compare.png", FIGURES / "compare.png")
     missing_file = OUT / "missing.json"
-    if missing_file.is_file():
+    single = summary.set_index("variant")["accuracy_mean"]
+    img, aud = single.get("image only"), single.get("audio only")
+    if missing_file.is_file() and img is not None and aud is not None:
         m = json.loads(missing_file.read_text())
-        single = summary.set_index("variant")["accuracy_mean"]
-        img, aud = single.get("image only"), single.get("audio only")
         lines += [f"**Missing modality at test time** (concat, seed 0, {m['epochs']} epochs; the column emptied for "
                   f"every test row). Image-only model: {img:.4f}; audio-only model: {aud:.4f} (means over seeds).",
                   "", "| model | both present | audio missing (vs image only) | image missing (vs audio only) |",

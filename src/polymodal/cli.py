@@ -441,7 +441,7 @@ def serve(run: Path = typer.Argument(..., help="Run or export directory."),
         raise ConfigError(f"invalid serve options:\n{e}") from None
     predictor = Predictor.load(run, verbose=False, backend=backend)
     err.print(f"serving {run} ({backend}) on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    run_server(predictor, cfg)
+    run_server(predictor, cfg, quiet=quiet)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -176,8 +176,9 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def serve(predictor: "Predictor", config: ServeConfig) -> None:
-    """Run the app with uvicorn until interrupted."""
+def serve(predictor: "Predictor", config: ServeConfig, quiet: bool = False) -> None:
+    """Run the app with uvicorn until interrupted (``quiet``: warnings only, no access log)."""
     import uvicorn
 
-    uvicorn.run(create_app(predictor, config), host=config.host, port=config.port, log_level="info")
+    uvicorn.run(create_app(predictor, config), host=config.host, port=config.port,
+                log_level="warning" if quiet else "info", access_log=not quiet)

@@ -177,7 +177,8 @@ def main() -> None:
 
 
 def report(r: dict) -> str:
-    lines = [f"AV-digits, {r['test_rows']:,} test rows; model: {r['model']}.", "",
+    lines = ["## Deployment: ONNX Runtime fp32 and int8 vs eager PyTorch (AV-digits)", "",
+             f"{r['test_rows']:,} test rows; model: {r['model']}.", "",
              "| backend | test accuracy | Δ vs eager (points) | graph size |", "|---|---|---|---|"]
     for name, b in r["backends"].items():
         size = r["graph_bytes"].get(name)

@@ -197,7 +197,8 @@ def main() -> None:
 
 
 def report(r: dict) -> str:
-    lines = ["| backend | max batch | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | "
+    lines = ["## Serving: batch-1 vs micro-batching, torch vs ONNX vs ONNX int8 (load test on loopback)", "",
+             "| backend | max batch | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | "
              "rows per model batch | throughput vs batch-1 |", "|---" * 10 + "|"]
     base = {x["backend"]: x["throughput"] for x in r["results"] if x["max_batch"] == 1}
     for x in r["results"]:

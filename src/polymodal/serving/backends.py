@@ -67,6 +67,7 @@ class OnnxBackend(Backend):
 
     file: ClassVar[str]
     build: ClassVar[Callable[["Predictor"], bytes]]
+    hint: ClassVar[str] = ""  # said when the file is missing and the graph is built in memory
 
     def __init__(self, predictor: "Predictor", source: Path | None = None, threads: int | None = None):
         from .onnx_graph import session
@@ -77,8 +78,8 @@ class OnnxBackend(Backend):
         if path is not None and path.is_file():
             self.session = session(path, threads)
         else:
-            log.info("%s: no %s%s; exporting the model in memory", self.registry_name, self.file,
-                     f" in {source}" if source is not None else "")
+            log.info("%s: no %s%s; exporting the model in memory%s", self.registry_name, self.file,
+                     f" in {source}" if source is not None else "", self.hint)
             self.session = session(type(self).build(predictor), threads)
         declared = [i.name for i in self.session.get_inputs()]
         unknown = sorted(set(declared) - set(self.signature.names))
@@ -118,6 +119,8 @@ class OnnxInt8Backend(OnnxBackend):
 
     file = "model.int8.onnx"
     build = staticmethod(_onnx_int8)
+    hint = (" with dynamic int8 quantization (slower than float32 for CNN encoders; `polymodal export RUN --quantize "
+            "int8 --calibration TABLE` writes a statically quantized model.int8.onnx, which is faster)")
 
 
 def load_backend(name: str, predictor: "Predictor", source: str | Path | None = None,

@@ -250,7 +250,8 @@ class HFEncoder(Encoder):
         if len(rows) == 0:
             tokens_r = torch.zeros(0, 1, self.width, device=device)
             tmask_r, pooled_r = None, None
-        elif self.frozen:
+        elif self.frozen and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            # (an exported graph cannot look features up by key: it runs the backbone itself)
             tokens_r, tmask_r, pooled_r = self._cached(inputs, rows)
         else:
             tokens_r, tmask_r, pooled_r = self.run_backbone(inputs, rows)

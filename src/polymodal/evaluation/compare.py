@@ -146,9 +146,13 @@ def _slug(name: str) -> str:
 
 
 def _fingerprint(cfg: PolymodalConfig, label: str, train: Table, test: Table, time_limit: float | None) -> str:
-    """What a run's result depends on besides variant and seed; resumed runs must match it."""
+    """What a run's result depends on besides variant and seed; resumed runs must match it.
+
+    The config counts by the values set explicitly, so that a new option with a default (a later polymodal
+    version) does not orphan the runs already logged.
+    """
     h = hashlib.sha256()
-    for part in (cfg.model_dump_json(), label, str(time_limit), str(train.root), str(test.root)):
+    for part in (cfg.model_dump_json(exclude_defaults=True), label, str(time_limit), str(train.root), str(test.root)):
         h.update(part.encode() + b"\0")
     for frame in (train.frame, test.frame):
         h.update(pd.util.hash_pandas_object(frame.astype(str), index=False).values.tobytes())

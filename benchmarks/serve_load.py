@@ -4,9 +4,10 @@
 
 For each configuration a server process (`polymodal serve`) is started on 127.0.0.1 at a free port, warmed up with
 a few requests, then sent --requests requests of one AV-digits test row each (PNG and WAV base64-encoded in JSON)
-by --concurrency concurrent keep-alive connections (a minimal asyncio HTTP/1.1 client, one process) — bounded by count and by --max-seconds per
-configuration — and stopped. Only loopback addresses are used. Reported: throughput (requests/s), latency p50/p95/p99
-(ms), errors (anything but HTTP 200), and the mean rows per model batch (from /health).
+by --concurrency concurrent keep-alive connections (a minimal asyncio HTTP/1.1 client, one process) — bounded by
+count and by --max-seconds per configuration — and stopped. Only loopback addresses are used. Reported: throughput
+(requests/s), latency p50/p95/p99 (ms), errors (anything but HTTP 200), and the mean rows per model batch (from
+/health).
 
 Model: the export directory written by benchmarks/deploy_onnx.py (benchmarks/results/deploy/export: model.onnx and a
 static-int8 model.int8.onnx) when present, else the run it would use, exported here.
@@ -159,7 +160,8 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="per configuration")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
-    ap.add_argument("--threads", type=int, default=None, help="server model threads (default: library default)")
+    ap.add_argument("--threads", type=int, default=1, help="server model threads (default 1: on 2 cores the other one "
+                    "decodes requests and runs the load generator)")
     ap.add_argument("--backends", default="torch,onnx,onnx-int8")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
@@ -208,7 +210,7 @@ def report(r: dict) -> str:
                      f"{ratio:.2f}× |")
     lines += ["", f"One AV-digits row (PNG + WAV, base64 JSON) per request, {r['concurrency']} concurrent keep-alive "
               f"connections from one asyncio process on the same machine, server and clients on loopback; max wait "
-              f"{r['max_wait_ms']:g} ms; model: `{r['model']}`. Measured by `python benchmarks/serve_load.py` on "
+              f"{r['max_wait_ms']:g} ms; model threads {r['threads']}; model: `{r['model']}`. Measured by `python benchmarks/serve_load.py` on "
               f"{r['machine']}."]
     return "\n".join(lines)
 

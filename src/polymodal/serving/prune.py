@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..data.dataset import make_loader
-from ..data.readers import read_table
+from ..data.readers import Table, read_table
 from ..errors import ExportError
 from ..training import fit_model
 
@@ -81,10 +81,8 @@ def fine_tune(predictor: "Predictor", data: Any, epochs: int, data_root: str | P
     table = read_table(data, data_root if data_root is not None else cfg.data_root)
     frame = predictor._labelled(table.frame, "fine-tuning")  # noqa: SLF001  (the same label checks as fit)
     task = predictor.task
-    train_pos, val_pos = predictor._split(frame[predictor.label], task, cfg.training.validation_fraction,  # noqa: SLF001
-                                          cfg.training.seed)
-    from ..data.readers import Table
-
+    train_pos, val_pos = predictor._split(  # noqa: SLF001
+        frame[predictor.label], task, cfg.training.validation_fraction, cfg.training.seed)
     train_t = Table(frame.iloc[train_pos], table.root, table.source)
     val_t = Table(frame.iloc[val_pos], table.root, table.source)
     train, val = predictor._prepare_all([(train_t, "training rows"), (val_t, "validation rows")],  # noqa: SLF001

@@ -18,7 +18,8 @@ _TYPES: dict[ColumnKind, tuple[Any, str]] = {
     ColumnKind.AUDIO: (str | None, "the audio file's bytes, base64-encoded (WAV, FLAC, OGG, ...); null = absent"),
     ColumnKind.TEXT: (str | None, "text; null = absent"),
     ColumnKind.NUMERIC: (float | None, "a number; null = missing (imputed as in training)"),
-    ColumnKind.CATEGORY: (str | int | float | bool | None, "a category; unseen values map to 'unknown'; null = missing"),
+    ColumnKind.CATEGORY: (str | int | float | bool | None,
+                          "a category; unseen values map to 'unknown'; null = missing"),
 }
 
 

@@ -13,8 +13,9 @@ Phases (all by default; each can be run alone with --phase, and finished runs ar
               column emptied, against the image-only and audio-only models.
   robustness  Predictor.evaluate(..., robustness=True) for late fusion and both concat models (seed 0) on
               --robustness-rows test rows, late fusion's curves being the baseline of effective robustness (as in
-              MultiBench); the plots are copied to docs/figures/avdigits/.
-  report      writes the avdigits_compare section of docs/BENCHMARKS.md from the saved results.
+              MultiBench).
+  report      writes the avdigits_compare section of docs/BENCHMARKS.md from the saved results (whatever is finished
+              so far), and copies its plots to docs/figures/avdigits/.
 
 Results go to benchmarks/results/avdigits_compare/ (compare.md/.csv/.png, runs.jsonl, runs/, missing.json, ...).
 """
@@ -101,15 +102,12 @@ def phase_robustness(data: Path, args: argparse.Namespace) -> None:
     """Sweep late fusion first: it is MultiBench's reference curve for the others' effective robustness."""
     test = split(data, "test", args)
     test = test.sample(min(args.robustness_rows, len(test)), random_state=0)
-    FIGURES.mkdir(parents=True, exist_ok=True)
     baseline = None
     for tag, path in _robustness_models(args):
         p = Predictor.load(path, verbose=False)
         out_dir = OUT / f"robustness-{tag}"
         p.evaluate(test, data_root=data, robustness=True, robustness_out=out_dir, robustness_baseline=baseline)
         baseline = baseline or out_dir / "robustness.json"
-        for png in sorted(out_dir.glob("robustness_*.png")):
-            shutil.copyfile(png, FIGURES / f"{tag}-{png.name}")
         print(f"robustness {tag}: {out_dir}", flush=True)
 
 
@@ -187,8 +185,9 @@ def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> N
             lines += [f"**Robustness sweep, {tag}, seed 0** ({args.robustness_rows} test rows; effective robustness "
                       f"{against}; full curves in `{md.parent.relative_to(ROOT) if md.is_relative_to(ROOT) else md.parent}/`):",
                       "", _first_table(md.read_text(encoding="utf-8")), ""]
-            lines += [f"![{tag} {png.name}](figures/avdigits/{tag}-{png.name})"
-                      for png in sorted((OUT / f"robustness-{tag}").glob("robustness_*.png"))]
+            for png in sorted(md.parent.glob("robustness_*.png")):
+                shutil.copyfile(png, FIGURES / f"{tag}-{png.name}")
+                lines.append(f"![{tag} {png.name}](figures/avdigits/{tag}-{png.name})")
             lines.append("")
     body = "## AV-digits: fusion methods compared\n\n" + "\n".join(lines)
     if not docs:

@@ -4,22 +4,24 @@ All state is learned in ``fit`` (schema, processors, target encoding, weights) a
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 from sklearn.model_selection import train_test_split
 
 from . import __version__
 from . import encoders as _encoders  # noqa: F401  (registers encoders)
 from . import fusion as _fusion  # noqa: F401  (registers fusions)
-from .config import PolymodalConfig
+from .config import DecodingConfig, PolymodalConfig
 from .data.dataset import Prepared, make_loader, prepare
 from .data.loaders import is_empty
 from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
@@ -34,6 +36,7 @@ from .rundir import (BACKBONES, FORMAT_VERSION, check_run_dir, read_json, read_w
                      write_json, write_weights)
 from .schema import Modality, Schema, infer_problem_type, infer_schema
 from .tasks import Task, build_task
+from .tasks.generation import GenerationTask
 from .training import FitResult, fit_model, predict_outputs
 
 log = logging.getLogger("polymodal")
@@ -134,6 +137,7 @@ class Predictor:
         problem_type = cfg.task.problem_type or infer_problem_type(frame[self.label])[0]
         cfg.task.problem_type = problem_type  # type: ignore[assignment]
         task = build_task(problem_type, cfg.task)
+        task.resolve(cfg, {m.kind for m in schema.modalities()})
         task.fit_target(frame[self.label])
 
         if tuning_data is None:
@@ -217,7 +221,7 @@ class Predictor:
         if n < 4:
             raise DataError(f"only {n} labelled rows; at least 4 are needed to train and validate")
         strat = None
-        if task.problem_type != "regression":
+        if task.stratify:
             y = task.encode_target(labels)
             counts = np.bincount(y)
             counts = counts[counts > 0]
@@ -260,19 +264,61 @@ class Predictor:
         ctx = LoadContext(table.root, self.config.limits)
         prepared = prepare(frame, self.processors, ctx, on_error or self.config.on_error, progress=self.verbose)
         loader = make_loader(prepared, self.processors, self._predict_batch_size(), False)
-        outputs = predict_outputs(self.model, loader) if self.backend is None else self.backend.predict(loader)
+        outputs = (predict_outputs(self.model, loader, self.task) if self.backend is None
+                   else self.backend.predict(loader))
         return outputs, frame, prepared
 
-    def predict(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None) -> pd.Series:
-        """Predicted labels (or values), indexed by the rows of ``data`` that could be used."""
-        outputs, frame, prepared = self._outputs(data, on_error, data_root)
-        return pd.Series(self.task.postprocess(outputs), index=frame.index[prepared.rows], name=self.label)
+    @contextlib.contextmanager
+    def _decoding(self, decoding: "DecodingConfig | dict[str, Any] | None") -> Iterator[None]:
+        """Decode with ``decoding`` (overrides of the fitted ``task.generation.decoding``) inside the block."""
+        if decoding is None:
+            yield
+            return
+        task = self.task
+        if not isinstance(task, GenerationTask):
+            raise ConfigError("decoding options are for generation models; this is a "
+                              f"{task.problem_type if task else 'not fitted'} model")
+        old = task.decoding
+        updates = decoding.model_dump(exclude_unset=True) if isinstance(decoding, DecodingConfig) else dict(decoding)
+        try:
+            task.decoding = DecodingConfig.model_validate({**old.model_dump(), **updates})
+        except ValidationError as e:
+            raise ConfigError(f"invalid decoding options:\n{e}") from None
+        try:
+            yield
+        finally:
+            task.decoding = old
+
+    def predict(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
+                return_scores: bool = False,
+                decoding: "DecodingConfig | dict[str, Any] | None" = None) -> pd.Series | pd.DataFrame:
+        """Predicted labels (or values, or generated texts), indexed by the rows of ``data`` that could be used.
+
+        Generation models only:
+            return_scores: return a DataFrame with the text (column named like the label) and ``log_prob``, the
+                sequence log-probability of that text (its tokens' log-probabilities summed, end token included).
+            decoding: overrides of the fitted decoding settings for this call, e.g. ``{"method": "greedy"}`` or
+                ``{"beam_width": 8, "length_penalty": 0.6, "max_length": 20, "no_repeat_ngram": 3}``.
+        """
+        self._require_fitted()
+        if return_scores and not isinstance(self.task, GenerationTask):
+            raise ConfigError("return_scores is for generation models; use predict_proba for class probabilities")
+        with self._decoding(decoding):
+            outputs, frame, prepared = self._outputs(data, on_error, data_root)
+        index = frame.index[prepared.rows]
+        text = pd.Series(self.task.postprocess(outputs), index=index, name=self.label)
+        if return_scores:
+            return pd.DataFrame({self.label: text, "log_prob": np.asarray(outputs.scores, dtype=np.float64)},
+                                index=index)
+        return text
 
     def predict_proba(self, data: Data, *, on_error: str | None = None,
                       data_root: str | Path | None = None) -> pd.DataFrame:
         """Class probabilities, one column per class (classification only)."""
-        if self.task is not None and self.task.problem_type == "regression":
-            raise PolymodalError("predict_proba is for classification; this is a regression model")
+        if self.task is not None and self.task.problem_type in ("regression", "generation"):
+            raise PolymodalError(f"predict_proba is for classification; this is a {self.task.problem_type} model"
+                                 + (" (predict(..., return_scores=True) gives each text's log-probability)"
+                                    if self.task.problem_type == "generation" else ""))
         outputs, frame, prepared = self._outputs(data, on_error, data_root)
         return pd.DataFrame(self.task.predict_proba(outputs), index=frame.index[prepared.rows],
                             columns=list(self.task.classes))
@@ -280,8 +326,12 @@ class Predictor:
     def evaluate(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
                  robustness: bool = False, corruptions: CorruptionSpec = None,
                  robustness_out: str | Path | None = None,
-                 robustness_baseline: RobustnessReport | str | Path | None = None) -> dict[str, Any]:
+                 robustness_baseline: RobustnessReport | str | Path | None = None,
+                 decoding: "DecodingConfig | dict[str, Any] | None" = None) -> dict[str, Any]:
         """Metrics on a labelled table (rows with an empty label are left out).
+
+        Generation models: BLEU-1..4, ROUGE-L, CIDEr-D and exact match of the decoded texts; ``decoding``
+        overrides the fitted decoding settings for this call (as in :meth:`predict`).
 
         With ``robustness=True`` the result also holds ``"robustness"``: a
         :class:`~polymodal.evaluation.robustness.RobustnessReport` of the model's score with each modality missing
@@ -298,11 +348,14 @@ class Predictor:
         if not robustness and (corruptions is not None or robustness_out is not None
                                or robustness_baseline is not None):
             raise ConfigError("corruptions, robustness_out and robustness_baseline need robustness=True")
+        if robustness and isinstance(self.task, GenerationTask):
+            raise ConfigError("robustness sweeps are for classification and regression models, not generation")
         if robustness:  # bad names, levels or baselines fail before the table is decoded
             plan_sweep(self.processors, corruptions)
             resolve_baseline(robustness_baseline, self.task.monitor[0])
-        outputs, frame, prepared = self._outputs(data, on_error, data_root,
-                                                 frame_filter=lambda f: self._labelled(f, "evaluation"))
+        with self._decoding(decoding):
+            outputs, frame, prepared = self._outputs(data, on_error, data_root,
+                                                     frame_filter=lambda f: self._labelled(f, "evaluation"))
         labels = frame[self.label].iloc[prepared.rows].reset_index(drop=True)
         metrics: dict[str, Any] = self.task.metrics(labels, outputs)
         metrics["rows"] = float(len(prepared))
@@ -377,6 +430,9 @@ class Predictor:
             m = read_json(path / "metrics.json")
             p.fit_result = FitResult(m["best_epoch"], m["epochs_run"], m["fit_seconds"], m["stopped_early"],
                                      m["validation"])
+        if backend != "torch" and isinstance(p.task, GenerationTask):
+            raise ConfigError(f"backend '{backend}' runs classification and regression models; a generation model "
+                              "decodes step by step and runs on the torch backend only")
         if backend != "torch":
             from .serving.backends import load_backend  # onnxruntime is imported only when asked for
 

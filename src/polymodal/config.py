@@ -75,9 +75,47 @@ class FusionConfig(_Section):
         return dict(self.model_extra or {})
 
 
+class DecodingConfig(_Section):
+    """How a generation model turns its next-token probabilities into text (``predict`` / ``evaluate``).
+
+    Validation during ``fit`` (early stopping) always decodes greedily, which is cheaper.
+    """
+
+    method: Literal["greedy", "beam"] = "beam"
+    beam_width: int = Field(4, ge=1, le=64, description="hypotheses kept per row (beam search)")
+    length_penalty: float = Field(1.0, ge=0, description="beam hypotheses are ranked by log-probability / "
+                                  "length ** length_penalty (0: raw log-probability, favours short outputs)")
+    max_length: int | None = Field(None, ge=1, description="tokens generated at most (end token included); "
+                                   "None = the longest training target (generation.max_target_tokens)")
+    no_repeat_ngram: int = Field(0, ge=0, description="never repeat an n-gram of this size (0 = off)")
+
+
+class GenerationConfig(_Section):
+    """The text decoder of ``problem_type: generation`` (captioning, free-form answers) and its tokenizer."""
+
+    layers: int = Field(2, ge=1, le=12, description="Transformer decoder layers")
+    dim: int = Field(256, ge=8, description="decoder width")
+    heads: int = Field(4, ge=1, description="attention heads (must divide dim)")
+    feedforward: int | None = Field(None, ge=8, description="feed-forward width (None = 2 x dim)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    tokenizer: Literal["auto", "bpe", "pretrained"] = Field(
+        "auto", description="bpe: a byte-level BPE trained on the training targets; pretrained: the tokenizer of "
+        "pretrained_tokenizer; auto: pretrained when the text encoder is a pretrained model, else bpe")
+    pretrained_tokenizer: str | None = Field(None, description="folder or cached hub id of a pretrained tokenizer")
+    vocab_size: int = Field(4000, ge=16, description="largest BPE vocabulary (smaller when the targets need fewer)")
+    max_target_tokens: int | None = Field(None, ge=2, le=1024, description="target tokens kept, end token "
+                                          "included; longer targets are truncated. None = the longest training "
+                                          "target (at most 128)")
+    max_memory_tokens: int = Field(256, ge=1, description="tokens kept per input modality for cross-attention "
+                                   "(the first ones)")
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+
+
 class TaskConfig(_Section):
-    problem_type: Literal["binary", "multiclass", "regression"] | None = None
+    problem_type: Literal["binary", "multiclass", "regression", "generation"] | None = None
     class_weights: Literal["none", "balanced"] = "none"
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
 
 class TrainingConfig(_Section):

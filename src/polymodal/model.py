@@ -5,17 +5,22 @@ and the fitted processors, so a run directory only needs to store weights.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from .config import PolymodalConfig
 from .errors import ConfigError
-from .registry import ENCODERS, FUSIONS
+from .registry import ARCHITECTURES, ENCODERS, FUSIONS, register
 from .data.processors import Processor
 from .encoders import Encoded, build_encoder
 from .fusion import FusionInput, build_fusion
 from .schema import Modality
 from .tasks import Task
+
+if TYPE_CHECKING:
+    from .data.dataset import Batch
 
 
 class MultimodalModel(nn.Module):
@@ -30,6 +35,10 @@ class MultimodalModel(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.fusion(self.encode(inputs, masks)))
+
+    def outputs(self, batch: "Batch") -> torch.Tensor:
+        """The outputs that training and validation compute the loss of."""
+        return self(batch.inputs, batch.masks)
 
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate multipliers by parameter name (pretrained backbones in finetune/last_n mode); every
@@ -56,11 +65,19 @@ def check_components(config: PolymodalConfig) -> None:
 
 
 def build_model(config: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor],
-                task: Task) -> MultimodalModel:
+                task: Task) -> nn.Module:
+    """The encoders, assembled as the task's architecture wants (``task.architecture``: "fused" for
+    classification/regression, "seq2seq" for generation)."""
     encoders = {}
     for m in modalities:
         choice = config.encoders[m.kind]
         encoders[m.name] = build_encoder(choice.name, choice.params(), m, processors[m.name])
+    return ARCHITECTURES.get(task.architecture)(config, encoders, task)
+
+
+@register(ARCHITECTURES, "fused")
+def build_fused(config: PolymodalConfig, encoders: dict[str, nn.Module], task: Task) -> MultimodalModel:
+    """Encoders → fusion → the task's head (no head after a decision-level fusion)."""
     inputs = [FusionInput(name, enc.dim) for name, enc in encoders.items()]
     fusion = build_fusion(config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params(),
                           task)

@@ -49,6 +49,8 @@ class Registry(Generic[T]):
 ENCODERS: Registry[Any] = Registry("encoder")
 FUSIONS: Registry[Any] = Registry("fusion")
 TASKS: Registry[Any] = Registry("task")
+# How a task's network is assembled from the encoders: "fused" (fusion → head) or "seq2seq" (token memory → decoder).
+ARCHITECTURES: Registry[Any] = Registry("model architecture")
 
 
 def register(registry: Registry[Any], name: str) -> Callable[[type], type]:

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..config import TaskConfig
+from ..config import PolymodalConfig, TaskConfig
 from ..registry import TASKS
 
 
@@ -19,9 +19,15 @@ class Task(ABC):
     problem_type: ClassVar[str]
     target_dtype: ClassVar[torch.dtype]
     monitor: ClassVar[tuple[str, str]]  # (metric name, "max" | "min") used for early stopping
+    architecture: ClassVar[str] = "fused"  # how the network is assembled (registry.ARCHITECTURES)
+    stratify: ClassVar[bool] = False  # split train/validation stratified by the encoded target
 
     def __init__(self, config: TaskConfig):
         self.config = config
+
+    def resolve(self, config: PolymodalConfig, kinds: set[str]) -> None:
+        """Fill in ``config`` values that depend on the rest of it and on the input ``kinds`` (before
+        ``fit_target``); the run directory keeps the resolved values."""
 
     @abstractmethod
     def fit_target(self, y: pd.Series) -> None: ...
@@ -46,6 +52,19 @@ class Task(ABC):
     @abstractmethod
     def metrics(self, y_true: pd.Series, outputs: np.ndarray) -> dict[str, float]:
         """Metrics of raw outputs against labels in their own values."""
+
+    # --- outputs of a trained model: per batch, then gathered (generation decodes here) -----------------------
+    def predict_batch(self, model: nn.Module, batch: Any) -> Any:
+        """The outputs of one batch at predict/evaluate time (model in eval mode, no gradients)."""
+        return model(batch.inputs, batch.masks).float().cpu()
+
+    def validation_outputs(self, model: nn.Module, batch: Any, outputs: torch.Tensor) -> Any:
+        """What validation metrics are computed from, given the batch's training-mode ``outputs``."""
+        return outputs.detach().float().cpu()
+
+    def collect_outputs(self, parts: list[Any]) -> Any:
+        """Gather the per-batch outputs of :meth:`predict_batch` / :meth:`validation_outputs`, in row order."""
+        return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
 
     @abstractmethod
     def state(self) -> dict[str, Any]: ...

@@ -43,6 +43,7 @@ class ClassificationTask(Task):
     problem_type = "multiclass"
     target_dtype = torch.long
     monitor = ("accuracy", "max")
+    stratify = True
 
     def fit_target(self, y: pd.Series) -> None:
         values = {}

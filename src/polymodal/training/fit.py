@@ -5,6 +5,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -76,12 +77,16 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
 
 
 @torch.no_grad()
-def predict_outputs(model: MultimodalModel, loader: torch.utils.data.DataLoader) -> np.ndarray:
-    """Raw head outputs for every row of ``loader`` (in order), in eval mode on the model's device."""
+def predict_outputs(model: MultimodalModel, loader: torch.utils.data.DataLoader, task: Task | None = None) -> Any:
+    """Raw head outputs for every row of ``loader`` (in order), in eval mode on the model's device; with a
+    ``task``, its own outputs (``Task.predict_batch``: decoded text ids for generation)."""
     model.eval()
     device = next(model.parameters()).device
     outs = []
     for batch in loader:
         batch: Batch = batch.to(device)
-        outs.append(model(batch.inputs, batch.masks).float().cpu())
+        outs.append(model(batch.inputs, batch.masks).float().cpu() if task is None else
+                    task.predict_batch(model, batch))
+    if task is not None:
+        return task.collect_outputs(outs)
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)

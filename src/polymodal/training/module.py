@@ -41,10 +41,11 @@ class MultimodalModule(L.LightningModule):
         self.model, self.task, self.cfg = model, task, cfg
         self.total_steps = max(1, total_steps)
         self.val_labels = val_labels
-        self._val_outputs: list[torch.Tensor] = []
+        self._val_outputs: list[Any] = []
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.model(batch.inputs, batch.masks)
+        # the model picks its inputs: a generation model also reads the target (teacher forcing)
+        return self.model.outputs(batch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         batch = drop_modalities(batch, self.cfg.modality_dropout)
@@ -55,12 +56,12 @@ class MultimodalModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self(batch)
         self.log("val_loss", self.task.loss(out, batch.target), on_step=False, on_epoch=True, batch_size=len(batch))
-        self._val_outputs.append(out.detach().float().cpu())
+        self._val_outputs.append(self.task.validation_outputs(self.model, batch, out))
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs or self.val_labels is None:
             return
-        outputs = torch.cat(self._val_outputs).numpy()
+        outputs = self.task.collect_outputs(self._val_outputs)
         self._val_outputs.clear()
         if len(outputs) != len(self.val_labels):  # Lightning's sanity check runs on a few batches only
             return

@@ -164,3 +164,33 @@ def real_batch(train_csv: Path, data_dir: Path, n: int):
         p.fit(full, ctx)
     batch = Collator(prepare(frame, procs, ctx, progress=False), procs, False, torch.long)(list(range(n)))
     return cfg, schema, modalities, procs, batch
+
+
+def _install_espeak() -> str | None:
+    """Install espeak-ng with apt-get when it is missing and we may (root, apt-get present); None on success,
+    else the reason it is not there."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng"):
+        return None
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        return "espeak-ng is not installed and cannot be installed here (needs root and apt-get)"
+    for cmd in (["apt-get", "install", "-y", "-qq", "espeak-ng"], ["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "espeak-ng"]):
+        subprocess.run(cmd, capture_output=True, timeout=600, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if shutil.which("espeak-ng"):
+            return None
+    return "espeak-ng could not be installed with apt-get (no package index or no network)"
+
+
+@pytest.fixture(scope="session")
+def espeak_ng() -> str:
+    """espeak-ng for the spoken-question data (installed with apt-get when missing); skips with the reason where
+    it cannot be had."""
+    import shutil
+
+    reason = _install_espeak()
+    if reason:
+        pytest.skip(reason)
+    return shutil.which("espeak-ng")

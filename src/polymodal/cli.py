@@ -138,6 +138,9 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
         time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds of training at most."),
         ignore: Optional[str] = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
         fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion method (default: concat)."),
+        problem_type: Optional[str] = typer.Option(
+            None, "--problem-type", help="binary, multiclass, regression (inferred from the label when not given) "
+            "or generation (the label is text to write: captions, free-form answers)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
         preset: Optional[str] = typer.Option(
             None, "--preset", help="'fast' (from-scratch encoders, the default) or 'pretrained' (a frozen pretrained "
@@ -152,8 +155,8 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
-    p = Predictor(label, config=config, data_root=data_root, ignore=_split(ignore), time_limit=time_limit,
-                  seed=seed, on_error=on_error, preset=preset, verbose=not quiet)
+    p = Predictor(label, problem_type=problem_type, config=config, data_root=data_root, ignore=_split(ignore),
+                  time_limit=time_limit, seed=seed, on_error=on_error, preset=preset, verbose=not quiet)
     if fusion:
         p.config.fusion.name = fusion
     p.fit(data)
@@ -170,6 +173,10 @@ def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal 
             data: Path = typer.Argument(..., help="Table to predict."),
             out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default: stdout)."),
             proba: bool = typer.Option(False, "--proba", help="Add one probability column per class."),
+            scores: bool = typer.Option(False, "--scores", help="Generation models: add log_prob, each generated "
+                                        "text's log-probability."),
+            greedy: bool = typer.Option(False, "--greedy", help="Generation models: greedy decoding instead of the "
+                                        "fitted decoding (beam search by default)."),
             data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
             quiet: bool = QuietOpt) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction."""
@@ -177,7 +184,13 @@ def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal 
     from .io import atomic_file
 
     p = Predictor.load(run, verbose=not quiet)
-    if proba and p.problem_type != "regression":
+    if scores or greedy or p.problem_type == "generation":
+        if proba:
+            raise PolymodalError("--proba is for classification; a generation model has --scores")
+        decoding = {"method": "greedy"} if greedy else None
+        pred = p.predict(data, on_error=on_error, data_root=data_root, return_scores=scores, decoding=decoding)
+        result = (pred.rename(columns={p.label: "prediction"}) if scores else pred.to_frame("prediction"))
+    elif proba and p.problem_type != "regression":
         # One pass over the data: the predicted class is the most probable one.
         probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
         result = probs.idxmax(axis=1).to_frame("prediction").join(probs.add_prefix("proba_"))
@@ -277,16 +290,38 @@ def compare_cmd(data: Path = typer.Argument(..., help="Labelled table."), label:
     out.print(f"wrote {out_dir / 'compare.md'}, compare.csv and compare.png")
 
 
+DEMO_TASKS = ("classification", "captioning", "qa")
+
+
 @app.command()
 @handles_errors
 def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", help="Folder for data and run."),
-         rows: int = typer.Option(1200, "--rows", help="Training rows to generate (test: a third of it)."),
+         task: str = typer.Option("classification", "--task", help="classification (image+audio+text+tabular "
+                                  "demo), captioning (describe scenes of shapes: generation, seed 002) or qa "
+                                  "(answer questions about the scenes, seed 003)."),
+         rows: Optional[int] = typer.Option(None, "--rows", help="Training rows to generate (default: 1200 for "
+                                            "classification, 2000 for captioning and qa)."),
          config: Optional[Path] = ConfigOpt,
          seed: int = typer.Option(0, "--seed"), quiet: bool = QuietOpt) -> None:
-    """Generate the synthetic image+audio+text+tabular data set, train, evaluate on held-out rows, print a table."""
+    """Generate a synthetic data set, train, evaluate on held-out rows, print a table.
+
+    --task classification: image + audio + text + tabular columns, three classes.
+    --task captioning: a default generation fit on scenes of coloured shapes (about 10 minutes on 2 CPU cores).
+    --task qa: questions about the scenes, answered by classification over the training answers (VQA-style).
+    """
+    from .errors import ConfigError
+
+    if task not in DEMO_TASKS:
+        raise ConfigError(f"unknown demo task '{task}'; choose one of: {', '.join(DEMO_TASKS)}")
+    {"classification": _demo_classification, "captioning": _demo_captioning, "qa": _demo_qa}[task](
+        out_dir, rows, config, seed, quiet)
+
+
+def _demo_classification(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: int, quiet: bool) -> None:
     from .api import Predictor
     from .data.synthetic import make_demo
 
+    rows = rows or 1200
     start = time.perf_counter()
     paths = make_demo(out_dir / "data", n_train=rows, n_test=max(rows // 3, 50), seed=seed)
     err.print(f"demo data: {paths.train} and {paths.test}")
@@ -296,6 +331,66 @@ def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", hel
     out.print(_metrics_table(f"demo: test metrics ({int(metrics['rows'])} held-out rows)", metrics))
     out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
     out.print(f"next: polymodal evaluate {run} {paths.test}")
+
+
+def _examples_table(title: str, frame: Any, columns: list[str]) -> RichTable:
+    t = RichTable(title=title)
+    for c in columns:
+        t.add_column(c)
+    for _, r in frame.iterrows():
+        t.add_row(*(str(r[c]) for c in columns))
+    return t
+
+
+def _demo_captioning(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: int, quiet: bool) -> None:
+    import pandas as pd
+
+    from .api import Predictor
+    from .data.scenes import make_captioning
+
+    rows = rows or 2000
+    start = time.perf_counter()
+    paths = make_captioning(out_dir / "data", n_train=rows, n_test=max(rows // 4, 20), seed=seed)
+    err.print(f"captioning data: {paths.train} and {paths.test} (held-out scenes, every caption unseen)")
+    p = Predictor("caption", problem_type="generation", config=config, verbose=not quiet, seed=seed)
+    p.fit(paths.train)
+    run = p.save(out_dir / "run")
+    metrics = p.evaluate(paths.test)
+    out.print(_metrics_table(f"captioning demo: test metrics ({int(metrics['rows'])} unseen scenes, beam search)",
+                             metrics))
+    sample = pd.read_csv(paths.test).head(5)
+    sample["generated"] = p.predict(sample, data_root=paths.root).to_numpy()
+    out.print(_examples_table("examples", sample, ["image", "caption", "generated"]))
+    out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
+    out.print(f"next: polymodal predict {run} {paths.test}")
+
+
+def _demo_qa(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: int, quiet: bool) -> None:
+    import pandas as pd
+
+    from .api import Predictor
+    from .data.scenes import make_qa
+
+    rows = rows or 2000
+    start = time.perf_counter()
+    paths = make_qa(out_dir / "data", n_train=rows, n_test=max(rows // 4, 20), seed=seed)
+    err.print(f"QA data: {paths.train} and {paths.test}"
+              + (" (questions as text and as speech: question_audio)" if paths.speech else " (text questions)"))
+    # Answer classification (VQA-style): the answer is a class; the image and the text question are the inputs.
+    # Cross-modal attention lets the question pick out the image cells it is about.
+    cfg = config if config is not None else {"fusion": {"name": "transformer"}}
+    p = Predictor("answer", config=cfg, ignore=["question_audio"] if paths.speech else None, verbose=not quiet,
+                  seed=seed).fit(paths.train)
+    run = p.save(out_dir / "run")
+    metrics = p.evaluate(paths.test)
+    out.print(_metrics_table(f"QA demo (answer classification, text questions): test metrics "
+                             f"({int(metrics['rows'])} unseen scenes)", metrics))
+    sample = pd.read_csv(paths.test).head(6)
+    sample["predicted"] = p.predict(sample, data_root=paths.root).to_numpy()
+    out.print(_examples_table("examples", sample, ["image", "question", "answer", "predicted"]))
+    out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
+    out.print("speech questions: fit with --ignore question (the audio column question_audio is then the "
+              "question); free-form answers: --problem-type generation")
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="The frozen-feature cache: features of frozen pretrained "

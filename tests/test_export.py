@@ -154,3 +154,16 @@ def test_cli_export_and_prune(cli, run_dir, test_csv, tmp_path):
     r = cli("prune", run_dir, "--out", tmp_path / "p", "--amount", "0.3", "--eval", test_csv)
     assert r.exit_code == 0, r.output
     assert "30.0% of their weights are zero" in r.stdout and "before" in r.stdout
+
+
+class _BakesRowCount(torch.nn.Module):
+    """Computes a size in Python: a trace freezes it, so the graph only fits the traced example."""
+
+    def forward(self, inputs, masks):
+        n = int(masks["image"].sum())  # a Python int: traced as a constant
+        return torch.zeros(n, 2) + inputs["tabular.numeric"][:n, :1]
+
+
+def test_a_graph_that_does_not_generalise_is_refused(fitted):
+    with pytest.raises(ExportError, match="only works for inputs shaped like the traced example"):
+        to_onnx(_BakesRowCount(), fitted.processors)

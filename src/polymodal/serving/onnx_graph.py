@@ -95,10 +95,48 @@ def to_onnx(model: nn.Module, processors: dict[str, Processor], opset: int = OPS
                               output_names=[signature.output], dynamic_axes=signature.dynamic_axes(
                                   placeholder_batch(processors)), opset_version=opset, do_constant_folding=True)
     except Exception as e:  # the exporter raises many types; all mean "this model does not trace"
-        raise ExportError(f"the model could not be exported to ONNX: {type(e).__name__}: {e}\n"
-                          "Every built-in encoder and fusion exports; a custom component must be traceable "
-                          "(no Python control flow on tensor values).") from None
-    return buf.getvalue(), signature
+        raise ExportError(f"the model could not be exported to ONNX: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:300]}\n{_hint(model)}") from None
+    data = buf.getvalue()
+    check_generalises(model, processors, data, signature)
+    return data, signature
+
+
+def check_generalises(model: nn.Module, processors: dict[str, Processor], data: bytes,
+                      signature: GraphSignature) -> None:
+    """Run the graph on a batch shaped unlike the traced example (another batch size, every modality present,
+    longer sequences) and compare with eager: a trace silently bakes in any size or count a component computes in
+    Python (``len(rows)``, ``.tolist()``), and such a graph must not be written or served."""
+    example = placeholder_batch(processors, 5)
+    inputs = {}
+    for k, t in example.inputs.items():
+        if not t.is_floating_point() and t.dim() >= 2 and t.shape[1] == 3:
+            t = torch.cat([t, t[:, :2]], dim=1)  # 5 positions where the trace saw 3
+        inputs[k] = torch.randn(t.shape) if t.is_floating_point() else t
+    batch = type(example)(inputs, {m: torch.ones(5, dtype=torch.bool) for m in example.masks})
+    try:
+        sess = session(data)
+        names = {i.name for i in sess.get_inputs()}
+        got = sess.run([signature.output], {k: v for k, v in signature.feed(batch).items() if k in names})[0]
+        with torch.inference_mode():
+            want = model(batch.inputs, batch.masks).float().numpy()
+        diff = float(abs(got - want).max())
+    except Exception as e:  # ONNX Runtime's shape errors
+        diff, reason = float("inf"), f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    else:
+        reason = f"outputs differ from eager by up to {diff:.3g}"
+    if not diff < 1e-3:
+        raise ExportError(
+            f"the exported graph only works for inputs shaped like the traced example ({reason}): a component "
+            f"computes a size or row count in Python, which tracing freezes.\n{_hint(model)}")
+
+
+def _hint(model: nn.Module) -> str:
+    kinds = sorted({getattr(type(m), "registry_name", type(m).__name__)
+                    for m in getattr(model, "encoders", {}).values()})
+    return (f"Encoders in this model: {', '.join(kinds) or 'unknown'}. The from-scratch encoders and every fusion "
+            "export; the pretrained (Hugging Face) encoders do not yet: serve such a model with --backend torch. A "
+            "custom component must be traceable (no Python control flow on tensor values or sizes).")
 
 
 def to_torchscript(model: nn.Module, processors: dict[str, Processor]) -> tuple[bytes, GraphSignature]:

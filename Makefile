@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench-avdigits clean
+.PHONY: demo test test-all bench-avdigits bench-deploy clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test-all: $(STAMP)
 
 bench-avdigits: $(STAMP)
 	$(PY) benchmarks/avdigits_concat.py
+
+# ONNX/int8/pruning figures, then the server load test (docs/DEPLOYMENT.md); ~15 minutes on 2 idle cores.
+bench-deploy: $(STAMP)
+	$(PY) benchmarks/deploy_onnx.py
+	$(PY) benchmarks/serve_load.py
 
 clean:
 	rm -rf $(VENV) polymodal-demo .pytest_cache

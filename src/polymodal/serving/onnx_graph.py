@@ -108,11 +108,12 @@ def check_generalises(model: nn.Module, processors: dict[str, Processor], data: 
     longer sequences) and compare with eager: a trace silently bakes in any size or count a component computes in
     Python (``len(rows)``, ``.tolist()``), and such a graph must not be written or served."""
     example = placeholder_batch(processors, 5)
+    g = torch.Generator().manual_seed(0)
     inputs = {}
     for k, t in example.inputs.items():
         if not t.is_floating_point() and t.dim() >= 2 and t.shape[1] == 3:
             t = torch.cat([t, t[:, :2]], dim=1)  # 5 positions where the trace saw 3
-        inputs[k] = torch.randn(t.shape) if t.is_floating_point() else t
+        inputs[k] = torch.randn(t.shape, generator=g) if t.is_floating_point() else t
     batch = type(example)(inputs, {m: torch.ones(5, dtype=torch.bool) for m in example.masks})
     try:
         sess = session(data)

@@ -167,3 +167,17 @@ def test_pretrained_tokenizer_needs_a_source(captions):
     cfg = tiny_gen(tokenizer="pretrained")
     with pytest.raises(ConfigError, match="pretrained_tokenizer"):
         Predictor("caption", config=cfg, verbose=False).fit(captions.train)
+
+
+def test_generation_from_audio_image_and_tabular_inputs(train_csv, test_csv):
+    """Every kind of input feeds the decoder's memory (audio time steps, image cells, one tabular token), with
+    missing cells in the tiny table; the target is the demo's review text."""
+    from conftest import tiny_config
+
+    cfg = tiny_config(max_epochs=1)
+    cfg["task"] = {"problem_type": "generation", "generation": {"layers": 1, "dim": 16, "heads": 2}}
+    p = Predictor("text", config=cfg, ignore=["label"], verbose=False).fit(train_csv)
+    assert set(p.model.memory.names) == {"image", "audio", "tabular"}
+    pred = p.predict(test_csv, return_scores=True)
+    assert len(pred) == 30 and pred["text"].map(lambda s: isinstance(s, str)).all()
+    assert p.task.monitor == ("bleu4", "max")

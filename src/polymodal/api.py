@@ -62,7 +62,8 @@ class Predictor:
 
     Args:
         label: name of the target column.
-        problem_type: "binary", "multiclass" or "regression"; inferred from the label when None.
+        problem_type: "binary", "multiclass" or "regression" (inferred from the label when None), or "generation":
+            the label is text to write (captions, free-form answers; see docs/USER_GUIDE.md, "Generation").
         config: a :class:`PolymodalConfig`, a dict, or a YAML/JSON path.
         data_root: folder that relative file paths resolve against (default: the table's folder).
         columns: column → kind overrides ("image", "audio", "text", "numeric", "category", "ignore").

@@ -94,7 +94,7 @@ class GenerationConfig(_Section):
     """The text decoder of ``problem_type: generation`` (captioning, free-form answers) and its tokenizer."""
 
     layers: int = Field(2, ge=1, le=12, description="Transformer decoder layers")
-    dim: int = Field(256, ge=8, description="decoder width")
+    dim: int = Field(128, ge=8, description="decoder width")
     heads: int = Field(4, ge=1, description="attention heads (must divide dim)")
     feedforward: int | None = Field(None, ge=8, description="feed-forward width (None = 2 x dim)")
     dropout: float = Field(0.1, ge=0, lt=1)

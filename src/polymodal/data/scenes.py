@@ -102,7 +102,7 @@ def render(scene: Scene, rng: np.random.Generator, size: int = SCENE_SIZE) -> Im
     for o in scene:
         cx = (o.col + 0.5) * cell + rng.uniform(-2, 2)
         cy = (o.row + 0.5) * cell + rng.uniform(-2, 2)
-        r = rng.uniform(6, 8) * size / SCENE_SIZE
+        r = rng.uniform(0.3, 0.38) * cell  # about 5-6 px at 48x48: neighbours never touch
         fill = COLOURS[o.colour]
         if o.shape == "circle":
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)

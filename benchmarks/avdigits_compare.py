@@ -144,7 +144,8 @@ def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> N
         f"10,000 test rows), {args.epochs} epochs per run (`training.max_epochs: {args.epochs}`), every other "
         f"setting default, {args.seeds} seeds per variant; single-modality models are the same network with the other "
         f"column ignored. References: Ludwig 0.11 defaults {LUDWIG}, linear late fusion {LINEAR_LATE}.  ",
-        f"Status: {status}.",
+        f"Status: {status}.{'  ' if args.note else ''}",
+        *([args.note] if args.note else []),
         "",
         f"| variant | test accuracy (mean ± std over seeds) | min | seeds | beats {LINEAR_LATE} | parameters | "
         f"fit s (mean) | inference ms/row |",
@@ -211,13 +212,21 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.5, help="modality dropout rate of the missing-modality model")
     ap.add_argument("--robustness-rows", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=OUT, help="results folder")
+    ap.add_argument("--note", default="", help="a sentence for the report (e.g. how loaded the machine was)")
     ap.add_argument("--limit", type=int, default=None,
                     help="use only the first N training and test rows (a quick trial: docs are not touched)")
     args = ap.parse_args()
     OUT = args.out.resolve()
     if args.limit is not None:
         FIGURES = OUT / "figures"
-    command = "python benchmarks/avdigits_compare.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # The command that makes the figures: the phase flags only say which part ran last.
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a == "--phase" or a.startswith("--phase=") or a.startswith("--note"):
+            skip = a in ("--phase", "--note")
+            continue
+        argv.append(a)
+    command = "python benchmarks/avdigits_compare.py " + " ".join(shlex.quote(a) for a in argv)
     data = args.data.resolve()
     ensure_data(data)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,9 @@ def _logged_runs() -> list[dict]:
 def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> None:
     runs = _logged_runs()
     summary = summarise(pd.DataFrame(runs))
+    # Single modalities first, then fusions by name, whatever order the runs were made in.
+    summary = summary.sort_values(["kind", "variant"], key=lambda c: c.map({"modality": 0, "fusion": 1})
+                                  if c.name == "kind" else c, kind="stable").reset_index(drop=True)
     write_outputs(summary, OUT, int(summary["seeds"].max()))
     expected = (len(FUSIONS.names()) + 2) * args.seeds  # + image only, audio only
     status = ("all runs finished" if len(runs) >= expected else

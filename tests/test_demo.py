@@ -25,6 +25,9 @@ def test_demo_command_end_to_end_tiny(cli, tmp_path, tiny_config_file):
         p.name for p in run.iterdir()}
     metrics = Predictor.load(run, verbose=False).evaluate(out / "data" / "test.csv")
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["rows"] == 50
+    # It ends by writing the report and printing its path (issue 8, acceptance 3).
+    assert r.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    assert f"{metrics['accuracy']:.4f}" in (out / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Predictor": "polymodal.api",
     "compare": "polymodal.evaluation.compare",
+    "report": "polymodal.reporting",
     "PolymodalConfig": "polymodal.config",
     "PolymodalError": "polymodal.errors",
     "DataError": "polymodal.errors",
@@ -23,6 +24,7 @@ __all__ = [*_EXPORTS, "__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Predictor
     from .evaluation.compare import compare
+    from .reporting import report
     from .config import PolymodalConfig
     from .errors import ConfigError, DataError, PolymodalError, SchemaError
 

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import lightning as L
 import numpy as np
@@ -38,6 +38,9 @@ from .schema import Modality, Schema, infer_problem_type, infer_schema
 from .tasks import Task, build_task
 from .tasks.generation import GenerationTask
 from .training import FitResult, fit_model, predict_outputs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .explain import Explanation, ImportanceResult
 
 log = logging.getLogger("polymodal")
 Data = "pd.DataFrame | str | Path | Table"
@@ -369,6 +372,48 @@ class Predictor:
                 report.write(robustness_out)
             metrics["robustness"] = report
         return metrics
+
+    # ------------------------------------------------------------------------------------------- explain
+    def explain(self, rows: Data, method: str = "occlusion", data_root: str | Path | None = None, *,
+                on_error: str | None = None) -> "list[Explanation]":
+        """Explain each row of ``rows``: what each input column (and each part of it) contributed to the prediction.
+
+        Classification explains the probability of the predicted class, regression the predicted value.
+
+        Args:
+            rows: the rows to explain (a path, DataFrame or Table with the model's columns; a label column, when
+                present, is reported as the target).
+            method: "occlusion" (the drop of the explained number when a part is replaced by "nothing": an image
+                patch by the training mean, a spectrogram block, a token removed, a value set missing) or
+                "integrated_gradients" (gradients integrated from a baseline input; see docs/USER_GUIDE.md,
+                "Explanations").
+            data_root: folder that relative file paths resolve against.
+
+        Returns one :class:`~polymodal.explain.Explanation` per usable row, with the prediction, per-column
+        attributions (image H×W maps over the processed image, audio maps over the log-mel spectrogram, one score
+        per text token, one per numeric/category column), each column's share of the row's attribution, and the
+        fusion's weights over modalities where the fusion has them. Plot one with
+        :func:`polymodal.explain.plot_explanation`. Generation models raise :class:`~polymodal.errors.ExplainError`.
+        """
+        from .explain import explain as _explain
+
+        return _explain(self, rows, method=method, data_root=data_root, on_error=on_error, progress=self.verbose)
+
+    def importance(self, data: Data, *, methods: "tuple[str, ...] | list[str]" = ("drop", "permutation"),
+                   n_bootstrap: int = 200, repeats: int = 1, seed: int = 0, data_root: str | Path | None = None,
+                   on_error: str | None = None) -> "ImportanceResult":
+        """Modality importance on a labelled table: how much the score falls without each input column.
+
+        "drop" makes the column missing in every row (handled natively, as empty cells are); "permutation"
+        shuffles its values across rows (``repeats`` times, averaged). Importance = intact score − score without
+        the column (accuracy for classification; for regression the increase in RMSE), so higher = the model leans
+        on the column more. Confidence intervals come from ``n_bootstrap`` resamples of the rows (the predictions
+        are computed once per variant). Plot with :func:`polymodal.explain.plot_importance`.
+        """
+        from .explain import modality_importance
+
+        return modality_importance(self, data, methods=methods, n_bootstrap=n_bootstrap, repeats=repeats,
+                                   seed=seed, data_root=data_root, on_error=on_error, progress=self.verbose)
 
     # --------------------------------------------------------------------------------------- persistence
     def save(self, path: str | Path, overwrite: bool = True) -> Path:

@@ -261,6 +261,83 @@ def _robustness_table(report: Any) -> RichTable:
     return t
 
 
+@app.command("explain")
+@handles_errors
+def explain_cmd(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+                data: Path = typer.Argument(..., help="Table of rows to explain (with the label column, also the "
+                                            "modality importance)."),
+                out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for explanations.json, one "
+                                             "row_<index>.png per row and importance.csv/.json/.md/.png."),
+                method: str = typer.Option("occlusion", "--method", help="occlusion or integrated_gradients."),
+                rows: int = typer.Option(8, "--rows", help="Explain the first N rows of the table."),
+                importance: Optional[bool] = typer.Option(
+                    None, "--importance/--no-importance", help="Also measure modality importance (drop-one and "
+                    "permutation) on every row of the table (default: when it has the label column)."),
+                bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the importance "
+                                              "confidence intervals."),
+                repeats: int = typer.Option(1, "--repeats", help="Shuffles per column for permutation importance."),
+                data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
+                quiet: bool = QuietOpt) -> None:
+    """Explain predictions: per-row attributions (image heat maps, spectrogram saliency, token highlights,
+    feature bars) and which input columns the model relies on (modality importance with confidence intervals)."""
+    from .api import Predictor
+    from .data.readers import read_table
+    from .errors import ConfigError
+    from .explain import write_explanations
+
+    if rows < 1:
+        raise ConfigError(f"--rows must be at least 1, not {rows}")
+    p = Predictor.load(run, verbose=not quiet)
+    table = read_table(data, data_root if data_root is not None else p.config.data_root)
+    if importance is None:
+        importance = p.label in table.frame.columns
+    explanations = p.explain(table.frame.head(rows), method=method, data_root=table.root, on_error=on_error)
+    result = (p.importance(table.frame, n_bootstrap=bootstrap, repeats=repeats, data_root=table.root,
+                           on_error=on_error) if importance else None)
+    written = write_explanations(out_dir, explanations, result)
+    out.print(_explanations_table(explanations))
+    if result is not None:
+        out.print(_importance_table(result))
+    err.print(f"wrote {len(written)} files to {out_dir}: explanations.json, {len(explanations)} row plots"
+              + (", importance.csv/.json/.md/.png" if result is not None else ""))
+
+
+def _explanations_table(explanations: list[Any]) -> RichTable:
+    """One line per row: prediction, target, and each column's share of the attribution."""
+    cols = list(explanations[0].attributions) if explanations else []
+    method = explanations[0].method if explanations else ""
+    t = RichTable(title=f"explanations ({method}): share of each column", caption="weights: the fusion's own "
+                  "weights over modalities, where it has them")
+    for c in ("row", "prediction", "true"):
+        t.add_column(c)
+    for c in cols:
+        t.add_column(c, justify="right")
+    has_weights = any(e.fusion_weights for e in explanations)
+    if has_weights:
+        t.add_column("weights")
+    for e in explanations:
+        pred = str(e.prediction) + (f" ({e.probability:.2f})" if e.probability is not None else "")
+        cells = [str(e.index), pred, "" if e.target is None else str(e.target)]
+        cells += [f"{e.attributions[c].share:.0%}" if e.attributions[c].present else "empty" for c in cols]
+        if has_weights:
+            cells.append(", ".join(f"{m} {w:.2f}" for m, w in (e.fusion_weights or {}).items()))
+        t.add_row(*cells)
+    return t
+
+
+def _importance_table(result: Any) -> RichTable:
+    loss = "drop" if result.higher_is_better else "increase"
+    t = RichTable(title=f"modality importance: {loss} in {result.metric} without the column "
+                  f"(intact {result.baseline:.3f}, {result.n_rows} rows)",
+                  caption=f"{result.confidence:.0%} bootstrap intervals, {result.n_bootstrap} resamples")
+    for c in ("column", "kind", "method", "importance", "CI"):
+        t.add_column(c, justify="right" if c in ("importance", "CI") else "left")
+    for _, r in result.to_frame().iterrows():
+        ci = "" if r["ci_low"] != r["ci_low"] else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        t.add_row(r["modality"], r["kind"], r["method"], f"{r['importance']:.3f}", ci)
+    return t
+
+
 @app.command("compare")
 @handles_errors
 def compare_cmd(data: Path = typer.Argument(..., help="Labelled table."), label: str = LabelOpt,
@@ -290,7 +367,35 @@ def compare_cmd(data: Path = typer.Argument(..., help="Labelled table."), label:
     out.print(f"wrote {out_dir / 'compare.md'}, compare.csv and compare.png")
 
 
+@app.command("report")
+@handles_errors
+def report_cmd(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+               data: Path = typer.Argument(..., help="Labelled test table."),
+               out_file: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
+               robustness: Optional[Path] = typer.Option(
+                   None, "--robustness", help="robustness.json from `polymodal evaluate --robustness --out DIR` "
+                   "(default: RUN/robustness.json or RUN/robustness/robustness.json when there is one)."),
+               examples: int = typer.Option(6, "--examples", help="Explained test rows in the gallery, about half "
+                                            "right and half wrong (0: none)."),
+               bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the modality-"
+                                             "importance confidence intervals (0: no importance section)."),
+               method: str = typer.Option("occlusion", "--method", help="Attribution method of the gallery: "
+                                          "occlusion or integrated_gradients."),
+               seed: int = typer.Option(0, "--seed", help="Seeds the bootstrap and the choice of gallery rows."),
+               data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
+               quiet: bool = QuietOpt) -> None:
+    """Write one self-contained HTML report (open it in any browser, offline): schema, training curves, test
+    metrics and plots, robustness, modality importance and explained examples."""
+    from .reporting import report
+
+    path = report(run, data, out_file, robustness=robustness, n_examples=examples, n_bootstrap=bootstrap,
+                  explain_method=method, seed=seed, data_root=data_root, on_error=on_error,
+                  progress=None if quiet else lambda msg: err.print(msg, style="dim", highlight=False))
+    out.print(str(path), soft_wrap=True, markup=False, highlight=False)  # one line, so scripts can read it
+
+
 DEMO_TASKS = ("classification", "captioning", "qa")
+DEMO_REPORT_EXAMPLES, DEMO_REPORT_BOOTSTRAP = 4, 50
 
 
 @app.command()
@@ -329,8 +434,15 @@ def _demo_classification(out_dir: Path, rows: Optional[int], config: Optional[Pa
     run = p.save(out_dir / "run")
     metrics = p.evaluate(paths.test)
     out.print(_metrics_table(f"demo: test metrics ({int(metrics['rows'])} held-out rows)", metrics))
+    from .reporting import report
+
+    # Fewer bootstrap resamples than `polymodal report`'s default keep the demo quick; the intervals are wider.
+    page = report(run, paths.test, out_dir / "report.html", robustness=None, n_examples=DEMO_REPORT_EXAMPLES,
+                  n_bootstrap=DEMO_REPORT_BOOTSTRAP, seed=seed,
+                  progress=None if quiet else lambda msg: err.print(msg, style="dim", highlight=False))
     out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
     out.print(f"next: polymodal evaluate {run} {paths.test}")
+    out.print(f"report: {page}", soft_wrap=True, markup=False, highlight=False)
 
 
 def _examples_table(title: str, frame: Any, columns: list[str]) -> RichTable:

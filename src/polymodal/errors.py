@@ -72,3 +72,7 @@ def row_label(value: Hashable) -> Hashable:
 
 class ExportError(PolymodalError):
     """A model could not be exported, quantized or pruned, or an export directory is unusable."""
+
+
+class ExplainError(PolymodalError, ValueError):
+    """An explanation or a modality-importance measurement cannot be computed for this model or these rows."""

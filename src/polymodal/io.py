@@ -47,3 +47,23 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_files(out_dir: str | Path, files: dict[str, bytes], error: type[Exception]) -> list[Path]:
+    """Write already-rendered ``files`` (name -> bytes) into ``out_dir`` and return their paths.
+
+    A new folder appears complete or not at all; in an existing folder each file is replaced atomically and other
+    files there are left alone. ``error`` is raised when ``out_dir`` exists and is not a folder.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise error(f"{out_dir} exists and is not a folder; choose another output folder")
+    if out_dir.is_dir():
+        for name, data in files.items():
+            with atomic_file(out_dir / name, "wb") as f:
+                f.write(data)
+    else:
+        with atomic_dir(out_dir) as tmp:
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+    return [out_dir / n for n in files]

@@ -46,6 +46,11 @@ class DemoPaths:
 
 
 def _image(rng: np.random.Generator, circle: bool) -> Image.Image:
+    return _image_and_box(rng, circle)[0]
+
+
+def _image_and_box(rng: np.random.Generator, circle: bool) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The image and the shape's bounding box (x0, y0, x1, y1) in its pixels, inclusive."""
     bg = int(rng.integers(200, 256))
     arr = np.clip(bg + rng.normal(0, 8, (IMAGE_SIZE, IMAGE_SIZE, 3)), 0, 255).astype(np.uint8)
     im = Image.fromarray(arr, "RGB")
@@ -55,7 +60,7 @@ def _image(rng: np.random.Generator, circle: bool) -> Image.Image:
     colour = COLOURS[int(rng.integers(len(COLOURS)))]
     box = (cx - r, cy - r, cx + r, cy + r)
     (draw.ellipse if circle else draw.rectangle)(box, fill=colour)
-    return im
+    return im, box
 
 
 def _chirp(rng: np.random.Generator, rising: bool) -> np.ndarray:
@@ -74,9 +79,19 @@ def _review(rng: np.random.Generator, positive: bool) -> str:
     return f"{rng.choice(OPENERS)} the {rng.choice(ITEMS)} was {adj} {rng.choice(CLOSERS)}"
 
 
-def generate(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", missing_rate: float = 0.01) -> pd.DataFrame:
-    """Write ``n`` rows of files under ``out_dir`` and return their table (paths relative to ``out_dir``)."""
+def generate(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", missing_rate: float = 0.01,
+             distractor: bool = False) -> pd.DataFrame:
+    """Write ``n`` rows of files under ``out_dir`` and return their table (paths relative to ``out_dir``).
+
+    ``distractor=True`` adds a numeric column ``noise`` (standard normal, empty in ``missing_rate`` of the rows like
+    the other columns) that the label does not depend on, as a known-useless input for checking explanations and
+    modality importance. It is drawn from its own random stream, so every other column is the same with or
+    without it.
+    """
     out = Path(out_dir)
+    noise_rng = np.random.default_rng([seed, 1])
+    noise = noise_rng.normal(0.0, 1.0, n) if distractor else None
+    noise_missing = noise_rng.random(n) < missing_rate if distractor else None
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -92,6 +107,9 @@ def generate(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", missi
         row = {"image": image_path, "audio": audio_path, "text": _review(rng, bits[2]),
                "reading": round(float(reading), 3), "region": str(region),
                "label": LABELS[int(bits.sum())]}
+        if noise is not None:
+            row = {**{k: v for k, v in row.items() if k != "label"},
+                   "noise": None if noise_missing[i] else round(float(noise[i]), 3), "label": row["label"]}
         for col in ("image", "audio", "text", "reading"):
             if rng.random() < missing_rate:
                 row[col] = None
@@ -116,12 +134,16 @@ IMAGE_TEXT_LABELS = {(True, True): "circle-good", (True, False): "circle-bad", (
 
 
 def generate_image_text(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "",
-                        adjectives: slice = slice(None)) -> pd.DataFrame:
+                        adjectives: slice = slice(None), shape_box: bool = False) -> pd.DataFrame:
     """Seed 000's task: an image and a review, four classes (shape × sentiment), so both columns are needed.
 
     ``adjectives`` picks which of the positive/negative adjectives reviews use (e.g. ``slice(0, 3)`` for training
     and ``slice(3, 6)`` for a test of words never seen in training, where only a pretrained text model can tell
     the sentiment). Writes the images under ``out_dir/images`` and returns the table (image, text, label).
+
+    ``shape_box=True`` adds a column ``shape_box``: the shape's bounding box "x0,y0,x1,y1" in image pixels
+    (inclusive; the images are 32×32), for checking where image explanations look. Leave it out of a fit
+    (``ignore=["shape_box"]``): it is not an input.
     """
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -131,8 +153,12 @@ def generate_image_text(out_dir: str | Path, n: int, seed: int = 0, prefix: str 
     for i in range(n):
         circle, good = (bool(b) for b in rng.integers(0, 2, 2))
         path = f"images/{prefix}{i:05d}.png"
-        _image(rng, circle).save(out / path)
+        im, box = _image_and_box(rng, circle)
+        im.save(out / path)
         adj = rng.choice(pos if good else neg)
         text = f"{rng.choice(OPENERS)} the {rng.choice(ITEMS)} was {adj} {rng.choice(CLOSERS)}"
-        rows.append({"image": path, "text": text, "label": IMAGE_TEXT_LABELS[(circle, good)]})
+        row = {"image": path, "text": text, "label": IMAGE_TEXT_LABELS[(circle, good)]}
+        if shape_box:
+            row["shape_box"] = ",".join(str(v) for v in box)
+        rows.append(row)
     return pd.DataFrame(rows)

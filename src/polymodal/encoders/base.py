@@ -57,6 +57,13 @@ class Encoder(nn.Module):
     def encode(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
         raise NotImplementedError
 
+    def lookup_tables(self) -> dict[str, nn.Embedding]:
+        """The embedding tables this encoder applies to its integer inputs, keyed by what each one embeds (the
+        modality's name for a token sequence, a column's name for a category). Integrated gradients
+        (:mod:`polymodal.explain`) interpolates their outputs, since integer ids cannot be interpolated; an encoder
+        without such tables returns ``{}``."""
+        return {}
+
 
 def build_encoder(name: str, params: dict[str, Any], modality: Modality, processor: Any) -> Encoder:
     cls = ENCODERS.get(name)

@@ -28,6 +28,7 @@ class TabularMLP(Encoder):
     def __init__(self, modality: Modality, processor: Any, config: TabularMLPConfig):
         super().__init__(modality, processor, config)
         self.n_numeric = len(processor.numeric)
+        self.categorical = list(processor.categorical)
         self.embeds = nn.ModuleList(
             nn.Embedding(n, min(config.max_embedding_dim, max(2, round(1.6 * n ** 0.56))))
             for n in processor.cardinalities())
@@ -37,6 +38,9 @@ class TabularMLP(Encoder):
             layers += [nn.Linear(width, config.hidden), nn.GELU(), nn.Dropout(config.dropout)]
             width = config.hidden
         self.mlp = nn.Sequential(*layers, nn.Linear(width, config.dim))
+
+    def lookup_tables(self) -> dict[str, nn.Embedding]:
+        return dict(zip(self.categorical, self.embeds))
 
     def encode(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
         name = self.modality.name

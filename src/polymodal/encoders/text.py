@@ -37,6 +37,9 @@ class TextRNN(Encoder):
         self.token_proj = nn.Linear(2 * config.hidden, config.dim)
         self.proj = nn.Linear(4 * config.hidden, config.dim)
 
+    def lookup_tables(self) -> dict[str, nn.Embedding]:
+        return {self.modality.name: self.embed}
+
     def encode(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
         ids = inputs[self.modality.name]
         tmask = ids != 0
@@ -69,6 +72,9 @@ class TextTransformer(Encoder):
                                            norm_first=True, activation="gelu")
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
+
+    def lookup_tables(self) -> dict[str, nn.Embedding]:
+        return {self.modality.name: self.embed}
 
     def encode(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
         ids = inputs[self.modality.name][:, : self.config.max_positions]

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Prepared, make_loader
 from ..data.processors import Processor
-from ..io import atomic_dir, atomic_file
+from ..io import write_files
 from ..training import predict_outputs
 from .corruptions import CORRUPTIONS, Corruption, CorruptionError, corrupt_items
 
@@ -303,17 +303,7 @@ class RobustnessReport:
             "robustness.json": (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode(),
             "robustness.md": self.markdown().encode(),
             **{f"robustness_{_safe(m)}.png": self.plot(m) for m in self.kinds}}
-        if out_dir.exists() and not out_dir.is_dir():
-            raise CorruptionError(f"{out_dir} exists and is not a folder; choose another output folder")
-        if out_dir.is_dir():
-            for name, data in files.items():
-                with atomic_file(out_dir / name, "wb") as f:
-                    f.write(data)
-        else:
-            with atomic_dir(out_dir) as tmp:
-                for name, data in files.items():
-                    (tmp / name).write_bytes(data)
-        return [out_dir / n for n in files]
+        return write_files(out_dir, files, CorruptionError)
 
 
 def _safe(name: str) -> str:

@@ -41,12 +41,40 @@ class CLSTransformerFusion(Fusion):
         self.encoder = transformer_stack(dim, params.heads, params.layers, dropout)
         self.norm = nn.LayerNorm(dim)
 
-    def readout(self, seqs: list[torch.Tensor], keeps: list[torch.Tensor]) -> torch.Tensor:
-        """Prepend [CLS] to the token sequences [B, T_i, D] (valid where ``keeps`` [B, T_i]), encode, read [CLS]."""
+    def sequences(self, encoded: dict[str, Encoded]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each modality's token sequence [B, T_i, D] and which of its positions are valid [B, T_i]."""
+        raise NotImplementedError
+
+    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        return self.readout(*self.sequences(encoded))
+
+    def _with_cls(self, seqs: list[torch.Tensor], keeps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         b = seqs[0].shape[0]
         seq = torch.cat([self.cls.expand(b, -1, -1), *seqs], 1)
         keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=seq.device), *keeps], 1)
+        return seq, keep
+
+    def readout(self, seqs: list[torch.Tensor], keeps: list[torch.Tensor]) -> torch.Tensor:
+        """Prepend [CLS] to the token sequences [B, T_i, D] (valid where ``keeps`` [B, T_i]), encode, read [CLS]."""
+        seq, keep = self._with_cls(seqs, keeps)
         return self.norm(self.encoder(seq, src_key_padding_mask=~keep)[:, 0])
+
+    def modality_weights(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        """The last layer's attention from [CLS] to each modality's tokens (heads averaged, summed over the
+        modality's tokens), renormalised over the modalities: [CLS] attending to itself is left out."""
+        seqs, keeps = self.sequences(encoded)
+        x, keep = self._with_cls(seqs, keeps)
+        weights = None
+        # The layers' fused fast path never returns attention weights: replay each (pre-norm) layer by hand.
+        for layer in self.encoder.layers:
+            h = layer.norm1(x)
+            out, weights = layer.self_attn(h, h, h, key_padding_mask=~keep, need_weights=True,
+                                           average_attn_weights=True)
+            x = x + layer.dropout1(out)
+            x = x + layer._ff_block(layer.norm2(x))
+        cls_row = weights[:, 0, 1:]  # [B, sum T_i]
+        per_modality = torch.stack([part.sum(1) for part in cls_row.split([s.shape[1] for s in seqs], dim=1)], 1)
+        return per_modality / per_modality.sum(1, keepdim=True).clamp_min(torch.finfo(per_modality.dtype).tiny)
 
 
 @register(FUSIONS, "attention")
@@ -59,7 +87,7 @@ class AttentionFusion(CLSTransformerFusion):
         super().__init__(inputs, dim, dropout, params)
         self.missing = nn.Parameter(torch.zeros(len(inputs), dim))
 
-    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+    def sequences(self, encoded: dict[str, Encoded]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         tokens, present = [], []
         for i, f in enumerate(self.inputs):
             enc = encoded[f.name]
@@ -67,4 +95,4 @@ class AttentionFusion(CLSTransformerFusion):
             x = torch.where(enc.mask.unsqueeze(1), x, self.missing[i].to(x.dtype).expand_as(x))
             tokens.append((x + self.type_emb[i]).unsqueeze(1))
             present.append(enc.mask.unsqueeze(1))
-        return self.readout(tokens, present)
+        return tokens, present

@@ -53,6 +53,12 @@ class Fusion(nn.Module):
         """The training loss of the model's outputs; decision-level fusions add their per-modality heads' losses."""
         return task.loss(outputs, target)
 
+    def modality_weights(self, encoded: dict[str, Encoded]) -> torch.Tensor | None:
+        """How much weight this fusion gives each modality in each row: ``[B, M]`` in the order of ``inputs``,
+        rows summing to 1 over the present modalities (0 for absent ones); None for fusions that have no such
+        weights (concatenation, products). Read by the explanations; never used in training."""
+        return None
+
 
 class MissingEmbedding(nn.Module):
     """A learned vector per modality that stands in for the pooled embedding of an absent modality."""

@@ -60,6 +60,11 @@ class WeightedFusion(Fusion):
         fused = torch.where(any_present, fused, self.empty.to(h.dtype).expand_as(fused))
         return self.mlp(fused)
 
+    def modality_weights(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        """The learned softmax weights, renormalised over each row's present modalities."""
+        masks = torch.stack([encoded[f.name].mask for f in self.inputs], dim=1)
+        return _masked_softmax(self.logits.expand(masks.shape[0], -1), masks)
+
 
 @register(FUSIONS, "product")
 class ProductFusion(Fusion):

@@ -24,13 +24,21 @@ class GatedFusion(Fusion):
         self.empty = nn.Parameter(torch.zeros(dim))  # output of a row with no modality present
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+    def _gates(self, encoded: dict[str, Encoded]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(inputs with absent ones filled in, presence masks [B, M], gates [B, M, D] summing to 1 over M)."""
         xs = [self.missing(f.name, encoded[f.name]) for f in self.inputs]
         masks = torch.stack([encoded[f.name].mask for f in self.inputs], dim=1)  # [B, M]
-        hs = torch.stack([torch.tanh(self.proj[f.name](x)) for f, x in zip(self.inputs, xs)], dim=1)  # [B, M, D]
-        b, m, d = hs.shape
+        b, m, d = masks.shape[0], len(self.inputs), self.dim
         logits = self.gate(torch.cat(xs, dim=1)).view(b, m, d)
-        z = _masked_softmax(logits, masks.unsqueeze(-1).expand(b, m, d))  # softmax over modalities, per feature
+        return xs, masks, _masked_softmax(logits, masks.unsqueeze(-1).expand(b, m, d))  # over modalities, per feature
+
+    def modality_weights(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        """Each modality's gate, averaged over the fused features."""
+        return self._gates(encoded)[2].mean(-1)
+
+    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        xs, masks, z = self._gates(encoded)
+        hs = torch.stack([torch.tanh(self.proj[f.name](x)) for f, x in zip(self.inputs, xs)], dim=1)  # [B, M, D]
         hs = torch.where(masks.unsqueeze(-1), hs, torch.zeros_like(hs))
         fused = (z * hs).sum(1)
         fused = torch.where(masks.any(1, keepdim=True), fused, self.empty.to(fused.dtype).expand_as(fused))

@@ -24,12 +24,16 @@ class MessageStep(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.scale = 1.0 / math.sqrt(dim)
 
-    def forward(self, h: torch.Tensor, sender: torch.Tensor) -> torch.Tensor:
+    def attention(self, h: torch.Tensor, sender: torch.Tensor) -> torch.Tensor:
+        """[B, N, N]: how much node i listens to node j (rows sum to 1 over the present senders)."""
         scores = torch.einsum("bid,bjd->bij", self.q(h), self.k(h)) * self.scale
         s = sender.unsqueeze(1)  # [B, 1, N]: which nodes may send
         scores = scores.masked_fill(~s, torch.finfo(scores.dtype).min / 2)
         w = torch.softmax(scores, -1) * s.to(scores.dtype)  # exact zeros for absent senders
-        w = w / w.sum(-1, keepdim=True).clamp_min(1e-6)  # rows with no sender get no message
+        return w / w.sum(-1, keepdim=True).clamp_min(1e-6)  # rows with no sender get no message
+
+    def forward(self, h: torch.Tensor, sender: torch.Tensor) -> torch.Tensor:
+        w = self.attention(h, sender)
         msg = torch.einsum("bij,bjd->bid", w, self.v(h))
         return self.norm(h + self.drop(self.o(msg)))
 
@@ -49,7 +53,7 @@ class GraphFusion(Fusion):
         self.empty = nn.Parameter(torch.zeros(dim))
         self.out = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout))
 
-    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+    def _nodes(self, encoded: dict[str, Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
         nodes, present = [], []
         for i, f in enumerate(self.inputs):
             enc = encoded[f.name]
@@ -57,8 +61,19 @@ class GraphFusion(Fusion):
             x = torch.where(enc.mask.unsqueeze(1), x, self.missing[i].to(x.dtype).expand_as(x))
             nodes.append(x + self.type_emb[i])
             present.append(enc.mask.bool())
-        h = torch.stack(nodes, 1)  # [B, N, D]
-        mask = torch.stack(present, 1)  # [B, N]
+        return torch.stack(nodes, 1), torch.stack(present, 1)  # [B, N, D], [B, N]
+
+    def modality_weights(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        """The last round's attention each modality receives, averaged over the present receiving modalities."""
+        h, mask = self._nodes(encoded)
+        for step in self.steps[:-1]:
+            h = step(h, mask)
+        w = self.steps[-1].attention(h, mask)  # [B, receiver, sender]
+        r = mask.unsqueeze(-1).to(w.dtype)
+        return (w * r).sum(1) / r.sum(1).clamp_min(1.0)
+
+    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        h, mask = self._nodes(encoded)
         for step in self.steps:
             h = step(h, mask)
         m = mask.unsqueeze(-1).to(h.dtype)

@@ -69,6 +69,13 @@ class LateFusion(Fusion):
         none = ~masks.any(dim=1, keepdim=True)
         return torch.where(none, self.empty.to(out.dtype).expand_as(out), out)
 
+    def modality_weights(self, encoded: dict[str, Encoded]) -> torch.Tensor | None:
+        """The learned combination weights over the present modalities (None for a vote: every head counts once)."""
+        if self.params.combine == "vote":
+            return None
+        masks = torch.stack([encoded[f.name].mask for f in self.inputs], dim=1)
+        return _masked_softmax(self.logits.expand(masks.shape[0], -1), masks)
+
     @staticmethod
     def _vote(heads: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         present = masks.unsqueeze(-1).to(heads.dtype)

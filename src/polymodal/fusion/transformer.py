@@ -27,7 +27,7 @@ class TransformerFusion(CLSTransformerFusion):
         super().__init__(inputs, dim, dropout, params)
         self.pos_emb = nn.Parameter(torch.randn(params.max_tokens, dim) * 0.02)
 
-    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+    def sequences(self, encoded: dict[str, Encoded]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         seqs, keeps = [], []
         for i, f in enumerate(self.inputs):
             enc = encoded[f.name]
@@ -43,4 +43,4 @@ class TransformerFusion(CLSTransformerFusion):
             toks = toks * keep.unsqueeze(-1).to(toks.dtype)
             seqs.append(self.proj[f.name](toks) + self.type_emb[i] + self.pos_emb[:t])
             keeps.append(keep)
-        return self.readout(seqs, keeps)
+        return seqs, keeps

@@ -1,0 +1,226 @@
+"""Matplotlib figures of explanations and modality importance, readable at a glance.
+
+Attribution colours are diverging everywhere: red supports the prediction (taking that part away lowers the
+explained number), blue speaks against it, white is neutral; each panel's colour bar gives the scale.
+"""
+from __future__ import annotations
+
+import io
+import math
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .attributions import Explanation, ModalityAttribution
+    from .importance import ImportanceResult
+
+CMAP = "RdBu_r"
+METHOD_NAMES = {"occlusion": "occlusion", "integrated_gradients": "integrated gradients"}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window (and work without a display)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_png(fig: "Figure", dpi: int = 110) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _limit(values: np.ndarray) -> float:
+    m = float(np.abs(values).max()) if values.size else 0.0
+    return m if m > 0 else 1e-6
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:.3g}"
+    return "—" if v is None else str(v)
+
+
+# ---------------------------------------------------------------------------------------------- importance
+def plot_importance(result: "ImportanceResult") -> "Figure":
+    """Horizontal bars, one panel per method: each column's importance with its bootstrap interval."""
+    plt = _pyplot()
+    frame = result.to_frame()
+    methods = list(dict.fromkeys(frame["method"]))
+    n_cols = max(1, frame["modality"].nunique())
+    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(5.2 * max(1, len(methods)), 1.2 + 0.5 * n_cols),
+                             squeeze=False, sharey=False)
+    loss = "increase" if not result.higher_is_better else "drop"
+    for ax, method in zip(axes[0], methods):
+        part = frame[frame["method"] == method].iloc[::-1]  # most important on top
+        y = np.arange(len(part))
+        imp = part["importance"].to_numpy(dtype=float)
+        lo, hi = part["ci_low"].to_numpy(dtype=float), part["ci_high"].to_numpy(dtype=float)
+        err = None if np.isnan(lo).all() else np.vstack([np.maximum(imp - lo, 0), np.maximum(hi - imp, 0)])
+        # Red: a measurable loss (the interval above 0); grey: no measurable effect.
+        sure = imp > 0 if np.isnan(lo).all() else lo > 0
+        colours = ["#c0392b" if s else "#95a5a6" for s in sure]
+        ax.barh(y, imp, xerr=err, color=colours, alpha=0.85, capsize=4, error_kw={"elinewidth": 1.2})
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, [f"{m} ({k})" if k else m for m, k in zip(part["modality"], part["kind"])])
+        ax.set_xlabel(f"{loss} in {result.metric} without the column")
+        what = "column made missing" if method == "drop" else (
+            f"column shuffled across rows{f', {result.repeats}×' if result.repeats > 1 else ''}")
+        ax.set_title(f"{method}: {what}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"Modality importance — {result.metric} {result.baseline:.3f} on {result.n_rows} intact rows; "
+                 f"{result.confidence:.0%} bootstrap CI ({result.n_bootstrap} resamples)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- explanation
+def _colorbar(fig: "Figure", mappable: Any, ax: "Axes", label: str) -> None:
+    cb = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
+    cb.set_label(label, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+
+def _image_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
+    if a.background is not None:
+        # The pixels in grey under the heat map: the shapes stay visible and the colours are the attribution's.
+        grey = a.background @ np.array([0.299, 0.587, 0.114])
+        ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    lim = _limit(a.scores)
+    im = ax.imshow(a.scores, cmap=CMAP, vmin=-lim, vmax=lim, alpha=0.6 if a.background is not None else 1.0,
+                   interpolation="nearest")
+    h, w = a.scores.shape
+    ax.set_xlabel(f"x (pixels of the {w}×{h} processed image)", fontsize=8)
+    ax.set_ylabel("y (pixels)", fontsize=8)
+    _colorbar(fig, im, ax, unit)
+
+
+def _audio_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
+    f, t = a.scores.shape
+    if a.background is not None:
+        ax.imshow(a.background, origin="lower", aspect="auto", cmap="gray_r", interpolation="nearest")
+    lim = _limit(a.scores)
+    im = ax.imshow(a.scores, origin="lower", aspect="auto", cmap=CMAP, vmin=-lim, vmax=lim,
+                   alpha=0.6 if a.background is not None else 1.0, interpolation="nearest")
+    ax.set_xlabel(f"time frame (of {t}; log-mel spectrogram, dark = loud)", fontsize=8)
+    ax.set_ylabel(f"mel band (of {f})", fontsize=8)
+    _colorbar(fig, im, ax, unit)
+
+
+def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
+    plt = _pyplot()
+    ax.set_axis_off()
+    tokens = a.tokens or []
+    scores = np.asarray(a.scores, dtype=float)
+    lim = _limit(scores)
+    cmap = plt.get_cmap(CMAP)
+    # Each word is placed right of the previous one (in points, so a later tight_layout cannot make them overlap);
+    # lines wrap at a character budget that fits the panel.
+    y, line, budget, used, prev = 0.85, 0.16, 38, 0, None
+    for tok, s in zip(tokens, scores):
+        style = {"fontsize": 11, "va": "center", "ha": "left", "color": "white" if abs(s) > 0.6 * lim else "black",
+                 "bbox": {"boxstyle": "round,pad=0.25", "facecolor": cmap(0.5 + 0.5 * s / lim), "edgecolor": "none"}}
+        if prev is None or used + len(tok) > budget:
+            if prev is not None:
+                y -= line
+            prev, used = ax.text(0.02, y, tok, transform=ax.transAxes, **style), len(tok) + 1
+            continue
+        prev = ax.annotate(tok, xy=(1, 0.5), xycoords=prev, xytext=(7, 0), textcoords="offset points", **style)
+        used += len(tok) + 1
+    if tokens:
+        top = int(np.argmax(scores))
+        ax.text(0.02, max(y - line, 0.02), f"top token: '{tokens[top]}' ({scores[top]:+.3g})",
+                transform=ax.transAxes, fontsize=8, color="#333333")
+    sm = plt.cm.ScalarMappable(cmap=CMAP, norm=plt.Normalize(-lim, lim))
+    _colorbar(fig, sm, ax, unit)
+
+
+def _tabular_panel(fig: "Figure", ax: "Axes", cols: list["ModalityAttribution"], unit: str) -> None:
+    names = [f"{a.column} = {_fmt(a.value)}" for a in cols][::-1]
+    vals = np.array([a.total for a in cols][::-1], dtype=float)
+    colours = ["#c0392b" if v > 0 else "#2e86c1" for v in vals]
+    ax.barh(np.arange(len(vals)), vals, color=colours)
+    ax.set_yticks(np.arange(len(vals)), names, fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(unit, fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _shares_panel(ax: "Axes", e: "Explanation") -> None:
+    cols = list(e.attributions)
+    shares = np.array([e.attributions[c].share for c in cols], dtype=float)
+    y = np.arange(len(cols))[::-1]
+    ax.barh(y, shares, color="#c0392b", alpha=0.85, label="attribution share")
+    if e.fusion_weights:
+        # The fusion weighs modalities; a tabular modality's weight is drawn next to each of its columns' bars.
+        mods = {c: c if c in e.fusion_weights else next((m for m in e.fusion_weights if m not in e.attributions),
+                                                        None) for c in cols}
+        w = np.array([e.fusion_weights.get(mods[c], np.nan) if mods[c] else np.nan for c in cols], dtype=float)
+        ax.scatter(w, y, marker="D", color="black", zorder=3, label="fusion weight (modality)")
+        ax.legend(fontsize=7, loc="lower right")
+    labels = [f"{c}{'' if e.attributions[c].present else ' (empty)'}" for c in cols]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the row's |attribution|", fontsize=8)
+    ax.set_title("columns", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_explanation(explanation: "Explanation") -> "Figure":
+    """One panel per modality (image overlay, spectrogram saliency, highlighted tokens, tabular bars) after a
+    panel of each column's share; titled with the prediction, the true label and the method."""
+    plt = _pyplot()
+    e = explanation
+    unit = ("drop in " if e.method == "occlusion" else "IG attribution to ") + (e.explained or "the prediction")
+    unit_short = "\n".join(textwrap.wrap(unit, 34))
+    attrs = list(e.attributions.values())
+    grids = [a for a in attrs if a.scores.ndim == 2]
+    texts = [a for a in attrs if a.tokens is not None]
+    tab = [a for a in attrs if a.scores.ndim == 0]
+    panels: list[tuple[str, Any]] = [("shares", None)]
+    panels += [(a.kind if a.kind in ("image", "audio") else "grid", a) for a in grids]
+    panels += [("text", a) for a in texts]
+    if tab:
+        panels.append(("tabular", tab))
+    ncols = min(len(panels), 3)
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.9 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (kind, a) in zip(axes.flat, panels):
+        if kind == "shares":
+            _shares_panel(ax, e)
+            continue
+        if kind == "tabular":
+            _tabular_panel(fig, ax, a, unit_short)
+            ax.set_title("numbers and categories", fontsize=10)
+            continue
+        ax.set_title(f"{a.column} ({a.kind}), share {a.share:.0%}" + ("" if a.present else " — empty in this row"),
+                     fontsize=10)
+        if not a.present:
+            ax.set_axis_off()
+            continue
+        if kind == "text":
+            _text_panel(fig, ax, a, unit_short)
+        elif kind == "audio":
+            _audio_panel(fig, ax, a, unit_short)
+        else:
+            _image_panel(fig, ax, a, unit_short)
+    pred = _fmt(e.prediction) + (f" (p = {e.probability:.2f})" if e.probability is not None else "")
+    truth = "" if e.target is None else f", true {_fmt(e.target)}" + (
+        " ✓" if str(e.target) == str(e.prediction) else " ✗")
+    fig.suptitle(f"row {_fmt(e.index)}: predicted {pred}{truth} — {METHOD_NAMES.get(e.method, e.method)}",
+                 fontsize=12)
+    fig.tight_layout()
+    return fig

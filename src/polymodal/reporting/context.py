@@ -1,0 +1,200 @@
+"""Everything a report is built from, gathered once: the run's summary, its training history, the test table scored
+once, and the optional robustness sweep. Sections only read from a :class:`ReportContext`."""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..evaluation.robustness import RobustnessReport
+from ..tasks.classification import ClassificationTask, label_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api import Predictor
+
+#: Where a run directory's robustness sweep is looked for when none is given (`polymodal evaluate RUN DATA
+#: --robustness --out RUN/robustness` writes the second).
+ROBUSTNESS_LOCATIONS = ("robustness.json", "robustness/robustness.json")
+
+
+@dataclass
+class ReportOptions:
+    """What to compute. The defaults suit a test table of a few hundred rows on a laptop CPU.
+
+    Args:
+        n_examples: explained examples in the gallery (about half correct, half wrong); 0 leaves the gallery out.
+        n_bootstrap: bootstrap resamples for the modality-importance confidence intervals; 0 leaves the section out.
+        importance_methods: "drop" (modality emptied = missing) and/or "permutation" (shuffled across rows).
+        explain_method: "occlusion" or "integrated_gradients" for the gallery.
+        seed: seeds the bootstrap and the choice of gallery rows.
+    """
+
+    n_examples: int = 6
+    n_bootstrap: int = 200
+    importance_methods: tuple[str, ...] = ("drop", "permutation")
+    explain_method: str = "occlusion"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_examples < 0 or self.n_bootstrap < 0:
+            raise ConfigError(f"n_examples and n_bootstrap must be 0 or more (got {self.n_examples} and "
+                              f"{self.n_bootstrap}); 0 leaves that section out")
+
+
+@dataclass
+class ColumnInfo:
+    name: str
+    kind: str
+    modality: str
+    encoder: str
+    reason: str
+
+
+@dataclass
+class RunSummary:
+    """What was trained, on what, and how the training went."""
+
+    label: str
+    problem_type: str
+    columns: list[ColumnInfo]
+    fusion: str
+    fusion_params: dict[str, Any]
+    classes: list[Any] | None
+    run_dir: Path | None
+    fit: dict[str, Any]                     # best_epoch, epochs_run, fit_seconds, stopped_early (when known)
+    validation: dict[str, float]
+    parameters: int
+    monitor: tuple[str, str]
+
+
+@dataclass
+class Scored:
+    """The test table scored once: the usable labelled rows in output order, their outputs and predictions."""
+
+    frame: pd.DataFrame          # usable rows, original index kept
+    root: Path                   # folder their relative file paths resolve against
+    source: str
+    y_true: pd.Series            # labels in their own values, aligned with `frame`
+    outputs: Any
+    predictions: np.ndarray
+    proba: np.ndarray | None     # classification: one column per class
+    metrics: dict[str, float]
+
+    def correct(self) -> np.ndarray | None:
+        """Per-row correctness (classification), None for other problems."""
+        if self.proba is None:
+            return None
+        return np.array([label_key(t) == label_key(p) for t, p in zip(self.y_true, self.predictions)])
+
+
+@dataclass
+class ReportContext:
+    predictor: "Predictor"
+    summary: RunSummary
+    history: pd.DataFrame | None
+    scored: Scored
+    robustness: RobustnessReport | None
+    robustness_source: str | None
+    options: ReportOptions
+    progress: Callable[[str], None] = field(default=lambda msg: None)
+
+    @property
+    def is_classification(self) -> bool:
+        return isinstance(self.predictor.task, ClassificationTask)
+
+
+# ------------------------------------------------------------------------------------------------ gathering
+def summarise(predictor: "Predictor", run_dir: Path | None) -> RunSummary:
+    from ..model import count_parameters
+
+    cfg = predictor.config
+    modality_of = {c: m for m in predictor.modalities for c in m.columns}
+    columns = []
+    for c in predictor.schema.columns:
+        mod = modality_of.get(c.name)
+        enc = cfg.encoders.get(mod.kind) if mod is not None else None
+        columns.append(ColumnInfo(c.name, c.kind.value, mod.name if mod else "—",
+                                  _describe(enc.name, enc.params()) if enc else "—", c.reason))
+    fit: dict[str, Any] = {}
+    validation: dict[str, float] = {}
+    r = predictor.fit_result
+    if r is not None:
+        fit = {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "fit_seconds": r.fit_seconds,
+               "stopped_early": r.stopped_early}
+        validation = dict(r.validation)
+    task = predictor.task
+    return RunSummary(
+        label=predictor.label, problem_type=task.problem_type, columns=columns, fusion=cfg.fusion.name,
+        fusion_params={"dim": cfg.fusion.dim, "dropout": cfg.fusion.dropout, **cfg.fusion.params()},
+        classes=list(task.classes) if isinstance(task, ClassificationTask) else None, run_dir=run_dir,
+        fit=fit, validation=validation, parameters=count_parameters(predictor.model), monitor=tuple(task.monitor))
+
+
+def _describe(name: str, params: dict[str, Any]) -> str:
+    return name + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
+
+
+def read_history(predictor: "Predictor", run_dir: Path | None) -> pd.DataFrame | None:
+    """Per-epoch training log: from the fitted predictor, else the run directory's training_log.csv."""
+    rows = predictor.fit_result.history if predictor.fit_result is not None else []
+    if rows:
+        return pd.DataFrame(rows)
+    path = run_dir / "training_log.csv" if run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        frame = pd.DataFrame(list(csv.DictReader(f)))
+    if frame.empty:
+        return None
+    return frame.apply(pd.to_numeric, errors="coerce")
+
+
+def score(predictor: "Predictor", data: Any, data_root: str | Path | None, on_error: str | None) -> Scored:
+    """Decode and score the labelled test table once (rows with an empty label are left out, as in evaluate)."""
+    from ..data.readers import read_table
+
+    table = read_table(data, data_root if data_root is not None else predictor.config.data_root)
+    outputs, frame, prepared = predictor._outputs(table, on_error, None,
+                                                  frame_filter=lambda f: predictor._labelled(f, "report"))
+    usable = frame.iloc[prepared.rows]
+    task = predictor.task
+    labels = usable[predictor.label]
+    metrics = task.metrics(labels.reset_index(drop=True), outputs)
+    metrics["rows"] = float(len(prepared))
+    proba = task.predict_proba(outputs) if isinstance(task, ClassificationTask) else None
+    return Scored(frame=usable, root=table.root, source=table.source, y_true=labels,
+                  outputs=outputs, predictions=np.asarray(task.postprocess(outputs)), proba=proba, metrics=metrics)
+
+
+def find_robustness(robustness: RobustnessReport | str | Path | None,
+                    run_dir: Path | None) -> tuple[RobustnessReport | None, str | None]:
+    """The robustness report to show and where it came from: the one given, else one saved in the run directory."""
+    if isinstance(robustness, RobustnessReport):
+        return robustness, "given"
+    if robustness is not None:
+        return RobustnessReport.load(robustness), str(robustness)
+    for rel in ROBUSTNESS_LOCATIONS if run_dir is not None else ():
+        path = run_dir / rel
+        if path.is_file():
+            return RobustnessReport.load(path), str(path)
+    return None, None
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    """Numbers as the report shows them everywhere (and as the tests look for them): 4 decimals."""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return "—"
+        text = f"{float(v):.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0000"
+    return str(v)

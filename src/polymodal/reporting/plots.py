@@ -1,0 +1,139 @@
+"""The report's own matplotlib figures. Each function returns a :class:`matplotlib.figure.Figure`; :func:`to_png`
+turns one into PNG bytes and frees it.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (not pyplot), so making a report never touches the global
+pyplot state or needs a display. Every plot has a title, axis labels with units, and a legend where lines differ.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+DPI = 110
+ACCENT, SECOND, GREY, BAD = "#2563eb", "#ea580c", "#6b7280", "#dc2626"
+
+
+def to_png(fig: Any, dpi: int = DPI) -> bytes:
+    """PNG bytes of ``fig`` (no 'Software' metadata, so the same figure gives the same bytes); closes it."""
+    buf = io.BytesIO()
+    # bbox "tight": figures made elsewhere (polymodal.explain) may not use a layout engine; no clipped labels.
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    import matplotlib.pyplot as plt  # figures from other modules may be pyplot-managed: release them
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def training_curves(history: pd.DataFrame, metric: str, mode: str, best_epoch: int | None) -> Figure:
+    """Loss (training and validation) and the monitored validation metric per epoch; the kept epoch marked."""
+    epochs = history["epoch"].to_numpy(dtype=float) + 1  # shown 1-based, as the CLI prints them
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax_loss, ax_metric = fig.subplots(1, 2)
+    for col, name, colour in (("train_loss", "training", ACCENT), ("val_loss", "validation", SECOND)):
+        if col in history and history[col].notna().any():
+            ax_loss.plot(epochs, history[col], marker="o", ms=3, color=colour, label=name)
+    ax_loss.set(title="Loss per epoch", xlabel="epoch", ylabel="loss (task loss, lower is better)")
+    col = f"val_{metric}"
+    if col in history and history[col].notna().any():
+        ax_metric.plot(epochs, history[col], marker="o", ms=3, color=SECOND, label=f"validation {metric}")
+    better = "higher" if mode == "max" else "lower"
+    ax_metric.set(title=f"Validation {metric} per epoch", xlabel="epoch", ylabel=f"{metric} ({better} is better)")
+    for ax in (ax_loss, ax_metric):
+        if best_epoch is not None and best_epoch >= 0:
+            ax.axvline(best_epoch + 1, color=GREY, linestyle="--", linewidth=1,
+                       label=f"kept: epoch {best_epoch + 1}")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], target: str) -> Figure:
+    """Counts with the row share (of each true class) in each cell; colour = row share."""
+    n = len(labels)
+    size = min(3.2 + 0.6 * n, 9)
+    fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+    ax = fig.subplots()
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros_like(matrix, dtype=float), where=totals > 0)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{matrix[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=9,
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), labels, rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticks(range(n), labels)
+    ax.set(title=f"Confusion matrix ({int(matrix.sum())} test rows)", xlabel=f"predicted {target}",
+           ylabel=f"true {target}")
+    fig.colorbar(im, ax=ax, label="share of the true class (row %)", format=lambda x, _: f"{x:.0%}")
+    return fig
+
+
+def reliability(confidence: np.ndarray, observed: np.ndarray, what: str, bins: int = 10) -> tuple[Figure, float]:
+    """Reliability diagram: mean predicted probability against the observed frequency per probability bin, with a
+    histogram of the probabilities beneath. Returns the figure and the expected calibration error (ECE)."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    mean_p = np.bincount(which, confidence, bins) / np.maximum(counts, 1)
+    freq = np.bincount(which, observed.astype(float), bins) / np.maximum(counts, 1)
+    filled = counts > 0
+    ece = float(np.sum(counts[filled] / counts.sum() * np.abs(mean_p[filled] - freq[filled])))
+    fig = Figure(figsize=(5.6, 5.6), layout="constrained")
+    ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="perfectly calibrated")
+    ax.plot(mean_p[filled], freq[filled], marker="o", color=ACCENT, label="this model (one dot per bin)")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency (fraction of rows)",
+           title=f"Reliability: {what}\nexpected calibration error {ece:.3f}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    hist.bar(edges[:-1], counts, width=1 / bins, align="edge", color=ACCENT, alpha=0.5, edgecolor="white")
+    hist.set(xlabel="predicted probability", ylabel="rows")
+    return fig, ece
+
+
+def roc_pr(fpr: np.ndarray, tpr: np.ndarray, auc: float, recall: np.ndarray, precision: np.ndarray, ap: float,
+           prevalence: float, positive: str) -> Figure:
+    """ROC and precision-recall curves of the positive class, with the chance levels."""
+    fig = Figure(figsize=(10, 4.4), layout="constrained")
+    ax_roc, ax_pr = fig.subplots(1, 2)
+    ax_roc.plot(fpr, tpr, color=ACCENT, label=f"model (AUC {auc:.3f})")
+    ax_roc.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="chance (AUC 0.5)")
+    ax_roc.set(title=f"ROC curve, positive class '{positive}'", xlabel="false positive rate (fraction)",
+               ylabel="true positive rate (recall, fraction)", xlim=(0, 1), ylim=(0, 1.02))
+    ax_pr.step(recall, precision, where="post", color=SECOND, label=f"model (AP {ap:.3f})")
+    ax_pr.axhline(prevalence, color=GREY, linestyle="--", linewidth=1, label=f"chance ({prevalence:.2f})")
+    ax_pr.set(title=f"Precision-recall curve, positive class '{positive}'", xlabel="recall (fraction)",
+              ylabel="precision (fraction)", xlim=(0, 1), ylim=(0, 1.02))
+    for ax in (ax_roc, ax_pr):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
+    return fig
+
+
+def residuals(true: np.ndarray, pred: np.ndarray, target: str) -> Figure:
+    """Predicted against true (the diagonal is perfect), residuals against predicted, and the residual histogram."""
+    resid = true - pred
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    ax_pt, ax_res, ax_hist = fig.subplots(1, 3)
+    lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+    ax_pt.scatter(true, pred, s=12, alpha=0.6, color=ACCENT)
+    ax_pt.plot([lo, hi], [lo, hi], color=GREY, linestyle="--", linewidth=1, label="perfect (predicted = true)")
+    ax_pt.set(title="Predicted vs true", xlabel=f"true {target} (label units)",
+              ylabel=f"predicted {target} (label units)")
+    ax_pt.legend(fontsize=8)
+    ax_res.scatter(pred, resid, s=12, alpha=0.6, color=SECOND)
+    ax_res.axhline(0, color=GREY, linestyle="--", linewidth=1)
+    ax_res.set(title="Residuals vs predicted", xlabel=f"predicted {target} (label units)",
+               ylabel="residual = true − predicted (label units)")
+    ax_hist.hist(resid, bins=min(30, max(5, len(resid) // 5)), color=SECOND, alpha=0.7, edgecolor="white")
+    ax_hist.axvline(0, color=GREY, linestyle="--", linewidth=1)
+    ax_hist.set(title="Residual distribution", xlabel="residual (label units)", ylabel="rows")
+    for ax in (ax_pt, ax_res, ax_hist):
+        ax.grid(alpha=0.3)
+    return fig

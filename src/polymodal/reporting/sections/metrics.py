@@ -1,0 +1,171 @@
+"""How well the model does on the test table: metrics, confusion matrix, per-class scores, calibration, ROC/PR
+(binary), residuals (regression), sample outputs (generation)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+from ...registry import register
+from ...tasks.classification import label_key
+from .. import plots
+from ..blocks import Figure, Metric, Metrics, Note, Section, Table
+from ..context import ReportContext, fmt
+from . import CLASSIFICATION, SECTIONS, ReportSection
+
+# One line under each headline number; metrics not listed here are shown without one.
+METRIC_HELP = {
+    "accuracy": "share of rows predicted right",
+    "balanced_accuracy": "mean recall over classes",
+    "f1_macro": "F1 averaged over classes",
+    "precision_macro": "precision averaged over classes",
+    "recall_macro": "recall averaged over classes",
+    "log_loss": "cross-entropy, lower is better",
+    "roc_auc": "area under the ROC curve",
+    "rmse": "root mean squared error, label units",
+    "mae": "mean absolute error, label units",
+    "r2": "share of variance explained",
+    "rows": "usable labelled test rows",
+    "exact_match": "share of outputs equal to the reference",
+}
+
+
+@register(SECTIONS, "metrics")
+class TestMetrics(ReportSection):
+    title = "Test metrics"
+    order = 40
+
+    def build(self, ctx: ReportContext) -> Section:
+        m = ctx.scored.metrics
+        sec = self.section(f"Scores on {int(m['rows'])} held-out rows of {ctx.scored.source}.")
+        sec.blocks.append(Metrics([Metric(k, f"{int(v)}" if k == "rows" else fmt(v), METRIC_HELP.get(k, ""))
+                                   for k, v in m.items()]))
+        return sec
+
+
+def _keys(ctx: ReportContext) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Class names, the labels used in the matrix (classes, then labels unseen in training), true and predicted keys."""
+    classes = [label_key(c) for c in ctx.summary.classes]
+    true = np.array([label_key(v) for v in ctx.scored.y_true], dtype=object)
+    pred = np.array([label_key(v) for v in ctx.scored.predictions], dtype=object)
+    unseen = sorted(set(true) - set(classes))
+    return classes, classes + unseen, true, pred
+
+
+@register(SECTIONS, "confusion")
+class Confusion(ReportSection):
+    title = "Confusion matrix"
+    order = 50
+    problem_types = CLASSIFICATION
+
+    def build(self, ctx: ReportContext) -> Section:
+        classes, labels, true, pred = _keys(ctx)
+        sec = self.section("Rows are the true classes, columns the predicted ones; each cell shows the count and its "
+                           "share of the true class. The diagonal holds the right predictions.")
+        matrix = skm.confusion_matrix(true, pred, labels=labels)
+        fig = plots.confusion_matrix(matrix, labels, ctx.summary.label)
+        sec.blocks.append(Figure("confusion matrix", plots.to_png(fig),
+                                 f"confusion matrix of {len(true)} rows over {len(labels)} classes"))
+        if len(labels) > len(classes):
+            sec.blocks.append(Note(f"Labels not seen in training ({', '.join(labels[len(classes):])}) can only be "
+                                   "predicted wrong; they have rows but no column of their own."))
+        return sec
+
+
+@register(SECTIONS, "per_class")
+class PerClass(ReportSection):
+    title = "Per-class precision, recall and F1"
+    order = 60
+    problem_types = CLASSIFICATION
+
+    def build(self, ctx: ReportContext) -> Section:
+        classes, _, true, pred = _keys(ctx)
+        p, r, f, support = skm.precision_recall_fscore_support(true, pred, labels=classes, zero_division=0)
+        predicted = [int((pred == c).sum()) for c in classes]
+        rows = [[c, fmt(p[i]), fmt(r[i]), fmt(f[i]), fmt(int(support[i])), fmt(predicted[i])]
+                for i, c in enumerate(classes)]
+        rows.append(["macro average", fmt(p.mean()), fmt(r.mean()), fmt(f.mean()), fmt(int(support.sum())),
+                     fmt(sum(predicted))])
+        sec = self.section("Precision: of the rows predicted as the class, the share that are. Recall: of the rows "
+                           "of the class, the share found. F1: their harmonic mean. Support: test rows of the class.")
+        sec.blocks.append(Table(["class", "precision", "recall", "F1", "support", "predicted"], rows,
+                                numeric=[False] + [True] * 5))
+        return sec
+
+
+@register(SECTIONS, "calibration")
+class Calibration(ReportSection):
+    title = "Calibration"
+    order = 70
+    problem_types = CLASSIFICATION
+
+    def build(self, ctx: ReportContext) -> Section:
+        proba = ctx.scored.proba
+        classes, _, true, _ = _keys(ctx)
+        if len(classes) == 2:
+            # Binary: the positive class's probability against how often the row really is positive.
+            conf, observed = proba[:, 1], true == classes[1]
+            what = f"P({ctx.summary.label} = {classes[1]})"
+        else:
+            # Multiclass: the top-label confidence against how often the top label is right.
+            conf, observed = proba.max(axis=1), np.asarray(ctx.scored.correct())
+            what = "confidence of the predicted class"  # "observed" = the top-1 prediction is right
+        fig, ece = plots.reliability(conf, observed, what)
+        sec = self.section("When the model says 80 %, is it right 80 % of the time? Dots on the dashed diagonal mean "
+                           "yes; dots below it mean over-confidence. The expected calibration error (ECE) is the "
+                           "row-weighted mean gap between the two.")
+        sec.blocks.append(Figure("reliability diagram", plots.to_png(fig),
+                                 f"reliability diagram of the {what}, ECE {ece:.3f}"))
+        return sec
+
+
+@register(SECTIONS, "roc_pr")
+class RocPr(ReportSection):
+    title = "ROC and precision-recall curves"
+    order = 80
+    problem_types = frozenset({"binary"})
+
+    def build(self, ctx: ReportContext) -> Section:
+        classes, _, true, _ = _keys(ctx)
+        sec = self.section(f"How well P({classes[1]}) separates the two classes, over every decision threshold.")
+        y = true == classes[1]
+        if y.all() or not y.any():
+            sec.blocks.append(Note("The test rows hold only one of the two classes, so these curves are undefined."))
+            return sec
+        score = ctx.scored.proba[:, 1]
+        fpr, tpr, _ = skm.roc_curve(y, score)
+        precision, recall, _ = skm.precision_recall_curve(y, score)
+        fig = plots.roc_pr(fpr, tpr, skm.auc(fpr, tpr), recall, precision, skm.average_precision_score(y, score),
+                           float(y.mean()), classes[1])
+        sec.blocks.append(Figure("ROC and PR curves", plots.to_png(fig), "ROC and precision-recall curves"))
+        return sec
+
+
+@register(SECTIONS, "residuals")
+class Residuals(ReportSection):
+    title = "Residuals"
+    order = 50
+    problem_types = frozenset({"regression"})
+
+    def build(self, ctx: ReportContext) -> Section:
+        true = ctx.scored.y_true.to_numpy(dtype=float)
+        pred = np.asarray(ctx.scored.predictions, dtype=float)
+        sec = self.section("Points on the diagonal are exact predictions; residuals should scatter evenly around 0 "
+                           "with no trend against the predicted value.")
+        fig = plots.residuals(true, pred, ctx.summary.label)
+        sec.blocks.append(Figure("residual plots", plots.to_png(fig), "predicted against true values and residuals"))
+        return sec
+
+
+@register(SECTIONS, "generated")
+class Generated(ReportSection):
+    title = "Sample outputs"
+    order = 50
+    problem_types = frozenset({"generation"})
+
+    def build(self, ctx: ReportContext) -> Section:
+        n = max(ctx.options.n_examples, 1) * 2
+        sec = self.section(f"The first {n} test rows: the reference text and the generated one.")
+        rows = [[str(i), str(t), str(p), "yes" if str(t).strip() == str(p).strip() else "no"]
+                for i, t, p in list(zip(ctx.scored.frame.index, ctx.scored.y_true, ctx.scored.predictions))[:n]]
+        sec.blocks.append(Table(["row", "reference", "generated", "exact"], rows))
+        return sec

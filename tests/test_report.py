@@ -1,0 +1,285 @@
+"""The HTML report: sections by problem type, self-containment, robustness, the Python API and the CLI.
+
+The browser check (headless Chromium, screenshot) is in test_report_browser.py.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import polymodal
+from polymodal import Predictor
+from polymodal.data.synthetic import generate
+from polymodal.errors import ConfigError, PolymodalError, RunDirError
+from polymodal.reporting import ReportOptions, build_report, render, report
+from polymodal.reporting.context import Scored
+from polymodal.reporting.render import template_source
+from polymodal.reporting.sections import SECTIONS, sections_for
+from polymodal.reporting.sections.explanations import _choose
+
+from conftest import REPO_ROOT, tiny_config
+
+# Small counts keep each report a few seconds; the sections are the same as with the defaults.
+FAST = {"n_examples": 2, "n_bootstrap": 20}
+IMG = re.compile(r"<img\b[^>]*>", re.I)
+SRC = re.compile(r'\bsrc="([^"]*)"')
+SECTION = re.compile(r'<section id="([^"]+)"')
+
+
+def section_ids(html: str) -> list[str]:
+    return SECTION.findall(html)
+
+
+def section_html(html: str, sid: str) -> str:
+    start = html.index(f'<section id="{sid}"')
+    return html[start:html.index("</section>", start)]
+
+
+def _table(root: Path, n: int, seed: int, prefix: str, name: str, target: str) -> Path:
+    """The demo generator's rows; ``target``: 'multiclass' keeps its three labels, 'regression' turns them into a
+    number (the count band 0/1/2 plus the reading, so the target is continuous)."""
+    frame = generate(root, n, seed=seed, prefix=prefix, missing_rate=0.0)
+    if target == "regression":
+        band = frame["label"].map({"low": 0.0, "medium": 1.0, "high": 2.0})
+        frame["label"] = (band + 0.1 * frame["reading"].fillna(0)).round(3)
+    path = root / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _fit_and_save(root: Path, target: str, problem_type: str | None = None) -> tuple[Path, Path]:
+    train = _table(root, 80, 11, "tr_", "train.csv", target)
+    test = _table(root, 30, 12, "te_", "test.csv", target)
+    p = Predictor("label", config=tiny_config(), problem_type=problem_type, verbose=False, seed=0).fit(train)
+    return p.save(root / "run"), test
+
+
+@pytest.fixture(scope="module")
+def binary_html(run_dir, test_csv, tmp_path_factory) -> str:
+    out = report(run_dir, test_csv, tmp_path_factory.mktemp("rep") / "binary.html", **FAST)
+    return out.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def multiclass_run(tmp_path_factory) -> tuple[Path, Path]:
+    return _fit_and_save(tmp_path_factory.mktemp("multi"), "multiclass")
+
+
+@pytest.fixture(scope="module")
+def regression_run(tmp_path_factory) -> tuple[Path, Path]:
+    return _fit_and_save(tmp_path_factory.mktemp("regr"), "regression", problem_type="regression")
+
+
+# ------------------------------------------------------------------------------------------- sections
+def test_binary_report_has_every_classification_section(binary_html, run_dir, test_csv):
+    ids = section_ids(binary_html)
+    assert ids == ["summary", "schema", "training", "metrics", "confusion", "per_class", "calibration", "roc_pr",
+                   "robustness", "importance", "gallery"]
+    # The metrics are the ones evaluate gives, formatted as the page shows them (4 decimals).
+    metrics = Predictor.load(run_dir, verbose=False).evaluate(test_csv)
+    page = section_html(binary_html, "metrics")
+    for name in ("accuracy", "f1_macro", "roc_auc", "log_loss"):
+        assert f"{metrics[name]:.4f}" in page, name
+    # Schema: every column with its kind and encoder, and the fusion.
+    schema = section_html(binary_html, "schema")
+    for col, kind, enc in (("image", "image", "image_cnn"), ("audio", "audio", "audio_cnn"),
+                           ("text", "text", "text_rnn"), ("reading", "numeric", "tabular_mlp"),
+                           ("region", "category", "tabular_mlp")):
+        assert re.search(rf"<td>{col}</td><td>{kind}</td><td>[^<]+</td><td>{enc}\b", schema), col
+    assert "concat" in section_html(binary_html, "summary")
+    # Per-class table: both classes and the macro average.
+    per_class = section_html(binary_html, "per_class")
+    assert "<td>no</td>" in per_class and "<td>yes</td>" in per_class and "macro average" in per_class
+    # Figures where there should be figures; no robustness sweep here, so a note that says how to add one.
+    for sid in ("training", "confusion", "calibration", "roc_pr", "importance"):
+        assert "<img " in section_html(binary_html, sid), sid
+    rob = section_html(binary_html, "robustness")
+    assert "<img " not in rob and "polymodal evaluate RUN TEST.csv --robustness" in rob
+
+
+def test_gallery_shows_right_and_wrong_predictions(binary_html):
+    gallery = section_html(binary_html, "gallery")
+    assert "Right predictions" in gallery and "Wrong predictions" in gallery
+    assert len(IMG.findall(gallery)) == FAST["n_examples"]
+    assert "Share of attribution" in gallery
+    importance = section_html(binary_html, "importance")
+    assert "CI low" in importance and "drop" in importance and "permutation" in importance
+
+
+def test_multiclass_report(multiclass_run, tmp_path):
+    run, test = multiclass_run
+    html = report(run, test, tmp_path / "r.html", **FAST).read_text(encoding="utf-8")
+    ids = section_ids(html)
+    assert {"confusion", "per_class", "calibration", "importance", "gallery"} <= set(ids)
+    assert "roc_pr" not in ids and "residuals" not in ids  # ROC/PR are binary-only
+    per_class = section_html(html, "per_class")
+    assert all(f"<td>{c}</td>" in per_class for c in ("high", "low", "medium"))
+    assert "confidence of the predicted class" in section_html(html, "calibration")
+
+
+def test_regression_report(regression_run, tmp_path):
+    run, test = regression_run
+    html = report(run, test, tmp_path / "r.html", **FAST).read_text(encoding="utf-8")
+    ids = section_ids(html)
+    assert ids == ["summary", "schema", "training", "metrics", "residuals", "robustness", "importance", "gallery"]
+    metrics = Predictor.load(run, verbose=False).evaluate(test)
+    assert f"{metrics['rmse']:.4f}" in section_html(html, "metrics")
+    assert "<img " in section_html(html, "residuals")
+    gallery = section_html(html, "gallery")
+    assert "Closest predictions" in gallery and "Largest errors" in gallery
+
+
+def test_generation_report(tmp_path):
+    """Generation models get the parts that apply to them: no probabilities, no importance or attributions."""
+    from polymodal.data.scenes import make_captioning
+
+    paths = make_captioning(tmp_path / "scenes", n_train=40, n_test=8, seed=0)
+    cfg = {"task": {"problem_type": "generation", "generation": {"layers": 1, "dim": 32, "heads": 2}},
+           "encoders": {"image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
+                        "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16}},
+           "training": {"max_epochs": 1, "batch_size": 16}}
+    p = Predictor("caption", config=cfg, verbose=False, seed=0).fit(paths.train)
+    html = report(p, paths.test, tmp_path / "r.html", n_examples=2).read_text(encoding="utf-8")
+    assert section_ids(html) == ["summary", "schema", "training", "metrics", "generated"]
+    assert "reference" in section_html(html, "generated") and "bleu" in section_html(html, "metrics").lower()
+
+
+def test_sections_registry_by_problem_type():
+    assert [s.id for s in sections_for("binary")][-3:] == ["robustness", "importance", "gallery"]
+    assert "roc_pr" not in {s.id for s in sections_for("multiclass")}
+    assert {s.id for s in sections_for("generation")} == {"summary", "schema", "training", "metrics", "generated"}
+    assert all(SECTIONS.get(n).problem_types for n in SECTIONS.names())
+
+
+# ------------------------------------------------------------------------------------------ self-contained
+def test_page_is_self_contained(binary_html):
+    imgs = IMG.findall(binary_html)
+    assert len(imgs) == 5 + FAST["n_examples"]  # curves, confusion, calibration, ROC/PR, importance, gallery
+    for tag in imgs:
+        src = SRC.search(tag).group(1)
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "PNG" and im.width > 200 and im.height > 100
+            im.verify()
+        assert re.search(r'\balt="[^"]+"', tag)  # every image says what it shows
+    # Nothing is fetched: no external URL, no linked stylesheet or script, links only to anchors in the page.
+    assert not re.search(r"(https?:)?//[\w.-]+\.\w", re.sub(r'src="data:[^"]*"', "", binary_html))
+    assert "<link" not in binary_html and "<script" not in binary_html
+    assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', binary_html))
+    assert "<style>" in binary_html
+
+
+def test_template_ships_as_package_data():
+    assert "<!DOCTYPE html>" in template_source()  # read through importlib.resources, as from a wheel
+    cfg = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = cfg["tool"]["setuptools"]["package-data"]["polymodal.reporting"]
+    pkg = REPO_ROOT / "src" / "polymodal" / "reporting"
+    shipped = {p for g in globs for p in pkg.glob(g)}
+    assert {p for p in pkg.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")} <= shipped
+
+
+# ----------------------------------------------------------------------------------------------- robustness
+@pytest.fixture(scope="module")
+def robustness_json(fitted, test_csv, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rob") / "rob"
+    fitted.evaluate(test_csv, robustness=True, corruptions={"occlusion": [0.5], "token_dropout": [0.5]},
+                    robustness_out=out)
+    return out / "robustness.json"
+
+
+def test_robustness_given_and_found_in_run_dir(fitted, run_dir, test_csv, robustness_json, tmp_path):
+    quick = {"n_examples": 0, "n_bootstrap": 0}
+    html = report(fitted, test_csv, tmp_path / "a.html", robustness=robustness_json, **quick).read_text("utf-8")
+    rob = section_html(html, "robustness")
+    assert len(IMG.findall(rob)) == len(fitted.modalities)  # one curve plot per modality
+    assert "occlusion" in rob and "token_dropout" in rob
+    # Without --robustness, RUN/robustness/robustness.json is picked up.
+    import shutil
+
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    shutil.copytree(robustness_json.parent, run / "robustness")
+    html = report(run, test_csv, tmp_path / "b.html", **quick).read_text("utf-8")
+    assert len(IMG.findall(section_html(html, "robustness"))) == len(fitted.modalities)
+    assert str(run / "robustness" / "robustness.json") in html
+
+
+def test_zero_examples_and_bootstrap_leave_notes(fitted, test_csv, tmp_path):
+    html = report(fitted, test_csv, tmp_path / "r.html", n_examples=0, n_bootstrap=0).read_text("utf-8")
+    for sid in ("importance", "gallery"):
+        sec = section_html(html, sid)
+        assert "<img " not in sec and "Left out" in sec
+    assert "a model in memory" in html  # a Predictor, not a run directory
+
+
+# -------------------------------------------------------------------------------------------- bad input
+def test_errors_leave_nothing_behind(run_dir, test_csv, tmp_path):
+    out = tmp_path / "r.html"
+    with pytest.raises(PolymodalError, match="cannot read the robustness report"):
+        report(run_dir, test_csv, out, robustness=tmp_path / "missing.json", n_examples=0, n_bootstrap=0)
+    with pytest.raises(RunDirError, match="not found"):
+        report(tmp_path / "no-run", test_csv, out)
+    with pytest.raises(ConfigError, match="is a folder"):
+        report(run_dir, test_csv, tmp_path)
+    with pytest.raises(ConfigError, match="0 or more"):
+        ReportOptions(n_examples=-1)
+    with pytest.raises(ConfigError, match="unknown explanation method 'shap'"):
+        report(run_dir, test_csv, out, explain_method="shap")
+    assert list(tmp_path.iterdir()) == []  # no report, no temp file
+
+
+def test_table_without_label_is_refused(fitted, small_frame, tmp_path):
+    with pytest.raises(PolymodalError, match="label column 'label' is not in the report table"):
+        build_report(fitted, small_frame.drop(columns="label"), options=ReportOptions(0, 0))
+
+
+# ------------------------------------------------------------------------------------------ gallery choice
+def _scored(correct: list[bool], confidence: list[float]) -> Scored:
+    n = len(correct)
+    proba = np.column_stack([1 - np.asarray(confidence), confidence])
+    pred = np.array(["b"] * n, dtype=object)
+    true = pd.Series(["b" if c else "a" for c in correct])
+    return Scored(pd.DataFrame(index=range(n)), Path("."), "t", true, None, pred, proba, {})
+
+
+def test_gallery_picks_confident_mistakes_and_fills_up():
+    s = _scored([True, False, False, True, False, True], [0.6, 0.7, 0.95, 0.8, 0.55, 0.9])
+    (_, right), (_, wrong) = _choose(s, 4, seed=0)
+    assert wrong == [2, 1] and len(right) == 2 and set(right) <= {0, 3, 5}
+    (_, right), (_, wrong) = _choose(_scored([True] * 5, [0.9] * 5), 4, seed=0)
+    assert len(right) == 4 and wrong == []  # no mistakes: all right ones
+    (_, right), (_, wrong) = _choose(_scored([False] * 3 + [True], [0.9, 0.8, 0.7, 0.6]), 4, seed=0)
+    assert right == [3] and wrong == [0, 1, 2]  # too few right ones: more mistakes
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def test_report_help(cli):
+    r = cli("report", "--help")
+    assert r.exit_code == 0
+    for opt in ("--out", "--robustness", "--examples", "--bootstrap", "--method"):
+        assert opt in r.stdout
+
+
+def test_report_cli_end_to_end(cli, run_dir, test_csv, tmp_path):
+    out = tmp_path / "sub" / "report.html"
+    # The slow parts are covered above; here the command's wiring, with them left out.
+    r = cli("report", run_dir, test_csv, "--out", out, "--examples", "0", "--bootstrap", "0", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip().replace("\n", "") == str(out)
+    html = out.read_text(encoding="utf-8")
+    assert section_ids(html)[-1] == "gallery" and html.rstrip().endswith("</html>")
+    bad = cli("report", tmp_path / "nope", test_csv, "--out", tmp_path / "x.html")
+    assert bad.exit_code == 2 and "run directory not found" in bad.stderr
+
+
+def test_python_api_is_exported():
+    assert polymodal.report is report
+    assert render.__doc__ and report.__doc__ and "self-contained" in report.__doc__

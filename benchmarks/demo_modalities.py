@@ -42,7 +42,7 @@ def main() -> None:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        # 1. The demo command itself, timed end to end (data generation, fit, save, evaluation).
+        # 1. The demo command itself, timed end to end (data generation, fit, save, evaluation, report).
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "polymodal.cli", "demo", "--out", tmp, "--rows", str(a.rows),
                         "--seed", str(a.seed), "--quiet"], check=True, stdout=subprocess.DEVNULL)
@@ -74,7 +74,7 @@ def main() -> None:
     lines += [f"| {r['model']} | {', '.join(r['columns'])} | {r['test_accuracy']:.3f} | {r['fit_seconds']:.0f} |"
               for r in results]
     body = "\n".join(lines) + (
-        f"\n\n`polymodal demo` took {results[0]['demo_seconds']:.0f} s end to end (data generation, fit, evaluation). "
+        f"\n\n`polymodal demo` took {results[0]['demo_seconds']:.0f} s end to end (data generation, fit, evaluation, HTML report). "
         f"Measured by `python benchmarks/demo_modalities.py` on {machine()}; "
         f"{results[0]['test_rows']} held-out test rows, polymodal defaults.")
     if not a.no_write:

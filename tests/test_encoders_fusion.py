@@ -158,3 +158,18 @@ def test_fusion_registry_and_unknown_fusion():
     assert "concat" in str(e.value)
     with pytest.raises(ConfigError, match="concat"):
         build_fusion("concat", [FusionInput("a", 4)], 8, 0.0, {"bogus": 1})
+
+
+@pytest.mark.parametrize("coords", [False, True])
+def test_image_coords_make_tokens_know_their_position(setup, coords):
+    """A blank image gives every cell the same token, unless coordinate channels (CoordConv) are appended."""
+    _, _, modalities, procs, batch = setup
+    (m,) = [m for m in modalities if m.kind == "image"]
+    torch.manual_seed(0)
+    enc = build_encoder("image_cnn", {**SMALL_PARAMS["image_cnn"], "coords": coords}, m, procs[m.name]).eval()
+    assert enc.trunk.net[0].in_channels == procs[m.name].channels + 2 * coords
+    inputs = {**batch.inputs, m.name: torch.zeros_like(batch.inputs[m.name])}
+    with torch.no_grad():
+        tokens = enc(inputs, torch.ones(B, dtype=torch.bool)).tokens
+    spread = (tokens - tokens[:, :1]).abs().amax().item()
+    assert (spread > 1e-3) if coords else (spread < 1e-6)

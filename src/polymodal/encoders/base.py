@@ -98,6 +98,9 @@ class ConvConfig(EncoderConfig):
     stages: int = 3
     stem_stride: int | None = Field(None, ge=1, le=4, description="None = chosen from the input size")
     dropout: float = 0.1
+    coords: bool = Field(False, description="append x/y coordinate channels to the input (CoordConv, Liu et al. "
+                         "2018): convolutions alone are blind to where something is, which questions about "
+                         "positions need")
 
 
 class ResNetTrunk(nn.Module):
@@ -106,7 +109,8 @@ class ResNetTrunk(nn.Module):
     def __init__(self, cin: int, cfg: ConvConfig, stem_stride: int, stem_pool: bool = False):
         super().__init__()
         w = cfg.width
-        layers: list[nn.Module] = [nn.Conv2d(cin, w, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(w),
+        self.coords = cfg.coords
+        layers: list[nn.Module] = [nn.Conv2d(cin + 2 * cfg.coords, w, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(w),
                                    nn.ReLU(inplace=True)]
         if stem_pool:
             layers.append(nn.MaxPool2d(3, 2, 1))
@@ -116,6 +120,11 @@ class ResNetTrunk(nn.Module):
         self.out_channels = w * 2 ** (cfg.stages - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.coords:
+            b, _, h, w = x.shape
+            ys = torch.linspace(-1, 1, h, dtype=x.dtype, device=x.device).view(1, 1, h, 1).expand(b, 1, h, w)
+            xs = torch.linspace(-1, 1, w, dtype=x.dtype, device=x.device).view(1, 1, 1, w).expand(b, 1, h, w)
+            x = torch.cat([x, ys, xs], 1)
         return self.net(x)
 
 

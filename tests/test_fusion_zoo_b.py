@@ -1,4 +1,4 @@
-"""Attention, transformer and graph fusions: shapes, gradients, absent modalities and an end-to-end fit."""
+"""Attention, transformer, graph and FiLM fusions: shapes, gradients, absent modalities and an end-to-end fit."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +13,8 @@ from polymodal.registry import FUSIONS
 
 from conftest import tiny_config
 
-NAMES = ["attention", "transformer", "graph"]
+NAMES = ["attention", "transformer", "graph", "film"]
+HEADED = ("attention", "transformer")
 B, DIM = 5, 16
 # name, encoder dim, tokens per row (the text modality gets a token mask)
 MODS = [("image", 8, 6), ("audio", 12, 7), ("text", 10, 9), ("tabular", 6, 1)]
@@ -46,7 +47,7 @@ MASKS = {
 def make_fusion(name: str, **params):
     torch.manual_seed(0)
     inputs = [FusionInput(n, d) for n, d, _ in MODS]
-    return build_fusion(name, inputs, DIM, 0.1, {"heads": 2, **params} if name != "graph" else params)
+    return build_fusion(name, inputs, DIM, 0.1, {"heads": 2, **params} if name in HEADED else params)
 
 
 def test_registered():
@@ -82,7 +83,7 @@ def test_gradients_reach_every_modality_input(name):
     weights = torch.randn(B, DIM, generator=torch.Generator().manual_seed(3))
     (fusion(enc) * weights).sum().backward()
     for mod, e in enc.items():
-        g = e.tokens.grad if name == "transformer" else e.pooled.grad
+        g = e.tokens.grad if name in ("transformer", "film") else e.pooled.grad
         assert g is not None and g.abs().sum() > 0, mod
         # absent rows receive no gradient: their placeholder values are never used
         absent = ~e.mask
@@ -126,8 +127,9 @@ def test_bad_heads_is_config_error():
         build_fusion("graph", inputs, 8, 0.0, {"steps": 0})
 
 
-def test_transformer_max_tokens_caps_sequence():
-    fusion = make_fusion("transformer", max_tokens=2).eval()
+@pytest.mark.parametrize("name", ["transformer", "film"])
+def test_max_tokens_caps_sequence(name):
+    fusion = make_fusion(name, max_tokens=2).eval()
     enc = make_encoded(MASKS)
     changed = {k: Encoded(e.pooled, e.tokens.clone(), e.mask, e.token_mask) for k, e in enc.items()}
     changed["audio"].tokens[:, 2:] = 1e3  # beyond the cap: ignored
@@ -135,7 +137,7 @@ def test_transformer_max_tokens_caps_sequence():
         torch.testing.assert_close(fusion(enc), fusion(changed))
 
 
-@pytest.mark.parametrize("name", ["transformer", "graph"])
+@pytest.mark.parametrize("name", ["transformer", "graph", "film"])
 def test_end_to_end_fit(train_csv, test_csv, name):
     raw = tiny_config(max_epochs=1)
     raw["fusion"] = {"dim": 16, "name": name}

@@ -62,10 +62,27 @@ def test_question_answers_are_right():
                ("is there a red circle?", "is there a green square?"))
 
 
+    assert {sc.question_kind(q) for q in seen} == set(sc.QUESTION_KINDS.values())
+    with pytest.raises(ValueError, match="not a scene question"):
+        sc.question_kind("why is the sky blue?")
+
+
 def test_make_qa_text_only(tmp_path):
     paths = sc.make_qa(tmp_path, n_train=30, n_test=10, speech=False)
     train = pd.read_csv(paths.train)
     assert list(train.columns) == ["image", "question", "answer"] and not paths.speech
+    assert train["image"].is_unique
+
+
+def test_several_questions_per_scene(tmp_path):
+    one = pd.read_csv(sc.make_qa(tmp_path / "one", n_train=30, n_test=10, speech=False).train)
+    paths = sc.make_qa(tmp_path / "three", n_train=30, n_test=10, speech=False, questions_per_scene=3)
+    train, test = pd.read_csv(paths.train), pd.read_csv(paths.test)
+    per_scene = train.groupby("image")["question"]
+    assert per_scene.size().between(2, 3).all() and per_scene.size().mean() > 2.5  # a 1-object scene has few
+    assert per_scene.nunique().equals(per_scene.size())  # distinct questions about each scene
+    assert test["image"].is_unique and len(test) == 10  # the test still asks one question per scene
+    assert set(one["image"]) == set(train["image"])  # same scenes, more questions
 
 
 def test_speech_questions_with_espeak(tmp_path, espeak_ng):

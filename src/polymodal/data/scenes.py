@@ -220,6 +220,18 @@ def question_answer(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
     return f"is there a {c} {s}?", "no"
 
 
+QUESTION_KINDS = {"what colour": "colour", "what shape": "shape_at", "how many": "count", "is there": "exists",
+                  "where": "where"}
+
+
+def question_kind(question: str) -> str:
+    """The kind of a question written by ``question_answer`` ("colour", "shape_at", ...), from its first words."""
+    for start, kind in QUESTION_KINDS.items():
+        if question.startswith(start):
+            return kind
+    raise ValueError(f"not a scene question: {question!r}")
+
+
 @dataclass
 class QAPaths:
     root: Path
@@ -245,24 +257,40 @@ def _speech_files(out: Path, questions: list[str], rng: np.random.Generator) -> 
     return paths
 
 
+def scene_questions(scene: Scene, rng: np.random.Generator, k: int = 1) -> list[tuple[str, str]]:
+    """Up to ``k`` distinct (question, answer) pairs about ``scene`` (fewer when it has fewer to ask)."""
+    out: dict[str, str] = {}
+    for _ in range(20 * k):
+        q, a = question_answer(scene, rng)
+        out.setdefault(q, a)
+        if len(out) == k:
+            break
+    return list(out.items())
+
+
 def generate_qa(out_dir: str | Path, scenes: list[Scene], seed: int = 0, prefix: str = "",
-                speech: bool = False) -> pd.DataFrame:
-    """Render ``scenes`` and ask one question about each: columns image, question, answer (and question_audio,
-    the question spoken by espeak-ng, with ``speech``)."""
+                speech: bool = False, questions_per_scene: int = 1) -> pd.DataFrame:
+    """Render ``scenes`` and ask ``questions_per_scene`` distinct questions about each (rows of one scene share
+    its image): columns image, question, answer (and question_audio, the question spoken by espeak-ng, with
+    ``speech``)."""
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     paths = _write_images(out, scenes, prefix, rng)
-    qa = [question_answer(s, rng) for s in scenes]
-    frame = pd.DataFrame({"image": paths, "question": [q for q, _ in qa]})
+    rows = [(path, q, a) for path, scene in zip(paths, scenes)
+            for q, a in scene_questions(scene, rng, questions_per_scene)]
+    frame = pd.DataFrame({"image": [r[0] for r in rows], "question": [r[1] for r in rows]})
     if speech:
         frame["question_audio"] = _speech_files(out, frame["question"].tolist(), rng)
-    frame["answer"] = [a for _, a in qa]
+    frame["answer"] = [r[2] for r in rows]
     return frame
 
 
 def make_qa(out_dir: str | Path, n_train: int = 3000, n_test: int = 500, seed: int = 0,
-            speech: bool | None = None) -> QAPaths:
+            speech: bool | None = None, questions_per_scene: int = 1) -> QAPaths:
     """The QA data set: train.csv and test.csv (unseen scenes), columns image, question, [question_audio], answer.
+
+    ``questions_per_scene``: distinct questions asked about each training scene (the test asks one per scene), as
+    CLEVR asks about ten per image: more supervision per rendered image.
 
     ``speech``: True renders spoken questions (espeak-ng must be installed), False does not, None renders them when
     espeak-ng is available.
@@ -279,6 +307,7 @@ def make_qa(out_dir: str | Path, n_train: int = 3000, n_test: int = 500, seed: i
     train = sample_scenes(n_train, rng, pairs)
     test = sample_scenes(n_test, rng, pairs, avoid={signature(s) for s in train})
     paths = QAPaths(out, out / "train.csv", out / "test.csv", bool(speech))
-    for scenes, path, prefix, s in ((train, paths.train, "train_", seed), (test, paths.test, "test_", seed + 1)):
-        _write_csv(generate_qa(out, scenes, seed=s, prefix=prefix, speech=bool(speech)), path)
+    for scenes, path, prefix, s, k in ((train, paths.train, "train_", seed, questions_per_scene),
+                                       (test, paths.test, "test_", seed + 1, 1)):
+        _write_csv(generate_qa(out, scenes, seed=s, prefix=prefix, speech=bool(speech), questions_per_scene=k), path)
     return paths

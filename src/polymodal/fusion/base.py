@@ -72,6 +72,20 @@ class MissingEmbedding(nn.Module):
         return torch.where(present, enc.pooled, self.vectors[name].to(enc.pooled.dtype).expand_as(enc.pooled))
 
 
+def token_sequence(enc: Encoded, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A modality's first ``max_tokens`` tokens [B, T, D] (its pooled vector as one token when the encoder gives
+    none) and which of them are valid [B, T]: real tokens of present rows. Invalid positions are zeroed, so that
+    nothing about an absent modality or a padding token can reach a fusion's output."""
+    toks = enc.tokens if enc.tokens is not None else enc.pooled.unsqueeze(1)
+    toks = toks[:, :max_tokens]
+    if enc.tokens is not None and enc.token_mask is not None:
+        tmask = enc.token_mask[:, : toks.shape[1]].bool()
+    else:
+        tmask = torch.ones(toks.shape[:2], dtype=torch.bool, device=toks.device)
+    keep = tmask & enc.mask.unsqueeze(1)
+    return toks * keep.unsqueeze(-1).to(toks.dtype), keep
+
+
 def build_fusion(name: str, inputs: list[FusionInput], dim: int, dropout: float, params: dict[str, Any],
                  task: "Task | None" = None) -> Fusion:
     """Build a registered fusion; decision-level fusions also need the ``task`` (their heads are its heads)."""

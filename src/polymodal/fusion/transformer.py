@@ -8,7 +8,7 @@ from torch import nn
 from ..encoders.base import Encoded
 from ..registry import FUSIONS, register
 from .attention import CLSTransformerFusion
-from .base import FusionInput, FusionParams
+from .base import FusionInput, FusionParams, token_sequence
 
 
 class TransformerParams(FusionParams):
@@ -30,17 +30,8 @@ class TransformerFusion(CLSTransformerFusion):
     def sequences(self, encoded: dict[str, Encoded]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         seqs, keeps = [], []
         for i, f in enumerate(self.inputs):
-            enc = encoded[f.name]
-            toks = enc.tokens if enc.tokens is not None else enc.pooled.unsqueeze(1)
-            toks = toks[:, : self.params.max_tokens]
+            toks, keep = token_sequence(encoded[f.name], self.params.max_tokens)
             t = toks.shape[1]
-            if enc.tokens is not None and enc.token_mask is not None:
-                tmask = enc.token_mask[:, :t].bool()
-            else:
-                tmask = torch.ones(toks.shape[:2], dtype=torch.bool, device=toks.device)
-            keep = tmask & enc.mask.unsqueeze(1)
-            # zero absent / padding positions so that nothing about them can reach the output
-            toks = toks * keep.unsqueeze(-1).to(toks.dtype)
             seqs.append(self.proj[f.name](toks) + self.type_emb[i] + self.pos_emb[:t])
             keeps.append(keep)
         return seqs, keeps

@@ -136,10 +136,16 @@ def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> N
     summary = summary.sort_values(["kind", "variant"], key=lambda c: c.map({"modality": 0, "fusion": 1})
                                   if c.name == "kind" else c, kind="stable").reset_index(drop=True)
     write_outputs(summary, OUT, int(summary["seeds"].max()))
-    expected = (len(FUSIONS.names()) + 2) * args.seeds  # + image only, audio only
+    names = FUSIONS.names() if args.fusions == "all" else args.fusions.split(",")
+    counts = pd.Series([r["variant"] for r in runs]).value_counts()
+    unrun = [n for n in names if f"fusion: {n}" not in counts]  # methods added after the comparison was made
+    expected = (len(names) - len(unrun) + 2) * args.seeds  # + image only, audio only
     status = ("all runs finished" if len(runs) >= expected else
               f"**in progress: {len(runs)} of {expected} runs finished** (the command goes on from there; finished "
               f"runs are reused), so some variants have fewer seeds than {args.seeds}")
+    if unrun:
+        status += (f"; {', '.join(f'`{n}`' for n in unrun)}, added to polymodal after this comparison was made, "
+                   "has no run yet: the same command adds it")
     lines = [
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",

@@ -137,6 +137,17 @@ def test_max_tokens_caps_sequence(name):
         torch.testing.assert_close(fusion(enc), fusion(changed))
 
 
+@pytest.mark.parametrize("heads", [0, 3])
+def test_film_attention_pooling_heads(heads):
+    fusion = make_fusion("film", heads=heads).eval()
+    assert (fusion.score is None) == (heads == 0)
+    readout = fusion.out[1].in_features
+    assert readout == ((2 + heads) * len(MODS) + 1) * DIM
+    with torch.no_grad():
+        out = fusion(make_encoded(MASKS))
+    assert out.shape == (B, DIM) and torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("name", ["transformer", "graph", "film"])
 def test_end_to_end_fit(train_csv, test_csv, name):
     raw = tiny_config(max_epochs=1)

@@ -8,11 +8,14 @@ from torch import nn
 from ..encoders.base import Encoded
 from ..registry import FUSIONS, register
 from .base import Fusion, FusionInput, FusionParams, MissingEmbedding, token_sequence
+from .early import _masked_softmax
 
 
 class FiLMParams(FusionParams):
     layers: int = Field(2, ge=1, le=6, description="FiLM-ed residual blocks applied to every token")
     max_tokens: int = Field(64, ge=1, description="tokens kept per modality (the first ones)")
+    heads: int = Field(2, ge=0, le=8, description="attention-pooling heads: each scores every token from its "
+                       "modulated features and averages the tokens by those scores (0: mean and max pooling only)")
 
 
 class FiLMBlock(nn.Module):
@@ -40,8 +43,9 @@ def masked_max(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 class FiLMFusion(Fusion):
     """Feature-wise linear modulation (FiLM, Perez et al. 2018): a context vector from all pooled embeddings sets a
     per-feature scale and shift for residual blocks run on every token of every modality (with its position);
-    masked mean and max pooling per modality read the result. What questions about one object of an image need:
-    the question picks which image cells matter, the pooling finds them."""
+    masked mean, max and attention pooling per modality read the result. What questions about one object of an
+    image need: the question modulates every image cell, attention pooling reads the cells it singles out (their
+    content and their position)."""
 
     Params = FiLMParams
 
@@ -57,7 +61,8 @@ class FiLMFusion(Fusion):
         self.type_emb = nn.Parameter(torch.randn(len(inputs), dim) * 0.02)
         self.pos_emb = nn.Parameter(torch.randn(params.max_tokens, dim) * 0.02)
         self.blocks = nn.ModuleList(FiLMBlock(dim, dropout) for _ in range(params.layers))
-        readout = (2 * len(inputs) + 1) * dim
+        self.score = nn.Linear(dim, params.heads) if params.heads else None
+        readout = ((2 + params.heads) * len(inputs) + 1) * dim
         self.out = nn.Sequential(nn.LayerNorm(readout), nn.Linear(readout, dim), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
@@ -71,4 +76,8 @@ class FiLMFusion(Fusion):
                 h = block(h, films[2 * j], films[2 * j + 1])
             w = keep.unsqueeze(-1).to(h.dtype)
             parts += [(h * w).sum(1) / w.sum(1).clamp_min(1.0), masked_max(h, keep)]
+            if self.score is not None:
+                scores = self.score(h)  # [B, T, heads]
+                alpha = _masked_softmax(scores, keep.unsqueeze(-1).expand_as(scores))  # over tokens; none → 0
+                parts.append(torch.einsum("bth,btd->bhd", alpha, h).flatten(1))
         return self.out(torch.cat(parts, dim=1))

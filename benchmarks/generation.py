@@ -102,9 +102,9 @@ VARIANTS = ["text-classification", "speech-classification", "text-generation", "
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _key(variant: str, fusion: str, per_scene: int, answer_by: str) -> str:
+def _key(variant: str, fusion: str, per_scene: int, answer_by: str, rows: int) -> str:
     key = variant if fusion == "transformer" or answer_by == "generation" else f"{variant}@{fusion}"
-    return key if per_scene == 1 else f"{key}@{per_scene}q"
+    return key if per_scene == 1 else f"{key}@{rows}x{per_scene}q"
 
 
 def _accuracy_by_kind(p: Predictor, test: Path) -> dict[str, float]:
@@ -151,7 +151,7 @@ def qa(rows: int, tests: int, seed: int, variants: list[str], epochs: int, batch
             m = p.evaluate(paths.test)
             if answer_by == "classification":
                 m["by_kind"] = _accuracy_by_kind(p, paths.test)
-            key = _key(variant, fusion, per_scene, answer_by)
+            key = _key(variant, fusion, per_scene, answer_by, rows)
             res[key] = {**m, "fusion": fusion, "questions_per_scene": per_scene, "patience": p.config.training.patience, "config": extra or {},
                         "time_limit": time_limit, "fit_seconds": round(seconds, 1),
                         "fit_cpu_seconds": round(cpu_seconds, 1), "rows": rows, "test_rows": tests,

@@ -3,12 +3,16 @@
     # one default fit (< 10 minutes on 2 CPU cores), the figures in docs/BENCHMARKS.md:
     .venv/bin/python benchmarks/generation.py --part captioning --rows 1500 --threads 1
     # QA: each variant's results merge into one table, so variants can run as separate (parallel) processes
-    CFG='{"training": {"learning_rate": 0.0005}, "encoders": {"image": {"name": "image_cnn", "coords": true}}}'
-    .venv/bin/python benchmarks/generation.py --part qa --variants text-classification --rows 10000 --epochs 12 \
-        --batch-size 64 --patience 12 --threads 1 --config "$CFG"
-    .venv/bin/python benchmarks/generation.py --part qa --variants speech-classification --rows 3000 --epochs 20 \
-        --batch-size 64 --patience 20 --threads 1 --config "$CFG"
-    .venv/bin/python benchmarks/generation.py --part qa --variants text-generation --rows 1500 --epochs 12 --threads 1
+    VQA='{"training": {"learning_rate": 0.0005}, "processing": {"image_augment": false},
+          "encoders": {"image": {"name": "image_cnn", "coords": true, "positions": true}}}'   # the vqa recipe
+    Q='--part qa --questions-per-scene 3 --batch-size 64 --threads 1'
+    .venv/bin/python benchmarks/generation.py $Q --variants text-classification --rows 4000 --epochs 15 \
+        --patience 15 --fusion film --config "$VQA"
+    .venv/bin/python benchmarks/generation.py $Q --variants speech-classification --rows 4000 --epochs 15 \
+        --patience 15 --fusion film --config "$VQA"
+    .venv/bin/python benchmarks/generation.py $Q --variants text-generation --rows 2000 --epochs 12 \
+        --config '{"processing": {"image_augment": false}, "encoders": {"image": {"name": "image_cnn", "coords": true, "positions": true}}}'
+    # ablations: the recipe with one part changed, e.g. --name "no positions" --config <VQA with positions false>
 
 Captioning: a *default* ``fit`` (problem_type generation, nothing else set) on ``make_captioning``'s training
 scenes, scored on held-out scenes that never occur in training (every test caption is new), with beam search (the
@@ -102,9 +106,10 @@ VARIANTS = ["text-classification", "speech-classification", "text-generation", "
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _key(variant: str, fusion: str, per_scene: int, answer_by: str, rows: int) -> str:
+def _key(variant: str, fusion: str, per_scene: int, answer_by: str, rows: int, name: str = "") -> str:
     key = variant if fusion == "transformer" or answer_by == "generation" else f"{variant}@{fusion}"
-    return key if per_scene == 1 else f"{key}@{rows}x{per_scene}q"
+    key = key if per_scene == 1 else f"{key}@{rows}x{per_scene}q"
+    return f"{key}@{name}" if name else key
 
 
 def _accuracy_by_kind(p: Predictor, test: Path) -> dict[str, float]:
@@ -118,7 +123,8 @@ def _accuracy_by_kind(p: Predictor, test: Path) -> dict[str, float]:
 
 def qa(rows: int, tests: int, seed: int, variants: list[str], epochs: int, batch_size: int | None,
        fusion: str = "transformer", patience: int | None = None,
-       time_limit: float | None = None, extra: dict | None = None, per_scene: int = 1) -> tuple[dict, str]:
+       time_limit: float | None = None, extra: dict | None = None, per_scene: int = 1,
+       name: str = "") -> tuple[dict, str]:
     """Fit each variant on ``rows`` training scenes; results merge into generation_qa.json (one entry per
     variant, with its own settings), and the table is built from all entries."""
     path = RESULTS / "generation_qa.json"
@@ -151,8 +157,8 @@ def qa(rows: int, tests: int, seed: int, variants: list[str], epochs: int, batch
             m = p.evaluate(paths.test)
             if answer_by == "classification":
                 m["by_kind"] = _accuracy_by_kind(p, paths.test)
-            key = _key(variant, fusion, per_scene, answer_by, rows)
-            res[key] = {**m, "fusion": fusion, "questions_per_scene": per_scene, "patience": p.config.training.patience, "config": extra or {},
+            key = _key(variant, fusion, per_scene, answer_by, rows, name)
+            res[key] = {**m, "fusion": fusion, "name": name, "questions_per_scene": per_scene, "patience": p.config.training.patience, "config": extra or {},
                         "time_limit": time_limit, "fit_seconds": round(seconds, 1),
                         "fit_cpu_seconds": round(cpu_seconds, 1), "rows": rows, "test_rows": tests,
                         "max_epochs": epochs, "epochs": p.fit_result.epochs_run,
@@ -178,6 +184,7 @@ def qa(rows: int, tests: int, seed: int, variants: list[str], epochs: int, batch
         score = r["accuracy"] if answer_by == "classification" else r["exact_match"]
         bleu1 = f"{r['bleu1']:.3f}" if "bleu1" in r else ""
         fus = "(decoder)" if answer_by == "generation" else r.get("fusion", "transformer")
+        fus += f" ({r['name']})" if r.get("name") else ""
         by_kind = " | ".join(f"{r['by_kind'][k]:.3f}" if k in r.get("by_kind", {}) else "" for k in kinds)
         lines.append(f"| {question} | {how} | {fus} | {score:.3f} | {by_kind} | {bleu1} | "
                      f"{r['rows']} ({r.get('questions_per_scene', 1)}) | "
@@ -193,12 +200,15 @@ def qa(rows: int, tests: int, seed: int, variants: list[str], epochs: int, batch
         "pitch). The columns by question kind (colour: what colour is the square?, shape_at: what shape is at the "
         "top left?, count, exists: is there a red circle?, where: where is the red circle?) give the accuracy on "
         "each kind. Classification with the fusion named (`transformer`: cross-modal attention over the image cells "
-        "and the question tokens; `film`: the question scales and shifts the features of every image cell); "
+        "and the question tokens; `film`: the question scales and shifts the features of every image cell); a row "
+        "whose settings are fusion film, image_cnn with coords and positions, image_augment false and learning rate "
+        "5e-4 is the `vqa` recipe (`polymodal fit --recipe vqa`, `polymodal.recipes`), and a named row (in "
+        "brackets) changes one of them; "
         "generation with the default decoder "
         "(greedy validation, beam search at test time), scored by exact match. Fit times are wall-clock on a machine "
         "shared with other benchmarks. Measured by `python benchmarks/generation.py --part qa --variants V --rows N "
         "--epochs E --batch-size B --patience P --questions-per-scene Q --fusion F --threads 1 --config '<other "
-        "settings as JSON>'` "
+        "settings as JSON>' [--name NAME]` "
         f"on {machine()}; `--variants ''` rebuilds this table from the "
         "saved results.")
     return res, body
@@ -220,6 +230,8 @@ def main() -> None:
     ap.add_argument("--fusion", default="transformer", help="QA classification: fusion method")
     ap.add_argument("--questions-per-scene", type=int, default=1, help="QA: distinct questions per training scene")
     ap.add_argument("--patience", type=int, default=None, help="QA: early-stopping patience (default: polymodal's)")
+    ap.add_argument("--name", default="", help="QA: a label for these settings, so that a run of the same variant, "
+                    "fusion and data with other --config settings (an ablation) gets a row of its own")
     ap.add_argument("--config", default="{}", help="QA: more config as JSON, merged per section, e.g. "
                     "'{\"training\": {\"learning_rate\": 5e-4}}'")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core); 1 on "
@@ -238,7 +250,7 @@ def main() -> None:
         else:
             res, body = qa(a.rows or 2000, a.tests, a.seed, [v for v in a.variants.split(",") if v], a.epochs,
                            a.batch_size, a.fusion, a.patience, a.time_limit, json.loads(a.config),
-                           a.questions_per_scene)
+                           a.questions_per_scene, a.name)
         print(body)
         if a.no_write:
             continue

@@ -1,16 +1,18 @@
 """Seed 003: multimodal question answering over an image and a question given as text or as speech.
 
-Two ways, on ``polymodal.data.scenes.make_qa`` (one question per scene: "what colour is the square?", "what shape
-is at the top left?", "how many shapes are there?", "is there a green triangle?", "where is the red circle?"):
+Two ways, on ``polymodal.data.scenes.make_qa`` (three questions per training scene: "what colour is the square?",
+"what shape is at the top left?", "how many shapes are there?", "is there a green triangle?", "where is the red
+circle?"):
 
 1. Answer classification (VQA-style): the answer is a class from the training answers; the question is just one
-   more input column. Cross-modal attention (``fusion: transformer``) lets the question pick out image cells.
+   more input column. The ``vqa`` recipe (``polymodal.recipes``): FiLM fusion lets the question pick out image
+   cells, which carry their row and column.
 2. Free-form answer generation: ``problem_type: generation``; the decoder writes the answer token by token.
 
 The question is the ``question`` text column or, when espeak-ng is installed, the ``question_audio`` column (the
 same question spoken at a random speed and pitch); a run ignores the other one.
 
-    python examples/seed003_multimodal_qa.py                 # ~10 minutes on 2 CPU cores
+    python examples/seed003_multimodal_qa.py                 # three fits, roughly 20 minutes on 2 CPU cores
     python examples/seed003_multimodal_qa.py --tiny          # CI: tiny models, a few seconds each
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from polymodal import Predictor
 from polymodal.data.scenes import make_qa
+from polymodal.recipes import recipe
 
 TINY = {
     "encoders": {"image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
@@ -43,9 +46,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     a = ap.parse_args(argv)
 
     speech = {"auto": None, "yes": True, "no": False}[a.speech]
-    paths = make_qa(a.out / "data", n_train=a.rows, n_test=max(a.rows // 4, 8), speech=speech)
+    paths = make_qa(a.out / "data", n_train=a.rows, n_test=max(a.rows // 4, 8), speech=speech,
+                    questions_per_scene=3)
     base = {k: dict(v) for k, v in TINY.items()} if a.tiny else {}
-    base["fusion"] = {**base.get("fusion", {}), "name": "transformer"}
     if a.epochs:
         base.setdefault("training", {})["max_epochs"] = a.epochs
     runs = [("text question, answer classification", "question", None),
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         ignore = [c for c in ("question", "question_audio") if c != question and (c != "question_audio"
                                                                                  or paths.speech)]
         start = time.perf_counter()
-        p = Predictor("answer", problem_type=problem, config=base, ignore=ignore, verbose=False).fit(paths.train)
+        config = base if problem == "generation" else recipe("vqa", base)
+        p = Predictor("answer", problem_type=problem, config=config, ignore=ignore, verbose=False).fit(paths.train)
         run = p.save(a.out / "runs" / name.replace(" ", "_").replace(",", ""), overwrite=True)
         m = Predictor.load(run, verbose=False).evaluate(paths.test)
         score = ("accuracy", m["accuracy"]) if problem is None else ("exact match", m["exact_match"])

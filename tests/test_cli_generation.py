@@ -47,6 +47,14 @@ def test_demo_tasks(cli, tmp_path, tiny_yaml, task, expect):
     assert r.exit_code == 0, r.output
     assert expect in r.stdout and "examples" in r.stdout
     assert (tmp_path / task / "run" / "model.safetensors").is_file()
+    if task == "qa":  # the vqa recipe, under the --config file's settings; three questions per training scene
+        from polymodal import Predictor
+
+        cfg = Predictor.load(tmp_path / task / "run", verbose=False).config
+        assert cfg.processing.image_augment is False and cfg.encoders["image"].params()["positions"] is True
+        assert cfg.fusion.name == "transformer"  # the config file's choice
+        train = pd.read_csv(tmp_path / task / "data" / "train.csv")
+        assert train["image"].value_counts().max() == 3
 
 
 def test_demo_unknown_task(cli, tmp_path):

@@ -160,16 +160,36 @@ def test_fusion_registry_and_unknown_fusion():
         build_fusion("concat", [FusionInput("a", 4)], 8, 0.0, {"bogus": 1})
 
 
-@pytest.mark.parametrize("coords", [False, True])
-def test_image_coords_make_tokens_know_their_position(setup, coords):
-    """A blank image gives every cell the same token, unless coordinate channels (CoordConv) are appended."""
+@pytest.mark.parametrize("name", ["image_cnn", "audio_cnn"])
+@pytest.mark.parametrize("option", [None, "coords", "positions"])
+def test_conv_position_options_make_tokens_know_their_position(setup, name, option):
+    """A blank input gives every token the same vector, unless coordinate channels (CoordConv) or position codes
+    are added; absent rows stay zero either way."""
     _, _, modalities, procs, batch = setup
-    (m,) = [m for m in modalities if m.kind == "image"]
+    (m,) = [m for m in modalities if m.kind in ENCODERS.get(name).kinds]
     torch.manual_seed(0)
-    enc = build_encoder("image_cnn", {**SMALL_PARAMS["image_cnn"], "coords": coords}, m, procs[m.name]).eval()
-    assert enc.trunk.net[0].in_channels == procs[m.name].channels + 2 * coords
+    params = {**SMALL_PARAMS[name], **({option: True} if option else {})}
+    enc = build_encoder(name, params, m, procs[m.name]).eval()
+    assert enc.trunk.net[0].in_channels == (procs[m.name].channels if name == "image_cnn" else 1) + 2 * (
+        option == "coords")
     inputs = {**batch.inputs, m.name: torch.zeros_like(batch.inputs[m.name])}
+    mask = torch.ones(B, dtype=torch.bool)
+    mask[0] = False
     with torch.no_grad():
-        tokens = enc(inputs, torch.ones(B, dtype=torch.bool)).tokens
-    spread = (tokens - tokens[:, :1]).abs().amax().item()
-    assert (spread > 1e-3) if coords else (spread < 1e-6)
+        tokens = enc(inputs, mask).tokens
+    assert (tokens[0] == 0).all()
+    spread = (tokens[1:] - tokens[1:, :1]).abs().amax().item()
+    assert (spread > 1e-3) if option else (spread < 1e-6)
+
+
+def test_sincos_2d_codes_every_cell_apart():
+    from polymodal.encoders.base import sincos_2d
+
+    for h, w, dim in ((6, 6, 128), (1, 20, 16), (3, 5, 18)):
+        code = sincos_2d(h, w, dim)
+        assert code.shape == (h * w, dim) and torch.isfinite(code).all()
+        assert torch.cdist(code, code).add(torch.eye(h * w) * 1e3).min() > 0.1  # no two cells share a code
+        assert (code[:, 4 * (dim // 4):] == 0).all()  # features beyond a multiple of 4 are padding
+    code = sincos_2d(3, 3, 16).view(3, 3, 16)
+    torch.testing.assert_close(code[0, :, :8], code[0, :1, :8].expand(3, 8))  # first half: the row only
+    torch.testing.assert_close(code[:, 0, 8:], code[:1, 0, 8:].expand(3, 8))  # second half: the column only

@@ -27,7 +27,7 @@ err = Console(stderr=True)
 LabelOpt = typer.Option(..., "--label", "-l", help="Name of the target column.")
 DataRootOpt = typer.Option(None, "--data-root", help="Folder relative file paths resolve against "
                            "(default: the table's own folder).")
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON config file (see docs/CONFIG.md).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON config file (docs/USER_GUIDE.md, section 3).")
 OnErrorOpt = typer.Option(None, "--on-error", help="Bad rows: 'fail' (default), 'skip' them, or treat bad "
                           "cells as 'missing'.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages.")
@@ -146,16 +146,21 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
             None, "--preset", help="'fast' (from-scratch encoders, the default) or 'pretrained' (a frozen pretrained "
             "encoder per text/image/audio column whose weights are on this machine; it says which it could not "
             "find)."),
+        recipe: Optional[str] = typer.Option(
+            None, "--recipe", help="A config measured to work for a kind of problem, under --config's settings: "
+            "'vqa' (questions about images, answered by classification; see docs/USER_GUIDE.md section 8)."),
         on_error: Optional[str] = OnErrorOpt,
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
         quiet: bool = QuietOpt) -> None:
     """Train a model on a table and save it as a run directory (written only when training succeeds)."""
     from .api import Predictor
     from .errors import RunDirError
+    from .recipes import recipe as recipe_config
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
-    p = Predictor(label, problem_type=problem_type, config=config, data_root=data_root, ignore=_split(ignore),
+    cfg = recipe_config(recipe, config) if recipe else config
+    p = Predictor(label, problem_type=problem_type, config=cfg, data_root=data_root, ignore=_split(ignore),
                   time_limit=time_limit, seed=seed, on_error=on_error, preset=preset, verbose=not quiet)
     if fusion:
         p.config.fusion.name = fusion
@@ -396,6 +401,7 @@ def report_cmd(run: Path = typer.Argument(..., help="Run directory from `polymod
 
 DEMO_TASKS = ("classification", "captioning", "qa")
 DEMO_REPORT_EXAMPLES, DEMO_REPORT_BOOTSTRAP = 4, 50
+DEMO_QA_QUESTIONS = 3  # distinct questions per training scene of `demo --task qa`
 
 
 @app.command()
@@ -412,7 +418,7 @@ def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", hel
 
     --task classification: image + audio + text + tabular columns, three classes.
     --task captioning: a default generation fit on scenes of coloured shapes (about 10 minutes on 2 CPU cores).
-    --task qa: questions about the scenes, answered by classification over the training answers (VQA-style).
+    --task qa: questions about the scenes, answered by classification (VQA-style) with the vqa recipe.
     """
     from .errors import ConfigError
 
@@ -482,17 +488,18 @@ def _demo_qa(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: i
 
     from .api import Predictor
     from .data.scenes import make_qa
+    from .recipes import recipe
 
     rows = rows or 2000
     start = time.perf_counter()
-    paths = make_qa(out_dir / "data", n_train=rows, n_test=max(rows // 4, 20), seed=seed)
+    paths = make_qa(out_dir / "data", n_train=rows, n_test=max(rows // 4, 20), seed=seed,
+                    questions_per_scene=DEMO_QA_QUESTIONS)
     err.print(f"QA data: {paths.train} and {paths.test}"
               + (" (questions as text and as speech: question_audio)" if paths.speech else " (text questions)"))
     # Answer classification (VQA-style): the answer is a class; the image and the text question are the inputs.
-    # Cross-modal attention lets the question pick out the image cells it is about.
-    cfg = config if config is not None else {"fusion": {"name": "transformer"}}
-    p = Predictor("answer", config=cfg, ignore=["question_audio"] if paths.speech else None, verbose=not quiet,
-                  seed=seed).fit(paths.train)
+    # The vqa recipe: FiLM lets the question pick out the image cells it is about, which know where they are.
+    p = Predictor("answer", config=recipe("vqa", config), ignore=["question_audio"] if paths.speech else None,
+                  verbose=not quiet, seed=seed).fit(paths.train)
     run = p.save(out_dir / "run")
     metrics = p.evaluate(paths.test)
     out.print(_metrics_table(f"QA demo (answer classification, text questions): test metrics "

@@ -170,15 +170,7 @@ class PolymodalConfig(_Section):
         if isinstance(value, PolymodalConfig):
             return value.model_copy(deep=True)
         if isinstance(value, (str, Path)):
-            path = Path(value)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            try:
-                value = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except (yaml.YAMLError, UnicodeDecodeError) as e:
-                raise ConfigError(f"config file {path} is not valid YAML/JSON: {e}") from None
-            if not isinstance(value, dict):
-                raise ConfigError(f"config file {path} must hold a mapping at the top level")
+            value = read_config_file(value)
         try:
             return cls.model_validate(value)
         except ValidationError as e:
@@ -189,3 +181,17 @@ class PolymodalConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML/JSON config file, as written (nothing filled in or validated yet)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid YAML/JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return value

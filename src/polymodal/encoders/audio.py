@@ -8,7 +8,7 @@ from torch import nn
 
 from ..registry import ENCODERS, register
 from ..schema import Modality
-from .base import ConvConfig, Encoded, Encoder, ResNetTrunk, zero_absent
+from .base import ConvConfig, Encoded, Encoder, ResNetTrunk, sincos_2d, zero_absent
 
 
 @register(ENCODERS, "audio_cnn")
@@ -29,4 +29,6 @@ class AudioCNN(Encoder):
         fmap = self.trunk(inputs[self.modality.name]).mean(2)  # [B, C, T']
         pooled = self.proj(torch.cat([fmap.mean(2), fmap.amax(2)], dim=1))
         tokens = self.token_proj(fmap.transpose(1, 2))
+        if self.config.positions:  # one row of time steps
+            tokens = tokens + sincos_2d(1, tokens.shape[1], self.dim).to(tokens)
         return Encoded(zero_absent(pooled, mask), zero_absent(tokens, mask), mask)

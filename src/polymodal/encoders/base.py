@@ -1,6 +1,7 @@
 """The encoder contract and the shared building blocks."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -101,6 +102,8 @@ class ConvConfig(EncoderConfig):
     coords: bool = Field(False, description="append x/y coordinate channels to the input (CoordConv, Liu et al. "
                          "2018): convolutions alone are blind to where something is, which questions about "
                          "positions need")
+    positions: bool = Field(False, description="add a fixed 2-D sine-cosine code of each token's row and column to "
+                            "the tokens (as ViT/MAE do), so that fusions reading tokens know where each one is")
 
 
 class ResNetTrunk(nn.Module):
@@ -126,6 +129,26 @@ class ResNetTrunk(nn.Module):
             xs = torch.linspace(-1, 1, w, dtype=x.dtype, device=x.device).view(1, 1, 1, w).expand(b, 1, h, w)
             x = torch.cat([x, ys, xs], 1)
         return self.net(x)
+
+
+def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
+    """[h*w, dim] position codes in row-major order: sines and cosines of the row in the first half of the
+    features, of the column in the second. The periods are spread geometrically from 4 tokens to 4 times the
+    longer side, so that every feature varies across the grid (Vaswani et al. 2017's fixed 10,000 would leave
+    most features constant over a few cells)."""
+    quarter = dim // 4
+    n = max(h, w)
+    periods = 4.0 * n ** (torch.arange(quarter, dtype=torch.float32) / max(quarter - 1, 1))
+    freqs = 2 * math.pi / periods
+
+    def axis(size: int) -> torch.Tensor:
+        angles = torch.arange(size, dtype=torch.float32)[:, None] * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], 1)  # [size, 2 * quarter]
+
+    rows = axis(h)[:, None].expand(h, w, 2 * quarter)
+    cols = axis(w)[None, :].expand(h, w, 2 * quarter)
+    code = torch.cat([rows, cols], -1).reshape(h * w, 4 * quarter)
+    return torch.nn.functional.pad(code, (0, dim - 4 * quarter))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..registry import ENCODERS, register
 from ..schema import Modality
-from .base import ConvConfig, Encoded, Encoder, ResNetTrunk, zero_absent
+from .base import ConvConfig, Encoded, Encoder, ResNetTrunk, sincos_2d, zero_absent
 
 
 @register(ENCODERS, "image_cnn")
@@ -28,5 +28,7 @@ class ImageCNN(Encoder):
     def encode(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
         fmap = self.trunk(inputs[self.modality.name])  # [B, C, h, w]
         tokens = self.proj(fmap.flatten(2).transpose(1, 2))  # [B, h*w, D]
+        if self.config.positions:
+            tokens = tokens + sincos_2d(*fmap.shape[2:], self.dim).to(tokens)
         pooled = self.proj(fmap.mean((2, 3)))
         return Encoded(zero_absent(pooled, mask), zero_absent(tokens, mask), mask)

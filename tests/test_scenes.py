@@ -60,11 +60,24 @@ def test_question_answers_are_right():
     assert seen.get("is there a red circle?") == "yes"
     assert all(a == "no" for q, a in seen.items() if q.startswith("is there") and q not in
                ("is there a red circle?", "is there a green square?"))
-
-
     assert {sc.question_kind(q) for q in seen} == set(sc.QUESTION_KINDS.values())
     with pytest.raises(ValueError, match="not a scene question"):
         sc.question_kind("why is the sky blue?")
+
+
+def test_the_wording_of_a_yes_no_question_never_gives_the_answer_away():
+    """Absent objects are asked about with the same article as present ones ("an orange square"): a question's
+    wording alone must not tell its answer."""
+    rng = np.random.default_rng(0)
+    pairs = sc._pairs()
+    asked: dict[str, set[str]] = {}
+    for _ in range(3000):
+        q, a = sc.question_answer(sc.random_scene(rng, pairs), rng)
+        if q.startswith("is there"):
+            asked.setdefault(q, set()).add(a)
+    assert len(asked) == len(pairs)  # one wording per (colour, shape), whatever the answer
+    assert all(q.startswith(f"is there {sc.article(q.split()[3])} ") for q in asked)
+    assert all(answers == {"yes", "no"} for answers in asked.values())
 
 
 def test_make_qa_text_only(tmp_path):

@@ -10,7 +10,7 @@
            "where is the red circle?") need;
          - no shift augmentation of the images (``processing.image_augment: false``): it moves the very things whose
            position the questions ask about;
-         - a learning rate of 5e-4 (the default 2e-3 does not fit the training questions).
+         - a learning rate of 5e-4, a quarter of the default.
 
          The figures, and the command that measures them, are in docs/BENCHMARKS.md (multimodal question answering).
 """

@@ -217,7 +217,7 @@ def question_answer(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
         return f"is there {article(o.colour)} {o.colour} {o.shape}?", "yes"
     absent = [p for p in _pairs() if p not in pairs]
     c, s = absent[int(rng.integers(len(absent)))]
-    return f"is there a {c} {s}?", "no"
+    return f"is there {article(c)} {c} {s}?", "no"
 
 
 QUESTION_KINDS = {"what colour": "colour", "what shape": "shape_at", "how many": "count", "is there": "exists",

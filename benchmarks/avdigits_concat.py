@@ -36,7 +36,6 @@ from datetime import date
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
 
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _avdigits import IGNORE, LABEL, LUDWIG, ROOT, ensure_data  # noqa: E402
 from _report import machine, write_section  # noqa: E402
 
-import polymodal.api as api  # noqa: E402
+import polymodal.fitting as fitting  # noqa: E402
 from polymodal import Predictor  # noqa: E402
 from polymodal.config import PolymodalConfig  # noqa: E402
 from polymodal.data.dataset import make_loader, prepare  # noqa: E402
@@ -101,7 +100,7 @@ def run_accuracy(train: pd.DataFrame, test: pd.DataFrame, root: Path, seed: int,
 def polymodal_fixed(train: pd.DataFrame, root: Path, epochs: int, seed: int) -> dict:
     """Predictor.fit for a fixed number of epochs; the training loop itself is timed by wrapping fit_model."""
     loop = {}
-    inner = api.fit_model
+    inner = fitting.fit_model
 
     def timed(*args, **kwargs):
         t = time.perf_counter()
@@ -111,13 +110,13 @@ def polymodal_fixed(train: pd.DataFrame, root: Path, epochs: int, seed: int) -> 
             loop["s"] = time.perf_counter() - t
 
     cfg = {"training": {"max_epochs": epochs, "patience": 10_000}}
-    api.fit_model = timed
+    fitting.fit_model = timed
     try:
         start = time.perf_counter()
         p = Predictor(LABEL, ignore=IGNORE, data_root=root, seed=seed, config=cfg, verbose=False).fit(train)
         total = time.perf_counter() - start
     finally:
-        api.fit_model = inner
+        fitting.fit_model = inner
     return {"total_s": total, "loop_s": loop["s"], "epochs": len(p.fit_result.history),
             "val_accuracy": p.fit_result.validation.get("val_accuracy")}
 
@@ -132,7 +131,8 @@ def plain_fixed(train: pd.DataFrame, root: Path, epochs: int, seed: int) -> dict
     schema = infer_schema(frame, LABEL, cfg.columns, cfg.ignore)
     task = build_task("multiclass", cfg.task)
     task.fit_target(frame[LABEL])
-    tr_pos, va_pos = Predictor._split(frame[LABEL], task, cfg.training.validation_fraction, seed)
+    tr_pos, va_pos = fitting.split_rows(len(frame), cfg.training.validation_fraction, seed,
+                                        task.encode_target(frame[LABEL]))
     ctx = LoadContext(table.root, cfg.limits)
     modalities, processors = build_processors(schema, cfg)
     for proc in processors.values():
@@ -140,7 +140,7 @@ def plain_fixed(train: pd.DataFrame, root: Path, epochs: int, seed: int) -> dict
     prepared = prepare(frame, processors, ctx, targets=task.encode_target(frame[LABEL]), progress=False)
     tr, va = prepared.subset(tr_pos), prepared.subset(va_pos)  # no rows are dropped (on_error="fail")
     tcfg = cfg.training
-    batch_size = api._auto_batch_size(len(tr))
+    batch_size = fitting.auto_batch_size(len(tr))
 
     loop_start = time.perf_counter()
     L.seed_everything(seed, workers=True, verbose=False)

@@ -42,7 +42,8 @@ from polymodal.data.dataset import make_loader, prepare  # noqa: E402
 from polymodal.data.processors import LoadContext  # noqa: E402
 from polymodal.serving.export import ExportConfig, export_run, table_batches  # noqa: E402
 from polymodal.serving.onnx_graph import session, to_onnx  # noqa: E402
-from polymodal.serving.prune import apply_pruning, fine_tune, make_permanent, sparsity  # noqa: E402
+from polymodal.fitting import fine_tune  # noqa: E402
+from polymodal.serving.prune import apply_pruning, make_permanent, sparsity  # noqa: E402
 from polymodal.serving.quantize import quantize  # noqa: E402
 
 COMPARE_RUN = ROOT / "benchmarks" / "results" / "avdigits_compare" / "runs" / "fusion-concat-seed0"
@@ -170,7 +171,7 @@ def main() -> None:
         if amount >= 0.5 and tune is not None:
             q = Predictor.load(run, verbose=False)
             apply_pruning(q.model, amount)
-            fine_tune(q, tune, 1, a.data)
+            fine_tune(q.pipeline, tune, 1, a.data)
             make_permanent(q.model)
             row["accuracy_fine_tuned"] = accuracy(q.model)
         pruning.append(row)

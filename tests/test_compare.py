@@ -57,7 +57,9 @@ def test_runs_are_logged_resumed_and_kept(train_csv, tmp_path, monkeypatch):
     def no_fit(*a, **k):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(api.Predictor, "fit", no_fit)
+    import polymodal.evaluation.compare as compare_module
+
+    monkeypatch.setattr(compare_module, "fit_pipeline", no_fit)
     again = polymodal.compare(train_csv, "label", resume=True, **kwargs)
     pd.testing.assert_frame_equal(again, first)
     # other settings do not reuse the logged run

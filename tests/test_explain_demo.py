@@ -110,7 +110,8 @@ def test_explain_refuses_generation_models_and_unknown_methods(demo):
     with pytest.raises(ConfigError, match="occlusion"):
         p.explain(rows, method="saliency", data_root=root)
     gen = copy.copy(p)
-    gen.task = SimpleNamespace(problem_type="generation")
+    gen.pipeline = copy.copy(p.pipeline)
+    gen.pipeline.task = SimpleNamespace(problem_type="generation")
     with pytest.raises(ExplainError, match="classification and regression"):
         gen.explain(rows, data_root=root)
     with pytest.raises(ExplainError, match="classification and regression"):

@@ -82,8 +82,8 @@ def test_beam_width_one_is_greedy_and_max_length_limits(captioner, captions):
     greedy = captioner.predict(captions.test, return_scores=True, decoding={"method": "greedy"})
     beam1 = captioner.predict(captions.test, return_scores=True, decoding={"method": "beam", "beam_width": 1})
     assert (greedy["caption"] == beam1["caption"]).all()
-    with captioner._decoding({"max_length": 3}):
-        out, _, _ = captioner._outputs(captions.test, None, None)
+    with captioner.pipeline.decoding({"max_length": 3}):
+        out = captioner.pipeline.outputs(captioner.pipeline.prepare(captions.test))
     assert out.ids.shape[1] <= 3 and out.lengths.max() <= 3
     assert len(captioner.predict(captions.test, decoding={"max_length": 3})) == 16
     with pytest.raises(ConfigError, match="more than this model can generate"):

@@ -126,6 +126,9 @@ class TrainingConfig(_Section):
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
     validation_fraction: float = Field(0.15, gt=0, lt=0.9)
+    group_column: str | None = Field(None, description="rows sharing a value of this column (a patient, a user, a "
+                                     "recording session) stay on one side of the train/validation split; the "
+                                     "column is not an input")
     seed: int = 0
     time_limit: float | None = Field(None, gt=0, description="seconds of training; at the first step past it the "
                                      "partial epoch is validated and the best epoch so far is kept")

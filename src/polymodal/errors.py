@@ -76,3 +76,7 @@ class ExportError(PolymodalError):
 
 class ExplainError(PolymodalError, ValueError):
     """An explanation or a modality-importance measurement cannot be computed for this model or these rows."""
+
+
+class NotFittedError(PolymodalError):
+    """A predictor was used before ``fit`` or ``load``."""

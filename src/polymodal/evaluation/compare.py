@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from ..config import PolymodalConfig
 from ..data.readers import Table, read_table
 from ..errors import ConfigError
 from ..io import atomic_file
+from ..fitting import fit_pipeline, split_rows
 from ..model import count_parameters
+from ..pipeline import labelled_rows
 from ..registry import FUSIONS
-from ..schema import infer_schema
+from ..schema import infer_problem_type, infer_schema
 
 log = logging.getLogger("polymodal")
 
@@ -61,16 +61,20 @@ def resolve_fusions(fusions: str | list[str] | None) -> list[str]:
     return names
 
 
-def _split(table: Table, label: str, test_data: Any, test_fraction: float, seed: int,
+def _split(table: Table, label: str, cfg: PolymodalConfig, test_data: Any, test_fraction: float,
            data_root: Any) -> tuple[Table, Table]:
+    """The training and test tables: ``test_data`` when given, else a split of the labelled rows by polymodal's one
+    split rule (stratified for classification; by ``training.group_column`` when set)."""
     if test_data is not None:
         return table, read_table(test_data, data_root)
-    frame = table.frame[table.frame[label].notna()]
-    y = frame[label]
-    strat = y if y.nunique() <= 50 and y.value_counts().min() >= 2 else None
-    train, test = train_test_split(np.arange(len(frame)), test_size=test_fraction, random_state=seed, stratify=strat)
-    return (Table(frame.iloc[np.sort(train)], table.root, table.source),
-            Table(frame.iloc[np.sort(test)], table.root, table.source))
+    frame = labelled_rows(table.frame, label, "comparison")
+    problem_type = cfg.task.problem_type or infer_problem_type(frame[label])[0]
+    strata = pd.factorize(frame[label], sort=True)[0] if problem_type in ("binary", "multiclass") else None
+    group = cfg.training.group_column
+    train, test = split_rows(len(frame), test_fraction, cfg.training.seed, strata,
+                             None if group is None else frame[group])
+    return (Table(frame.iloc[train], table.root, table.source),
+            Table(frame.iloc[test], table.root, table.source))
 
 
 def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", seeds: int = 1,
@@ -86,7 +90,6 @@ def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", s
     were made with the same data and settings. ``keep_runs=True`` saves every trained model under
     ``out_dir/runs/<variant>-seed<k>``. Files are decoded once and shared by all runs.
     """
-    from ..api import Predictor
     from ..data.dataset import shared_decoding
 
     if seeds < 1:
@@ -95,7 +98,7 @@ def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", s
         raise ConfigError("keep_runs and resume need an output directory (out_dir / --out)")
     cfg = PolymodalConfig.from_any(config)
     table = read_table(data, data_root if data_root is not None else cfg.data_root)
-    train, test = _split(table, label, test_data, test_fraction, cfg.training.seed, data_root)
+    train, test = _split(table, label, cfg, test_data, test_fraction, data_root)
     variants = _variants(train.frame, label, cfg, resolve_fusions(fusions), single_modalities)
     log_file = None if out_dir is None else Path(out_dir) / "runs.jsonl"
     settings = _fingerprint(cfg, label, train, test, time_limit_per_run)
@@ -110,7 +113,7 @@ def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", s
                     runs.append(done[(v.name, seed)])
                     bar.update()
                     continue
-                run = _run_variant(Predictor, v, seed, cfg, label, train, test, time_limit_per_run,
+                run = _run_variant(v, seed, cfg, label, train, test, time_limit_per_run,
                                    None if not keep_runs else Path(out_dir) / "runs" / f"{_slug(v.name)}-seed{seed}")
                 runs.append(run)
                 if log_file is not None:
@@ -123,22 +126,25 @@ def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", s
     return table_out
 
 
-def _run_variant(predictor_cls: Any, v: Variant, seed: int, cfg: PolymodalConfig, label: str, train: Table,
-                 test: Table, time_limit: float | None, save_to: Path | None) -> dict[str, Any]:
+def _run_variant(v: Variant, seed: int, cfg: PolymodalConfig, label: str, train: Table, test: Table,
+                 time_limit: float | None, save_to: Path | None) -> dict[str, Any]:
+    """Fit one variant with the same fitting steps as ``Predictor.fit`` and score it on the test rows."""
     run_cfg = cfg.model_copy(deep=True)
     run_cfg.fusion.name = v.fusion
-    p = predictor_cls(label, config=run_cfg, ignore=v.ignore, seed=seed, time_limit=time_limit, verbose=False,
-                      data_root=train.root)
+    run_cfg.ignore = list(dict.fromkeys(run_cfg.ignore + v.ignore))
+    run_cfg.training.seed = seed
+    if time_limit is not None:
+        run_cfg.training.time_limit = time_limit
     start = time.perf_counter()
-    p.fit(train.frame)
+    pipeline = fit_pipeline(Table(train.frame, train.root, train.source), label, run_cfg, verbose=False).pipeline
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = p.evaluate(test.frame, data_root=test.root)
+    metrics = pipeline.evaluate(Table(test.frame, test.root, test.source))
     infer = (time.perf_counter() - start) / max(metrics["rows"], 1)
     if save_to is not None:
-        p.save(save_to)
-    return {"variant": v.name, "kind": v.kind, "seed": seed, **metrics, "parameters": count_parameters(p.model),
-            "fit_seconds": fit_seconds, "infer_ms_per_row": 1000 * infer, "primary": p.task.monitor[0]}
+        pipeline.save(save_to)
+    return {"variant": v.name, "kind": v.kind, "seed": seed, **metrics, "parameters": count_parameters(pipeline.model),
+            "fit_seconds": fit_seconds, "infer_ms_per_row": 1000 * infer, "primary": pipeline.task.monitor[0]}
 
 
 def _slug(name: str) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,12 +37,11 @@ from ..data.dataset import Collator
 from ..data.loaders import is_empty
 from ..data.processors import MISSING_CATEGORY, Processor, tokenize
 from ..errors import ConfigError, ExplainError, row_label
+from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
 from .attention import fusion_weights
 from .targets import EXPLAIN_TARGETS, ExplainTarget, as_numpy, explainable_task, prepare_rows
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..api import Predictor
 
 Inputs = dict[str, torch.Tensor]
 
@@ -509,7 +508,7 @@ def _shares(totals: dict[str, float]) -> dict[str, float]:
     return {c: (v / s if s > 0 else 0.0) for c, v in totals.items()}
 
 
-def explain(predictor: "Predictor", rows: Any, *, method: str = "occlusion", data_root: str | Path | None = None,
+def explain(predictor: PipelineSource, rows: Any, *, method: str = "occlusion", data_root: str | Path | None = None,
             on_error: str | None = None, progress: bool = False) -> list[Explanation]:
     """Explain each row of ``rows`` (a path, DataFrame or Table) for a fitted classification/regression predictor.
 
@@ -521,6 +520,7 @@ def explain(predictor: "Predictor", rows: Any, *, method: str = "occlusion", dat
     :class:`ModalityAttribution` per input column (image/audio maps, per-token and per-feature scores, the
     column's share of the row's attribution) and the fusion's modality weights where it has them.
     """
+    predictor = as_pipeline(predictor)
     task = explainable_task(predictor, "explanations")
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method '{method}'; choose one of: {', '.join(METHODS.names())}")

@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Prepared, make_loader
 from ..errors import ConfigError
+from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
 from ..training import predict_outputs
 from .columns import ColumnView, column_views
 from .targets import explainable_task, prepare_rows
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..api import Predictor
     from ..tasks import Task
 
 
@@ -196,14 +196,15 @@ def _bootstrap_differences(metric: RowMetric, base: np.ndarray, variants: Sequen
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def modality_importance(predictor: "Predictor", data: Any, *, methods: Sequence[str] = ("drop", "permutation"),
+def modality_importance(predictor: PipelineSource, data: Any, *, methods: Sequence[str] = ("drop", "permutation"),
                         n_bootstrap: int = 200, repeats: int = 1, seed: int = 0, data_root: str | Path | None = None,
                         confidence: float = 0.95, on_error: str | None = None,
                         progress: bool = False) -> ImportanceResult:
     """Importance of each input column of a fitted classification or regression ``predictor`` on labelled ``data``.
 
     Args:
-        predictor: a fitted :class:`~polymodal.Predictor`.
+        predictor: a fitted :class:`~polymodal.Predictor`, its :class:`~polymodal.pipeline.FittedPipeline`, or a
+            run directory.
         data: a labelled table (path, DataFrame or Table) with the columns the model was trained on.
         methods: "drop" (the column made missing) and/or "permutation" (its values shuffled across rows).
         n_bootstrap: resamples of the rows for the confidence intervals (0: no intervals, they are NaN).
@@ -215,6 +216,7 @@ def modality_importance(predictor: "Predictor", data: Any, *, methods: Sequence[
     Returns an :class:`ImportanceResult`: per column and method, the metric lost without the column (higher =
     more important; the task's accuracy, or RMSE for regression, where the loss is the increase).
     """
+    predictor = as_pipeline(predictor)
     task = explainable_task(predictor, "modality importance")
     methods = list(dict.fromkeys(methods))
     if not methods:
@@ -230,7 +232,7 @@ def modality_importance(predictor: "Predictor", data: Any, *, methods: Sequence[
         raise ConfigError(f"modality importance needs at least 2 usable labelled rows; the table has {len(prepared)}")
     y_true = frame[predictor.label].iloc[prepared.rows].reset_index(drop=True)
     processors = predictor.processors
-    batch_size = predictor._predict_batch_size()
+    batch_size = predictor.predict_batch_size
 
     def per_row(modality: str | None = None, items: list[Any] | None = None) -> np.ndarray:
         view = prepared if modality is None else Prepared({**prepared.items, modality: items}, prepared.rows)

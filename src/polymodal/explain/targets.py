@@ -15,14 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.dataset import Prepared, prepare
-from ..data.processors import LoadContext
-from ..data.readers import read_table
-from ..errors import DataError, ExplainError
+from ..data.dataset import Prepared
+from ..errors import ExplainError
+from ..pipeline import FittedPipeline
 from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..api import Predictor
     from ..tasks import Task
 
 
@@ -84,10 +82,9 @@ for _name in ("binary", "multiclass"):
 EXPLAIN_TARGETS.register("regression")(PredictedValue)
 
 
-def explainable_task(predictor: "Predictor", what: str) -> "Task":
-    """The predictor's task, when explanations support it; else an :class:`ExplainError` saying what they support."""
-    predictor._require_fitted()
-    task = predictor.task
+def explainable_task(pipeline: FittedPipeline, what: str) -> "Task":
+    """The pipeline's task, when explanations support it; else an :class:`ExplainError` saying what they support."""
+    task = pipeline.task
     if task.problem_type not in EXPLAIN_TARGETS:
         raise ExplainError(f"{what} supports classification and regression models; this is a "
                            f"{task.problem_type} model. For a generation model, score generated texts with "
@@ -95,23 +92,15 @@ def explainable_task(predictor: "Predictor", what: str) -> "Task":
     return task
 
 
-def prepare_rows(predictor: "Predictor", data: Any, data_root: str | Path | None, on_error: str | None,
+def prepare_rows(pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_error: str | None,
                  labelled: bool) -> tuple[pd.DataFrame, Prepared]:
-    """Read and decode ``data`` with the predictor's fitted processors (``labelled``: rows with a label only)."""
-    table = read_table(data, data_root if data_root is not None else predictor.config.data_root)
-    frame = table.frame
-    if len(frame) == 0:
-        raise DataError("the table has no rows")
-    if labelled:
-        if predictor.label not in frame.columns:
-            raise ExplainError(f"modality importance needs the label column '{predictor.label}' in the table, to "
-                               "score the model with and without each column; pass a labelled table")
-        frame = predictor._labelled(frame, "importance")
-    predictor._check_columns(frame, predictor.schema)
-    ctx = LoadContext(table.root, predictor.config.limits)
-    prepared = prepare(frame, predictor.processors, ctx, on_error or predictor.config.on_error,
-                       progress=predictor.verbose)
-    return frame, prepared
+    """Read and decode ``data`` with the pipeline's fitted processors (``labelled``: rows with a label only)."""
+    table = pipeline.read(data, data_root)
+    if labelled and pipeline.label not in table.frame.columns:
+        raise ExplainError(f"modality importance needs the label column '{pipeline.label}' in the table, to "
+                           "score the model with and without each column; pass a labelled table")
+    decoded = pipeline.prepare(table, on_error=on_error, labelled="importance" if labelled else None)
+    return decoded.frame, decoded.prepared
 
 
 def as_numpy(x: torch.Tensor) -> np.ndarray:

@@ -4,33 +4,29 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .. import __version__
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..io import atomic_file
+from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
 from .blocks import Report
 from .context import ReportContext, ReportOptions, find_robustness, read_history, score, summarise
 from .render import render
 from .sections import sections_for
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..api import Predictor
 
 Progress = Callable[[str], None]
 
 
-def _load(model: "Predictor | str | Path", verbose: bool) -> tuple["Predictor", Path | None]:
-    from ..api import Predictor
-
-    if isinstance(model, Predictor):
-        return model, None
-    path = Path(model)
-    return Predictor.load(path, verbose=verbose), path
+def _load(model: PipelineSource, verbose: bool) -> tuple[FittedPipeline, Path | None]:
+    if isinstance(model, (str, Path)):
+        return as_pipeline(model, verbose=verbose), Path(model)
+    return as_pipeline(model), None
 
 
-def build_report(model: "Predictor | str | Path", data: Any, *, robustness: RobustnessReport | str | Path | None = None,
+def build_report(model: PipelineSource, data: Any, *, robustness: RobustnessReport | str | Path | None = None,
                  options: ReportOptions | None = None, data_root: str | Path | None = None,
                  on_error: str | None = None, progress: Progress | None = None) -> Report:
     """Gather everything and build the sections (no file is written; see :func:`report`).
@@ -53,16 +49,15 @@ def build_report(model: "Predictor | str | Path", data: Any, *, robustness: Robu
         if options.explain_method not in METHODS:
             raise ConfigError(f"unknown explanation method '{options.explain_method}'; choose one of: "
                               f"{', '.join(METHODS.names())}")
-    predictor, run_dir = _load(model, verbose=progress is not None)
-    predictor._require_fitted()
+    pipeline, run_dir = _load(model, verbose=progress is not None)
     rob, rob_source = find_robustness(robustness, run_dir)
     say(f"scoring {data if not hasattr(data, 'shape') else 'the table'}")
-    ctx = ReportContext(predictor=predictor, summary=summarise(predictor, run_dir),
-                        history=read_history(predictor, run_dir),
-                        scored=score(predictor, data, data_root, on_error), robustness=rob,
+    ctx = ReportContext(pipeline=pipeline, summary=summarise(pipeline, run_dir),
+                        history=read_history(pipeline, run_dir),
+                        scored=score(pipeline, data, data_root, on_error), robustness=rob,
                         robustness_source=rob_source, options=options, progress=say)
     sections = []
-    chosen = sections_for(predictor.task.problem_type)
+    chosen = sections_for(pipeline.task.problem_type)
     for i, sec in enumerate(chosen, 1):
         say(f"[{i}/{len(chosen)}] {sec.title}")
         sections.append(sec.build(ctx))
@@ -71,13 +66,13 @@ def build_report(model: "Predictor | str | Path", data: Any, *, robustness: Robu
     return Report(
         title=f"polymodal report: {s.label} ({s.problem_type})",
         subtitle=f"{where} · test table {ctx.scored.source} · {int(ctx.scored.metrics['rows'])} rows · "
-                 f"{', '.join(m.name for m in predictor.modalities)} · {s.fusion} fusion",
+                 f"{', '.join(m.name for m in pipeline.modalities)} · {s.fusion} fusion",
         sections=sections,
         generated=f"generated {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         version=__version__)
 
 
-def report(model: "Predictor | str | Path", data: Any, out: str | Path, *,
+def report(model: PipelineSource, data: Any, out: str | Path, *,
            robustness: RobustnessReport | str | Path | None = None, n_examples: int = 6, n_bootstrap: int = 200,
            explain_method: str = "occlusion", seed: int = 0, data_root: str | Path | None = None,
            on_error: str | None = None, progress: Progress | None = None) -> Path:

@@ -6,17 +6,16 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
+from ..pipeline import FittedPipeline
 from ..tasks.classification import ClassificationTask, label_key
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..api import Predictor
 
 #: Where a run directory's robustness sweep is looked for when none is given (`polymodal evaluate RUN DATA
 #: --robustness --out RUN/robustness` writes the second).
@@ -95,7 +94,7 @@ class Scored:
 
 @dataclass
 class ReportContext:
-    predictor: "Predictor"
+    pipeline: FittedPipeline
     summary: RunSummary
     history: pd.DataFrame | None
     scored: Scored
@@ -106,43 +105,43 @@ class ReportContext:
 
     @property
     def is_classification(self) -> bool:
-        return isinstance(self.predictor.task, ClassificationTask)
+        return isinstance(self.pipeline.task, ClassificationTask)
 
 
 # ------------------------------------------------------------------------------------------------ gathering
-def summarise(predictor: "Predictor", run_dir: Path | None) -> RunSummary:
+def summarise(pipeline: FittedPipeline, run_dir: Path | None) -> RunSummary:
     from ..model import count_parameters
 
-    cfg = predictor.config
-    modality_of = {c: m for m in predictor.modalities for c in m.columns}
+    cfg = pipeline.config
+    modality_of = {c: m for m in pipeline.modalities for c in m.columns}
     columns = []
-    for c in predictor.schema.columns:
+    for c in pipeline.schema.columns:
         mod = modality_of.get(c.name)
         enc = cfg.encoders.get(mod.kind) if mod is not None else None
         columns.append(ColumnInfo(c.name, c.kind.value, mod.name if mod else "—",
                                   _describe(enc.name, enc.params()) if enc else "—", c.reason))
     fit: dict[str, Any] = {}
     validation: dict[str, float] = {}
-    r = predictor.fit_result
+    r = pipeline.fit_result
     if r is not None:
         fit = {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "fit_seconds": r.fit_seconds,
                "stopped_early": r.stopped_early}
         validation = dict(r.validation)
-    task = predictor.task
+    task = pipeline.task
     return RunSummary(
-        label=predictor.label, problem_type=task.problem_type, columns=columns, fusion=cfg.fusion.name,
+        label=pipeline.label, problem_type=task.problem_type, columns=columns, fusion=cfg.fusion.name,
         fusion_params={"dim": cfg.fusion.dim, "dropout": cfg.fusion.dropout, **cfg.fusion.params()},
         classes=list(task.classes) if isinstance(task, ClassificationTask) else None, run_dir=run_dir,
-        fit=fit, validation=validation, parameters=count_parameters(predictor.model), monitor=tuple(task.monitor))
+        fit=fit, validation=validation, parameters=count_parameters(pipeline.model), monitor=tuple(task.monitor))
 
 
 def _describe(name: str, params: dict[str, Any]) -> str:
     return name + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
 
 
-def read_history(predictor: "Predictor", run_dir: Path | None) -> pd.DataFrame | None:
-    """Per-epoch training log: from the fitted predictor, else the run directory's training_log.csv."""
-    rows = predictor.fit_result.history if predictor.fit_result is not None else []
+def read_history(pipeline: FittedPipeline, run_dir: Path | None) -> pd.DataFrame | None:
+    """Per-epoch training log: from the fitted pipeline, else the run directory's training_log.csv."""
+    rows = pipeline.fit_result.history if pipeline.fit_result is not None else []
     if rows:
         return pd.DataFrame(rows)
     path = run_dir / "training_log.csv" if run_dir is not None else None
@@ -155,20 +154,14 @@ def read_history(predictor: "Predictor", run_dir: Path | None) -> pd.DataFrame |
     return frame.apply(pd.to_numeric, errors="coerce")
 
 
-def score(predictor: "Predictor", data: Any, data_root: str | Path | None, on_error: str | None) -> Scored:
+def score(pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_error: str | None) -> Scored:
     """Decode and score the labelled test table once (rows with an empty label are left out, as in evaluate)."""
-    from ..data.readers import read_table
-
-    table = read_table(data, data_root if data_root is not None else predictor.config.data_root)
-    outputs, frame, prepared = predictor._outputs(table, on_error, None,
-                                                  frame_filter=lambda f: predictor._labelled(f, "report"))
-    usable = frame.iloc[prepared.rows]
-    task = predictor.task
-    labels = usable[predictor.label]
-    metrics = task.metrics(labels.reset_index(drop=True), outputs)
-    metrics["rows"] = float(len(prepared))
+    metrics, decoded, outputs = pipeline.score(data, on_error=on_error, data_root=data_root, what="report")
+    task = pipeline.task
+    usable = decoded.usable
+    labels = usable[pipeline.label]
     proba = task.predict_proba(outputs) if isinstance(task, ClassificationTask) else None
-    return Scored(frame=usable, root=table.root, source=table.source, y_true=labels,
+    return Scored(frame=usable, root=decoded.root, source=decoded.source, y_true=labels,
                   outputs=outputs, predictions=np.asarray(task.postprocess(outputs)), proba=proba, metrics=metrics)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
 from ..data.dataset import Collator, Prepared
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
@@ -25,8 +26,6 @@ from .payload import RequestError, decode_rows, parse_form_row, parse_json_rows
 from .schemas import (ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema,
                       row_model)
 
-if TYPE_CHECKING:
-    from ..api import Predictor
 
 log = logging.getLogger("polymodal")
 
@@ -53,11 +52,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 class ModelRunner:
     """Collates the decoded rows of several requests into one batch, runs the backend, splits the outputs."""
 
-    def __init__(self, predictor: "Predictor", backend: Backend):
-        self.predictor, self.backend = predictor, backend
+    def __init__(self, pipeline: FittedPipeline, backend: Backend):
+        self.pipeline, self.backend = pipeline, backend
 
     def __call__(self, items: list[Prepared]) -> list[np.ndarray]:
-        procs = self.predictor.processors
+        procs = self.pipeline.processors
         merged = Prepared({m: [v for p in items for v in p.items[m]] for m in procs},
                           np.arange(sum(len(p) for p in items)))
         batch = Collator(merged, procs, False, torch.long)(list(range(len(merged))))
@@ -70,9 +69,11 @@ def _error(status: int, message: str, issues: list[str] | None = None) -> JSONRe
     return JSONResponse(ErrorResponse(error=message, issues=issues or []).model_dump(), status_code=status)
 
 
-def create_app(predictor: "Predictor", config: ServeConfig | None = None, backend: Backend | None = None) -> FastAPI:
-    """The app serving a fitted predictor. ``backend`` defaults to ``config.backend`` built for ``predictor``
-    (or the predictor's own, when it was loaded with one)."""
+def create_app(model: PipelineSource, config: ServeConfig | None = None,
+               backend: Backend | None = None) -> FastAPI:
+    """The app serving a fitted model (a Predictor or its pipeline). ``backend`` defaults to ``config.backend``
+    built for it (or its own, when it was loaded with one)."""
+    predictor = as_pipeline(model)
     cfg = config or ServeConfig()
     if backend is None:
         backend = predictor.backend if predictor.backend is not None and cfg.backend != "torch" else None
@@ -176,7 +177,7 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def serve(predictor: "Predictor", config: ServeConfig, quiet: bool = False) -> None:
+def serve(predictor: PipelineSource, config: ServeConfig, quiet: bool = False) -> None:
     """Run the app with uvicorn until interrupted (``quiet``: warnings only, no access log)."""
     import uvicorn
 

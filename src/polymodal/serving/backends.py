@@ -21,20 +21,20 @@ from ..registry import Registry, register
 from .graph import GraphSignature, signature_of
 
 if TYPE_CHECKING:
-    from ..api import Predictor
+    from ..pipeline import FittedPipeline
 
 log = logging.getLogger("polymodal")
 BACKENDS: Registry[Any] = Registry("backend")
 
 
 class Backend(ABC):
-    """Runs batches of a fitted :class:`~polymodal.api.Predictor`'s model. ``source`` is the run or export
-    directory it was loaded from (None for an in-memory predictor)."""
+    """Runs batches of a fitted pipeline's network. ``source`` is the run or export directory it was loaded from
+    (None for a pipeline in memory)."""
 
     registry_name: ClassVar[str]  # set by @register
 
-    def __init__(self, predictor: "Predictor", source: Path | None = None, threads: int | None = None):
-        self.predictor = predictor
+    def __init__(self, pipeline: "FittedPipeline", source: Path | None = None, threads: int | None = None):
+        self.pipeline = pipeline
         self.source = source
 
     @abstractmethod
@@ -50,9 +50,9 @@ class Backend(ABC):
 class TorchBackend(Backend):
     """The eager PyTorch model (what ``fit`` trained)."""
 
-    def __init__(self, predictor: "Predictor", source: Path | None = None, threads: int | None = None):
-        super().__init__(predictor, source)
-        self.model = predictor.model.eval()
+    def __init__(self, pipeline: "FittedPipeline", source: Path | None = None, threads: int | None = None):
+        super().__init__(pipeline, source)
+        self.model = pipeline.model.eval()
 
     def run(self, batch: Batch) -> np.ndarray:
         device = next(self.model.parameters()).device
@@ -66,21 +66,21 @@ class OnnxBackend(Backend):
     no such file the graph is exported (and quantized) in memory at load time, which takes seconds."""
 
     file: ClassVar[str]
-    build: ClassVar[Callable[["Predictor"], bytes]]
+    build: ClassVar[Callable[["FittedPipeline"], bytes]]
     hint: ClassVar[str] = ""  # said when the file is missing and the graph is built in memory
 
-    def __init__(self, predictor: "Predictor", source: Path | None = None, threads: int | None = None):
+    def __init__(self, pipeline: "FittedPipeline", source: Path | None = None, threads: int | None = None):
         from .onnx_graph import session
 
-        super().__init__(predictor, source)
-        self.signature: GraphSignature = signature_of(predictor.processors)
+        super().__init__(pipeline, source)
+        self.signature: GraphSignature = signature_of(pipeline.processors)
         path = None if source is None else Path(source) / self.file
         if path is not None and path.is_file():
             self.session = session(path, threads)
         else:
             log.info("%s: no %s%s; exporting the model in memory%s", self.registry_name, self.file,
                      f" in {source}" if source is not None else "", self.hint)
-            self.session = session(type(self).build(predictor), threads)
+            self.session = session(type(self).build(pipeline), threads)
         declared = [i.name for i in self.session.get_inputs()]
         unknown = sorted(set(declared) - set(self.signature.names))
         if unknown:
@@ -93,16 +93,16 @@ class OnnxBackend(Backend):
         return self.session.run([self.signature.output], feed)[0]
 
 
-def _onnx_fp32(predictor: "Predictor") -> bytes:
+def _onnx_fp32(pipeline: "FittedPipeline") -> bytes:
     from .onnx_graph import to_onnx
 
-    return to_onnx(predictor.model, predictor.processors)[0]
+    return to_onnx(pipeline.model, pipeline.processors)[0]
 
 
-def _onnx_int8(predictor: "Predictor") -> bytes:
+def _onnx_int8(pipeline: "FittedPipeline") -> bytes:
     from .quantize import quantize
 
-    return quantize(_onnx_fp32(predictor), "dynamic")
+    return quantize(_onnx_fp32(pipeline), "dynamic")
 
 
 @register(BACKENDS, "onnx")
@@ -123,7 +123,7 @@ class OnnxInt8Backend(OnnxBackend):
             "int8 --calibration TABLE` writes a statically quantized model.int8.onnx, which is faster)")
 
 
-def load_backend(name: str, predictor: "Predictor", source: str | Path | None = None,
+def load_backend(name: str, pipeline: "FittedPipeline", source: str | Path | None = None,
                  threads: int | None = None) -> Backend:
-    """Build the backend registered as ``name`` ("torch", "onnx", "onnx-int8") for a fitted predictor."""
-    return BACKENDS.get(name)(predictor, None if source is None else Path(source), threads)
+    """Build the backend registered as ``name`` ("torch", "onnx", "onnx-int8") for a fitted pipeline."""
+    return BACKENDS.get(name)(pipeline, None if source is None else Path(source), threads)

@@ -35,7 +35,7 @@ from .onnx_graph import OPSET, session, to_onnx, to_torchscript
 from .quantize import quantize
 
 if TYPE_CHECKING:
-    from ..api import Predictor
+    from ..pipeline import FittedPipeline
 
 log = logging.getLogger("polymodal")
 EXPORT_FILES = ("model.onnx", "model.int8.onnx", "model.pt", "export.json")
@@ -80,7 +80,7 @@ class ExportResult:
                 "quantization": self.quantization, "versions": self.versions}
 
 
-def table_batches(predictor: "Predictor", data: Any, rows: int, data_root: str | Path | None = None,
+def table_batches(predictor: "FittedPipeline", data: Any, rows: int, data_root: str | Path | None = None,
                   batch_size: int = 32, seed: int = 0) -> list[Batch]:
     """Up to ``rows`` rows of a table (a random sample when it has more), decoded and collated as for prediction;
     rows with bad cells are skipped."""
@@ -127,11 +127,11 @@ def export_run(run: str | Path, out: str | Path, config: ExportConfig | None = N
     ``data`` (a table, optional) supplies real rows for the parity check and, with static int8 quantization, the
     calibration rows; without it parity is measured on random inputs and int8 quantization is dynamic.
     """
-    from ..api import Predictor
+    from ..pipeline import FittedPipeline
 
     cfg = config or ExportConfig()
     run = Path(run)
-    predictor = Predictor.load(run, verbose=False)
+    predictor = FittedPipeline.load(run, verbose=False)
     mode = None
     if cfg.quantize == "int8":
         if cfg.format != "onnx":

@@ -27,7 +27,7 @@ class Importance(ReportSection):
             return sec
         from ...explain import modality_importance, plot_importance
         ctx.progress(f"modality importance ({', '.join(o.importance_methods)}; {o.n_bootstrap} bootstrap resamples)")
-        result = modality_importance(ctx.predictor, ctx.scored.frame, methods=o.importance_methods,
+        result = modality_importance(ctx.pipeline, ctx.scored.frame, methods=o.importance_methods,
                                      n_bootstrap=o.n_bootstrap, seed=o.seed, data_root=ctx.scored.root)
         level = getattr(result, "confidence", 0.95)  # the interface's default; newer results carry their own
         sec.intro = (f"How much worse the test {result.metric} gets (intact: {fmt(result.baseline)} on "
@@ -102,7 +102,7 @@ class ExplainedExamples(ReportSection):
         positions = [p for _, pos in groups for p in pos]
         ctx.progress(f"explaining {len(positions)} examples ({o.explain_method})")
         rows = ctx.scored.frame.iloc[positions]
-        found = explain(ctx.predictor, rows, method=o.explain_method, data_root=ctx.scored.root)
+        found = explain(ctx.pipeline, rows, method=o.explain_method, data_root=ctx.scored.root)
         by_index = {e.index: e for e in found}
         for title, pos in groups:
             figures = []

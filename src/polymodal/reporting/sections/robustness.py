@@ -28,7 +28,7 @@ class Robustness(ReportSection):
             f"{rep.metric} ({better} is better) on {rep.rows} rows with one modality at a time corrupted at increasing "
             f"severity, or missing altogether (from {ctx.robustness_source}). Relative robustness: the area under the "
             f"curve; effective robustness: the drop against the baseline ({rep.baseline}).")
-        ours = {m.name for m in ctx.predictor.modalities}
+        ours = {m.name for m in ctx.pipeline.modalities}
         if set(rep.kinds) != ours:
             sec.blocks.append(Note(f"This sweep's modalities ({', '.join(rep.kinds)}) differ from this model's "
                                    f"({', '.join(sorted(ours))}): it may come from another run."))

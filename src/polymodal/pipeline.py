@@ -1,0 +1,350 @@
+"""The fitted pipeline: what ``fit`` learns and every other part of polymodal uses.
+
+A :class:`FittedPipeline` holds the resolved config, the schema, the fitted processors, the task (target encoding)
+and the network. It turns a table into decoded rows (:meth:`FittedPipeline.prepare`), decoded rows into the
+network's outputs (:meth:`FittedPipeline.outputs`), and saves itself as / loads itself from a run directory
+(:mod:`polymodal.rundir`). Explanations, the report, export, serving, pruning and ``compare`` use these public
+methods only; :class:`~polymodal.api.Predictor` is the user-facing estimator over it.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Union
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from pydantic import ValidationError
+
+from . import __version__
+from . import encoders as _encoders  # noqa: F401  (registers encoders)
+from . import fusion as _fusion  # noqa: F401  (registers fusions)
+from .config import DecodingConfig, PolymodalConfig
+from .data.dataset import Prepared, make_loader, prepare
+from .data.loaders import is_empty
+from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
+from .data.readers import Table, read_table
+from .errors import ConfigError, DataError, NotFittedError, PolymodalError, SchemaError
+from .io import atomic_dir
+from .model import build_model, count_parameters
+from .rundir import (BACKBONES, FORMAT_VERSION, check_run_dir, read_json, read_weights, write_history,
+                     write_json, write_weights)
+from .schema import Modality, Schema
+from .tasks import Task, build_task
+from .tasks.generation import GenerationTask
+from .training import FitResult, predict_outputs
+
+log = logging.getLogger("polymodal")
+
+#: What the public methods accept as a table: a DataFrame, a path to a CSV/Parquet/JSONL file, or a Table.
+Data = Union[pd.DataFrame, str, Path, Table]
+
+
+def labelled_rows(frame: pd.DataFrame, label: str, what: str) -> pd.DataFrame:
+    """The rows of ``frame`` that have a label (``what`` names the table in messages: "training", "evaluation").
+
+    Raises when the label column is absent or entirely empty; rows with an empty label are dropped with a warning.
+    """
+    if len(frame) == 0:
+        raise DataError(f"the {what} table has no rows")
+    if label not in frame.columns:
+        raise SchemaError(f"label column '{label}' is not in the {what} table; its columns are: "
+                          f"{', '.join(map(str, frame.columns))}")
+    empty = frame[label].map(is_empty).to_numpy(dtype=bool)
+    if empty.all():
+        raise DataError(f"label column '{label}' has no values: all {len(frame)} rows are empty/NaN",
+                        hint="Check the label name and that the column is filled in.")
+    if empty.any():
+        rows = np.flatnonzero(empty)
+        log.warning("dropped %d %s rows whose label '%s' is empty (rows %s%s)", len(rows), what, label,
+                    ", ".join(map(str, rows[:10])), " ..." if len(rows) > 10 else "")
+    return frame[~empty]
+
+
+def check_columns(frame: pd.DataFrame, schema: Schema) -> None:
+    """Raise a :class:`SchemaError` naming the input columns the model needs that ``frame`` lacks."""
+    missing = [c for c in schema.input_columns() if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"the table lacks column(s) the model was trained on: {', '.join(missing)} "
+            f"(expected: {', '.join(schema.input_columns())}; extra columns are ignored)")
+
+
+@dataclass
+class DecodedTable:
+    """A table read and decoded by a pipeline's processors.
+
+    ``frame`` is the table as read (after the label filter, for labelled reads); ``prepared.rows`` are the
+    positions in ``frame`` of the rows that could be used (all of them unless ``on_error="skip"`` dropped some).
+    """
+
+    frame: pd.DataFrame
+    prepared: Prepared
+    root: Path
+    source: str
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        """The rows of ``frame`` that were decoded, in order."""
+        return self.frame.iloc[self.prepared.rows]
+
+    @property
+    def index(self) -> pd.Index:
+        """The index labels of the usable rows (predictions are indexed by them)."""
+        return self.frame.index[self.prepared.rows]
+
+    def labels(self, label: str) -> pd.Series:
+        """The label of each usable row, positionally indexed (0..n-1) like the outputs."""
+        return self.usable[label].reset_index(drop=True)
+
+
+class FittedPipeline:
+    """A fitted multimodal model with everything needed to use it: config, schema, processors, task, network.
+
+    Build one with :func:`polymodal.fitting.fit_pipeline` or :meth:`load`; all of its state was learned in fit.
+
+    Attributes:
+        label: the target column.
+        config: the resolved config (every automatic choice filled in).
+        schema: column kinds with the reasons they were chosen.
+        modalities: the encoders' inputs (one per image/audio/text column, one for the tabular columns).
+        processors: modality name → fitted processor.
+        task: the task (target encoding, head, loss, metrics, postprocessing).
+        model: the network (``torch.nn.Module``), on the CPU in eval mode after fit and load.
+        fit_result: the training summary (None for a loaded run without metrics.json, or after pruning).
+        backend: None for eager torch, else a :class:`polymodal.serving.backends.Backend` that runs the network.
+        verbose: show progress bars while decoding and training.
+    """
+
+    def __init__(self, label: str, config: PolymodalConfig, schema: Schema, modalities: list[Modality],
+                 processors: dict[str, Processor], task: Task, model: torch.nn.Module,
+                 fit_result: FitResult | None = None, verbose: bool = True):
+        self.label = label
+        self.config = config
+        self.schema = schema
+        self.modalities = modalities
+        self.processors = processors
+        self.task = task
+        self.model = model
+        self.fit_result = fit_result
+        self.verbose = verbose
+        self.backend: Any = None
+
+    @property
+    def problem_type(self) -> str:
+        return self.task.problem_type
+
+    @property
+    def predict_batch_size(self) -> int:
+        """Rows per batch at prediction time: inference keeps no activations, so larger than training's."""
+        return max(self.config.training.batch_size or 0, 256)
+
+    # ------------------------------------------------------------------------------------------ decoding
+    def read(self, data: Data, data_root: str | Path | None = None) -> Table:
+        """Read a table; relative file paths resolve against ``data_root``, else the config's, else its folder."""
+        return read_table(data, data_root if data_root is not None else self.config.data_root)
+
+    def labelled(self, frame: pd.DataFrame, what: str) -> pd.DataFrame:
+        """The rows of ``frame`` that have a label (see :func:`labelled_rows`)."""
+        return labelled_rows(frame, self.label, what)
+
+    def check_columns(self, frame: pd.DataFrame) -> None:
+        """Raise a :class:`SchemaError` when ``frame`` lacks an input column the model was trained on."""
+        check_columns(frame, self.schema)
+
+    def prepare(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
+                labelled: str | None = None,
+                frame_filter: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> DecodedTable:
+        """Read ``data`` and decode every cell with the fitted processors.
+
+        Args:
+            on_error: "fail", "skip" or "missing" for cells that cannot be decoded (default: the config's).
+            data_root: folder that relative file paths resolve against.
+            labelled: keep only rows with a label; the value names the table in messages ("evaluation").
+            frame_filter: applied to the frame after reading (and after the label filter).
+        """
+        table = self.read(data, data_root)
+        frame = table.frame
+        if len(frame) == 0:
+            raise DataError("the table has no rows")
+        if labelled is not None:
+            frame = self.labelled(frame, labelled)
+        if frame_filter is not None:
+            frame = frame_filter(frame)
+        self.check_columns(frame)
+        self._warn_unknown_categories(frame)
+        prepared = prepare(frame, self.processors, LoadContext(table.root, self.config.limits),
+                           on_error or self.config.on_error, progress=self.verbose)
+        return DecodedTable(frame, prepared, table.root, table.source)
+
+    def _warn_unknown_categories(self, frame: pd.DataFrame) -> None:
+        for proc in self.processors.values():
+            if isinstance(proc, TabularProcessor):
+                for col, rows in proc.unknown_categories(frame).items():
+                    log.warning("column '%s': %d rows hold categories not seen in training (rows %s%s); they are "
+                                "encoded as 'unknown'", col, len(rows),
+                                ", ".join(str(frame.index[r]) for r in rows[:10]), " ..." if len(rows) > 10 else "")
+
+    def loader(self, prepared: Prepared, batch_size: int | None = None) -> torch.utils.data.DataLoader:
+        """Batches of ``prepared`` in order, as prediction uses them."""
+        return make_loader(prepared, self.processors, batch_size or self.predict_batch_size, False)
+
+    # ------------------------------------------------------------------------------------------- outputs
+    def outputs(self, decoded: DecodedTable | Prepared) -> Any:
+        """The task's outputs for every decoded row, in order (through ``backend`` when one is set)."""
+        prepared = decoded.prepared if isinstance(decoded, DecodedTable) else decoded
+        loader = self.loader(prepared)
+        if self.backend is not None:
+            return self.backend.predict(loader)
+        return predict_outputs(self.model, loader, self.task)
+
+    def predict(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
+                return_scores: bool = False) -> pd.Series | pd.DataFrame:
+        """Predicted labels, values or texts indexed like the usable rows of ``data`` (see ``Predictor.predict``)."""
+        if return_scores and not isinstance(self.task, GenerationTask):
+            raise ConfigError("return_scores is for generation models; use predict_proba for class probabilities")
+        decoded = self.prepare(data, on_error=on_error, data_root=data_root)
+        outputs = self.outputs(decoded)
+        text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.label)
+        if return_scores:
+            return pd.DataFrame({self.label: text, "log_prob": np.asarray(outputs.scores, dtype=np.float64)},
+                                index=decoded.index)
+        return text
+
+    def predict_proba(self, data: Data, *, on_error: str | None = None,
+                      data_root: str | Path | None = None) -> pd.DataFrame:
+        """Class probabilities, one column per class (classification only)."""
+        if self.problem_type in ("regression", "generation"):
+            raise PolymodalError(f"predict_proba is for classification; this is a {self.problem_type} model"
+                                 + (" (predict(..., return_scores=True) gives each text's log-probability)"
+                                    if self.problem_type == "generation" else ""))
+        decoded = self.prepare(data, on_error=on_error, data_root=data_root)
+        return pd.DataFrame(self.task.predict_proba(self.outputs(decoded)), index=decoded.index,
+                            columns=list(self.task.classes))
+
+    def score(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
+              what: str = "evaluation") -> tuple[dict[str, Any], DecodedTable, Any]:
+        """Metrics on the labelled rows of ``data``, with the decoded table and the outputs they came from."""
+        decoded = self.prepare(data, on_error=on_error, data_root=data_root, labelled=what)
+        outputs = self.outputs(decoded)
+        metrics: dict[str, Any] = self.task.metrics(decoded.labels(self.label), outputs)
+        metrics["rows"] = float(len(decoded.prepared))
+        return metrics, decoded, outputs
+
+    def evaluate(self, data: Data, *, on_error: str | None = None,
+                 data_root: str | Path | None = None) -> dict[str, Any]:
+        """Metrics on the labelled rows of ``data`` (rows with an empty label are left out)."""
+        return self.score(data, on_error=on_error, data_root=data_root)[0]
+
+    @contextlib.contextmanager
+    def decoding(self, decoding: DecodingConfig | dict[str, Any] | None) -> Iterator[None]:
+        """Decode with ``decoding`` (overrides of the fitted ``task.generation.decoding``) inside the block."""
+        if decoding is None:
+            yield
+            return
+        task = self.task
+        if not isinstance(task, GenerationTask):
+            raise ConfigError(f"decoding options are for generation models; this is a {task.problem_type} model")
+        old = task.decoding
+        updates = decoding.model_dump(exclude_unset=True) if isinstance(decoding, DecodingConfig) else dict(decoding)
+        try:
+            task.decoding = DecodingConfig.model_validate({**old.model_dump(), **updates})
+        except ValidationError as e:
+            raise ConfigError(f"invalid decoding options:\n{e}") from None
+        try:
+            yield
+        finally:
+            task.decoding = old
+
+    # --------------------------------------------------------------------------------------- persistence
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the run directory atomically (see :mod:`polymodal.rundir`). Returns its path."""
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            write_json(tmp / "polymodal.json", {
+                "format": FORMAT_VERSION, "polymodal_version": __version__, "label": self.label,
+                "problem_type": self.task.problem_type,
+                "modalities": [{"name": m.name, "kind": m.kind, "columns": m.columns} for m in self.modalities]})
+            (tmp / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
+            (tmp / "schema.json").write_text(self.schema.to_json() + "\n", encoding="utf-8")
+            write_json(tmp / "processors.json", {m: p.state() for m, p in self.processors.items()})
+            for m, p in self.processors.items():
+                if p.has_assets:  # a pretrained model's tokenizer / image processor / config.json
+                    p.save_assets(tmp / BACKBONES / m)
+            tensors = {f"{m}/{k}": t for m, p in self.processors.items() for k, t in p.tensors().items()}
+            if tensors:
+                write_weights(tmp / "processors.safetensors", tensors)
+            write_json(tmp / "task.json", self.task.state())
+            write_weights(tmp / "model.safetensors", self.model.state_dict())
+            if self.fit_result is not None:
+                r = self.fit_result
+                write_json(tmp / "metrics.json", {
+                    "validation": r.validation, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                    "fit_seconds": r.fit_seconds, "stopped_early": r.stopped_early,
+                    "parameters": count_parameters(self.model)})
+                write_history(tmp / "training_log.csv", r.history)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, verbose: bool = True) -> FittedPipeline:
+        """Rebuild a fitted pipeline from a run directory; its outputs are identical to the saved one's (eager
+        torch; ``Predictor.load(..., backend=)`` sets an ONNX Runtime backend on it)."""
+        path = Path(path)
+        check_run_dir(path)
+        meta = read_json(path / "polymodal.json")
+        config = PolymodalConfig.from_any(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")))
+        schema = Schema.from_dict(read_json(path / "schema.json"))
+        modalities, processors = build_processors(schema, config)
+        states = read_json(path / "processors.json")
+        tensors = read_weights(path / "processors.safetensors") if (path / "processors.safetensors").is_file() else {}
+        for name, proc in processors.items():
+            proc.set_state(states[name], {k.split("/", 1)[1]: t for k, t in tensors.items()
+                                          if k.split("/", 1)[0] == name})
+            if proc.has_assets:
+                proc.load_assets(path / BACKBONES / name)
+        task = build_task(meta["problem_type"], config.task)
+        task.set_state(read_json(path / "task.json"))
+        model = build_model(config, modalities, processors, task)
+        model.load_state_dict(read_weights(path / "model.safetensors"))
+        model.eval()
+        fit_result = None
+        if (path / "metrics.json").is_file():
+            m = read_json(path / "metrics.json")
+            fit_result = FitResult(m["best_epoch"], m["epochs_run"], m["fit_seconds"], m["stopped_early"],
+                                   m["validation"])
+        pipeline = cls(meta["label"], config, schema, modalities, processors, task, model, fit_result, verbose)
+        return pipeline
+
+    def __repr__(self) -> str:
+        return (f"FittedPipeline(label={self.label!r}, problem_type={self.problem_type!r}, "
+                f"modalities={[m.name for m in self.modalities]}, fusion={self.config.fusion.name!r})")
+
+
+class HasPipeline(Protocol):
+    """Anything that carries a fitted pipeline (a :class:`~polymodal.api.Predictor`; None before fit)."""
+
+    pipeline: FittedPipeline | None
+
+
+#: What the consumers of a fitted model accept: the pipeline, a fitted Predictor, or a run directory.
+PipelineSource = Union[FittedPipeline, HasPipeline, str, Path]
+
+
+def as_pipeline(model: PipelineSource, verbose: bool = True) -> FittedPipeline:
+    """The fitted pipeline behind ``model``: a :class:`FittedPipeline`, anything with a ``pipeline`` attribute
+    (a fitted :class:`~polymodal.api.Predictor`), or a run directory path."""
+    if isinstance(model, FittedPipeline):
+        return model
+    if isinstance(model, (str, Path)):
+        return FittedPipeline.load(model, verbose=verbose)
+    pipeline = getattr(model, "pipeline", None)
+    if isinstance(pipeline, FittedPipeline):
+        return pipeline
+    if hasattr(model, "pipeline"):
+        raise NotFittedError("this Predictor has not been fitted; call fit() or Predictor.load() first")
+    raise TypeError(f"expected a fitted Predictor, a FittedPipeline or a run directory, not {type(model).__name__}")

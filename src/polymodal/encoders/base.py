@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from ..config import config_error
 from ..errors import ConfigError
 from ..registry import ENCODERS
 from ..schema import Modality
@@ -74,7 +75,7 @@ def build_encoder(name: str, params: dict[str, Any], modality: Modality, process
     try:
         cfg = cls.Config(**params)
     except ValidationError as e:
-        raise ConfigError(f"invalid parameters for encoder '{name}':\n{e}") from None
+        raise config_error(e, cls.Config, (modality.name,), what=f"invalid parameters for encoder '{name}'") from None
     return cls(modality, processor, cfg)
 
 

@@ -37,16 +37,16 @@ class LimitsConfig(_Section):
 class ProcessingConfig(_Section):
     """How raw values become tensors. ``None`` = learned from the training split."""
 
-    image_size: int | None = Field(None, ge=8, le=1024)
-    image_channels: Literal[1, 3] | None = None
-    image_augment: bool = True
-    sample_rate: int | None = Field(None, ge=1000, le=48_000)
+    image_size: int | None = Field(None, ge=8, le=1024, description="images are resized to this square size")
+    image_channels: Literal[1, 3] | None = Field(None, description="1 = grayscale, 3 = colour")
+    image_augment: bool = Field(True, description="random shifts and flips of training images")
+    sample_rate: int | None = Field(None, ge=1000, le=48_000, description="audio is resampled to this rate (Hz)")
     audio_seconds: float | None = Field(None, gt=0, description="clips are cropped/padded to this length")
-    n_mels: int = Field(40, ge=8, le=256)
-    audio_augment: bool = True
-    text_max_tokens: int | None = Field(None, ge=1, le=4096)
-    vocab_size: int = Field(20_000, ge=10)
-    text_min_freq: int = Field(1, ge=1)
+    n_mels: int = Field(40, ge=8, le=256, description="mel bands of the spectrograms")
+    audio_augment: bool = Field(True, description="random gain and time shifts of training audio")
+    text_max_tokens: int | None = Field(None, ge=1, le=4096, description="tokens kept per text")
+    vocab_size: int = Field(20_000, ge=10, description="largest word vocabulary of the from-scratch text encoders")
+    text_min_freq: int = Field(1, ge=1, description="words seen fewer times in training are unknown")
 
 
 class EncoderChoice(_Section):
@@ -128,28 +128,35 @@ class GenerationConfig(_Section):
 
 
 class TaskConfig(_Section):
-    problem_type: Literal["binary", "multiclass", "regression", "generation"] | None = None
-    class_weights: Literal["none", "balanced"] = "none"
+    """What is predicted and how it is learned; every task's options are typed here."""
+
+    problem_type: Literal["binary", "multiclass", "regression", "generation"] | None = Field(
+        None, description="None = inferred from the label")
+    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weigh the loss of each class "
+                                                       "by the inverse of its frequency")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
 
 class TrainingConfig(_Section):
-    max_epochs: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
+    """The training loop."""
+
+    max_epochs: int | None = Field(None, ge=1, description="None = chosen from the number of rows")
+    batch_size: int | None = Field(None, ge=1, description="None = chosen from the number of rows")
+    learning_rate: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(1e-2, ge=0)
-    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the steps spent warming up the rate")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
-    validation_fraction: float = Field(0.15, gt=0, lt=0.9)
-    seed: int = 0
+    validation_fraction: float = Field(0.15, gt=0, lt=0.9, description="share of the rows held out for "
+                                       "validation (when no tuning table is given)")
+    seed: int = Field(0, description="the same seed and data give the same model")
     time_limit: float | None = Field(None, gt=0, description="seconds of training; at the first step past it the "
                                      "partial epoch is validated and the best epoch so far is kept")
     modality_dropout: float = Field(0.0, ge=0, lt=1, description="probability of hiding each modality of a "
                                     "training row (a row always keeps one), for robustness to missing modalities")
-    num_workers: int = Field(0, ge=0)
-    gradient_clip: float | None = 1.0
-    accelerator: str = "auto"
-    precision: str | None = None
+    num_workers: int = Field(0, ge=0, description="data-loading worker processes")
+    gradient_clip: float | None = Field(1.0, description="largest gradient norm (None = no clipping)")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
+    precision: str | None = Field(None, description="Lightning precision, e.g. 16-mixed (None = automatic)")
 
 
 class PolymodalConfig(_Section):
@@ -245,9 +252,10 @@ def check_encoder_keys(config: PolymodalConfig, modalities: Iterable[_ModalityLi
     for key in config.encoders:
         if key not in ENCODER_KINDS and key not in names:
             valid = sorted(names - set(ENCODER_KINDS))
-            problems.append(f"encoders.{key}: no modality of this table is called '{key}'"
-                            f"{did_you_mean(key, [*ENCODER_KINDS, *valid])}; keys are the kinds "
-                            f"{', '.join(ENCODER_KINDS)} or a modality: {', '.join(valid) or '(none)'}")
+            hint = did_you_mean(key, [*ENCODER_KINDS, *valid]).removeprefix("; ")
+            problems.append(f"encoders.{key}: this table has no column or modality '{key}'; {hint + ' ' if hint else ''}"
+                            f"valid keys are the kinds {', '.join(ENCODER_KINDS)} and this table's modalities: "
+                            f"{', '.join(valid) or '(none)'}")
     for m in modalities:
         key = encoder_key(config, m)
         name = config.encoders[key].name

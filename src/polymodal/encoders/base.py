@@ -32,8 +32,10 @@ class Encoded:
 
 
 class EncoderConfig(BaseModel):
+    """Parameters every encoder has; each encoder's ``Config`` adds its own."""
+
     model_config = ConfigDict(extra="forbid")
-    dim: int = 128
+    dim: int = Field(128, description="width of the encoder's output")
 
 
 class Encoder(nn.Module):

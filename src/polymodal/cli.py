@@ -56,15 +56,20 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _checked_config(config: Any, fusion: Optional[str] = None) -> Any:
+def _checked_config(config: Any, fusion: Optional[str] = None, problem_type: Optional[str] = None) -> Any:
     """The config (a path, a dict or None) read and checked against the registered components before any table is
-    read, so that a typo exits 2 at once; ``fusion`` (the --fusion option) replaces the configured one first."""
+    read, so that a typo exits 2 at once; ``fusion`` and ``problem_type`` (the options) replace the configured ones
+    first."""
     from .components import check_config
     from .config import PolymodalConfig
 
     cfg = PolymodalConfig.from_any(config)
     if fusion:
         cfg.fusion.name = fusion
+    if problem_type:
+        data = cfg.to_dict()
+        data["task"]["problem_type"] = problem_type
+        cfg = PolymodalConfig.from_any(data)
     check_config(cfg)
     return cfg
 
@@ -170,7 +175,7 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
-    cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion)
+    cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type)
     p = Predictor(label, problem_type=problem_type, config=cfg, data_root=data_root, ignore=_split(ignore),
                   time_limit=time_limit, seed=seed, on_error=on_error, preset=preset, verbose=not quiet)
     p.fit(data)

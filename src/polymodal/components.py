@@ -30,10 +30,13 @@ def check_config(config: PolymodalConfig) -> None:
     """Raise one :class:`ConfigError` listing every problem of ``config``'s components (unknown names, an encoder
     chosen for a kind it does not encode, unknown or ill-typed parameters), each with its path. Reads no file."""
     problems = [p for key, choice in config.encoders.items() for p in _encoder_problems(key, choice, config)]
-    problems += _fusion_problems(config.fusion)
     problem_type = config.task.problem_type
     if problem_type is not None and problem_type not in TASKS:
         problems.append(f"task.problem_type: {_unknown('task', problem_type, TASKS.names())}")
+    # A task that builds no fusion (generation: token memory → decoder) ignores the fusion section, so configs
+    # shared between a fused task and generation keep working.
+    elif problem_type is None or TASKS.get(problem_type).architecture == "fused":
+        problems += _fusion_problems(config.fusion)
     if problems:
         raise ConfigError(format_problems("invalid config", problems))
 

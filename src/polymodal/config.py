@@ -262,8 +262,9 @@ def check_encoder_keys(config: PolymodalConfig, modalities: Iterable[_ModalityLi
         if name in ENCODERS:
             kinds = getattr(ENCODERS.get(name), "kinds", ())
             if m.kind not in kinds:
+                article = "an" if m.kind[0] in "aeiou" else "a"
                 problems.append(f"encoders.{key}: '{name}' encodes {', '.join(kinds)} columns, but '{m.name}' "
-                                f"is a {m.kind} modality")
+                                f"is {article} {m.kind} modality")
     if problems:
         raise ConfigError(format_problems("invalid encoders for this table", problems))
 

@@ -253,7 +253,8 @@ def check_encoder_keys(config: PolymodalConfig, modalities: Iterable[_ModalityLi
         if key not in ENCODER_KINDS and key not in names:
             valid = sorted(names - set(ENCODER_KINDS))
             hint = did_you_mean(key, [*ENCODER_KINDS, *valid]).removeprefix("; ")
-            problems.append(f"encoders.{key}: this table has no column or modality '{key}'; {hint + ' ' if hint else ''}"
+            problems.append(f"encoders.{key}: this table has no column or modality '{key}'; "
+                            f"{hint + ' ' if hint else ''}"
                             f"valid keys are the kinds {', '.join(ENCODER_KINDS)} and this table's modalities: "
                             f"{', '.join(valid) or '(none)'}")
     for m in modalities:

@@ -457,4 +457,5 @@ def _encoder_config(encoder: Any, params: dict[str, Any]) -> Any:
     try:
         return encoder.Config(**params)
     except ValidationError as e:
-        raise config_error(e, encoder.Config, what=f"invalid parameters for encoder '{encoder.registry_name}'") from None
+        what = f"invalid parameters for encoder '{encoder.registry_name}'"
+        raise config_error(e, encoder.Config, what=what) from None

@@ -29,7 +29,7 @@ TINY = {
     "encoders": {"image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
                  "audio": {"name": "audio_cnn", "width": 8, "dim": 16, "stages": 2},
                  "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16}},
-    "fusion": {"dim": 32, "heads": 2, "layers": 1},
+    "fusion": {"name": "film", "dim": 32, "heads": 2, "layers": 1},  # the vqa recipe's fusion, made tiny
     "task": {"generation": {"layers": 1, "dim": 32, "heads": 2}},
     "training": {"batch_size": 16},
 }

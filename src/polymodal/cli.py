@@ -56,6 +56,24 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _checked_config(config: Any, fusion: Optional[str] = None, problem_type: Optional[str] = None) -> Any:
+    """The config (a path, a dict or None) read and checked against the registered components before any table is
+    read, so that a typo exits 2 at once; ``fusion`` and ``problem_type`` (the options) replace the configured ones
+    first."""
+    from .components import check_config
+    from .config import PolymodalConfig
+
+    cfg = PolymodalConfig.from_any(config)
+    if fusion:
+        cfg.fusion.name = fusion
+    if problem_type:
+        data = cfg.to_dict()
+        data["task"]["problem_type"] = problem_type
+        cfg = PolymodalConfig.from_any(data)
+    check_config(cfg)
+    return cfg
+
+
 def _split(value: Optional[str]) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
@@ -76,11 +94,10 @@ def info(data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl.
          config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
          quiet: bool = QuietOpt) -> None:
     """Show how each column is read (its inferred kind) and why."""
-    from .config import PolymodalConfig
     from .data.readers import read_table
     from .schema import infer_problem_type, infer_schema
 
-    cfg = PolymodalConfig.from_any(config)
+    cfg = _checked_config(config)
     table = read_table(data, data_root or cfg.data_root)
     schema = infer_schema(table.frame, label, cfg.columns, cfg.ignore)
     t = RichTable(title=f"{data}: {len(table.frame)} rows, {len(table.frame.columns)} columns")
@@ -103,12 +120,11 @@ def validate(data: Path = typer.Argument(..., help="Table to check."), label: st
              report: Optional[Path] = typer.Option(None, "--report", help="Also write the problems as CSV here."),
              quiet: bool = QuietOpt) -> None:
     """Decode every row as training would; list each problem (row, column, what); exit 2 if there is any."""
-    from .config import PolymodalConfig
     from .data.readers import read_table
     from .data.validate import issues_frame, validate_table
     from .io import atomic_file
 
-    cfg = PolymodalConfig.from_any(config)
+    cfg = _checked_config(config)
     table = read_table(data, data_root or cfg.data_root)
     if len(table.frame) == 0:
         raise PolymodalError(f"{data} has no rows")
@@ -159,11 +175,9 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
-    cfg = recipe_config(recipe, config) if recipe else config
+    cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type)
     p = Predictor(label, problem_type=problem_type, config=cfg, data_root=data_root, ignore=_split(ignore),
                   time_limit=time_limit, seed=seed, on_error=on_error, preset=preset, verbose=not quiet)
-    if fusion:
-        p.config.fusion.name = fusion
     p.fit(data)
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
@@ -365,6 +379,7 @@ def compare_cmd(data: Path = typer.Argument(..., help="Labelled table."), label:
     """
     from .evaluation.compare import compare
 
+    _checked_config(config)  # a typo exits 2 before the table is read
     compare(data, label, fusions=fusions, seeds=seeds, test_data=test, single_modalities=not no_single,
             config=config, data_root=data_root, time_limit_per_run=time_limit_per_run, out_dir=out_dir,
             keep_runs=keep_runs, resume=resume, verbose=not quiet)
@@ -424,6 +439,7 @@ def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", hel
 
     if task not in DEMO_TASKS:
         raise ConfigError(f"unknown demo task '{task}'; choose one of: {', '.join(DEMO_TASKS)}")
+    _checked_config(config)
     {"classification": _demo_classification, "captioning": _demo_captioning, "qa": _demo_qa}[task](
         out_dir, rows, config, seed, quiet)
 
@@ -510,6 +526,30 @@ def _demo_qa(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: i
     out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
     out.print("speech questions: fit with --ignore question (the audio column question_audio is then the "
               "question); free-form answers: --problem-type generation")
+
+
+config_app = typer.Typer(no_args_is_help=True, help="The config file: its JSON Schema (for editors) and a "
+                         "commented example with every default.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("schema")
+@handles_errors
+def config_schema_cmd(quiet: bool = QuietOpt) -> None:
+    """Print the JSON Schema of a config file, with every registered encoder and fusion and their parameters."""
+    from .config_schema import json_schema_text
+
+    print(json_schema_text())
+
+
+@config_app.command("example")
+@handles_errors
+def config_example_cmd(fusion: str = typer.Option("concat", "--fusion", help="Fusion whose parameters are shown."),
+                       quiet: bool = QuietOpt) -> None:
+    """Print a config with every default, commented; it loads as is with --config."""
+    from .config_schema import example_yaml
+
+    print(example_yaml(fusion), end="")
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="The frozen-feature cache: features of frozen pretrained "

@@ -5,14 +5,17 @@ can be repeated exactly from its ``config.yaml``.
 """
 from __future__ import annotations
 
+import difflib
 import json
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Protocol, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "text", "numeric", "category", "ignore"]
 OnError = Literal["fail", "skip", "missing"]
@@ -34,26 +37,35 @@ class LimitsConfig(_Section):
 class ProcessingConfig(_Section):
     """How raw values become tensors. ``None`` = learned from the training split."""
 
-    image_size: int | None = Field(None, ge=8, le=1024)
-    image_channels: Literal[1, 3] | None = None
-    image_augment: bool = True
-    sample_rate: int | None = Field(None, ge=1000, le=48_000)
+    image_size: int | None = Field(None, ge=8, le=1024, description="images are resized to this square size")
+    image_channels: Literal[1, 3] | None = Field(None, description="1 = grayscale, 3 = colour")
+    image_augment: bool = Field(True, description="random shifts and flips of training images")
+    sample_rate: int | None = Field(None, ge=1000, le=48_000, description="audio is resampled to this rate (Hz)")
     audio_seconds: float | None = Field(None, gt=0, description="clips are cropped/padded to this length")
-    n_mels: int = Field(40, ge=8, le=256)
-    audio_augment: bool = True
-    text_max_tokens: int | None = Field(None, ge=1, le=4096)
-    vocab_size: int = Field(20_000, ge=10)
-    text_min_freq: int = Field(1, ge=1)
+    n_mels: int = Field(40, ge=8, le=256, description="mel bands of the spectrograms")
+    audio_augment: bool = Field(True, description="random gain and time shifts of training audio")
+    text_max_tokens: int | None = Field(None, ge=1, le=4096, description="tokens kept per text")
+    vocab_size: int = Field(20_000, ge=10, description="largest word vocabulary of the from-scratch text encoders")
+    text_min_freq: int = Field(1, ge=1, description="words seen fewer times in training are unknown")
 
 
 class EncoderChoice(_Section):
-    """An encoder by registry name plus its own parameters (validated by that encoder's config class)."""
+    """An encoder by registry name plus its own parameters.
+
+    The parameters are open here (this foundation module does not know the encoders);
+    :func:`polymodal.components.check_config` validates them against that encoder's ``Config`` when the config is
+    read.
+    """
 
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: str = Field(..., description="a registered encoder (polymodal config schema lists them)")
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+# The modality kinds an ``encoders`` key may name; any other key names one modality (a column, or "tabular").
+ENCODER_KINDS: tuple[str, ...] = ("image", "audio", "text", "tabular")
 
 
 def _default_encoders() -> dict[str, EncoderChoice]:
@@ -66,8 +78,11 @@ def _default_encoders() -> dict[str, EncoderChoice]:
 
 
 class FusionConfig(_Section):
+    """The fusion by registry name, its width and dropout, plus its own parameters (validated by that fusion's
+    ``Params`` class in :func:`polymodal.components.check_config`)."""
+
     model_config = ConfigDict(extra="allow")
-    name: str = "concat"
+    name: str = Field("concat", description="a registered fusion method (polymodal config schema lists them)")
     dim: int = Field(256, ge=4, description="width of the fused representation")
     dropout: float = Field(0.1, ge=0, lt=1)
 
@@ -113,43 +128,53 @@ class GenerationConfig(_Section):
 
 
 class TaskConfig(_Section):
-    problem_type: Literal["binary", "multiclass", "regression", "generation"] | None = None
-    class_weights: Literal["none", "balanced"] = "none"
+    """What is predicted and how it is learned; every task's options are typed here."""
+
+    problem_type: Literal["binary", "multiclass", "regression", "generation"] | None = Field(
+        None, description="None = inferred from the label")
+    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weigh the loss of each class "
+                                                       "by the inverse of its frequency")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
 
 class TrainingConfig(_Section):
-    max_epochs: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
+    """The training loop."""
+
+    max_epochs: int | None = Field(None, ge=1, description="None = chosen from the number of rows")
+    batch_size: int | None = Field(None, ge=1, description="None = chosen from the number of rows")
+    learning_rate: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(1e-2, ge=0)
-    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the steps spent warming up the rate")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
-    validation_fraction: float = Field(0.15, gt=0, lt=0.9)
+    validation_fraction: float = Field(0.15, gt=0, lt=0.9, description="share of the rows held out for "
+                                       "validation (when no tuning table is given)")
     group_column: str | None = Field(None, description="rows sharing a value of this column (a patient, a user, a "
                                      "recording session) stay on one side of the train/validation split; the "
                                      "column is not an input")
-    seed: int = 0
+    seed: int = Field(0, description="the same seed and data give the same model")
     time_limit: float | None = Field(None, gt=0, description="seconds of training; at the first step past it the "
                                      "partial epoch is validated and the best epoch so far is kept")
     modality_dropout: float = Field(0.0, ge=0, lt=1, description="probability of hiding each modality of a "
                                     "training row (a row always keeps one), for robustness to missing modalities")
-    num_workers: int = Field(0, ge=0)
-    gradient_clip: float | None = 1.0
-    accelerator: str = "auto"
-    precision: str | None = None
+    num_workers: int = Field(0, ge=0, description="data-loading worker processes")
+    gradient_clip: float | None = Field(1.0, description="largest gradient norm (None = no clipping)")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
+    precision: str | None = Field(None, description="Lightning precision, e.g. 16-mixed (None = automatic)")
 
 
 class PolymodalConfig(_Section):
     """Everything that defines a run, apart from the data and the label."""
 
     columns: dict[str, ColumnKindName] = Field(default_factory=dict, description="column kind overrides")
-    ignore: list[str] = Field(default_factory=list)
-    data_root: str | None = None
-    on_error: OnError = "fail"
+    ignore: list[str] = Field(default_factory=list, description="columns to leave out")
+    data_root: str | None = Field(None, description="folder relative file paths resolve against (default: the "
+                                  "table's own folder)")
+    on_error: OnError = Field("fail", description="bad rows: fail, skip them, or treat bad cells as missing")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
-    encoders: dict[str, EncoderChoice] = Field(default_factory=_default_encoders)
+    encoders: dict[str, EncoderChoice] = Field(
+        default_factory=_default_encoders, description="the encoder of each modality kind (image, audio, text, "
+        "tabular) or of one column (its name as key); a column's entry wins over its kind's")
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -157,10 +182,9 @@ class PolymodalConfig(_Section):
     @field_validator("encoders", mode="after")
     @classmethod
     def _fill_encoder_defaults(cls, v: dict[str, EncoderChoice]) -> dict[str, EncoderChoice]:
+        # Keys other than the kinds name columns; whether those exist is only known with the table
+        # (check_encoder_keys, before decoding).
         merged = _default_encoders()
-        unknown = set(v) - set(merged)
-        if unknown:
-            raise ValueError(f"encoders are chosen per modality kind {sorted(merged)}, not {sorted(unknown)}")
         merged.update(v)
         return merged
 
@@ -172,12 +196,14 @@ class PolymodalConfig(_Section):
             return cls()
         if isinstance(value, PolymodalConfig):
             return value.model_copy(deep=True)
+        source = ""
         if isinstance(value, (str, Path)):
+            source = f" {value}"
             value = read_config_file(value)
         try:
             return cls.model_validate(value)
         except ValidationError as e:
-            raise ConfigError(f"invalid config:\n{e}") from None
+            raise config_error(e, cls, what=f"invalid config{source}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
@@ -198,3 +224,160 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return value
+
+
+# --------------------------------------------------------------------------------- which encoder each modality gets
+class _ModalityLike(Protocol):
+    name: str
+    kind: str
+
+
+def encoder_key(config: PolymodalConfig, modality: _ModalityLike) -> str:
+    """The ``encoders`` key that chooses ``modality``'s encoder: its own name when the config has an entry for it,
+    else its kind. Kind names always mean the kind, so a column named like a kind cannot have its own entry."""
+    if modality.name in config.encoders and modality.name not in ENCODER_KINDS:
+        return modality.name
+    return modality.kind
+
+
+def encoder_choice(config: PolymodalConfig, modality: _ModalityLike) -> EncoderChoice:
+    """The encoder of ``modality`` (a :class:`polymodal.schema.Modality`): the column's entry wins over the
+    kind's. Every reader of ``config.encoders`` goes through this."""
+    return config.encoders[encoder_key(config, modality)]
+
+
+def check_encoder_keys(config: PolymodalConfig, modalities: Iterable[_ModalityLike]) -> None:
+    """Once the table's modalities are known (before any file is decoded): every ``encoders`` key is a kind or a
+    modality of this table, and each modality's encoder encodes its kind."""
+    modalities = list(modalities)
+    names = {m.name for m in modalities}
+    problems = []
+    for key in config.encoders:
+        if key not in ENCODER_KINDS and key not in names:
+            valid = sorted(names - set(ENCODER_KINDS))
+            hint = did_you_mean(key, [*ENCODER_KINDS, *valid]).removeprefix("; ")
+            problems.append(f"encoders.{key}: this table has no column or modality '{key}'; "
+                            f"{hint + ' ' if hint else ''}"
+                            f"valid keys are the kinds {', '.join(ENCODER_KINDS)} and this table's modalities: "
+                            f"{', '.join(valid) or '(none)'}")
+    for m in modalities:
+        key = encoder_key(config, m)
+        name = config.encoders[key].name
+        if name in ENCODERS:
+            kinds = getattr(ENCODERS.get(name), "kinds", ())
+            if m.kind not in kinds:
+                article = "an" if m.kind[0] in "aeiou" else "a"
+                problems.append(f"encoders.{key}: '{name}' encodes {', '.join(kinds)} columns, but '{m.name}' "
+                                f"is {article} {m.kind} modality")
+    if problems:
+        raise ConfigError(format_problems("invalid encoders for this table", problems))
+
+
+# ------------------------------------------------------------------------------ validation errors → short messages
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def format_problems(what: str, problems: list[str]) -> str:
+    """One problem on one line; several as a list under ``what``."""
+    if len(problems) == 1:
+        return f"{what}: {problems[0]}"
+    return f"{what}:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def config_error(error: ValidationError, model: type[BaseModel] | None = None, prefix: tuple[str, ...] = (),
+                 extra_names: Iterable[str] = (), what: str = "invalid config") -> ConfigError:
+    """A :class:`ConfigError` for a pydantic ``ValidationError`` of ``model``: one short line per problem, naming
+    the full path (``prefix`` + the error's location), the expected type, and for an unknown key the closest valid
+    one (``extra_names`` are valid keys beyond ``model``'s fields, e.g. an encoder's ``name``)."""
+    return ConfigError(format_problems(what, validation_problems(error, model, prefix, extra_names)))
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel] | None = None, prefix: tuple[str, ...] = (),
+                        extra_names: Iterable[str] = ()) -> list[str]:
+    """The lines of :func:`config_error`."""
+    out = []
+    for e in error.errors():
+        # pydantic adds union members ("int", "function-after[...]") to locations: they are not keys.
+        loc = tuple(str(p) for p in e["loc"] if not _is_union_tag(model, e["loc"], p))
+        path = ".".join((*prefix, *loc)) or "(top level)"
+        kind, value = e["type"], e.get("input")
+        if kind == "extra_forbidden":
+            names = [*_field_names(_annotation_at(model, loc[:-1])), *(extra_names if len(loc) == 1 else ())]
+            hint = did_you_mean(loc[-1], names) or (f"; valid keys: {', '.join(sorted(names))}" if names else "")
+            out.append(f"{path}: unknown key{hint}")
+        elif kind == "missing":
+            out.append(f"{path}: required, but not given")
+        elif kind == "literal_error":
+            allowed = e.get("ctx", {}).get("expected", "")
+            out.append(f"{path}: expected one of {allowed}, got {value!r}"
+                       f"{did_you_mean(str(value), _literal_values(_annotation_at(model, loc)))}")
+        elif kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_attributes_type":
+            expected = _type_name(_annotation_at(model, loc))
+            out.append(f"{path}: expected {expected}, got {value!r}" if expected else f"{path}: {e['msg']}")
+        else:  # a constraint (ge, lt, ...) or a validator's own message
+            msg = e["msg"].removeprefix("Value error, ")
+            out.append(f"{path}: {msg}" + (f", got {value!r}" if not isinstance(value, (dict, list)) else ""))
+    return out
+
+
+def _strip_optional(ann: Any) -> Any:
+    if get_origin(ann) in (Union, types.UnionType):
+        args = [a for a in get_args(ann) if a is not type(None)]
+        return args[0] if len(args) == 1 else ann
+    return ann
+
+
+def _annotation_at(model: Any, loc: tuple[str, ...]) -> Any:
+    """The type annotation at ``loc`` inside ``model`` (None when it cannot be followed)."""
+    ann = model
+    for part in loc:
+        ann = _strip_optional(ann)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            field = ann.model_fields.get(part)
+            if field is None:
+                return None
+            ann = field.annotation
+        elif get_origin(ann) is dict:
+            ann = get_args(ann)[1]
+        elif get_origin(ann) is list:
+            ann = get_args(ann)[0]
+        else:
+            return None
+    return ann
+
+
+def _is_union_tag(model: Any, loc: tuple[Any, ...], part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in {"int", "float", "str", "bool", "none"}) \
+        and _annotation_at(model, tuple(str(p) for p in loc[: loc.index(part)])) is not dict
+
+
+def _field_names(ann: Any) -> list[str]:
+    ann = _strip_optional(ann)
+    return list(ann.model_fields) if isinstance(ann, type) and issubclass(ann, BaseModel) else []
+
+
+def _literal_values(ann: Any) -> list[str]:
+    ann = _strip_optional(ann)
+    return [str(a) for a in get_args(ann)] if get_origin(ann) is Literal else []
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _type_name(ann: Any) -> str:
+    """How a message names the type ``ann`` ("an integer", "a number or null", ...)."""
+    if ann is None:
+        return ""
+    if get_origin(ann) in (Union, types.UnionType):
+        parts = [_type_name(a) if a is not type(None) else "null" for a in get_args(ann)]
+        return " or ".join(p for p in parts if p)
+    if get_origin(ann) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(ann))
+    if get_origin(ann) is dict or (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        return "a mapping"
+    if get_origin(ann) is list:
+        return "a list"
+    return _TYPE_NAMES.get(ann, getattr(ann, "__name__", str(ann)))

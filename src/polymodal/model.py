@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .config import PolymodalConfig
-from .errors import ConfigError
-from .registry import ARCHITECTURES, ENCODERS, FUSIONS, register
+from .components import check_config
+from .config import PolymodalConfig, encoder_choice
+from .registry import ARCHITECTURES, register
 from .data.processors import Processor
 from .encoders import Encoded, build_encoder
 from .fusion import FusionInput, build_fusion
@@ -56,12 +56,9 @@ class MultimodalModel(nn.Module):
 
 
 def check_components(config: PolymodalConfig) -> None:
-    """Fail fast on unknown component names, before any file is decoded."""
-    for kind, choice in config.encoders.items():
-        cls = ENCODERS.get(choice.name)
-        if kind not in cls.kinds:
-            raise ConfigError(f"encoders.{kind}: '{choice.name}' encodes {', '.join(cls.kinds)} columns, not {kind}")
-    FUSIONS.get(config.fusion.name)
+    """Fail fast on invalid components, before any file is decoded: the former name of
+    :func:`polymodal.components.check_config`, kept for its callers."""
+    check_config(config)
 
 
 def build_model(config: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor],
@@ -70,7 +67,7 @@ def build_model(config: PolymodalConfig, modalities: list[Modality], processors:
     classification/regression, "seq2seq" for generation)."""
     encoders = {}
     for m in modalities:
-        choice = config.encoders[m.kind]
+        choice = encoder_choice(config, m)  # the column's own entry, else its kind's
         encoders[m.name] = build_encoder(choice.name, choice.params(), m, processors[m.name])
     return ARCHITECTURES.get(task.architecture)(config, encoders, task)
 

@@ -4,9 +4,15 @@ The CLI, the config schema and ``compare`` read these registries; nothing else l
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+import difflib
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # type-only: the registries sit below the packages whose classes they hold
+    from .encoders.base import Encoder
+    from .fusion.base import Fusion
+    from .tasks.base import Task
 
 T = TypeVar("T")
 
@@ -32,12 +38,18 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
+            close = difflib.get_close_matches(str(name), list(self._items), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
             raise ConfigError(
-                f"unknown {self.kind} '{name}'; choose one of: {', '.join(sorted(self._items))}"
+                f"unknown {self.kind} '{name}'; {hint}choose one of: {', '.join(sorted(self._items))}"
             ) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def items(self) -> Iterator[tuple[str, type[T]]]:
+        """(name, class) pairs in name order."""
+        return iter(sorted(self._items.items()))
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
@@ -46,13 +58,13 @@ class Registry(Generic[T]):
         return self.get(name)(*args, **kwargs)
 
 
-ENCODERS: Registry[Any] = Registry("encoder")
-FUSIONS: Registry[Any] = Registry("fusion")
-TASKS: Registry[Any] = Registry("task")
+ENCODERS: Registry["Encoder"] = Registry("encoder")
+FUSIONS: Registry["Fusion"] = Registry("fusion")
+TASKS: Registry["Task"] = Registry("task")
 # How a task's network is assembled from the encoders: "fused" (fusion → head) or "seq2seq" (token memory → decoder).
 ARCHITECTURES: Registry[Any] = Registry("model architecture")
 
 
-def register(registry: Registry[Any], name: str) -> Callable[[type], type]:
+def register(registry: Registry[T], name: str) -> Callable[[type[T]], type[T]]:
     """``@register(ENCODERS, "image_cnn")`` — the one line that makes a component available everywhere."""
     return registry.register(name)

@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from ..config import LimitsConfig, PolymodalConfig, ProcessingConfig
+from ..config import (LimitsConfig, PolymodalConfig, ProcessingConfig, check_encoder_keys, config_error,
+                      encoder_choice)
 from ..errors import ConfigError, LoadError
 from ..registry import ENCODERS, Registry
 from ..schema import ColumnKind, Modality, Schema
@@ -434,11 +435,12 @@ def _cat_str(v: Any) -> str:
 def build_processors(schema: Schema, config: PolymodalConfig) -> tuple[list[Modality], dict[str, Processor]]:
     """One unfitted processor per modality of ``schema``."""
     modalities = schema.modalities()
+    check_encoder_keys(config, modalities)  # the table is known now; nothing is decoded yet
     procs: dict[str, Processor] = {}
     for m in modalities:
         # A pretrained encoder brings its own preprocessing (its tokenizer, image processor, feature extractor).
-        choice = config.encoders.get(m.kind)
-        encoder = ENCODERS.get(choice.name) if choice is not None and choice.name in ENCODERS else None
+        choice = encoder_choice(config, m)
+        encoder = ENCODERS.get(choice.name) if choice.name in ENCODERS else None
         cls = PROCESSORS.get(getattr(encoder, "processor", "") or m.kind)
         if getattr(cls, "needs_encoder_config", False):
             procs[m.name] = cls(m.name, m.columns, config.processing, _encoder_config(encoder, choice.params()))
@@ -455,4 +457,5 @@ def _encoder_config(encoder: Any, params: dict[str, Any]) -> Any:
     try:
         return encoder.Config(**params)
     except ValidationError as e:
-        raise ConfigError(f"invalid parameters for encoder '{encoder.registry_name}':\n{e}") from None
+        what = f"invalid parameters for encoder '{encoder.registry_name}'"
+        raise config_error(e, encoder.Config, what=what) from None

@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from ..config import config_error
 from ..errors import ConfigError
 from ..registry import ENCODERS
 from ..schema import Modality
@@ -31,8 +32,10 @@ class Encoded:
 
 
 class EncoderConfig(BaseModel):
+    """Parameters every encoder has; each encoder's ``Config`` adds its own."""
+
     model_config = ConfigDict(extra="forbid")
-    dim: int = 128
+    dim: int = Field(128, description="width of the encoder's output")
 
 
 class Encoder(nn.Module):
@@ -74,7 +77,7 @@ def build_encoder(name: str, params: dict[str, Any], modality: Modality, process
     try:
         cfg = cls.Config(**params)
     except ValidationError as e:
-        raise ConfigError(f"invalid parameters for encoder '{name}':\n{e}") from None
+        raise config_error(e, cls.Config, (modality.name,), what=f"invalid parameters for encoder '{name}'") from None
     return cls(modality, processor, cfg)
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from ..encoders.base import Encoded
+from ..config import config_error
 from ..errors import ConfigError
 from ..registry import FUSIONS
 
@@ -93,7 +94,7 @@ def build_fusion(name: str, inputs: list[FusionInput], dim: int, dropout: float,
     try:
         p = cls.Params(**params)
     except ValidationError as e:
-        raise ConfigError(f"invalid parameters for fusion '{name}':\n{e}") from None
+        raise config_error(e, cls.Params, ("fusion",), what=f"invalid parameters for fusion '{name}'") from None
     if not cls.decides:
         return cls(inputs, dim, dropout, p)
     if task is None:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..config import DecodingConfig, PolymodalConfig, TaskConfig
+from ..config import ENCODER_KINDS, DecodingConfig, PolymodalConfig, TaskConfig
 from ..data.loaders import is_empty
 from ..errors import ConfigError, DataError
 from ..evaluation.text_metrics import text_metrics, words
@@ -52,6 +52,19 @@ class Generated:
         return len(self.scores)
 
 
+def _pretrained_text_model(config: PolymodalConfig, kinds: set[str]) -> Any:
+    """The model of the first pretrained text encoder chosen: a column's own entry (those encoders only encode
+    text, so such a key is a text column) before the ``text`` kind's; None when there is none."""
+    keys = sorted(k for k in config.encoders if k not in ENCODER_KINDS)
+    if "text" in kinds:
+        keys.append("text")
+    for key in keys:
+        choice = config.encoders[key]
+        if choice.name in PRETRAINED_TEXT_ENCODERS:
+            return choice.params().get("model")
+    return None
+
+
 @register(TASKS, "generation")
 class GenerationTask(Task):
     problem_type = "generation"
@@ -70,9 +83,7 @@ class GenerationTask(Task):
     def resolve(self, config: PolymodalConfig, kinds: set[str]) -> None:
         """``tokenizer: auto`` → the pretrained text model's tokenizer when one is chosen, else a BPE."""
         gen = config.task.generation
-        text = config.encoders.get("text")
-        text_model = (text.params().get("model") if text is not None and text.name in PRETRAINED_TEXT_ENCODERS
-                      and "text" in kinds else None)
+        text_model = _pretrained_text_model(config, kinds)
         if gen.tokenizer == "auto":
             gen.tokenizer = "pretrained" if (gen.pretrained_tokenizer or text_model) else "bpe"
         if gen.tokenizer == "pretrained" and gen.pretrained_tokenizer is None:

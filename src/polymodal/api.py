@@ -16,7 +16,7 @@ from .errors import ConfigError, NotFittedError
 from .evaluation.robustness import (CorruptionSpec, RobustnessReport, plan_sweep, resolve_baseline,
                                     robustness_sweep)
 from .fitting import fit_pipeline
-from .model import check_components
+from .components import check_config
 from .pipeline import Data, FittedPipeline
 from .presets import PRESETS, PresetChoice
 from .schema import Modality, Schema
@@ -94,7 +94,7 @@ class Predictor:
         if preset is not None and preset not in PRESETS:
             raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
         user_config = _user_config(merged)
-        check_components(user_config)  # a misspelt component fails here, before any table is read
+        check_config(user_config)  # a misspelt component or parameter fails here, before any table is read
         self._user_config, self._params = user_config, merged
         return self
 

@@ -22,7 +22,8 @@ from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
 from .errors import DataError, RowIssue, SchemaError
-from .model import build_model, check_components, count_parameters
+from .components import check_config
+from .model import build_model, count_parameters
 from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
 from .presets import PresetChoice, apply_preset
 from .schema import Modality, Schema, infer_problem_type, infer_schema
@@ -187,7 +188,7 @@ def fit_pipeline(data: Data, label: str, config: PolymodalConfig, *, tuning_data
     ``tuning_data`` (optional): a labelled table used for validation instead of a split of ``data``.
     """
     cfg = config.model_copy(deep=True)  # resolved values go here; the caller's config stays as given
-    check_components(cfg)
+    check_config(cfg)
     start = time.perf_counter()
     table = read_labelled(data, label, cfg.data_root)
     schema = fit_schema(table.frame, label, cfg)

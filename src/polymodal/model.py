@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .components import check_config
 from .config import PolymodalConfig, encoder_choice
 from .registry import ARCHITECTURES, register
 from .data.processors import Processor
@@ -53,12 +52,6 @@ class MultimodalModel(nn.Module):
     def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: Task) -> torch.Tensor:
         """Training loss of the last ``forward``'s outputs (the fusion may add terms of its own)."""
         return self.fusion.loss(outputs, target, task)
-
-
-def check_components(config: PolymodalConfig) -> None:
-    """Fail fast on invalid components, before any file is decoded: the former name of
-    :func:`polymodal.components.check_config`, kept for its callers."""
-    check_config(config)
 
 
 def build_model(config: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor],

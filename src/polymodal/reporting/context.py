@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..config import encoder_choice
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..pipeline import FittedPipeline
@@ -117,7 +118,7 @@ def summarise(pipeline: FittedPipeline, run_dir: Path | None) -> RunSummary:
     columns = []
     for c in pipeline.schema.columns:
         mod = modality_of.get(c.name)
-        enc = cfg.encoders.get(mod.kind) if mod is not None else None
+        enc = encoder_choice(cfg, mod) if mod is not None else None
         columns.append(ColumnInfo(c.name, c.kind.value, mod.name if mod else "—",
                                   _describe(enc.name, enc.params()) if enc else "—", c.reason))
     fit: dict[str, Any] = {}

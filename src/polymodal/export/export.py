@@ -29,7 +29,7 @@ from ..data.processors import LoadContext, Processor
 from ..data.readers import read_table
 from ..errors import ExportError
 from ..io import atomic_dir
-from .. import __version__
+from ..version import __version__
 from .graph import GraphSignature, placeholder_batch
 from .onnx_graph import OPSET, session, to_onnx, to_torchscript
 from .quantize import quantize

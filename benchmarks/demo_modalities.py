@@ -19,7 +19,7 @@ from pathlib import Path
 from _report import machine, write_section
 
 from polymodal import Predictor
-from polymodal.data.synthetic import make_demo
+from polymodal.datasets.synthetic import make_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = ["image", "audio", "text", "reading", "region"]

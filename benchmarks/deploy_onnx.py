@@ -40,11 +40,11 @@ from _report import machine, write_section  # noqa: E402
 from polymodal import Predictor  # noqa: E402
 from polymodal.data.dataset import make_loader, prepare  # noqa: E402
 from polymodal.data.processors import LoadContext  # noqa: E402
-from polymodal.serving.export import ExportConfig, export_run, table_batches  # noqa: E402
-from polymodal.serving.onnx_graph import session, to_onnx  # noqa: E402
+from polymodal.export.export import ExportConfig, export_run, table_batches  # noqa: E402
+from polymodal.export.onnx_graph import session, to_onnx  # noqa: E402
 from polymodal.fitting import fine_tune  # noqa: E402
-from polymodal.serving.prune import apply_pruning, make_permanent, sparsity  # noqa: E402
-from polymodal.serving.quantize import quantize  # noqa: E402
+from polymodal.export.prune import apply_pruning, make_permanent, sparsity  # noqa: E402
+from polymodal.export.quantize import quantize  # noqa: E402
 
 COMPARE_RUN = ROOT / "benchmarks" / "results" / "avdigits_compare" / "runs" / "fusion-concat-seed0"
 OUT = ROOT / "benchmarks" / "results" / "deploy"

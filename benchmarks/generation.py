@@ -36,7 +36,7 @@ import torch
 from _report import machine, write_section
 
 from polymodal import Predictor
-from polymodal.data.scenes import HELD_OUT_PAIRS, QUESTION_KINDS, make_captioning, make_qa, question_kind
+from polymodal.datasets.scenes import HELD_OUT_PAIRS, QUESTION_KINDS, make_captioning, make_qa, question_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 VERBOSE = False

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from _report import machine, write_section  # noqa: E402
 
 from polymodal import Predictor  # noqa: E402
-from polymodal.data.synthetic import NEGATIVE, POSITIVE, generate_image_text  # noqa: E402
+from polymodal.datasets.synthetic import NEGATIVE, POSITIVE, generate_image_text  # noqa: E402
 from polymodal.features.cache import get_cache  # noqa: E402
 from polymodal.presets import minilm_path  # noqa: E402
 

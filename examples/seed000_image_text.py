@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from polymodal import Predictor  # noqa: E402
-from polymodal.data.synthetic import generate_image_text  # noqa: E402
+from polymodal.datasets.synthetic import generate_image_text  # noqa: E402
 from polymodal.presets import find_pretrained  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def tiny_models(folder: Path) -> tuple[Path, Path]:
     import torch
     import transformers as tf
 
-    from polymodal.data.synthetic import CLOSERS, ITEMS, NEGATIVE, OPENERS, POSITIVE
+    from polymodal.datasets.synthetic import CLOSERS, ITEMS, NEGATIVE, OPENERS, POSITIVE
     from polymodal.encoders.hf_hub import quiet_transformers
 
     words = sorted({w for p in OPENERS + ITEMS + POSITIVE + NEGATIVE + CLOSERS for w in p.split()} | {"the", "was"})

@@ -1,7 +1,7 @@
 """Seed 002: image captioning — a CNN image encoder and a Transformer decoder that attends to the image's feature
 map, trained with teacher forcing, decoded with beam search.
 
-The data: ``polymodal.data.scenes.make_captioning`` draws scenes of 1-3 coloured shapes with templated captions
+The data: ``polymodal.datasets.scenes.make_captioning`` draws scenes of 1-3 coloured shapes with templated captions
 ("a red circle at the top left and a blue square at the centre"); the test scenes never occur in training.
 
     python examples/seed002_captioning.py             # the default model, ~10 minutes on 2 CPU cores
@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from polymodal import Predictor
-from polymodal.data.scenes import make_captioning
+from polymodal.datasets.scenes import make_captioning
 
 TINY = {
     "task": {"generation": {"layers": 1, "dim": 32, "heads": 2}},

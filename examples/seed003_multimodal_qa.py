@@ -1,6 +1,6 @@
 """Seed 003: multimodal question answering over an image and a question given as text or as speech.
 
-Two ways, on ``polymodal.data.scenes.make_qa`` (three questions per training scene: "what colour is the square?",
+Two ways, on ``polymodal.datasets.scenes.make_qa`` (three questions per training scene: "what colour is the square?",
 "what shape is at the top left?", "how many shapes are there?", "is there a green triangle?", "where is the red
 circle?"):
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from polymodal import Predictor
-from polymodal.data.scenes import make_qa
+from polymodal.datasets.scenes import make_qa
 from polymodal.recipes import recipe
 
 TINY = {

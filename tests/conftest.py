@@ -16,7 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from polymodal import Predictor  # noqa: E402
-from polymodal.data.synthetic import generate  # noqa: E402
+from polymodal.datasets.synthetic import generate  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

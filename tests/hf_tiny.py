@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from polymodal.data.synthetic import CLOSERS, ITEMS, NEGATIVE, OPENERS, POSITIVE
+from polymodal.datasets.synthetic import CLOSERS, ITEMS, NEGATIVE, OPENERS, POSITIVE
 from polymodal.encoders.hf_hub import quiet_transformers
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from polymodal.data.scenes import make_captioning
+from polymodal.datasets.scenes import make_captioning
 
 TINY = {
     "task": {"generation": {"layers": 1, "dim": 32, "heads": 2}},

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import tiny_config
 from polymodal import Predictor
-from polymodal.data.synthetic import generate
+from polymodal.datasets.synthetic import generate
 from polymodal.errors import ConfigError, ExplainError
 from polymodal.explain import ImportanceResult, plot_explanation, plot_importance
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import tiny_config
 from polymodal import Predictor
-from polymodal.data.synthetic import NEGATIVE, POSITIVE, generate_image_text
+from polymodal.datasets.synthetic import NEGATIVE, POSITIVE, generate_image_text
 
 ADJECTIVES = set(POSITIVE + NEGATIVE)
 

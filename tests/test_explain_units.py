@@ -154,7 +154,7 @@ def test_regression_explanations_and_importance(train_csv, data_dir, small_frame
 
 
 def test_generator_opt_ins_leave_the_other_columns_alone(tmp_path):
-    from polymodal.data.synthetic import generate, generate_image_text
+    from polymodal.datasets.synthetic import generate, generate_image_text
 
     plain = generate(tmp_path / "a", 20, seed=5, missing_rate=0.2)
     noisy = generate(tmp_path / "b", 20, seed=5, missing_rate=0.2, distractor=True)

@@ -13,9 +13,9 @@ from polymodal.errors import ExportError, RunDirError
 from polymodal.model import build_model
 from polymodal.registry import FUSIONS
 from polymodal.serving.backends import BACKENDS
-from polymodal.serving.export import ExportConfig, export_run
-from polymodal.serving.onnx_graph import session, to_onnx
-from polymodal.serving.prune import prune_run, sparsity
+from polymodal.export.export import ExportConfig, export_run
+from polymodal.export.onnx_graph import session, to_onnx
+from polymodal.export.prune import prune_run, sparsity
 from polymodal.tasks import build_task
 
 from conftest import real_batch

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from polymodal import Predictor
-from polymodal.data.scenes import make_captioning
+from polymodal.datasets.scenes import make_captioning
 from polymodal.errors import ConfigError, PolymodalError
 
 TINY_GEN = {

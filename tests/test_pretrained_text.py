@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from polymodal import Predictor
-from polymodal.data.synthetic import generate_image_text
+from polymodal.datasets.synthetic import generate_image_text
 from polymodal.presets import minilm_path
 
 MINILM = minilm_path()

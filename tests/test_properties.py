@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from polymodal.data import loaders
 from polymodal.errors import LoadError
-from polymodal.tasks.classification import label_key
+from polymodal.metrics.classification import label_key
 
 segment = st.sampled_from(["..", ".", "a", "b", "c.png", "", "..."])
 

@@ -6,7 +6,7 @@ import yaml
 
 from polymodal import Predictor
 from polymodal.config import PolymodalConfig
-from polymodal.data.scenes import make_qa
+from polymodal.datasets.scenes import make_qa
 from polymodal.errors import ConfigError
 from polymodal.recipes import RECIPES, recipe
 

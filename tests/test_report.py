@@ -17,7 +17,7 @@ from PIL import Image
 
 import polymodal
 from polymodal import Predictor
-from polymodal.data.synthetic import generate
+from polymodal.datasets.synthetic import generate
 from polymodal.errors import ConfigError, PolymodalError, RunDirError
 from polymodal.reporting import ReportOptions, build_report, render, report
 from polymodal.reporting.context import Scored
@@ -139,7 +139,7 @@ def test_regression_report(regression_run, tmp_path):
 
 def test_generation_report(tmp_path):
     """Generation models get the parts that apply to them: no probabilities, no importance or attributions."""
-    from polymodal.data.scenes import make_captioning
+    from polymodal.datasets.scenes import make_captioning
 
     paths = make_captioning(tmp_path / "scenes", n_train=40, n_test=8, seed=0)
     cfg = {"task": {"problem_type": "generation", "generation": {"layers": 1, "dim": 32, "heads": 2}},

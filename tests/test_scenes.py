@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from polymodal.data import scenes as sc
-from polymodal.data.speech import SpeechUnavailable, speak
+from polymodal.datasets import scenes as sc
+from polymodal.datasets.speech import SpeechUnavailable, speak
 
 
 def test_caption_reads_objects_in_order_with_articles():
@@ -108,7 +108,7 @@ def test_speech_questions_with_espeak(tmp_path, espeak_ng):
 
 
 def test_speech_without_espeak_says_how_to_install(tmp_path, monkeypatch):
-    import polymodal.data.speech as speech
+    import polymodal.datasets.speech as speech
 
     monkeypatch.setattr(speech.shutil, "which", lambda name: None)
     with pytest.raises(SpeechUnavailable, match="apt-get install espeak-ng"):

@@ -8,7 +8,13 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from polymodal.data.synthetic import LABELS, SAMPLE_RATE, SECONDS, generate, make_demo
+from polymodal.datasets.synthetic import (
+    LABELS,
+    SAMPLE_RATE,
+    SECONDS,
+    generate,
+    make_demo,
+)
 
 
 def _digest(root, frame: pd.DataFrame) -> str:

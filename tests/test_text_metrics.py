@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from polymodal.evaluation.text_metrics import (bleu, cider_d, cider_d_sentences, exact_match, normalize_answer,
-                                               rouge_l, rouge_l_sentence, text_metrics, words)
+from polymodal.metrics.text import (bleu, cider_d, cider_d_sentences, exact_match, normalize_answer,
+                                    rouge_l, rouge_l_sentence, text_metrics, words)
 
 # The README example of aac-metrics (Labbé et al.), whose CIDEr-D follows the COCO caption evaluation code
 # (Vedantam et al.): corpus 0.9614, per candidate 1.3641 and 0.5587 (after PTB tokenisation, which drops the

@@ -446,7 +446,7 @@ def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", hel
 
 def _demo_classification(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: int, quiet: bool) -> None:
     from .api import Predictor
-    from .data.synthetic import make_demo
+    from .datasets.synthetic import make_demo
 
     rows = rows or 1200
     start = time.perf_counter()
@@ -480,7 +480,7 @@ def _demo_captioning(out_dir: Path, rows: Optional[int], config: Optional[Path],
     import pandas as pd
 
     from .api import Predictor
-    from .data.scenes import make_captioning
+    from .datasets.scenes import make_captioning
 
     rows = rows or 2000
     start = time.perf_counter()
@@ -503,7 +503,7 @@ def _demo_qa(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: i
     import pandas as pd
 
     from .api import Predictor
-    from .data.scenes import make_qa
+    from .datasets.scenes import make_qa
     from .recipes import recipe
 
     rows = rows or 2000
@@ -621,7 +621,7 @@ def export(run: Path = typer.Argument(..., help="Run directory from `polymodal f
            quiet: bool = QuietOpt) -> None:
     """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
     from .errors import ConfigError
-    from .serving.export import ExportConfig, export_run
+    from .export.export import ExportConfig, export_run
 
     try:
         cfg = ExportConfig(format=fmt, quantize=quantize, quantize_mode=quantize_mode,
@@ -652,7 +652,7 @@ def prune_cmd(run: Path = typer.Argument(..., help="Run directory from `polymoda
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
               quiet: bool = QuietOpt) -> None:
     """Magnitude-prune every linear and conv weight of a saved model; report sparsity (and metrics with --eval)."""
-    from .serving.prune import prune_run
+    from .export.prune import prune_run
 
     r = prune_run(run, out_dir, amount, fine_tune_data=fine_tune, epochs=epochs, eval_data=eval_data,
                   data_root=data_root, overwrite=overwrite, verbose=not quiet)

@@ -21,7 +21,6 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from . import __version__
 from . import encoders as _encoders  # noqa: F401  (registers encoders)
 from . import fusion as _fusion  # noqa: F401  (registers fusions)
 from .config import DecodingConfig, PolymodalConfig
@@ -38,6 +37,7 @@ from .schema import Modality, Schema
 from .tasks import Task, build_task
 from .tasks.generation import GenerationTask
 from .training import FitResult, predict_outputs
+from .version import __version__
 
 log = logging.getLogger("polymodal")
 

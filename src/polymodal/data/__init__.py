@@ -1,1 +1,1 @@
-"""Data: table readers, file loaders with safety limits, processors, dataset and collate, synthetic data."""
+"""Data: table readers, file loaders with safety limits, processors, dataset and collate."""

@@ -23,11 +23,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..data import hf_processors  # noqa: F401  (registers the hf_* processors)
 from ..errors import ConfigError
 from ..features.cache import FeatureCache, get_cache
 from ..registry import ENCODERS, register
 from ..schema import Modality
+from . import hf_processors  # noqa: F401  (registers the hf_* processors)
 from .base import Encoded, Encoder, EncoderConfig, masked_mean, zero_absent
 from .hf_hub import fingerprint, layer_depths, layer_stack, modality_part
 

@@ -9,7 +9,7 @@ every modality absent well defined (it then decodes from the prior alone).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -22,7 +22,12 @@ from .decoding import Decoded, Specials, beam_search, greedy
 
 if TYPE_CHECKING:
     from ..data.dataset import Batch
-    from ..tasks import Task
+
+
+class _Loss(Protocol):
+    """What the model needs of its task (the generation task, one layer up, which imports this module)."""
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
 
 class CrossModalMemory(nn.Module):
@@ -212,7 +217,7 @@ class Seq2SeqModel(nn.Module):
     def outputs(self, batch: "Batch") -> torch.Tensor:
         return self(batch.inputs, batch.masks, batch.target)
 
-    def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: "Task") -> torch.Tensor:
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: _Loss) -> torch.Tensor:
         return task.loss(outputs, target)
 
     def lr_scales(self) -> dict[str, float]:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..io import atomic_file

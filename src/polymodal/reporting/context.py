@@ -15,7 +15,8 @@ from ..config import encoder_choice
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..pipeline import FittedPipeline
-from ..tasks.classification import ClassificationTask, label_key
+from ..metrics.classification import label_key
+from ..tasks.classification import ClassificationTask
 
 
 #: Where a run directory's robustness sweep is looked for when none is given (`polymodal evaluate RUN DATA

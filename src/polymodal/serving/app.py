@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from ..version import __version__
 from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
 from ..data.dataset import Collator, Prepared
 from .backends import Backend, load_backend

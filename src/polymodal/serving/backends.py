@@ -17,8 +17,8 @@ import torch
 
 from ..data.dataset import Batch
 from ..errors import ExportError
+from ..export.graph import GraphSignature, signature_of
 from ..registry import Registry, register
-from .graph import GraphSignature, signature_of
 
 if TYPE_CHECKING:
     from ..pipeline import FittedPipeline
@@ -70,7 +70,7 @@ class OnnxBackend(Backend):
     hint: ClassVar[str] = ""  # said when the file is missing and the graph is built in memory
 
     def __init__(self, pipeline: "FittedPipeline", source: Path | None = None, threads: int | None = None):
-        from .onnx_graph import session
+        from ..export.onnx_graph import session
 
         super().__init__(pipeline, source)
         self.signature: GraphSignature = signature_of(pipeline.processors)
@@ -94,13 +94,13 @@ class OnnxBackend(Backend):
 
 
 def _onnx_fp32(pipeline: "FittedPipeline") -> bytes:
-    from .onnx_graph import to_onnx
+    from ..export.onnx_graph import to_onnx
 
     return to_onnx(pipeline.model, pipeline.processors)[0]
 
 
 def _onnx_int8(pipeline: "FittedPipeline") -> bytes:
-    from .quantize import quantize
+    from ..export.quantize import quantize
 
     return quantize(_onnx_fp32(pipeline), "dynamic")
 

@@ -1,28 +1,16 @@
 """Binary and multi-class classification (softmax over classes; optional balanced class weights)."""
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn import metrics as skm
 
 from ..errors import DataError
+from ..metrics.classification import classification_metrics, label_key, softmax
 from ..registry import TASKS, register
 from .base import Task
-
-log = logging.getLogger("polymodal")
-
-
-def label_key(v: Any) -> str:
-    """Labels are matched by their text, so 1, 1.0 and "1" are the same class."""
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    if isinstance(v, (np.generic,)):
-        v = v.item()
-    return str(v).strip()
 
 
 def _jsonable(v: Any) -> Any:
@@ -31,11 +19,6 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v if isinstance(v, (int, str, bool)) else str(v)
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 @register(TASKS, "multiclass")
@@ -82,30 +65,7 @@ class ClassificationTask(Task):
         return np.asarray(self.classes, dtype=object)[outputs.argmax(axis=1)]
 
     def metrics(self, y_true: pd.Series, outputs: np.ndarray) -> dict[str, float]:
-        idx = self.encode_target(y_true)
-        proba = self.predict_proba(outputs)
-        pred = proba.argmax(axis=1)
-        unseen = idx < 0
-        if unseen.any():
-            log.warning("%d rows have labels not seen in training; they count as errors in accuracy/F1 and are "
-                        "left out of log-loss/ROC-AUC", int(unseen.sum()))
-        k = self.n_outputs
-        # Unseen labels get their own index (k) so that they can only count as errors.
-        true = np.where(unseen, k, idx)
-        labels = list(range(k))
-        out = {
-            "accuracy": skm.accuracy_score(true, pred),
-            "balanced_accuracy": skm.balanced_accuracy_score(true, pred) if len(set(true)) > 1 else float("nan"),
-            "f1_macro": skm.f1_score(true, pred, labels=labels, average="macro", zero_division=0),
-            "precision_macro": skm.precision_score(true, pred, labels=labels, average="macro", zero_division=0),
-            "recall_macro": skm.recall_score(true, pred, labels=labels, average="macro", zero_division=0),
-        }
-        seen = ~unseen
-        if seen.any():
-            out["log_loss"] = skm.log_loss(idx[seen], np.clip(proba[seen], 1e-15, 1), labels=labels)
-            if k == 2 and len(set(idx[seen])) == 2:
-                out["roc_auc"] = skm.roc_auc_score(idx[seen], proba[seen, 1])
-        return {m: float(v) for m, v in out.items()}
+        return classification_metrics(self.encode_target(y_true), self.predict_proba(outputs))
 
     def state(self) -> dict[str, Any]:
         return {"classes": self.classes, "class_counts": self.class_counts}

@@ -7,7 +7,7 @@ over the encoders' token sequences; training uses teacher forcing and label-smoo
 
 At predict/evaluate time rows are decoded with ``task.generation.decoding`` (beam search by default); validation
 during ``fit`` decodes greedily. Metrics: BLEU-1..4, ROUGE-L, CIDEr-D and exact match
-(:mod:`polymodal.evaluation.text_metrics`); early stopping follows BLEU-4, or exact match when the training targets
+(:mod:`polymodal.metrics.text`); early stopping follows BLEU-4, or exact match when the training targets
 are short answers (a median of at most 3 words).
 """
 from __future__ import annotations
@@ -24,11 +24,11 @@ from torch import nn
 from ..config import ENCODER_KINDS, DecodingConfig, PolymodalConfig, TaskConfig
 from ..data.loaders import is_empty
 from ..errors import ConfigError, DataError
-from ..evaluation.text_metrics import text_metrics, words
 from ..generation import model as _seq2seq  # noqa: F401  (registers the "seq2seq" architecture)
 from ..generation.decoding import Specials
 from ..generation.model import TransformerDecoderHead
 from ..generation.tokenizer import TargetTokenizer
+from ..metrics.text import text_metrics, words
 from ..registry import TASKS, register
 from .base import Task
 

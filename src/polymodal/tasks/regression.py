@@ -6,9 +6,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn import metrics as skm
 
 from ..errors import DataError
+from ..metrics.regression import regression_metrics
 from ..registry import TASKS, register
 from .base import Task
 
@@ -48,9 +48,7 @@ class RegressionTask(Task):
 
     def metrics(self, y_true: pd.Series, outputs: np.ndarray) -> dict[str, float]:
         true, pred = self._numeric(y_true), self.postprocess(outputs)
-        return {"rmse": float(np.sqrt(skm.mean_squared_error(true, pred))),
-                "mae": float(skm.mean_absolute_error(true, pred)),
-                "r2": float(skm.r2_score(true, pred)) if len(true) > 1 else float("nan")}
+        return regression_metrics(true, pred)
 
     def state(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}

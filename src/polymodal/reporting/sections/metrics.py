@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from ...metrics.classification import label_key
 from ...registry import register
-from ...tasks.classification import label_key
 from .. import plots
 from ..blocks import Figure, Metric, Metrics, Note, Section, Table
 from ..context import ReportContext, fmt

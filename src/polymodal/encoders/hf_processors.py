@@ -24,8 +24,8 @@ from PIL import Image
 
 from ..config import ProcessingConfig
 from ..errors import ConfigError, LoadError
-from . import loaders
-from .processors import PROCESSORS, LoadContext, Processor, _FileProcessor, _present_values
+from ..data import loaders
+from ..data.processors import PROCESSORS, LoadContext, Processor, _FileProcessor, _present_values
 
 
 class _HFProcessor(Processor):
@@ -49,21 +49,21 @@ class _HFProcessor(Processor):
     @property
     def preprocessor(self) -> Any:
         if self._pre is None:
-            from ..encoders.hf_hub import load_preprocessor
+            from .hf_hub import load_preprocessor
             self._pre = load_preprocessor(self.kind, self.location)
         return self._pre
 
     @property
     def model_config(self) -> Any:
         if self._model_config is None:
-            from ..encoders.hf_hub import load_config
+            from .hf_hub import load_config
             self._model_config = load_config(self.location)
         return self._model_config
 
     def backbone(self) -> torch.nn.Module:
         """The whole pretrained model: with its pretrained weights at fit time; from a run directory, with the
         architecture only (the run's model.safetensors holds the weights)."""
-        from ..encoders.hf_hub import load_model
+        from .hf_hub import load_model
         if self.assets is not None:
             return load_model(self.location, config=self.model_config)
         return load_model(self.source)

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import __version__
 from ..data.dataset import Batch, make_loader, prepare
 from ..data.processors import LoadContext, Processor
 from ..data.readers import read_table
 from ..errors import ExportError
 from ..io import atomic_dir
+from ..version import __version__
 from .graph import GraphSignature, placeholder_batch
 from .onnx_graph import OPSET, session, to_onnx, to_torchscript
 from .quantize import quantize

@@ -1,0 +1,8 @@
+"""Metric functions shared by the tasks (training and evaluation scores) and by evaluation and reporting.
+
+    classification.py   label matching, softmax, accuracy / F1 / log-loss / ROC-AUC
+    regression.py       RMSE, MAE, R²
+    text.py             BLEU-1..4, ROUGE-L, CIDEr-D, exact match
+
+Plain functions over numpy arrays and strings: they import nothing else from polymodal.
+"""

@@ -11,7 +11,7 @@ import polymodal
 import polymodal.fitting as fitting
 from polymodal import Predictor
 from polymodal.errors import ConfigError, DataError, NotFittedError, SchemaError
-from polymodal.serving.prune import prune_run
+from polymodal.export.prune import prune_run
 from polymodal.fitting import split_rows
 from polymodal.pipeline import FittedPipeline, as_pipeline
 

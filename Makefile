@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/polymodal demo --out polymodal-demo
 
+# System programs some tests need (espeak-ng, chromium): installed here when missing and possible (root + apt-get),
+# never from pytest; where they cannot be had, the script says why and those tests skip.
 test: $(STAMP)
+	bash scripts/install_system_deps.sh
 	$(PY) -m pytest
 
 # Slow end-to-end tests and benchmarks too (minutes to an hour on 2 CPU cores).
 test-all: $(STAMP)
+	bash scripts/install_system_deps.sh
 	$(PY) -m pytest -m "slow or not slow"
 
 bench-avdigits: $(STAMP)

@@ -5,8 +5,8 @@
 
 The page is loaded once to check that every image decoded and to measure where its sections are, then shot in a
 window as tall as the page; the picture runs from the top through the first explained example and is scaled to
-1000 pixels wide. Chromium (the Debian package) is installed with apt-get when missing and allowed, as in the tests
-(tests/chromium.py holds the helpers both use).
+1000 pixels wide. Chromium (the Debian package) must be installed: scripts/install_system_deps.sh does it
+(tests/chromium.py holds the helpers this script and the tests use).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from chromium import check_page, find_chromium, install_chromium, screenshot  # noqa: E402
+from chromium import check_page, find_chromium, missing_reason, screenshot  # noqa: E402
 
 WIDTH, OUT_WIDTH = 1280, 1000
 FIRST_EXAMPLE_PX = 1000  # how far into the gallery the picture goes: its heading and the first explained row
@@ -39,7 +39,7 @@ def main() -> None:
         print(f"running `polymodal demo --out {args.demo}` (about 2 minutes on 2 CPU cores)", flush=True)
         subprocess.run([sys.executable, "-m", "polymodal.cli", "demo", "--out", str(args.demo), "--quiet"],
                        check=True, cwd=REPO)
-    reason = install_chromium()
+    reason = missing_reason()
     if reason:
         sys.exit(f"no browser: {reason}")
     browser = find_chromium()

@@ -1,5 +1,6 @@
-"""Headless Chromium for the report tests and docs/images/report.png: find it, install it (Debian package) when
-missing and allowed, load a page, record which images decoded, take a screenshot.
+"""Headless Chromium for the report tests and docs/images/report.png: find it, load a page, record which images
+decoded, take a screenshot. Installing it (the Debian package ``chromium``) is the set-up's job:
+``scripts/install_system_deps.sh``, which ``make test`` runs; nothing here installs anything.
 
 No browser driver (playwright/selenium): Chromium's own ``--dump-dom`` and ``--screenshot`` flags are enough. To learn
 whether each ``<img>`` really decoded, :func:`check_page` loads a copy of the page with a small script that, on
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "headless_shell")
-INSTALL_TIMEOUT_S = 300  # per apt-get call: a stuck mirror must not eat the CI budget
 
 # Writes the image check into the page; --dump-dom prints the DOM after the load event, so the result is in it.
 _PROBE = """<script>
@@ -51,37 +51,12 @@ def find_chromium() -> str | None:
     return None
 
 
-def _may_install() -> tuple[list[str] | None, str]:
-    """The command prefix that runs apt-get as root (``[]`` when we are root, ``["sudo", "-n"]`` with passwordless
-    sudo), or None and the reason we may not."""
-    if shutil.which("apt-get") is None:
-        return None, "no apt-get on this machine (not Debian/Ubuntu)"
-    if os.geteuid() == 0:
-        return [], ""
-    if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True, timeout=30).returncode == 0:
-        return ["sudo", "-n"], ""
-    return None, "installing it needs root or passwordless sudo"
-
-
-def install_chromium() -> str | None:
-    """Install the Debian ``chromium`` package when no browser is found and we may; None on success, else the
-    reason there is no browser (for a pytest skip)."""
+def missing_reason() -> str | None:
+    """None when a browser is found; else why there is none and how to get one (for a pytest skip or an exit)."""
     if find_chromium():
         return None
-    prefix, why = _may_install()
-    if prefix is None:
-        return f"headless Chromium is not installed and cannot be installed here: {why}"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
-    # Try without `apt-get update` first: a fresh package index is slow to fetch and often already there.
-    for cmd in (install, [*prefix, "apt-get", "update", "-qq"], install):
-        try:
-            subprocess.run(cmd, capture_output=True, timeout=INSTALL_TIMEOUT_S, env=env)
-        except subprocess.TimeoutExpired:
-            return f"installing chromium with apt-get took more than {INSTALL_TIMEOUT_S} s"
-        if find_chromium():
-            return None
-    return "chromium could not be installed with apt-get (no package index or no network)"
+    return ("headless chromium is not installed (Debian package chromium): install it with "
+            "`bash scripts/install_system_deps.sh` (as root; `make test` runs it)")
 
 
 def _run(binary: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -166,31 +166,17 @@ def real_batch(train_csv: Path, data_dir: Path, n: int):
     return cfg, schema, modalities, procs, batch
 
 
-def _install_espeak() -> str | None:
-    """Install espeak-ng with apt-get when it is missing and we may (root, apt-get present); None on success,
-    else the reason it is not there."""
-    import shutil
-    import subprocess
-
-    if shutil.which("espeak-ng"):
-        return None
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        return "espeak-ng is not installed and cannot be installed here (needs root and apt-get)"
-    for cmd in (["apt-get", "install", "-y", "-qq", "espeak-ng"], ["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "espeak-ng"]):
-        subprocess.run(cmd, capture_output=True, timeout=600, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if shutil.which("espeak-ng"):
-            return None
-    return "espeak-ng could not be installed with apt-get (no package index or no network)"
+SYSTEM_DEPS_HINT = "install it with `bash scripts/install_system_deps.sh` (as root; `make test` runs it)"
 
 
 @pytest.fixture(scope="session")
 def espeak_ng() -> str:
-    """espeak-ng for the spoken-question data (installed with apt-get when missing); skips with the reason where
-    it cannot be had."""
+    """The espeak-ng program for the spoken-question data; skips, naming the package and how to get it, when it is
+    absent. Detection only: system packages are installed by the set-up step, never from inside pytest."""
     import shutil
 
-    reason = _install_espeak()  # None once espeak-ng is there (installed now if it was missing and we may)
-    if reason:  # only where espeak-ng cannot be installed (issue 6): no root, no apt-get, no package source
-        pytest.skip(f"spoken-question data needs espeak-ng: {reason}")
-    return shutil.which("espeak-ng")
+    path = shutil.which("espeak-ng")
+    if path is None:
+        pytest.skip(f"spoken-question data needs the espeak-ng program (Debian package espeak-ng), not installed: "
+                    f"{SYSTEM_DEPS_HINT}")
+    return path

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from polymodal import Predictor
@@ -23,8 +24,14 @@ def test_demo_command_end_to_end_tiny(cli, tmp_path, tiny_config_file):
     run = out / "run"
     assert {"model.safetensors", "config.yaml", "schema.json", "metrics.json", "training_log.csv"} <= {
         p.name for p in run.iterdir()}
-    metrics = Predictor.load(run, verbose=False).evaluate(out / "data" / "test.csv")
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["rows"] == 50
+    loaded, test = Predictor.load(run, verbose=False), out / "data" / "test.csv"
+    metrics = loaded.evaluate(test)
+    assert metrics["rows"] == 50
+    # A tiny 60-row model is near chance here (the slow test below checks the real demo reaches 0.95), so check
+    # that the saved model is a working one: outputs that depend on the row, and metrics of its own predictions.
+    proba, truth = loaded.predict_proba(test), pd.read_csv(test)["label"]
+    assert proba.std().max() > 1e-3, proba.describe()
+    assert metrics["accuracy"] == pytest.approx((proba.idxmax(axis=1) == truth).mean())
     # It ends by writing the report and printing its path (issue 8, acceptance 3).
     assert r.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
     assert f"{metrics['accuracy']:.4f}" in (out / "report.html").read_text(encoding="utf-8")

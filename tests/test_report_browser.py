@@ -1,7 +1,7 @@
 """Issue 8, acceptance 2: the report of a demo run, opened in headless Chromium.
 
-Chromium (the Debian package) is installed by the fixture when it is missing and the tests may (root or passwordless
-sudo, apt-get); only where that fails are the tests skipped, with the reason. The page is checked in the browser
+Chromium (the Debian package) is installed by the set-up step (``scripts/install_system_deps.sh``, run by
+``make test``), not by the tests; where it is absent the tests are skipped with that reason. The page is checked in the browser
 itself: every ``<img>`` must have decoded (``complete && naturalWidth > 0``), and the rendered DOM must hold the test
 metrics. A screenshot is taken and must show a real page (not blank). About 15 s with Chromium installed.
 ``scripts/report_screenshot.py`` makes docs/images/report.png the same way from a full demo run.
@@ -16,15 +16,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from chromium import check_page, find_chromium, install_chromium, screenshot
+from chromium import check_page, find_chromium, missing_reason, screenshot
 from polymodal import Predictor
 from polymodal.cli import DEMO_REPORT_EXAMPLES, app
 
 
 @pytest.fixture(scope="module")
 def browser() -> str:
-    reason = install_chromium()  # None once a browser is there (installed now if it was missing and we may)
-    if reason:  # only where Chromium cannot be installed (issue 8): no root, no apt-get, no package source
+    reason = missing_reason()
+    if reason:
         pytest.skip(f"chromium unavailable for the browser check: {reason}")
     return find_chromium()
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from .errors import PolymodalError
@@ -21,8 +22,10 @@ app = typer.Typer(
     help="Multimodal machine learning from a table: image/audio paths, text, numbers and categories in; "
          "a trained, saved model out.\n\nStart with [bold]polymodal demo[/bold], or "
          "[bold]polymodal info data.csv[/bold] to see how your columns are read.")
-out = Console()
-err = Console(stderr=True)
+# Markup off: what is printed is mostly user text (column names, paths, error messages), where rich would take
+# "[x]" for a tag and drop it. A styled literal opts in with markup=True and escapes any user text it carries.
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 LabelOpt = typer.Option(..., "--label", "-l", help="Name of the target column.")
 DataRootOpt = typer.Option(None, "--data-root", help="Folder relative file paths resolve against "
@@ -48,7 +51,7 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except PolymodalError as e:
-            err.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/bold red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; nothing was written")
@@ -133,7 +136,7 @@ def validate(data: Path = typer.Argument(..., help="Table to check."), label: st
         with atomic_file(report, "w", newline="", encoding="utf-8") as f:
             issues_frame(result.issues).to_csv(f, index=False)
     if result.ok:
-        out.print(f"[green]ok[/green]: {result.rows} rows, no problems found")
+        out.print(f"[green]ok[/green]: {result.rows} rows, no problems found", markup=True)
         return
     t = RichTable(title=f"{len(result.issues)} problems in {result.bad_rows} of {result.rows} rows")
     for c in ("row", "column", "problem"):

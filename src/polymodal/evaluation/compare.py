@@ -204,10 +204,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_outputs(summary: pd.DataFrame, out_dir: Path, seeds: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import subplots  # drawn without pyplot: the caller's matplotlib backend stays as it was
 
     out_dir.mkdir(parents=True, exist_ok=True)
     primary = summary.columns[2].removesuffix("_mean")
@@ -220,15 +217,15 @@ def write_outputs(summary: pd.DataFrame, out_dir: Path, seeds: int) -> None:
                      f"{r['parameters']:,} | {r['fit_seconds']:.1f} | {r['infer_ms_per_row']:.3f} |")
     with atomic_file(out_dir / "compare.md", "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(summary) + 2), 4.5))
+    fig, ax = subplots(figsize=(max(6, 0.8 * len(summary) + 2), 4.5))
     colours = ["#8c9eb5" if k == "modality" else "#2f6db5" for k in summary["kind"]]
     ax.bar(summary["variant"], summary[f"{primary}_mean"], yerr=summary[f"{primary}_std"], color=colours,
            capsize=4)
     ax.set_ylabel(f"test {primary} (mean ± std over {seeds} seeds)")
     ax.set_title("Single modalities (grey) and fusion methods (blue), same split")
     ax.tick_params(axis="x", rotation=35)
-    plt.setp(ax.get_xticklabels(), ha="right")
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     fig.tight_layout()
     with atomic_file(out_dir / "compare.png", "wb") as f:
         fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)

@@ -264,13 +264,10 @@ class RobustnessReport:
 
     def plot(self, modality: str) -> bytes:
         """PNG: the metric against severity, one line per corruption, horizontal lines for clean and missing."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from ..plotting import png_bytes, subplots  # no pyplot: the caller's matplotlib backend stays as it was
 
         curves = [c for c in self.curves if c.modality == modality]
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        fig, ax = subplots(figsize=(6.5, 4.2))
         for c in curves:
             ax.plot(range(len(c.levels)), c.scores(self.metric), marker="o",
                     label=f"{c.corruption} ({', '.join(f'{v:g}' for v in c.levels[1:])})")
@@ -284,10 +281,7 @@ class RobustnessReport:
         ax.set_title(f"{modality} ({self.kinds[modality]}): {self.metric} under corruption, {self.rows} rows")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=120)
-        plt.close(fig)
-        return buf.getvalue()
+        return png_bytes(fig, dpi=120)
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """Write robustness.csv/.json/.md and robustness_<modality>.png into ``out_dir``; returns the paths.

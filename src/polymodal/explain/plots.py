@@ -5,12 +5,16 @@ explained number), blue speaks against it, white is neutral; each panel's colour
 """
 from __future__ import annotations
 
-import io
 import math
 import textwrap
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+
+from .. import plotting
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -23,22 +27,9 @@ CMAP = "RdBu_r"
 METHOD_NAMES = {"occlusion": "occlusion", "integrated_gradients": "integrated gradients"}
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never open a window (and work without a display)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def figure_png(fig: "Figure", dpi: int = 110) -> bytes:
-    """The figure as PNG bytes; the figure is closed."""
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    """The figure as PNG bytes. Figures are drawn without pyplot (see polymodal.plotting): nothing to close."""
+    return plotting.png_bytes(fig, dpi=dpi, bbox_inches="tight")
 
 
 def _limit(values: np.ndarray) -> float:
@@ -55,11 +46,10 @@ def _fmt(v: Any) -> str:
 # ---------------------------------------------------------------------------------------------- importance
 def plot_importance(result: "ImportanceResult") -> "Figure":
     """Horizontal bars, one panel per method: each column's importance with its bootstrap interval."""
-    plt = _pyplot()
     frame = result.to_frame()
     methods = list(dict.fromkeys(frame["method"]))
     n_cols = max(1, frame["modality"].nunique())
-    fig, axes = plt.subplots(1, max(1, len(methods)), figsize=(5.2 * max(1, len(methods)), 1.2 + 0.5 * n_cols),
+    fig, axes = plotting.subplots(1, max(1, len(methods)), figsize=(5.2 * max(1, len(methods)), 1.2 + 0.5 * n_cols),
                              squeeze=False, sharey=False)
     loss = "increase" if not result.higher_is_better else "drop"
     for ax, method in zip(axes[0], methods):
@@ -119,12 +109,11 @@ def _audio_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str)
 
 
 def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
-    plt = _pyplot()
     ax.set_axis_off()
     tokens = a.tokens or []
     scores = np.asarray(a.scores, dtype=float)
     lim = _limit(scores)
-    cmap = plt.get_cmap(CMAP)
+    cmap = colormaps[CMAP]
     # Each word is placed right of the previous one (in points, so a later tight_layout cannot make them overlap);
     # lines wrap at a character budget that fits the panel.
     y, line, budget, used, prev = 0.85, 0.16, 38, 0, None
@@ -142,7 +131,7 @@ def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) 
         top = int(np.argmax(scores))
         ax.text(0.02, max(y - line, 0.02), f"top token: '{tokens[top]}' ({scores[top]:+.3g})",
                 transform=ax.transAxes, fontsize=8, color="#333333")
-    sm = plt.cm.ScalarMappable(cmap=CMAP, norm=plt.Normalize(-lim, lim))
+    sm = ScalarMappable(cmap=CMAP, norm=Normalize(-lim, lim))
     _colorbar(fig, sm, ax, unit)
 
 
@@ -180,7 +169,6 @@ def _shares_panel(ax: "Axes", e: "Explanation") -> None:
 def plot_explanation(explanation: "Explanation") -> "Figure":
     """One panel per modality (image overlay, spectrogram saliency, highlighted tokens, tabular bars) after a
     panel of each column's share; titled with the prediction, the true label and the method."""
-    plt = _pyplot()
     e = explanation
     unit = ("drop in " if e.method == "occlusion" else "IG attribution to ") + (e.explained or "the prediction")
     unit_short = "\n".join(textwrap.wrap(unit, 34))
@@ -195,7 +183,7 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
         panels.append(("tabular", tab))
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.9 * nrows), squeeze=False)
+    fig, axes = plotting.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.9 * nrows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_axis_off()
     for ax, (kind, a) in zip(axes.flat, panels):

@@ -1,31 +1,28 @@
 """The report's own matplotlib figures. Each function returns a :class:`matplotlib.figure.Figure`; :func:`to_png`
-turns one into PNG bytes and frees it.
+turns one into PNG bytes.
 
 Figures are built with ``matplotlib.figure.Figure`` directly (not pyplot), so making a report never touches the global
 pyplot state or needs a display. Every plot has a title, axis labels with units, and a legend where lines differ.
 """
 from __future__ import annotations
 
-import io
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..plotting import png_bytes
+
 DPI = 110
 ACCENT, SECOND, GREY, BAD = "#2563eb", "#ea580c", "#6b7280", "#dc2626"
 
 
 def to_png(fig: Any, dpi: int = DPI) -> bytes:
-    """PNG bytes of ``fig`` (no 'Software' metadata, so the same figure gives the same bytes); closes it."""
-    buf = io.BytesIO()
+    """PNG bytes of ``fig`` (no 'Software' metadata, so the same figure gives the same bytes). Every polymodal
+    figure is made without pyplot (see polymodal.plotting), so there is nothing to close."""
     # bbox "tight": figures made elsewhere (polymodal.explain) may not use a layout engine; no clipped labels.
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    import matplotlib.pyplot as plt  # figures from other modules may be pyplot-managed: release them
-
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
 
 
 def training_curves(history: pd.DataFrame, metric: str, mode: str, best_epoch: int | None) -> Figure:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
 import torch
@@ -69,17 +69,36 @@ def _error(status: int, message: str, issues: list[str] | None = None) -> JSONRe
     return JSONResponse(ErrorResponse(error=message, issues=issues or []).model_dump(), status_code=status)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for the block, then the previous one again (``threads`` None: unchanged).
+
+    The count is process-wide. The server process may own it, but only while the app runs (its lifespan):
+    building an app (a test, an embedding application) must leave the caller's setting as it was."""
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def create_app(model: PipelineSource, config: ServeConfig | None = None,
                backend: Backend | None = None) -> FastAPI:
-    """The app serving a fitted model (a Predictor or its pipeline). ``backend`` defaults to ``config.backend``
-    built for it (or its own, when it was loaded with one)."""
+    """The app serving a fitted model (a Predictor, its pipeline or a run directory). ``backend`` defaults to
+    ``config.backend`` built for it (or its own, when it was loaded with one). ``config.threads`` applies to a
+    backend built here; torch's process-wide thread count is set while the app runs (startup to shutdown), not when
+    it is created."""
     predictor = as_pipeline(model)
     cfg = config or ServeConfig()
     if backend is None:
         backend = predictor.backend if predictor.backend is not None and cfg.backend != "torch" else None
+    threads = None
     if backend is None:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        threads = cfg.threads
         backend = load_backend(cfg.backend, predictor, threads=cfg.threads)
     schema, task = predictor.schema, predictor.task
     row = row_model(schema)
@@ -89,11 +108,12 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await batcher.start()
-        try:
-            yield
-        finally:
-            await batcher.stop()
+        with torch_threads(threads):
+            await batcher.start()
+            try:
+                yield
+            finally:
+                await batcher.stop()
 
     app = FastAPI(title="polymodal model server", version=__version__, lifespan=lifespan,
                   description=f"Predicts '{predictor.label}' ({task.problem_type}) from the columns "

@@ -1,11 +1,12 @@
 """Set up Lightning's Trainer (early stopping, time limit, progress bar, precision) and run it."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
@@ -20,9 +21,23 @@ from .callbacks import BestState, History
 from .module import MultimodalModule
 
 log = logging.getLogger("polymodal")
-# Lightning announces hardware and tips at INFO level on every fit; users only need its warnings.
-for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning announces hardware and tips at INFO level on every fit; users only need its warnings. Raised to
+    WARNING for the block only, then restored: the levels belong to the application, not to a library call."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        # An application that asked for less (ERROR) keeps it; only INFO/DEBUG/unset are raised.
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 @dataclass
@@ -50,22 +65,23 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
     history = History()
     total_steps = max_epochs * len(train_loader)
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        max_time={"seconds": cfg.time_limit} if cfg.time_limit else None,
-        accelerator=cfg.accelerator, devices="auto", precision=_precision(cfg),
-        gradient_clip_val=cfg.gradient_clip, callbacks=[best, history],
-        logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-        num_sanity_val_steps=0, deterministic=False,
-    )
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*LeafSpec.*")
-        # A frozen pretrained backbone stays in eval mode on purpose (see encoders/hf.py).
-        warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
-        trainer.fit(module, train_loader, val_loader)
+    with quiet_lightning():  # the Trainer announces the hardware when it is built
+        trainer = L.Trainer(
+            max_epochs=max_epochs,
+            max_time={"seconds": cfg.time_limit} if cfg.time_limit else None,
+            accelerator=cfg.accelerator, devices="auto", precision=_precision(cfg),
+            gradient_clip_val=cfg.gradient_clip, callbacks=[best, history],
+            logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+            num_sanity_val_steps=0, deterministic=False,
+        )
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*number of training batches.*")
+            warnings.filterwarnings("ignore", ".*LeafSpec.*")
+            # A frozen pretrained backbone stays in eval mode on purpose (see encoders/hf.py).
+            warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
+            trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - start
     if best.best_state is not None:
         model.load_state_dict(best.best_state)

@@ -165,3 +165,21 @@ def test_fit_compare_and_prune_fine_tune_share_the_fitting_steps(fitted, run_dir
     calls.clear()
     result = prune_run(run_dir, tmp_path / "pruned", amount=0.3, fine_tune_data=tiny_data, epochs=1)
     assert calls == ["prepare", "train"] and result.fine_tune_epochs == 1
+
+
+def test_fit_leaves_the_callers_random_state_and_environment_alone(tiny_data):
+    import os
+    import random
+
+    import torch
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    expected = draws()
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    Predictor("label", config=tiny_config(max_epochs=1), seed=5, verbose=False).fit(tiny_data)
+    assert draws() == expected
+    assert {k: os.environ.get(k) for k in env} == env

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
@@ -29,6 +28,7 @@ from .presets import PresetChoice, apply_preset
 from .schema import Modality, Schema, infer_problem_type, infer_schema
 from .tasks import Task, build_task
 from .training import FitResult, fit_model
+from .training.seeding import seeded
 
 log = logging.getLogger("polymodal")
 
@@ -161,8 +161,8 @@ def resolve_training(training: TrainingConfig, n_train: int) -> None:
 
 
 def build(cfg: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor], task: Task) -> Any:
-    """The network for the resolved config, initialised from the training seed."""
-    L.seed_everything(cfg.training.seed, workers=True, verbose=False)
+    """The network for the resolved config (its initial weights come from the global torch generator: build it
+    inside :func:`~polymodal.training.seeding.seeded` for a reproducible model)."""
     return build_model(cfg, modalities, processors, task)
 
 
@@ -206,12 +206,13 @@ def fit_pipeline(data: Data, label: str, config: PolymodalConfig, *, tuning_data
         raise DataError(f"not enough usable rows to train: {len(train_rows)} training and {len(val_rows)} "
                         "validation rows")
     resolve_training(cfg.training, len(train_rows))
-    model = build(cfg, modalities, processors, task)
-    log.info("training on %d rows, validating on %d; modalities: %s; %s parameters", len(train_rows),
-             len(val_rows), ", ".join(f"{m.name} ({m.kind})" for m in modalities),
-             f"{count_parameters(model):,}")
     val_labels = val_t.frame[label].iloc[val_rows.rows].reset_index(drop=True)
-    result = train(model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose)
+    with seeded(cfg.training.seed):  # the same seed and data give the same model; the caller's RNGs are untouched
+        model = build(cfg, modalities, processors, task)
+        log.info("training on %d rows, validating on %d; modalities: %s; %s parameters", len(train_rows),
+                 len(val_rows), ", ".join(f"{m.name} ({m.kind})" for m in modalities),
+                 f"{count_parameters(model):,}")
+        result = train(model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose)
     result.fit_seconds = round(time.perf_counter() - start, 3)
     pipeline = FittedPipeline(label, cfg, schema, modalities, processors, task, model, result, verbose)
     return FitOutcome(pipeline, preset_report)
@@ -234,7 +235,7 @@ def fine_tune(pipeline: FittedPipeline, data: Data, epochs: int, data_root: str 
     training.max_epochs = epochs
     training.learning_rate = training.learning_rate * lr_scale
     training.warmup_fraction = 0.0
-    L.seed_everything(training.seed, workers=True, verbose=False)
     val_labels = val_t.frame[pipeline.label].iloc[val_rows.rows].reset_index(drop=True)
-    return train(pipeline.model, pipeline.task, pipeline.processors, train_rows, val_rows, val_labels, training,
-                 pipeline.verbose)
+    with seeded(training.seed):
+        return train(pipeline.model, pipeline.task, pipeline.processors, train_rows, val_rows, val_labels, training,
+                     pipeline.verbose)

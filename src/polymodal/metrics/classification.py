@@ -5,7 +5,6 @@ import logging
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 log = logging.getLogger("polymodal")
 
@@ -30,6 +29,8 @@ def classification_metrics(idx: np.ndarray, proba: np.ndarray) -> dict[str, floa
     ``idx`` holds each row's true class index, -1 for a label not seen in training; ``proba`` is [N, K]. Unseen
     labels count as errors in accuracy/F1 and are left out of log-loss/ROC-AUC.
     """
+    from sklearn import metrics as skm  # imported when scoring: the CLI checks a config without it
+
     pred = proba.argmax(axis=1)
     unseen = idx < 0
     if unseen.any():

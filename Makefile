@@ -4,8 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LINTED := src tests benchmarks examples scripts
 
-.PHONY: demo test test-all bench-avdigits bench-compare bench-deploy clean
+.PHONY: demo test test-all format bench-avdigits bench-compare bench-deploy clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,14 +19,24 @@ demo: $(STAMP)
 
 # System programs some tests need (espeak-ng, chromium): installed here when missing and possible (root + apt-get),
 # never from pytest; where they cannot be had, the script says why and those tests skip.
+# Static checks first (settings in pyproject.toml): ruff lint + format check and mypy on src/; the import contract
+# runs inside pytest (tests/test_architecture.py).
 test: $(STAMP)
 	bash scripts/install_system_deps.sh
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 # Slow end-to-end tests and benchmarks too (minutes to an hour on 2 CPU cores).
 test-all: $(STAMP)
 	bash scripts/install_system_deps.sh
 	$(PY) -m pytest -m "slow or not slow"
+
+# Rewrite the code into the shape `make test` checks (ruff's import order, safe fixes and formatting).
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 bench-avdigits: $(STAMP)
 	$(PY) benchmarks/avdigits_concat.py

@@ -60,6 +60,10 @@ def test_evaluate_reports_text_metrics(captioner, captions):
     m = captioner.evaluate(captions.test)
     assert {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "exact_match"} <= set(m)
     assert m["rows"] == 16 and all(0 <= m[k] <= 1 for k in ("bleu1", "bleu4", "rouge_l", "exact_match"))
+    # the metrics score the model's own beam-search texts against the references
+    texts = captioner.predict(captions.test)
+    refs = pd.read_csv(captions.test)["caption"]
+    assert m["exact_match"] == pytest.approx(float((texts.str.strip().to_numpy() == refs.str.strip().to_numpy()).mean()))
     g = captioner.evaluate(captions.test, decoding={"method": "greedy"})
     assert set(g) == set(m)
 

@@ -128,8 +128,9 @@ def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) 
     # Each word is placed right of the previous one (in points, so a later tight_layout cannot make them overlap);
     # lines wrap at a character budget that fits the panel.
     y, line, budget, used, prev = 0.85, 0.16, 38, 0, None
+    style: dict[str, Any]  # matplotlib text properties
     for tok, s in zip(tokens, scores):
-        style: dict[str, Any] = {"fontsize": 11, "va": "center", "ha": "left", "color": "white" if abs(s) > 0.6 * lim else "black",
+        style = {"fontsize": 11, "va": "center", "ha": "left", "color": "white" if abs(s) > 0.6 * lim else "black",
                  "bbox": {"boxstyle": "round,pad=0.25", "facecolor": cmap(0.5 + 0.5 * s / lim), "edgecolor": "none"}}
         if prev is None or used + len(tok) > budget:
             if prev is not None:

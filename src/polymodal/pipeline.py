@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Any, Protocol, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ from .rundir import (BACKBONES, FORMAT_VERSION, check_run_dir, read_json, read_w
                      write_json, write_weights)
 from .schema import Modality, Schema
 from .tasks import Task, build_task
+from .tasks.classification import ClassificationTask
 from .tasks.generation import GenerationTask
 from .training import FitResult, predict_outputs
 from .version import __version__
@@ -224,8 +225,9 @@ class FittedPipeline:
                                  + (" (predict(..., return_scores=True) gives each text's log-probability)"
                                     if self.problem_type == "generation" else ""))
         decoded = self.prepare(data, on_error=on_error, data_root=data_root)
-        return pd.DataFrame(self.task.predict_proba(self.outputs(decoded)), index=decoded.index,
-                            columns=list(self.task.classes))
+        task = cast(ClassificationTask, self.task)  # binary and multiclass models have a classification task
+        return pd.DataFrame(task.predict_proba(self.outputs(decoded)), index=decoded.index,
+                            columns=list(task.classes))
 
     def score(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
               what: str = "evaluation") -> tuple[dict[str, Any], DecodedTable, Any]:

@@ -46,7 +46,7 @@ def recipe(name: str, config: dict[str, Any] | str | Path | None = None) -> dict
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     for k, v in extra.items():
-        old = base.get(k)
+        old: Any = base.get(k)
         # A component chosen by another name (an encoder, the fusion) replaces the recipe's, parameters and all.
         same = isinstance(v, dict) and isinstance(old, dict) and v.get("name", old.get("name")) == old.get("name")
         base[k] = _merge(old, v) if same else copy.deepcopy(v)

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -129,7 +129,7 @@ def infer_column(series: pd.Series) -> ColumnSpec:
     return ColumnSpec(name, ColumnKind.TEXT, f"free text ({words:.1f} words on average, {n_unique} distinct values)")
 
 
-def infer_schema(frame: pd.DataFrame, label: str | None, overrides: dict[str, str] | None = None,
+def infer_schema(frame: pd.DataFrame, label: str | None, overrides: Mapping[str, str] | None = None,
                  ignore: list[str] | None = None) -> Schema:
     """Infer a :class:`Schema` for ``frame``; ``overrides`` (column → kind) and ``ignore`` win over inference."""
     overrides = dict(overrides or {})

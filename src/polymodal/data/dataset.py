@@ -96,13 +96,13 @@ def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadCont
     jobs: dict[tuple[str, Any], tuple[Processor, Any]] = {}
     where: dict[str, list[Any]] = {}
     for m, p in processors.items():
-        keys = []
+        keys: list[Any] = []  # job keys, None for absent cells
         for i, v in enumerate(cells[m]):
             if p.is_absent(v):
                 keys.append(None)
                 continue
             k = p.cache_key(v)
-            key = (m, k if k is not None else i)
+            key: tuple[str, Any] = (m, k if k is not None else i)
             jobs.setdefault(key, (p, v))
             keys.append(key)
         where[m] = keys
@@ -132,7 +132,7 @@ def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadCont
     with ThreadPoolExecutor(_threads()) as pool:
         for key, res in zip(jobs, pool.map(run, jobs.values(), chunksize=16)):
             results[key] = res
-            if key in shared_keys:
+            if key in shared_keys and shared is not None:
                 shared[shared_keys[key]] = res
             bar.update()
     bar.close()

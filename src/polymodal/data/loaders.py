@@ -117,6 +117,7 @@ def load_image(path: Source, limits: LimitsConfig, channels: int) -> Image.Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im: Image.Image  # the opened file, then the plain images that transposing and converting return
             with Image.open(_open(path)) as im:
                 im = ImageOps.exif_transpose(im)
                 if im.mode in ("RGBA", "LA", "P") and channels == 3:

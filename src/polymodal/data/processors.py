@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping, cast
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,7 @@ class Processor(ABC):
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None: ...
 
     # --- per row ---------------------------------------------------------------------------------------------
-    def cell(self, row: pd.Series) -> Any:
+    def cell(self, row: Mapping[Any, Any]) -> Any:
         """The raw value this modality reads from a row (one column for most kinds)."""
         return row[self.columns[0]]
 
@@ -158,7 +158,7 @@ class ImageProcessor(_FileProcessor):
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
         im = loaders.load_image(loaders.resolve_path(value, ctx.root), ctx.limits, self.channels)
-        im = im.resize((self.size, self.size), Image.BILINEAR)
+        im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
         return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
@@ -246,7 +246,7 @@ class AudioProcessor(_FileProcessor):
         path = loaders.resolve_path(value, ctx.root)
         return loaders.load_audio(path, ctx.limits, self.sample_rate, max_seconds=self.seconds * 1.5)
 
-    def _fix_length(self, items: list[np.ndarray], train: bool) -> torch.Tensor:
+    def _fix_length(self, items: list[np.ndarray | None], train: bool) -> torch.Tensor:
         n = self.n_samples
         out = torch.zeros(len(items), n)
         for i, wav in enumerate(items):
@@ -373,7 +373,7 @@ class TabularProcessor(Processor):
     def cardinalities(self) -> list[int]:
         return [len(self.categories[c]) + 2 for c in self.categorical]
 
-    def cell(self, row: pd.Series) -> Any:
+    def cell(self, row: Mapping[Any, Any]) -> Any:
         return {c: row[c] for c in self.columns}
 
     def is_absent(self, value: Any) -> bool:
@@ -443,7 +443,9 @@ def build_processors(schema: Schema, config: PolymodalConfig) -> tuple[list[Moda
         encoder = ENCODERS.get(choice.name) if choice.name in ENCODERS else None
         cls = PROCESSORS.get(getattr(encoder, "processor", "") or m.kind)
         if getattr(cls, "needs_encoder_config", False):
-            procs[m.name] = cls(m.name, m.columns, config.processing, _encoder_config(encoder, choice.params()))
+            assert choice is not None, "only an encoder's choice brings a processor that needs its config"
+            procs[m.name] = cast("type[Any]", cls)(m.name, m.columns, config.processing,  # takes the config too
+                                                   _encoder_config(encoder, choice.params()))
         elif cls is TabularProcessor:
             procs[m.name] = TabularProcessor(m.name, m.columns, config.processing,
                                              categorical=schema.of_kind(ColumnKind.CATEGORY))

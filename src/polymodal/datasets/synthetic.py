@@ -107,7 +107,7 @@ def generate(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", missi
         row = {"image": image_path, "audio": audio_path, "text": _review(rng, bits[2]),
                "reading": round(float(reading), 3), "region": str(region),
                "label": LABELS[int(bits.sum())]}
-        if noise is not None:
+        if noise is not None and noise_missing is not None:
             row = {**{k: v for k, v in row.items() if k != "label"},
                    "noise": None if noise_missing[i] else round(float(noise[i]), 3), "label": row["label"]}
         for col in ("image", "audio", "text", "reading"):

@@ -17,6 +17,7 @@ class AudioCNN(Encoder):
 
     Config = ConvConfig
     kinds = ("audio",)
+    config: ConvConfig
 
     def __init__(self, modality: Modality, processor: Any, config: ConvConfig):
         super().__init__(modality, processor, config)

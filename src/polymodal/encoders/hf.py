@@ -17,7 +17,7 @@ Modes:
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from pydantic import Field
@@ -98,6 +98,7 @@ class HFEncoder(Encoder):
     Config: ClassVar[type[EncoderConfig]] = HFConfig
     processor: ClassVar[str] = ""
     joint_space: ClassVar[bool] = False  # clip_*: pool with the model's projection into its joint space
+    config: HFConfig
 
     def __init__(self, modality: Modality, processor: Any, config: HFConfig):
         super().__init__(modality, processor, config)
@@ -117,7 +118,8 @@ class HFEncoder(Encoder):
         self.pooling = pooling
         pooled_width = self.width
         if pooling == "pooler" and self.projection is not None:
-            pooled_width = int(self.projection.out_features)
+            # (torch types a submodule's attributes as Tensor | Module)
+            pooled_width = int(self.projection.out_features)  # type: ignore[arg-type]
         self.attention = AttentionPool(self.width) if pooling == "attention" else None
         self.drop = nn.Dropout(config.dropout)
         self.proj = nn.Linear(pooled_width, config.dim)
@@ -233,14 +235,15 @@ class HFEncoder(Encoder):
                 cache.put(model, names[j], entry, meta)
                 entries[j] = entry
         device = self.proj.weight.device
-        lengths = [len(e["tokens"]) for e in entries]
+        filled = cast("list[dict[str, torch.Tensor]]", entries)  # every entry is filled by now
+        lengths = [len(e["tokens"]) for e in filled]
         width = max(lengths)
-        tokens = torch.nn.utils.rnn.pad_sequence([e["tokens"] for e in entries], batch_first=True).to(device)
+        tokens = torch.nn.utils.rnn.pad_sequence([e["tokens"] for e in filled], batch_first=True).to(device)
         variable = self.modality.kind == "text" or len(set(lengths)) > 1
         tmask = (torch.arange(width, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
                  if variable else None)
-        pooled = (torch.stack([e["pooled"] for e in entries]).to(device)
-                  if all("pooled" in e for e in entries) else None)
+        pooled = (torch.stack([e["pooled"] for e in filled]).to(device)
+                  if all("pooled" in e for e in filled) else None)
         return tokens, tmask, pooled
 
     # --- encode -------------------------------------------------------------------------------------------
@@ -273,6 +276,7 @@ class HFEncoder(Encoder):
         if self.pooling == "cls":
             return tokens[:, 0]
         if self.pooling == "attention":
+            assert self.attention is not None, "pooling 'attention' builds an AttentionPool"
             return self.attention(tokens, tmask)
         if len(rows) and pooled_r is None:
             raise ConfigError(f"{self.modality.name}: pooling 'pooler' needs a model with a pooled output; "

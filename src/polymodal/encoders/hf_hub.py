@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -99,11 +99,12 @@ def modality_part(model: nn.Module, kind: str) -> tuple[nn.Module, nn.Module | N
     ``visual_projection``; encoder-decoder models (Whisper) keep only their encoder; other models are used whole.
     """
     attr, proj = {"text": ("text_model", "text_projection"),
-                  "image": ("vision_model", "visual_projection")}.get(kind, (None, None))
+                  "image": ("vision_model", "visual_projection")}.get(kind, ("", ""))
     if attr and hasattr(model, attr):
         return getattr(model, attr), getattr(model, proj, None)
     if kind == "audio" and getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-        return model.get_encoder(), None
+        # (torch types a module's attributes as Tensor | Module)
+        return model.get_encoder(), None  # type: ignore[operator]
     return model, None
 
 
@@ -145,7 +146,7 @@ def layer_depths(backbone: nn.Module) -> tuple[dict[str, int], int] | None:
     return depths, n
 
 
-def fingerprint(modules: list[nn.Module | None], extra: dict[str, Any]) -> str:
+def fingerprint(modules: Sequence[nn.Module | None], extra: dict[str, Any]) -> str:
     """A hash of the weights (and buffers) of ``modules`` and of ``extra`` settings: equal fingerprints compute
     equal features, so it names the model's folder in the feature cache."""
     h = hashlib.blake2b(digest_size=12)

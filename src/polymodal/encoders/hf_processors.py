@@ -90,7 +90,7 @@ class _HFProcessor(Processor):
             salt = json.dumps(self.preprocessing(), sort_keys=True, default=str).encode()
         h = hashlib.blake2b(salt, digest_size=16)
         h.update(f"{item.dtype}{item.shape}".encode())
-        h.update(np.ascontiguousarray(item))
+        h.update(np.ascontiguousarray(item).data)
         return np.frombuffer(h.digest(), dtype=np.int64)
 
     def keys(self, items: list[np.ndarray | None]) -> torch.Tensor:
@@ -117,8 +117,8 @@ class HFTextProcessor(_HFProcessor):
     def _limit(self) -> int:
         cfg = self.model_config
         limits = [getattr(cfg, "max_position_embeddings", None), getattr(self.preprocessor, "model_max_length", None)]
-        limits = [int(v) for v in limits if isinstance(v, (int, float)) and 0 < v < 1_000_000]
-        return min(limits) if limits else 512
+        sizes = [int(v) for v in limits if isinstance(v, (int, float)) and 0 < v < 1_000_000]
+        return min(sizes) if sizes else 512
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
         tok = self.preprocessor

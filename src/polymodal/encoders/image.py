@@ -17,6 +17,7 @@ class ImageCNN(Encoder):
 
     Config = ConvConfig
     kinds = ("image",)
+    config: ConvConfig
 
     def __init__(self, modality: Modality, processor: Any, config: ConvConfig):
         super().__init__(modality, processor, config)
@@ -29,6 +30,6 @@ class ImageCNN(Encoder):
         fmap = self.trunk(inputs[self.modality.name])  # [B, C, h, w]
         tokens = self.proj(fmap.flatten(2).transpose(1, 2))  # [B, h*w, D]
         if self.config.positions:
-            tokens = tokens + sincos_2d(*fmap.shape[2:], self.dim).to(tokens)
+            tokens = tokens + sincos_2d(fmap.shape[2], fmap.shape[3], self.dim).to(tokens)
         pooled = self.proj(fmap.mean((2, 3)))
         return Encoded(zero_absent(pooled, mask), zero_absent(tokens, mask), mask)

@@ -1,7 +1,7 @@
 """Tabular encoder: an MLP over standardised numerics (+ missing flags) and category embeddings."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ class TabularMLP(Encoder):
         self.embeds = nn.ModuleList(
             nn.Embedding(n, min(config.max_embedding_dim, max(2, round(1.6 * n ** 0.56))))
             for n in processor.cardinalities())
-        width = 2 * self.n_numeric + sum(e.embedding_dim for e in self.embeds)
+        width = 2 * self.n_numeric + sum(cast(nn.Embedding, e).embedding_dim for e in self.embeds)
         layers: list[nn.Module] = []
         for _ in range(config.layers):
             layers += [nn.Linear(width, config.hidden), nn.GELU(), nn.Dropout(config.dropout)]

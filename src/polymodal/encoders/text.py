@@ -62,6 +62,7 @@ class TextTransformer(Encoder):
 
     Config = TextTransformerConfig
     kinds = ("text",)
+    config: TextTransformerConfig
 
     def __init__(self, modality: Modality, processor: Any, config: TextTransformerConfig):
         super().__init__(modality, processor, config)

@@ -114,7 +114,8 @@ def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", s
                     bar.update()
                     continue
                 run = _run_variant(v, seed, cfg, label, train, test, time_limit_per_run,
-                                   None if not keep_runs else Path(out_dir) / "runs" / f"{_slug(v.name)}-seed{seed}")
+                                   None if not keep_runs or out_dir is None
+                                   else Path(out_dir) / "runs" / f"{_slug(v.name)}-seed{seed}")
                 runs.append(run)
                 if log_file is not None:
                     _append_run(log_file, {**run, "settings": settings})
@@ -161,7 +162,7 @@ def _fingerprint(cfg: PolymodalConfig, label: str, train: Table, test: Table, ti
     for part in (cfg.model_dump_json(exclude_defaults=True), label, str(time_limit), str(train.root), str(test.root)):
         h.update(part.encode() + b"\0")
     for frame in (train.frame, test.frame):
-        h.update(pd.util.hash_pandas_object(frame.astype(str), index=False).values.tobytes())
+        h.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -207,7 +207,7 @@ class NumericNoise(Corruption):
 
 
 def corrupt_items(items: list[Any], corruption: Corruption, level: float, seed: int, modality: str,
-                  rows: Sequence[int]) -> list[Any]:
+                  rows: Sequence[int] | np.ndarray) -> list[Any]:
     """A new list of corrupted copies of ``items`` (``None`` stays absent). ``rows`` seed each row's generator, so
     a row gets the same random draws at every level and whatever other rows were kept."""
     salt = [zlib.crc32(modality.encode()), zlib.crc32(corruption.name.encode())]

@@ -32,7 +32,7 @@ from ..training import predict_outputs
 from .corruptions import CORRUPTIONS, Corruption, CorruptionError, corrupt_items
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..model import MultimodalModel
+    from torch import nn
     from ..tasks import Task
 
 log = logging.getLogger("polymodal")
@@ -332,7 +332,7 @@ def _effective(curve: Curve, metric: str, base: RobustnessReport | None) -> floa
     return effective_robustness(scores, ref.scores(metric))
 
 
-def robustness_sweep(model: "MultimodalModel", processors: Mapping[str, Processor], task: "Task",
+def robustness_sweep(model: "nn.Module", processors: Mapping[str, Processor], task: "Task",
                      prepared: Prepared, y_true: pd.Series, *, corruptions: CorruptionSpec = None,
                      clean: Mapping[str, float] | None = None,
                      baseline: RobustnessReport | str | Path | None = None, seed: int = 0, batch_size: int = 256,

@@ -7,6 +7,8 @@ its inputs, not how much each input changes the prediction; the attributions mea
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -16,11 +18,12 @@ def fusion_weights(model: nn.Module, inputs: dict[str, torch.Tensor],
                    masks: dict[str, torch.Tensor]) -> list[dict[str, float]] | None:
     """Per row of the batch: modality name → weight (summing to 1 over the present modalities), or None when
     the model's fusion has no weights over modalities."""
-    fusion = getattr(model, "fusion", None)
+    fusion: Any = getattr(model, "fusion", None)
     weigh = getattr(fusion, "modality_weights", None)
     if weigh is None:
         return None
-    w = weigh(model.encode(inputs, masks))
+    # (a model with a fusion is a MultimodalModel; torch types its attributes as Tensor | Module)
+    w = weigh(model.encode(inputs, masks))  # type: ignore[operator]
     if w is None:
         return None
     names = [f.name for f in fusion.inputs]

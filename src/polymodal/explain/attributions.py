@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import torch
@@ -35,12 +35,16 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Collator
 from ..data.loaders import is_empty
-from ..data.processors import MISSING_CATEGORY, Processor, tokenize
+from ..data.processors import (MISSING_CATEGORY, AudioProcessor, ImageProcessor, Processor, TabularProcessor,
+                               TextProcessor, tokenize)
 from ..errors import ConfigError, ExplainError, row_label
 from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
 from .attention import fusion_weights
 from .targets import EXPLAIN_TARGETS, ExplainTarget, as_numpy, explainable_task, prepare_rows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import MultimodalModel
 
 
 Inputs = dict[str, torch.Tensor]
@@ -168,7 +172,7 @@ class Attributor:
         (by name; [1, ..., E] summed over E)."""
         raise NotImplementedError
 
-    def display(self, inputs: Inputs, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         """What a person sees per column: ``background``, ``tokens`` and/or ``value``."""
         return {c: {} for c, _ in self.columns()}
 
@@ -222,6 +226,8 @@ class _GridAttributor(Attributor):
 
 @ATTRIBUTORS.register("image")
 class ImageAttributor(_GridAttributor):
+    processor: ImageProcessor
+
     def grid(self, h: int, w: int) -> tuple[int, int, int, int]:
         # Patches a quarter of the side, moved an eighth: big enough to hide a part of an object, and overlapping
         # so that the map is smooth (each pixel gets the mean drop of the patches that cover it).
@@ -231,7 +237,7 @@ class ImageAttributor(_GridAttributor):
                   inputs: Inputs) -> dict[str, np.ndarray]:
         return {self.columns()[0][0]: as_numpy(parts[self.processor.key()][0].sum(0))}  # channels summed
 
-    def display(self, inputs: Inputs, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         p = self.processor
         x = inputs[p.key()][0]
         pixels = x * torch.tensor(p.std).view(-1, 1, 1) + torch.tensor(p.mean).view(-1, 1, 1)
@@ -246,6 +252,8 @@ class ImageAttributor(_GridAttributor):
 
 @ATTRIBUTORS.register("audio")
 class AudioAttributor(_GridAttributor):
+    processor: AudioProcessor
+
     def grid(self, h: int, w: int) -> tuple[int, int, int, int]:
         ph, pw = max(1, h // 8), max(1, w // 8)  # an 8 × 8 grid of frequency × time blocks
         return ph, pw, ph, pw
@@ -254,7 +262,7 @@ class AudioAttributor(_GridAttributor):
                   inputs: Inputs) -> dict[str, np.ndarray]:
         return {self.columns()[0][0]: as_numpy(parts[self.processor.key()][0, 0])}
 
-    def display(self, inputs: Inputs, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         p = self.processor
         return {self.columns()[0][0]: {"background": as_numpy(inputs[p.key()][0, 0] * p.std + p.mean)}}
 
@@ -266,6 +274,8 @@ class AudioAttributor(_GridAttributor):
 @ATTRIBUTORS.register("text")
 class TextAttributor(Attributor):
     """Token ids: occlusion removes one token at a time; integrated gradients runs over the token embeddings."""
+
+    processor: TextProcessor
 
     def _ids(self, inputs: Inputs) -> torch.Tensor:
         ids = inputs[self.processor.key()][0]
@@ -304,7 +314,7 @@ class TextAttributor(Attributor):
         n = len(self._ids(inputs))
         return {self.columns()[0][0]: as_numpy(tables[self.modality][0, :n].sum(-1))}
 
-    def display(self, inputs: Inputs, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         col = self.columns()[0][0]
         ids = self._ids(inputs).tolist()
         words = tokenize(str(raw.get(col, "")))[: len(ids)]
@@ -321,6 +331,8 @@ class TextAttributor(Attributor):
 class TabularAttributor(Attributor):
     """One score per column: occlusion sets the value missing; integrated gradients moves numbers from their
     training mean and categories from the "missing" embedding."""
+
+    processor: TabularProcessor
 
     def columns(self) -> list[tuple[str, str]]:
         p = self.processor
@@ -371,7 +383,7 @@ class TabularAttributor(Attributor):
         out.update({c: np.asarray(float(tables[c].sum())) for c in self.processor.categorical})
         return out
 
-    def display(self, inputs: Inputs, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         return {c: {"value": raw.get(c)} for c, _ in self.columns()}
 
 
@@ -444,8 +456,8 @@ class IntegratedGradients(Method):
         bmasks = {m: _repeat(t, n) for m, t in masks.items()}
         moved = {}
         for key, p in parts.items():
-            a = alpha.view(-1, *([1] * (p.x.dim() - 1)))
-            moved[key] = (p.baseline + a * (p.x - p.baseline)).requires_grad_(True)
+            w = alpha.view(-1, *([1] * (p.x.dim() - 1)))
+            moved[key] = (p.baseline + w * (p.x - p.baseline)).requires_grad_(True)
             batch[key] = moved[key]
         hooked: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # name → (output, base, moved)
         handles = []
@@ -527,7 +539,7 @@ def explain(predictor: PipelineSource, rows: Any, *, method: str = "occlusion", 
     runner = METHODS.build(method)
     target = EXPLAIN_TARGETS.build(task.problem_type, task)
     frame, prepared = prepare_rows(predictor, rows, data_root, on_error, labelled=False)
-    model = predictor.model
+    model = cast("MultimodalModel", predictor.model)  # explainable_task refuses generation: the model is fused
     model.eval()
     device = next(model.parameters()).device
     attributors = [_attributor(m, p, model.encoders[m]) for m, p in predictor.processors.items()]

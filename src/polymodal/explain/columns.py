@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data.processors import MISSING_CATEGORY, Processor
+from ..data.processors import MISSING_CATEGORY, Processor, TabularProcessor
 from ..registry import Registry
 
 
@@ -59,7 +59,7 @@ def _tabular_item(num: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 @COLUMN_VIEWS.register("tabular")
-def _tabular(modality: str, proc: Processor) -> list[ColumnView]:
+def _tabular(modality: str, proc: TabularProcessor) -> list[ColumnView]:
     n_num, n_cat = len(proc.numeric), len(proc.categorical)
 
     def parts(item: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -235,7 +235,8 @@ def modality_importance(predictor: PipelineSource, data: Any, *, methods: Sequen
     batch_size = predictor.predict_batch_size
 
     def per_row(modality: str | None = None, items: list[Any] | None = None) -> np.ndarray:
-        view = prepared if modality is None else Prepared({**prepared.items, modality: items}, prepared.rows)
+        view = (prepared if modality is None or items is None
+                else Prepared({**prepared.items, modality: items}, prepared.rows))
         outputs = predict_outputs(predictor.model, make_loader(view, processors, batch_size, False))
         return metric.per_row(task, outputs, y_true)
 

@@ -117,6 +117,7 @@ def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) 
     # Each word is placed right of the previous one (in points, so a later tight_layout cannot make them overlap);
     # lines wrap at a character budget that fits the panel.
     y, line, budget, used, prev = 0.85, 0.16, 38, 0, None
+    style: dict[str, Any]  # matplotlib text properties
     for tok, s in zip(tokens, scores):
         style = {"fontsize": 11, "va": "center", "ha": "left", "color": "white" if abs(s) > 0.6 * lim else "black",
                  "bbox": {"boxstyle": "round,pad=0.25", "facecolor": cmap(0.5 + 0.5 * s / lim), "edgecolor": "none"}}
@@ -155,7 +156,7 @@ def _shares_panel(ax: "Axes", e: "Explanation") -> None:
         # The fusion weighs modalities; a tabular modality's weight is drawn next to each of its columns' bars.
         mods = {c: c if c in e.fusion_weights else next((m for m in e.fusion_weights if m not in e.attributions),
                                                         None) for c in cols}
-        w = np.array([e.fusion_weights.get(mods[c], np.nan) if mods[c] else np.nan for c in cols], dtype=float)
+        w = np.array([e.fusion_weights.get(mods[c] or "", np.nan) if mods[c] else np.nan for c in cols], dtype=float)
         ax.scatter(w, y, marker="D", color="black", zorder=3, label="fusion weight (modality)")
         ax.legend(fontsize=7, loc="lower right")
     labels = [f"{c}{'' if e.attributions[c].present else ' (empty)'}" for c in cols]

@@ -22,6 +22,7 @@ from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tasks import Task
+    from ..tasks.regression import RegressionTask
 
 
 class ExplainTarget:
@@ -72,6 +73,7 @@ class ClassProbability(ExplainTarget):
 
 class PredictedValue(ExplainTarget):
     unit = gradient_unit = "predicted value"
+    task: RegressionTask
 
     def score(self, outputs: torch.Tensor, ref: int) -> torch.Tensor:
         return outputs.float()[:, 0] * self.task.std + self.task.mean

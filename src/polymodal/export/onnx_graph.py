@@ -91,7 +91,8 @@ def to_onnx(model: nn.Module, processors: dict[str, Processor], opset: int = OPS
         # inference kernel (aten::_transformer_encoder_layer_fwd), which has no ONNX form.
         with warnings.catch_warnings(), traceable_attention():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
-            torch.onnx.export(graph, example, buf, dynamo=False, input_names=signature.names,
+            # (torch annotates f as a path, but this exporter writes to a file object too)
+            torch.onnx.export(graph, example, buf, dynamo=False, input_names=signature.names,  # type: ignore[arg-type]
                               output_names=[signature.output], dynamic_axes=signature.dynamic_axes(
                                   placeholder_batch(processors)), opset_version=opset, do_constant_folding=True)
     except Exception as e:  # the exporter raises many types; all mean "this model does not trace"

@@ -36,7 +36,7 @@ class PruneResult:
         return asdict(self)
 
 
-def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def prunable(model: nn.Module) -> list[tuple[str, nn.Linear | nn.Conv1d | nn.Conv2d]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 

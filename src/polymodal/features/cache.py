@@ -136,6 +136,7 @@ class FeatureCache:
                 self._used -= _nbytes(dropped)
 
     def _write_meta(self, model: str, meta: dict[str, Any]) -> None:
+        assert self.root is not None, "only an on-disk cache writes meta files"
         path = self.root / model / "meta.json"
         if path.is_file():
             return

@@ -1,6 +1,8 @@
 """Self-attention fusion over one token per modality plus an always-present [CLS] token."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -32,9 +34,11 @@ class CLSTransformerFusion(Fusion):
     is always present (so a row with every modality absent still has something to attend to), a transformer
     stack, and the [CLS] readout."""
 
+    registry_name: ClassVar[str]  # set by @register on each subclass
+
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: AttentionParams):
         super().__init__(inputs, dim, dropout, params)
-        check_heads(dim, params.heads, self.registry_name)  # type: ignore[attr-defined]
+        check_heads(dim, params.heads, self.registry_name)
         self.proj = nn.ModuleDict({f.name: nn.Linear(f.dim, dim) for f in inputs})
         self.type_emb = nn.Parameter(torch.randn(len(inputs), dim) * 0.02)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -72,6 +76,7 @@ class CLSTransformerFusion(Fusion):
                                            average_attn_weights=True)
             x = x + layer.dropout1(out)
             x = x + layer._ff_block(layer.norm2(x))
+        assert weights is not None, "a transformer stack has at least one layer"
         cls_row = weights[:, 0, 1:]  # [B, sum T_i]
         per_modality = torch.stack([part.sum(1) for part in cls_row.split([s.shape[1] for s in seqs], dim=1)], 1)
         return per_modality / per_modality.sum(1, keepdim=True).clamp_min(torch.finfo(per_modality.dtype).tiny)

@@ -48,6 +48,7 @@ class FiLMFusion(Fusion):
     content and their position)."""
 
     Params = FiLMParams
+    params: FiLMParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FiLMParams):
         super().__init__(inputs, dim, dropout, params)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from pydantic import Field
@@ -68,7 +69,7 @@ class GraphFusion(Fusion):
         h, mask = self._nodes(encoded)
         for step in self.steps[:-1]:
             h = step(h, mask)
-        w = self.steps[-1].attention(h, mask)  # [B, receiver, sender]
+        w = cast(MessageStep, self.steps[-1]).attention(h, mask)  # [B, receiver, sender]
         r = mask.unsqueeze(-1).to(w.dtype)
         return (w * r).sum(1) / r.sum(1).clamp_min(1.0)
 

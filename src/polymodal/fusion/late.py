@@ -32,6 +32,7 @@ class LateFusion(Fusion):
     """Decision-level fusion: a head per modality; probabilities combined by a learned softmax-weighted average over the present modalities, or by majority vote (late fusion as in Baltrušaitis et al. 2019 and MultiBench's LF)."""
 
     Params = LateParams
+    params: LateParams
     decides = True
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: LateParams, task: "Task"):

@@ -66,5 +66,6 @@ class LowRankFusion(Fusion):
             x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # [B, d+1]
             fx = torch.einsum("bi,rio->rbo", x, self.factors[f.name].to(x.dtype))  # [rank, B, dim]
             prod = fx if prod is None else prod * fx
+        assert prod is not None, "a fusion has at least one input"
         fused = torch.einsum("r,rbo->bo", self.rank_weights[0].to(prod.dtype), prod) + self.bias
         return self.out(fused)

@@ -7,11 +7,11 @@ from torch import nn
 
 from ..encoders.base import Encoded
 from ..registry import FUSIONS, register
-from .attention import CLSTransformerFusion
-from .base import FusionInput, FusionParams, token_sequence
+from .attention import AttentionParams, CLSTransformerFusion
+from .base import FusionInput, token_sequence
 
 
-class TransformerParams(FusionParams):
+class TransformerParams(AttentionParams):
     heads: int = Field(4, ge=1, description="attention heads (must divide the fusion dim)")
     layers: int = Field(2, ge=1, le=6, description="transformer encoder layers")
     max_tokens: int = Field(64, ge=1, description="tokens kept per modality (the first ones)")
@@ -22,6 +22,7 @@ class TransformerFusion(CLSTransformerFusion):
     """Joint transformer over all modalities' token sequences, [CLS] readout (simplified MulT, Tsai et al. 2019)."""
 
     Params = TransformerParams
+    params: TransformerParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: TransformerParams):
         super().__init__(inputs, dim, dropout, params)

@@ -9,13 +9,13 @@ every modality absent well defined (it then decodes from the prior alone).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, cast
 
 import torch
 from torch import nn
 
 from ..config import DecodingConfig, GenerationConfig, PolymodalConfig
-from ..encoders.base import Encoded
+from ..encoders.base import Encoded, Encoder
 from ..errors import ConfigError
 from ..registry import ARCHITECTURES, register
 from .decoding import Decoded, Specials, beam_search, greedy
@@ -148,7 +148,7 @@ class TransformerDecoderHead(nn.Module):
         self._check(ids.shape[1])
         x = self._embed(ids, 0)
         mask = keep[:, None, None, :]
-        for layer in self.layers:
+        for layer in cast("Iterable[DecoderLayer]", self.layers):
             x = layer(x, layer.memory_kv(memory), mask)
         return self.norm(x) @ self.embed.weight.t()
 
@@ -162,7 +162,7 @@ class CachedStepper:
 
     def __init__(self, head: TransformerDecoderHead, memory: torch.Tensor, keep: torch.Tensor):
         self.head = head
-        self.mem_kv = [layer.memory_kv(memory) for layer in head.layers]
+        self.mem_kv = [layer.memory_kv(memory) for layer in cast("Iterable[DecoderLayer]", head.layers)]
         self.mask = keep[:, None, None, :]
         self.caches: list[dict[str, torch.Tensor]] = [{} for _ in head.layers]
         self.t = 0
@@ -252,5 +252,5 @@ class Seq2SeqModel(nn.Module):
 def build_seq2seq(config: PolymodalConfig, encoders: dict[str, nn.Module], task: Any) -> Seq2SeqModel:
     """The generation task's model: its head is the decoder (sized by ``task.generation``)."""
     gen = config.task.generation
-    memory = CrossModalMemory({n: e.dim for n, e in encoders.items()}, gen.dim, gen.max_memory_tokens)
+    memory = CrossModalMemory({n: cast(Encoder, e).dim for n, e in encoders.items()}, gen.dim, gen.max_memory_tokens)
     return Seq2SeqModel(encoders, memory, task.head(gen.dim))

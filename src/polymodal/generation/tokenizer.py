@@ -38,7 +38,9 @@ class TargetTokenizer:
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS], show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tok.train_from_iterator(list(texts), trainer)
-        return cls(tok, tok.token_to_id(PAD), tok.token_to_id(BOS), tok.token_to_id(EOS), "bpe")
+        pad, bos, eos = (tok.token_to_id(t) for t in (PAD, BOS, EOS))
+        assert pad is not None and bos is not None and eos is not None, "the trainer adds the special tokens"
+        return cls(tok, pad, bos, eos, "bpe")
 
     @classmethod
     def from_pretrained(cls, source: str) -> "TargetTokenizer":

@@ -50,7 +50,8 @@ def bleu(candidates: Sequence[str], references: References, max_order: int = 4) 
     streams = [[r[i] if i < len(r) else None for r in refs] for i in range(width)]
     # effective_order: orders above a candidate's length do not zero the score of a corpus of short answers
     scorer = BLEU(max_ngram_order=max_order, lowercase=True, effective_order=True)
-    return scorer.corpus_score(list(candidates), streams).score / 100.0
+    # (sacrebleu's annotation omits the None it documents for a missing reference)
+    return scorer.corpus_score(list(candidates), streams).score / 100.0  # type: ignore[arg-type]
 
 
 # --- ROUGE-L ------------------------------------------------------------------------------------------------------
@@ -78,10 +79,10 @@ def rouge_l_sentence(candidate: str, references: Sequence[str], beta: float = 1.
         lcs = _lcs(cand, r)
         precisions.append(lcs / len(cand))
         recalls.append(lcs / len(r) if r else 0.0)
-    p, r = max(precisions), max(recalls)
-    if p == 0 or r == 0:
+    p, rc = max(precisions), max(recalls)
+    if p == 0 or rc == 0:
         return 0.0
-    return ((1 + beta ** 2) * p * r) / (r + beta ** 2 * p)
+    return ((1 + beta ** 2) * p * rc) / (rc + beta ** 2 * p)
 
 
 def rouge_l(candidates: Sequence[str], references: References) -> float:

@@ -134,7 +134,7 @@ def summarise(pipeline: FittedPipeline, run_dir: Path | None) -> RunSummary:
         label=pipeline.label, problem_type=task.problem_type, columns=columns, fusion=cfg.fusion.name,
         fusion_params={"dim": cfg.fusion.dim, "dropout": cfg.fusion.dropout, **cfg.fusion.params()},
         classes=list(task.classes) if isinstance(task, ClassificationTask) else None, run_dir=run_dir,
-        fit=fit, validation=validation, parameters=count_parameters(pipeline.model), monitor=tuple(task.monitor))
+        fit=fit, validation=validation, parameters=count_parameters(pipeline.model), monitor=task.monitor)
 
 
 def _describe(name: str, params: dict[str, Any]) -> str:
@@ -174,8 +174,7 @@ def find_robustness(robustness: RobustnessReport | str | Path | None,
         return robustness, "given"
     if robustness is not None:
         return RobustnessReport.load(robustness), str(robustness)
-    for rel in ROBUSTNESS_LOCATIONS if run_dir is not None else ():
-        path = run_dir / rel
+    for path in [run_dir / rel for rel in ROBUSTNESS_LOCATIONS] if run_dir is not None else []:
         if path.is_file():
             return RobustnessReport.load(path), str(path)
     return None, None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Iterator, cast
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from ..version import __version__
 from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
 from ..data.dataset import Collator, Prepared
+from ..tasks.classification import ClassificationTask
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
 from .payload import RequestError, decode_rows, parse_form_row, parse_json_rows
@@ -105,6 +106,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None,
     batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(ModelRunner(predictor, backend), cfg.max_batch,
                                                               cfg.max_wait_ms, size=len)
     classification = task.problem_type != "regression"
+    clf = cast(ClassificationTask, task)  # read only when classification
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -139,7 +141,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None,
     async def metadata() -> dict[str, Any]:
         """The model's input columns (name and kind), label, problem type, classes and the server's settings."""
         return {"polymodal_version": __version__, "label": predictor.label, "problem_type": task.problem_type,
-                "classes": list(task.classes) if classification else None,
+                "classes": list(clf.classes) if classification else None,
                 "columns": [{"name": c, "kind": schema.kinds()[c].value} for c in schema.input_columns()],
                 "backend": backend.registry_name,
                 "settings": cfg.model_dump(exclude={"host", "port"})}
@@ -166,10 +168,10 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None,
         prepared = await run_in_threadpool(decode_rows, rows, predictor.processors, predictor.config.limits)
         outputs = await batcher.submit(prepared)
         labels = task.postprocess(outputs)
-        probs = task.predict_proba(outputs) if classification else None
+        probs = clf.predict_proba(outputs) if classification else None
         return {"predictions": [
             {"prediction": _plain(labels[i]),
-             "probabilities": None if probs is None else {str(c): float(p) for c, p in zip(task.classes, probs[i])}}
+             "probabilities": None if probs is None else {str(c): float(p) for c, p in zip(clf.classes, probs[i])}}
             for i in range(len(labels))]}
 
     async def _form_rows(request: Request, body: bytes) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class OnnxBackend(Backend):
     no such file the graph is exported (and quantized) in memory at load time, which takes seconds."""
 
     file: ClassVar[str]
-    build: ClassVar[Callable[["FittedPipeline"], bytes]]
+    build: ClassVar["staticmethod[[FittedPipeline], bytes]"]
     hint: ClassVar[str] = ""  # said when the file is missing and the graph is built in memory
 
     def __init__(self, pipeline: "FittedPipeline", source: Path | None = None, threads: int | None = None):

@@ -75,6 +75,7 @@ class MicroBatcher(Generic[T, R]):
     async def _collect(self) -> list[tuple[T, asyncio.Future]]:
         loop = asyncio.get_running_loop()
         first = await self._next(None)
+        assert first is not None, "waiting without a timeout always gives an item"
         group, rows = [first], self.size(first[0])
         deadline = loop.time() + self.max_wait
         while rows < self.max_batch:

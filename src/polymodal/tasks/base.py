@@ -18,7 +18,7 @@ class Task(ABC):
 
     problem_type: ClassVar[str]
     target_dtype: ClassVar[torch.dtype]
-    monitor: ClassVar[tuple[str, str]]  # (metric name, "max" | "min") used for early stopping
+    monitor: tuple[str, str]  # (metric name, "max" | "min") used for early stopping
     architecture: ClassVar[str] = "fused"  # how the network is assembled (registry.ARCHITECTURES)
     stratify: ClassVar[bool] = False  # split train/validation stratified by the encoded target
 
@@ -46,11 +46,11 @@ class Task(ABC):
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
 
     @abstractmethod
-    def postprocess(self, outputs: np.ndarray) -> np.ndarray:
+    def postprocess(self, outputs: Any) -> np.ndarray:
         """Raw head outputs → predictions in the label's own values."""
 
     @abstractmethod
-    def metrics(self, y_true: pd.Series, outputs: np.ndarray) -> dict[str, float]:
+    def metrics(self, y_true: pd.Series, outputs: Any) -> dict[str, float]:
         """Metrics of raw outputs against labels in their own values."""
 
     # --- outputs of a trained model: per batch, then gathered (generation decodes here) -----------------------

@@ -29,7 +29,7 @@ class ClassificationTask(Task):
     stratify = True
 
     def fit_target(self, y: pd.Series) -> None:
-        values = {}
+        values: dict[str, Any] = {}
         for v in y.dropna().tolist():
             values.setdefault(label_key(v), _jsonable(v))
         if len(values) < 2:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from ..data.loaders import is_empty
 from ..errors import ConfigError, DataError
 from ..generation import model as _seq2seq  # noqa: F401  (registers the "seq2seq" architecture)
 from ..generation.decoding import Specials
-from ..generation.model import TransformerDecoderHead
+from ..generation.model import Seq2SeqModel, TransformerDecoderHead
 from ..generation.tokenizer import TargetTokenizer
 from ..metrics.text import text_metrics, words
 from ..registry import TASKS, register
@@ -158,7 +158,7 @@ class GenerationTask(Task):
 
     # --- decoding -------------------------------------------------------------------------------------------
     def _decode(self, model: nn.Module, batch: Any, decoding: DecodingConfig) -> Generated:
-        d = model.generate(batch.inputs, batch.masks, decoding, self.max_target_tokens)
+        d = cast(Seq2SeqModel, model).generate(batch.inputs, batch.masks, decoding, self.max_target_tokens)
         return Generated(d.ids.cpu().numpy(), d.scores.float().cpu().numpy(), d.lengths.cpu().numpy())
 
     def predict_batch(self, model: nn.Module, batch: Any) -> Generated:
@@ -190,4 +190,4 @@ class GenerationTask(Task):
     def set_state(self, state: dict[str, Any]) -> None:
         self.tokenizer = TargetTokenizer.from_state(state["tokenizer"])
         self.max_target_tokens = int(state["max_target_tokens"])
-        self.monitor = tuple(state["monitor"])  # type: ignore[assignment]
+        self.monitor = cast("tuple[str, str]", tuple(state["monitor"]))  # as state() wrote it

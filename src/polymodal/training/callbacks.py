@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import cast
 
 import lightning as L
 import torch
@@ -41,8 +42,8 @@ class BestState(L.Callback):
         key = (score if self.mode == "max" else -score, -loss)
         if self.best_key is None or key > self.best_key:
             self.best_key, self.best_epoch = key, trainer.current_epoch
-            self.best_state = self._snapshot(pl_module.model)
-            self.best_metrics = {k: _value(m, k) for k in m if k.startswith("val_") and _value(m, k) is not None}
+            self.best_state = self._snapshot(cast(torch.nn.Module, pl_module.model))  # the MultimodalModule's network
+            self.best_metrics = {k: v for k in m if k.startswith("val_") and (v := _value(m, k)) is not None}
         elif trainer.current_epoch - self.best_epoch >= self.patience:
             trainer.should_stop = True
             self.stopped_early = True

@@ -68,8 +68,10 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
     with quiet_lightning():  # the Trainer announces the hardware when it is built
         trainer = L.Trainer(
             max_epochs=max_epochs,
-            max_time={"seconds": cfg.time_limit} if cfg.time_limit else None,
-            accelerator=cfg.accelerator, devices="auto", precision=_precision(cfg),
+            # (lightning annotates dict[str, int] but makes a timedelta of it, which takes float seconds)
+            max_time={"seconds": cfg.time_limit} if cfg.time_limit else None,  # type: ignore[dict-item]
+            # (training.precision is free text here, checked by Lightning itself against its Literal values)
+            accelerator=cfg.accelerator, devices="auto", precision=_precision(cfg),  # type: ignore[arg-type]
             gradient_clip_val=cfg.gradient_clip, callbacks=[best, history],
             logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
             num_sanity_val_steps=0, deterministic=False,
@@ -93,14 +95,14 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
 
 
 @torch.no_grad()
-def predict_outputs(model: MultimodalModel, loader: torch.utils.data.DataLoader, task: Task | None = None) -> Any:
+def predict_outputs(model: torch.nn.Module, loader: torch.utils.data.DataLoader, task: Task | None = None) -> Any:
     """Raw head outputs for every row of ``loader`` (in order), in eval mode on the model's device; with a
     ``task``, its own outputs (``Task.predict_batch``: decoded text ids for generation)."""
     model.eval()
     device = next(model.parameters()).device
     outs = []
-    for batch in loader:
-        batch: Batch = batch.to(device)
+    for raw in loader:
+        batch: Batch = raw.to(device)
         outs.append(model(batch.inputs, batch.masks).float().cpu() if task is None else
                     task.predict_batch(model, batch))
     if task is not None:

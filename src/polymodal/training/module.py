@@ -23,7 +23,8 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list
     Frozen parameters are left out. Without multipliers these are the two groups every model always had:
     decayed and not decayed, both at ``lr``.
     """
-    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    # (torch types a module's attributes as Tensor | Module; lr_scales is a method where present)
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}  # type: ignore[operator]
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {(1.0, False): [], (1.0, True): []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -49,12 +50,14 @@ class MultimodalModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         batch = drop_modalities(batch, self.cfg.modality_dropout)
+        assert batch.target is not None, "training batches carry their targets"
         loss = self.model.loss(self(batch), batch.target, self.task)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self(batch)
+        assert batch.target is not None, "validation batches carry their targets"
         self.log("val_loss", self.task.loss(out, batch.target), on_step=False, on_epoch=True, batch_size=len(batch))
         self._val_outputs.append(self.task.validation_outputs(self.model, batch, out))
 

@@ -49,7 +49,7 @@ def _choose(scored: Scored, n: int, seed: int) -> list[tuple[str, list[int]]]:
     random sample of right predictions; regression: the largest and the smallest errors."""
     n_bad = n // 2
     correct = scored.correct()
-    if correct is not None:
+    if correct is not None and scored.proba is not None:  # (the same: classification)
         confidence = scored.proba.max(axis=1)
         wrong = [int(i) for i in np.argsort(-confidence, kind="stable") if not correct[i]]
         right = [int(i) for i in np.random.default_rng(seed).permutation(len(correct)) if correct[i]]

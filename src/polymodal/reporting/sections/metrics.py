@@ -44,6 +44,7 @@ class TestMetrics(ReportSection):
 
 def _keys(ctx: ReportContext) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """Class names, the labels used in the matrix (classes, then labels unseen in training), true and predicted keys."""
+    assert ctx.summary.classes is not None, "class sections are built for classification only"
     classes = [label_key(c) for c in ctx.summary.classes]
     true = np.array([label_key(v) for v in ctx.scored.y_true], dtype=object)
     pred = np.array([label_key(v) for v in ctx.scored.predictions], dtype=object)
@@ -100,6 +101,7 @@ class Calibration(ReportSection):
 
     def build(self, ctx: ReportContext) -> Section:
         proba = ctx.scored.proba
+        assert proba is not None, "calibration is built for classification only"
         classes, _, true, _ = _keys(ctx)
         if len(classes) == 2:
             # Binary: the positive class's probability against how often the row really is positive.
@@ -131,6 +133,7 @@ class RocPr(ReportSection):
         if y.all() or not y.any():
             sec.blocks.append(Note("The test rows hold only one of the two classes, so these curves are undefined."))
             return sec
+        assert ctx.scored.proba is not None, "ROC curves are built for binary classification only"
         score = ctx.scored.proba[:, 1]
         fpr, tpr, _ = skm.roc_curve(y, score)
         precision, recall, _ = skm.precision_recall_curve(y, score)

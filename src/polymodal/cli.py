@@ -104,8 +104,8 @@ def info(data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl.
     table = read_table(data, data_root or cfg.data_root)
     schema = infer_schema(table.frame, label, cfg.columns, cfg.ignore)
     t = RichTable(title=f"{data}: {len(table.frame)} rows, {len(table.frame.columns)} columns")
-    for c in ("column", "kind", "reason"):
-        t.add_column(c)
+    for heading in ("column", "kind", "reason"):
+        t.add_column(heading)
     if label:
         kind, why = infer_problem_type(table.frame[label])
         t.add_row(label, f"target ({kind})", why)
@@ -184,6 +184,7 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
     p.fit(data)
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
+    assert r is not None, "fit() records its result"
     out.print(_metrics_table(f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run}, "
                              f"{r.fit_seconds:.0f} s)", {k.removeprefix("val_"): v for k, v in r.validation.items()}))
     out.print(f"saved to {out_dir}")
@@ -202,6 +203,8 @@ def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal 
             data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
             quiet: bool = QuietOpt) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction."""
+    import pandas as pd
+
     from .api import Predictor
     from .io import atomic_file
 
@@ -211,13 +214,17 @@ def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal 
             raise PolymodalError("--proba is for classification; a generation model has --scores")
         decoding = {"method": "greedy"} if greedy else None
         pred = p.predict(data, on_error=on_error, data_root=data_root, return_scores=scores, decoding=decoding)
-        result = (pred.rename(columns={p.label: "prediction"}) if scores else pred.to_frame("prediction"))
+        # a DataFrame (text, log_prob) exactly when scores are asked for
+        result = (pred.rename(columns={p.label: "prediction"}) if isinstance(pred, pd.DataFrame)
+                  else pred.to_frame("prediction"))
     elif proba and p.problem_type != "regression":
         # One pass over the data: the predicted class is the most probable one.
         probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
         result = probs.idxmax(axis=1).to_frame("prediction").join(probs.add_prefix("proba_"))
     else:
-        result = p.predict(data, on_error=on_error, data_root=data_root).to_frame("prediction")
+        labels = p.predict(data, on_error=on_error, data_root=data_root)
+        assert isinstance(labels, pd.Series), "predict without return_scores gives a Series"
+        result = labels.to_frame("prediction")
     result.index.name = "row"
     if out_file is None:
         result.to_csv(sys.stdout)

@@ -28,7 +28,7 @@ def encoder_model(name: str) -> type[BaseModel]:
     """``encoders.<key>`` when it chooses encoder ``name``: its ``Config`` plus ``name: <that name>``."""
     cls = ENCODERS.get(name)
     return create_model(f"encoder_{name}", __base__=cls.Config, __doc__=_doc(cls),
-                        name=(Literal[name], Field(..., description="the encoder")))  # type: ignore[valid-type]
+                        name=(Literal[name], Field(..., description="the encoder")))  # type: ignore[arg-type]
 
 
 def fusion_model(name: str) -> type[BaseModel]:
@@ -38,7 +38,7 @@ def fusion_model(name: str) -> type[BaseModel]:
     # The default fusion may leave its name out (as the config does); every other one must be named.
     name_field = Field(name if name == DEFAULT_FUSION else ..., description="the fusion method")
     return create_model(f"fusion_{name}", __base__=cls.Params, __doc__=_doc(cls),
-                        name=(Literal[name], name_field), **common)  # type: ignore[valid-type, call-overload]
+                        name=(Literal[name], name_field), **common)  # type: ignore[call-overload]
 
 
 def json_schema() -> dict[str, Any]:

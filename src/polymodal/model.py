@@ -5,7 +5,7 @@ and the fitted processors, so a run directory only needs to store weights.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -13,8 +13,8 @@ from torch import nn
 from .config import PolymodalConfig, encoder_choice
 from .registry import ARCHITECTURES, register
 from .data.processors import Processor
-from .encoders import Encoded, build_encoder
-from .fusion import FusionInput, build_fusion
+from .encoders import Encoded, Encoder, build_encoder
+from .fusion import Fusion, FusionInput, build_fusion
 from .schema import Modality
 from .tasks import Task
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class MultimodalModel(nn.Module):
-    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, head: nn.Module):
+    def __init__(self, encoders: dict[str, nn.Module], fusion: Fusion, head: nn.Module):
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
@@ -68,7 +68,7 @@ def build_model(config: PolymodalConfig, modalities: list[Modality], processors:
 @register(ARCHITECTURES, "fused")
 def build_fused(config: PolymodalConfig, encoders: dict[str, nn.Module], task: Task) -> MultimodalModel:
     """Encoders → fusion → the task's head (no head after a decision-level fusion)."""
-    inputs = [FusionInput(name, enc.dim) for name, enc in encoders.items()]
+    inputs = [FusionInput(name, cast(Encoder, enc).dim) for name, enc in encoders.items()]
     fusion = build_fusion(config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params(),
                           task)
     head = nn.Identity() if fusion.decides else task.head(config.fusion.dim)

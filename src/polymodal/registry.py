@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # type-only: the registries sit below the packages whose clas
     from .tasks.base import Task
 
 T = TypeVar("T")
+# What a registration decorates: a component class (of type[T]) or, in registries of builders, a function.
+C = TypeVar("C", bound=Callable[..., Any])
 
 
 class Registry(Generic[T]):
@@ -22,10 +24,10 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._items: dict[str, type[T]] = {}
+        self._items: dict[str, Any] = {}
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        def deco(cls: type[T]) -> type[T]:
+    def register(self, name: str) -> Callable[[C], C]:
+        def deco(cls: C) -> C:
             if name in self._items and self._items[name] is not cls:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = cls
@@ -36,7 +38,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> type[T]:
         try:
-            return self._items[name]
+            return self._items[name]  # register() stored a type[T] (or a builder function) under the name
         except KeyError:
             close = difflib.get_close_matches(str(name), list(self._items), n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
@@ -65,6 +67,6 @@ TASKS: Registry["Task"] = Registry("task")
 ARCHITECTURES: Registry[Any] = Registry("model architecture")
 
 
-def register(registry: Registry[T], name: str) -> Callable[[type[T]], type[T]]:
+def register(registry: Registry[T], name: str) -> Callable[[C], C]:
     """``@register(ENCODERS, "image_cnn")`` — the one line that makes a component available everywhere."""
     return registry.register(name)

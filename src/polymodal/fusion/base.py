@@ -99,4 +99,5 @@ def build_fusion(name: str, inputs: list[FusionInput], dim: int, dropout: float,
         return cls(inputs, dim, dropout, p)
     if task is None:
         raise ConfigError(f"fusion '{name}' is decision-level: it needs the task to build its per-modality heads")
-    return cls(inputs, dim, dropout, p, task)
+    # decision-level fusions (``decides``) take the task as a fifth argument
+    return cls(inputs, dim, dropout, p, task)  # type: ignore[call-arg]

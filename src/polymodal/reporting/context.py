@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..config import encoder_choice
+from ..config import encoder_choice, encoder_key
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..pipeline import FittedPipeline
@@ -119,9 +119,12 @@ def summarise(pipeline: FittedPipeline, run_dir: Path | None) -> RunSummary:
     columns = []
     for c in pipeline.schema.columns:
         mod = modality_of.get(c.name)
-        enc = encoder_choice(cfg, mod) if mod is not None else None
-        columns.append(ColumnInfo(c.name, c.kind.value, mod.name if mod else "—",
-                                  _describe(enc.name, enc.params()) if enc else "—", c.reason))
+        # the encoder of the column's modality, and the key that chose it (encoders.<column> or encoders.<kind>)
+        encoder = "—"
+        if mod is not None:
+            choice = encoder_choice(cfg, mod)
+            encoder = f"{_describe(choice.name, choice.params())} [encoders.{encoder_key(cfg, mod)}]"
+        columns.append(ColumnInfo(c.name, c.kind.value, mod.name if mod else "—", encoder, c.reason))
     fit: dict[str, Any] = {}
     validation: dict[str, float] = {}
     r = pipeline.fit_result

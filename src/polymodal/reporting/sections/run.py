@@ -1,9 +1,7 @@
 """What was trained: the run summary, the schema (columns, kinds, encoders, fusion) and the training curves."""
 from __future__ import annotations
 
-from typing import Any
 
-from ...config import encoder_choice, encoder_key
 from ...registry import register
 from .. import plots
 from ..blocks import Figure, Metric, Metrics, Note, Section, Table
@@ -50,25 +48,11 @@ class SchemaSection(ReportSection):
                            f"column (encoders.<column>) or else for its kind (encoders.<kind>). Image, audio and text "
                            f"columns are one modality each; numeric and category columns together form the tabular "
                            f"modality. The modalities' encodings are combined by '{s.fusion}' fusion.")
-        encoders = column_encoders(ctx.predictor)
         sec.blocks.append(Table(["column", "kind", "modality", "encoder", "why this kind"],
-                                [[c.name, c.kind, c.modality, encoders.get(c.name, c.encoder), c.reason]
+                                [[c.name, c.kind, c.modality, c.encoder, c.reason]
                                  for c in s.columns]
                                 + [[s.label, "target", "—", s.problem_type, "the label"]]))
         return sec
-
-
-def column_encoders(predictor: Any) -> dict[str, str]:
-    """Column → the encoder its modality got, with its parameters and the ``encoders`` key that chose it."""
-    out = {}
-    for m in predictor.modalities:
-        key = encoder_key(predictor.config, m)
-        choice = encoder_choice(predictor.config, m)
-        params = choice.params()
-        text = choice.name + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
-        for column in m.columns:
-            out[column] = f"{text} [encoders.{key}]"
-    return out
 
 
 @register(SECTIONS, "training")

@@ -183,3 +183,20 @@ def test_fit_leaves_the_callers_random_state_and_environment_alone(tiny_data):
     Predictor("label", config=tiny_config(max_epochs=1), seed=5, verbose=False).fit(tiny_data)
     assert draws() == expected
     assert {k: os.environ.get(k) for k in env} == env
+
+
+def test_fitting_steps_train_the_same_model_as_the_fit_before_core_v2(tmp_path):
+    """The fitting steps are a refactor of the old ``Predictor.fit``, not a new recipe: on generated data with a
+    fixed seed (one torch thread, as the suite runs) they reproduce the probabilities that the old code's fit gave,
+    recorded in tests/fixtures/fit_before_core_v2_proba.csv. A deliberate change of the training recipe updates that
+    file (rerun this test's fit at the old commit to see the difference)."""
+    from polymodal.datasets.synthetic import generate
+
+    frame = generate(tmp_path, 120, seed=0, missing_rate=0.05)
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    cfg = tiny_config(max_epochs=3)
+    p = Predictor("label", config=cfg, seed=1, verbose=False).fit(tmp_path / "data.csv")
+    expected = pd.read_csv(FIXTURES / "fit_before_core_v2_proba.csv", index_col=0)
+    got = p.predict_proba(tmp_path / "data.csv")
+    assert list(got.columns) == list(expected.columns)
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), atol=1e-5)

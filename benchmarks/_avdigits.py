@@ -1,4 +1,5 @@
 """AV-digits for the benchmark scripts: build it from ../shared/data/avdigits if missing, split files, constants."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,9 +20,11 @@ def ensure_data(data: Path) -> Path:
     manifest = data / "manifest.csv"
     if not manifest.is_file():
         if not BUILD.is_file():
-            sys.exit(f"error: {manifest} does not exist and the builder {BUILD} is missing.\n"
-                     f"AV-digits is built from ../shared/data (MNIST + FSDD); put the project's shared/ folder beside "
-                     f"the repository, or pass --data pointing at an already built copy.")
+            sys.exit(
+                f"error: {manifest} does not exist and the builder {BUILD} is missing.\n"
+                f"AV-digits is built from ../shared/data (MNIST + FSDD); put the project's shared/ folder beside "
+                f"the repository, or pass --data pointing at an already built copy."
+            )
         print(f"building AV-digits into {data} ...", flush=True)
         subprocess.run([sys.executable, str(BUILD), "--out", str(data)], check=True)
     frame = pd.read_csv(manifest)

@@ -1,4 +1,5 @@
 """Shared helpers for benchmark scripts: machine description and rewriting a marked section of a markdown file."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, torch {torch.__version__}, "
-            f"{date.today().isoformat()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, torch {torch.__version__}, "
+        f"{date.today().isoformat()}"
+    )
 
 
 def write_section(path: Path, name: str, body: str, title: str = "# Benchmarks\n") -> None:

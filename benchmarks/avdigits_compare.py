@@ -19,6 +19,7 @@ Phases (all by default; each can be run alone with --phase, and finished runs ar
 
 Results go to benchmarks/results/avdigits_compare/ (compare.md/.csv/.png, runs.jsonl, runs/, missing.json, ...).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,13 +33,13 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _avdigits import IGNORE, LABEL, LINEAR_LATE, LUDWIG, ROOT, ensure_data  # noqa: E402
-from _report import machine, write_section  # noqa: E402
+from _avdigits import IGNORE, LABEL, LINEAR_LATE, LUDWIG, ROOT, ensure_data
+from _report import machine, write_section
 
-import polymodal  # noqa: E402
-from polymodal import Predictor  # noqa: E402
-from polymodal.evaluation.compare import summarise, write_outputs  # noqa: E402
-from polymodal.registry import FUSIONS  # noqa: E402
+import polymodal
+from polymodal import Predictor
+from polymodal.evaluation.compare import summarise, write_outputs
+from polymodal.registry import FUSIONS
 
 SECTION = "avdigits_compare"
 OUT = ROOT / "benchmarks" / "results" / "avdigits_compare"  # --out replaces it (e.g. for a quick --limit trial)
@@ -56,10 +57,20 @@ def split(data: Path, name: str, args: argparse.Namespace) -> pd.DataFrame:
 
 def phase_compare(data: Path, args: argparse.Namespace) -> pd.DataFrame:
     start = time.perf_counter()
-    table = polymodal.compare(split(data, "train", args), LABEL, test_data=split(data, "test", args),
-                              fusions=args.fusions, single_modalities=not args.no_single, seeds=args.seeds,
-                              config=config(args.epochs), data_root=data, out_dir=OUT,
-                              keep_runs=True, resume=True, verbose=True)
+    table = polymodal.compare(
+        split(data, "train", args),
+        LABEL,
+        test_data=split(data, "test", args),
+        fusions=args.fusions,
+        single_modalities=not args.no_single,
+        seeds=args.seeds,
+        config=config(args.epochs),
+        data_root=data,
+        out_dir=OUT,
+        keep_runs=True,
+        resume=True,
+        verbose=True,
+    )
     print(f"compare: {time.perf_counter() - start:.0f} s", flush=True)
     return table
 
@@ -75,8 +86,9 @@ def phase_missing(data: Path, args: argparse.Namespace) -> dict:
     dropout_dir = OUT / f"dropout{args.dropout}-concat-seed0"
     if not (dropout_dir / "polymodal.json").is_file():
         start = time.perf_counter()
-        p = Predictor(LABEL, config=config(args.epochs, modality_dropout=args.dropout), data_root=data, seed=0,
-                      verbose=True).fit(split(data, "train", args))
+        p = Predictor(
+            LABEL, config=config(args.epochs, modality_dropout=args.dropout), data_root=data, seed=0, verbose=True
+        ).fit(split(data, "train", args))
         print(f"dropout model: {time.perf_counter() - start:.0f} s", flush=True)
         p.save(dropout_dir)
     models = {"without dropout": OUT / "runs" / "fusion-concat-seed0", f"modality dropout {args.dropout}": dropout_dir}
@@ -84,8 +96,11 @@ def phase_missing(data: Path, args: argparse.Namespace) -> dict:
     for name, path in models.items():
         p = Predictor.load(path, verbose=False)
         scores = {}
-        for case, frame in (("both present", test), ("audio missing", _without(test, "audio")),
-                            ("image missing", _without(test, "image"))):
+        for case, frame in (
+            ("both present", test),
+            ("audio missing", _without(test, "audio")),
+            ("image missing", _without(test, "image")),
+        ):
             scores[case] = round(p.evaluate(frame, data_root=data)["accuracy"], 4)
         result["models"][name] = scores
         print(name, scores, flush=True)
@@ -94,8 +109,11 @@ def phase_missing(data: Path, args: argparse.Namespace) -> dict:
 
 
 def _robustness_models(args: argparse.Namespace) -> list[tuple[str, Path]]:
-    return [("late", OUT / "runs" / "fusion-late-seed0"), ("concat", OUT / "runs" / "fusion-concat-seed0"),
-            (f"concat-dropout{args.dropout}", OUT / f"dropout{args.dropout}-concat-seed0")]
+    return [
+        ("late", OUT / "runs" / "fusion-late-seed0"),
+        ("concat", OUT / "runs" / "fusion-concat-seed0"),
+        (f"concat-dropout{args.dropout}", OUT / f"dropout{args.dropout}-concat-seed0"),
+    ]
 
 
 def phase_robustness(data: Path, args: argparse.Namespace) -> None:
@@ -133,19 +151,25 @@ def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> N
     runs = _logged_runs()
     summary = summarise(pd.DataFrame(runs))
     # Single modalities first, then fusions by name, whatever order the runs were made in.
-    summary = summary.sort_values(["kind", "variant"], key=lambda c: c.map({"modality": 0, "fusion": 1})
-                                  if c.name == "kind" else c, kind="stable").reset_index(drop=True)
+    summary = summary.sort_values(
+        ["kind", "variant"], key=lambda c: c.map({"modality": 0, "fusion": 1}) if c.name == "kind" else c, kind="stable"
+    ).reset_index(drop=True)
     write_outputs(summary, OUT, int(summary["seeds"].max()))
     names = FUSIONS.names() if args.fusions == "all" else args.fusions.split(",")
     counts = pd.Series([r["variant"] for r in runs]).value_counts()
     unrun = [n for n in names if f"fusion: {n}" not in counts]  # methods added after the comparison was made
     expected = (len(names) - len(unrun) + 2) * args.seeds  # + image only, audio only
-    status = ("all runs finished" if len(runs) >= expected else
-              f"**in progress: {len(runs)} of {expected} runs finished** (the command goes on from there; finished "
-              f"runs are reused), so some variants have fewer seeds than {args.seeds}")
+    status = (
+        "all runs finished"
+        if len(runs) >= expected
+        else f"**in progress: {len(runs)} of {expected} runs finished** (the command goes on from there; finished "
+        f"runs are reused), so some variants have fewer seeds than {args.seeds}"
+    )
     if unrun:
-        status += (f"; {', '.join(f'`{n}`' for n in unrun)}, added to polymodal after this comparison was made, "
-                   "has no run yet: the same command adds it")
+        status += (
+            f"; {', '.join(f'`{n}`' for n in unrun)}, added to polymodal after this comparison was made, "
+            "has no run yet: the same command adds it"
+        )
     lines = [
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
@@ -166,13 +190,20 @@ def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> N
     for _, r in summary.iterrows():
         accs = per_variant[r["variant"]]
         beats = "" if r["kind"] == "modality" else ("yes" if min(accs) > LINEAR_LATE else "**no**")
-        lines.append(f"| {r['variant']} | {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} | {min(accs):.4f} | "
-                     f"{int(r['seeds'])} | {beats} | {int(r['parameters']):,} | {r['fit_seconds']:.0f} | "
-                     f"{r['infer_ms_per_row']:.3f} |")
+        lines.append(
+            f"| {r['variant']} | {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} | {min(accs):.4f} | "
+            f"{int(r['seeds'])} | {beats} | {int(r['parameters']):,} | {r['fit_seconds']:.0f} | "
+            f"{r['infer_ms_per_row']:.3f} |"
+        )
     fused = summary[summary["kind"] == "fusion"].sort_values("accuracy_mean", ascending=False)
     best = fused.iloc[0]
-    lines += ["", f"Best fusion: **{best['variant']}**, {best['accuracy_mean']:.4f} mean test accuracy.",
-              "", "![compare](figures/avdigits/compare.png)", ""]
+    lines += [
+        "",
+        f"Best fusion: **{best['variant']}**, {best['accuracy_mean']:.4f} mean test accuracy.",
+        "",
+        "![compare](figures/avdigits/compare.png)",
+        "",
+    ]
     FIGURES.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(OUT / "compare.png", FIGURES / "compare.png")
     missing_file = OUT / "missing.json"
@@ -180,21 +211,30 @@ def phase_report(args: argparse.Namespace, command: str, docs: bool = True) -> N
     img, aud = single.get("image only"), single.get("audio only")
     if missing_file.is_file() and img is not None and aud is not None:
         m = json.loads(missing_file.read_text())
-        lines += [f"**Missing modality at test time** (concat, seed 0, {m['epochs']} epochs; the column emptied for "
-                  f"every test row). Image-only model: {img:.4f}; audio-only model: {aud:.4f} (means over seeds).",
-                  "", "| model | both present | audio missing (vs image only) | image missing (vs audio only) |",
-                  "|---|---|---|---|"]
+        lines += [
+            f"**Missing modality at test time** (concat, seed 0, {m['epochs']} epochs; the column emptied for "
+            f"every test row). Image-only model: {img:.4f}; audio-only model: {aud:.4f} (means over seeds).",
+            "",
+            "| model | both present | audio missing (vs image only) | image missing (vs audio only) |",
+            "|---|---|---|---|",
+        ]
         for name, s in m["models"].items():
-            lines.append(f"| concat, {name} | {s['both present']:.4f} | {s['audio missing']:.4f} "
-                         f"({s['audio missing'] - img:+.4f}) | {s['image missing']:.4f} ({s['image missing'] - aud:+.4f}) |")
+            lines.append(
+                f"| concat, {name} | {s['both present']:.4f} | {s['audio missing']:.4f} "
+                f"({s['audio missing'] - img:+.4f}) | {s['image missing']:.4f} ({s['image missing'] - aud:+.4f}) |"
+            )
         lines.append("")
     for tag, _ in _robustness_models(args):
         md = OUT / f"robustness-{tag}" / "robustness.md"
         if md.is_file():
             against = "flat baseline" if tag == "late" else "against late fusion's curve (MultiBench's reference)"
-            lines += [f"**Robustness sweep, {tag}, seed 0** ({args.robustness_rows} test rows; effective robustness "
-                      f"{against}; full curves in `{md.parent.relative_to(ROOT) if md.is_relative_to(ROOT) else md.parent}/`):",
-                      "", _first_table(md.read_text(encoding="utf-8")), ""]
+            lines += [
+                f"**Robustness sweep, {tag}, seed 0** ({args.robustness_rows} test rows; effective robustness "
+                f"{against}; full curves in `{md.parent.relative_to(ROOT) if md.is_relative_to(ROOT) else md.parent}/`):",
+                "",
+                _first_table(md.read_text(encoding="utf-8")),
+                "",
+            ]
             for png in sorted(md.parent.glob("robustness_*.png")):
                 shutil.copyfile(png, FIGURES / f"{tag}-{png.name}")
                 lines.append(f"![{tag} {png.name}](figures/avdigits/{tag}-{png.name})")
@@ -215,15 +255,22 @@ def main() -> None:
     ap.add_argument("--phase", choices=["all", "compare", "missing", "robustness", "report"], default="all")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--fusions", default="all", help="'all' or comma-separated names (a part of the comparison; "
-                    "a later full run reuses its runs)")
+    ap.add_argument(
+        "--fusions",
+        default="all",
+        help="'all' or comma-separated names (a part of the comparison; a later full run reuses its runs)",
+    )
     ap.add_argument("--no-single", action="store_true", help="skip the single-modality models")
     ap.add_argument("--dropout", type=float, default=0.5, help="modality dropout rate of the missing-modality model")
     ap.add_argument("--robustness-rows", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=OUT, help="results folder")
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. how loaded the machine was)")
-    ap.add_argument("--limit", type=int, default=None,
-                    help="use only the first N training and test rows (a quick trial: docs are not touched)")
+    ap.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first N training and test rows (a quick trial: docs are not touched)",
+    )
     args = ap.parse_args()
     OUT = args.out.resolve()
     if args.limit is not None:

@@ -17,6 +17,7 @@ Static int8 is calibrated on 256 training rows.
 
 Writes benchmarks/results/deploy_onnx.json and the deploy_onnx section of docs/BENCHMARKS.md and docs/DEPLOYMENT.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,17 +35,17 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _avdigits import IGNORE, LABEL, ROOT, ensure_data  # noqa: E402
-from _report import machine, write_section  # noqa: E402
+from _avdigits import IGNORE, LABEL, ROOT, ensure_data
+from _report import machine, write_section
 
-from polymodal import Predictor  # noqa: E402
-from polymodal.data.dataset import make_loader, prepare  # noqa: E402
-from polymodal.data.processors import LoadContext  # noqa: E402
-from polymodal.export.export import ExportConfig, export_run, table_batches  # noqa: E402
-from polymodal.export.onnx_graph import session, to_onnx  # noqa: E402
-from polymodal.fitting import fine_tune  # noqa: E402
-from polymodal.export.prune import apply_pruning, make_permanent, sparsity  # noqa: E402
-from polymodal.export.quantize import quantize  # noqa: E402
+from polymodal import Predictor
+from polymodal.data.dataset import make_loader, prepare
+from polymodal.data.processors import LoadContext
+from polymodal.export.export import ExportConfig, export_run, table_batches
+from polymodal.export.onnx_graph import session, to_onnx
+from polymodal.export.prune import apply_pruning, make_permanent, sparsity
+from polymodal.export.quantize import quantize
+from polymodal.fitting import fine_tune
 
 COMPARE_RUN = ROOT / "benchmarks" / "results" / "avdigits_compare" / "runs" / "fusion-concat-seed0"
 OUT = ROOT / "benchmarks" / "results" / "deploy"
@@ -55,17 +56,22 @@ def get_model(data: Path, train_rows: int) -> tuple[Path, str]:
     if (COMPARE_RUN / "model.safetensors").is_file():
         shutil.copytree(COMPARE_RUN, copy, dirs_exist_ok=True)
     if (copy / "model.safetensors").is_file():
-        return copy, ("the AV-digits comparison's concat model (benchmarks/avdigits_compare.py: 5 epochs on "
-                             "all 20,000 training rows, seed 0)")
+        return copy, (
+            "the AV-digits comparison's concat model (benchmarks/avdigits_compare.py: 5 epochs on "
+            "all 20,000 training rows, seed 0)"
+        )
     run = OUT / "run"
-    protocol = (f"a short-protocol concat model trained here: polymodal defaults, max_epochs 2, on {train_rows:,} "
-                f"training rows (random, seed 0)")
+    protocol = (
+        f"a short-protocol concat model trained here: polymodal defaults, max_epochs 2, on {train_rows:,} "
+        f"training rows (random, seed 0)"
+    )
     if not (run / "model.safetensors").is_file():
         train = pd.read_csv(data / "train.csv")
         train = train.sample(min(train_rows, len(train)), random_state=0)
         start = time.perf_counter()
-        p = Predictor(LABEL, config={"ignore": IGNORE, "training": {"max_epochs": 2}}, data_root=data, seed=0,
-                      verbose=False).fit(train)
+        p = Predictor(
+            LABEL, config={"ignore": IGNORE, "training": {"max_epochs": 2}}, data_root=data, seed=0, verbose=False
+        ).fit(train)
         p.save(run, overwrite=True)
         print(f"trained the short-protocol model in {time.perf_counter() - start:.0f} s", flush=True)
     return run, protocol
@@ -98,8 +104,11 @@ def main() -> None:
     # --- graphs -----------------------------------------------------------------------------------------
     fp32, sig = to_onnx(model, procs)
     calib = [sig.feed(b) for b in table_batches(p, a.data / "train.csv", 256, a.data)]
-    graphs = {"onnx fp32": fp32, "onnx int8 dynamic": quantize(fp32, "dynamic"),
-              "onnx int8 static": quantize(fp32, "static", calib)}
+    graphs = {
+        "onnx fp32": fp32,
+        "onnx int8 dynamic": quantize(fp32, "dynamic"),
+        "onnx int8 static": quantize(fp32, "static", calib),
+    }
     sessions = {t: {k: session(v, t) for k, v in graphs.items()} for t in a.threads}
 
     def ort_run(name, threads):
@@ -143,11 +152,13 @@ def main() -> None:
                 for name, fn in fns.items():
                     times[name].append(time_backend(fn, bl, n))
             for name in fns:
-                results[name][f"t{threads}_b{bs}"] = {"min": round(min(times[name]), 4),
-                                                      "median": round(statistics.median(times[name]), 4)}
+                results[name][f"t{threads}_b{bs}"] = {
+                    "min": round(min(times[name]), 4),
+                    "median": round(statistics.median(times[name]), 4),
+                }
     torch.set_num_threads(max(a.threads))
     base = results["eager (torch)"]
-    for name, r in results.items():
+    for r in results.values():
         for threads in a.threads:
             for bs in speed_sets:
                 k = f"t{threads}_b{bs}"
@@ -178,15 +189,31 @@ def main() -> None:
         print(pruning[-1], flush=True)
 
     # --- the export command's own parity figure on real rows -------------------------------------------------
-    export = export_run(run, OUT / "export", ExportConfig(quantize="int8", calibration_rows=256),
-                        data=a.data / "train.csv", data_root=a.data, overwrite=True)
+    export = export_run(
+        run,
+        OUT / "export",
+        ExportConfig(quantize="int8", calibration_rows=256),
+        data=a.data / "train.csv",
+        data_root=a.data,
+        overwrite=True,
+    )
     parity = {k: v.max_abs_diff for k, v in export.parity.items()}
 
     OUT.mkdir(parents=True, exist_ok=True)
-    record = {"machine": machine(), "model": protocol, "run": str(run.relative_to(ROOT)), "test_rows": len(prepared),
-              "threads": a.threads, "repeats": a.repeats, "fine_tune_rows": a.fine_tune_rows,
-              "loadavg_at_start": load_before, "backends": results, "pruning": pruning,
-              "export_parity_max_abs_diff": parity, "graph_bytes": {k: len(v) for k, v in graphs.items()}}
+    record = {
+        "machine": machine(),
+        "model": protocol,
+        "run": str(run.relative_to(ROOT)),
+        "test_rows": len(prepared),
+        "threads": a.threads,
+        "repeats": a.repeats,
+        "fine_tune_rows": a.fine_tune_rows,
+        "loadavg_at_start": load_before,
+        "backends": results,
+        "pruning": pruning,
+        "export_parity_max_abs_diff": parity,
+        "graph_bytes": {k: len(v) for k, v in graphs.items()},
+    }
     (ROOT / "benchmarks" / "results" / "deploy_onnx.json").write_text(json.dumps(record, indent=2) + "\n")
     body = report(record)
     print(body)
@@ -196,34 +223,62 @@ def main() -> None:
 
 
 def report(r: dict) -> str:
-    lines = ["## Deployment: ONNX Runtime fp32 and int8 vs eager PyTorch (AV-digits)", "",
-             f"{r['test_rows']:,} test rows; model: {r['model']}.", "",
-             "| backend | test accuracy | Δ vs eager (points) | graph size |", "|---|---|---|---|"]
+    lines = [
+        "## Deployment: ONNX Runtime fp32 and int8 vs eager PyTorch (AV-digits)",
+        "",
+        f"{r['test_rows']:,} test rows; model: {r['model']}.",
+        "",
+        "| backend | test accuracy | Δ vs eager (points) | graph size |",
+        "|---|---|---|---|",
+    ]
     for name, b in r["backends"].items():
         size = r["graph_bytes"].get(name)
-        lines.append(f"| {name} | {b['accuracy']:.4f} | {b['accuracy_delta_points']:+.2f} | "
-                     f"{'' if size is None else f'{size / 1e6:.2f} MB'} |")
-    keys = sorted({k for b in r["backends"].values() for k in b if k.startswith("t")},
-                  key=lambda k: (int(k[1:].split("_")[0]), -int(k.split("_b")[1])))
-    lines += ["", "Model time per row in ms (median over rounds; min in brackets) and speed-up over eager:", "",
-              "| backend | " + " | ".join(f"{k.split('_')[0][1:]} thread(s), batch {k.split('_b')[1]}" for k in keys)
-              + " |", "|---" * (len(keys) + 1) + "|"]
+        lines.append(
+            f"| {name} | {b['accuracy']:.4f} | {b['accuracy_delta_points']:+.2f} | "
+            f"{'' if size is None else f'{size / 1e6:.2f} MB'} |"
+        )
+    keys = sorted(
+        {k for b in r["backends"].values() for k in b if k.startswith("t")},
+        key=lambda k: (int(k[1:].split("_")[0]), -int(k.split("_b")[1])),
+    )
+    lines += [
+        "",
+        "Model time per row in ms (median over rounds; min in brackets) and speed-up over eager:",
+        "",
+        "| backend | " + " | ".join(f"{k.split('_')[0][1:]} thread(s), batch {k.split('_b')[1]}" for k in keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
     for name, b in r["backends"].items():
-        lines.append(f"| {name} | " + " | ".join(
-            f"{b[k]['median']:.2f} ({b[k]['min']:.2f}) **{b[k]['speedup']:.2f}×**" for k in keys) + " |")
-    lines += ["", f"Pruning (magnitude, each linear/conv layer, `polymodal prune --amount A`); fine-tuned: 1 epoch at a "
-              f"tenth of the learning rate on {r.get('fine_tune_rows', 0):,} training rows "
-              f"(`--fine-tune TABLE --epochs 1`):", "",
-              "| amount | sparsity | test accuracy | after fine-tuning |", "|---|---|---|---|"]
-    lines += [f"| {x['amount']:.1f} | {x['sparsity']:.3f} | {x['accuracy']:.4f} | "
-              + (f"{x['accuracy_fine_tuned']:.4f} |" if "accuracy_fine_tuned" in x else " |") for x in r["pruning"]]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{b[k]['median']:.2f} ({b[k]['min']:.2f}) **{b[k]['speedup']:.2f}×**" for k in keys)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Pruning (magnitude, each linear/conv layer, `polymodal prune --amount A`); fine-tuned: 1 epoch at a "
+        f"tenth of the learning rate on {r.get('fine_tune_rows', 0):,} training rows "
+        f"(`--fine-tune TABLE --epochs 1`):",
+        "",
+        "| amount | sparsity | test accuracy | after fine-tuning |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {x['amount']:.1f} | {x['sparsity']:.3f} | {x['accuracy']:.4f} | "
+        + (f"{x['accuracy_fine_tuned']:.4f} |" if "accuracy_fine_tuned" in x else " |")
+        for x in r["pruning"]
+    ]
     par = ", ".join(f"{k} {v:.1e}" for k, v in r["export_parity_max_abs_diff"].items())
-    lines += ["", f"`polymodal export --quantize int8 --calibration train.csv` parity (max abs diff of the outputs vs "
-              f"eager, 256 real rows): {par}.", "",
-              f"Speed: the model's forward pass only (same threads for PyTorch and ONNX Runtime), backends "
-              f"timed in turn in each of {r['repeats']} rounds, speed-up = eager median / backend median; load average "
-              f"when the run started {r['loadavg_at_start']} (other jobs on the 2 cores). Measured by "
-              f"`python benchmarks/deploy_onnx.py` on {r['machine']}."]
+    lines += [
+        "",
+        f"`polymodal export --quantize int8 --calibration train.csv` parity (max abs diff of the outputs vs "
+        f"eager, 256 real rows): {par}.",
+        "",
+        f"Speed: the model's forward pass only (same threads for PyTorch and ONNX Runtime), backends "
+        f"timed in turn in each of {r['repeats']} rounds, speed-up = eager median / backend median; load average "
+        f"when the run started {r['loadavg_at_start']} (other jobs on the 2 cores). Measured by "
+        f"`python benchmarks/deploy_onnx.py` on {r['machine']}.",
+    ]
     return "\n".join(lines)
 
 

@@ -13,13 +13,13 @@ Model: the export directory written by benchmarks/deploy_onnx.py (benchmarks/res
 static-int8 model.int8.onnx) when present, else the run it would use, exported here.
 Writes benchmarks/results/serve_load.json and the serve_load section of docs/BENCHMARKS.md and docs/DEPLOYMENT.md.
 """
+
 from __future__ import annotations
 
 import argparse
 import asyncio
 import base64
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _avdigits import ROOT, ensure_data  # noqa: E402
-from _report import machine, write_section  # noqa: E402
+from _avdigits import ROOT, ensure_data
+from _report import machine, write_section
 
 EXPORT = ROOT / "benchmarks" / "results" / "deploy" / "export"
 HOST = "127.0.0.1"  # loopback only
@@ -53,14 +53,29 @@ def payloads(data: Path, n: int) -> list[bytes]:
             enc[rel] = base64.b64encode((data / rel).read_bytes()).decode()
         return enc[rel]
 
-    return [json.dumps({"rows": [{"image": b64(r.image), "audio": b64(r.audio)}]}).encode()
-            for r in frame.itertuples()]
+    return [json.dumps({"rows": [{"image": b64(r.image), "audio": b64(r.audio)}]}).encode() for r in frame.itertuples()]
 
 
 def start_server(model: Path, backend: str, max_batch: int, max_wait_ms: float, threads: int | None) -> tuple:
     port = free_port()
-    cmd = [sys.executable, "-m", "polymodal.cli", "serve", str(model), "--host", HOST, "--port", str(port),
-           "--backend", backend, "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "polymodal.cli",
+        "serve",
+        str(model),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--backend",
+        backend,
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(max_wait_ms),
+        "--quiet",
+    ]
     if threads:
         cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -90,8 +105,10 @@ class Connection:
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         await self.writer.drain()
         status_line = await self.reader.readline()
@@ -145,10 +162,16 @@ async def load(base: str, bodies: list[bytes], n: int, concurrency: int, max_sec
     health = httpx.get(f"{base}/health", timeout=10).json()
     batches, rows = health["batches"] - before["batches"], health["rows"] - before["rows"]
     lat = np.asarray(latencies) * 1000
-    return {"requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
-            "throughput": round(len(latencies) / wall, 1), "p50_ms": round(float(np.percentile(lat, 50)), 1),
-            "p95_ms": round(float(np.percentile(lat, 95)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "mean_batch_rows": round(rows / max(batches, 1), 1)}
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(wall, 2),
+        "throughput": round(len(latencies) / wall, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p95_ms": round(float(np.percentile(lat, 95)), 1),
+        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "mean_batch_rows": round(rows / max(batches, 1), 1),
+    }
 
 
 def main() -> None:
@@ -160,8 +183,12 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="per configuration")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
-    ap.add_argument("--threads", type=int, default=1, help="server model threads (default 1: on 2 cores the other one "
-                    "decodes requests and runs the load generator)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="server model threads (default 1: on 2 cores the other one decodes requests and runs the load generator)",
+    )
     ap.add_argument("--backends", default="torch,onnx,onnx-int8")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
@@ -187,8 +214,14 @@ def main() -> None:
             r = {"backend": backend, "max_batch": max_batch, **r}
             results.append(r)
             print(json.dumps(r), flush=True)
-    record = {"machine": machine(), "model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
-              "concurrency": a.concurrency, "max_wait_ms": a.max_wait_ms, "threads": a.threads, "results": results}
+    record = {
+        "machine": machine(),
+        "model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
+        "concurrency": a.concurrency,
+        "max_wait_ms": a.max_wait_ms,
+        "threads": a.threads,
+        "results": results,
+    }
     out = ROOT / "benchmarks" / "results" / "serve_load.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     body = report(record)
@@ -199,19 +232,28 @@ def main() -> None:
 
 
 def report(r: dict) -> str:
-    lines = ["## Serving: batch-1 vs micro-batching, torch vs ONNX vs ONNX int8 (load test on loopback)", "",
-             "| backend | max batch | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | "
-             "rows per model batch | throughput vs batch-1 |", "|---" * 10 + "|"]
+    lines = [
+        "## Serving: batch-1 vs micro-batching, torch vs ONNX vs ONNX int8 (load test on loopback)",
+        "",
+        "| backend | max batch | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | "
+        "rows per model batch | throughput vs batch-1 |",
+        "|---" * 10 + "|",
+    ]
     base = {x["backend"]: x["throughput"] for x in r["results"] if x["max_batch"] == 1}
     for x in r["results"]:
         ratio = x["throughput"] / base[x["backend"]] if base.get(x["backend"]) else float("nan")
-        lines.append(f"| {x['backend']} | {x['max_batch']} | {x['requests']} | {x['errors']} | {x['throughput']:.1f} | "
-                     f"{x['p50_ms']:.1f} | {x['p95_ms']:.1f} | {x['p99_ms']:.1f} | {x['mean_batch_rows']:.1f} | "
-                     f"{ratio:.2f}× |")
-    lines += ["", f"One AV-digits row (PNG + WAV, base64 JSON) per request, {r['concurrency']} concurrent keep-alive "
-              f"connections from one asyncio process on the same machine, server and clients on loopback; max wait "
-              f"{r['max_wait_ms']:g} ms; model threads {r['threads']}; model: `{r['model']}`. Measured by `python benchmarks/serve_load.py` on "
-              f"{r['machine']}."]
+        lines.append(
+            f"| {x['backend']} | {x['max_batch']} | {x['requests']} | {x['errors']} | {x['throughput']:.1f} | "
+            f"{x['p50_ms']:.1f} | {x['p95_ms']:.1f} | {x['p99_ms']:.1f} | {x['mean_batch_rows']:.1f} | "
+            f"{ratio:.2f}× |"
+        )
+    lines += [
+        "",
+        f"One AV-digits row (PNG + WAV, base64 JSON) per request, {r['concurrency']} concurrent keep-alive "
+        f"connections from one asyncio process on the same machine, server and clients on loopback; max wait "
+        f"{r['max_wait_ms']:g} ms; model threads {r['threads']}; model: `{r['model']}`. Measured by `python benchmarks/serve_load.py` on "
+        f"{r['machine']}.",
+    ]
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ classes, both columns needed).
 Nothing is downloaded (HF_HUB_OFFLINE=1). The run directory it writes holds the backbones' weights and
 preprocessing files, so ``Predictor.load`` works without the original checkpoints.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from polymodal import Predictor  # noqa: E402
-from polymodal.datasets.synthetic import generate_image_text  # noqa: E402
-from polymodal.presets import find_pretrained  # noqa: E402
+from polymodal import Predictor
+from polymodal.datasets.synthetic import generate_image_text
+from polymodal.presets import find_pretrained
 
 
 def tiny_models(folder: Path) -> tuple[Path, Path]:
@@ -44,11 +45,20 @@ def tiny_models(folder: Path) -> tuple[Path, Path]:
     image, text = folder / "tiny-resnet", folder / "tiny-bert"
     with quiet_transformers():
         torch.manual_seed(0)
-        tf.ResNetModel(tf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
-                                       layer_type="basic")).save_pretrained(str(image))
+        tf.ResNetModel(
+            tf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic")
+        ).save_pretrained(str(image))
         tf.ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(str(image))
-        tf.BertModel(tf.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                   intermediate_size=64, max_position_embeddings=64)).save_pretrained(str(text))
+        tf.BertModel(
+            tf.BertConfig(
+                vocab_size=len(vocab),
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=64,
+            )
+        ).save_pretrained(str(text))
         tf.BertTokenizer(vocab=vocab, model_max_length=64).save_pretrained(str(text))
     return image, text
 
@@ -70,16 +80,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         text_model = a.text_model or find_pretrained("text").model
         missing = [k for k, v in (("--image-model", image_model), ("--text-model", text_model)) if v is None]
         if missing:
-            sys.exit(f"no local pretrained model found for {', '.join(missing)}: pass a model folder, "
-                     "or --tiny to run with tiny random models")
+            sys.exit(
+                f"no local pretrained model found for {', '.join(missing)}: pass a model folder, "
+                "or --tiny to run with tiny random models"
+            )
 
     data = a.out / "data"
     generate_image_text(data, a.rows, seed=0, prefix="train_").to_csv(data / "train.csv", index=False)
     generate_image_text(data, a.rows // 2, seed=1, prefix="test_").to_csv(data / "test.csv", index=False)
 
     config = {
-        "encoders": {"image": {"name": "hf_image", "model": image_model, "mode": "frozen"},
-                     "text": {"name": "hf_text", "model": text_model, "mode": "frozen"}},
+        "encoders": {
+            "image": {"name": "hf_image", "model": image_model, "mode": "frozen"},
+            "text": {"name": "hf_text", "model": text_model, "mode": "frozen"},
+        },
         "fusion": {"name": "concat"},
         "training": {"max_epochs": a.epochs},
     }
@@ -89,8 +103,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     loaded = Predictor.load(run, verbose=False)  # reads only the run directory
     metrics = loaded.evaluate(data / "test.csv")
     print(f"image: {image_model}\ntext:  {text_model}")
-    print(f"test accuracy {metrics['accuracy']:.3f} on {int(metrics['rows'])} rows; "
-          f"{time.perf_counter() - start:.0f} s; run directory: {run}")
+    print(
+        f"test accuracy {metrics['accuracy']:.3f} on {int(metrics['rows'])} rows; "
+        f"{time.perf_counter() - start:.0f} s; run directory: {run}"
+    )
     return metrics
 
 

@@ -11,6 +11,7 @@ Prints BLEU-1..4, ROUGE-L and CIDEr-D of beam search and of greedy decoding on t
 generated captions. The run directory holds the target tokenizer (task.json) and everything else needed to caption
 again: ``Predictor.load(run).predict(table)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     loaded = Predictor.load(run, verbose=False)  # reads only the run directory
     results = {method: loaded.evaluate(paths.test, decoding={"method": method}) for method in ("beam", "greedy")}
     for method, m in results.items():
-        print(f"{method:>6}: BLEU-1 {m['bleu1']:.3f}  BLEU-4 {m['bleu4']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
-              f"CIDEr-D {m['cider_d']:.3f}  ({int(m['rows'])} unseen scenes)")
+        print(
+            f"{method:>6}: BLEU-1 {m['bleu1']:.3f}  BLEU-4 {m['bleu4']:.3f}  ROUGE-L {m['rouge_l']:.3f}  "
+            f"CIDEr-D {m['cider_d']:.3f}  ({int(m['rows'])} unseen scenes)"
+        )
     sample = pd.read_csv(paths.test).head(3)
     for ref, gen in zip(sample["caption"], loaded.predict(sample, data_root=paths.root)):
         print(f"  reference: {ref}\n  generated: {gen}")

@@ -8,6 +8,7 @@ window as tall as the page; the picture runs from the top through the first expl
 1000 pixels wide. Chromium (the Debian package) must be installed: scripts/install_system_deps.sh does it
 (tests/chromium.py holds the helpers this script and the tests use).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from chromium import check_page, find_chromium, missing_reason, screenshot  # noqa: E402
+from chromium import check_page, find_chromium, missing_reason, screenshot
 
 WIDTH, OUT_WIDTH = 1280, 1000
 FIRST_EXAMPLE_PX = 1000  # how far into the gallery the picture goes: its heading and the first explained row
@@ -37,8 +38,9 @@ def main() -> None:
     html = args.demo / "report.html"
     if args.rerun or not html.is_file():
         print(f"running `polymodal demo --out {args.demo}` (about 2 minutes on 2 CPU cores)", flush=True)
-        subprocess.run([sys.executable, "-m", "polymodal.cli", "demo", "--out", str(args.demo), "--quiet"],
-                       check=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "polymodal.cli", "demo", "--out", str(args.demo), "--quiet"], check=True, cwd=REPO
+        )
     reason = missing_reason()
     if reason:
         sys.exit(f"no browser: {reason}")
@@ -57,8 +59,10 @@ def main() -> None:
             im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             im.save(args.out, optimize=True)
-    print(f"wrote {args.out} ({im.width}×{im.height}, {args.out.stat().st_size / 1e3:.0f} kB) from {html}; "
-          f"{len(page.images)} images, none broken")
+    print(
+        f"wrote {args.out} ({im.width}×{im.height}, {args.out.stat().st_size / 1e3:.0f} kB) from {html}; "
+        f"{len(page.images)} images, none broken"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ No browser driver (playwright/selenium): Chromium's own ``--dump-dom`` and ``--s
 whether each ``<img>`` really decoded, :func:`check_page` loads a copy of the page with a small script that, on
 ``load``, writes ``complete && naturalWidth > 0`` for every image into an element that ``--dump-dom`` then prints.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,26 +56,38 @@ def missing_reason() -> str | None:
     """None when a browser is found; else why there is none and how to get one (for a pytest skip or an exit)."""
     if find_chromium():
         return None
-    return ("headless chromium is not installed (Debian package chromium): install it with "
-            "`bash scripts/install_system_deps.sh` (as root; `make test` runs it)")
+    return (
+        "headless chromium is not installed (Debian package chromium): install it with "
+        "`bash scripts/install_system_deps.sh` (as root; `make test` runs it)"
+    )
 
 
 def _run(binary: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="polymodal-chromium-") as profile:
-        cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-               "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
-               f"--user-data-dir={profile}", *args]
+        cmd = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--mute-audio",
+            f"--user-data-dir={profile}",
+            *args,
+        ]
         # --no-sandbox: Chromium refuses to start as root with its sandbox (test containers run as root).
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "HOME": profile})
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "HOME": profile})
 
 
 @dataclass
 class PageCheck:
-    dom: str                 # the DOM after load, as Chromium serialises it
-    images: list[dict]       # one {"alt", "ok", "width"} per <img>, in page order
+    dom: str  # the DOM after load, as Chromium serialises it
+    images: list[dict]  # one {"alt", "ok", "width"} per <img>, in page order
     sections: dict[str, list[int]]  # <section id> → [top, bottom] in page pixels (for cropping screenshots)
-    height: int              # the page's full height in pixels
+    height: int  # the page's full height in pixels
 
     @property
     def broken(self) -> list[dict]:
@@ -90,8 +103,9 @@ def check_page(binary: str, html: Path, timeout: float = 120, width: int = 1280)
         page = Path(tmp) / html.name
         page.write_text(probed, encoding="utf-8")
         # virtual-time-budget: let the load event and the probe run before the DOM is dumped.
-        res = _run(binary, ["--virtual-time-budget=10000", f"--window-size={width},1000", "--dump-dom",
-                            page.as_uri()], timeout)
+        res = _run(
+            binary, ["--virtual-time-budget=10000", f"--window-size={width},1000", "--dump-dom", page.as_uri()], timeout
+        )
     found = _CHECK_RE.search(res.stdout)
     if found is None:
         raise RuntimeError(f"Chromium printed no image check (exit {res.returncode}); stderr:\n{res.stderr[-2000:]}")
@@ -103,8 +117,16 @@ def check_page(binary: str, html: Path, timeout: float = 120, width: int = 1280)
 def screenshot(binary: str, html: Path, png: Path, width: int = 1280, height: int = 4000, timeout: float = 120) -> Path:
     """Save a ``width`` × ``height`` screenshot of ``html`` to ``png`` (a tall window shows the whole report)."""
     png.parent.mkdir(parents=True, exist_ok=True)
-    res = _run(binary, ["--virtual-time-budget=10000", f"--window-size={width},{height}", f"--screenshot={png}",
-                        html.resolve().as_uri()], timeout)
+    res = _run(
+        binary,
+        [
+            "--virtual-time-budget=10000",
+            f"--window-size={width},{height}",
+            f"--screenshot={png}",
+            html.resolve().as_uri(),
+        ],
+        timeout,
+    )
     if not png.is_file():
         raise RuntimeError(f"Chromium wrote no screenshot (exit {res.returncode}); stderr:\n{res.stderr[-2000:]}")
     return png

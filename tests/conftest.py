@@ -1,4 +1,5 @@
 """Shared fixtures: tiny generated multimodal tables and one fitted tiny model reused across tests."""
+
 from __future__ import annotations
 
 import copy
@@ -7,16 +8,16 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import torch
 import pytest
+import torch
 
 # Nothing in the tests downloads: Hugging Face loads read local folders only (set before huggingface_hub is
 # imported, which reads it once).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from polymodal import Predictor  # noqa: E402
-from polymodal.datasets.synthetic import generate  # noqa: E402
+from polymodal import Predictor
+from polymodal.datasets.synthetic import generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +43,9 @@ def tiny_config(**training) -> dict:
     return cfg
 
 
-def make_table(out_dir: Path, n: int, seed: int = 0, prefix: str = "", name: str = "data.csv",
-               missing_rate: float = 0.02) -> Path:
+def make_table(
+    out_dir: Path, n: int, seed: int = 0, prefix: str = "", name: str = "data.csv", missing_rate: float = 0.02
+) -> Path:
     """Generate ``n`` synthetic rows with their files under ``out_dir``; write them as ``out_dir/name``.
 
     The tiny tables get a binary label (is the demo's label ``medium``?) so that the binary-only paths (ROC-AUC)
@@ -124,6 +126,7 @@ def small_frame(test_csv) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def tiny_config_file(tmp_path_factory) -> Path:
     import yaml
+
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config(max_epochs=1)), encoding="utf-8")
     return path
@@ -177,6 +180,8 @@ def espeak_ng() -> str:
 
     path = shutil.which("espeak-ng")
     if path is None:
-        pytest.skip(f"spoken-question data needs the espeak-ng program (Debian package espeak-ng), not installed: "
-                    f"{SYSTEM_DEPS_HINT}")
+        pytest.skip(
+            f"spoken-question data needs the espeak-ng program (Debian package espeak-ng), not installed: "
+            f"{SYSTEM_DEPS_HINT}"
+        )
     return path

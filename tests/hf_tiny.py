@@ -2,6 +2,7 @@
 through the same path a user's local checkpoint takes (AutoModel / AutoTokenizer / AutoImageProcessor /
 AutoFeatureExtractor on a folder). Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,13 +17,15 @@ KINDS = ("bert", "vit", "resnet", "clip", "wav2vec2", "whisper")
 
 
 def _vocab() -> dict[str, int]:
-    words = sorted({w for phrase in OPENERS + ITEMS + POSITIVE + NEGATIVE + CLOSERS for w in phrase.split()}
-                   | {"the", "was"})
+    words = sorted(
+        {w for phrase in OPENERS + ITEMS + POSITIVE + NEGATIVE + CLOSERS for w in phrase.split()} | {"the", "was"}
+    )
     return {w: i for i, w in enumerate(SPECIAL + words)}
 
 
 def _tokenizer():
     from transformers import BertTokenizer
+
     return BertTokenizer(vocab=_vocab(), model_max_length=64)
 
 
@@ -48,27 +51,55 @@ def _build(kind: str, folder: Path, seed: int) -> Path:
         model = tf.ViTModel(tf.ViTConfig(image_size=32, patch_size=8, **_layers()))
         pre = tf.ViTImageProcessor(size={"height": 32, "width": 32})
     elif kind == "resnet":
-        model = tf.ResNetModel(tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                               layer_type="basic"))
+        model = tf.ResNetModel(
+            tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+        )
         pre = tf.ConvNextImageProcessor(size={"shortest_edge": 32})
     elif kind == "clip":
         vocab = _vocab()
-        text = {**_layers(1), "vocab_size": len(vocab), "max_position_embeddings": 64,
-                "bos_token_id": vocab["[CLS]"], "eos_token_id": vocab["[SEP]"], "pad_token_id": vocab["[PAD]"]}
+        text = {
+            **_layers(1),
+            "vocab_size": len(vocab),
+            "max_position_embeddings": 64,
+            "bos_token_id": vocab["[CLS]"],
+            "eos_token_id": vocab["[SEP]"],
+            "pad_token_id": vocab["[PAD]"],
+        }
         vision = {**_layers(1), "image_size": 32, "patch_size": 8}
         model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=8))
         _tokenizer().save_pretrained(str(folder))
         pre = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     elif kind == "wav2vec2":
-        model = tf.Wav2Vec2Model(tf.Wav2Vec2Config(
-            **_layers(1), conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
-            num_conv_pos_embedding_groups=2, vocab_size=8))
+        model = tf.Wav2Vec2Model(
+            tf.Wav2Vec2Config(
+                **_layers(1),
+                conv_dim=(8, 8),
+                conv_stride=(5, 4),
+                conv_kernel=(10, 8),
+                num_conv_pos_embeddings=8,
+                num_conv_pos_embedding_groups=2,
+                vocab_size=8,
+            )
+        )
         pre = tf.Wav2Vec2FeatureExtractor(sampling_rate=8000)
     elif kind == "whisper":
-        cfg = tf.WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                               decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=16,
-                               max_source_positions=50, max_target_positions=16, vocab_size=64, pad_token_id=0,
-                               bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+        cfg = tf.WhisperConfig(
+            d_model=16,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            num_mel_bins=16,
+            max_source_positions=50,
+            max_target_positions=16,
+            vocab_size=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+        )
         model = tf.WhisperModel(cfg)
         pre = tf.WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, chunk_length=1)
     else:

@@ -1,4 +1,5 @@
 """The Predictor: fit / predict / predict_proba / evaluate / save / load, on the tiny synthetic table."""
+
 from __future__ import annotations
 
 import logging
@@ -8,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn.metrics as skm
+from conftest import make_table, tiny_config
 
 from polymodal import Predictor
 from polymodal.api import NotFittedError
 from polymodal.errors import DataError, PolymodalError, RunDirError
 from polymodal.rundir import REQUIRED
-
-from conftest import make_table, tiny_config
 
 
 def test_fit_result_and_schema(fitted):
@@ -55,8 +55,16 @@ def test_predict_accepts_a_dataframe_with_data_root(fitted, test_csv, data_dir):
 
 def test_evaluate(fitted, test_csv):
     m = fitted.evaluate(test_csv)
-    assert {"accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "log_loss",
-            "roc_auc", "rows"} <= set(m)
+    assert {
+        "accuracy",
+        "balanced_accuracy",
+        "f1_macro",
+        "precision_macro",
+        "recall_macro",
+        "log_loss",
+        "roc_auc",
+        "rows",
+    } <= set(m)
     truth = pd.read_csv(test_csv)["label"]
     assert m["rows"] == len(truth)
     # The shared tiny model is barely trained (chance level), so its scores say nothing; what is checked is that
@@ -66,15 +74,17 @@ def test_evaluate(fitted, test_csv):
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(truth, preds))
     assert m["f1_macro"] == pytest.approx(skm.f1_score(truth, preds, average="macro"))
     assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(truth == "yes", proba["yes"]))
-    assert m["log_loss"] == pytest.approx(skm.log_loss(truth, proba[["no", "yes"]].to_numpy(), labels=["no", "yes"]),
-                                          rel=1e-4)
+    assert m["log_loss"] == pytest.approx(
+        skm.log_loss(truth, proba[["no", "yes"]].to_numpy(), labels=["no", "yes"]), rel=1e-4
+    )
 
 
 def _threshold_table(n: int, seed: int) -> pd.DataFrame:
     """label = (x > 0): learnable by a tiny model in a few epochs; z and region are noise."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"x": rng.normal(size=n), "z": rng.normal(size=n),
-                          "region": rng.choice(["north", "south", "east"], n)})
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=n), "z": rng.normal(size=n), "region": rng.choice(["north", "south", "east"], n)}
+    )
     frame["label"] = np.where(frame["x"] > 0, "yes", "no")
     return frame
 
@@ -155,8 +165,13 @@ def test_predict_proba_is_for_classification(tmp_path):
 def test_regression_fit_on_tiny_table(tmp_path):
     rng = np.random.default_rng(0)
     n = 60
-    frame = pd.DataFrame({"x": rng.normal(size=n), "z": rng.normal(size=n),
-                          "note": [f"value {'high' if i % 2 else 'low'} reading number {i}" for i in range(n)]})
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "z": rng.normal(size=n),
+            "note": [f"value {'high' if i % 2 else 'low'} reading number {i}" for i in range(n)],
+        }
+    )
     frame["y"] = 3.5 * frame["x"] + rng.normal(0, 0.1, n) + 100
     path = tmp_path / "reg.csv"
     frame.to_csv(path, index=False)

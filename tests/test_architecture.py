@@ -1,5 +1,6 @@
 """The package's architecture, checked: the import contract (layers, pyproject.toml's [tool.importlinter]) and the
 Predictor facade's boundary (nothing below it reaches into it or imports it)."""
+
 from __future__ import annotations
 
 import ast
@@ -41,7 +42,7 @@ def _imported(path: Path, tree: ast.AST) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                head = package[:len(package) - (node.level - 1)]
+                head = package[: len(package) - (node.level - 1)]
                 base = ".".join(head + ([node.module] if node.module else []))
             out.append((base, node.lineno))
             out += [(f"{base}.{a.name}", node.lineno) for a in node.names]
@@ -52,10 +53,13 @@ def test_import_contract_is_kept() -> None:
     """`lint-imports` with the contract in pyproject.toml: imports go down the layers only (lazy and TYPE_CHECKING
     imports included), deployment and analysis apart, no torch/Lightning where they do not belong."""
     exe = Path(sys.executable).parent / ("lint-imports.exe" if os.name == "nt" else "lint-imports")
-    assert exe.exists(), f"{exe} not found: install the dev extras (pip install -e '.[dev]'), which include import-linter"
+    assert exe.exists(), (
+        f"{exe} not found: install the dev extras (pip install -e '.[dev]'), which include import-linter"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    run = subprocess.run([str(exe), "--no-cache", "pyproject.toml"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(
+        [str(exe), "--no-cache", "pyproject.toml"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, f"the import contract is broken:\n{run.stdout}\n{run.stderr}"
 
 
@@ -71,7 +75,9 @@ def _predictor_private_names() -> set[str]:
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
             names.add(node.attr)
     for node in cls.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         names.update(t.id for t in targets if isinstance(t, ast.Name))
     return {n for n in names if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))}
 
@@ -84,11 +90,16 @@ def test_no_module_uses_predictor_private_members() -> None:
         if path == API:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Attribute) and node.attr in private
-                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in private
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
                 offences.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
-    assert not offences, ("modules use Predictor's private members (use the FittedPipeline's public methods "
-                          "instead):\n" + "\n".join(offences))
+    assert not offences, (
+        "modules use Predictor's private members (use the FittedPipeline's public methods "
+        "instead):\n" + "\n".join(offences)
+    )
 
 
 def test_only_the_cli_and_the_facade_import_the_api() -> None:
@@ -99,15 +110,20 @@ def test_only_the_cli_and_the_facade_import_the_api() -> None:
         for name, line in _imported(path, ast.parse(path.read_text(encoding="utf-8"))):
             if name == "polymodal.api" or name.startswith("polymodal.api."):
                 offences.append(f"{path.relative_to(ROOT)}:{line}: imports {name}")
-    assert not offences, ("only cli.py and polymodal/__init__.py may import polymodal.api (lower layers take a "
-                          "FittedPipeline or a PipelineSource):\n" + "\n".join(offences))
+    assert not offences, (
+        "only cli.py and polymodal/__init__.py may import polymodal.api (lower layers take a "
+        "FittedPipeline or a PipelineSource):\n" + "\n".join(offences)
+    )
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from ..api import Predictor", "polymodal.api"),
-    ("from .. import api", "polymodal.api"),
-    ("import polymodal.api", "polymodal.api"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from ..api import Predictor", "polymodal.api"),
+        ("from .. import api", "polymodal.api"),
+        ("import polymodal.api", "polymodal.api"),
+    ],
+)
 def test_the_import_walk_resolves_relative_imports(source: str, expected: str) -> None:
     path = PACKAGE / "data" / "readers.py"
     assert expected in {name for name, _ in _imported(path, ast.parse(source))}

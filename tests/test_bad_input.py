@@ -3,6 +3,7 @@
 File-level cases run through both ``fit --out DIR`` and ``predict RUN TABLE --out FILE``; a failed command must
 leave neither the output nor the temp sibling (``.DIR.*.tmp`` / ``.FILE.*.tmp``) that atomic writes use.
 """
+
 from __future__ import annotations
 
 import logging
@@ -117,6 +118,7 @@ def test_absolute_path_outside_the_data_root_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------------------ limits
 def write_blank_png(path: Path, width: int, height: int) -> None:
     """A valid 1-bit PNG of any size, written row by row (PIL's Image.new would hold every pixel in memory)."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
@@ -137,6 +139,7 @@ def bomb_png(tmp_path) -> Path:
 
 def test_bomb_png_is_a_real_20000_square_png(bomb_png, monkeypatch):
     from PIL import Image
+
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     with Image.open(bomb_png) as im:
         assert im.size == (20_000, 20_000) and im.format == "PNG"
@@ -155,6 +158,7 @@ def test_bomb_refused_by_header_before_decoding(bomb_png, monkeypatch):
 
 def test_polymodal_pixel_limit_applies_below_pillows_own(tmp_path, monkeypatch):
     from PIL import ImageFile
+
     path = tmp_path / "big.png"
     write_blank_png(path, 7_000, 7_000)  # 49 M pixels: over polymodal's 40 M default, under Pillow's hard limit
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self, *a, **k: pytest.fail("decoded"))
@@ -272,8 +276,15 @@ def test_errors_list_every_bad_row(cli, tiny_data, run_dir, tmp_path):
     (root / frame.loc[20, "audio"]).write_bytes(b"RIFF")
     out = tmp_path / "p.csv"
     r = cli("predict", run_dir, tiny_data, "--out", out, "--quiet")
-    assert_failed_cleanly(r, out, "4 of 40 rows", "row 1, column 'image'", "row 12, column 'image'",
-                          "row 20, column 'audio'", "row 30, column 'image'")
+    assert_failed_cleanly(
+        r,
+        out,
+        "4 of 40 rows",
+        "row 1, column 'image'",
+        "row 12, column 'image'",
+        "row 20, column 'audio'",
+        "row 30, column 'image'",
+    )
 
 
 # --------------------------------------------------------------------------------------- handled cases
@@ -291,10 +302,12 @@ def test_nan_numerics_are_imputed_and_flagged(cli, fitted, tiny_data, tiny_confi
     assert len(pd.read_csv(out)) == 40
     # the statistics ignore the NaN/inf rows, and those rows are imputed (0 = the training mean) and flagged
     from polymodal import Predictor
+
     p = Predictor.load(run, verbose=False)
     proc = p.processors["tabular"]
     assert np.isfinite(proc.stats["reading"]["mean"]) and np.isfinite(proc.stats["reading"]["std"])
     from polymodal.data.processors import LoadContext
+
     ctx = LoadContext(tiny_data.parent, p.config.limits)
     for v in (np.nan, np.inf):
         num, _ = proc.load({"reading": v, "region": "north"}, ctx)
@@ -313,8 +326,9 @@ def test_unseen_category_maps_to_unknown_with_a_warning(fitted, tiny_data, caplo
         preds = fitted.predict(tiny_data)
     assert len(preds) == 40 and set(preds) <= {"no", "yes"}
     warnings = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
-    assert any("column 'region'" in w and "2 rows" in w and "rows 2, 5" in w and "'unknown'" in w
-               for w in warnings), warnings
+    assert any("column 'region'" in w and "2 rows" in w and "rows 2, 5" in w and "'unknown'" in w for w in warnings), (
+        warnings
+    )
 
 
 def test_unseen_category_cli_succeeds_and_warns(cli, tiny_data, run_dir, tmp_path):

@@ -1,4 +1,5 @@
 """The ``polymodal`` command: info, validate, fit, predict, evaluate (in-process via CliRunner) and --help."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ def test_console_script_help():
     if not exe.exists():
         exe = Path(shutil.which("polymodal") or "")
     assert exe.is_file(), "the polymodal console script is not installed in this environment"
-    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "COLUMNS": "120"})
+    r = subprocess.run(
+        [str(exe), "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "120"}
+    )
     assert r.returncode == 0, r.stderr
     for command in ("fit", "predict", "evaluate", "validate", "info", "demo"):
         assert command in r.stdout
@@ -30,8 +32,16 @@ def test_info(cli, train_csv):
     r = cli("info", train_csv, "--label", "label", "--quiet")
     assert r.exit_code == 0, r.stderr
     out = " ".join(r.stdout.split())
-    for needle in ("image", "audio", "text", "numeric", "category", "target (binary)",
-                   "modalities: image", "tabular (tabular: reading, region)"):
+    for needle in (
+        "image",
+        "audio",
+        "text",
+        "numeric",
+        "category",
+        "target (binary)",
+        "modalities: image",
+        "tabular (tabular: reading, region)",
+    ):
         assert needle in out, needle
 
 
@@ -60,8 +70,7 @@ def test_validate_reports_every_problem(cli, tiny_data, tmp_path):
 
 def test_fit_predict_evaluate(cli, tiny_data, tiny_config_file, tmp_path):
     run = tmp_path / "run"
-    r = cli("fit", tiny_data, "--label", "label", "--out", run, "--config", tiny_config_file, "--seed", "1",
-            "--quiet")
+    r = cli("fit", tiny_data, "--label", "label", "--out", run, "--config", tiny_config_file, "--seed", "1", "--quiet")
     assert r.exit_code == 0, r.stderr
     assert "saved to" in r.stdout and "best epoch 1 of 1" in " ".join(r.stdout.split())
     assert (run / "model.safetensors").is_file()
@@ -102,8 +111,19 @@ def test_fit_predict_evaluate(cli, tiny_data, tiny_config_file, tmp_path):
 def test_fit_with_on_error_skip_reports_and_succeeds(cli, tiny_data, tiny_config_file, tmp_path):
     (tiny_data.parent / "images" / "t_00003.png").write_bytes(os.urandom(64))
     run = tmp_path / "run"
-    r = cli("fit", tiny_data, "--label", "label", "--out", run, "--config", tiny_config_file,
-            "--on-error", "skip", "--quiet")
+    r = cli(
+        "fit",
+        tiny_data,
+        "--label",
+        "label",
+        "--out",
+        run,
+        "--config",
+        tiny_config_file,
+        "--on-error",
+        "skip",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     assert "skipped" in r.stderr and "row 3" in r.stderr and "image" in r.stderr
     assert (run / "model.safetensors").is_file()
@@ -111,7 +131,9 @@ def test_fit_with_on_error_skip_reports_and_succeeds(cli, tiny_data, tiny_config
 
 def test_unknown_command_and_bad_option(cli, tiny_data, run_dir):
     from typer.testing import CliRunner
+
     from polymodal.cli import app
+
     r = CliRunner().invoke(app, ["nope"])
     assert r.exit_code == 2
     r = cli("predict", run_dir, tiny_data, "--on-error", "explode", "--quiet")

@@ -1,4 +1,5 @@
 """CLI: fit --problem-type generation, predict --scores/--greedy, demo --task captioning|qa."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -9,8 +10,10 @@ from polymodal.datasets.scenes import make_captioning
 
 TINY = {
     "task": {"generation": {"layers": 1, "dim": 32, "heads": 2}},
-    "encoders": {"image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
-                 "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16}},
+    "encoders": {
+        "image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
+        "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16},
+    },
     "fusion": {"name": "transformer", "dim": 32, "heads": 2, "layers": 1},
     "training": {"max_epochs": 1, "batch_size": 16},
 }
@@ -25,8 +28,19 @@ def tiny_yaml(tmp_path):
 
 def test_fit_and_predict_a_generation_model(cli, tmp_path, tiny_yaml):
     paths = make_captioning(tmp_path / "data", n_train=40, n_test=6)
-    r = cli("fit", paths.train, "--label", "caption", "--problem-type", "generation", "--config", tiny_yaml,
-            "--out", tmp_path / "run", "--quiet")
+    r = cli(
+        "fit",
+        paths.train,
+        "--label",
+        "caption",
+        "--problem-type",
+        "generation",
+        "--config",
+        tiny_yaml,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     assert "bleu4" in r.stdout
     r = cli("predict", tmp_path / "run", paths.test, "--scores", "--out", tmp_path / "pred.csv", "--quiet")

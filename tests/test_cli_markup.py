@@ -1,4 +1,5 @@
 """The CLI prints user text (column names, paths, error messages) as it is: rich must not read '[x]' as markup."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,14 @@ def bracket_table(tmp_path) -> Path:
     folder = tmp_path / "runs" / "[a]"
     folder.mkdir(parents=True)
     path = folder / "table.csv"
-    pd.DataFrame({"a": [1, 2, 3, 4], "[weird]": ["x", "y", "x", "y"], "score[0]": [0.5, 0.7, 0.1, 0.3],
-                  "[bold]b[/bold]": [1.0, 2.0, 3.0, 4.0]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "a": [1, 2, 3, 4],
+            "[weird]": ["x", "y", "x", "y"],
+            "score[0]": [0.5, 0.7, 0.1, 0.3],
+            "[bold]b[/bold]": [1.0, 2.0, 3.0, 4.0],
+        }
+    ).to_csv(path, index=False)
     return path
 
 

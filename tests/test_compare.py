@@ -1,18 +1,26 @@
 """`compare`: single modalities and fusion methods side by side on one split, from Python and the CLI."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_config
 
 import polymodal
-from conftest import tiny_config
 from polymodal.errors import ConfigError
 
 
 def test_compare_python_api(train_csv, tmp_path):
-    table = polymodal.compare(train_csv, "label", fusions=["concat"], seeds=2, config=tiny_config(max_epochs=1),
-                              out_dir=tmp_path, verbose=False)
+    table = polymodal.compare(
+        train_csv,
+        "label",
+        fusions=["concat"],
+        seeds=2,
+        config=tiny_config(max_epochs=1),
+        out_dir=tmp_path,
+        verbose=False,
+    )
     assert list(table["variant"]) == ["image only", "audio only", "text only", "tabular only", "fusion: concat"]
     assert (table["seeds"] == 2).all() and (table["accuracy_std"] >= 0).all()
     assert table["accuracy_mean"].between(0, 1).all() and (table["parameters"] > 0).all()
@@ -28,8 +36,22 @@ def test_compare_cli(cli, train_csv, test_csv, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(max_epochs=1)))
     out = tmp_path / "cmp"
-    r = cli("compare", train_csv, "--label", "label", "--test", test_csv, "--fusions", "concat", "--no-single",
-            "--out", out, "--config", cfg, "--quiet")
+    r = cli(
+        "compare",
+        train_csv,
+        "--label",
+        "label",
+        "--test",
+        test_csv,
+        "--fusions",
+        "concat",
+        "--no-single",
+        "--out",
+        out,
+        "--config",
+        cfg,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     assert "fusion: concat" in (out / "compare.md").read_text() and (out / "compare.png").is_file()
     r = cli("compare", train_csv, "--label", "label", "--fusions", "nope", "--out", out, "--quiet")
@@ -46,8 +68,14 @@ def test_runs_are_logged_resumed_and_kept(train_csv, tmp_path, monkeypatch):
 
     import polymodal.api as api
 
-    kwargs = dict(fusions=["concat"], seeds=1, single_modalities=False, config=tiny_config(max_epochs=1),
-                  out_dir=tmp_path, verbose=False)
+    kwargs = dict(
+        fusions=["concat"],
+        seeds=1,
+        single_modalities=False,
+        config=tiny_config(max_epochs=1),
+        out_dir=tmp_path,
+        verbose=False,
+    )
     first = polymodal.compare(train_csv, "label", keep_runs=True, **kwargs)
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["variant"] == "fusion: concat"

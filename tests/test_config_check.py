@@ -1,4 +1,5 @@
 """The config is checked against the registered components when it is read, before any table or file."""
+
 from __future__ import annotations
 
 import time
@@ -17,13 +18,20 @@ def _check(cfg: dict) -> None:
     check_config(PolymodalConfig.from_any(cfg))
 
 
-@pytest.mark.parametrize("cfg, path, suggestion", [
-    ({"encoders": {"image": {"name": "image_cnn", "widht": 8}}}, "encoders.image.widht", "width"),
-    ({"encoders": {"review": {"name": "text_rnn", "hiden": 8}}}, "encoders.review.hiden", "hidden"),
-    ({"fusion": {"name": "late", "combin": "vote"}}, "fusion.combin", "combine"),
-    ({"training": {"learnin_rate": 0.1}}, "training.learnin_rate", "learning_rate"),
-    ({"task": {"generation": {"decoding": {"beam_widht": 2}}}}, "task.generation.decoding.beam_widht", "beam_width"),
-])
+@pytest.mark.parametrize(
+    "cfg, path, suggestion",
+    [
+        ({"encoders": {"image": {"name": "image_cnn", "widht": 8}}}, "encoders.image.widht", "width"),
+        ({"encoders": {"review": {"name": "text_rnn", "hiden": 8}}}, "encoders.review.hiden", "hidden"),
+        ({"fusion": {"name": "late", "combin": "vote"}}, "fusion.combin", "combine"),
+        ({"training": {"learnin_rate": 0.1}}, "training.learnin_rate", "learning_rate"),
+        (
+            {"task": {"generation": {"decoding": {"beam_widht": 2}}}},
+            "task.generation.decoding.beam_widht",
+            "beam_width",
+        ),
+    ],
+)
 def test_typo_names_path_and_closest_key(cfg, path, suggestion):
     with pytest.raises(ConfigError) as e:
         _check(cfg)
@@ -41,8 +49,9 @@ def test_wrong_type_names_expected_type():
 
 def test_unknown_names_and_kind_mismatch_are_listed_together():
     with pytest.raises(ConfigError) as e:
-        _check({"encoders": {"image": {"name": "imag_cnn"}, "text": {"name": "image_cnn"}},
-                "fusion": {"name": "conact"}})
+        _check(
+            {"encoders": {"image": {"name": "imag_cnn"}, "text": {"name": "image_cnn"}}, "fusion": {"name": "conact"}}
+        )
     msg = str(e.value)
     assert "encoders.image.name: unknown encoder 'imag_cnn'; did you mean 'image_cnn'?" in msg
     assert "encoders.text: 'image_cnn' encodes image columns, not text" in msg

@@ -1,4 +1,5 @@
 """`polymodal config schema` validates every config in the docs and examples; `config example` is a valid config."""
+
 from __future__ import annotations
 
 import ast
@@ -7,12 +8,11 @@ import re
 
 import pytest
 import yaml
+from conftest import REPO_ROOT, TINY_CONFIG
 
 from polymodal.components import check_config, encoder_params, fusion_params
-from polymodal.registry import ENCODERS, FUSIONS
 from polymodal.config import PolymodalConfig
-
-from conftest import REPO_ROOT, TINY_CONFIG
+from polymodal.registry import ENCODERS, FUSIONS
 
 jsonschema = pytest.importorskip("jsonschema")
 SECTIONS = set(PolymodalConfig.model_fields)
@@ -32,6 +32,7 @@ def cli_module():
     from typer.testing import CliRunner
 
     from polymodal.cli import app
+
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
@@ -75,8 +76,11 @@ def example_configs() -> list[tuple[str, dict]]:
     files = sorted((REPO_ROOT / "examples").glob("*.py")) + [REPO_ROOT / "src/polymodal/recipes.py"]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Dict) and node.keys and all(
-                    isinstance(k, ast.Constant) and k.value in SECTIONS for k in node.keys):
+            if (
+                isinstance(node, ast.Dict)
+                and node.keys
+                and all(isinstance(k, ast.Constant) and k.value in SECTIONS for k in node.keys)
+            ):
                 out.append((f"{path.name}:{node.lineno}", _literal(node)))
     return out
 
@@ -92,21 +96,26 @@ def test_docs_and_examples_validate(validator, where, cfg):
         check_config(PolymodalConfig.from_any(cfg))
 
 
-@pytest.mark.parametrize("bad", [
-    {"encoders": {"image": {"name": "image_cnn", "widht": 8}}},
-    {"encoders": {"image": {"name": "text_rnn"}}},          # a text encoder for the image kind
-    {"encoders": {"review": {"name": "nope"}}},
-    {"fusion": {"name": "late", "combin": "vote"}},
-    {"fusion": {"name": "concat", "heads": 2}},
-    {"training": {"learnin_rate": 0.1}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"encoders": {"image": {"name": "image_cnn", "widht": 8}}},
+        {"encoders": {"image": {"name": "text_rnn"}}},  # a text encoder for the image kind
+        {"encoders": {"review": {"name": "nope"}}},
+        {"fusion": {"name": "late", "combin": "vote"}},
+        {"fusion": {"name": "concat", "heads": 2}},
+        {"training": {"learnin_rate": 0.1}},
+    ],
+)
 def test_schema_rejects_what_check_config_rejects(validator, bad):
     assert _errors(validator, bad)
 
 
 def test_schema_accepts_column_keys_and_defaults(validator):
-    assert _errors(validator, {"encoders": {"review": {"name": "text_transformer", "layers": 1}},
-                               "fusion": {"dim": 64}}) == []
+    assert (
+        _errors(validator, {"encoders": {"review": {"name": "text_transformer", "layers": 1}}, "fusion": {"dim": 64}})
+        == []
+    )
 
 
 @pytest.mark.parametrize("fusion", ["concat", "late", "film"])

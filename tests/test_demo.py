@@ -1,4 +1,5 @@
 """`polymodal demo`: a fast run of the real command with a tiny model, and the full default demo (slow)."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,8 @@ def test_demo_command_end_to_end_tiny(cli, tmp_path, tiny_config_file):
     assert "demo: test metrics" in r.stdout and "accuracy" in r.stdout
     run = out / "run"
     assert {"model.safetensors", "config.yaml", "schema.json", "metrics.json", "training_log.csv"} <= {
-        p.name for p in run.iterdir()}
+        p.name for p in run.iterdir()
+    }
     loaded, test = Predictor.load(run, verbose=False), out / "data" / "test.csv"
     metrics = loaded.evaluate(test)
     assert metrics["rows"] == 50
@@ -43,8 +45,12 @@ def test_full_demo_reaches_095(tmp_path):
 
     Its duration is printed, not asserted: timing belongs in benchmarks, not tests."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "polymodal.cli", "demo", "--out", str(tmp_path), "--quiet"],
-                   check=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
+    subprocess.run(
+        [sys.executable, "-m", "polymodal.cli", "demo", "--out", str(tmp_path), "--quiet"],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     elapsed = time.perf_counter() - start
     metrics = Predictor.load(tmp_path / "run", verbose=False).evaluate(tmp_path / "data" / "test.csv")
     assert metrics["accuracy"] >= 0.95, metrics

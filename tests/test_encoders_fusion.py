@@ -1,18 +1,17 @@
 """Encoders (every registered one) and every fusion, on real processed batches from the tiny table."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pandas as pd
 import pytest
 import torch
+from conftest import real_batch, tiny_config
 
 from polymodal.encoders import Encoded, build_encoder
 from polymodal.fusion import FusionInput, build_fusion
 from polymodal.model import build_model
 from polymodal.registry import ENCODERS, FUSIONS
 from polymodal.tasks import build_task
-
-from conftest import real_batch, tiny_config
 
 SMALL_PARAMS = {
     "image_cnn": {"width": 8, "dim": 16, "stages": 2},
@@ -31,6 +30,7 @@ def setup(train_csv, data_dir):
 
 def test_every_registered_encoder_is_covered():
     from polymodal.encoders.hf import HFEncoder
+
     scratch = {n for n in ENCODERS.names() if not issubclass(ENCODERS.get(n), HFEncoder)}
     assert scratch <= set(SMALL_PARAMS), "add new encoders to SMALL_PARAMS (pretrained ones: test_hf_encoders.py)"
 
@@ -71,6 +71,7 @@ def test_encoder_sees_only_its_own_columns(setup):
 
 def test_encoder_kind_mismatch_is_config_error(setup):
     from polymodal.errors import ConfigError
+
     _, _, modalities, procs, _ = setup
     (m,) = [m for m in modalities if m.kind == "text"]
     with pytest.raises(ConfigError, match="image_cnn.*text"):
@@ -79,6 +80,7 @@ def test_encoder_kind_mismatch_is_config_error(setup):
 
 def test_encoder_bad_params_is_config_error(setup):
     from polymodal.errors import ConfigError
+
     _, _, modalities, procs, _ = setup
     (m,) = [m for m in modalities if m.kind == "text"]
     with pytest.raises(ConfigError, match="text_rnn"):
@@ -87,7 +89,7 @@ def test_encoder_bad_params_is_config_error(setup):
 
 @pytest.fixture
 def model(setup):
-    cfg, _, modalities, procs, batch = setup
+    cfg, _, modalities, procs, _batch = setup
     task = build_task("binary", cfg.task)
     task.fit_target(pd.Series(["no", "yes"]))
     torch.manual_seed(0)
@@ -152,6 +154,7 @@ def test_learned_missing_vector_is_used(model, setup):
 
 def test_fusion_registry_and_unknown_fusion():
     from polymodal.errors import ConfigError
+
     assert "concat" in FUSIONS
     with pytest.raises(ConfigError) as e:
         build_fusion("nope", [FusionInput("a", 4)], 8, 0.0, {})
@@ -171,7 +174,8 @@ def test_conv_position_options_make_tokens_know_their_position(setup, name, opti
     params = {**SMALL_PARAMS[name], **({option: True} if option else {})}
     enc = build_encoder(name, params, m, procs[m.name]).eval()
     assert enc.trunk.net[0].in_channels == (procs[m.name].channels if name == "image_cnn" else 1) + 2 * (
-        option == "coords")
+        option == "coords"
+    )
     inputs = {**batch.inputs, m.name: torch.zeros_like(batch.inputs[m.name])}
     mask = torch.ones(B, dtype=torch.bool)
     mask[0] = False
@@ -189,7 +193,7 @@ def test_sincos_2d_codes_every_cell_apart():
         code = sincos_2d(h, w, dim)
         assert code.shape == (h * w, dim) and torch.isfinite(code).all()
         assert torch.cdist(code, code).add(torch.eye(h * w) * 1e3).min() > 0.1  # no two cells share a code
-        assert (code[:, 4 * (dim // 4):] == 0).all()  # features beyond a multiple of 4 are padding
+        assert (code[:, 4 * (dim // 4) :] == 0).all()  # features beyond a multiple of 4 are padding
     code = sincos_2d(3, 3, 16).view(3, 3, 16)
     torch.testing.assert_close(code[0, :, :8], code[0, :1, :8].expand(3, 8))  # first half: the row only
     torch.testing.assert_close(code[:, 0, 8:], code[:1, 0, 8:].expand(3, 8))  # second half: the column only

@@ -1,12 +1,13 @@
 """examples/seed000_image_text.py (pretrained image + text encoders → concat → linear) runs with tiny models."""
+
 from __future__ import annotations
 
 import importlib.util
 
 import pandas as pd
 import pytest
-
 from conftest import REPO_ROOT
+
 from polymodal import Predictor
 
 

@@ -1,11 +1,11 @@
 """examples/seed002_captioning.py and examples/seed003_multimodal_qa.py run with tiny settings."""
+
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
 import pandas as pd
-
 from conftest import REPO_ROOT
 
 
@@ -33,10 +33,13 @@ def test_seed002_captioning_example_runs_tiny(tmp_path):
 
 
 def test_seed003_qa_example_runs_tiny_text_only(tmp_path):
-    results = _load("seed003_multimodal_qa").main(["--tiny", "--rows", "40", "--epochs", "6", "--speech", "no",
-                                                   "--out", str(tmp_path)])
+    results = _load("seed003_multimodal_qa").main(
+        ["--tiny", "--rows", "40", "--epochs", "6", "--speech", "no", "--out", str(tmp_path)]
+    )
     assert list(results) == ["text question, answer classification", "text question, answer generation"]
-    assert results["text question, answer classification"]["rows"] == results["text question, answer generation"]["rows"]
+    assert (
+        results["text question, answer classification"]["rows"] == results["text question, answer generation"]["rows"]
+    )
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 2
     for run in runs:
@@ -44,7 +47,8 @@ def test_seed003_qa_example_runs_tiny_text_only(tmp_path):
 
 
 def test_seed003_qa_example_with_spoken_questions(tmp_path, espeak_ng):
-    results = _load("seed003_multimodal_qa").main(["--tiny", "--rows", "40", "--epochs", "1", "--speech", "yes",
-                                                   "--out", str(tmp_path)])
+    results = _load("seed003_multimodal_qa").main(
+        ["--tiny", "--rows", "40", "--epochs", "1", "--speech", "yes", "--out", str(tmp_path)]
+    )
     assert "spoken question, answer classification" in results
     assert any((tmp_path / "data" / "speech").glob("*.wav"))

@@ -6,6 +6,7 @@ lean on the five columns and not on ``noise``: importance ranks each of them abo
 bootstrap intervals, and the per-row attributions give ``noise`` almost nothing. One tiny model is trained for the
 whole module (its accuracy is checked first, so a failure below is diagnosable).
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_config
+
 from polymodal import Predictor
 from polymodal.datasets.synthetic import generate
 from polymodal.errors import ConfigError, ExplainError
@@ -30,10 +31,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_distractor")
     # A few empty cells in training, so that a missing value (what "drop" importance feeds the model) is familiar.
-    generate(root, 600, seed=1, prefix="tr_", missing_rate=0.03, distractor=True).to_csv(root / "train.csv",
-                                                                                          index=False)
-    generate(root, 250, seed=2, prefix="te_", missing_rate=0.0, distractor=True).to_csv(root / "test.csv",
-                                                                                         index=False)
+    generate(root, 600, seed=1, prefix="tr_", missing_rate=0.03, distractor=True).to_csv(
+        root / "train.csv", index=False
+    )
+    generate(root, 250, seed=2, prefix="te_", missing_rate=0.0, distractor=True).to_csv(root / "test.csv", index=False)
     cfg = tiny_config(max_epochs=15, batch_size=32)
     cfg["training"]["learning_rate"] = 5e-3
     p = Predictor("label", config=cfg, verbose=False, seed=0).fit(root / "train.csv")
@@ -119,7 +120,7 @@ def test_explain_refuses_generation_models_and_unknown_methods(demo):
 
 
 def test_cli_explain_writes_everything(demo, cli, tmp_path):
-    p, root, run = demo
+    _p, root, run = demo
     out = tmp_path / "explained"
     result = cli("explain", run, root / "test.csv", "--out", out, "--rows", "3", "--bootstrap", "20", "--quiet")
     assert result.exit_code == 0, result.output
@@ -139,8 +140,9 @@ def test_cli_explain_writes_everything(demo, cli, tmp_path):
     # Unlabelled rows: explanations only; an existing folder keeps its other files.
     unlabelled = tmp_path / "unlabelled.csv"
     pd.read_csv(root / "test.csv").drop(columns="label").head(2).to_csv(unlabelled, index=False)
-    result = cli("explain", run, unlabelled, "--out", out, "--method", "integrated_gradients",
-                 "--data-root", root, "--quiet")
+    result = cli(
+        "explain", run, unlabelled, "--out", out, "--method", "integrated_gradients", "--data-root", root, "--quiet"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "explanations.json").read_text())["method"] == "integrated_gradients"
     assert (out / "importance.csv").exists() and (out / "row_2.png").exists()
@@ -153,4 +155,3 @@ def test_plot_importance(importance):
     assert len(fig.axes) == 2
     assert {ax.get_title().split(":")[0] for ax in fig.axes} == {"drop", "permutation"}
     assert "accuracy" in fig.axes[0].get_xlabel()
-

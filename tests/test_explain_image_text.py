@@ -4,13 +4,14 @@ label is decided, i.e. at the sentiment adjective among the filler words and at 
 One tiny model is trained for the whole module; its test accuracy is checked first so that a failure of the
 attribution checks below is not a model that never learned the task.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_config
+
 from polymodal import Predictor
 from polymodal.datasets.synthetic import NEGATIVE, POSITIVE, generate_image_text
 
@@ -36,7 +37,7 @@ def _box_mass_ratios(explanations, test: pd.DataFrame) -> np.ndarray:
         x0, y0, x1, y1 = (int(v) for v in box.split(","))
         s = np.abs(e.attributions["image"].scores)
         assert s.shape == (32, 32)  # the processed image's frame (the generator's images are 32×32 already)
-        inside = s[y0:y1 + 1, x0:x1 + 1].sum() / s.sum()
+        inside = s[y0 : y1 + 1, x0 : x1 + 1].sum() / s.sum()
         ratios.append(inside / ((y1 - y0 + 1) * (x1 - x0 + 1) / s.size))
     return np.asarray(ratios)
 
@@ -55,11 +56,14 @@ def test_the_model_learned_the_task(image_text):
     assert p.evaluate(test, data_root=root)["accuracy"] >= 0.9
 
 
-@pytest.mark.parametrize("method, min_hits, min_inside, min_ratio", [
-    # measured (seeded): occlusion 0.975 of rows / 0.825 of rows / median 1.47; IG 0.975 / 1.0 / 1.91
-    ("occlusion", 0.8, 0.65, 1.2),
-    ("integrated_gradients", 0.8, 0.8, 1.5),
-])
+@pytest.mark.parametrize(
+    "method, min_hits, min_inside, min_ratio",
+    [
+        # measured (seeded): occlusion 0.975 of rows / 0.825 of rows / median 1.47; IG 0.975 / 1.0 / 1.91
+        ("occlusion", 0.8, 0.65, 1.2),
+        ("integrated_gradients", 0.8, 0.8, 1.5),
+    ],
+)
 def test_attributions_find_the_adjective_and_the_shape(image_text, method, min_hits, min_inside, min_ratio):
     p, test, root = image_text
     explanations = p.explain(test, method=method, data_root=root)
@@ -74,7 +78,7 @@ def test_attributions_find_the_adjective_and_the_shape(image_text, method, min_h
         assert set(e.attributions) == {"image", "text"}
         assert sum(e.shares.values()) == pytest.approx(1.0)
         bg = e.attributions["image"].background
-        assert bg.shape == (32, 32, 3) and 0 <= bg.min() and bg.max() <= 1
+        assert bg.shape == (32, 32, 3) and bg.min() >= 0 and bg.max() <= 1
     assert [e.prediction for e in explanations] == p.predict(test, data_root=root).tolist()
 
 

@@ -1,18 +1,19 @@
 """The parts of polymodal.explain that need no trained model: fusion weights over modalities, how a column is
 dropped or shuffled, the bootstrap, and explanations of a 1-epoch model (shapes, fusion weights, regression)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from polymodal import Predictor
 from polymodal.config import TaskConfig
 from polymodal.data.processors import TabularProcessor
 from polymodal.encoders import Encoded
-from polymodal.explain import IMPORTANCE_METRICS, fusion_weights
+from polymodal.explain import IMPORTANCE_METRICS
 from polymodal.explain.columns import column_views
 from polymodal.explain.importance import _bootstrap_differences
 from polymodal.fusion import FusionInput, build_fusion
@@ -87,7 +88,10 @@ def test_tabular_columns_are_dropped_and_shuffled_one_at_a_time():
     items = [proc.load(r, None) for r in frame.to_dict("records")]
     views = {v.column: v for v in column_views({"tabular": proc})}
     assert [(v.column, v.kind, v.modality) for v in views.values()] == [
-        ("x", "numeric", "tabular"), ("y", "numeric", "tabular"), ("c", "category", "tabular")]
+        ("x", "numeric", "tabular"),
+        ("y", "numeric", "tabular"),
+        ("c", "category", "tabular"),
+    ]
     dropped = views["x"].drop(items)
     assert all(tuple(it[0][0]) == (0.0, 1.0) for it in dropped)  # the mean, flagged missing
     assert all(np.array_equal(a[0][1:], b[0][1:]) and np.array_equal(a[1], b[1]) for a, b in zip(dropped, items))
@@ -141,14 +145,19 @@ def test_explanations_of_an_attention_model(attention_model, small_frame, data_d
 def test_regression_explanations_and_importance(train_csv, data_dir, small_frame):
     frame = pd.read_csv(train_csv)
     frame["y"] = frame["reading"].fillna(0) * 3 + 1
-    p = Predictor("y", config=tiny_config(max_epochs=1), ignore=["label"], data_root=data_dir, verbose=False,
-                  seed=0).fit(frame)
+    p = Predictor(
+        "y", config=tiny_config(max_epochs=1), ignore=["label"], data_root=data_dir, verbose=False, seed=0
+    ).fit(frame)
     rows = small_frame.head(3).assign(y=1.0)
     e = p.explain(rows, method="integrated_gradients", data_root=data_dir)[0]
     assert e.probability is None and e.explained == "predicted value"
     assert e.score == pytest.approx(float(p.predict(rows.head(1), data_root=data_dir).iloc[0]), abs=1e-4)
-    r = p.importance(small_frame.assign(y=small_frame["reading"].fillna(0) * 3 + 1), n_bootstrap=20,
-                     methods=["drop"], data_root=data_dir)
+    r = p.importance(
+        small_frame.assign(y=small_frame["reading"].fillna(0) * 3 + 1),
+        n_bootstrap=20,
+        methods=["drop"],
+        data_root=data_dir,
+    )
     assert r.metric == "rmse" and not r.higher_is_better
     assert r.get("reading", "drop").importance == pytest.approx(r.get("reading", "drop").score - r.baseline)
 

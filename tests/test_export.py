@@ -1,4 +1,5 @@
 """ONNX / TorchScript export, int8 quantization, the ONNX backends of Predictor.load, and pruning."""
+
 from __future__ import annotations
 
 import json
@@ -7,18 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import real_batch
 
 from polymodal import Predictor
 from polymodal.errors import ExportError, RunDirError
-from polymodal.model import build_model
-from polymodal.registry import FUSIONS
-from polymodal.serving.backends import BACKENDS
 from polymodal.export.export import ExportConfig, export_run
 from polymodal.export.onnx_graph import session, to_onnx
 from polymodal.export.prune import prune_run, sparsity
+from polymodal.model import build_model
+from polymodal.registry import FUSIONS
+from polymodal.serving.backends import BACKENDS
 from polymodal.tasks import build_task
-
-from conftest import real_batch
 
 PARITY_ATOL = 1e-4  # float32 kernels differ between PyTorch and ONNX Runtime in the last bits only
 
@@ -72,8 +72,9 @@ def test_predictor_load_with_onnx_backend(onnx_export, run_dir, fitted, test_csv
 
 def test_onnx_backend_on_a_plain_run_dir_exports_in_memory(run_dir, fitted, test_csv):
     p = Predictor.load(run_dir, verbose=False, backend="onnx")
-    np.testing.assert_allclose(p.predict_proba(test_csv).to_numpy(), fitted.predict_proba(test_csv).to_numpy(),
-                               atol=PARITY_ATOL)
+    np.testing.assert_allclose(
+        p.predict_proba(test_csv).to_numpy(), fitted.predict_proba(test_csv).to_numpy(), atol=PARITY_ATOL
+    )
 
 
 def test_unknown_backend_lists_the_registered_ones(run_dir):
@@ -111,7 +112,7 @@ def test_export_options_are_checked_and_nothing_is_left_behind(run_dir, tmp_path
 def test_every_fusion_exports_with_parity(fusion, train_csv, data_dir):
     """Every registered fusion (and the transformer text encoder) traces to ONNX and matches eager on a real batch
     with absent modalities; untrained weights are enough for parity."""
-    cfg, schema, modalities, procs, batch = real_batch(train_csv, data_dir, 6)
+    cfg, _schema, modalities, procs, batch = real_batch(train_csv, data_dir, 6)
     cfg.fusion.name = fusion
     cfg.encoders["text"].name = "text_transformer" if fusion in ("attention", "transformer") else "text_rnn"
     if cfg.encoders["text"].name == "text_transformer":

@@ -1,18 +1,18 @@
 """The frozen-feature cache: computed once per (model, preprocessing, content), reused across epochs, runs and
 save/load, invalidated when the file, the preprocessing or the model changes; `polymodal cache info|clear`."""
+
 from __future__ import annotations
 
 import json
 
+import hf_tiny
 import pytest
 import torch
+from conftest import make_table, tiny_config
 from PIL import Image
 
 from polymodal import Predictor
 from polymodal.features.cache import FeatureCache, get_cache
-
-import hf_tiny
-from conftest import make_table, tiny_config
 
 
 # ----------------------------------------------------------------------------------------- the store itself
@@ -120,8 +120,12 @@ def test_cache_off_keeps_features_in_memory_only(image_table, tmp_path, monkeypa
     root = tmp_path / "cache"
     monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(root))
     cfg = tiny_config(max_epochs=2)
-    cfg["encoders"]["image"] = {"name": "hf_image", "model": str(hf_tiny.build("vit", tmp_path / "vit")),
-                                "dim": 16, "cache": False}
+    cfg["encoders"]["image"] = {
+        "name": "hf_image",
+        "model": str(hf_tiny.build("vit", tmp_path / "vit")),
+        "dim": 16,
+        "cache": False,
+    }
     Predictor("label", config=cfg, ignore=["audio", "text", "reading", "region"], verbose=False).fit(image_table)
     assert not root.exists() or _files(root) == []
 

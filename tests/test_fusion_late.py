@@ -1,9 +1,11 @@
 """Decision-level (late) fusion: a head per modality, combined by a learned weighted average or by voting."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 
 from polymodal import Predictor
 from polymodal.config import TaskConfig
@@ -12,8 +14,6 @@ from polymodal.errors import ConfigError
 from polymodal.fusion import FusionInput, build_fusion
 from polymodal.registry import FUSIONS
 from polymodal.tasks import build_task
-
-from conftest import tiny_config
 
 MODS = [FusionInput("a", 6), FusionInput("b", 5), FusionInput("c", 7)]
 B, DIM, K = 5, 12, 3
@@ -33,8 +33,10 @@ def task_of(problem: str):
 
 def make_encoded(seed: int = 0, grad: bool = False) -> dict[str, Encoded]:
     g = torch.Generator().manual_seed(seed)
-    return {f.name: Encoded(torch.randn(B, f.dim, generator=g).requires_grad_(grad), None, torch.tensor(MASKS[f.name]))
-            for f in MODS}
+    return {
+        f.name: Encoded(torch.randn(B, f.dim, generator=g).requires_grad_(grad), None, torch.tensor(MASKS[f.name]))
+        for f in MODS
+    }
 
 
 def build(combine: str = "weighted", problem: str = "multiclass"):

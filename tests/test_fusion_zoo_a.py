@@ -1,17 +1,17 @@
 """Fusion zoo A: weighted, product, gated (GMU), tensor (TFN) and low-rank (LMF) fusion, with missing modalities."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 
 from polymodal import Predictor
 from polymodal.encoders import Encoded
 from polymodal.errors import ConfigError
 from polymodal.fusion import FusionInput, build_fusion
 from polymodal.registry import FUSIONS
-
-from conftest import tiny_config
 
 NAMES = ["weighted", "product", "gated", "tensor", "lowrank"]
 MODS = [FusionInput("a", 6), FusionInput("b", 5), FusionInput("c", 7)]

@@ -1,17 +1,17 @@
 """Attention, transformer, graph and FiLM fusions: shapes, gradients, absent modalities and an end-to-end fit."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from polymodal import Predictor
 from polymodal.encoders import Encoded
 from polymodal.errors import ConfigError
 from polymodal.fusion import FusionInput, build_fusion
 from polymodal.registry import FUSIONS
-
-from conftest import tiny_config
 
 NAMES = ["attention", "transformer", "graph", "film"]
 HEADED = ("attention", "transformer")

@@ -1,5 +1,6 @@
 """The generation task end to end on tiny captioning / QA tables: fit, predict strings (+ scores), evaluate,
 save → load → identical strings, decoding options, limits and bad inputs."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,14 @@ from polymodal.datasets.scenes import make_captioning
 from polymodal.errors import ConfigError, PolymodalError
 
 TINY_GEN = {
-    "task": {"problem_type": "generation",
-             "generation": {"layers": 1, "dim": 32, "heads": 2, "decoding": {"beam_width": 3}}},
-    "encoders": {"image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
-                 "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16}},
+    "task": {
+        "problem_type": "generation",
+        "generation": {"layers": 1, "dim": 32, "heads": 2, "decoding": {"beam_width": 3}},
+    },
+    "encoders": {
+        "image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
+        "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16},
+    },
     "training": {"max_epochs": 2, "batch_size": 16, "learning_rate": 5e-3},
 }
 
@@ -63,7 +68,9 @@ def test_evaluate_reports_text_metrics(captioner, captions):
     # the metrics score the model's own beam-search texts against the references
     texts = captioner.predict(captions.test)
     refs = pd.read_csv(captions.test)["caption"]
-    assert m["exact_match"] == pytest.approx(float((texts.str.strip().to_numpy() == refs.str.strip().to_numpy()).mean()))
+    assert m["exact_match"] == pytest.approx(
+        float((texts.str.strip().to_numpy() == refs.str.strip().to_numpy()).mean())
+    )
     g = captioner.evaluate(captions.test, decoding={"method": "greedy"})
     assert set(g) == set(m)
 

@@ -1,14 +1,17 @@
 """Pretrained (Hugging Face) encoders on tiny models built in-process: every kind trains, predicts, saves and loads
 offline; the Encoded contract; pooling; modes and their learning-rate groups; helpful errors."""
+
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import hf_tiny
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import make_table, tiny_config
 from PIL import Image
 
 from polymodal import Predictor
@@ -22,9 +25,6 @@ from polymodal.registry import ENCODERS
 from polymodal.rundir import read_weights
 from polymodal.schema import infer_schema
 from polymodal.training.module import param_groups
-
-import hf_tiny
-from conftest import make_table, tiny_config
 
 # (encoder, tiny model, modality column)
 CASES = [
@@ -142,14 +142,15 @@ def test_image_preprocessing_matches_the_image_processor(models, tmp_path):
         proc, ctx = procs["image"], LoadContext(tmp_path, cfg.limits)
         proc.fit(frame, ctx)
         ours = proc.collate([proc.load("a.png", ctx)], False)["image.pixel_values"]
-        theirs = load_preprocessor("image", models[kind])(images=[Image.open(tmp_path / "a.png").convert("RGB")],
-                                                          return_tensors="pt")["pixel_values"]
+        theirs = load_preprocessor("image", models[kind])(
+            images=[Image.open(tmp_path / "a.png").convert("RGB")], return_tensors="pt"
+        )["pixel_values"]
         assert ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-5), kind
 
 
 # ------------------------------------------------------------------------------------------- modes and lrs
 def test_frozen_backbone_is_not_trained_and_stays_in_eval(models, table):
-    enc, batch = _batch(table, "hf_text", models["bert"], "text")
+    enc, _ = _batch(table, "hf_text", models["bert"], "text")
     assert not any(p.requires_grad for p in enc.backbone.parameters())
     enc.train()
     assert not enc.backbone.training and enc.proj.training
@@ -164,8 +165,8 @@ def test_finetune_trains_the_backbone_with_layerwise_decay(models, table):
     assert enc.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
     scales = enc.lr_scales()
     # two blocks: embeddings depth 0, block i depth i + 1, pooler on top (depth 3)
-    assert scales["backbone.embeddings.word_embeddings.weight"] == pytest.approx(0.1 * 0.5 ** 3)
-    assert scales["backbone.encoder.layer.0.output.dense.weight"] == pytest.approx(0.1 * 0.5 ** 2)
+    assert scales["backbone.embeddings.word_embeddings.weight"] == pytest.approx(0.1 * 0.5**3)
+    assert scales["backbone.encoder.layer.0.output.dense.weight"] == pytest.approx(0.1 * 0.5**2)
     assert scales["backbone.encoder.layer.1.output.dense.weight"] == pytest.approx(0.1 * 0.5)
     assert scales["backbone.pooler.dense.weight"] == pytest.approx(0.1)
     assert "proj.weight" not in scales  # the head trains at the base rate
@@ -185,8 +186,11 @@ def test_param_groups_apply_the_multipliers(models, table, fitted):
     assert sum(len(g["params"]) for g in groups) == len(list(fitted.model.parameters()))
     # a fine-tuned backbone: one group per (multiplier, decay), frozen parameters left out
     model_dir = models["bert"]
-    p = Predictor("label", config=hf_config("hf_text", model_dir, "text", mode="last_n", last_n=1,
-                                            backbone_lr=0.5, layer_decay=0.5), verbose=False)
+    p = Predictor(
+        "label",
+        config=hf_config("hf_text", model_dir, "text", mode="last_n", last_n=1, backbone_lr=0.5, layer_decay=0.5),
+        verbose=False,
+    )
     p.config.training.max_epochs = 1
     p.fit(table)
     groups = param_groups(p.model, 1e-3, 0.01)
@@ -197,9 +201,11 @@ def test_param_groups_apply_the_multipliers(models, table, fitted):
 
 
 def test_finetune_end_to_end_changes_and_saves_the_backbone(models, table, tmp_path):
-    p = Predictor("label", config=hf_config("hf_image", models["vit"], "image", mode="finetune", backbone_lr=1.0),
-                  verbose=False).fit(table)
+    p = Predictor(
+        "label", config=hf_config("hf_image", models["vit"], "image", mode="finetune", backbone_lr=1.0), verbose=False
+    ).fit(table)
     from polymodal.encoders.hf_hub import load_model
+
     original = load_model(models["vit"]).state_dict()
     tuned = p.model.encoders["image"].backbone.state_dict()
     assert any(not torch.equal(original[k], tuned[k]) for k in original)
@@ -229,8 +235,9 @@ def test_clip_encoder_on_a_single_tower_model_says_use_hf(models, table):
 
 def test_bad_encoder_parameter_is_a_config_error(models, table):
     with pytest.raises(ConfigError, match="hf_text"):
-        Predictor("label", config=hf_config("hf_text", models["bert"], "text", mode="sideways"),
-                  verbose=False).fit(table)
+        Predictor("label", config=hf_config("hf_text", models["bert"], "text", mode="sideways"), verbose=False).fit(
+            table
+        )
 
 
 def test_best_epoch_snapshot_copies_a_frozen_backbone_once():

@@ -1,17 +1,17 @@
 """Modality dropout hides whole modalities per row, never all of a row's, and only during training."""
+
 from __future__ import annotations
 
 import torch
-
 from conftest import tiny_config
+
 from polymodal import Predictor
 from polymodal.data.dataset import Batch
 from polymodal.training.modality_dropout import drop_modalities
 
 
 def _batch(n: int = 400) -> Batch:
-    masks = {"a": torch.ones(n, dtype=torch.bool), "b": torch.ones(n, dtype=torch.bool),
-             "c": torch.arange(n) % 2 == 0}
+    masks = {"a": torch.ones(n, dtype=torch.bool), "b": torch.ones(n, dtype=torch.bool), "c": torch.arange(n) % 2 == 0}
     return Batch({"a": torch.zeros(n, 1)}, masks, torch.zeros(n, dtype=torch.long))
 
 

@@ -4,6 +4,7 @@ classes. (The CLI may configure its own 'polymodal' logger; the server owns torc
 
 The import check runs in a fresh interpreter: in this one, polymodal was imported long ago by conftest.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Runs in a child interpreter. Third-party libraries are imported first, so their own import-time settings are part
 # of the baseline; then non-default values are set everywhere a library might write, so that a change shows.
-_PROBE = textwrap.dedent('''
+_PROBE = textwrap.dedent("""
     import importlib, inspect, json, logging, os, pkgutil, sys, warnings
     import matplotlib
     matplotlib.use("svg")  # not Agg: a library call that switches to Agg shows
@@ -62,18 +63,20 @@ _PROBE = textwrap.dedent('''
     for name in names:
         importlib.import_module(name)
     after_import = state()
-    ''')
+    """)
 
 
 def _run_probe(extra: str) -> dict:
-    code = _PROBE + textwrap.dedent(extra) + '\nprint("STATE" + json.dumps({"before": before, "after_import": '\
+    code = (
+        _PROBE + textwrap.dedent(extra) + '\nprint("STATE" + json.dumps({"before": before, "after_import": '
         'after_import, "after_calls": state(), "modules": len(names)}))\n'
+    )
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), env.get("PYTHONPATH")]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-4000:]
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("STATE"))
-    return json.loads(line[len("STATE"):])
+    return json.loads(line[len("STATE") :])
 
 
 def _diff(a: dict, b: dict) -> dict:
@@ -81,7 +84,7 @@ def _diff(a: dict, b: dict) -> dict:
 
 
 # A tiny comparison summary, an importance result, an explanation with each panel kind and a report figure.
-_CALLS = '''
+_CALLS = """
     import tempfile
     from pathlib import Path
     import numpy as np, pandas as pd
@@ -111,7 +114,7 @@ _CALLS = '''
                             "val_accuracy": [0.5, 0.7]})
     png += report_plots.to_png(report_plots.training_curves(history, "accuracy", "max", 1))
     assert png.count(b"\\x89PNG") == 3
-'''
+"""
 
 
 def test_importing_and_plotting_leave_global_state_alone():
@@ -133,8 +136,9 @@ def test_quiet_lightning_restores_the_levels():
             assert logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING
             assert logging.getLogger("lightning.fabric").getEffectiveLevel() == logging.ERROR
         assert logging.getLogger("lightning.fabric").level == logging.ERROR
-        assert {n: logging.getLogger(n).level for n in names if n != "lightning.fabric"} == \
-            {n: v for n, v in before.items() if n != "lightning.fabric"}
+        assert {n: logging.getLogger(n).level for n in names if n != "lightning.fabric"} == {
+            n: v for n, v in before.items() if n != "lightning.fabric"
+        }
     finally:
         logging.getLogger("lightning.fabric").setLevel(before["lightning.fabric"])
 
@@ -174,9 +178,18 @@ def test_plots_are_not_pyplot_figures(tmp_path):
     from polymodal.evaluation.compare import write_outputs
 
     open_before = plt.get_fignums()
-    summary = pd.DataFrame({"variant": ["a", "b"], "kind": ["modality", "fusion"], "accuracy_mean": [0.5, 0.7],
-                            "accuracy_std": [0.0, 0.1], "parameters": [1, 2], "fit_seconds": [1.0, 1.0],
-                            "infer_ms_per_row": [0.1, 0.1], "seeds": [1, 1]})
+    summary = pd.DataFrame(
+        {
+            "variant": ["a", "b"],
+            "kind": ["modality", "fusion"],
+            "accuracy_mean": [0.5, 0.7],
+            "accuracy_std": [0.0, 0.1],
+            "parameters": [1, 2],
+            "fit_seconds": [1.0, 1.0],
+            "infer_ms_per_row": [0.1, 0.1],
+            "seeds": [1, 1],
+        }
+    )
     write_outputs(summary, tmp_path, seeds=1)
     assert (tmp_path / "compare.png").stat().st_size > 1000
     assert plt.get_fignums() == open_before

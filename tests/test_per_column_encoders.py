@@ -1,4 +1,5 @@
 """Encoders chosen per column: two text columns, each with its own encoder, trained, saved, loaded, reported."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -55,8 +56,9 @@ def test_two_text_columns_get_their_own_encoders(fitted, tmp_path):
     again = Predictor.load(tmp_path / "run", verbose=False)
     assert type(again.model.encoders["body"]) is TextTransformer
     frame = two_text_table(8, seed=1)
-    np.testing.assert_allclose(again.predict_proba(frame).to_numpy(), fitted.predict_proba(frame).to_numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        again.predict_proba(frame).to_numpy(), fitted.predict_proba(frame).to_numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_report_schema_shows_each_columns_encoder(fitted):

@@ -1,4 +1,5 @@
 """The fitted pipeline, the fitting steps every trainer shares, the split rule, and the estimator parameters."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 import polymodal
 import polymodal.fitting as fitting
@@ -14,8 +16,6 @@ from polymodal.errors import ConfigError, DataError, NotFittedError, SchemaError
 from polymodal.export.prune import prune_run
 from polymodal.fitting import split_rows
 from polymodal.pipeline import FittedPipeline, as_pipeline
-
-from conftest import tiny_config
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -134,13 +134,13 @@ def test_group_column_in_fit_is_no_input_and_no_group_straddles(tiny_data, monke
     assert seen["train"] and seen["val"] and seen["train"].isdisjoint(seen["val"])
     assert "patient" not in p.schema.input_columns()
     with pytest.raises(SchemaError, match="group column 'nope'"):
-        Predictor("label", config={**cfg, "training": {**cfg["training"], "group_column": "nope"}},
-                  verbose=False).fit(frame)
+        Predictor("label", config={**cfg, "training": {**cfg["training"], "group_column": "nope"}}, verbose=False).fit(
+            frame
+        )
 
 
 # ------------------------------------------------------------------------------------ one training set-up
-def test_fit_compare_and_prune_fine_tune_share_the_fitting_steps(fitted, run_dir, tiny_data, tmp_path,
-                                                                 monkeypatch):
+def test_fit_compare_and_prune_fine_tune_share_the_fitting_steps(fitted, run_dir, tiny_data, tmp_path, monkeypatch):
     """Every trainer goes through fitting.prepare_labelled and fitting.train: there is no second set-up."""
     calls: list[str] = []
     real_train, real_prepare = fitting.train, fitting.prepare_labelled
@@ -159,8 +159,9 @@ def test_fit_compare_and_prune_fine_tune_share_the_fitting_steps(fitted, run_dir
     Predictor("label", config=tiny_config(max_epochs=1), verbose=False).fit(tiny_data)
     assert calls == ["prepare", "train"]
     calls.clear()
-    polymodal.compare(tiny_data, "label", fusions=["concat"], single_modalities=False,
-                      config=tiny_config(max_epochs=1), verbose=False)
+    polymodal.compare(
+        tiny_data, "label", fusions=["concat"], single_modalities=False, config=tiny_config(max_epochs=1), verbose=False
+    )
     assert calls == ["prepare", "train"]
     calls.clear()
     result = prune_run(run_dir, tmp_path / "pruned", amount=0.3, fine_tune_data=tiny_data, epochs=1)

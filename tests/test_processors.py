@@ -1,4 +1,5 @@
 """Processors: fit on a table, load cells, collate shapes, and state → JSON → set_state round trips."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,14 @@ import torch
 
 from polymodal.config import PolymodalConfig
 from polymodal.data.dataset import prepare
-from polymodal.data.processors import (MISSING_CATEGORY, UNKNOWN_CATEGORY, LoadContext, TabularProcessor,
-                                       build_processors, tokenize)
+from polymodal.data.processors import (
+    MISSING_CATEGORY,
+    UNKNOWN_CATEGORY,
+    LoadContext,
+    TabularProcessor,
+    build_processors,
+    tokenize,
+)
 from polymodal.schema import infer_schema
 
 
@@ -20,7 +27,7 @@ def fitted_processors(train_csv, data_dir):
     frame = pd.read_csv(train_csv)
     cfg = PolymodalConfig()
     schema = infer_schema(frame, "label")
-    modalities, procs = build_processors(schema, cfg)
+    _modalities, procs = build_processors(schema, cfg)
     ctx = LoadContext(data_dir.resolve(), cfg.limits)
     for p in procs.values():
         p.fit(frame, ctx)
@@ -63,7 +70,7 @@ def test_audio_processor(fitted_processors):
 
 
 def test_text_processor(fitted_processors):
-    frame, procs, ctx, *_ = fitted_processors
+    _frame, procs, ctx, *_ = fitted_processors
     p = procs["text"]
     assert p.vocab[:2] == ["<pad>", "<unk>"]
     assert tokenize("Hello, World!") == ["hello", ",", "world", "!"]
@@ -84,7 +91,7 @@ def test_text_is_truncated_to_max_tokens(fitted_processors):
 
 
 def test_tabular_processor_imputes_and_flags_nan(fitted_processors):
-    frame, procs, ctx, *_ = fitted_processors
+    _frame, procs, ctx, *_ = fitted_processors
     p: TabularProcessor = procs["tabular"]
     mean, std = p.stats["reading"]["mean"], p.stats["reading"]["std"]
     num, cat = p.load({"reading": mean + std, "region": "north"}, ctx)
@@ -105,6 +112,7 @@ def test_tabular_processor_imputes_and_flags_nan(fitted_processors):
 
 def test_tabular_rejects_non_numbers_in_numeric_column(fitted_processors):
     from polymodal.errors import LoadError
+
     _, procs, ctx, *_ = fitted_processors
     with pytest.raises(LoadError, match="'abc' is not a number.*reading"):
         procs["tabular"].load({"reading": "abc", "region": "north"}, ctx)

@@ -1,10 +1,8 @@
 """Property tests (hypothesis) for the input-safety helpers."""
+
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +40,6 @@ def test_non_empty_values(value):
     assert not loaders.is_empty(value)
 
 
-@given(st.integers(-10**6, 10**6))
+@given(st.integers(-(10**6), 10**6))
 def test_label_key_matches_ints_floats_and_strings(i):
     assert label_key(i) == label_key(float(i)) == label_key(str(i)) == label_key(np.int64(i))

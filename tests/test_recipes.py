@@ -1,4 +1,5 @@
 """Recipes: configs for a kind of problem, merged under the user's config (Python and `fit --recipe`)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,9 +11,14 @@ from polymodal.datasets.scenes import make_qa
 from polymodal.errors import ConfigError
 from polymodal.recipes import RECIPES, recipe
 
-TINY = {"encoders": {"image": {"width": 8, "dim": 16, "stages": 2},
-                     "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16}},
-        "fusion": {"dim": 32}, "training": {"max_epochs": 1, "batch_size": 16}}
+TINY = {
+    "encoders": {
+        "image": {"width": 8, "dim": 16, "stages": 2},
+        "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16},
+    },
+    "fusion": {"dim": 32},
+    "training": {"max_epochs": 1, "batch_size": 16},
+}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -31,8 +37,10 @@ def test_user_config_wins_key_by_key_and_the_recipe_fills_in_the_rest():
 
 
 def test_a_component_named_differently_replaces_the_recipes():
-    cfg = recipe("vqa", {"fusion": {"name": "transformer", "layers": 1},
-                         "encoders": {"image": {"name": "hf_image", "model": "x"}}})
+    cfg = recipe(
+        "vqa",
+        {"fusion": {"name": "transformer", "layers": 1}, "encoders": {"image": {"name": "hf_image", "model": "x"}}},
+    )
     assert cfg["fusion"] == {"name": "transformer", "layers": 1}
     assert cfg["encoders"]["image"] == {"name": "hf_image", "model": "x"}  # no image_cnn parameters left over
 
@@ -49,8 +57,19 @@ def test_fit_with_the_vqa_recipe_under_a_config_file(cli, tmp_path):
     paths = make_qa(tmp_path / "data", n_train=40, n_test=6, speech=False)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY), encoding="utf-8")
-    r = cli("fit", paths.train, "--label", "answer", "--recipe", "vqa", "--config", config,
-            "--out", tmp_path / "run", "--quiet")
+    r = cli(
+        "fit",
+        paths.train,
+        "--label",
+        "answer",
+        "--recipe",
+        "vqa",
+        "--config",
+        config,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     cfg = Predictor.load(tmp_path / "run", verbose=False).config
     assert cfg.fusion.name == "film" and cfg.fusion.dim == 32

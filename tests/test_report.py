@@ -2,6 +2,7 @@
 
 The browser check (headless Chromium, screenshot) is in test_report_browser.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO_ROOT, tiny_config
 from PIL import Image
 
 import polymodal
@@ -24,8 +26,6 @@ from polymodal.reporting.context import Scored
 from polymodal.reporting.render import template_source
 from polymodal.reporting.sections import SECTIONS, sections_for
 from polymodal.reporting.sections.explanations import _choose
-
-from conftest import REPO_ROOT, tiny_config
 
 # Small counts keep each report a few seconds; the sections are the same as with the defaults.
 FAST = {"n_examples": 2, "n_bootstrap": 20}
@@ -40,7 +40,7 @@ def section_ids(html: str) -> list[str]:
 
 def section_html(html: str, sid: str) -> str:
     start = html.index(f'<section id="{sid}"')
-    return html[start:html.index("</section>", start)]
+    return html[start : html.index("</section>", start)]
 
 
 def _table(root: Path, n: int, seed: int, prefix: str, name: str, target: str) -> Path:
@@ -81,8 +81,19 @@ def regression_run(tmp_path_factory) -> tuple[Path, Path]:
 # ------------------------------------------------------------------------------------------- sections
 def test_binary_report_has_every_classification_section(binary_html, run_dir, test_csv):
     ids = section_ids(binary_html)
-    assert ids == ["summary", "schema", "training", "metrics", "confusion", "per_class", "calibration", "roc_pr",
-                   "robustness", "importance", "gallery"]
+    assert ids == [
+        "summary",
+        "schema",
+        "training",
+        "metrics",
+        "confusion",
+        "per_class",
+        "calibration",
+        "roc_pr",
+        "robustness",
+        "importance",
+        "gallery",
+    ]
     # The metrics are the ones evaluate gives, formatted as the page shows them (4 decimals).
     metrics = Predictor.load(run_dir, verbose=False).evaluate(test_csv)
     page = section_html(binary_html, "metrics")
@@ -90,9 +101,13 @@ def test_binary_report_has_every_classification_section(binary_html, run_dir, te
         assert f"{metrics[name]:.4f}" in page, name
     # Schema: every column with its kind and encoder, and the fusion.
     schema = section_html(binary_html, "schema")
-    for col, kind, enc in (("image", "image", "image_cnn"), ("audio", "audio", "audio_cnn"),
-                           ("text", "text", "text_rnn"), ("reading", "numeric", "tabular_mlp"),
-                           ("region", "category", "tabular_mlp")):
+    for col, kind, enc in (
+        ("image", "image", "image_cnn"),
+        ("audio", "audio", "audio_cnn"),
+        ("text", "text", "text_rnn"),
+        ("reading", "numeric", "tabular_mlp"),
+        ("region", "category", "tabular_mlp"),
+    ):
         assert re.search(rf"<td>{col}</td><td>{kind}</td><td>[^<]+</td><td>{enc}\b", schema), col
     assert "concat" in section_html(binary_html, "summary")
     # Per-class table: both classes and the macro average.
@@ -142,10 +157,14 @@ def test_generation_report(tmp_path):
     from polymodal.datasets.scenes import make_captioning
 
     paths = make_captioning(tmp_path / "scenes", n_train=40, n_test=8, seed=0)
-    cfg = {"task": {"problem_type": "generation", "generation": {"layers": 1, "dim": 32, "heads": 2}},
-           "encoders": {"image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
-                        "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16}},
-           "training": {"max_epochs": 1, "batch_size": 16}}
+    cfg = {
+        "task": {"problem_type": "generation", "generation": {"layers": 1, "dim": 32, "heads": 2}},
+        "encoders": {
+            "image": {"name": "image_cnn", "width": 8, "dim": 16, "stages": 2},
+            "text": {"name": "text_rnn", "hidden": 16, "embedding_dim": 16, "dim": 16},
+        },
+        "training": {"max_epochs": 1, "batch_size": 16},
+    }
     p = Predictor("caption", config=cfg, verbose=False, seed=0).fit(paths.train)
     html = report(p, paths.test, tmp_path / "r.html", n_examples=2).read_text(encoding="utf-8")
     assert section_ids(html) == ["summary", "schema", "training", "metrics", "generated"]
@@ -191,8 +210,9 @@ def test_template_ships_as_package_data():
 @pytest.fixture(scope="module")
 def robustness_json(fitted, test_csv, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rob") / "rob"
-    fitted.evaluate(test_csv, robustness=True, corruptions={"occlusion": [0.5], "token_dropout": [0.5]},
-                    robustness_out=out)
+    fitted.evaluate(
+        test_csv, robustness=True, corruptions={"occlusion": [0.5], "token_dropout": [0.5]}, robustness_out=out
+    )
     return out / "robustness.json"
 
 

@@ -6,6 +6,7 @@ itself: every ``<img>`` must have decoded (``complete && naturalWidth > 0``), an
 metrics. A screenshot is taken and must show a real page (not blank). About 15 s with Chromium installed.
 ``scripts/report_screenshot.py`` makes docs/images/report.png the same way from a full demo run.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium import check_page, find_chromium, missing_reason, screenshot
 from PIL import Image
 from typer.testing import CliRunner
 
-from chromium import check_page, find_chromium, missing_reason, screenshot
 from polymodal import Predictor
 from polymodal.cli import DEMO_REPORT_EXAMPLES, app
 
@@ -34,8 +35,11 @@ def demo(tmp_path_factory, tiny_config_file) -> Path:
     """A demo run made by the real `polymodal demo` command (a tiny model, so it takes seconds): it ends by writing
     OUT/report.html (acceptance 3)."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    r = CliRunner().invoke(app, ["demo", "--out", str(out), "--rows", "60", "--config", str(tiny_config_file),
-                                 "--quiet"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        app,
+        ["demo", "--out", str(out), "--rows", "60", "--config", str(tiny_config_file), "--quiet"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"  # the path comes last
     return out
@@ -74,7 +78,10 @@ def test_the_image_check_catches_a_broken_image(browser, tmp_path):
     Image.new("RGB", (40, 20), (200, 30, 30)).save(buf, format="PNG")
     good = base64.b64encode(buf.getvalue()).decode()
     html = tmp_path / "p.html"
-    html.write_text(f'<html><body><img alt="good" src="data:image/png;base64,{good}">'
-                    '<img alt="bad" src="data:image/png;base64,AAAA"></body></html>', encoding="utf-8")
+    html.write_text(
+        f'<html><body><img alt="good" src="data:image/png;base64,{good}">'
+        '<img alt="bad" src="data:image/png;base64,AAAA"></body></html>',
+        encoding="utf-8",
+    )
     page = check_page(browser, html)
     assert [(im["alt"], im["ok"]) for im in page.images] == [("good", True), ("bad", False)]

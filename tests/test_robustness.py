@@ -1,4 +1,5 @@
 """Robustness sweeps: corruptions, MultiBench's relative/effective robustness, the report, the API and the CLI."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,14 @@ from polymodal.data.dataset import prepare
 from polymodal.data.processors import LoadContext
 from polymodal.errors import ConfigError, PolymodalError
 from polymodal.evaluation.corruptions import CORRUPTIONS, CorruptionError, corrupt_items
-from polymodal.evaluation.robustness import (Curve, RobustnessReport,
-                                             effective_robustness, plan_sweep, relative_robustness, robustness_sweep)
+from polymodal.evaluation.robustness import (
+    Curve,
+    RobustnessReport,
+    effective_robustness,
+    plan_sweep,
+    relative_robustness,
+    robustness_sweep,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -43,7 +50,10 @@ def _sample(name: str):
 
 def _same(a, b) -> bool:
     """Items are arrays, or tuples of arrays (tabular)."""
-    parts = (lambda x: (x,) if isinstance(x, np.ndarray) else tuple(x))
+
+    def parts(x):
+        return (x,) if isinstance(x, np.ndarray) else tuple(x)
+
     return all(np.array_equal(x, y) for x, y in zip(parts(a), parts(b)))
 
 
@@ -79,7 +89,7 @@ def test_corruption_details():
     assert noisy[0, 0] != 0.5 and tuple(noisy[1]) == (0.0, 1.0), "missing cells stay missing"
     wave = np.sin(np.linspace(0, 60, 20_000)).astype(np.float32)
     noise = cr.add_white_noise(wave, 10.0, np.random.default_rng(0)) - wave
-    assert 10 * np.log10(np.mean(wave ** 2) / np.mean(noise ** 2)) == pytest.approx(10.0, abs=0.2)
+    assert 10 * np.log10(np.mean(wave**2) / np.mean(noise**2)) == pytest.approx(10.0, abs=0.2)
 
 
 def test_corrupt_items_copies_and_keeps_absent_items():
@@ -89,20 +99,23 @@ def test_corrupt_items_copies_and_keeps_absent_items():
     out = corrupt_items(items, c, 0.5, seed=0, modality="text", rows=[0, 1, 2])
     assert out[1] is None and out is not items
     assert all(o is not i for o, i in zip(out, items) if i is not None)
-    assert all(a is None and b is None or np.array_equal(a, b) for a, b in zip(items, snapshot))
+    assert all((a is None and b is None) or np.array_equal(a, b) for a, b in zip(items, snapshot))
     assert not np.array_equal(out[0], out[2]), "each row draws its own noise"
     again = corrupt_items(items, c, 0.5, seed=0, modality="text", rows=[0, 1, 2])
     assert np.array_equal(out[0], again[0]) and np.array_equal(out[2], again[2])
 
 
-@pytest.mark.parametrize("name, levels, message", [
-    ("occlusion", [0.2, 1.5], "between 0 and 1; got 1.5"),
-    ("occlusion", [0.5, 0.2], "strictly increasing"),
-    ("gaussian_noise", [0.0, 0.1], "more severe than the clean level 0"),
-    ("white_noise", [0, 10], "strictly decreasing"),
-    ("token_dropout", [], "at least one level"),
-    ("numeric_noise", [float("nan")], "got nan"),
-])
+@pytest.mark.parametrize(
+    "name, levels, message",
+    [
+        ("occlusion", [0.2, 1.5], "between 0 and 1; got 1.5"),
+        ("occlusion", [0.5, 0.2], "strictly increasing"),
+        ("gaussian_noise", [0.0, 0.1], "more severe than the clean level 0"),
+        ("white_noise", [0, 10], "strictly decreasing"),
+        ("token_dropout", [], "at least one level"),
+        ("numeric_noise", [float("nan")], "got nan"),
+    ],
+)
 def test_bad_levels_are_rejected(name, levels, message):
     with pytest.raises(CorruptionError, match=message):
         CORRUPTIONS.build(name).check_levels(levels)
@@ -128,19 +141,39 @@ def test_relative_and_effective_robustness_by_hand():
 
 def _hand_report() -> RobustnessReport:
     clean = {"accuracy": 0.9, "f1_macro": 0.8}
-    curves = [Curve("audio", "audio", "white_noise", "dB", [math.inf, 10.0, 0.0],
-                    [clean, {"accuracy": 0.7, "f1_macro": 0.6}, {"accuracy": 0.5, "f1_macro": 0.4}], 0.7, -0.6)]
-    return RobustnessReport("accuracy", True, 10, 0, "flat", clean, {"audio": "audio", "tabular": "tabular"},
-                            {"audio": {"accuracy": 0.6, "f1_macro": 0.5}, "tabular": {"accuracy": 0.4,
-                                                                                      "f1_macro": 0.3}}, curves)
+    curves = [
+        Curve(
+            "audio",
+            "audio",
+            "white_noise",
+            "dB",
+            [math.inf, 10.0, 0.0],
+            [clean, {"accuracy": 0.7, "f1_macro": 0.6}, {"accuracy": 0.5, "f1_macro": 0.4}],
+            0.7,
+            -0.6,
+        )
+    ]
+    return RobustnessReport(
+        "accuracy",
+        True,
+        10,
+        0,
+        "flat",
+        clean,
+        {"audio": "audio", "tabular": "tabular"},
+        {"audio": {"accuracy": 0.6, "f1_macro": 0.5}, "tabular": {"accuracy": 0.4, "f1_macro": 0.3}},
+        curves,
+    )
 
 
 def test_report_frames_and_json_round_trip(tmp_path):
     r = _hand_report()
     f = r.to_frame()
     assert list(f.columns[:7]) == ["modality", "kind", "corruption", "severity", "level", "unit", "accuracy"]
-    assert list(zip(f["modality"], f["corruption"])) == [("audio", "white_noise")] * 3 + [("audio", "missing"),
-                                                                                         ("tabular", "missing")]
+    assert list(zip(f["modality"], f["corruption"])) == [("audio", "white_noise")] * 3 + [
+        ("audio", "missing"),
+        ("tabular", "missing"),
+    ]
     assert f["severity"].tolist()[:3] == [0, 1, 2] and f["severity"].isna().tolist()[3:] == [True, True]
     assert f["accuracy"].tolist() == [0.9, 0.7, 0.5, 0.6, 0.4]
     s = r.summary_frame()
@@ -154,8 +187,13 @@ def test_write_is_atomic_and_leaves_other_files(tmp_path, monkeypatch):
     r = _hand_report()
     out = tmp_path / "new"
     paths = r.write(out)
-    assert {p.name for p in paths} == {"robustness.csv", "robustness.json", "robustness.md",
-                                       "robustness_audio.png", "robustness_tabular.png"}
+    assert {p.name for p in paths} == {
+        "robustness.csv",
+        "robustness.json",
+        "robustness.md",
+        "robustness_audio.png",
+        "robustness_tabular.png",
+    }
     assert all(p.is_file() for p in paths) and (out / "robustness_audio.png").read_bytes()[:8] == PNG
     (out / "mine.txt").write_text("keep me")
     r.write(out)
@@ -173,8 +211,9 @@ def test_write_is_atomic_and_leaves_other_files(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- sweep and API
 def test_sweep_leaves_items_alone_and_missing_clears_the_mask(fitted, test_csv, monkeypatch):
     frame = pd.read_csv(test_csv)
-    prepared = prepare(frame, fitted.processors, LoadContext(test_csv.parent, fitted.config.limits), "missing",
-                       progress=False)
+    prepared = prepare(
+        frame, fitted.processors, LoadContext(test_csv.parent, fitted.config.limits), "missing", progress=False
+    )
     snapshot = copy.deepcopy(prepared.items)
     masks = []
     real = rb.predict_outputs
@@ -185,8 +224,9 @@ def test_sweep_leaves_items_alone_and_missing_clears_the_mask(fitted, test_csv, 
 
     monkeypatch.setattr(rb, "predict_outputs", spy)
     y = frame["label"].iloc[prepared.rows].reset_index(drop=True)
-    report = robustness_sweep(fitted.model, fitted.processors, fitted.task, prepared, y,
-                              corruptions={"occlusion": [0.3, 0.6]})
+    report = robustness_sweep(
+        fitted.model, fitted.processors, fitted.task, prepared, y, corruptions={"occlusion": [0.3, 0.6]}
+    )
     mods = list(fitted.processors)
     assert len(masks) == 1 + len(mods) + 2  # clean, each modality missing, two occlusion levels
     clean_mask = masks[0]
@@ -208,8 +248,12 @@ def test_evaluate_with_robustness(fitted, test_csv, tmp_path):
     assert m == plain, "the flat metrics are unchanged"
     assert isinstance(report, RobustnessReport) and report.metric == "accuracy" and report.higher_is_better
     f = report.to_frame()
-    expected = {"image": ["gaussian_noise", "occlusion"], "audio": ["white_noise"],
-                "text": ["token_dropout", "token_swap"], "tabular": ["numeric_noise"]}
+    expected = {
+        "image": ["gaussian_noise", "occlusion"],
+        "audio": ["white_noise"],
+        "text": ["token_dropout", "token_swap"],
+        "tabular": ["numeric_noise"],
+    }
     for mod, names in expected.items():
         rows = f[f["modality"] == mod]
         assert (rows["corruption"] == "missing").sum() == 1
@@ -224,7 +268,8 @@ def test_evaluate_with_robustness(fitted, test_csv, tmp_path):
     assert f["accuracy"].between(0, 1).all()
     written = {p.name for p in (tmp_path / "rob").iterdir()}
     assert written == {"robustness.csv", "robustness.json", "robustness.md"} | {
-        f"robustness_{mod}.png" for mod in expected}
+        f"robustness_{mod}.png" for mod in expected
+    }
 
 
 def test_evaluate_rejects_bad_robustness_options(fitted, test_csv):
@@ -255,26 +300,48 @@ def test_cli_evaluate_robustness_writes_everything(cli, run_dir, test_csv, tmp_p
     assert "| image | occlusion |" in (out / "robustness.md").read_text()
 
     # the same model as its own baseline: effective robustness 0 everywhere; JSON output carries the report
-    r = cli("evaluate", run_dir, test_csv, "--robustness", "--corruption", "occlusion", "--baseline",
-            out / "robustness.json", "--json", "--quiet")
+    r = cli(
+        "evaluate",
+        run_dir,
+        test_csv,
+        "--robustness",
+        "--corruption",
+        "occlusion",
+        "--baseline",
+        out / "robustness.json",
+        "--json",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
     assert "accuracy" in data and [c["corruption"] for c in data["robustness"]["curves"]] == ["occlusion"]
     assert data["robustness"]["curves"][0]["effective_robustness"] == 0.0
 
-    r = cli("evaluate", run_dir, test_csv, "--robustness", "--corruption", "occlusion=0.2,0.4", "--baseline",
-            out / "robustness.json", "--quiet")
+    r = cli(
+        "evaluate",
+        run_dir,
+        test_csv,
+        "--robustness",
+        "--corruption",
+        "occlusion=0.2,0.4",
+        "--baseline",
+        out / "robustness.json",
+        "--quiet",
+    )
     assert r.exit_code == 2 and "use the same levels" in r.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--robustness", "--corruption", "blur"], "unknown corruption 'blur'"),
-    (["--robustness", "--corruption", "occlusion=0.5,0.2"], "strictly increasing"),
-    (["--robustness", "--corruption", "occlusion=0.1,x"], "comma-separated numbers"),
-    (["--robustness", "--corruption", "white_noise=5", "--corruption", "white_noise"], "given twice"),
-    (["--corruption", "occlusion"], "need --robustness"),
-    (["--robustness", "--baseline", "no-such-robustness.json"], "cannot read the robustness report"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--robustness", "--corruption", "blur"], "unknown corruption 'blur'"),
+        (["--robustness", "--corruption", "occlusion=0.5,0.2"], "strictly increasing"),
+        (["--robustness", "--corruption", "occlusion=0.1,x"], "comma-separated numbers"),
+        (["--robustness", "--corruption", "white_noise=5", "--corruption", "white_noise"], "given twice"),
+        (["--corruption", "occlusion"], "need --robustness"),
+        (["--robustness", "--baseline", "no-such-robustness.json"], "cannot read the robustness report"),
+    ],
+)
 def test_cli_bad_robustness_input_exits_2(cli, run_dir, test_csv, args, message):
     r = cli("evaluate", run_dir, test_csv, *args, "--quiet")
     assert r.exit_code == 2 and message in " ".join(r.stderr.split()), r.stderr

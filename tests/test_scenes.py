@@ -1,4 +1,5 @@
 """Synthetic captioning / QA scenes: captions and answers match the drawn scenes; held-out scenes are unseen."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,20 +13,33 @@ from polymodal.datasets.speech import SpeechUnavailable, speak
 
 
 def test_caption_reads_objects_in_order_with_articles():
-    scene = (sc.SceneObject("red", "circle", 0, 0), sc.SceneObject("orange", "square", 1, 1),
-             sc.SceneObject("blue", "triangle", 2, 2))
-    assert sc.caption(scene) == ("a red circle at the top left, an orange square at the centre and "
-                                 "a blue triangle at the bottom right")
+    scene = (
+        sc.SceneObject("red", "circle", 0, 0),
+        sc.SceneObject("orange", "square", 1, 1),
+        sc.SceneObject("blue", "triangle", 2, 2),
+    )
+    assert sc.caption(scene) == (
+        "a red circle at the top left, an orange square at the centre and a blue triangle at the bottom right"
+    )
     assert sc.caption(scene[:1]) == "a red circle at the top left"
     assert [sc.position_name(r, c) for r in range(3) for c in range(3)] == [
-        "top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right"]
+        "top left",
+        "top",
+        "top right",
+        "left",
+        "centre",
+        "right",
+        "bottom left",
+        "bottom",
+        "bottom right",
+    ]
 
 
 def test_render_puts_the_colour_in_the_right_cell():
     scene = (sc.SceneObject("blue", "square", 2, 0),)
     arr = np.asarray(sc.render(scene, np.random.default_rng(0))).astype(int)
     size = sc.SCENE_SIZE
-    cell = arr[2 * size // 3:, : size // 3]
+    cell = arr[2 * size // 3 :, : size // 3]
     blue = (cell[..., 2] > 180) & (cell[..., 0] < 90)
     assert blue.sum() > 30
     assert not ((arr[: size // 3, :, 2] > 180) & (arr[: size // 3, :, 0] < 90)).any()
@@ -58,8 +72,11 @@ def test_question_answers_are_right():
     assert seen.get("what shape is at the top left?") == "circle"
     assert seen.get("where is the green square?") == "right"
     assert seen.get("is there a red circle?") == "yes"
-    assert all(a == "no" for q, a in seen.items() if q.startswith("is there") and q not in
-               ("is there a red circle?", "is there a green square?"))
+    assert all(
+        a == "no"
+        for q, a in seen.items()
+        if q.startswith("is there") and q not in ("is there a red circle?", "is there a green square?")
+    )
     assert {sc.question_kind(q) for q in seen} == set(sc.QUESTION_KINDS.values())
     with pytest.raises(ValueError, match="not a scene question"):
         sc.question_kind("why is the sky blue?")

@@ -1,4 +1,5 @@
 """Column-kind inference (with reasons), overrides, ignore, and problem-type inference."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,27 +14,35 @@ from polymodal.schema import ColumnKind, Schema, infer_column, infer_problem_typ
 def mixed() -> pd.DataFrame:
     n = 60
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "photo": [f"img/{i}.png" for i in range(n)],
-        "clip": [f"snd/{i}.WAV" for i in range(n)],
-        "review": [f"the item number {i} was quite good and arrived {['late', 'early'][i % 2]}" for i in range(n)],
-        "price": rng.normal(10, 3, n),
-        "colour": [["red", "green", "blue"][i % 3] for i in range(n)],
-        "stars": [i % 5 + 1 for i in range(n)],
-        "id": [f"id{i:04d}" for i in range(n)],
-        "constant": [7] * n,
-        "blank": [None] * n,
-        "label": ["a", "b"] * (n // 2),
-    })
+    return pd.DataFrame(
+        {
+            "photo": [f"img/{i}.png" for i in range(n)],
+            "clip": [f"snd/{i}.WAV" for i in range(n)],
+            "review": [f"the item number {i} was quite good and arrived {['late', 'early'][i % 2]}" for i in range(n)],
+            "price": rng.normal(10, 3, n),
+            "colour": [["red", "green", "blue"][i % 3] for i in range(n)],
+            "stars": [i % 5 + 1 for i in range(n)],
+            "id": [f"id{i:04d}" for i in range(n)],
+            "constant": [7] * n,
+            "blank": [None] * n,
+            "label": ["a", "b"] * (n // 2),
+        }
+    )
 
 
 def test_infers_every_kind_with_a_reason(mixed):
     schema = infer_schema(mixed, "label")
     kinds = schema.kinds()
     assert kinds == {
-        "photo": ColumnKind.IMAGE, "clip": ColumnKind.AUDIO, "review": ColumnKind.TEXT,
-        "price": ColumnKind.NUMERIC, "colour": ColumnKind.CATEGORY, "stars": ColumnKind.CATEGORY,
-        "id": ColumnKind.IGNORE, "constant": ColumnKind.IGNORE, "blank": ColumnKind.IGNORE,
+        "photo": ColumnKind.IMAGE,
+        "clip": ColumnKind.AUDIO,
+        "review": ColumnKind.TEXT,
+        "price": ColumnKind.NUMERIC,
+        "colour": ColumnKind.CATEGORY,
+        "stars": ColumnKind.CATEGORY,
+        "id": ColumnKind.IGNORE,
+        "constant": ColumnKind.IGNORE,
+        "blank": ColumnKind.IGNORE,
     }
     reasons = {c.name: c.reason for c in schema.columns}
     assert "paths ending in" in reasons["photo"] and ".png" in reasons["photo"]
@@ -92,18 +101,22 @@ def test_boolean_is_category():
 def test_schema_json_round_trip(mixed):
     schema = infer_schema(mixed, "label")
     import json
+
     again = Schema.from_dict(json.loads(schema.to_json()))
     assert again == schema
 
 
-@pytest.mark.parametrize("values, expected", [
-    (["yes", "no", "yes", "no"], "binary"),
-    ([0, 1, 1, 0, 1], "binary"),
-    (["cat", "dog", "bird", "cat"], "multiclass"),
-    ([0, 1, 2, 3, 2, 1], "multiclass"),
-    ([0.5, 1.25, 3.0, 2.2], "regression"),
-    (list(range(50)), "regression"),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (["yes", "no", "yes", "no"], "binary"),
+        ([0, 1, 1, 0, 1], "binary"),
+        (["cat", "dog", "bird", "cat"], "multiclass"),
+        ([0, 1, 2, 3, 2, 1], "multiclass"),
+        ([0.5, 1.25, 3.0, 2.2], "regression"),
+        (list(range(50)), "regression"),
+    ],
+)
 def test_problem_type(values, expected):
     kind, reason = infer_problem_type(pd.Series(values))
     assert kind == expected

@@ -1,5 +1,6 @@
 """The model server: valid requests match Predictor.predict; every bad request is a 4xx with a message; a real
 uvicorn process on loopback; micro-batching groups concurrent requests."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,13 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from test_bad_input import write_blank_png
 
 from polymodal import Predictor
 from polymodal.serving.app import create_app
 from polymodal.serving.batcher import MicroBatcher
 from polymodal.serving.schemas import ServeConfig
-
-from test_bad_input import write_blank_png
 
 FILE_COLS = ("image", "audio")
 
@@ -83,8 +83,11 @@ def test_multipart_request_equals_json(served, rows, data_dir):
     assert r.status_code == 200, r.text
     j = client.post("/predict", json={"rows": body[:1]}).json()
     assert r.json()["predictions"][0]["prediction"] == j["predictions"][0]["prediction"]
-    np.testing.assert_allclose(list(r.json()["predictions"][0]["probabilities"].values()),
-                               list(j["predictions"][0]["probabilities"].values()), atol=1e-6)
+    np.testing.assert_allclose(
+        list(r.json()["predictions"][0]["probabilities"].values()),
+        list(j["predictions"][0]["probabilities"].values()),
+        atol=1e-6,
+    )
 
 
 def test_health_metadata_and_docs(served):
@@ -126,22 +129,29 @@ def test_missing_extra_and_wrong_type_fields(served, rows):
 def test_bad_bodies_and_content_types(served):
     _, client = served
     _bad(client, 400, "not valid JSON", content=b"{rows: ", headers={"content-type": "application/json"})
-    _bad(client, 415, "unsupported content type 'text/plain'", content=b"hello",
-         headers={"content-type": "text/plain"})
+    _bad(client, 415, "unsupported content type 'text/plain'", content=b"hello", headers={"content-type": "text/plain"})
     _bad(client, 400, "multipart", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=x"})
 
 
 def test_undecodable_files_and_paths_are_refused(served, rows, data_dir):
-    p, client = served
+    _p, client = served
     good = rows[1][0]
     _bad(client, 422, "row 0, field 'image': not valid base64", json={"rows": [{**good, "image": "images/a_1.png"}]})
     # A string that happens to be valid base64 is decoded as bytes, never opened as a path.
     path = str(data_dir / rows[0].iloc[0]["image"])
     assert Path(path).is_file()
-    _bad(client, 422, "row 0, column 'image': not a readable image",
-         json={"rows": [{**good, "image": base64.b64encode(path.encode()).decode()}]})
-    _bad(client, 422, "column 'audio': not a readable audio file",
-         json={"rows": [{**good, "audio": base64.b64encode(b"RIFF0000WAVEjunk").decode()}]})
+    _bad(
+        client,
+        422,
+        "row 0, column 'image': not a readable image",
+        json={"rows": [{**good, "image": base64.b64encode(path.encode()).decode()}]},
+    )
+    _bad(
+        client,
+        422,
+        "column 'audio': not a readable audio file",
+        json={"rows": [{**good, "audio": base64.b64encode(b"RIFF0000WAVEjunk").decode()}]},
+    )
     # multipart: a path in a text field of a file column is refused, not read
     _bad(client, 422, "field 'image': a file column needs a file part", data={"image": path, "text": "hi"})
     _bad(client, 422, "only image and audio columns take a file part", files={"text": ("t.txt", b"hi")})
@@ -154,8 +164,13 @@ def test_decompression_bomb_is_a_4xx(served, rows, tmp_path):
     write_blank_png(bomb, 10_000, 10_000)  # 100 M pixels in a few kB: over the 40 M default limit
     assert bomb.stat().st_size < 100_000
     good = rows[1][0]
-    _bad(client, 422, "column 'image'", "decompression bomb",
-         json={"rows": [{**good, "image": base64.b64encode(bomb.read_bytes()).decode()}]})
+    _bad(
+        client,
+        422,
+        "column 'image'",
+        "decompression bomb",
+        json={"rows": [{**good, "image": base64.b64encode(bomb.read_bytes()).decode()}]},
+    )
     _bad(client, 422, "decompression bomb", files={"image": ("b.png", bomb.read_bytes())})
 
 
@@ -167,6 +182,7 @@ def test_body_over_the_limit_is_413(served, rows):
     def chunks():  # no content-length: the limit applies while streaming
         for _ in range(40):
             yield b"x" * 10_000
+
     _bad(client, 413, "over the limit", content=chunks(), headers={"content-type": "application/json"})
     assert client.get("/health").status_code == 200  # still serving
 
@@ -219,9 +235,26 @@ def test_real_uvicorn_process_on_loopback(run_dir, rows, data_dir):
     """`polymodal serve` in its own process, on 127.0.0.1 only; stopped at the end whatever happens."""
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "polymodal.cli", "serve", str(run_dir), "--host", "127.0.0.1",
-                             "--port", str(port), "--threads", "1", "--max-body-mb", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "polymodal.cli",
+            "serve",
+            str(run_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+            "--max-body-mb",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
@@ -239,8 +272,9 @@ def test_real_uvicorn_process_on_loopback(run_dir, rows, data_dir):
         assert r.status_code == 200, r.text
         p = Predictor.load(run_dir, verbose=False)
         assert [x["prediction"] for x in r.json()["predictions"]] == p.predict(frame, data_root=data_dir).tolist()
-        r = httpx.post(f"{base}/predict", content=b"x" * 1_100_000, headers={"content-type": "application/json"},
-                       timeout=30)
+        r = httpx.post(
+            f"{base}/predict", content=b"x" * 1_100_000, headers={"content-type": "application/json"}, timeout=30
+        )
         assert r.status_code == 413 and "over the limit" in r.json()["error"]
         r = httpx.post(f"{base}/predict", json={"rows": [{"nope": 1}]}, timeout=30)
         assert r.status_code == 422

@@ -1,11 +1,11 @@
 """Checks on the shared data sets (../shared/data beside the repo, or /work/shared/data); skipped when absent."""
+
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 
 CANDIDATES = [REPO_ROOT.parent / "shared" / "data", Path("/work/shared/data")]
@@ -13,8 +13,10 @@ SHARED = next((p for p in CANDIDATES if p.is_dir()), None)
 
 pytestmark = [
     pytest.mark.shared,
-    pytest.mark.skipif(SHARED is None, reason="shared data not found at ../shared/data or /work/shared/data "
-                                              "(only present on the project's machines)"),
+    pytest.mark.skipif(
+        SHARED is None,
+        reason="shared data not found at ../shared/data or /work/shared/data (only present on the project's machines)",
+    ),
 ]
 
 
@@ -33,9 +35,9 @@ def test_tiny_fit_on_real_spoken_digits_and_mnist(tmp_path):
 
     import numpy as np
     import pandas as pd
+    from conftest import tiny_config
     from PIL import Image
 
-    from conftest import tiny_config
     from polymodal import Predictor
 
     mnist = np.load(SHARED / "mnist" / "mnist_test.npz")

@@ -1,4 +1,5 @@
 """Tasks (metrics, target encoding, state), config (YAML round trip, errors) and the registries."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -105,12 +106,17 @@ def test_regression_rejects_text_labels():
 
 # ------------------------------------------------------------------------------------------------- config
 def test_config_yaml_round_trip(tmp_path):
-    cfg = PolymodalConfig.from_any({
-        "columns": {"a": "text"}, "ignore": ["b"], "on_error": "skip",
-        "limits": {"max_image_pixels": 1234},
-        "encoders": {"text": {"name": "text_transformer", "layers": 1, "dim": 32}},
-        "fusion": {"dim": 64}, "training": {"max_epochs": 3, "seed": 7},
-    })
+    cfg = PolymodalConfig.from_any(
+        {
+            "columns": {"a": "text"},
+            "ignore": ["b"],
+            "on_error": "skip",
+            "limits": {"max_image_pixels": 1234},
+            "encoders": {"text": {"name": "text_transformer", "layers": 1, "dim": 32}},
+            "fusion": {"dim": 64},
+            "training": {"max_epochs": 3, "seed": 7},
+        }
+    )
     path = tmp_path / "c.yaml"
     path.write_text(cfg.to_yaml(), encoding="utf-8")
     again = PolymodalConfig.from_any(path)
@@ -121,20 +127,25 @@ def test_config_yaml_round_trip(tmp_path):
     # JSON works too
     jpath = tmp_path / "c.json"
     import json
+
     jpath.write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
     assert PolymodalConfig.from_any(jpath) == cfg
 
 
-@pytest.mark.parametrize("bad, needle", [
-    ({"training": {"max_epochs": 0}}, "max_epochs"),
-    ({"on_error": "explode"}, "on_error"),
-    ({"trainin": {}}, "trainin"),
-    ({"encoders": {"video": {"name": "x"}}}, "encoders.video.name: unknown encoder 'x'"),
-    ({"columns": {"a": "picture"}}, "picture"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"training": {"max_epochs": 0}}, "max_epochs"),
+        ({"on_error": "explode"}, "on_error"),
+        ({"trainin": {}}, "trainin"),
+        ({"encoders": {"video": {"name": "x"}}}, "encoders.video.name: unknown encoder 'x'"),
+        ({"columns": {"a": "picture"}}, "picture"),
+    ],
+)
 def test_invalid_config_is_config_error(bad, needle):
     # A key other than a kind names a column (checked with the table); its encoder is checked with the components.
     from polymodal.components import check_config
+
     with pytest.raises(ConfigError, match=needle):
         check_config(PolymodalConfig.from_any(bad))
 
@@ -153,8 +164,10 @@ def test_config_file_errors(tmp_path):
 
 
 def test_unknown_encoder_name_lists_choices(tiny_data):
-    from polymodal import Predictor
     from conftest import tiny_config
+
+    from polymodal import Predictor
+
     cfg = tiny_config()
     cfg["encoders"]["image"] = {"name": "resnet9000"}
     with pytest.raises(ConfigError) as e:

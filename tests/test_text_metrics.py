@@ -1,19 +1,31 @@
 """Generation metrics: CIDEr-D against published reference values, BLEU via sacrebleu, ROUGE-L, exact match."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from polymodal.metrics.text import (bleu, cider_d, cider_d_sentences, exact_match, normalize_answer,
-                                    rouge_l, rouge_l_sentence, text_metrics, words)
+from polymodal.metrics.text import (
+    bleu,
+    cider_d,
+    cider_d_sentences,
+    exact_match,
+    normalize_answer,
+    rouge_l,
+    rouge_l_sentence,
+    text_metrics,
+    words,
+)
 
 # The README example of aac-metrics (Labbé et al.), whose CIDEr-D follows the COCO caption evaluation code
 # (Vedantam et al.): corpus 0.9614, per candidate 1.3641 and 0.5587 (after PTB tokenisation, which drops the
 # punctuation as our tokenisation does).
 CANDIDATES = ["a man is speaking", "rain falls"]
-REFERENCES = [["a man speaks.", "someone speaks.", "a man is speaking while a bird is chirping in the background"],
-              ["rain is falling hard on a surface"]]
+REFERENCES = [
+    ["a man speaks.", "someone speaks.", "a man is speaking while a bird is chirping in the background"],
+    ["rain is falling hard on a surface"],
+]
 
 
 def test_cider_d_matches_published_reference_values():
@@ -47,7 +59,7 @@ def test_rouge_l_lcs_f_measure():
     assert rouge_l(["x y z"], ["x y z"]) == pytest.approx(1.0)
     assert rouge_l([""], ["x"]) == 0.0
     # P = 1, R = 0.5, beta = 1.2
-    assert rouge_l_sentence("a b", ["a b c d"]) == pytest.approx((1 + 1.2 ** 2) * 0.5 / (0.5 + 1.2 ** 2))
+    assert rouge_l_sentence("a b", ["a b c d"]) == pytest.approx((1 + 1.2**2) * 0.5 / (0.5 + 1.2**2))
     # the best precision and the best recall over the references, even from different ones (COCO's rule)
     assert rouge_l_sentence("a b", ["a b c d", "a"]) == pytest.approx(1.0)
 

@@ -2,6 +2,7 @@
 
 Names are imported lazily (PEP 562) so that ``polymodal --help`` does not pay for importing torch and Lightning.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,10 +24,10 @@ __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Predictor
-    from .evaluation.compare import compare
-    from .reporting import report
     from .config import PolymodalConfig
     from .errors import ConfigError, DataError, PolymodalError, SchemaError
+    from .evaluation.compare import compare
+    from .reporting import report
 
 
 def __getattr__(name: str) -> Any:

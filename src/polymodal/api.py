@@ -2,6 +2,7 @@
 
 All state is learned in ``fit`` (schema, processors, target encoding, weights) and saved by ``save``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -11,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .components import check_config
 from .config import DecodingConfig, PolymodalConfig
 from .errors import ConfigError, NotFittedError
-from .evaluation.robustness import (CorruptionSpec, RobustnessReport, plan_sweep, resolve_baseline,
-                                    robustness_sweep)
+from .evaluation.robustness import CorruptionSpec, RobustnessReport, plan_sweep, resolve_baseline, robustness_sweep
 from .fitting import fit_pipeline
-from .components import check_config
 from .pipeline import Data, FittedPipeline
 from .presets import PRESETS, PresetChoice
 from .schema import Modality, Schema
@@ -34,8 +34,19 @@ log = logging.getLogger("polymodal")
 
 __all__ = ["NotFittedError", "Predictor"]
 
-_PARAMS = ("label", "problem_type", "config", "data_root", "columns", "ignore", "time_limit", "seed", "on_error",
-           "preset", "verbose")
+_PARAMS = (
+    "label",
+    "problem_type",
+    "config",
+    "data_root",
+    "columns",
+    "ignore",
+    "time_limit",
+    "seed",
+    "on_error",
+    "preset",
+    "verbose",
+)
 
 
 class Predictor:
@@ -66,17 +77,37 @@ class Predictor:
         >>> p.evaluate("test.csv")["accuracy"]
     """
 
-    def __init__(self, label: str, *, problem_type: str | None = None,
-                 config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
-                 data_root: str | Path | None = None, columns: dict[str, str] | None = None,
-                 ignore: list[str] | None = None, time_limit: float | None = None, seed: int | None = None,
-                 on_error: str | None = None, preset: str | None = None, verbose: bool = True):
+    def __init__(
+        self,
+        label: str,
+        *,
+        problem_type: str | None = None,
+        config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
+        data_root: str | Path | None = None,
+        columns: dict[str, str] | None = None,
+        ignore: list[str] | None = None,
+        time_limit: float | None = None,
+        seed: int | None = None,
+        on_error: str | None = None,
+        preset: str | None = None,
+        verbose: bool = True,
+    ):
         self._params: dict[str, Any] = {}
         self.pipeline: FittedPipeline | None = None
         self.preset_report: list[PresetChoice] = []
-        self.set_params(label=label, problem_type=problem_type, config=config, data_root=data_root,
-                        columns=columns, ignore=ignore, time_limit=time_limit, seed=seed, on_error=on_error,
-                        preset=preset, verbose=verbose)
+        self.set_params(
+            label=label,
+            problem_type=problem_type,
+            config=config,
+            data_root=data_root,
+            columns=columns,
+            ignore=ignore,
+            time_limit=time_limit,
+            seed=seed,
+            on_error=on_error,
+            preset=preset,
+            verbose=verbose,
+        )
 
     # -------------------------------------------------------------------------------------------- params
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -167,15 +198,22 @@ class Predictor:
 
         ``tuning_data`` (optional) is a labelled table used for validation instead of a split of ``data``.
         """
-        outcome = fit_pipeline(data, self.label, self._user_config, tuning_data=tuning_data, preset=self.preset,
-                               verbose=self.verbose)
+        outcome = fit_pipeline(
+            data, self.label, self._user_config, tuning_data=tuning_data, preset=self.preset, verbose=self.verbose
+        )
         self.pipeline, self.preset_report = outcome.pipeline, outcome.preset_report
         return self
 
     # ------------------------------------------------------------------------------------------- predict
-    def predict(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
-                return_scores: bool = False,
-                decoding: DecodingConfig | dict[str, Any] | None = None) -> pd.Series | pd.DataFrame:
+    def predict(
+        self,
+        data: Data,
+        *,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        return_scores: bool = False,
+        decoding: DecodingConfig | dict[str, Any] | None = None,
+    ) -> pd.Series | pd.DataFrame:
         """Predicted labels (or values, or generated texts), indexed by the rows of ``data`` that could be used.
 
         Generation models only:
@@ -188,16 +226,24 @@ class Predictor:
         with pipeline.decoding(decoding):
             return pipeline.predict(data, on_error=on_error, data_root=data_root, return_scores=return_scores)
 
-    def predict_proba(self, data: Data, *, on_error: str | None = None,
-                      data_root: str | Path | None = None) -> pd.DataFrame:
+    def predict_proba(
+        self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
+    ) -> pd.DataFrame:
         """Class probabilities, one column per class (classification only)."""
         return self._fitted().predict_proba(data, on_error=on_error, data_root=data_root)
 
-    def evaluate(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
-                 robustness: bool = False, corruptions: CorruptionSpec = None,
-                 robustness_out: str | Path | None = None,
-                 robustness_baseline: RobustnessReport | str | Path | None = None,
-                 decoding: DecodingConfig | dict[str, Any] | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        data: Data,
+        *,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        robustness: bool = False,
+        corruptions: CorruptionSpec = None,
+        robustness_out: str | Path | None = None,
+        robustness_baseline: RobustnessReport | str | Path | None = None,
+        decoding: DecodingConfig | dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Metrics on a labelled table (rows with an empty label are left out).
 
         Generation models: BLEU-1..4, ROUGE-L, CIDEr-D and exact match of the decoded texts; ``decoding``
@@ -215,8 +261,9 @@ class Predictor:
                 fusion) that effective robustness is measured against; None = a flat curve (no loss).
         """
         pipeline = self._fitted()
-        if not robustness and (corruptions is not None or robustness_out is not None
-                               or robustness_baseline is not None):
+        if not robustness and (
+            corruptions is not None or robustness_out is not None or robustness_baseline is not None
+        ):
             raise ConfigError("corruptions, robustness_out and robustness_baseline need robustness=True")
         if robustness and isinstance(pipeline.task, GenerationTask):
             raise ConfigError("robustness sweeps are for classification and regression models, not generation")
@@ -227,17 +274,27 @@ class Predictor:
             metrics, decoded, _ = pipeline.score(data, on_error=on_error, data_root=data_root)
         if robustness:
             report = robustness_sweep(
-                pipeline.model, pipeline.processors, pipeline.task, decoded.prepared, decoded.labels(self.label),
-                corruptions=corruptions, clean=metrics, baseline=robustness_baseline,
-                seed=pipeline.config.training.seed, batch_size=pipeline.predict_batch_size, progress=self.verbose)
+                pipeline.model,
+                pipeline.processors,
+                pipeline.task,
+                decoded.prepared,
+                decoded.labels(self.label),
+                corruptions=corruptions,
+                clean=metrics,
+                baseline=robustness_baseline,
+                seed=pipeline.config.training.seed,
+                batch_size=pipeline.predict_batch_size,
+                progress=self.verbose,
+            )
             if robustness_out is not None:
                 report.write(robustness_out)
             metrics["robustness"] = report
         return metrics
 
     # ------------------------------------------------------------------------------------------- explain
-    def explain(self, rows: Data, method: str = "occlusion", data_root: str | Path | None = None, *,
-                on_error: str | None = None) -> "list[Explanation]":
+    def explain(
+        self, rows: Data, method: str = "occlusion", data_root: str | Path | None = None, *, on_error: str | None = None
+    ) -> "list[Explanation]":
         """Explain each row of ``rows``: what each input column (and each part of it) contributed to the prediction.
 
         Classification explains the probability of the predicted class, regression the predicted value.
@@ -259,11 +316,21 @@ class Predictor:
         """
         from .explain import explain as _explain
 
-        return _explain(self._fitted(), rows, method=method, data_root=data_root, on_error=on_error, progress=self.verbose)
+        return _explain(
+            self._fitted(), rows, method=method, data_root=data_root, on_error=on_error, progress=self.verbose
+        )
 
-    def importance(self, data: Data, *, methods: "tuple[str, ...] | list[str]" = ("drop", "permutation"),
-                   n_bootstrap: int = 200, repeats: int = 1, seed: int = 0, data_root: str | Path | None = None,
-                   on_error: str | None = None) -> "ImportanceResult":
+    def importance(
+        self,
+        data: Data,
+        *,
+        methods: "tuple[str, ...] | list[str]" = ("drop", "permutation"),
+        n_bootstrap: int = 200,
+        repeats: int = 1,
+        seed: int = 0,
+        data_root: str | Path | None = None,
+        on_error: str | None = None,
+    ) -> "ImportanceResult":
         """Modality importance on a labelled table: how much the score falls without each input column.
 
         "drop" makes the column missing in every row (handled natively, as empty cells are); "permutation"
@@ -274,8 +341,17 @@ class Predictor:
         """
         from .explain import modality_importance
 
-        return modality_importance(self._fitted(), data, methods=methods, n_bootstrap=n_bootstrap, repeats=repeats,
-                                   seed=seed, data_root=data_root, on_error=on_error, progress=self.verbose)
+        return modality_importance(
+            self._fitted(),
+            data,
+            methods=methods,
+            n_bootstrap=n_bootstrap,
+            repeats=repeats,
+            seed=seed,
+            data_root=data_root,
+            on_error=on_error,
+            progress=self.verbose,
+        )
 
     # --------------------------------------------------------------------------------------- persistence
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
@@ -293,8 +369,10 @@ class Predictor:
         pipeline = FittedPipeline.load(path, verbose=verbose)
         if backend != "torch":
             if isinstance(pipeline.task, GenerationTask):
-                raise ConfigError(f"backend '{backend}' runs classification and regression models; a generation "
-                                  "model decodes step by step and runs on the torch backend only")
+                raise ConfigError(
+                    f"backend '{backend}' runs classification and regression models; a generation "
+                    "model decodes step by step and runs on the torch backend only"
+                )
             from .serving.backends import load_backend  # onnxruntime is imported only when asked for
 
             pipeline.backend = load_backend(backend, pipeline, path)

@@ -1,4 +1,5 @@
 """The ``polymodal`` command. Every user error prints a message naming the problem and exits with code 2."""
+
 from __future__ import annotations
 
 import functools
@@ -6,8 +7,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -18,21 +20,27 @@ from rich.table import Table as RichTable
 from .errors import PolymodalError
 
 app = typer.Typer(
-    name="polymodal", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    name="polymodal",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
     help="Multimodal machine learning from a table: image/audio paths, text, numbers and categories in; "
-         "a trained, saved model out.\n\nStart with [bold]polymodal demo[/bold], or "
-         "[bold]polymodal info data.csv[/bold] to see how your columns are read.")
+    "a trained, saved model out.\n\nStart with [bold]polymodal demo[/bold], or "
+    "[bold]polymodal info data.csv[/bold] to see how your columns are read.",
+)
 # Markup off: what is printed is mostly user text (column names, paths, error messages), where rich would take
 # "[x]" for a tag and drop it. A styled literal opts in with markup=True and escapes any user text it carries.
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
 
 LabelOpt = typer.Option(..., "--label", "-l", help="Name of the target column.")
-DataRootOpt = typer.Option(None, "--data-root", help="Folder relative file paths resolve against "
-                           "(default: the table's own folder).")
+DataRootOpt = typer.Option(
+    None, "--data-root", help="Folder relative file paths resolve against (default: the table's own folder)."
+)
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON config file (docs/USER_GUIDE.md, section 3).")
-OnErrorOpt = typer.Option(None, "--on-error", help="Bad rows: 'fail' (default), 'skip' them, or treat bad "
-                          "cells as 'missing'.")
+OnErrorOpt = typer.Option(
+    None, "--on-error", help="Bad rows: 'fail' (default), 'skip' them, or treat bad cells as 'missing'."
+)
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages.")
 
 
@@ -45,6 +53,7 @@ def _setup_logging(quiet: bool) -> None:
 
 def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn polymodal's own errors into a message on stderr and exit code 2 (no traceback)."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _setup_logging(kwargs.get("quiet", False))
@@ -56,10 +65,11 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             err.print("interrupted; nothing was written")
             raise typer.Exit(130) from None
+
     return wrapper
 
 
-def _checked_config(config: Any, fusion: Optional[str] = None, problem_type: Optional[str] = None) -> Any:
+def _checked_config(config: Any, fusion: str | None = None, problem_type: str | None = None) -> Any:
     """The config (a path, a dict or None) read and checked against the registered components before any table is
     read, so that a typo exits 2 at once; ``fusion`` and ``problem_type`` (the options) replace the configured ones
     first."""
@@ -77,7 +87,7 @@ def _checked_config(config: Any, fusion: Optional[str] = None, problem_type: Opt
     return cfg
 
 
-def _split(value: Optional[str]) -> list[str]:
+def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
@@ -92,10 +102,13 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> RichTable:
 
 @app.command()
 @handles_errors
-def info(data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl."),
-         label: Optional[str] = typer.Option(None, "--label", "-l", help="Target column, if any."),
-         config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
-         quiet: bool = QuietOpt) -> None:
+def info(
+    data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl."),
+    label: str | None = typer.Option(None, "--label", "-l", help="Target column, if any."),
+    config: Path | None = ConfigOpt,
+    data_root: Path | None = DataRootOpt,
+    quiet: bool = QuietOpt,
+) -> None:
     """Show how each column is read (its inferred kind) and why."""
     from .data.readers import read_table
     from .schema import infer_problem_type, infer_schema
@@ -118,10 +131,14 @@ def info(data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl.
 
 @app.command()
 @handles_errors
-def validate(data: Path = typer.Argument(..., help="Table to check."), label: str = LabelOpt,
-             config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
-             report: Optional[Path] = typer.Option(None, "--report", help="Also write the problems as CSV here."),
-             quiet: bool = QuietOpt) -> None:
+def validate(
+    data: Path = typer.Argument(..., help="Table to check."),
+    label: str = LabelOpt,
+    config: Path | None = ConfigOpt,
+    data_root: Path | None = DataRootOpt,
+    report: Path | None = typer.Option(None, "--report", help="Also write the problems as CSV here."),
+    quiet: bool = QuietOpt,
+) -> None:
     """Decode every row as training would; list each problem (row, column, what); exit 2 if there is any."""
     from .data.readers import read_table
     from .data.validate import issues_frame, validate_table
@@ -151,26 +168,39 @@ def validate(data: Path = typer.Argument(..., help="Table to check."), label: st
 
 @app.command()
 @handles_errors
-def fit(data: Path = typer.Argument(..., help="Training table."), label: str = LabelOpt,
-        out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
-        config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
-        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds of training at most."),
-        ignore: Optional[str] = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
-        fusion: Optional[str] = typer.Option(None, "--fusion", help="Fusion method (default: concat)."),
-        problem_type: Optional[str] = typer.Option(
-            None, "--problem-type", help="binary, multiclass, regression (inferred from the label when not given) "
-            "or generation (the label is text to write: captions, free-form answers)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
-        preset: Optional[str] = typer.Option(
-            None, "--preset", help="'fast' (from-scratch encoders, the default) or 'pretrained' (a frozen pretrained "
-            "encoder per text/image/audio column whose weights are on this machine; it says which it could not "
-            "find)."),
-        recipe: Optional[str] = typer.Option(
-            None, "--recipe", help="A config measured to work for a kind of problem, under --config's settings: "
-            "'vqa' (questions about images, answered by classification; see docs/USER_GUIDE.md section 8)."),
-        on_error: Optional[str] = OnErrorOpt,
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-        quiet: bool = QuietOpt) -> None:
+def fit(
+    data: Path = typer.Argument(..., help="Training table."),
+    label: str = LabelOpt,
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
+    config: Path | None = ConfigOpt,
+    data_root: Path | None = DataRootOpt,
+    time_limit: float | None = typer.Option(None, "--time-limit", help="Seconds of training at most."),
+    ignore: str | None = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
+    fusion: str | None = typer.Option(None, "--fusion", help="Fusion method (default: concat)."),
+    problem_type: str | None = typer.Option(
+        None,
+        "--problem-type",
+        help="binary, multiclass, regression (inferred from the label when not given) "
+        "or generation (the label is text to write: captions, free-form answers).",
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="'fast' (from-scratch encoders, the default) or 'pretrained' (a frozen pretrained "
+        "encoder per text/image/audio column whose weights are on this machine; it says which it could not "
+        "find).",
+    ),
+    recipe: str | None = typer.Option(
+        None,
+        "--recipe",
+        help="A config measured to work for a kind of problem, under --config's settings: "
+        "'vqa' (questions about images, answered by classification; see docs/USER_GUIDE.md section 8).",
+    ),
+    on_error: str | None = OnErrorOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    quiet: bool = QuietOpt,
+) -> None:
     """Train a model on a table and save it as a run directory (written only when training succeeds)."""
     from .api import Predictor
     from .errors import RunDirError
@@ -179,29 +209,50 @@ def fit(data: Path = typer.Argument(..., help="Training table."), label: str = L
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type)
-    p = Predictor(label, problem_type=problem_type, config=cfg, data_root=data_root, ignore=_split(ignore),
-                  time_limit=time_limit, seed=seed, on_error=on_error, preset=preset, verbose=not quiet)
+    p = Predictor(
+        label,
+        problem_type=problem_type,
+        config=cfg,
+        data_root=data_root,
+        ignore=_split(ignore),
+        time_limit=time_limit,
+        seed=seed,
+        on_error=on_error,
+        preset=preset,
+        verbose=not quiet,
+    )
     p.fit(data)
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
     assert r is not None, "fit() records its result"
-    out.print(_metrics_table(f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run}, "
-                             f"{r.fit_seconds:.0f} s)", {k.removeprefix("val_"): v for k, v in r.validation.items()}))
+    out.print(
+        _metrics_table(
+            f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run}, {r.fit_seconds:.0f} s)",
+            {k.removeprefix("val_"): v for k, v in r.validation.items()},
+        )
+    )
     out.print(f"saved to {out_dir}")
 
 
 @app.command()
 @handles_errors
-def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
-            data: Path = typer.Argument(..., help="Table to predict."),
-            out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default: stdout)."),
-            proba: bool = typer.Option(False, "--proba", help="Add one probability column per class."),
-            scores: bool = typer.Option(False, "--scores", help="Generation models: add log_prob, each generated "
-                                        "text's log-probability."),
-            greedy: bool = typer.Option(False, "--greedy", help="Generation models: greedy decoding instead of the "
-                                        "fitted decoding (beam search by default)."),
-            data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
-            quiet: bool = QuietOpt) -> None:
+def predict(
+    run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+    data: Path = typer.Argument(..., help="Table to predict."),
+    out_file: Path | None = typer.Option(None, "--out", "-o", help="CSV to write (default: stdout)."),
+    proba: bool = typer.Option(False, "--proba", help="Add one probability column per class."),
+    scores: bool = typer.Option(
+        False, "--scores", help="Generation models: add log_prob, each generated text's log-probability."
+    ),
+    greedy: bool = typer.Option(
+        False,
+        "--greedy",
+        help="Generation models: greedy decoding instead of the fitted decoding (beam search by default).",
+    ),
+    data_root: Path | None = DataRootOpt,
+    on_error: str | None = OnErrorOpt,
+    quiet: bool = QuietOpt,
+) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction."""
     import pandas as pd
 
@@ -215,8 +266,11 @@ def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal 
         decoding = {"method": "greedy"} if greedy else None
         pred = p.predict(data, on_error=on_error, data_root=data_root, return_scores=scores, decoding=decoding)
         # a DataFrame (text, log_prob) exactly when scores are asked for
-        result = (pred.rename(columns={p.label: "prediction"}) if isinstance(pred, pd.DataFrame)
-                  else pred.to_frame("prediction"))
+        result = (
+            pred.rename(columns={p.label: "prediction"})
+            if isinstance(pred, pd.DataFrame)
+            else pred.to_frame("prediction")
+        )
     elif proba and p.problem_type != "regression":
         # One pass over the data: the predicted class is the most probable one.
         probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
@@ -236,21 +290,37 @@ def predict(run: Path = typer.Argument(..., help="Run directory from `polymodal 
 
 @app.command()
 @handles_errors
-def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
-             data: Path = typer.Argument(..., help="Labelled table to score."),
-             as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
-             robustness: bool = typer.Option(False, "--robustness", help="Also score the model with each modality "
-                                             "missing and corrupted at increasing levels."),
-             corruption: Optional[list[str]] = typer.Option(
-                 None, "--corruption", help="With --robustness: sweep only this corruption, as NAME or "
-                 "NAME=L1,L2,... (repeatable; default: all that apply, at their default levels)."),
-             baseline: Optional[Path] = typer.Option(
-                 None, "--baseline", help="With --robustness: robustness.json of a reference model (e.g. late "
-                 "fusion) for effective robustness (default: a flat curve)."),
-             out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="With --robustness: folder for "
-                                                    "robustness.csv/.json/.md and one PNG plot per modality."),
-             data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
-             quiet: bool = QuietOpt) -> None:
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+    data: Path = typer.Argument(..., help="Labelled table to score."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    robustness: bool = typer.Option(
+        False,
+        "--robustness",
+        help="Also score the model with each modality missing and corrupted at increasing levels.",
+    ),
+    corruption: list[str] | None = typer.Option(
+        None,
+        "--corruption",
+        help="With --robustness: sweep only this corruption, as NAME or "
+        "NAME=L1,L2,... (repeatable; default: all that apply, at their default levels).",
+    ),
+    baseline: Path | None = typer.Option(
+        None,
+        "--baseline",
+        help="With --robustness: robustness.json of a reference model (e.g. late "
+        "fusion) for effective robustness (default: a flat curve).",
+    ),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="With --robustness: folder for robustness.csv/.json/.md and one PNG plot per modality.",
+    ),
+    data_root: Path | None = DataRootOpt,
+    on_error: str | None = OnErrorOpt,
+    quiet: bool = QuietOpt,
+) -> None:
     """Score a saved model on a labelled table; with --robustness, also under missing and corrupted modalities."""
     from .api import Predictor
     from .errors import ConfigError
@@ -260,8 +330,14 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal
         raise ConfigError("--corruption, --baseline and --out need --robustness")
     spec = parse_corruption_options(corruption)
     metrics = Predictor.load(run, verbose=not quiet).evaluate(
-        data, on_error=on_error, data_root=data_root, robustness=robustness, corruptions=spec,
-        robustness_out=out_dir, robustness_baseline=baseline)
+        data,
+        on_error=on_error,
+        data_root=data_root,
+        robustness=robustness,
+        corruptions=spec,
+        robustness_out=out_dir,
+        robustness_baseline=baseline,
+    )
     report = metrics.pop("robustness", None)
     if as_json:
         print(json.dumps(metrics if report is None else {**metrics, "robustness": report.to_dict()}, indent=2))
@@ -270,43 +346,64 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory from `polymodal
         if report is not None:
             out.print(_robustness_table(report))
     if out_dir is not None:
-        err.print(f"wrote robustness.csv, robustness.json, robustness.md and "
-                  f"{len(report.modalities)} plots (robustness_<modality>.png) to {out_dir}")
+        err.print(
+            f"wrote robustness.csv, robustness.json, robustness.md and "
+            f"{len(report.modalities)} plots (robustness_<modality>.png) to {out_dir}"
+        )
 
 
 def _robustness_table(report: Any) -> RichTable:
     """One row per (modality, corruption); the levels and full curves are in robustness.md/.csv and the plots."""
     better = "higher" if report.higher_is_better else "lower"
-    t = RichTable(title=f"robustness: {report.metric}, {better} is better ({report.rows} rows)",
-                  caption="max sev.: at the most severe level; rel./eff.: relative/effective robustness")
+    t = RichTable(
+        title=f"robustness: {report.metric}, {better} is better ({report.rows} rows)",
+        caption="max sev.: at the most severe level; rel./eff.: relative/effective robustness",
+    )
     t.add_column("modality", no_wrap=True)
     t.add_column("corruption", no_wrap=True)
     for c in ("clean", "max sev.", "missing", "rel.", "eff."):
         t.add_column(c, justify="right")
     for _, r in report.summary_frame().iterrows():
-        t.add_row(r["modality"], r["corruption"],
-                  *(f"{r[k]:.3f}" if r[k] == r[k] else "" for k in ("clean", "most_severe", "missing",
-                                                                   "relative_robustness", "effective_robustness")))
+        t.add_row(
+            r["modality"],
+            r["corruption"],
+            *(
+                f"{r[k]:.3f}" if r[k] == r[k] else ""
+                for k in ("clean", "most_severe", "missing", "relative_robustness", "effective_robustness")
+            ),
+        )
     return t
 
 
 @app.command("explain")
 @handles_errors
-def explain_cmd(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
-                data: Path = typer.Argument(..., help="Table of rows to explain (with the label column, also the "
-                                            "modality importance)."),
-                out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for explanations.json, one "
-                                             "row_<index>.png per row and importance.csv/.json/.md/.png."),
-                method: str = typer.Option("occlusion", "--method", help="occlusion or integrated_gradients."),
-                rows: int = typer.Option(8, "--rows", help="Explain the first N rows of the table."),
-                importance: Optional[bool] = typer.Option(
-                    None, "--importance/--no-importance", help="Also measure modality importance (drop-one and "
-                    "permutation) on every row of the table (default: when it has the label column)."),
-                bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the importance "
-                                              "confidence intervals."),
-                repeats: int = typer.Option(1, "--repeats", help="Shuffles per column for permutation importance."),
-                data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
-                quiet: bool = QuietOpt) -> None:
+def explain_cmd(
+    run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+    data: Path = typer.Argument(
+        ..., help="Table of rows to explain (with the label column, also the modality importance)."
+    ),
+    out_dir: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Folder for explanations.json, one row_<index>.png per row and importance.csv/.json/.md/.png.",
+    ),
+    method: str = typer.Option("occlusion", "--method", help="occlusion or integrated_gradients."),
+    rows: int = typer.Option(8, "--rows", help="Explain the first N rows of the table."),
+    importance: bool | None = typer.Option(
+        None,
+        "--importance/--no-importance",
+        help="Also measure modality importance (drop-one and "
+        "permutation) on every row of the table (default: when it has the label column).",
+    ),
+    bootstrap: int = typer.Option(
+        200, "--bootstrap", help="Bootstrap resamples for the importance confidence intervals."
+    ),
+    repeats: int = typer.Option(1, "--repeats", help="Shuffles per column for permutation importance."),
+    data_root: Path | None = DataRootOpt,
+    on_error: str | None = OnErrorOpt,
+    quiet: bool = QuietOpt,
+) -> None:
     """Explain predictions: per-row attributions (image heat maps, spectrogram saliency, token highlights,
     feature bars) and which input columns the model relies on (modality importance with confidence intervals)."""
     from .api import Predictor
@@ -321,22 +418,29 @@ def explain_cmd(run: Path = typer.Argument(..., help="Run directory from `polymo
     if importance is None:
         importance = p.label in table.frame.columns
     explanations = p.explain(table.frame.head(rows), method=method, data_root=table.root, on_error=on_error)
-    result = (p.importance(table.frame, n_bootstrap=bootstrap, repeats=repeats, data_root=table.root,
-                           on_error=on_error) if importance else None)
+    result = (
+        p.importance(table.frame, n_bootstrap=bootstrap, repeats=repeats, data_root=table.root, on_error=on_error)
+        if importance
+        else None
+    )
     written = write_explanations(out_dir, explanations, result)
     out.print(_explanations_table(explanations))
     if result is not None:
         out.print(_importance_table(result))
-    err.print(f"wrote {len(written)} files to {out_dir}: explanations.json, {len(explanations)} row plots"
-              + (", importance.csv/.json/.md/.png" if result is not None else ""))
+    err.print(
+        f"wrote {len(written)} files to {out_dir}: explanations.json, {len(explanations)} row plots"
+        + (", importance.csv/.json/.md/.png" if result is not None else "")
+    )
 
 
 def _explanations_table(explanations: list[Any]) -> RichTable:
     """One line per row: prediction, target, and each column's share of the attribution."""
     cols = list(explanations[0].attributions) if explanations else []
     method = explanations[0].method if explanations else ""
-    t = RichTable(title=f"explanations ({method}): share of each column", caption="weights: the fusion's own "
-                  "weights over modalities, where it has them")
+    t = RichTable(
+        title=f"explanations ({method}): share of each column",
+        caption="weights: the fusion's own weights over modalities, where it has them",
+    )
     for c in ("row", "prediction", "true"):
         t.add_column(c)
     for c in cols:
@@ -356,9 +460,11 @@ def _explanations_table(explanations: list[Any]) -> RichTable:
 
 def _importance_table(result: Any) -> RichTable:
     loss = "drop" if result.higher_is_better else "increase"
-    t = RichTable(title=f"modality importance: {loss} in {result.metric} without the column "
-                  f"(intact {result.baseline:.3f}, {result.n_rows} rows)",
-                  caption=f"{result.confidence:.0%} bootstrap intervals, {result.n_bootstrap} resamples")
+    t = RichTable(
+        title=f"modality importance: {loss} in {result.metric} without the column "
+        f"(intact {result.baseline:.3f}, {result.n_rows} rows)",
+        caption=f"{result.confidence:.0%} bootstrap intervals, {result.n_bootstrap} resamples",
+    )
     for c in ("column", "kind", "method", "importance", "CI"):
         t.add_column(c, justify="right" if c in ("importance", "CI") else "left")
     for _, r in result.to_frame().iterrows():
@@ -369,20 +475,25 @@ def _importance_table(result: Any) -> RichTable:
 
 @app.command("compare")
 @handles_errors
-def compare_cmd(data: Path = typer.Argument(..., help="Labelled table."), label: str = LabelOpt,
-                fusions: str = typer.Option("all", "--fusions", help="'all' or comma-separated fusion names."),
-                seeds: int = typer.Option(1, "--seeds", help="Runs per variant (mean ± std)."),
-                test: Optional[Path] = typer.Option(None, "--test", help="Test table (default: a 20% split)."),
-                no_single: bool = typer.Option(False, "--no-single", help="Skip the single-modality models."),
-                time_limit_per_run: Optional[float] = typer.Option(None, "--time-limit-per-run",
-                                                                   help="Seconds of training per run."),
-                out_dir: Path = typer.Option(Path("compare"), "--out", "-o", help="Folder for the table and chart."),
-                keep_runs: bool = typer.Option(False, "--keep-runs",
-                                               help="Save every trained model under OUT/runs/<variant>-seed<k>."),
-                resume: bool = typer.Option(False, "--resume",
-                                            help="Reuse finished runs from OUT/runs.jsonl (same data and settings)."),
-                config: Optional[Path] = ConfigOpt, data_root: Optional[Path] = DataRootOpt,
-                quiet: bool = QuietOpt) -> None:
+def compare_cmd(
+    data: Path = typer.Argument(..., help="Labelled table."),
+    label: str = LabelOpt,
+    fusions: str = typer.Option("all", "--fusions", help="'all' or comma-separated fusion names."),
+    seeds: int = typer.Option(1, "--seeds", help="Runs per variant (mean ± std)."),
+    test: Path | None = typer.Option(None, "--test", help="Test table (default: a 20% split)."),
+    no_single: bool = typer.Option(False, "--no-single", help="Skip the single-modality models."),
+    time_limit_per_run: float | None = typer.Option(None, "--time-limit-per-run", help="Seconds of training per run."),
+    out_dir: Path = typer.Option(Path("compare"), "--out", "-o", help="Folder for the table and chart."),
+    keep_runs: bool = typer.Option(
+        False, "--keep-runs", help="Save every trained model under OUT/runs/<variant>-seed<k>."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Reuse finished runs from OUT/runs.jsonl (same data and settings)."
+    ),
+    config: Path | None = ConfigOpt,
+    data_root: Path | None = DataRootOpt,
+    quiet: bool = QuietOpt,
+) -> None:
     """Train each single modality and each fusion method on one split; write compare.md/.csv/.png.
 
     Each finished run is logged to OUT/runs.jsonl at once, so an interrupted comparison can go on with --resume.
@@ -390,37 +501,70 @@ def compare_cmd(data: Path = typer.Argument(..., help="Labelled table."), label:
     from .evaluation.compare import compare
 
     _checked_config(config)  # a typo exits 2 before the table is read
-    compare(data, label, fusions=fusions, seeds=seeds, test_data=test, single_modalities=not no_single,
-            config=config, data_root=data_root, time_limit_per_run=time_limit_per_run, out_dir=out_dir,
-            keep_runs=keep_runs, resume=resume, verbose=not quiet)
+    compare(
+        data,
+        label,
+        fusions=fusions,
+        seeds=seeds,
+        test_data=test,
+        single_modalities=not no_single,
+        config=config,
+        data_root=data_root,
+        time_limit_per_run=time_limit_per_run,
+        out_dir=out_dir,
+        keep_runs=keep_runs,
+        resume=resume,
+        verbose=not quiet,
+    )
     out.print((out_dir / "compare.md").read_text(encoding="utf-8"))
     out.print(f"wrote {out_dir / 'compare.md'}, compare.csv and compare.png")
 
 
 @app.command("report")
 @handles_errors
-def report_cmd(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
-               data: Path = typer.Argument(..., help="Labelled test table."),
-               out_file: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
-               robustness: Optional[Path] = typer.Option(
-                   None, "--robustness", help="robustness.json from `polymodal evaluate --robustness --out DIR` "
-                   "(default: RUN/robustness.json or RUN/robustness/robustness.json when there is one)."),
-               examples: int = typer.Option(6, "--examples", help="Explained test rows in the gallery, about half "
-                                            "right and half wrong (0: none)."),
-               bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the modality-"
-                                             "importance confidence intervals (0: no importance section)."),
-               method: str = typer.Option("occlusion", "--method", help="Attribution method of the gallery: "
-                                          "occlusion or integrated_gradients."),
-               seed: int = typer.Option(0, "--seed", help="Seeds the bootstrap and the choice of gallery rows."),
-               data_root: Optional[Path] = DataRootOpt, on_error: Optional[str] = OnErrorOpt,
-               quiet: bool = QuietOpt) -> None:
+def report_cmd(
+    run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+    data: Path = typer.Argument(..., help="Labelled test table."),
+    out_file: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
+    robustness: Path | None = typer.Option(
+        None,
+        "--robustness",
+        help="robustness.json from `polymodal evaluate --robustness --out DIR` "
+        "(default: RUN/robustness.json or RUN/robustness/robustness.json when there is one).",
+    ),
+    examples: int = typer.Option(
+        6, "--examples", help="Explained test rows in the gallery, about half right and half wrong (0: none)."
+    ),
+    bootstrap: int = typer.Option(
+        200,
+        "--bootstrap",
+        help="Bootstrap resamples for the modality-importance confidence intervals (0: no importance section).",
+    ),
+    method: str = typer.Option(
+        "occlusion", "--method", help="Attribution method of the gallery: occlusion or integrated_gradients."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seeds the bootstrap and the choice of gallery rows."),
+    data_root: Path | None = DataRootOpt,
+    on_error: str | None = OnErrorOpt,
+    quiet: bool = QuietOpt,
+) -> None:
     """Write one self-contained HTML report (open it in any browser, offline): schema, training curves, test
     metrics and plots, robustness, modality importance and explained examples."""
     from .reporting import report
 
-    path = report(run, data, out_file, robustness=robustness, n_examples=examples, n_bootstrap=bootstrap,
-                  explain_method=method, seed=seed, data_root=data_root, on_error=on_error,
-                  progress=None if quiet else lambda msg: err.print(msg, style="dim", highlight=False))
+    path = report(
+        run,
+        data,
+        out_file,
+        robustness=robustness,
+        n_examples=examples,
+        n_bootstrap=bootstrap,
+        explain_method=method,
+        seed=seed,
+        data_root=data_root,
+        on_error=on_error,
+        progress=None if quiet else lambda msg: err.print(msg, style="dim", highlight=False),
+    )
     out.print(str(path), soft_wrap=True, markup=False, highlight=False)  # one line, so scripts can read it
 
 
@@ -431,14 +575,22 @@ DEMO_QA_QUESTIONS = 3  # distinct questions per training scene of `demo --task q
 
 @app.command()
 @handles_errors
-def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", help="Folder for data and run."),
-         task: str = typer.Option("classification", "--task", help="classification (image+audio+text+tabular "
-                                  "demo), captioning (describe scenes of shapes: generation, seed 002) or qa "
-                                  "(answer questions about the scenes, seed 003)."),
-         rows: Optional[int] = typer.Option(None, "--rows", help="Training rows to generate (default: 1200 for "
-                                            "classification, 2000 for captioning and qa)."),
-         config: Optional[Path] = ConfigOpt,
-         seed: int = typer.Option(0, "--seed"), quiet: bool = QuietOpt) -> None:
+def demo(
+    out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", help="Folder for data and run."),
+    task: str = typer.Option(
+        "classification",
+        "--task",
+        help="classification (image+audio+text+tabular "
+        "demo), captioning (describe scenes of shapes: generation, seed 002) or qa "
+        "(answer questions about the scenes, seed 003).",
+    ),
+    rows: int | None = typer.Option(
+        None, "--rows", help="Training rows to generate (default: 1200 for classification, 2000 for captioning and qa)."
+    ),
+    config: Path | None = ConfigOpt,
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = QuietOpt,
+) -> None:
     """Generate a synthetic data set, train, evaluate on held-out rows, print a table.
 
     --task classification: image + audio + text + tabular columns, three classes.
@@ -451,10 +603,11 @@ def demo(out_dir: Path = typer.Option(Path("polymodal-demo"), "--out", "-o", hel
         raise ConfigError(f"unknown demo task '{task}'; choose one of: {', '.join(DEMO_TASKS)}")
     _checked_config(config)
     {"classification": _demo_classification, "captioning": _demo_captioning, "qa": _demo_qa}[task](
-        out_dir, rows, config, seed, quiet)
+        out_dir, rows, config, seed, quiet
+    )
 
 
-def _demo_classification(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: int, quiet: bool) -> None:
+def _demo_classification(out_dir: Path, rows: int | None, config: Path | None, seed: int, quiet: bool) -> None:
     from .api import Predictor
     from .datasets.synthetic import make_demo
 
@@ -469,9 +622,16 @@ def _demo_classification(out_dir: Path, rows: Optional[int], config: Optional[Pa
     from .reporting import report
 
     # Fewer bootstrap resamples than `polymodal report`'s default keep the demo quick; the intervals are wider.
-    page = report(run, paths.test, out_dir / "report.html", robustness=None, n_examples=DEMO_REPORT_EXAMPLES,
-                  n_bootstrap=DEMO_REPORT_BOOTSTRAP, seed=seed,
-                  progress=None if quiet else lambda msg: err.print(msg, style="dim", highlight=False))
+    page = report(
+        run,
+        paths.test,
+        out_dir / "report.html",
+        robustness=None,
+        n_examples=DEMO_REPORT_EXAMPLES,
+        n_bootstrap=DEMO_REPORT_BOOTSTRAP,
+        seed=seed,
+        progress=None if quiet else lambda msg: err.print(msg, style="dim", highlight=False),
+    )
     out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
     out.print(f"next: polymodal evaluate {run} {paths.test}")
     out.print(f"report: {page}", soft_wrap=True, markup=False, highlight=False)
@@ -486,7 +646,7 @@ def _examples_table(title: str, frame: Any, columns: list[str]) -> RichTable:
     return t
 
 
-def _demo_captioning(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: int, quiet: bool) -> None:
+def _demo_captioning(out_dir: Path, rows: int | None, config: Path | None, seed: int, quiet: bool) -> None:
     import pandas as pd
 
     from .api import Predictor
@@ -500,8 +660,9 @@ def _demo_captioning(out_dir: Path, rows: Optional[int], config: Optional[Path],
     p.fit(paths.train)
     run = p.save(out_dir / "run")
     metrics = p.evaluate(paths.test)
-    out.print(_metrics_table(f"captioning demo: test metrics ({int(metrics['rows'])} unseen scenes, beam search)",
-                             metrics))
+    out.print(
+        _metrics_table(f"captioning demo: test metrics ({int(metrics['rows'])} unseen scenes, beam search)", metrics)
+    )
     sample = pd.read_csv(paths.test).head(5)
     sample["generated"] = p.predict(sample, data_root=paths.root).to_numpy()
     out.print(_examples_table("examples", sample, ["image", "caption", "generated"]))
@@ -509,7 +670,7 @@ def _demo_captioning(out_dir: Path, rows: Optional[int], config: Optional[Path],
     out.print(f"next: polymodal predict {run} {paths.test}")
 
 
-def _demo_qa(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: int, quiet: bool) -> None:
+def _demo_qa(out_dir: Path, rows: int | None, config: Path | None, seed: int, quiet: bool) -> None:
     import pandas as pd
 
     from .api import Predictor
@@ -518,28 +679,44 @@ def _demo_qa(out_dir: Path, rows: Optional[int], config: Optional[Path], seed: i
 
     rows = rows or 2000
     start = time.perf_counter()
-    paths = make_qa(out_dir / "data", n_train=rows, n_test=max(rows // 4, 20), seed=seed,
-                    questions_per_scene=DEMO_QA_QUESTIONS)
-    err.print(f"QA data: {paths.train} and {paths.test}"
-              + (" (questions as text and as speech: question_audio)" if paths.speech else " (text questions)"))
+    paths = make_qa(
+        out_dir / "data", n_train=rows, n_test=max(rows // 4, 20), seed=seed, questions_per_scene=DEMO_QA_QUESTIONS
+    )
+    err.print(
+        f"QA data: {paths.train} and {paths.test}"
+        + (" (questions as text and as speech: question_audio)" if paths.speech else " (text questions)")
+    )
     # Answer classification (VQA-style): the answer is a class; the image and the text question are the inputs.
     # The vqa recipe: FiLM lets the question pick out the image cells it is about, which know where they are.
-    p = Predictor("answer", config=recipe("vqa", config), ignore=["question_audio"] if paths.speech else None,
-                  verbose=not quiet, seed=seed).fit(paths.train)
+    p = Predictor(
+        "answer",
+        config=recipe("vqa", config),
+        ignore=["question_audio"] if paths.speech else None,
+        verbose=not quiet,
+        seed=seed,
+    ).fit(paths.train)
     run = p.save(out_dir / "run")
     metrics = p.evaluate(paths.test)
-    out.print(_metrics_table(f"QA demo (answer classification, text questions): test metrics "
-                             f"({int(metrics['rows'])} unseen scenes)", metrics))
+    out.print(
+        _metrics_table(
+            f"QA demo (answer classification, text questions): test metrics ({int(metrics['rows'])} unseen scenes)",
+            metrics,
+        )
+    )
     sample = pd.read_csv(paths.test).head(6)
     sample["predicted"] = p.predict(sample, data_root=paths.root).to_numpy()
     out.print(_examples_table("examples", sample, ["image", "question", "answer", "predicted"]))
     out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
-    out.print("speech questions: fit with --ignore question (the audio column question_audio is then the "
-              "question); free-form answers: --problem-type generation")
+    out.print(
+        "speech questions: fit with --ignore question (the audio column question_audio is then the "
+        "question); free-form answers: --problem-type generation"
+    )
 
 
-config_app = typer.Typer(no_args_is_help=True, help="The config file: its JSON Schema (for editors) and a "
-                         "commented example with every default.")
+config_app = typer.Typer(
+    no_args_is_help=True,
+    help="The config file: its JSON Schema (for editors) and a commented example with every default.",
+)
 app.add_typer(config_app, name="config")
 
 
@@ -554,17 +731,21 @@ def config_schema_cmd(quiet: bool = QuietOpt) -> None:
 
 @config_app.command("example")
 @handles_errors
-def config_example_cmd(fusion: str = typer.Option("concat", "--fusion", help="Fusion whose parameters are shown."),
-                       quiet: bool = QuietOpt) -> None:
+def config_example_cmd(
+    fusion: str = typer.Option("concat", "--fusion", help="Fusion whose parameters are shown."), quiet: bool = QuietOpt
+) -> None:
     """Print a config with every default, commented; it loads as is with --config."""
     from .config_schema import example_yaml
 
     print(example_yaml(fusion), end="")
 
 
-cache_app = typer.Typer(no_args_is_help=True, help="The frozen-feature cache: features of frozen pretrained "
-                        "backbones, kept on disk (in $POLYMODAL_CACHE_DIR, default ~/.cache/polymodal/features) and "
-                        "reused across epochs, runs and compare calls.")
+cache_app = typer.Typer(
+    no_args_is_help=True,
+    help="The frozen-feature cache: features of frozen pretrained "
+    "backbones, kept on disk (in $POLYMODAL_CACHE_DIR, default ~/.cache/polymodal/features) and "
+    "reused across epochs, runs and compare calls.",
+)
 app.add_typer(cache_app, name="cache")
 
 
@@ -600,9 +781,14 @@ def cache_info(quiet: bool = QuietOpt) -> None:
 
 @cache_app.command("clear")
 @handles_errors
-def cache_clear(model: Optional[str] = typer.Option(None, "--model", help="Only this model's features (its "
-                                                    "fingerprint, or a prefix of it, from `polymodal cache info`)."),
-                quiet: bool = QuietOpt) -> None:
+def cache_clear(
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Only this model's features (its fingerprint, or a prefix of it, from `polymodal cache info`).",
+    ),
+    quiet: bool = QuietOpt,
+) -> None:
     """Delete cached features (all of them, or one model's); they are recomputed when next needed."""
     from .features.cache import cache_root, get_cache
 
@@ -615,27 +801,35 @@ def cache_clear(model: Optional[str] = typer.Option(None, "--model", help="Only 
 
 @app.command()
 @handles_errors
-def export(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
-           out_dir: Path = typer.Option(..., "--out", "-o", help="Export directory to create (a run directory "
-                                        "plus the graph files and export.json)."),
-           fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
-           quantize: str = typer.Option("none", "--quantize", help="none or int8 (ONNX Runtime)."),
-           quantize_mode: str = typer.Option("auto", "--quantize-mode", help="dynamic, static, or auto (static when "
-                                             "--calibration is given)."),
-           calibration: Optional[Path] = typer.Option(
-               None, "--calibration", help="Table whose rows calibrate static int8 quantization and check parity "
-               "(default: parity on random inputs, dynamic quantization)."),
-           calibration_rows: int = typer.Option(256, "--calibration-rows", help="Rows of --calibration to use."),
-           data_root: Optional[Path] = DataRootOpt,
-           overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-           quiet: bool = QuietOpt) -> None:
+def export(
+    run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+    out_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Export directory to create (a run directory plus the graph files and export.json)."
+    ),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    quantize: str = typer.Option("none", "--quantize", help="none or int8 (ONNX Runtime)."),
+    quantize_mode: str = typer.Option(
+        "auto", "--quantize-mode", help="dynamic, static, or auto (static when --calibration is given)."
+    ),
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="Table whose rows calibrate static int8 quantization and check parity "
+        "(default: parity on random inputs, dynamic quantization).",
+    ),
+    calibration_rows: int = typer.Option(256, "--calibration-rows", help="Rows of --calibration to use."),
+    data_root: Path | None = DataRootOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    quiet: bool = QuietOpt,
+) -> None:
     """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
     from .errors import ConfigError
     from .export.export import ExportConfig, export_run
 
     try:
-        cfg = ExportConfig(format=fmt, quantize=quantize, quantize_mode=quantize_mode,
-                           calibration_rows=calibration_rows)
+        cfg = ExportConfig(
+            format=fmt, quantize=quantize, quantize_mode=quantize_mode, calibration_rows=calibration_rows
+        )
     except ValueError as e:
         raise ConfigError(f"invalid export options:\n{e}") from None
     result = export_run(run, out_dir, cfg, data=calibration, data_root=data_root, overwrite=overwrite)
@@ -650,24 +844,39 @@ def export(run: Path = typer.Argument(..., help="Run directory from `polymodal f
 
 @app.command("prune")
 @handles_errors
-def prune_cmd(run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
-              out_dir: Path = typer.Option(..., "--out", "-o", help="Pruned run directory to create."),
-              amount: float = typer.Option(0.5, "--amount", help="Share of each linear/conv layer's weights set to "
-                                           "zero (smallest magnitudes first)."),
-              fine_tune: Optional[Path] = typer.Option(None, "--fine-tune", help="Labelled table to fine-tune the "
-                                                       "pruned model on (pruned weights stay zero)."),
-              epochs: int = typer.Option(1, "--epochs", help="Fine-tuning epochs."),
-              eval_data: Optional[Path] = typer.Option(None, "--eval", help="Labelled table scored before and after."),
-              data_root: Optional[Path] = DataRootOpt,
-              overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-              quiet: bool = QuietOpt) -> None:
+def prune_cmd(
+    run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Pruned run directory to create."),
+    amount: float = typer.Option(
+        0.5, "--amount", help="Share of each linear/conv layer's weights set to zero (smallest magnitudes first)."
+    ),
+    fine_tune: Path | None = typer.Option(
+        None, "--fine-tune", help="Labelled table to fine-tune the pruned model on (pruned weights stay zero)."
+    ),
+    epochs: int = typer.Option(1, "--epochs", help="Fine-tuning epochs."),
+    eval_data: Path | None = typer.Option(None, "--eval", help="Labelled table scored before and after."),
+    data_root: Path | None = DataRootOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    quiet: bool = QuietOpt,
+) -> None:
     """Magnitude-prune every linear and conv weight of a saved model; report sparsity (and metrics with --eval)."""
     from .export.prune import prune_run
 
-    r = prune_run(run, out_dir, amount, fine_tune_data=fine_tune, epochs=epochs, eval_data=eval_data,
-                  data_root=data_root, overwrite=overwrite, verbose=not quiet)
-    out.print(f"pruned {r.layers} layers: {r.sparsity:.1%} of their weights are zero"
-              + (f"; fine-tuned {r.fine_tune_epochs} epoch(s)" if r.fine_tune_epochs else ""))
+    r = prune_run(
+        run,
+        out_dir,
+        amount,
+        fine_tune_data=fine_tune,
+        epochs=epochs,
+        eval_data=eval_data,
+        data_root=data_root,
+        overwrite=overwrite,
+        verbose=not quiet,
+    )
+    out.print(
+        f"pruned {r.layers} layers: {r.sparsity:.1%} of their weights are zero"
+        + (f"; fine-tuned {r.fine_tune_epochs} epoch(s)" if r.fine_tune_epochs else "")
+    )
     if r.metrics_before is not None and r.metrics_after is not None:
         t = RichTable(title=f"{eval_data}")
         for c in ("metric", "before", "after"):
@@ -681,17 +890,20 @@ def prune_cmd(run: Path = typer.Argument(..., help="Run directory from `polymoda
 
 @app.command()
 @handles_errors
-def serve(run: Path = typer.Argument(..., help="Run or export directory."),
-          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
-          port: int = typer.Option(8000, "--port"),
-          backend: str = typer.Option("torch", "--backend", help="torch, onnx or onnx-int8."),
-          max_batch: int = typer.Option(32, "--max-batch", help="Rows run together at most (1: no micro-batching)."),
-          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits for others to "
-                                            "join its batch."),
-          max_body_mb: float = typer.Option(20.0, "--max-body-mb", help="Larger request bodies get 413."),
-          max_rows: int = typer.Option(64, "--max-rows", help="Rows in one request at most."),
-          threads: Optional[int] = typer.Option(None, "--threads", help="Model threads (default: library default)."),
-          quiet: bool = QuietOpt) -> None:
+def serve(
+    run: Path = typer.Argument(..., help="Run or export directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
+    port: int = typer.Option(8000, "--port"),
+    backend: str = typer.Option("torch", "--backend", help="torch, onnx or onnx-int8."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Rows run together at most (1: no micro-batching)."),
+    max_wait_ms: float = typer.Option(
+        5.0, "--max-wait-ms", help="How long a request waits for others to join its batch."
+    ),
+    max_body_mb: float = typer.Option(20.0, "--max-body-mb", help="Larger request bodies get 413."),
+    max_rows: int = typer.Option(64, "--max-rows", help="Rows in one request at most."),
+    threads: int | None = typer.Option(None, "--threads", help="Model threads (default: library default)."),
+    quiet: bool = QuietOpt,
+) -> None:
     """Serve a saved model over HTTP: POST /predict, GET /health, GET /metadata; API docs at /docs."""
     from .api import Predictor
     from .errors import ConfigError
@@ -699,8 +911,16 @@ def serve(run: Path = typer.Argument(..., help="Run or export directory."),
     from .serving.schemas import ServeConfig
 
     try:
-        cfg = ServeConfig(host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                          max_body_bytes=int(max_body_mb * 1_000_000), max_rows=max_rows, threads=threads)
+        cfg = ServeConfig(
+            host=host,
+            port=port,
+            backend=backend,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_body_bytes=int(max_body_mb * 1_000_000),
+            max_rows=max_rows,
+            threads=threads,
+        )
     except ValueError as e:
         raise ConfigError(f"invalid serve options:\n{e}") from None
     predictor = Predictor.load(run, verbose=False, backend=backend)

@@ -6,6 +6,7 @@ its parameters fit that encoder's ``Config``), the fusion's parameters against i
 typo fails in milliseconds with its path and a suggestion, not after every file of the table has been decoded.
 Which keys name real columns is only known with the table: :func:`check_encoder_keys` (before decoding).
 """
+
 from __future__ import annotations
 
 from pydantic import ValidationError
@@ -13,8 +14,17 @@ from pydantic import ValidationError
 from . import encoders as _encoders  # noqa: F401  (registers the encoders)
 from . import fusion as _fusion  # noqa: F401  (registers the fusions)
 from . import tasks as _tasks  # noqa: F401  (registers the tasks)
-from .config import (ENCODER_KINDS, EncoderChoice, FusionConfig, PolymodalConfig, check_encoder_keys,
-                     did_you_mean, encoder_choice, format_problems, validation_problems)
+from .config import (
+    ENCODER_KINDS,
+    EncoderChoice,
+    FusionConfig,
+    PolymodalConfig,
+    check_encoder_keys,
+    did_you_mean,
+    encoder_choice,
+    format_problems,
+    validation_problems,
+)
 from .encoders.base import EncoderConfig
 from .errors import ConfigError
 from .fusion.base import FusionParams
@@ -47,8 +57,11 @@ def encoder_params(key: str, choice: EncoderChoice) -> EncoderConfig:
     try:
         return cls.Config.model_validate(choice.params())
     except ValidationError as e:
-        raise ConfigError(format_problems("invalid config", validation_problems(
-            e, cls.Config, ("encoders", key), extra_names=("name",)))) from None
+        raise ConfigError(
+            format_problems(
+                "invalid config", validation_problems(e, cls.Config, ("encoders", key), extra_names=("name",))
+            )
+        ) from None
 
 
 def fusion_params(fusion: FusionConfig) -> FusionParams:
@@ -57,8 +70,11 @@ def fusion_params(fusion: FusionConfig) -> FusionParams:
     try:
         return cls.Params.model_validate(fusion.params())
     except ValidationError as e:
-        raise ConfigError(format_problems("invalid config", validation_problems(
-            e, cls.Params, ("fusion",), extra_names=FUSION_COMMON))) from None
+        raise ConfigError(
+            format_problems(
+                "invalid config", validation_problems(e, cls.Params, ("fusion",), extra_names=FUSION_COMMON)
+            )
+        ) from None
 
 
 def _encoder_problems(key: str, choice: EncoderChoice, config: PolymodalConfig) -> list[str]:

@@ -3,13 +3,15 @@
 ``None`` means "choose automatically at fit time"; the run directory stores the *resolved* config, so a run
 can be repeated exactly from its ``config.yaml``.
 """
+
 from __future__ import annotations
 
 import difflib
 import json
 import types
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal, Protocol, Union, get_args, get_origin
+from typing import Any, Literal, Protocol, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -98,10 +100,18 @@ class DecodingConfig(_Section):
 
     method: Literal["greedy", "beam"] = "beam"
     beam_width: int = Field(4, ge=1, le=64, description="hypotheses kept per row (beam search)")
-    length_penalty: float = Field(1.0, ge=0, description="beam hypotheses are ranked by log-probability / "
-                                  "length ** length_penalty (0: raw log-probability, favours short outputs)")
-    max_length: int | None = Field(None, ge=1, description="tokens generated at most (end token included); "
-                                   "None = the longest training target (generation.max_target_tokens)")
+    length_penalty: float = Field(
+        1.0,
+        ge=0,
+        description="beam hypotheses are ranked by log-probability / "
+        "length ** length_penalty (0: raw log-probability, favours short outputs)",
+    )
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="tokens generated at most (end token included); "
+        "None = the longest training target (generation.max_target_tokens)",
+    )
     no_repeat_ngram: int = Field(0, ge=0, description="never repeat an n-gram of this size (0 = off)")
 
 
@@ -115,15 +125,23 @@ class GenerationConfig(_Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     tokenizer: Literal["auto", "bpe", "pretrained"] = Field(
-        "auto", description="bpe: a byte-level BPE trained on the training targets; pretrained: the tokenizer of "
-        "pretrained_tokenizer; auto: pretrained when the text encoder is a pretrained model, else bpe")
+        "auto",
+        description="bpe: a byte-level BPE trained on the training targets; pretrained: the tokenizer of "
+        "pretrained_tokenizer; auto: pretrained when the text encoder is a pretrained model, else bpe",
+    )
     pretrained_tokenizer: str | None = Field(None, description="folder or cached hub id of a pretrained tokenizer")
     vocab_size: int = Field(4000, ge=16, description="largest BPE vocabulary (smaller when the targets need fewer)")
-    max_target_tokens: int | None = Field(None, ge=2, le=1024, description="target tokens kept, end token "
-                                          "included; longer targets are truncated. None = the longest training "
-                                          "target (at most 128)")
-    max_memory_tokens: int = Field(256, ge=1, description="tokens kept per input modality for cross-attention "
-                                   "(the first ones)")
+    max_target_tokens: int | None = Field(
+        None,
+        ge=2,
+        le=1024,
+        description="target tokens kept, end token "
+        "included; longer targets are truncated. None = the longest training "
+        "target (at most 128)",
+    )
+    max_memory_tokens: int = Field(
+        256, ge=1, description="tokens kept per input modality for cross-attention (the first ones)"
+    )
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
 
 
@@ -131,9 +149,11 @@ class TaskConfig(_Section):
     """What is predicted and how it is learned; every task's options are typed here."""
 
     problem_type: Literal["binary", "multiclass", "regression", "generation"] | None = Field(
-        None, description="None = inferred from the label")
-    class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weigh the loss of each class "
-                                                       "by the inverse of its frequency")
+        None, description="None = inferred from the label"
+    )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weigh the loss of each class by the inverse of its frequency"
+    )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
 
@@ -146,16 +166,29 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the steps spent warming up the rate")
     patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
-    validation_fraction: float = Field(0.15, gt=0, lt=0.9, description="share of the rows held out for "
-                                       "validation (when no tuning table is given)")
-    group_column: str | None = Field(None, description="rows sharing a value of this column (a patient, a user, a "
-                                     "recording session) stay on one side of the train/validation split; the "
-                                     "column is not an input")
+    validation_fraction: float = Field(
+        0.15, gt=0, lt=0.9, description="share of the rows held out for validation (when no tuning table is given)"
+    )
+    group_column: str | None = Field(
+        None,
+        description="rows sharing a value of this column (a patient, a user, a "
+        "recording session) stay on one side of the train/validation split; the "
+        "column is not an input",
+    )
     seed: int = Field(0, description="the same seed and data give the same model")
-    time_limit: float | None = Field(None, gt=0, description="seconds of training; at the first step past it the "
-                                     "partial epoch is validated and the best epoch so far is kept")
-    modality_dropout: float = Field(0.0, ge=0, lt=1, description="probability of hiding each modality of a "
-                                    "training row (a row always keeps one), for robustness to missing modalities")
+    time_limit: float | None = Field(
+        None,
+        gt=0,
+        description="seconds of training; at the first step past it the "
+        "partial epoch is validated and the best epoch so far is kept",
+    )
+    modality_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="probability of hiding each modality of a "
+        "training row (a row always keeps one), for robustness to missing modalities",
+    )
     num_workers: int = Field(0, ge=0, description="data-loading worker processes")
     gradient_clip: float | None = Field(1.0, description="largest gradient norm (None = no clipping)")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
@@ -167,14 +200,17 @@ class PolymodalConfig(_Section):
 
     columns: dict[str, ColumnKindName] = Field(default_factory=dict, description="column kind overrides")
     ignore: list[str] = Field(default_factory=list, description="columns to leave out")
-    data_root: str | None = Field(None, description="folder relative file paths resolve against (default: the "
-                                  "table's own folder)")
+    data_root: str | None = Field(
+        None, description="folder relative file paths resolve against (default: the table's own folder)"
+    )
     on_error: OnError = Field("fail", description="bad rows: fail, skip them, or treat bad cells as missing")
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     encoders: dict[str, EncoderChoice] = Field(
-        default_factory=_default_encoders, description="the encoder of each modality kind (image, audio, text, "
-        "tabular) or of one column (its name as key); a column's entry wins over its kind's")
+        default_factory=_default_encoders,
+        description="the encoder of each modality kind (image, audio, text, "
+        "tabular) or of one column (its name as key); a column's entry wins over its kind's",
+    )
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -256,10 +292,12 @@ def check_encoder_keys(config: PolymodalConfig, modalities: Iterable[_ModalityLi
         if key not in ENCODER_KINDS and key not in names:
             valid = sorted(names - set(ENCODER_KINDS))
             hint = did_you_mean(key, [*ENCODER_KINDS, *valid]).removeprefix("; ")
-            problems.append(f"encoders.{key}: this table has no column or modality '{key}'; "
-                            f"{hint + ' ' if hint else ''}"
-                            f"valid keys are the kinds {', '.join(ENCODER_KINDS)} and this table's modalities: "
-                            f"{', '.join(valid) or '(none)'}")
+            problems.append(
+                f"encoders.{key}: this table has no column or modality '{key}'; "
+                f"{hint + ' ' if hint else ''}"
+                f"valid keys are the kinds {', '.join(ENCODER_KINDS)} and this table's modalities: "
+                f"{', '.join(valid) or '(none)'}"
+            )
     for m in modalities:
         key = encoder_key(config, m)
         name = config.encoders[key].name
@@ -267,8 +305,10 @@ def check_encoder_keys(config: PolymodalConfig, modalities: Iterable[_ModalityLi
             kinds = getattr(ENCODERS.get(name), "kinds", ())
             if m.kind not in kinds:
                 article = "an" if m.kind[0] in "aeiou" else "a"
-                problems.append(f"encoders.{key}: '{name}' encodes {', '.join(kinds)} columns, but '{m.name}' "
-                                f"is {article} {m.kind} modality")
+                problems.append(
+                    f"encoders.{key}: '{name}' encodes {', '.join(kinds)} columns, but '{m.name}' "
+                    f"is {article} {m.kind} modality"
+                )
     if problems:
         raise ConfigError(format_problems("invalid encoders for this table", problems))
 
@@ -287,16 +327,25 @@ def format_problems(what: str, problems: list[str]) -> str:
     return f"{what}:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def config_error(error: ValidationError, model: type[BaseModel] | None = None, prefix: tuple[str, ...] = (),
-                 extra_names: Iterable[str] = (), what: str = "invalid config") -> ConfigError:
+def config_error(
+    error: ValidationError,
+    model: type[BaseModel] | None = None,
+    prefix: tuple[str, ...] = (),
+    extra_names: Iterable[str] = (),
+    what: str = "invalid config",
+) -> ConfigError:
     """A :class:`ConfigError` for a pydantic ``ValidationError`` of ``model``: one short line per problem, naming
     the full path (``prefix`` + the error's location), the expected type, and for an unknown key the closest valid
     one (``extra_names`` are valid keys beyond ``model``'s fields, e.g. an encoder's ``name``)."""
     return ConfigError(format_problems(what, validation_problems(error, model, prefix, extra_names)))
 
 
-def validation_problems(error: ValidationError, model: type[BaseModel] | None = None, prefix: tuple[str, ...] = (),
-                        extra_names: Iterable[str] = ()) -> list[str]:
+def validation_problems(
+    error: ValidationError,
+    model: type[BaseModel] | None = None,
+    prefix: tuple[str, ...] = (),
+    extra_names: Iterable[str] = (),
+) -> list[str]:
     """The lines of :func:`config_error`."""
     out = []
     for e in error.errors():
@@ -312,8 +361,10 @@ def validation_problems(error: ValidationError, model: type[BaseModel] | None = 
             out.append(f"{path}: required, but not given")
         elif kind == "literal_error":
             allowed = e.get("ctx", {}).get("expected", "")
-            out.append(f"{path}: expected one of {allowed}, got {value!r}"
-                       f"{did_you_mean(str(value), _literal_values(_annotation_at(model, loc)))}")
+            out.append(
+                f"{path}: expected one of {allowed}, got {value!r}"
+                f"{did_you_mean(str(value), _literal_values(_annotation_at(model, loc)))}"
+            )
         elif kind.endswith("_type") or kind.endswith("_parsing") or kind == "model_attributes_type":
             expected = _type_name(_annotation_at(model, loc))
             out.append(f"{path}: expected {expected}, got {value!r}" if expected else f"{path}: {e['msg']}")
@@ -350,8 +401,11 @@ def _annotation_at(model: Any, loc: tuple[str, ...]) -> Any:
 
 
 def _is_union_tag(model: Any, loc: tuple[Any, ...], part: Any) -> bool:
-    return isinstance(part, str) and ("[" in part or part in {"int", "float", "str", "bool", "none"}) \
+    return (
+        isinstance(part, str)
+        and ("[" in part or part in {"int", "float", "str", "bool", "none"})
         and _annotation_at(model, tuple(str(p) for p in loc[: loc.index(part)])) is not dict
+    )
 
 
 def _field_names(ann: Any) -> list[str]:

@@ -5,6 +5,7 @@ entry is a ``oneOf`` over the registered encoders told apart by ``name``, each w
 fusion likewise over the fusions). ``polymodal config example`` prints :func:`example_yaml`. A new encoder or fusion
 appears in both with no edit here.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -27,18 +28,21 @@ DEFAULT_FUSION = FusionConfig.model_fields["name"].default
 def encoder_model(name: str) -> type[BaseModel]:
     """``encoders.<key>`` when it chooses encoder ``name``: its ``Config`` plus ``name: <that name>``."""
     cls = ENCODERS.get(name)
-    return create_model(f"encoder_{name}", __base__=cls.Config, __doc__=_doc(cls),
-                        name=(Literal[name], Field(..., description="the encoder")))  # type: ignore[arg-type]
+    # a Literal of a runtime value is a valid pydantic field type, though not a static type
+    field: Any = (Literal[name], Field(..., description="the encoder"))
+    return create_model(f"encoder_{name}", __base__=cls.Config, __doc__=_doc(cls), name=field)
 
 
 def fusion_model(name: str) -> type[BaseModel]:
     """The ``fusion`` section when it chooses fusion ``name``: the common keys plus that fusion's ``Params``."""
     cls = FUSIONS.get(name)
-    common = {k: (f.annotation, f) for k, f in FusionConfig.model_fields.items() if k in FUSION_COMMON and k != "name"}
+    common: dict[str, Any] = {
+        k: (f.annotation, f) for k, f in FusionConfig.model_fields.items() if k in FUSION_COMMON and k != "name"
+    }
     # The default fusion may leave its name out (as the config does); every other one must be named.
     name_field = Field(name if name == DEFAULT_FUSION else ..., description="the fusion method")
-    return create_model(f"fusion_{name}", __base__=cls.Params, __doc__=_doc(cls),
-                        name=(Literal[name], name_field), **common)  # type: ignore[call-overload]
+    field: Any = (Literal[name], name_field)  # (as in encoder_model)
+    return create_model(f"fusion_{name}", __base__=cls.Params, __doc__=_doc(cls), name=field, **common)
 
 
 def json_schema() -> dict[str, Any]:
@@ -56,11 +60,17 @@ def json_schema() -> dict[str, Any]:
     by_kind = {k: [encoders[n] for n in ENCODERS.names() if k in ENCODERS.get(n).kinds] for k in ENCODER_KINDS}
     props = root["properties"]
     props["encoders"] = {
-        "type": "object", "title": "Encoders", "description": PolymodalConfig.model_fields["encoders"].description,
+        "type": "object",
+        "title": "Encoders",
+        "description": PolymodalConfig.model_fields["encoders"].description,
         "properties": {k: {"oneOf": refs} for k, refs in by_kind.items()},
-        "additionalProperties": {"oneOf": list(encoders.values())}}
-    props["fusion"] = {"title": "Fusion", "description": _doc(FusionConfig),
-                       "oneOf": [ref(fusion_model(n)) for n in FUSIONS.names()]}
+        "additionalProperties": {"oneOf": list(encoders.values())},
+    }
+    props["fusion"] = {
+        "title": "Fusion",
+        "description": _doc(FusionConfig),
+        "oneOf": [ref(fusion_model(n)) for n in FUSIONS.names()],
+    }
     for unused in ("EncoderChoice", "FusionConfig"):
         defs.pop(unused, None)
     return {**root, "$schema": SCHEMA_DIALECT, "title": "polymodal config"}
@@ -76,8 +86,11 @@ def example_yaml(fusion: str = DEFAULT_FUSION) -> str:
     whose parameters are shown. It loads as is (``--config``) and validates against :func:`json_schema`."""
     FUSIONS.get(fusion)  # an unknown name: ConfigError with the choices
     cfg = PolymodalConfig()
-    lines = ["# polymodal config: every value below is the default; keep only what you change.",
-             "# Validate it in an editor with `polymodal config schema`; docs/USER_GUIDE.md, section 3.", ""]
+    lines = [
+        "# polymodal config: every value below is the default; keep only what you change.",
+        "# Validate it in an editor with `polymodal config schema`; docs/USER_GUIDE.md, section 3.",
+        "",
+    ]
     for key, field in PolymodalConfig.model_fields.items():
         if key == "encoders":
             lines += _encoders_block(cfg)
@@ -93,8 +106,9 @@ def _encoders_block(cfg: PolymodalConfig) -> list[str]:
     lines.append("encoders:")
     for kind, choice in cfg.encoders.items():
         others = [n for n in ENCODERS.names() if kind in ENCODERS.get(n).kinds]
-        lines += _comment(f"{kind} columns (encoders: {', '.join(others)}). {choice.name}: "
-                          f"{_doc(ENCODERS.get(choice.name))}", 2)
+        lines += _comment(
+            f"{kind} columns (encoders: {', '.join(others)}). {choice.name}: {_doc(ENCODERS.get(choice.name))}", 2
+        )
         lines.append(f"  {kind}:")
         lines += _model_lines(encoder_model(choice.name)(name=choice.name), 4, first=("name",))
     lines += _comment("a column's own encoder, e.g.:  review: {name: text_transformer, layers: 1}", 2)

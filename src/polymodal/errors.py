@@ -3,10 +3,11 @@
 Every error a user can cause derives from :class:`PolymodalError`; the CLI turns these into a message and exit
 code 2 instead of a traceback. Messages say what is wrong *and* what to do about it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 
 class PolymodalError(Exception):

@@ -3,6 +3,7 @@
 ``Predictor.fit`` composes them in :func:`fit_pipeline`; pruning's fine-tune (:func:`fine_tune`), ``compare`` and
 tuning reuse the same steps, so there is one training set-up and one split rule (:func:`split_rows`) in polymodal.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,12 +17,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
+from .components import check_config
 from .config import PolymodalConfig, TrainingConfig
 from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
 from .errors import DataError, RowIssue, SchemaError
-from .components import check_config
 from .model import build_model, count_parameters
 from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
 from .presets import PresetChoice, apply_preset
@@ -53,8 +54,10 @@ def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
     """Infer the column kinds (the user's overrides and ignores applied; a group column is never an input)."""
     group = cfg.training.group_column
     if group is not None and group not in frame.columns:
-        raise SchemaError(f"group column '{group}' (training.group_column) is not in the table; its columns are: "
-                          f"{', '.join(map(str, frame.columns))}")
+        raise SchemaError(
+            f"group column '{group}' (training.group_column) is not in the table; its columns are: "
+            f"{', '.join(map(str, frame.columns))}"
+        )
     ignore = cfg.ignore + ([group] if group is not None and group not in cfg.ignore else [])
     schema = infer_schema(frame, label, cfg.columns, ignore)
     if not schema.input_columns():
@@ -74,8 +77,9 @@ def resolve_task(cfg: PolymodalConfig, labels: pd.Series, schema: Schema) -> Tas
 
 
 # ----------------------------------------------------------------------------------------------- split
-def split_rows(n: int, fraction: float, seed: int, strata: np.ndarray | None = None,
-               groups: np.ndarray | pd.Series | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_rows(
+    n: int, fraction: float, seed: int, strata: np.ndarray | None = None, groups: np.ndarray | pd.Series | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Split row positions ``0..n-1`` into (kept, held-out) sorted arrays, ``fraction`` of the rows held out.
 
     The one split rule of polymodal (validation in fit, fine-tuning, the test split of ``compare``):
@@ -90,10 +94,13 @@ def split_rows(n: int, fraction: float, seed: int, strata: np.ndarray | None = N
     if groups is not None:
         codes = pd.factorize(pd.Series(np.asarray(groups)).astype(str))[0]
         if len(np.unique(codes)) < 2:
-            raise DataError("the group column has a single value: rows cannot be split by group",
-                            hint="Use a column with at least two groups, or no group column.")
-        kept, held = next(GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-                          .split(positions, groups=codes))
+            raise DataError(
+                "the group column has a single value: rows cannot be split by group",
+                hint="Use a column with at least two groups, or no group column.",
+            )
+        kept, held = next(
+            GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed).split(positions, groups=codes)
+        )
         return np.sort(kept), np.sort(held)
     strat = None
     if strata is not None:
@@ -110,13 +117,14 @@ def validation_split(table: Table, label: str, task: Task, training: TrainingCon
     strata = task.encode_target(frame[label]) if task.stratify else None
     groups = frame[training.group_column] if training.group_column is not None else None
     train_pos, val_pos = split_rows(len(frame), training.validation_fraction, training.seed, strata, groups)
-    return (Table(frame.iloc[train_pos], table.root, table.source),
-            Table(frame.iloc[val_pos], table.root, table.source))
+    return (
+        Table(frame.iloc[train_pos], table.root, table.source),
+        Table(frame.iloc[val_pos], table.root, table.source),
+    )
 
 
 # ------------------------------------------------------------------------------------ processors, prepare
-def fit_processors(schema: Schema, cfg: PolymodalConfig,
-                   train: Table) -> tuple[list[Modality], dict[str, Processor]]:
+def fit_processors(schema: Schema, cfg: PolymodalConfig, train: Table) -> tuple[list[Modality], dict[str, Processor]]:
     """Build one processor per modality and fit it on the training rows only."""
     modalities, processors = build_processors(schema, cfg)
     for p in processors.values():
@@ -124,22 +132,40 @@ def fit_processors(schema: Schema, cfg: PolymodalConfig,
     return modalities, processors
 
 
-def prepare_labelled(tables: list[tuple[Table, str]], label: str, processors: dict[str, Processor], task: Task,
-                     cfg: PolymodalConfig, verbose: bool = True) -> list[Prepared]:
+def prepare_labelled(
+    tables: list[tuple[Table, str]],
+    label: str,
+    processors: dict[str, Processor],
+    task: Task,
+    cfg: PolymodalConfig,
+    verbose: bool = True,
+) -> list[Prepared]:
     """Decode each labelled table with its targets; under ``on_error=fail`` report the problems of all of them
     together, so that one run shows every bad row."""
     out, issues = [], []
     for table, what in tables:
         try:
-            out.append(prepare(table.frame, processors, LoadContext(table.root, cfg.limits), cfg.on_error,
-                               targets=task.encode_target(table.frame[label]), progress=verbose, what=what))
+            out.append(
+                prepare(
+                    table.frame,
+                    processors,
+                    LoadContext(table.root, cfg.limits),
+                    cfg.on_error,
+                    targets=task.encode_target(table.frame[label]),
+                    progress=verbose,
+                    what=what,
+                )
+            )
         except DataError as e:
             issues += e.issues
     if issues:
         rows = len({i.row for i in issues})
-        raise DataError(f"{rows} rows have problems that stop training:", sorted(issues, key=RowIssue.sort_key),
-                        hint="Fix or remove these rows, or pass --on-error skip (drop them) or "
-                             "--on-error missing (treat the bad cells as absent).")
+        raise DataError(
+            f"{rows} rows have problems that stop training:",
+            sorted(issues, key=RowIssue.sort_key),
+            hint="Fix or remove these rows, or pass --on-error skip (drop them) or "
+            "--on-error missing (treat the bad cells as absent).",
+        )
     return out
 
 
@@ -166,23 +192,38 @@ def build(cfg: PolymodalConfig, modalities: list[Modality], processors: dict[str
     return build_model(cfg, modalities, processors, task)
 
 
-def train(model: Any, task: Task, processors: dict[str, Processor], train_rows: Prepared, val_rows: Prepared,
-          val_labels: pd.Series, training: TrainingConfig, verbose: bool = True) -> FitResult:
+def train(
+    model: Any,
+    task: Task,
+    processors: dict[str, Processor],
+    train_rows: Prepared,
+    val_rows: Prepared,
+    val_labels: pd.Series,
+    training: TrainingConfig,
+    verbose: bool = True,
+) -> FitResult:
     """Train ``model`` in place (Lightning; early stopping on validation, best epoch restored); CPU, eval mode
     after. ``training`` must be resolved (batch size and epochs set)."""
     bs = training.batch_size or auto_batch_size(len(train_rows))
-    train_loader = make_loader(train_rows, processors, bs, True, task.target_dtype, training.num_workers,
-                               training.seed)
+    train_loader = make_loader(train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed)
     val_loader = make_loader(val_rows, processors, max(bs, 128), False, task.target_dtype, training.num_workers)
-    result = fit_model(model, task, train_loader, val_loader, val_labels, training,
-                       training.max_epochs or 1, progress=verbose)
+    result = fit_model(
+        model, task, train_loader, val_loader, val_labels, training, training.max_epochs or 1, progress=verbose
+    )
     model.cpu().eval()
     return result
 
 
 # ------------------------------------------------------------------------------------------- composed
-def fit_pipeline(data: Data, label: str, config: PolymodalConfig, *, tuning_data: Data | None = None,
-                 preset: str | None = None, verbose: bool = True) -> FitOutcome:
+def fit_pipeline(
+    data: Data,
+    label: str,
+    config: PolymodalConfig,
+    *,
+    tuning_data: Data | None = None,
+    preset: str | None = None,
+    verbose: bool = True,
+) -> FitOutcome:
     """Fit a pipeline on ``data``: every step above, in order. ``config`` is not modified.
 
     ``tuning_data`` (optional): a labelled table used for validation instead of a split of ``data``.
@@ -200,42 +241,61 @@ def fit_pipeline(data: Data, label: str, config: PolymodalConfig, *, tuning_data
         train_t, val_t = table, read_labelled(tuning_data, label, cfg.data_root, "tuning")
         check_columns(val_t.frame, schema)
     modalities, processors = fit_processors(schema, cfg, train_t)
-    train_rows, val_rows = prepare_labelled([(train_t, "training rows"), (val_t, "validation rows")], label,
-                                            processors, task, cfg, verbose)
+    train_rows, val_rows = prepare_labelled(
+        [(train_t, "training rows"), (val_t, "validation rows")], label, processors, task, cfg, verbose
+    )
     if len(train_rows) == 0 or len(val_rows) == 0:
-        raise DataError(f"not enough usable rows to train: {len(train_rows)} training and {len(val_rows)} "
-                        "validation rows")
+        raise DataError(
+            f"not enough usable rows to train: {len(train_rows)} training and {len(val_rows)} validation rows"
+        )
     resolve_training(cfg.training, len(train_rows))
     val_labels = val_t.frame[label].iloc[val_rows.rows].reset_index(drop=True)
     with seeded(cfg.training.seed):  # the same seed and data give the same model; the caller's RNGs are untouched
         model = build(cfg, modalities, processors, task)
-        log.info("training on %d rows, validating on %d; modalities: %s; %s parameters", len(train_rows),
-                 len(val_rows), ", ".join(f"{m.name} ({m.kind})" for m in modalities),
-                 f"{count_parameters(model):,}")
+        log.info(
+            "training on %d rows, validating on %d; modalities: %s; %s parameters",
+            len(train_rows),
+            len(val_rows),
+            ", ".join(f"{m.name} ({m.kind})" for m in modalities),
+            f"{count_parameters(model):,}",
+        )
         result = train(model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose)
     result.fit_seconds = round(time.perf_counter() - start, 3)
     pipeline = FittedPipeline(label, cfg, schema, modalities, processors, task, model, result, verbose)
     return FitOutcome(pipeline, preset_report)
 
 
-def fine_tune(pipeline: FittedPipeline, data: Data, epochs: int, data_root: str | Path | None = None,
-              lr_scale: float = 0.1) -> FitResult:
+def fine_tune(
+    pipeline: FittedPipeline, data: Data, epochs: int, data_root: str | Path | None = None, lr_scale: float = 0.1
+) -> FitResult:
     """Train a fitted pipeline's network ``epochs`` more epochs on a labelled table, split for validation as
     :func:`fit_pipeline` splits, at ``lr_scale`` times the training learning rate with no warm-up (pruning's
     masks keep pruned weights at zero). The best validation epoch is kept."""
     cfg = pipeline.config
-    table = read_labelled(data, pipeline.label, data_root if data_root is not None else cfg.data_root,
-                          "fine-tuning")
+    table = read_labelled(data, pipeline.label, data_root if data_root is not None else cfg.data_root, "fine-tuning")
     check_columns(table.frame, pipeline.schema)
     train_t, val_t = validation_split(table, pipeline.label, pipeline.task, cfg.training)
-    train_rows, val_rows = prepare_labelled([(train_t, "training rows"), (val_t, "validation rows")],
-                                            pipeline.label, pipeline.processors, pipeline.task, cfg,
-                                            pipeline.verbose)
+    train_rows, val_rows = prepare_labelled(
+        [(train_t, "training rows"), (val_t, "validation rows")],
+        pipeline.label,
+        pipeline.processors,
+        pipeline.task,
+        cfg,
+        pipeline.verbose,
+    )
     training = cfg.training.model_copy()
     training.max_epochs = epochs
     training.learning_rate = training.learning_rate * lr_scale
     training.warmup_fraction = 0.0
     val_labels = val_t.frame[pipeline.label].iloc[val_rows.rows].reset_index(drop=True)
     with seeded(training.seed):
-        return train(pipeline.model, pipeline.task, pipeline.processors, train_rows, val_rows, val_labels, training,
-                     pipeline.verbose)
+        return train(
+            pipeline.model,
+            pipeline.task,
+            pipeline.processors,
+            train_rows,
+            val_rows,
+            val_labels,
+            training,
+            pipeline.verbose,
+        )

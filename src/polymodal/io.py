@@ -1,12 +1,13 @@
 """Atomic file and directory writes: a temp sibling, then a rename. Nothing half-written is ever left behind."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import RunDirError
 

@@ -3,6 +3,7 @@
 Mirrors TorchMultimodal's ``LateFusion(encoders, fusion, head)``; built deterministically from the resolved config
 and the fitted processors, so a run directory only needs to store weights.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
@@ -11,10 +12,10 @@ import torch
 from torch import nn
 
 from .config import PolymodalConfig, encoder_choice
-from .registry import ARCHITECTURES, register
 from .data.processors import Processor
 from .encoders import Encoded, Encoder, build_encoder
 from .fusion import Fusion, FusionInput, build_fusion
+from .registry import ARCHITECTURES, register
 from .schema import Modality
 from .tasks import Task
 
@@ -54,8 +55,9 @@ class MultimodalModel(nn.Module):
         return self.fusion.loss(outputs, target, task)
 
 
-def build_model(config: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor],
-                task: Task) -> nn.Module:
+def build_model(
+    config: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor], task: Task
+) -> nn.Module:
     """The encoders, assembled as the task's architecture wants (``task.architecture``: "fused" for
     classification/regression, "seq2seq" for generation)."""
     encoders = {}
@@ -69,8 +71,9 @@ def build_model(config: PolymodalConfig, modalities: list[Modality], processors:
 def build_fused(config: PolymodalConfig, encoders: dict[str, nn.Module], task: Task) -> MultimodalModel:
     """Encoders → fusion → the task's head (no head after a decision-level fusion)."""
     inputs = [FusionInput(name, cast(Encoder, enc).dim) for name, enc in encoders.items()]
-    fusion = build_fusion(config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params(),
-                          task)
+    fusion = build_fusion(
+        config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params(), task
+    )
     head = nn.Identity() if fusion.decides else task.head(config.fusion.dim)
     return MultimodalModel(encoders, fusion, head)
 

@@ -6,6 +6,7 @@ network's outputs (:meth:`FittedPipeline.outputs`), and saves itself as / loads 
 (:mod:`polymodal.rundir`). Explanations, the report, export, serving, pruning and ``compare`` use these public
 methods only; :class:`~polymodal.api.Predictor` is the user-facing estimator over it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Union, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -31,8 +32,16 @@ from .data.readers import Table, read_table
 from .errors import ConfigError, DataError, NotFittedError, PolymodalError, SchemaError
 from .io import atomic_dir
 from .model import build_model, count_parameters
-from .rundir import (BACKBONES, FORMAT_VERSION, check_run_dir, read_json, read_weights, write_history,
-                     write_json, write_weights)
+from .rundir import (
+    BACKBONES,
+    FORMAT_VERSION,
+    check_run_dir,
+    read_json,
+    read_weights,
+    write_history,
+    write_json,
+    write_weights,
+)
 from .schema import Modality, Schema
 from .tasks import Task, build_task
 from .tasks.classification import ClassificationTask
@@ -43,7 +52,7 @@ from .version import __version__
 log = logging.getLogger("polymodal")
 
 #: What the public methods accept as a table: a DataFrame, a path to a CSV/Parquet/JSONL file, or a Table.
-Data = Union[pd.DataFrame, str, Path, Table]
+Data = pd.DataFrame | str | Path | Table
 
 
 def labelled_rows(frame: pd.DataFrame, label: str, what: str) -> pd.DataFrame:
@@ -54,16 +63,25 @@ def labelled_rows(frame: pd.DataFrame, label: str, what: str) -> pd.DataFrame:
     if len(frame) == 0:
         raise DataError(f"the {what} table has no rows")
     if label not in frame.columns:
-        raise SchemaError(f"label column '{label}' is not in the {what} table; its columns are: "
-                          f"{', '.join(map(str, frame.columns))}")
+        raise SchemaError(
+            f"label column '{label}' is not in the {what} table; its columns are: {', '.join(map(str, frame.columns))}"
+        )
     empty = frame[label].map(is_empty).to_numpy(dtype=bool)
     if empty.all():
-        raise DataError(f"label column '{label}' has no values: all {len(frame)} rows are empty/NaN",
-                        hint="Check the label name and that the column is filled in.")
+        raise DataError(
+            f"label column '{label}' has no values: all {len(frame)} rows are empty/NaN",
+            hint="Check the label name and that the column is filled in.",
+        )
     if empty.any():
         rows = np.flatnonzero(empty)
-        log.warning("dropped %d %s rows whose label '%s' is empty (rows %s%s)", len(rows), what, label,
-                    ", ".join(map(str, rows[:10])), " ..." if len(rows) > 10 else "")
+        log.warning(
+            "dropped %d %s rows whose label '%s' is empty (rows %s%s)",
+            len(rows),
+            what,
+            label,
+            ", ".join(map(str, rows[:10])),
+            " ..." if len(rows) > 10 else "",
+        )
     return frame[~empty]
 
 
@@ -73,7 +91,8 @@ def check_columns(frame: pd.DataFrame, schema: Schema) -> None:
     if missing:
         raise SchemaError(
             f"the table lacks column(s) the model was trained on: {', '.join(missing)} "
-            f"(expected: {', '.join(schema.input_columns())}; extra columns are ignored)")
+            f"(expected: {', '.join(schema.input_columns())}; extra columns are ignored)"
+        )
 
 
 @dataclass
@@ -122,9 +141,18 @@ class FittedPipeline:
         verbose: show progress bars while decoding and training.
     """
 
-    def __init__(self, label: str, config: PolymodalConfig, schema: Schema, modalities: list[Modality],
-                 processors: dict[str, Processor], task: Task, model: torch.nn.Module,
-                 fit_result: FitResult | None = None, verbose: bool = True):
+    def __init__(
+        self,
+        label: str,
+        config: PolymodalConfig,
+        schema: Schema,
+        modalities: list[Modality],
+        processors: dict[str, Processor],
+        task: Task,
+        model: torch.nn.Module,
+        fit_result: FitResult | None = None,
+        verbose: bool = True,
+    ):
         self.label = label
         self.config = config
         self.schema = schema
@@ -158,9 +186,15 @@ class FittedPipeline:
         """Raise a :class:`SchemaError` when ``frame`` lacks an input column the model was trained on."""
         check_columns(frame, self.schema)
 
-    def prepare(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
-                labelled: str | None = None,
-                frame_filter: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> DecodedTable:
+    def prepare(
+        self,
+        data: Data,
+        *,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        labelled: str | None = None,
+        frame_filter: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    ) -> DecodedTable:
         """Read ``data`` and decode every cell with the fitted processors.
 
         Args:
@@ -179,17 +213,27 @@ class FittedPipeline:
             frame = frame_filter(frame)
         self.check_columns(frame)
         self._warn_unknown_categories(frame)
-        prepared = prepare(frame, self.processors, LoadContext(table.root, self.config.limits),
-                           on_error or self.config.on_error, progress=self.verbose)
+        prepared = prepare(
+            frame,
+            self.processors,
+            LoadContext(table.root, self.config.limits),
+            on_error or self.config.on_error,
+            progress=self.verbose,
+        )
         return DecodedTable(frame, prepared, table.root, table.source)
 
     def _warn_unknown_categories(self, frame: pd.DataFrame) -> None:
         for proc in self.processors.values():
             if isinstance(proc, TabularProcessor):
                 for col, rows in proc.unknown_categories(frame).items():
-                    log.warning("column '%s': %d rows hold categories not seen in training (rows %s%s); they are "
-                                "encoded as 'unknown'", col, len(rows),
-                                ", ".join(str(frame.index[r]) for r in rows[:10]), " ..." if len(rows) > 10 else "")
+                    log.warning(
+                        "column '%s': %d rows hold categories not seen in training (rows %s%s); they are "
+                        "encoded as 'unknown'",
+                        col,
+                        len(rows),
+                        ", ".join(str(frame.index[r]) for r in rows[:10]),
+                        " ..." if len(rows) > 10 else "",
+                    )
 
     def loader(self, prepared: Prepared, batch_size: int | None = None) -> torch.utils.data.DataLoader:
         """Batches of ``prepared`` in order, as prediction uses them."""
@@ -204,8 +248,14 @@ class FittedPipeline:
             return self.backend.predict(loader)
         return predict_outputs(self.model, loader, self.task)
 
-    def predict(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
-                return_scores: bool = False) -> pd.Series | pd.DataFrame:
+    def predict(
+        self,
+        data: Data,
+        *,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        return_scores: bool = False,
+    ) -> pd.Series | pd.DataFrame:
         """Predicted labels, values or texts indexed like the usable rows of ``data`` (see ``Predictor.predict``)."""
         if return_scores and not isinstance(self.task, GenerationTask):
             raise ConfigError("return_scores is for generation models; use predict_proba for class probabilities")
@@ -213,24 +263,31 @@ class FittedPipeline:
         outputs = self.outputs(decoded)
         text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.label)
         if return_scores:
-            return pd.DataFrame({self.label: text, "log_prob": np.asarray(outputs.scores, dtype=np.float64)},
-                                index=decoded.index)
+            return pd.DataFrame(
+                {self.label: text, "log_prob": np.asarray(outputs.scores, dtype=np.float64)}, index=decoded.index
+            )
         return text
 
-    def predict_proba(self, data: Data, *, on_error: str | None = None,
-                      data_root: str | Path | None = None) -> pd.DataFrame:
+    def predict_proba(
+        self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
+    ) -> pd.DataFrame:
         """Class probabilities, one column per class (classification only)."""
         if self.problem_type in ("regression", "generation"):
-            raise PolymodalError(f"predict_proba is for classification; this is a {self.problem_type} model"
-                                 + (" (predict(..., return_scores=True) gives each text's log-probability)"
-                                    if self.problem_type == "generation" else ""))
+            raise PolymodalError(
+                f"predict_proba is for classification; this is a {self.problem_type} model"
+                + (
+                    " (predict(..., return_scores=True) gives each text's log-probability)"
+                    if self.problem_type == "generation"
+                    else ""
+                )
+            )
         decoded = self.prepare(data, on_error=on_error, data_root=data_root)
         task = cast(ClassificationTask, self.task)  # binary and multiclass models have a classification task
-        return pd.DataFrame(task.predict_proba(self.outputs(decoded)), index=decoded.index,
-                            columns=list(task.classes))
+        return pd.DataFrame(task.predict_proba(self.outputs(decoded)), index=decoded.index, columns=list(task.classes))
 
-    def score(self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None,
-              what: str = "evaluation") -> tuple[dict[str, Any], DecodedTable, Any]:
+    def score(
+        self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None, what: str = "evaluation"
+    ) -> tuple[dict[str, Any], DecodedTable, Any]:
         """Metrics on the labelled rows of ``data``, with the decoded table and the outputs they came from."""
         decoded = self.prepare(data, on_error=on_error, data_root=data_root, labelled=what)
         outputs = self.outputs(decoded)
@@ -238,8 +295,9 @@ class FittedPipeline:
         metrics["rows"] = float(len(decoded.prepared))
         return metrics, decoded, outputs
 
-    def evaluate(self, data: Data, *, on_error: str | None = None,
-                 data_root: str | Path | None = None) -> dict[str, Any]:
+    def evaluate(
+        self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
+    ) -> dict[str, Any]:
         """Metrics on the labelled rows of ``data`` (rows with an empty label are left out)."""
         return self.score(data, on_error=on_error, data_root=data_root)[0]
 
@@ -268,10 +326,16 @@ class FittedPipeline:
         """Write the run directory atomically (see :mod:`polymodal.rundir`). Returns its path."""
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
-            write_json(tmp / "polymodal.json", {
-                "format": FORMAT_VERSION, "polymodal_version": __version__, "label": self.label,
-                "problem_type": self.task.problem_type,
-                "modalities": [{"name": m.name, "kind": m.kind, "columns": m.columns} for m in self.modalities]})
+            write_json(
+                tmp / "polymodal.json",
+                {
+                    "format": FORMAT_VERSION,
+                    "polymodal_version": __version__,
+                    "label": self.label,
+                    "problem_type": self.task.problem_type,
+                    "modalities": [{"name": m.name, "kind": m.kind, "columns": m.columns} for m in self.modalities],
+                },
+            )
             (tmp / "config.yaml").write_text(self.config.to_yaml(), encoding="utf-8")
             (tmp / "schema.json").write_text(self.schema.to_json() + "\n", encoding="utf-8")
             write_json(tmp / "processors.json", {m: p.state() for m, p in self.processors.items()})
@@ -285,10 +349,17 @@ class FittedPipeline:
             write_weights(tmp / "model.safetensors", self.model.state_dict())
             if self.fit_result is not None:
                 r = self.fit_result
-                write_json(tmp / "metrics.json", {
-                    "validation": r.validation, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
-                    "fit_seconds": r.fit_seconds, "stopped_early": r.stopped_early,
-                    "parameters": count_parameters(self.model)})
+                write_json(
+                    tmp / "metrics.json",
+                    {
+                        "validation": r.validation,
+                        "best_epoch": r.best_epoch,
+                        "epochs_run": r.epochs_run,
+                        "fit_seconds": r.fit_seconds,
+                        "stopped_early": r.stopped_early,
+                        "parameters": count_parameters(self.model),
+                    },
+                )
                 write_history(tmp / "training_log.csv", r.history)
         return path
 
@@ -305,8 +376,9 @@ class FittedPipeline:
         states = read_json(path / "processors.json")
         tensors = read_weights(path / "processors.safetensors") if (path / "processors.safetensors").is_file() else {}
         for name, proc in processors.items():
-            proc.set_state(states[name], {k.split("/", 1)[1]: t for k, t in tensors.items()
-                                          if k.split("/", 1)[0] == name})
+            proc.set_state(
+                states[name], {k.split("/", 1)[1]: t for k, t in tensors.items() if k.split("/", 1)[0] == name}
+            )
             if proc.has_assets:
                 proc.load_assets(path / BACKBONES / name)
         task = build_task(meta["problem_type"], config.task)
@@ -317,14 +389,17 @@ class FittedPipeline:
         fit_result = None
         if (path / "metrics.json").is_file():
             m = read_json(path / "metrics.json")
-            fit_result = FitResult(m["best_epoch"], m["epochs_run"], m["fit_seconds"], m["stopped_early"],
-                                   m["validation"])
+            fit_result = FitResult(
+                m["best_epoch"], m["epochs_run"], m["fit_seconds"], m["stopped_early"], m["validation"]
+            )
         pipeline = cls(meta["label"], config, schema, modalities, processors, task, model, fit_result, verbose)
         return pipeline
 
     def __repr__(self) -> str:
-        return (f"FittedPipeline(label={self.label!r}, problem_type={self.problem_type!r}, "
-                f"modalities={[m.name for m in self.modalities]}, fusion={self.config.fusion.name!r})")
+        return (
+            f"FittedPipeline(label={self.label!r}, problem_type={self.problem_type!r}, "
+            f"modalities={[m.name for m in self.modalities]}, fusion={self.config.fusion.name!r})"
+        )
 
 
 class HasPipeline(Protocol):
@@ -334,7 +409,7 @@ class HasPipeline(Protocol):
 
 
 #: What the consumers of a fitted model accept: the pipeline, a fitted Predictor, or a run directory.
-PipelineSource = Union[FittedPipeline, HasPipeline, str, Path]
+PipelineSource = FittedPipeline | HasPipeline | str | Path
 
 
 def as_pipeline(model: PipelineSource, verbose: bool = True) -> FittedPipeline:

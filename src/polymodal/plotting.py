@@ -5,6 +5,7 @@ Why: pyplot keeps process-wide state (the backend, the list of open figures). A 
 when an exception skips ``plt.close``. A figure made here belongs to no one but its caller: it needs no display,
 touches no global setting and is freed by the garbage collector like any other object.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,9 @@ def new_figure(**kwargs: Any) -> Figure:
     return fig
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
-             squeeze: bool = True, **kwargs: Any) -> tuple[Figure, Any]:
+def subplots(
+    nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, squeeze: bool = True, **kwargs: Any
+) -> tuple[Figure, Any]:
     """``plt.subplots`` without pyplot: (figure, axes), ``axes`` shaped as pyplot shapes them."""
     fig = new_figure(figsize=figsize)
     axes = fig.subplots(nrows, ncols, squeeze=squeeze, **kwargs)
@@ -34,4 +36,3 @@ def png_bytes(fig: Figure, dpi: int = 110, **savefig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, **savefig)
     return buf.getvalue()
-

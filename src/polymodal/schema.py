@@ -4,14 +4,16 @@ Each inferred kind comes with the reason it was chosen, so ``polymodal info`` ca
 Image, audio and text columns are one modality each; numeric and category columns together form one
 ``tabular`` modality (as AutoGluon and Ludwig treat tabular features).
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,8 +67,11 @@ class Schema:
         return [c.name for c in self.columns if c.kind is kind]
 
     def modalities(self) -> list[Modality]:
-        mods = [Modality(c.name, c.kind.value, [c.name]) for c in self.columns
-                if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.TEXT)]
+        mods = [
+            Modality(c.name, c.kind.value, [c.name])
+            for c in self.columns
+            if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.TEXT)
+        ]
         tab = self.of_kind(ColumnKind.NUMERIC) + self.of_kind(ColumnKind.CATEGORY)
         if tab:
             name = TABULAR if TABULAR not in {m.name for m in mods} else f"{TABULAR}_"
@@ -74,8 +79,7 @@ class Schema:
         return mods
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label,
-                "columns": [{**asdict(c), "kind": c.kind.value} for c in self.columns]}
+        return {"label": self.label, "columns": [{**asdict(c), "kind": c.kind.value} for c in self.columns]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Schema":
@@ -129,14 +133,17 @@ def infer_column(series: pd.Series) -> ColumnSpec:
     return ColumnSpec(name, ColumnKind.TEXT, f"free text ({words:.1f} words on average, {n_unique} distinct values)")
 
 
-def infer_schema(frame: pd.DataFrame, label: str | None, overrides: Mapping[str, str] | None = None,
-                 ignore: list[str] | None = None) -> Schema:
+def infer_schema(
+    frame: pd.DataFrame, label: str | None, overrides: Mapping[str, str] | None = None, ignore: list[str] | None = None
+) -> Schema:
     """Infer a :class:`Schema` for ``frame``; ``overrides`` (column → kind) and ``ignore`` win over inference."""
     overrides = dict(overrides or {})
     if len(frame.columns) == 0:
         raise SchemaError("the table has no columns")
     if label is not None and label not in frame.columns:
-        raise SchemaError(f"label column '{label}' is not in the table; its columns are: {', '.join(map(str, frame.columns))}")
+        raise SchemaError(
+            f"label column '{label}' is not in the table; its columns are: {', '.join(map(str, frame.columns))}"
+        )
     missing = [c for c in list(overrides) + list(ignore or []) if c not in frame.columns]
     if missing:
         raise SchemaError(f"config names columns that are not in the table: {', '.join(missing)}")
@@ -158,9 +165,9 @@ def infer_problem_type(target: pd.Series) -> tuple[str, str]:
     """Return (problem_type, reason) for a label column."""
     values = target.dropna()
     n_unique = values.nunique()
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        if not _is_integer_valued(values) or n_unique > 20:
-            return "regression", f"numeric label with {n_unique} distinct values"
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and (not _is_integer_valued(values) or n_unique > 20):
+        return "regression", f"numeric label with {n_unique} distinct values"
     if n_unique == 2:
         return "binary", "two distinct label values"
     return "multiclass", f"{n_unique} distinct label values"

@@ -4,16 +4,18 @@ Decoding happens up front, in threads, with a progress bar; rows that share a fi
 Bad cells are handled by the ``on_error`` policy: ``fail`` (raise with every problem listed), ``skip`` (drop the
 row and report), ``missing`` (treat that modality as absent for the row).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,9 +37,11 @@ class Batch:
     target: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch({k: v.to(device) for k, v in self.inputs.items()},
-                     {k: v.to(device) for k, v in self.masks.items()},
-                     None if self.target is None else self.target.to(device))
+        return Batch(
+            {k: v.to(device) for k, v in self.inputs.items()},
+            {k: v.to(device) for k, v in self.masks.items()},
+            None if self.target is None else self.target.to(device),
+        )
 
     def __len__(self) -> int:
         return len(next(iter(self.masks.values())))
@@ -57,8 +61,12 @@ class Prepared:
 
     def subset(self, idx: Iterable[int]) -> "Prepared":
         idx = np.asarray(list(idx), dtype=np.int64)
-        return Prepared({m: [v[i] for i in idx] for m, v in self.items.items()}, self.rows[idx],
-                        None if self.targets is None else self.targets[idx], self.issues)
+        return Prepared(
+            {m: [v[i] for i in idx] for m, v in self.items.items()},
+            self.rows[idx],
+            None if self.targets is None else self.targets[idx],
+            self.issues,
+        )
 
 
 _shared: ContextVar[dict[tuple, Any] | None] = ContextVar("polymodal_shared_decoding", default=None)
@@ -83,9 +91,16 @@ def _threads() -> int:
     return max(2, min(8, 2 * (os.cpu_count() or 1)))
 
 
-def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadContext, on_error: str = "fail",
-            targets: np.ndarray | None = None, progress: bool = True, what: str = "rows",
-            quiet: bool = False) -> Prepared:
+def prepare(
+    frame: pd.DataFrame,
+    processors: dict[str, Processor],
+    ctx: LoadContext,
+    on_error: str = "fail",
+    targets: np.ndarray | None = None,
+    progress: bool = True,
+    what: str = "rows",
+    quiet: bool = False,
+) -> Prepared:
     """Decode every cell of every modality; apply the ``on_error`` policy to cells that cannot be decoded."""
     if on_error not in ("fail", "skip", "missing"):
         raise ConfigError(f"on_error must be 'fail', 'skip' or 'missing', not {on_error!r}")
@@ -117,8 +132,10 @@ def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadCont
     results: dict[tuple[str, Any], Any] = {}
     shared, shared_keys = _shared.get(), {}
     if shared is not None:
-        sigs = {m: (type(p).__name__, json.dumps(p.load_signature(), sort_keys=True), str(ctx.root),
-                    repr(ctx.limits)) for m, p in processors.items()}
+        sigs = {
+            m: (type(p).__name__, json.dumps(p.load_signature(), sort_keys=True), str(ctx.root), repr(ctx.limits))
+            for m, p in processors.items()
+        }
         for key in list(jobs):
             m, k = key
             if processors[m].cache_key(jobs[key][1]) is None:
@@ -127,8 +144,9 @@ def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadCont
             if shared_keys[key] in shared:
                 results[key] = shared[shared_keys[key]]
                 del jobs[key]
-    bar = tqdm(total=len(jobs), desc=f"decoding {what}", unit="item", disable=not progress or len(jobs) < 200,
-               leave=False)
+    bar = tqdm(
+        total=len(jobs), desc=f"decoding {what}", unit="item", disable=not progress or len(jobs) < 200, leave=False
+    )
     with ThreadPoolExecutor(_threads()) as pool:
         for key, res in zip(jobs, pool.map(run, jobs.values(), chunksize=16)):
             results[key] = res
@@ -153,14 +171,18 @@ def prepare(frame: pd.DataFrame, processors: dict[str, Processor], ctx: LoadCont
         items[m] = out
 
     if issues and on_error == "fail":
-        raise DataError(f"{len(bad_rows)} of {n} {what} have problems that stop training/prediction:", issues,
-                        hint="Fix or remove these rows, or pass --on-error skip (drop them) or "
-                             "--on-error missing (treat the bad cells as absent).")
+        raise DataError(
+            f"{len(bad_rows)} of {n} {what} have problems that stop training/prediction:",
+            issues,
+            hint="Fix or remove these rows, or pass --on-error skip (drop them) or "
+            "--on-error missing (treat the bad cells as absent).",
+        )
     keep = np.arange(n)
     if issues and on_error == "skip":
         keep = np.array([i for i in range(n) if i not in bad_rows], dtype=np.int64)
-        log.warning("skipped %d of %d %s with problems:\n%s", len(bad_rows), n, what,
-                    "\n".join(f"  - {i}" for i in issues[:20]))
+        log.warning(
+            "skipped %d of %d %s with problems:\n%s", len(bad_rows), n, what, "\n".join(f"  - {i}" for i in issues[:20])
+        )
     elif issues and not quiet:
         log.warning("treated %d bad cells as missing:\n%s", len(issues), "\n".join(f"  - {i}" for i in issues[:20]))
     prepared = Prepared(items, np.arange(n), targets, issues)
@@ -199,10 +221,23 @@ class Collator:
         return Batch(inputs, masks, target)
 
 
-def make_loader(prepared: Prepared, processors: dict[str, Processor], batch_size: int, train: bool,
-                target_dtype: torch.dtype = torch.long, num_workers: int = 0, seed: int = 0) -> torch.utils.data.DataLoader:
+def make_loader(
+    prepared: Prepared,
+    processors: dict[str, Processor],
+    batch_size: int,
+    train: bool,
+    target_dtype: torch.dtype = torch.long,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> torch.utils.data.DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
-        PreparedDataset(prepared), batch_size=batch_size, shuffle=train, drop_last=train and len(prepared) > batch_size,
-        collate_fn=Collator(prepared, processors, train, target_dtype), num_workers=num_workers,
-        persistent_workers=num_workers > 0, generator=generator)
+        PreparedDataset(prepared),
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train and len(prepared) > batch_size,
+        collate_fn=Collator(prepared, processors, train, target_dtype),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=generator,
+    )

@@ -4,6 +4,7 @@ Paths come from the table and must resolve inside the data root (no ``../`` esca
 A cell may instead hold an :class:`InMemoryFile` (the server's uploads): its bytes are decoded under the same limits
 and no file system is touched. With no data root (``root=None``) every path is refused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,10 @@ def resolve_path(value: object, root: Path | None) -> Source:
     root = Path(os.path.abspath(root))
     path = Path(os.path.abspath(root / value.strip()))
     if not path.is_relative_to(root):
-        raise LoadError(f"path '{value}' resolves outside the data root {root}; "
-                        "move the file under the data root or pass --data-root")
+        raise LoadError(
+            f"path '{value}' resolves outside the data root {root}; "
+            "move the file under the data root or pass --data-root"
+        )
     if not path.is_file():
         raise LoadError(f"file not found: {path}")
     return path
@@ -106,8 +109,10 @@ def image_size(path: Source, limits: LimitsConfig) -> tuple[int, int, str]:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise LoadError(f"not a readable image: {_reason(e, path)}") from None
     if w * h > limits.max_image_pixels:
-        raise LoadError(f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limits.max_image_pixels:,} "
-                        "(possible decompression bomb; raise limits.max_image_pixels if it is genuine)")
+        raise LoadError(
+            f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limits.max_image_pixels:,} "
+            "(possible decompression bomb; raise limits.max_image_pixels if it is genuine)"
+        )
     return w, h, mode
 
 
@@ -142,8 +147,10 @@ def audio_info(path: Source, limits: LimitsConfig) -> tuple[int, float]:
         raise LoadError("audio file holds no samples")
     duration = info.frames / info.samplerate
     if duration > limits.max_audio_seconds:
-        raise LoadError(f"audio is {duration:.1f} s long, over the limit of {limits.max_audio_seconds:g} s "
-                        "(limits.max_audio_seconds)")
+        raise LoadError(
+            f"audio is {duration:.1f} s long, over the limit of {limits.max_audio_seconds:g} s "
+            "(limits.max_audio_seconds)"
+        )
     return info.samplerate, duration
 
 

@@ -6,15 +6,17 @@ Each processor works on one modality and has three steps:
   ``collate(items)``      stack a batch of loaded items (``None`` = absent) into tensors, augmenting in training
 State is split into JSON (``state()``) and tensors (``tensors()``) so that nothing is pickled.
 """
+
 from __future__ import annotations
 
 import math
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -22,9 +24,8 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from ..config import (LimitsConfig, PolymodalConfig, ProcessingConfig, check_encoder_keys, config_error,
-                      encoder_choice)
-from ..errors import ConfigError, LoadError
+from ..config import LimitsConfig, PolymodalConfig, ProcessingConfig, check_encoder_keys, config_error, encoder_choice
+from ..errors import LoadError
 from ..registry import ENCODERS, Registry
 from ..schema import ColumnKind, Modality, Schema
 from . import loaders
@@ -134,7 +135,8 @@ class ImageProcessor(_FileProcessor):
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
         heads = self._readable_sample(
-            frame, lambda v: loaders.image_size(loaders.resolve_path(v, ctx.root), ctx.limits), 200)
+            frame, lambda v: loaders.image_size(loaders.resolve_path(v, ctx.root), ctx.limits), 200
+        )
         if self.cfg.image_size is not None:
             self.size = self.cfg.image_size
         else:
@@ -185,11 +187,12 @@ def _random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
     dx = torch.randint(0, 2 * pad + 1, (b,)).tolist()
     dy = torch.randint(0, 2 * pad + 1, (b,)).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     """Triangular HTK-style mel filters, shape [n_fft // 2 + 1, n_mels]."""
+
     def hz_to_mel(f: np.ndarray) -> np.ndarray:
         return 2595.0 * np.log10(1.0 + f / 700.0)
 
@@ -211,7 +214,8 @@ class AudioProcessor(_FileProcessor):
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
         heads = self._readable_sample(
-            frame, lambda v: loaders.audio_info(loaders.resolve_path(v, ctx.root), ctx.limits), 200)
+            frame, lambda v: loaders.audio_info(loaders.resolve_path(v, ctx.root), ctx.limits), 200
+        )
         if self.cfg.sample_rate is not None:
             self.sample_rate = self.cfg.sample_rate
         else:
@@ -255,9 +259,9 @@ class AudioProcessor(_FileProcessor):
             w = torch.from_numpy(wav)
             if len(w) > n:
                 start = int(torch.randint(0, len(w) - n + 1, ()).item()) if train else 0
-                w = w[start:start + n]
+                w = w[start : start + n]
             offset = int(torch.randint(0, n - len(w) + 1, ()).item()) if train and self.cfg.audio_augment else 0
-            out[i, offset:offset + len(w)] = w
+            out[i, offset : offset + len(w)] = w
         return out
 
     def _logmel(self, wave: torch.Tensor) -> torch.Tensor:
@@ -317,7 +321,9 @@ class TextProcessor(Processor):
             lengths.append(len(toks))
         kept = [t for t, c in counts.most_common(self.cfg.vocab_size - 2) if c >= self.cfg.text_min_freq]
         self.vocab = ["<pad>", "<unk>"] + kept
-        self.max_tokens = self.cfg.text_max_tokens or int(min(max(np.percentile(lengths, 95) if lengths else 16, 8), 256))
+        self.max_tokens = self.cfg.text_max_tokens or int(
+            min(max(np.percentile(lengths, 95) if lengths else 16, 8), 256)
+        )
         self._index = {t: i for i, t in enumerate(self.vocab)}
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
@@ -363,8 +369,9 @@ class TabularProcessor(Processor):
             mean = float(v.mean()) if len(v) else 0.0
             std = float(v.std()) if len(v) > 1 else 1.0
             self.stats[c] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
-        self.categories = {c: sorted({_cat_str(v) for v in frame[c].tolist() if not loaders.is_empty(v)})
-                           for c in self.categorical}
+        self.categories = {
+            c: sorted({_cat_str(v) for v in frame[c].tolist() if not loaders.is_empty(v)}) for c in self.categorical
+        }
         self._build_index()
 
     def _build_index(self) -> None:
@@ -394,17 +401,26 @@ class TabularProcessor(Processor):
                 num[j] = (0.0, 1.0)
                 continue
             num[j, 0] = (x - self.stats[c]["mean"]) / self.stats[c]["std"]
-        cat = np.array([MISSING_CATEGORY if loaders.is_empty(value[c])
-                        else self._index[c].get(_cat_str(value[c]), UNKNOWN_CATEGORY) for c in self.categorical],
-                       np.int64)
+        cat = np.array(
+            [
+                MISSING_CATEGORY
+                if loaders.is_empty(value[c])
+                else self._index[c].get(_cat_str(value[c]), UNKNOWN_CATEGORY)
+                for c in self.categorical
+            ],
+            np.int64,
+        )
         return num, cat
 
     def unknown_categories(self, frame: pd.DataFrame) -> dict[str, list[int]]:
         """Rows (positions) whose category value was not seen in training, per column."""
         out = {}
         for c in self.categorical:
-            rows = [i for i, v in enumerate(frame[c].tolist())
-                    if not loaders.is_empty(v) and _cat_str(v) not in self._index[c]]
+            rows = [
+                i
+                for i, v in enumerate(frame[c].tolist())
+                if not loaders.is_empty(v) and _cat_str(v) not in self._index[c]
+            ]
             if rows:
                 out[c] = rows
         return out
@@ -413,12 +429,18 @@ class TabularProcessor(Processor):
         n_num, n_cat = len(self.numeric), len(self.categorical)
         num = np.stack([np.tile([0.0, 1.0], (n_num, 1)).astype(np.float32) if it is None else it[0] for it in items])
         cat = np.stack([np.zeros(n_cat, np.int64) if it is None else it[1] for it in items])
-        return {self.key("numeric"): torch.from_numpy(num).reshape(len(items), n_num * 2),
-                self.key("category"): torch.from_numpy(cat)}
+        return {
+            self.key("numeric"): torch.from_numpy(num).reshape(len(items), n_num * 2),
+            self.key("category"): torch.from_numpy(cat),
+        }
 
     def state(self) -> dict[str, Any]:
-        return {"numeric": self.numeric, "categorical": self.categorical, "stats": self.stats,
-                "categories": self.categories}
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "stats": self.stats,
+            "categories": self.categories,
+        }
 
     def set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         self.numeric, self.categorical = state["numeric"], state["categorical"]
@@ -444,11 +466,16 @@ def build_processors(schema: Schema, config: PolymodalConfig) -> tuple[list[Moda
         cls = PROCESSORS.get(getattr(encoder, "processor", "") or m.kind)
         if getattr(cls, "needs_encoder_config", False):
             assert choice is not None, "only an encoder's choice brings a processor that needs its config"
-            procs[m.name] = cast("type[Any]", cls)(m.name, m.columns, config.processing,  # takes the config too
-                                                   _encoder_config(encoder, choice.params()))
+            procs[m.name] = cast("type[Any]", cls)(
+                m.name,
+                m.columns,
+                config.processing,  # takes the config too
+                _encoder_config(encoder, choice.params()),
+            )
         elif cls is TabularProcessor:
-            procs[m.name] = TabularProcessor(m.name, m.columns, config.processing,
-                                             categorical=schema.of_kind(ColumnKind.CATEGORY))
+            procs[m.name] = TabularProcessor(
+                m.name, m.columns, config.processing, categorical=schema.of_kind(ColumnKind.CATEGORY)
+            )
         else:
             procs[m.name] = cls(m.name, m.columns, config.processing)
     return modalities, procs

@@ -1,4 +1,5 @@
 """Read a table (CSV / Parquet / JSONL / pandas) and remember the folder its relative paths resolve against."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,15 @@ import pandas as pd
 
 from ..errors import DataError, RowIssue
 
-SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
-            ".json": "json", ".ndjson": "jsonl"}
+SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".json": "json",
+    ".ndjson": "jsonl",
+}
 
 
 @dataclass
@@ -40,8 +48,10 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         raise DataError(f"table file not found: {path}", hint="Pass the path of a .csv, .parquet or .jsonl file.")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"cannot read {path}: unknown table format '{path.suffix}'",
-                        hint=f"Use one of: {', '.join(sorted(SUFFIXES))}.")
+        raise DataError(
+            f"cannot read {path}: unknown table format '{path.suffix}'",
+            hint=f"Use one of: {', '.join(sorted(SUFFIXES))}.",
+        )
     try:
         if kind in ("csv", "tsv"):
             frame = pd.read_csv(path, sep="," if kind == "csv" else "\t", encoding="utf-8")

@@ -1,4 +1,5 @@
 """Check every row of a table before training, through the very decode path that ``fit`` uses."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,12 +41,12 @@ def validate_table(table: Table, label: str | None, config: PolymodalConfig, pro
     ctx = LoadContext(table.root, config.limits)
     for p in processors.values():
         p.fit(frame, ctx)
-    issues += prepare(frame, processors, ctx, on_error="missing", progress=progress, what="cells",
-                      quiet=True).issues
+    issues += prepare(frame, processors, ctx, on_error="missing", progress=progress, what="cells", quiet=True).issues
     issues.sort(key=RowIssue.sort_key)
     return ValidationReport(len(frame), schema, issues)
 
 
 def issues_frame(issues: list[RowIssue]) -> pd.DataFrame:
-    return pd.DataFrame([{"row": i.row, "column": i.column, "problem": i.problem} for i in issues],
-                        columns=["row", "column", "problem"])
+    return pd.DataFrame(
+        [{"row": i.row, "column": i.column, "problem": i.problem} for i in issues], columns=["row", "column", "problem"]
+    )

@@ -18,12 +18,13 @@ a training scene, so no test caption was seen in training. ``make_captioning`` a
 scenes each hold a (colour, shape) pair that never occurs in training (``HELD_OUT_PAIRS``): systematic
 generalisation to new attribute combinations.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -35,8 +36,13 @@ log = logging.getLogger("polymodal")
 
 SCENE_SIZE = 48
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),
-    "orange": (235, 140, 20), "purple": (150, 60, 190), "cyan": (20, 170, 170)}
+    "red": (220, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 220),
+    "orange": (235, 140, 20),
+    "purple": (150, 60, 190),
+    "cyan": (20, 170, 170),
+}
 SHAPES = ["circle", "square", "triangle"]
 HELD_OUT_PAIRS = frozenset({("red", "triangle"), ("blue", "circle"), ("green", "square")})
 COUNTS = ["zero", "one", "two", "three"]
@@ -62,7 +68,7 @@ Scene = tuple[SceneObject, ...]  # in reading order
 
 
 def position_name(row: int, col: int) -> str:
-    """"top left", "top", ..., "centre", ..., "bottom right"."""
+    """ "top left", "top", ..., "centre", ..., "bottom right"."""
     parts = [("top", "", "bottom")[row], ("left", "", "right")[col]]
     return " ".join(p for p in parts if p) or "centre"
 
@@ -119,9 +125,13 @@ def _pairs(exclude: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     return [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in ex]
 
 
-def sample_scenes(n: int, rng: np.random.Generator, pairs: list[tuple[str, str]],
-                  avoid: set[frozenset[SceneObject]] | None = None,
-                  must_have: frozenset[tuple[str, str]] | None = None) -> list[Scene]:
+def sample_scenes(
+    n: int,
+    rng: np.random.Generator,
+    pairs: list[tuple[str, str]],
+    avoid: set[frozenset[SceneObject]] | None = None,
+    must_have: frozenset[tuple[str, str]] | None = None,
+) -> list[Scene]:
     """``n`` scenes whose object sets are not in ``avoid``; with ``must_have``, each holds one of those pairs."""
     out: list[Scene] = []
     tries = 0
@@ -181,8 +191,11 @@ def make_captioning(out_dir: str | Path, n_train: int = 3000, n_test: int = 500,
     test = sample_scenes(n_test, rng, pairs, avoid=seen)
     novel = sample_scenes(max(n_test // 2, 1), rng, _pairs(), avoid=seen, must_have=HELD_OUT_PAIRS)
     paths = CaptioningPaths(out, out / "train.csv", out / "test.csv", out / "test_novel_pairs.csv")
-    for scenes, path, prefix, s in ((train, paths.train, "train_", seed), (test, paths.test, "test_", seed + 1),
-                                    (novel, paths.test_novel_pairs, "novel_", seed + 2)):
+    for scenes, path, prefix, s in (
+        (train, paths.train, "train_", seed),
+        (test, paths.test, "test_", seed + 1),
+        (novel, paths.test_novel_pairs, "novel_", seed + 2),
+    ):
         _write_csv(generate_captioning(out, scenes, seed=s, prefix=prefix), path)
     return paths
 
@@ -200,8 +213,9 @@ def question_answer(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
         kinds.append("where")
     kind = kinds[int(rng.integers(len(kinds)))]
     if kind == "colour":
-        o = [o for o in scene if shapes.count(o.shape) == 1][int(rng.integers(sum(shapes.count(s) == 1
-                                                                                     for s in shapes)))]
+        o = [o for o in scene if shapes.count(o.shape) == 1][
+            int(rng.integers(sum(shapes.count(s) == 1 for s in shapes)))
+        ]
         return f"what colour is the {o.shape}?", o.colour
     if kind == "shape_at":
         o = scene[int(rng.integers(len(scene)))]
@@ -220,8 +234,13 @@ def question_answer(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
     return f"is there {article(c)} {c} {s}?", "no"
 
 
-QUESTION_KINDS = {"what colour": "colour", "what shape": "shape_at", "how many": "count", "is there": "exists",
-                  "where": "where"}
+QUESTION_KINDS = {
+    "what colour": "colour",
+    "what shape": "shape_at",
+    "how many": "count",
+    "is there": "exists",
+    "where": "where",
+}
 
 
 def question_kind(question: str) -> str:
@@ -268,16 +287,23 @@ def scene_questions(scene: Scene, rng: np.random.Generator, k: int = 1) -> list[
     return list(out.items())
 
 
-def generate_qa(out_dir: str | Path, scenes: list[Scene], seed: int = 0, prefix: str = "",
-                speech: bool = False, questions_per_scene: int = 1) -> pd.DataFrame:
+def generate_qa(
+    out_dir: str | Path,
+    scenes: list[Scene],
+    seed: int = 0,
+    prefix: str = "",
+    speech: bool = False,
+    questions_per_scene: int = 1,
+) -> pd.DataFrame:
     """Render ``scenes`` and ask ``questions_per_scene`` distinct questions about each (rows of one scene share
     its image): columns image, question, answer (and question_audio, the question spoken by espeak-ng, with
     ``speech``)."""
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     paths = _write_images(out, scenes, prefix, rng)
-    rows = [(path, q, a) for path, scene in zip(paths, scenes)
-            for q, a in scene_questions(scene, rng, questions_per_scene)]
+    rows = [
+        (path, q, a) for path, scene in zip(paths, scenes) for q, a in scene_questions(scene, rng, questions_per_scene)
+    ]
     frame = pd.DataFrame({"image": [r[0] for r in rows], "question": [r[1] for r in rows]})
     if speech:
         frame["question_audio"] = _speech_files(out, frame["question"].tolist(), rng)
@@ -285,8 +311,14 @@ def generate_qa(out_dir: str | Path, scenes: list[Scene], seed: int = 0, prefix:
     return frame
 
 
-def make_qa(out_dir: str | Path, n_train: int = 3000, n_test: int = 500, seed: int = 0,
-            speech: bool | None = None, questions_per_scene: int = 1) -> QAPaths:
+def make_qa(
+    out_dir: str | Path,
+    n_train: int = 3000,
+    n_test: int = 500,
+    seed: int = 0,
+    speech: bool | None = None,
+    questions_per_scene: int = 1,
+) -> QAPaths:
     """The QA data set: train.csv and test.csv (unseen scenes), columns image, question, [question_audio], answer.
 
     ``questions_per_scene``: distinct questions asked about each training scene (the test asks one per scene), as
@@ -307,7 +339,9 @@ def make_qa(out_dir: str | Path, n_train: int = 3000, n_test: int = 500, seed: i
     train = sample_scenes(n_train, rng, pairs)
     test = sample_scenes(n_test, rng, pairs, avoid={signature(s) for s in train})
     paths = QAPaths(out, out / "train.csv", out / "test.csv", bool(speech))
-    for scenes, path, prefix, s, k in ((train, paths.train, "train_", seed, questions_per_scene),
-                                       (test, paths.test, "test_", seed + 1, 1)):
+    for scenes, path, prefix, s, k in (
+        (train, paths.train, "train_", seed, questions_per_scene),
+        (test, paths.test, "test_", seed + 1, 1),
+    ):
         _write_csv(generate_qa(out, scenes, seed=s, prefix=prefix, speech=bool(speech), questions_per_scene=k), path)
     return paths

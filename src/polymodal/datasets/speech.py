@@ -2,6 +2,7 @@
 
 Rendering happens at data-generation time only; nothing at training or predict time needs espeak-ng.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,12 @@ def speak(text: str, path: str | Path, *, speed: int = 170, pitch: int = 50, voi
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         # espeak-ng writes the file itself (-w); it becomes ``path`` only once complete
-        subprocess.run([exe, "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "-w", str(tmp), str(text)],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [exe, "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "-w", str(tmp), str(text)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         os.replace(tmp, path)
     except (OSError, subprocess.SubprocessError) as e:
         raise SpeechUnavailable(f"espeak-ng failed on {text!r}: {e}; {INSTALL_HINT}") from None

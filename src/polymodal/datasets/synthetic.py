@@ -15,6 +15,7 @@ predicts the label at best 10/16 = 0.625 of the time (the tabular pair together:
 missing-modality handling (those rows, and the few readings that land on the wrong side of 0, keep the best
 possible accuracy just under 1).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def _chirp(rng: np.random.Generator, rising: bool) -> np.ndarray:
     low = rng.uniform(300, 800)
     high = low * rng.uniform(2.0, 3.0)
     f0, f1 = (low, high) if rising else (high, low)
-    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * SECONDS))
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * SECONDS))
     envelope = np.minimum(1, np.minimum(t, SECONDS - t) / 0.02)
     wave = rng.uniform(0.3, 0.8) * envelope * np.sin(phase) + rng.normal(0, 0.03, len(t))
     return np.clip(wave, -1, 1).astype(np.float32)
@@ -79,8 +80,9 @@ def _review(rng: np.random.Generator, positive: bool) -> str:
     return f"{rng.choice(OPENERS)} the {rng.choice(ITEMS)} was {adj} {rng.choice(CLOSERS)}"
 
 
-def generate(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", missing_rate: float = 0.01,
-             distractor: bool = False) -> pd.DataFrame:
+def generate(
+    out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", missing_rate: float = 0.01, distractor: bool = False
+) -> pd.DataFrame:
     """Write ``n`` rows of files under ``out_dir`` and return their table (paths relative to ``out_dir``).
 
     ``distractor=True`` adds a numeric column ``noise`` (standard normal, empty in ``missing_rate`` of the rows like
@@ -104,12 +106,20 @@ def generate(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", missi
         sf.write(out / audio_path, _chirp(rng, bits[1]), SAMPLE_RATE, subtype="PCM_16")
         reading = rng.normal(1.0 if bits[3] else -1.0, 0.4)
         region = rng.choice(REGIONS_YES if bits[4] else REGIONS_NO)
-        row = {"image": image_path, "audio": audio_path, "text": _review(rng, bits[2]),
-               "reading": round(float(reading), 3), "region": str(region),
-               "label": LABELS[int(bits.sum())]}
+        row = {
+            "image": image_path,
+            "audio": audio_path,
+            "text": _review(rng, bits[2]),
+            "reading": round(float(reading), 3),
+            "region": str(region),
+            "label": LABELS[int(bits.sum())],
+        }
         if noise is not None and noise_missing is not None:
-            row = {**{k: v for k, v in row.items() if k != "label"},
-                   "noise": None if noise_missing[i] else round(float(noise[i]), 3), "label": row["label"]}
+            row = {
+                **{k: v for k, v in row.items() if k != "label"},
+                "noise": None if noise_missing[i] else round(float(noise[i]), 3),
+                "label": row["label"],
+            }
         for col in ("image", "audio", "text", "reading"):
             if rng.random() < missing_rate:
                 row[col] = None
@@ -129,12 +139,22 @@ def make_demo(out_dir: str | Path, n_train: int = 1200, n_test: int = 400, seed:
     return paths
 
 
-IMAGE_TEXT_LABELS = {(True, True): "circle-good", (True, False): "circle-bad", (False, True): "square-good",
-                     (False, False): "square-bad"}
+IMAGE_TEXT_LABELS = {
+    (True, True): "circle-good",
+    (True, False): "circle-bad",
+    (False, True): "square-good",
+    (False, False): "square-bad",
+}
 
 
-def generate_image_text(out_dir: str | Path, n: int, seed: int = 0, prefix: str = "",
-                        adjectives: slice = slice(None), shape_box: bool = False) -> pd.DataFrame:
+def generate_image_text(
+    out_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    prefix: str = "",
+    adjectives: slice = slice(None),
+    shape_box: bool = False,
+) -> pd.DataFrame:
     """Seed 000's task: an image and a review, four classes (shape × sentiment), so both columns are needed.
 
     ``adjectives`` picks which of the positive/negative adjectives reviews use (e.g. ``slice(0, 3)`` for training

@@ -1,4 +1,5 @@
 """From-scratch audio encoder: a small ResNet over log-mel spectrograms [B, 1, mels, frames]."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """The encoder contract and the shared building blocks."""
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,9 @@ class Encoder(nn.Module):
 def build_encoder(name: str, params: dict[str, Any], modality: Modality, processor: Any) -> Encoder:
     cls = ENCODERS.get(name)
     if modality.kind not in cls.kinds:
-        raise ConfigError(f"encoder '{name}' works on {', '.join(cls.kinds)} columns, not on "
-                          f"{modality.kind} column '{modality.name}'")
+        raise ConfigError(
+            f"encoder '{name}' works on {', '.join(cls.kinds)} columns, not on {modality.kind} column '{modality.name}'"
+        )
     try:
         cfg = cls.Config(**params)
     except ValidationError as e:
@@ -87,10 +89,17 @@ class ResidualBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
-        self.skip = (nn.Identity() if stride == 1 and cin == cout else
-                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,11 +111,17 @@ class ConvConfig(EncoderConfig):
     stages: int = 3
     stem_stride: int | None = Field(None, ge=1, le=4, description="None = chosen from the input size")
     dropout: float = 0.1
-    coords: bool = Field(False, description="append x/y coordinate channels to the input (CoordConv, Liu et al. "
-                         "2018): convolutions alone are blind to where something is, which questions about "
-                         "positions need")
-    positions: bool = Field(False, description="add a fixed 2-D sine-cosine code of each token's row and column to "
-                            "the tokens (as ViT/MAE do), so that fusions reading tokens know where each one is")
+    coords: bool = Field(
+        False,
+        description="append x/y coordinate channels to the input (CoordConv, Liu et al. "
+        "2018): convolutions alone are blind to where something is, which questions about "
+        "positions need",
+    )
+    positions: bool = Field(
+        False,
+        description="add a fixed 2-D sine-cosine code of each token's row and column to "
+        "the tokens (as ViT/MAE do), so that fusions reading tokens know where each one is",
+    )
 
 
 class ResNetTrunk(nn.Module):
@@ -116,12 +131,15 @@ class ResNetTrunk(nn.Module):
         super().__init__()
         w = cfg.width
         self.coords = cfg.coords
-        layers: list[nn.Module] = [nn.Conv2d(cin + 2 * cfg.coords, w, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(w),
-                                   nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin + 2 * cfg.coords, w, 3, stem_stride, 1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+        ]
         if stem_pool:
             layers.append(nn.MaxPool2d(3, 2, 1))
         for i in range(cfg.stages):
-            layers.append(ResidualBlock(w * 2 ** max(i - 1, 0), w * 2 ** i, 1 if i == 0 else 2))
+            layers.append(ResidualBlock(w * 2 ** max(i - 1, 0), w * 2**i, 1 if i == 0 else 2))
         self.net = nn.Sequential(*layers)
         self.out_channels = w * 2 ** (cfg.stages - 1)
 

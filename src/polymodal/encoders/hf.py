@@ -14,6 +14,7 @@ Modes:
             (``layer_decay`` per block below the top, as in BEiT/ELECTRA).
   last_n    only the top ``last_n`` blocks (and what sits above them) are trained, with the same learning rates.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,10 +43,12 @@ class HFConfig(EncoderConfig):
     model: str = Field(..., description="a local folder (as written by save_pretrained) or a Hugging Face hub id")
     mode: Mode = "frozen"
     last_n: int = Field(2, ge=1, description="mode last_n: how many top blocks to train")
-    backbone_lr: float = Field(0.1, gt=0, le=1, description="backbone learning rate as a share of "
-                               "training.learning_rate (finetune/last_n)")
-    layer_decay: float = Field(0.8, gt=0, le=1, description="learning-rate factor per block below the top "
-                               "(1 = no layer-wise decay)")
+    backbone_lr: float = Field(
+        0.1, gt=0, le=1, description="backbone learning rate as a share of training.learning_rate (finetune/last_n)"
+    )
+    layer_decay: float = Field(
+        0.8, gt=0, le=1, description="learning-rate factor per block below the top (1 = no layer-wise decay)"
+    )
     pooling: Pooling = Field("auto", description="auto = mean (the model's pooler for clip_*)")
     dropout: float = Field(0.1, ge=0, lt=1)
     cache: bool = Field(True, description="frozen mode: keep features on disk for later runs (memory only if off)")
@@ -72,8 +75,10 @@ def _hidden_size(cfg: Any) -> int:
         v = getattr(cfg, attr, None)
         if isinstance(v, int) and v > 0:
             return v
-    raise ConfigError(f"cannot tell the output width of pretrained model type '{getattr(cfg, 'model_type', '?')}' "
-                      "(no hidden_size / hidden_sizes / d_model in its config)")
+    raise ConfigError(
+        f"cannot tell the output width of pretrained model type '{getattr(cfg, 'model_type', '?')}' "
+        "(no hidden_size / hidden_sizes / d_model in its config)"
+    )
 
 
 class AttentionPool(nn.Module):
@@ -106,9 +111,11 @@ class HFEncoder(Encoder):
         model = processor.backbone()
         backbone, projection = modality_part(model, modality.kind)
         if self.joint_space and projection is None:
-            raise ConfigError(f"encoder '{self.registry_name}' needs a dual-encoder model with a "
-                              f"{modality.kind} projection (CLIP and its kin); '{processor.source}' is a "
-                              f"{type(model).__name__}: use hf_{modality.kind} for it")
+            raise ConfigError(
+                f"encoder '{self.registry_name}' needs a dual-encoder model with a "
+                f"{modality.kind} projection (CLIP and its kin); '{processor.source}' is a "
+                f"{type(model).__name__}: use hf_{modality.kind} for it"
+            )
         self.backbone = backbone
         self.projection = projection if self.joint_space else None
         self.width = _hidden_size(backbone.config)
@@ -146,8 +153,10 @@ class HFEncoder(Encoder):
         found = layer_stack(self.backbone)
         depths = layer_depths(self.backbone)
         if found is None or depths is None:
-            raise ConfigError(f"mode last_n needs the block stack of the backbone, which polymodal cannot find in "
-                              f"{type(self.backbone).__name__}; use mode 'finetune' or 'frozen'")
+            raise ConfigError(
+                f"mode last_n needs the block stack of the backbone, which polymodal cannot find in "
+                f"{type(self.backbone).__name__}; use mode 'finetune' or 'frozen'"
+            )
         by_name, n = depths
         first = max(1, n - self.config.last_n + 1)
         for name, p in self.backbone.named_parameters():
@@ -172,8 +181,11 @@ class HFEncoder(Encoder):
         c = self.config
         depths = layer_depths(self.backbone)
         if depths is None and c.layer_decay < 1:
-            log.warning("%s: no block stack found in %s; layer-wise learning-rate decay is not applied",
-                        self.modality.name, type(self.backbone).__name__)
+            log.warning(
+                "%s: no block stack found in %s; layer-wise learning-rate decay is not applied",
+                self.modality.name,
+                type(self.backbone).__name__,
+            )
         out = {}
         for name, p in self.backbone.named_parameters():
             if p.requires_grad:
@@ -187,8 +199,9 @@ class HFEncoder(Encoder):
     def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def run_backbone(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def run_backbone(
+        self, inputs: dict[str, torch.Tensor], rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(tokens [R, T, H], token mask [R, T] or None, pooled [R, P] or None) for the given rows."""
         kw = self.backbone_inputs(inputs, rows)
         out = self.backbone(**kw)
@@ -206,15 +219,19 @@ class HFEncoder(Encoder):
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             import transformers
-            self._fingerprint = fingerprint(self._backbone_modules(), {
-                "encoder": type(self).__name__, "kind": self.modality.kind, "transformers": transformers.__version__})
+
+            self._fingerprint = fingerprint(
+                self._backbone_modules(),
+                {"encoder": type(self).__name__, "kind": self.modality.kind, "transformers": transformers.__version__},
+            )
         return self._fingerprint
 
     def feature_cache(self) -> FeatureCache:
         return get_cache(on_disk=self.config.cache)
 
-    def _cached(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _cached(
+        self, inputs: dict[str, torch.Tensor], rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Frozen mode: the backbone outputs of ``rows``, from the cache where present, computed (and stored)
         for the rest."""
         cache, model = self.feature_cache(), self.fingerprint()
@@ -225,8 +242,7 @@ class HFEncoder(Encoder):
         if todo:
             with torch.no_grad():
                 tokens, tmask, pooled = self.run_backbone(inputs, rows[todo])
-            meta = {"source": self.proc.source, "encoder": self.registry_name,
-                    "backbone": type(self.backbone).__name__}
+            meta = {"source": self.proc.source, "encoder": self.registry_name, "backbone": type(self.backbone).__name__}
             for i, j in enumerate(todo):
                 t = tokens[i] if tmask is None else tokens[i][tmask[i]]
                 entry = {"tokens": t.detach().cpu().clone()}
@@ -240,10 +256,12 @@ class HFEncoder(Encoder):
         width = max(lengths)
         tokens = torch.nn.utils.rnn.pad_sequence([e["tokens"] for e in filled], batch_first=True).to(device)
         variable = self.modality.kind == "text" or len(set(lengths)) > 1
-        tmask = (torch.arange(width, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
-                 if variable else None)
-        pooled = (torch.stack([e["pooled"] for e in filled]).to(device)
-                  if all("pooled" in e for e in filled) else None)
+        tmask = (
+            torch.arange(width, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
+            if variable
+            else None
+        )
+        pooled = torch.stack([e["pooled"] for e in filled]).to(device) if all("pooled" in e for e in filled) else None
         return tokens, tmask, pooled
 
     # --- encode -------------------------------------------------------------------------------------------
@@ -269,8 +287,14 @@ class HFEncoder(Encoder):
         out_tokens = self.drop(self.token_proj(tokens))  # dropout on the narrow side: cheaper, same regularising
         return Encoded(zero_absent(self.proj(self.drop(pooled)), mask), zero_absent(out_tokens, mask), mask, tmask)
 
-    def _pool(self, tokens: torch.Tensor, tmask: torch.Tensor | None, pooled_r: torch.Tensor | None,
-              rows: torch.Tensor, b: int) -> torch.Tensor:
+    def _pool(
+        self,
+        tokens: torch.Tensor,
+        tmask: torch.Tensor | None,
+        pooled_r: torch.Tensor | None,
+        rows: torch.Tensor,
+        b: int,
+    ) -> torch.Tensor:
         if self.pooling == "mean":
             return masked_mean(tokens, tmask)
         if self.pooling == "cls":
@@ -279,8 +303,10 @@ class HFEncoder(Encoder):
             assert self.attention is not None, "pooling 'attention' builds an AttentionPool"
             return self.attention(tokens, tmask)
         if len(rows) and pooled_r is None:
-            raise ConfigError(f"{self.modality.name}: pooling 'pooler' needs a model with a pooled output; "
-                              f"{type(self.backbone).__name__} has none — use pooling 'mean', 'cls' or 'attention'")
+            raise ConfigError(
+                f"{self.modality.name}: pooling 'pooler' needs a model with a pooled output; "
+                f"{type(self.backbone).__name__} has none — use pooling 'mean', 'cls' or 'attention'"
+            )
         width = self.proj.in_features
         pooled = tokens.new_zeros(b, width)
         if pooled_r is not None:

@@ -4,14 +4,16 @@
 Nothing here turns downloads on or off: with ``HF_HUB_OFFLINE=1`` (as in the tests) a hub id is read from the local
 Hugging Face cache only, and a missing model is a :class:`~polymodal.errors.ConfigError` that says what to do.
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,13 +41,17 @@ def quiet_transformers() -> Iterator[Any]:
 
 
 def _cannot_load(what: str, source: str, err: Exception) -> ConfigError:
-    where = ("the folder exists but lacks the files" if Path(source).expanduser().is_dir() else
-             "it is not a local folder, and it is not in the Hugging Face cache")
+    where = (
+        "the folder exists but lacks the files"
+        if Path(source).expanduser().is_dir()
+        else "it is not a local folder, and it is not in the Hugging Face cache"
+    )
     offline = " (downloads are off: HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") in ("1", "true") else ""
     return ConfigError(
         f"cannot load the {what} of pretrained model '{source}': {where}{offline}.\n"
         f"Pass a local folder holding config.json and the weights (as written by save_pretrained), or fetch the "
-        f"model once with network access. ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+        f"model once with network access. ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    )
 
 
 def _source(source: str | Path) -> str:
@@ -98,8 +104,9 @@ def modality_part(model: nn.Module, kind: str) -> tuple[nn.Module, nn.Module | N
     Dual encoders (CLIP and its kin) hold ``text_model``/``vision_model`` with ``text_projection``/
     ``visual_projection``; encoder-decoder models (Whisper) keep only their encoder; other models are used whole.
     """
-    attr, proj = {"text": ("text_model", "text_projection"),
-                  "image": ("vision_model", "visual_projection")}.get(kind, ("", ""))
+    attr, proj = {"text": ("text_model", "text_projection"), "image": ("vision_model", "visual_projection")}.get(
+        kind, ("", "")
+    )
     if attr and hasattr(model, attr):
         return getattr(model, attr), getattr(model, proj, None)
     if kind == "audio" and getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
@@ -131,7 +138,7 @@ def layer_depths(backbone: nn.Module) -> tuple[dict[str, int], int] | None:
     found = layer_stack(backbone)
     if found is None:
         return None
-    path, blocks = found
+    _path, blocks = found
     n = len(blocks)
     block_of = {id(p): i for i, b in enumerate(blocks) for p in b.parameters()}
     # Parameters registered before the stack (in module order) are below it; those after are above it.

@@ -9,6 +9,7 @@ The preprocessing files (tokenizer, image processor or feature extractor config,
 written into the run directory by ``save_assets``; a loaded run reads them from there (``load_assets``), never from
 the original model folder or the hub.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,12 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from ..config import ProcessingConfig
-from ..errors import ConfigError, LoadError
 from ..data import loaders
 from ..data.processors import PROCESSORS, LoadContext, Processor, _FileProcessor, _present_values
+from ..errors import ConfigError, LoadError
 
 
 class _HFProcessor(Processor):
@@ -50,6 +50,7 @@ class _HFProcessor(Processor):
     def preprocessor(self) -> Any:
         if self._pre is None:
             from .hf_hub import load_preprocessor
+
             self._pre = load_preprocessor(self.kind, self.location)
         return self._pre
 
@@ -57,6 +58,7 @@ class _HFProcessor(Processor):
     def model_config(self) -> Any:
         if self._model_config is None:
             from .hf_hub import load_config
+
             self._model_config = load_config(self.location)
         return self._model_config
 
@@ -64,6 +66,7 @@ class _HFProcessor(Processor):
         """The whole pretrained model: with its pretrained weights at fit time; from a run directory, with the
         architecture only (the run's model.safetensors holds the weights)."""
         from .hf_hub import load_model
+
         if self.assets is not None:
             return load_model(self.location, config=self.model_config)
         return load_model(self.source)
@@ -75,8 +78,10 @@ class _HFProcessor(Processor):
 
     def load_assets(self, folder: Path) -> None:
         if not (folder / "config.json").is_file():
-            raise ConfigError(f"the run directory lacks the pretrained model files of '{self.name}' ({folder}); "
-                              "it was written incompletely — fit and save the model again")
+            raise ConfigError(
+                f"the run directory lacks the pretrained model files of '{self.name}' ({folder}); "
+                "it was written incompletely — fit and save the model again"
+            )
         self.assets, self._pre, self._model_config = folder, None, None
 
     # --- cache keys -------------------------------------------------------------------------------------------
@@ -201,8 +206,13 @@ class HFImageProcessor(_HFProcessor, _FileProcessor):
         return side, side
 
     def state(self) -> dict[str, Any]:
-        return {"source": self.source, "channels": self.channels, "rescale": self.rescale, "mean": self.mean,
-                "std": self.std}
+        return {
+            "source": self.source,
+            "channels": self.channels,
+            "rescale": self.rescale,
+            "mean": self.mean,
+            "std": self.std,
+        }
 
 
 @PROCESSORS.register("hf_audio")
@@ -224,7 +234,8 @@ class HFAudioProcessor(_HFProcessor, _FileProcessor):
             self.seconds = float(min(self.encoder_config.seconds, cap))
         else:
             heads = self._readable_sample(
-                frame, lambda v: loaders.audio_info(loaders.resolve_path(v, ctx.root), ctx.limits), 200)
+                frame, lambda v: loaders.audio_info(loaders.resolve_path(v, ctx.root), ctx.limits), 200
+            )
             p95 = float(np.percentile([d for _, d in heads], 95)) if heads else 1.0
             self.seconds = float(min(max(round(p95, 2), 0.25), cap))
 
@@ -246,8 +257,9 @@ class HFAudioProcessor(_HFProcessor, _FileProcessor):
 
     def backbone_inputs(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         """The feature extractor's output for a batch of waveforms [B, samples] (the backbone's keyword inputs)."""
-        out = self.preprocessor([w.numpy() for w in wave.detach().cpu()], sampling_rate=self.sample_rate,
-                                return_tensors="pt")
+        out = self.preprocessor(
+            [w.numpy() for w in wave.detach().cpu()], sampling_rate=self.sample_rate, return_tensors="pt"
+        )
         return {k: v for k, v in out.items() if k in ("input_values", "input_features")}
 
     def state(self) -> dict[str, Any]:

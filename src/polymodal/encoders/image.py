@@ -1,4 +1,5 @@
 """From-scratch image encoder: a small ResNet over the processor's normalised square images."""
+
 from __future__ import annotations
 
 from typing import Any

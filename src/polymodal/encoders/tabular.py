@@ -1,4 +1,5 @@
 """Tabular encoder: an MLP over standardised numerics (+ missing flags) and category embeddings."""
+
 from __future__ import annotations
 
 from typing import Any, cast
@@ -30,8 +31,9 @@ class TabularMLP(Encoder):
         self.n_numeric = len(processor.numeric)
         self.categorical = list(processor.categorical)
         self.embeds = nn.ModuleList(
-            nn.Embedding(n, min(config.max_embedding_dim, max(2, round(1.6 * n ** 0.56))))
-            for n in processor.cardinalities())
+            nn.Embedding(n, min(config.max_embedding_dim, max(2, round(1.6 * n**0.56))))
+            for n in processor.cardinalities()
+        )
         width = 2 * self.n_numeric + sum(cast(nn.Embedding, e).embedding_dim for e in self.embeds)
         layers: list[nn.Module] = []
         for _ in range(config.layers):

@@ -1,4 +1,5 @@
 """From-scratch text encoders over the processor's token ids (0 = padding)."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,14 @@ class TextRNN(Encoder):
         super().__init__(modality, processor, config)
         self.embed = nn.Embedding(len(processor.vocab), config.embedding_dim, padding_idx=0)
         rnn = nn.GRU if config.cell == "gru" else nn.LSTM
-        self.rnn = rnn(config.embedding_dim, config.hidden, num_layers=config.layers, batch_first=True,
-                       bidirectional=True, dropout=config.dropout if config.layers > 1 else 0.0)
+        self.rnn = rnn(
+            config.embedding_dim,
+            config.hidden,
+            num_layers=config.layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
         self.drop = nn.Dropout(config.dropout)
         self.token_proj = nn.Linear(2 * config.hidden, config.dim)
         self.proj = nn.Linear(4 * config.hidden, config.dim)
@@ -69,8 +76,9 @@ class TextTransformer(Encoder):
         d = config.dim
         self.embed = nn.Embedding(len(processor.vocab), d, padding_idx=0)
         self.pos = nn.Parameter(torch.randn(1, config.max_positions, d) / math.sqrt(d))
-        layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, config.dropout, batch_first=True,
-                                           norm_first=True, activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            d, config.heads, 4 * d, config.dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
 

@@ -3,6 +3,7 @@
 Every variant is trained by the same ``Predictor.fit`` on the same training rows and scored on the same test rows,
 so differences come from the variant alone (and the seed, which is why there are several).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,8 @@ from tqdm.auto import tqdm
 from ..config import PolymodalConfig
 from ..data.readers import Table, read_table
 from ..errors import ConfigError
-from ..io import atomic_file
 from ..fitting import fit_pipeline, split_rows
+from ..io import atomic_file
 from ..model import count_parameters
 from ..pipeline import labelled_rows
 from ..registry import FUSIONS
@@ -38,8 +39,9 @@ class Variant:
     ignore: list[str]
 
 
-def _variants(frame: pd.DataFrame, label: str, cfg: PolymodalConfig, fusions: list[str],
-              single_modalities: bool) -> list[Variant]:
+def _variants(
+    frame: pd.DataFrame, label: str, cfg: PolymodalConfig, fusions: list[str], single_modalities: bool
+) -> list[Variant]:
     schema = infer_schema(frame, label, cfg.columns, cfg.ignore)
     out = []
     if single_modalities:
@@ -61,8 +63,9 @@ def resolve_fusions(fusions: str | list[str] | None) -> list[str]:
     return names
 
 
-def _split(table: Table, label: str, cfg: PolymodalConfig, test_data: Any, test_fraction: float,
-           data_root: Any) -> tuple[Table, Table]:
+def _split(
+    table: Table, label: str, cfg: PolymodalConfig, test_data: Any, test_fraction: float, data_root: Any
+) -> tuple[Table, Table]:
     """The training and test tables: ``test_data`` when given, else a split of the labelled rows by polymodal's one
     split rule (stratified for classification; by ``training.group_column`` when set)."""
     if test_data is not None:
@@ -71,17 +74,29 @@ def _split(table: Table, label: str, cfg: PolymodalConfig, test_data: Any, test_
     problem_type = cfg.task.problem_type or infer_problem_type(frame[label])[0]
     strata = pd.factorize(frame[label], sort=True)[0] if problem_type in ("binary", "multiclass") else None
     group = cfg.training.group_column
-    train, test = split_rows(len(frame), test_fraction, cfg.training.seed, strata,
-                             None if group is None else frame[group])
-    return (Table(frame.iloc[train], table.root, table.source),
-            Table(frame.iloc[test], table.root, table.source))
+    train, test = split_rows(
+        len(frame), test_fraction, cfg.training.seed, strata, None if group is None else frame[group]
+    )
+    return (Table(frame.iloc[train], table.root, table.source), Table(frame.iloc[test], table.root, table.source))
 
 
-def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", seeds: int = 1,
-            test_data: Any = None, test_fraction: float = 0.2, single_modalities: bool = True,
-            config: Any = None, data_root: Any = None, time_limit_per_run: float | None = None,
-            out_dir: str | Path | None = None, keep_runs: bool = False, resume: bool = False,
-            verbose: bool = True) -> pd.DataFrame:
+def compare(
+    data: Any,
+    label: str,
+    *,
+    fusions: str | list[str] | None = "all",
+    seeds: int = 1,
+    test_data: Any = None,
+    test_fraction: float = 0.2,
+    single_modalities: bool = True,
+    config: Any = None,
+    data_root: Any = None,
+    time_limit_per_run: float | None = None,
+    out_dir: str | Path | None = None,
+    keep_runs: bool = False,
+    resume: bool = False,
+    verbose: bool = True,
+) -> pd.DataFrame:
     """Train every variant ``seeds`` times; return one row per variant with mean and std of the test metrics.
 
     Columns: variant, kind, the primary metric's mean/std (accuracy or rmse), every other metric's mean,
@@ -113,9 +128,18 @@ def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", s
                     runs.append(done[(v.name, seed)])
                     bar.update()
                     continue
-                run = _run_variant(v, seed, cfg, label, train, test, time_limit_per_run,
-                                   None if not keep_runs or out_dir is None
-                                   else Path(out_dir) / "runs" / f"{_slug(v.name)}-seed{seed}")
+                run = _run_variant(
+                    v,
+                    seed,
+                    cfg,
+                    label,
+                    train,
+                    test,
+                    time_limit_per_run,
+                    None
+                    if not keep_runs or out_dir is None
+                    else Path(out_dir) / "runs" / f"{_slug(v.name)}-seed{seed}",
+                )
                 runs.append(run)
                 if log_file is not None:
                     _append_run(log_file, {**run, "settings": settings})
@@ -127,8 +151,16 @@ def compare(data: Any, label: str, *, fusions: str | list[str] | None = "all", s
     return table_out
 
 
-def _run_variant(v: Variant, seed: int, cfg: PolymodalConfig, label: str, train: Table, test: Table,
-                 time_limit: float | None, save_to: Path | None) -> dict[str, Any]:
+def _run_variant(
+    v: Variant,
+    seed: int,
+    cfg: PolymodalConfig,
+    label: str,
+    train: Table,
+    test: Table,
+    time_limit: float | None,
+    save_to: Path | None,
+) -> dict[str, Any]:
     """Fit one variant with the same fitting steps as ``Predictor.fit`` and score it on the test rows."""
     run_cfg = cfg.model_copy(deep=True)
     run_cfg.fusion.name = v.fusion
@@ -144,8 +176,16 @@ def _run_variant(v: Variant, seed: int, cfg: PolymodalConfig, label: str, train:
     infer = (time.perf_counter() - start) / max(metrics["rows"], 1)
     if save_to is not None:
         pipeline.save(save_to)
-    return {"variant": v.name, "kind": v.kind, "seed": seed, **metrics, "parameters": count_parameters(pipeline.model),
-            "fit_seconds": fit_seconds, "infer_ms_per_row": 1000 * infer, "primary": pipeline.task.monitor[0]}
+    return {
+        "variant": v.name,
+        "kind": v.kind,
+        "seed": seed,
+        **metrics,
+        "parameters": count_parameters(pipeline.model),
+        "fit_seconds": fit_seconds,
+        "infer_ms_per_row": 1000 * infer,
+        "primary": pipeline.task.monitor[0],
+    }
 
 
 def _slug(name: str) -> str:
@@ -191,15 +231,28 @@ def _append_run(log_file: Path, run: dict[str, Any]) -> None:
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per variant, in first-run order: mean and std of the primary metric over seeds, and more."""
     primary = runs["primary"].iloc[0]
-    metrics = [c for c in runs.columns if c not in ("variant", "kind", "seed", "primary", "rows", "parameters",
-                                                   "fit_seconds", "infer_ms_per_row")]
+    metrics = [
+        c
+        for c in runs.columns
+        if c not in ("variant", "kind", "seed", "primary", "rows", "parameters", "fit_seconds", "infer_ms_per_row")
+    ]
     rows = []
     for (variant, kind), g in runs.groupby(["variant", "kind"], sort=False):
-        row = {"variant": variant, "kind": kind, f"{primary}_mean": g[primary].mean(),
-               f"{primary}_std": g[primary].std(ddof=1) if len(g) > 1 else 0.0}
+        row = {
+            "variant": variant,
+            "kind": kind,
+            f"{primary}_mean": g[primary].mean(),
+            f"{primary}_std": g[primary].std(ddof=1) if len(g) > 1 else 0.0,
+        }
         row.update({f"{m}_mean": g[m].mean() for m in metrics if m != primary})
-        row.update({"parameters": int(g["parameters"].iloc[0]), "fit_seconds": g["fit_seconds"].mean(),
-                    "infer_ms_per_row": g["infer_ms_per_row"].mean(), "seeds": len(g)})
+        row.update(
+            {
+                "parameters": int(g["parameters"].iloc[0]),
+                "fit_seconds": g["fit_seconds"].mean(),
+                "infer_ms_per_row": g["infer_ms_per_row"].mean(),
+                "seeds": len(g),
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -211,17 +264,20 @@ def write_outputs(summary: pd.DataFrame, out_dir: Path, seeds: int) -> None:
     primary = summary.columns[2].removesuffix("_mean")
     with atomic_file(out_dir / "compare.csv", "w", newline="", encoding="utf-8") as f:
         summary.to_csv(f, index=False)
-    lines = [f"| variant | {primary} (mean ± std, {seeds} seeds) | parameters | fit s | inference ms/row |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"| variant | {primary} (mean ± std, {seeds} seeds) | parameters | fit s | inference ms/row |",
+        "|---|---|---|---|---|",
+    ]
     for _, r in summary.iterrows():
-        lines.append(f"| {r['variant']} | {r[f'{primary}_mean']:.4f} ± {r[f'{primary}_std']:.4f} | "
-                     f"{r['parameters']:,} | {r['fit_seconds']:.1f} | {r['infer_ms_per_row']:.3f} |")
+        lines.append(
+            f"| {r['variant']} | {r[f'{primary}_mean']:.4f} ± {r[f'{primary}_std']:.4f} | "
+            f"{r['parameters']:,} | {r['fit_seconds']:.1f} | {r['infer_ms_per_row']:.3f} |"
+        )
     with atomic_file(out_dir / "compare.md", "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     fig, ax = subplots(figsize=(max(6, 0.8 * len(summary) + 2), 4.5))
     colours = ["#8c9eb5" if k == "modality" else "#2f6db5" for k in summary["kind"]]
-    ax.bar(summary["variant"], summary[f"{primary}_mean"], yerr=summary[f"{primary}_std"], color=colours,
-           capsize=4)
+    ax.bar(summary["variant"], summary[f"{primary}_mean"], yerr=summary[f"{primary}_std"], color=colours, capsize=4)
     ax.set_ylabel(f"test {primary} (mean ± std over {seeds} seeds)")
     ax.set_title("Single modalities (grey) and fusion methods (blue), same split")
     ax.tick_params(axis="x", rotation=35)

@@ -3,12 +3,14 @@
 Each ``Corruption`` says which modality kinds it applies to, its default levels (increasing severity) and what a
 level means; ``corrupt_items`` applies one to the decoded items of a modality with per-row seeded generators.
 """
+
 from __future__ import annotations
 
 import math
 import zlib
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -25,6 +27,7 @@ class CorruptionError(ConfigError):
 # Small, pure functions: numpy in, new numpy out (inputs are never written to). Each draws the same random numbers
 # whatever the level, so that with one generator seed the levels of a row nest (more noise, a bigger patch, ...).
 
+
 def add_gaussian_noise(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
     """uint8 image + N(0, std²) noise, ``std`` in units of the pixel range (1.0 = 255 grey levels); clipped."""
     noise = rng.standard_normal(image.shape) * (std * 255.0)
@@ -38,7 +41,7 @@ def occlude(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.
     sh, sw = min(h, round(h * math.sqrt(fraction))), min(w, round(w * math.sqrt(fraction)))
     top, left = min(int(u[0] * (h - sh + 1)), h - sh), min(int(u[1] * (w - sw + 1)), w - sw)
     out = image.copy()
-    out[:, top:top + sh, left:left + sw] = 0
+    out[:, top : top + sh, left : left + sw] = 0
     return out
 
 
@@ -69,8 +72,9 @@ def swap_tokens(ids: np.ndarray, fraction: float, rng: np.random.Generator) -> n
     return out
 
 
-def add_numeric_noise(item: tuple[np.ndarray, np.ndarray], std: float,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def add_numeric_noise(
+    item: tuple[np.ndarray, np.ndarray], std: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Tabular item (standardised values + missing flags, categories): N(0, std²) added to the present values."""
     num, cat = item
     noise = rng.standard_normal(len(num)) * std
@@ -119,18 +123,21 @@ class Corruption(ABC):
             raise CorruptionError(f"corruption '{self.name}': levels must be numbers; got {list(levels)!r}") from None
         lo, hi = self.bounds
         if not values:
-            raise CorruptionError(f"corruption '{self.name}': give at least one level (or none for the defaults "
-                                  f"{list(self.levels)})")
+            raise CorruptionError(
+                f"corruption '{self.name}': give at least one level (or none for the defaults {list(self.levels)})"
+            )
         bad = [v for v in values if not (math.isfinite(v) and lo <= v <= hi)]
         if bad:
-            raise CorruptionError(f"corruption '{self.name}': levels are {self.unit}, between {lo:g} and {hi:g}; "
-                                  f"got {bad[0]:g}")
+            raise CorruptionError(
+                f"corruption '{self.name}': levels are {self.unit}, between {lo:g} and {hi:g}; got {bad[0]:g}"
+            )
         sev = [-v if self.descending else v for v in (self.clean_level, *values)]
         if any(b <= a for a, b in zip(sev, sev[1:])):
             order = "decreasing" if self.descending else "increasing"
             raise CorruptionError(
                 f"corruption '{self.name}': levels must be strictly {order} (more severe each step) and more severe "
-                f"than the clean level {self.clean_level:g}; got {list(values)}, e.g. {list(self.levels)}")
+                f"than the clean level {self.clean_level:g}; got {list(values)}, e.g. {list(self.levels)}"
+            )
         return values
 
 
@@ -201,18 +208,22 @@ class NumericNoise(Corruption):
         # Only numeric columns can take noise; a categories-only tabular modality is swept for "missing" alone.
         return super().applies(processor) and bool(getattr(processor, "numeric", None))
 
-    def apply(self, item: tuple[np.ndarray, np.ndarray], level: float,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def apply(
+        self, item: tuple[np.ndarray, np.ndarray], level: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         return add_numeric_noise(item, level, rng)
 
 
-def corrupt_items(items: list[Any], corruption: Corruption, level: float, seed: int, modality: str,
-                  rows: Sequence[int] | np.ndarray) -> list[Any]:
+def corrupt_items(
+    items: list[Any], corruption: Corruption, level: float, seed: int, modality: str, rows: Sequence[int] | np.ndarray
+) -> list[Any]:
     """A new list of corrupted copies of ``items`` (``None`` stays absent). ``rows`` seed each row's generator, so
     a row gets the same random draws at every level and whatever other rows were kept."""
     salt = [zlib.crc32(modality.encode()), zlib.crc32(corruption.name.encode())]
-    return [None if it is None else corruption.apply(it, level, np.random.default_rng([seed, *salt, int(r)]))
-            for it, r in zip(items, rows)]
+    return [
+        None if it is None else corruption.apply(it, level, np.random.default_rng([seed, *salt, int(r)]))
+        for it, r in zip(items, rows)
+    ]
 
 
 def parse_corruption_options(options: Sequence[str] | None) -> dict[str, list[float] | None] | None:
@@ -231,6 +242,7 @@ def parse_corruption_options(options: Sequence[str] | None) -> dict[str, list[fl
         try:
             spec[name] = [float(v) for v in levels.split(",") if v.strip()]
         except ValueError:
-            raise CorruptionError(f"--corruption {opt}: levels must be comma-separated numbers, "
-                                  f"e.g. occlusion=0.1,0.3,0.5") from None
+            raise CorruptionError(
+                f"--corruption {opt}: levels must be comma-separated numbers, e.g. occlusion=0.1,0.3,0.5"
+            ) from None
     return spec

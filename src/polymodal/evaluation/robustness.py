@@ -11,15 +11,17 @@ Relative and effective robustness follow MultiBench (Liang et al., 2021), ``eval
 https://github.com/pliang279/MultiBench (``relative_robustness_helper`` and ``effective_robustness_helper``); see
 :func:`relative_robustness` and :func:`effective_robustness` for what we keep and what we change.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,13 +35,14 @@ from .corruptions import CORRUPTIONS, Corruption, CorruptionError, corrupt_items
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
+
     from ..tasks import Task
 
 log = logging.getLogger("polymodal")
 
 #: Which corruptions to sweep: ``None`` (all of them at their default levels), a list of names (those, at their
 #: default levels), or a mapping name → levels (``None`` = that corruption's default levels).
-CorruptionSpec = Union[Mapping[str, Union[Sequence[float], None]], Sequence[str], None]
+CorruptionSpec = Mapping[str, Sequence[float] | None] | Sequence[str] | None
 
 
 @dataclass
@@ -71,16 +74,22 @@ def plan_sweep(processors: Mapping[str, Processor], corruptions: CorruptionSpec 
     for n, levels in chosen.items():
         c = CORRUPTIONS.build(n)  # unknown names raise ConfigError listing the choices
         resolved[n] = (c, c.check_levels(levels))
-    steps = [SweepStep(m, p.kind, c, levels) for m, p in processors.items()
-             for c, levels in resolved.values() if c.applies(p)]
+    steps = [
+        SweepStep(m, p.kind, c, levels)
+        for m, p in processors.items()
+        for c, levels in resolved.values()
+        if c.applies(p)
+    ]
     if corruptions is not None:
         used = {s.corruption.name for s in steps}
         for n, (c, _) in resolved.items():
             if n not in used:
                 mods = ", ".join(f"{m} ({p.kind})" for m, p in processors.items())
                 needs = f" with {c.needs}" if c.needs else ""
-                raise CorruptionError(f"corruption '{n}' applies to {'/'.join(c.kinds)} modalities{needs}, and this "
-                                      f"model has none (its modalities: {mods})")
+                raise CorruptionError(
+                    f"corruption '{n}' applies to {'/'.join(c.kinds)} modalities{needs}, and this "
+                    f"model has none (its modalities: {mods})"
+                )
     return steps
 
 
@@ -144,16 +153,29 @@ class Curve:
         return [m.get(metric, math.nan) for m in self.metrics]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"modality": self.modality, "kind": self.kind, "corruption": self.corruption, "unit": self.unit,
-                "levels": [_num_out(v) for v in self.levels],
-                "metrics": [{k: _num_out(v) for k, v in m.items()} for m in self.metrics],
-                "relative_robustness": _num_out(self.relative), "effective_robustness": _num_out(self.effective)}
+        return {
+            "modality": self.modality,
+            "kind": self.kind,
+            "corruption": self.corruption,
+            "unit": self.unit,
+            "levels": [_num_out(v) for v in self.levels],
+            "metrics": [{k: _num_out(v) for k, v in m.items()} for m in self.metrics],
+            "relative_robustness": _num_out(self.relative),
+            "effective_robustness": _num_out(self.effective),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Curve":
-        return cls(d["modality"], d["kind"], d["corruption"], d["unit"], [_num_in(v) for v in d["levels"]],
-                   [{k: _num_in(v) for k, v in m.items()} for m in d["metrics"]],
-                   _num_in(d["relative_robustness"]), _num_in(d["effective_robustness"]))
+        return cls(
+            d["modality"],
+            d["kind"],
+            d["corruption"],
+            d["unit"],
+            [_num_in(v) for v in d["levels"]],
+            [{k: _num_in(v) for k, v in m.items()} for m in d["metrics"]],
+            _num_in(d["relative_robustness"]),
+            _num_in(d["effective_robustness"]),
+        )
 
 
 @dataclass
@@ -185,16 +207,44 @@ class RobustnessReport:
         for m, kind in self.kinds.items():
             for c in (c for c in self.curves if c.modality == m):
                 for sev, (level, metrics) in enumerate(zip(c.levels, c.metrics)):
-                    rows.append({"modality": m, "kind": kind, "corruption": c.corruption, "severity": sev,
-                                 "level": level, "unit": c.unit, **metrics, "relative_robustness": c.relative,
-                                 "effective_robustness": c.effective})
-            rows.append({"modality": m, "kind": kind, "corruption": "missing", "severity": None, "level": math.nan,
-                         "unit": "modality absent in every row", **self.missing[m]})
+                    rows.append(
+                        {
+                            "modality": m,
+                            "kind": kind,
+                            "corruption": c.corruption,
+                            "severity": sev,
+                            "level": level,
+                            "unit": c.unit,
+                            **metrics,
+                            "relative_robustness": c.relative,
+                            "effective_robustness": c.effective,
+                        }
+                    )
+            rows.append(
+                {
+                    "modality": m,
+                    "kind": kind,
+                    "corruption": "missing",
+                    "severity": None,
+                    "level": math.nan,
+                    "unit": "modality absent in every row",
+                    **self.missing[m],
+                }
+            )
         frame = pd.DataFrame(rows)
         frame["severity"] = frame["severity"].astype("Int64")
         metric_cols = [self.metric] + [k for k in self.clean if k != self.metric and k != "rows"]
-        cols = ["modality", "kind", "corruption", "severity", "level", "unit", *metric_cols,
-                "relative_robustness", "effective_robustness"]
+        cols = [
+            "modality",
+            "kind",
+            "corruption",
+            "severity",
+            "level",
+            "unit",
+            *metric_cols,
+            "relative_robustness",
+            "effective_robustness",
+        ]
         return frame.reindex(columns=cols)
 
     def summary_frame(self) -> pd.DataFrame:
@@ -206,30 +256,72 @@ class RobustnessReport:
             for c in curves:
                 s = c.scores(self.metric)
                 levels = ", ".join(f"{v:g}" for v in c.levels[1:])
-                rows.append({"modality": m, "corruption": c.corruption, "levels": levels, "clean": s[0],
-                             "most_severe": s[-1], "missing": missing,
-                             "relative_robustness": c.relative, "effective_robustness": c.effective})
+                rows.append(
+                    {
+                        "modality": m,
+                        "corruption": c.corruption,
+                        "levels": levels,
+                        "clean": s[0],
+                        "most_severe": s[-1],
+                        "missing": missing,
+                        "relative_robustness": c.relative,
+                        "effective_robustness": c.effective,
+                    }
+                )
             if not curves:  # no corruption applies (or none was chosen): the "missing" score is still there
-                rows.append({"modality": m, "corruption": "(missing only)", "levels": "",
-                             "clean": self.clean.get(self.metric, math.nan), "most_severe": math.nan,
-                             "missing": missing, "relative_robustness": math.nan, "effective_robustness": math.nan})
-        return pd.DataFrame(rows, columns=["modality", "corruption", "levels", "clean", "most_severe", "missing",
-                                           "relative_robustness", "effective_robustness"])
+                rows.append(
+                    {
+                        "modality": m,
+                        "corruption": "(missing only)",
+                        "levels": "",
+                        "clean": self.clean.get(self.metric, math.nan),
+                        "most_severe": math.nan,
+                        "missing": missing,
+                        "relative_robustness": math.nan,
+                        "effective_robustness": math.nan,
+                    }
+                )
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "modality",
+                "corruption",
+                "levels",
+                "clean",
+                "most_severe",
+                "missing",
+                "relative_robustness",
+                "effective_robustness",
+            ],
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "higher_is_better": self.higher_is_better, "rows": self.rows,
-                "seed": self.seed, "baseline": self.baseline, "clean": {k: _num_out(v) for k, v in self.clean.items()},
-                "kinds": dict(self.kinds),
-                "missing": {m: {k: _num_out(v) for k, v in d.items()} for m, d in self.missing.items()},
-                "curves": [c.to_dict() for c in self.curves]}
+        return {
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "rows": self.rows,
+            "seed": self.seed,
+            "baseline": self.baseline,
+            "clean": {k: _num_out(v) for k, v in self.clean.items()},
+            "kinds": dict(self.kinds),
+            "missing": {m: {k: _num_out(v) for k, v in d.items()} for m, d in self.missing.items()},
+            "curves": [c.to_dict() for c in self.curves],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RobustnessReport":
         try:
-            return cls(d["metric"], bool(d["higher_is_better"]), int(d["rows"]), int(d["seed"]), d["baseline"],
-                       {k: _num_in(v) for k, v in d["clean"].items()}, dict(d["kinds"]),
-                       {m: {k: _num_in(v) for k, v in x.items()} for m, x in d["missing"].items()},
-                       [Curve.from_dict(c) for c in d["curves"]])
+            return cls(
+                d["metric"],
+                bool(d["higher_is_better"]),
+                int(d["rows"]),
+                int(d["seed"]),
+                d["baseline"],
+                {k: _num_in(v) for k, v in d["clean"].items()},
+                dict(d["kinds"]),
+                {m: {k: _num_in(v) for k, v in x.items()} for m, x in d["missing"].items()},
+                [Curve.from_dict(c) for c in d["curves"]],
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptionError(f"not a robustness report (as written to robustness.json): {e!r}") from None
 
@@ -245,16 +337,22 @@ class RobustnessReport:
 
     def markdown(self) -> str:
         better = "higher" if self.higher_is_better else "lower"
-        lines = [f"# Robustness ({self.metric}, {better} is better; {self.rows} rows, seed {self.seed})", "",
-                 f"Clean {self.metric}: {self.clean.get(self.metric, math.nan):.4f}. Relative robustness: area under "
-                 f"the {self.metric} curve over severities spaced evenly on [0, 1]. Effective robustness: sum over "
-                 f"levels of the drop relative to the clean score, minus the baseline's ({self.baseline}).", "",
-                 "| modality | corruption | levels | clean | most severe | missing | relative | effective |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = [
+            f"# Robustness ({self.metric}, {better} is better; {self.rows} rows, seed {self.seed})",
+            "",
+            f"Clean {self.metric}: {self.clean.get(self.metric, math.nan):.4f}. Relative robustness: area under "
+            f"the {self.metric} curve over severities spaced evenly on [0, 1]. Effective robustness: sum over "
+            f"levels of the drop relative to the clean score, minus the baseline's ({self.baseline}).",
+            "",
+            "| modality | corruption | levels | clean | most severe | missing | relative | effective |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for _, r in self.summary_frame().iterrows():
-            lines.append(f"| {r['modality']} | {r['corruption']} | {r['levels']} | {r['clean']:.4f} | "
-                         f"{r['most_severe']:.4f} | {r['missing']:.4f} | {r['relative_robustness']:.4f} | "
-                         f"{r['effective_robustness']:.4f} |")
+            lines.append(
+                f"| {r['modality']} | {r['corruption']} | {r['levels']} | {r['clean']:.4f} | "
+                f"{r['most_severe']:.4f} | {r['missing']:.4f} | {r['relative_robustness']:.4f} | "
+                f"{r['effective_robustness']:.4f} |"
+            )
         lines += ["", f"| modality | corruption | severity | level | {self.metric} |", "|---|---|---|---|---|"]
         for _, r in self.to_frame().iterrows():
             sev = "" if pd.isna(r["severity"]) else str(int(r["severity"]))
@@ -269,11 +367,19 @@ class RobustnessReport:
         curves = [c for c in self.curves if c.modality == modality]
         fig, ax = subplots(figsize=(6.5, 4.2))
         for c in curves:
-            ax.plot(range(len(c.levels)), c.scores(self.metric), marker="o",
-                    label=f"{c.corruption} ({', '.join(f'{v:g}' for v in c.levels[1:])})")
+            ax.plot(
+                range(len(c.levels)),
+                c.scores(self.metric),
+                marker="o",
+                label=f"{c.corruption} ({', '.join(f'{v:g}' for v in c.levels[1:])})",
+            )
         ax.axhline(self.clean.get(self.metric, math.nan), color="grey", linestyle="--", label="clean")
-        ax.axhline(self.missing[modality].get(self.metric, math.nan), color="#c0392b", linestyle=":",
-                   label=f"{modality} missing")
+        ax.axhline(
+            self.missing[modality].get(self.metric, math.nan),
+            color="#c0392b",
+            linestyle=":",
+            label=f"{modality} missing",
+        )
         steps = max([len(c.levels) for c in curves] + [2])
         ax.set_xticks(range(steps))
         ax.set_xlabel("severity step (0 = clean; levels in the legend)")
@@ -296,7 +402,8 @@ class RobustnessReport:
             "robustness.csv": csv_buf.getvalue().encode(),
             "robustness.json": (json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n").encode(),
             "robustness.md": self.markdown().encode(),
-            **{f"robustness_{_safe(m)}.png": self.plot(m) for m in self.kinds}}
+            **{f"robustness_{_safe(m)}.png": self.plot(m) for m in self.kinds},
+        }
         return write_files(out_dir, files, CorruptionError)
 
 
@@ -305,15 +412,18 @@ def _safe(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ sweep
-def resolve_baseline(baseline: RobustnessReport | str | Path | None,
-                     metric: str) -> tuple[str, RobustnessReport | None]:
+def resolve_baseline(
+    baseline: RobustnessReport | str | Path | None, metric: str
+) -> tuple[str, RobustnessReport | None]:
     """(description, report) of an effective-robustness baseline; a path is read as robustness.json."""
     if baseline is None:
         return "flat: a model the corruption does not affect", None
     report = baseline if isinstance(baseline, RobustnessReport) else RobustnessReport.load(baseline)
     if report.metric != metric:
-        raise CorruptionError(f"the baseline report measures {report.metric} and this model {metric}; "
-                              "use a baseline of the same kind of task")
+        raise CorruptionError(
+            f"the baseline report measures {report.metric} and this model {metric}; "
+            "use a baseline of the same kind of task"
+        )
     return (str(baseline) if not isinstance(baseline, RobustnessReport) else "the given report"), report
 
 
@@ -323,20 +433,32 @@ def _effective(curve: Curve, metric: str, base: RobustnessReport | None) -> floa
         return effective_robustness(scores)
     ref = base.curve(curve.modality, curve.corruption)
     if ref is None:
-        log.warning("the baseline has no %s/%s curve; its effective robustness is left empty", curve.modality,
-                    curve.corruption)
+        log.warning(
+            "the baseline has no %s/%s curve; its effective robustness is left empty", curve.modality, curve.corruption
+        )
         return math.nan
     if len(ref.levels) != len(curve.levels) or not np.allclose(ref.levels, curve.levels):
-        raise CorruptionError(f"the baseline swept {curve.modality}/{curve.corruption} at levels {ref.levels[1:]} "
-                              f"and this sweep at {curve.levels[1:]}; use the same levels for both")
+        raise CorruptionError(
+            f"the baseline swept {curve.modality}/{curve.corruption} at levels {ref.levels[1:]} "
+            f"and this sweep at {curve.levels[1:]}; use the same levels for both"
+        )
     return effective_robustness(scores, ref.scores(metric))
 
 
-def robustness_sweep(model: "nn.Module", processors: Mapping[str, Processor], task: "Task",
-                     prepared: Prepared, y_true: pd.Series, *, corruptions: CorruptionSpec = None,
-                     clean: Mapping[str, float] | None = None,
-                     baseline: RobustnessReport | str | Path | None = None, seed: int = 0, batch_size: int = 256,
-                     progress: bool = False) -> RobustnessReport:
+def robustness_sweep(
+    model: "nn.Module",
+    processors: Mapping[str, Processor],
+    task: "Task",
+    prepared: Prepared,
+    y_true: pd.Series,
+    *,
+    corruptions: CorruptionSpec = None,
+    clean: Mapping[str, float] | None = None,
+    baseline: RobustnessReport | str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> RobustnessReport:
     """Score ``model`` on ``prepared`` with each modality missing and corrupted at each level.
 
     Args:
@@ -356,8 +478,13 @@ def robustness_sweep(model: "nn.Module", processors: Mapping[str, Processor], ta
         view = Prepared({**prepared.items, modality: items}, prepared.rows, prepared.targets, prepared.issues)
         return task.metrics(y_true, predict_outputs(model, make_loader(view, dict(processors), batch_size, False)))
 
-    bar = tqdm(total=len(processors) + sum(len(s.levels) for s in steps) + (clean is None), desc="robustness",
-               unit="pass", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(processors) + sum(len(s.levels) for s in steps) + (clean is None),
+        desc="robustness",
+        unit="pass",
+        disable=not progress,
+        leave=False,
+    )
     if clean is None:
         first = next(iter(processors))
         clean = score(first, prepared.items[first])
@@ -373,14 +500,28 @@ def robustness_sweep(model: "nn.Module", processors: Mapping[str, Processor], ta
         metrics = [dict(clean)]
         for level in s.levels:
             bar.set_postfix_str(f"{s.modality}: {s.corruption.name} {level:g}")
-            metrics.append(score(s.modality, corrupt_items(prepared.items[s.modality], s.corruption, level, seed,
-                                                           s.modality, prepared.rows)))
+            metrics.append(
+                score(
+                    s.modality,
+                    corrupt_items(prepared.items[s.modality], s.corruption, level, seed, s.modality, prepared.rows),
+                )
+            )
             bar.update()
-        curve = Curve(s.modality, s.kind, s.corruption.name, s.corruption.unit,
-                      [s.corruption.clean_level, *s.levels], metrics)
+        curve = Curve(
+            s.modality, s.kind, s.corruption.name, s.corruption.unit, [s.corruption.clean_level, *s.levels], metrics
+        )
         curve.relative = relative_robustness(curve.scores(metric))
         curve.effective = _effective(curve, metric, base)
         curves.append(curve)
     bar.close()
-    return RobustnessReport(metric, direction == "max", len(prepared), seed, baseline_name, clean,
-                            {m: p.kind for m, p in processors.items()}, missing, curves)
+    return RobustnessReport(
+        metric,
+        direction == "max",
+        len(prepared),
+        seed,
+        baseline_name,
+        clean,
+        {m: p.kind for m, p in processors.items()},
+        missing,
+        curves,
+    )

@@ -9,12 +9,27 @@ features), ``attention`` (fusion weights over modalities), ``importance`` (drop-
 importance with bootstrap intervals), ``columns`` (how one column is made missing or shuffled), ``targets`` (what is
 explained, per problem type), ``plots`` (matplotlib figures), ``output`` (writing them to a folder).
 """
+
 from .attention import fusion_weights
 from .attributions import ATTRIBUTORS, METHODS, Explanation, ModalityAttribution, explain
 from .importance import IMPORTANCE_METHODS, IMPORTANCE_METRICS, ImportanceResult, ImportanceRow, modality_importance
 from .output import write_explanations
 from .plots import figure_png, plot_explanation, plot_importance
 
-__all__ = ["ATTRIBUTORS", "Explanation", "IMPORTANCE_METHODS", "IMPORTANCE_METRICS", "ImportanceResult",
-           "ImportanceRow", "METHODS", "ModalityAttribution", "explain", "figure_png", "fusion_weights",
-           "modality_importance", "plot_explanation", "plot_importance", "write_explanations"]
+__all__ = [
+    "ATTRIBUTORS",
+    "IMPORTANCE_METHODS",
+    "IMPORTANCE_METRICS",
+    "METHODS",
+    "Explanation",
+    "ImportanceResult",
+    "ImportanceRow",
+    "ModalityAttribution",
+    "explain",
+    "figure_png",
+    "fusion_weights",
+    "modality_importance",
+    "plot_explanation",
+    "plot_importance",
+    "write_explanations",
+]

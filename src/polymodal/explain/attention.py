@@ -5,6 +5,7 @@ Each fusion class says what its weights are through :meth:`polymodal.fusion.Fusi
 fusions that have none: concat, product, tensor, low-rank, a late-fusion vote). They describe how the fusion mixes
 its inputs, not how much each input changes the prediction; the attributions measure that.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,8 +15,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def fusion_weights(model: nn.Module, inputs: dict[str, torch.Tensor],
-                   masks: dict[str, torch.Tensor]) -> list[dict[str, float]] | None:
+def fusion_weights(
+    model: nn.Module, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+) -> list[dict[str, float]] | None:
     """Per row of the batch: modality name → weight (summing to 1 over the present modalities), or None when
     the model's fusion has no weights over modalities."""
     fusion: Any = getattr(model, "fusion", None)

@@ -21,12 +21,14 @@ integrated gradients (Sundararajan et al. 2017)
 Attributors are registered by processor name; a modality whose processor has none (a pretrained model's) gets a
 single whole-column occlusion score, and integrated gradients refuses it.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -35,8 +37,15 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Collator
 from ..data.loaders import is_empty
-from ..data.processors import (MISSING_CATEGORY, AudioProcessor, ImageProcessor, Processor, TabularProcessor,
-                               TextProcessor, tokenize)
+from ..data.processors import (
+    MISSING_CATEGORY,
+    AudioProcessor,
+    ImageProcessor,
+    Processor,
+    TabularProcessor,
+    TextProcessor,
+    tokenize,
+)
 from ..errors import ConfigError, ExplainError, row_label
 from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
@@ -91,6 +100,7 @@ class Explanation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: shares, totals, per-token and per-feature scores (image/audio maps are in the PNGs)."""
+
         def num(x: Any) -> Any:
             if x is None:
                 return None
@@ -108,10 +118,18 @@ class Explanation:
                 d["shape"] = list(a.scores.shape)
                 d["max_abs"] = num(np.abs(a.scores).max()) if a.scores.size else 0.0
             cols[c] = d
-        return {"index": _jsonable(self.index), "prediction": _jsonable(self.prediction),
-                "probability": num(self.probability), "target": _jsonable(self.target), "method": self.method,
-                "explained": self.explained, "score": num(self.score), "baseline_score": num(self.baseline_score),
-                "fusion_weights": self.fusion_weights, "columns": cols}
+        return {
+            "index": _jsonable(self.index),
+            "prediction": _jsonable(self.prediction),
+            "probability": num(self.probability),
+            "target": _jsonable(self.target),
+            "method": self.method,
+            "explained": self.explained,
+            "score": num(self.score),
+            "baseline_score": num(self.baseline_score),
+            "fusion_weights": self.fusion_weights,
+            "columns": cols,
+        }
 
 
 def _jsonable(v: Any) -> Any:
@@ -152,22 +170,27 @@ class Attributor:
 
     def occlusion(self, inputs: Inputs) -> tuple[list[Variant], Callable[[np.ndarray], dict[str, tuple]]]:
         """The variants to score, and a function from their drops to ``{column: (scores, total)}``."""
+
         def assemble(drops: np.ndarray) -> dict[str, tuple]:
             return {self.columns()[0][0]: (np.asarray(drops[0]), float(drops[0]))}
+
         return [Variant({}, (self.modality,))], assemble
 
     def path(self, inputs: Inputs) -> list[PathPart]:
         """Integrated gradients' continuous inputs of this modality."""
-        raise ExplainError(f"integrated gradients does not support modality '{self.modality}' (processor "
-                           f"'{getattr(type(self.processor), 'registry_name', type(self.processor).__name__)}'); "
-                           "use method='occlusion'")
+        raise ExplainError(
+            f"integrated gradients does not support modality '{self.modality}' (processor "
+            f"'{getattr(type(self.processor), 'registry_name', type(self.processor).__name__)}'); "
+            "use method='occlusion'"
+        )
 
     def tables(self) -> dict[str, nn.Embedding]:
         """Integrated gradients' embedding tables of this modality (name → table), interpolated at their output."""
         return {}
 
-    def ig_scores(self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor],
-                  inputs: Inputs) -> dict[str, np.ndarray]:
+    def ig_scores(
+        self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor], inputs: Inputs
+    ) -> dict[str, np.ndarray]:
         """``{column: scores}`` from the attributions of :meth:`path`'s parts (by key) and :meth:`tables`' outputs
         (by name; [1, ..., E] summed over E)."""
         raise NotImplementedError
@@ -207,14 +230,14 @@ class _GridAttributor(Attributor):
         variants = [Variant({}, (self.modality,))]
         for y, xx in boxes:
             v = x.clone()
-            v[..., y:y + ph, xx:xx + pw] = 0.0
+            v[..., y : y + ph, xx : xx + pw] = 0.0
             variants.append(Variant({key: v}))
 
         def assemble(drops: np.ndarray) -> dict[str, tuple]:
             total, cover = np.zeros((h, w)), np.zeros((h, w))
             for d, (y, xx) in zip(drops[1:], boxes):
-                total[y:y + ph, xx:xx + pw] += d
-                cover[y:y + ph, xx:xx + pw] += 1
+                total[y : y + ph, xx : xx + pw] += d
+                cover[y : y + ph, xx : xx + pw] += 1
             return {self.columns()[0][0]: (total / np.maximum(cover, 1), float(drops[0]))}
 
         return variants, assemble
@@ -233,8 +256,9 @@ class ImageAttributor(_GridAttributor):
         # so that the map is smooth (each pixel gets the mean drop of the patches that cover it).
         return max(2, h // 4), max(2, w // 4), max(1, h // 8), max(1, w // 8)
 
-    def ig_scores(self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor],
-                  inputs: Inputs) -> dict[str, np.ndarray]:
+    def ig_scores(
+        self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor], inputs: Inputs
+    ) -> dict[str, np.ndarray]:
         return {self.columns()[0][0]: as_numpy(parts[self.processor.key()][0].sum(0))}  # channels summed
 
     def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
@@ -258,8 +282,9 @@ class AudioAttributor(_GridAttributor):
         ph, pw = max(1, h // 8), max(1, w // 8)  # an 8 × 8 grid of frequency × time blocks
         return ph, pw, ph, pw
 
-    def ig_scores(self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor],
-                  inputs: Inputs) -> dict[str, np.ndarray]:
+    def ig_scores(
+        self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor], inputs: Inputs
+    ) -> dict[str, np.ndarray]:
         return {self.columns()[0][0]: as_numpy(parts[self.processor.key()][0, 0])}
 
     def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
@@ -287,7 +312,7 @@ class TextAttributor(Attributor):
         ids = self._ids(inputs)
         variants = [Variant({}, (self.modality,))]
         for t in range(len(ids)):
-            kept = torch.cat([ids[:t], ids[t + 1:]])
+            kept = torch.cat([ids[:t], ids[t + 1 :]])
             if len(kept) == 0:
                 kept = ids.new_tensor([1])  # the processor's decoding of an empty text: one unknown token
             v = torch.zeros_like(full)
@@ -309,8 +334,9 @@ class TextAttributor(Attributor):
         tables = lookup() if lookup is not None else {}
         return {self.modality: tables[self.modality]} if self.modality in tables else {}
 
-    def ig_scores(self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor],
-                  inputs: Inputs) -> dict[str, np.ndarray]:
+    def ig_scores(
+        self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor], inputs: Inputs
+    ) -> dict[str, np.ndarray]:
         n = len(self._ids(inputs))
         return {self.columns()[0][0]: as_numpy(tables[self.modality][0, :n].sum(-1))}
 
@@ -376,8 +402,9 @@ class TabularAttributor(Attributor):
         tables = lookup() if lookup is not None else {}
         return {c: tables[c] for c in self.processor.categorical if c in tables}
 
-    def ig_scores(self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor],
-                  inputs: Inputs) -> dict[str, np.ndarray]:
+    def ig_scores(
+        self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor], inputs: Inputs
+    ) -> dict[str, np.ndarray]:
         num = parts[self.processor.key("numeric")][0]
         out = {c: np.asarray(float(num[2 * j])) for j, c in enumerate(self.processor.numeric)}
         out.update({c: np.asarray(float(tables[c].sum())) for c in self.processor.categorical})
@@ -399,8 +426,15 @@ class Method:
 
     gradients = False  # explains ExplainTarget.gradient_score (logits) rather than .score (probabilities)
 
-    def attribute(self, model: nn.Module, attributors: list[Attributor], inputs: Inputs, masks: Inputs,
-                  target: ExplainTarget, ref: int) -> tuple[dict[str, tuple], float | None]:
+    def attribute(
+        self,
+        model: nn.Module,
+        attributors: list[Attributor],
+        inputs: Inputs,
+        masks: Inputs,
+        target: ExplainTarget,
+        ref: int,
+    ) -> tuple[dict[str, tuple], float | None]:
         raise NotImplementedError
 
 
@@ -418,22 +452,31 @@ class Occlusion(Method):
     chunk = 128
 
     @torch.no_grad()
-    def attribute(self, model: nn.Module, attributors: list[Attributor], inputs: Inputs, masks: Inputs,
-                  target: ExplainTarget, ref: int) -> tuple[dict[str, tuple], float | None]:
+    def attribute(
+        self,
+        model: nn.Module,
+        attributors: list[Attributor],
+        inputs: Inputs,
+        masks: Inputs,
+        target: ExplainTarget,
+        ref: int,
+    ) -> tuple[dict[str, tuple], float | None]:
         p0 = float(target.score(model(inputs, masks), ref)[0])
         plans = [(a, *a.occlusion(inputs)) for a in attributors if bool(masks[a.modality][0])]
         variants = [v for _, vs, _ in plans for v in vs]
         scores = []
         for start in range(0, len(variants), self.chunk):
-            part = variants[start:start + self.chunk]
+            part = variants[start : start + self.chunk]
             batch = {k: torch.cat([v.inputs.get(k, t) for v in part]) for k, t in inputs.items()}
-            bmasks = {m: torch.tensor([bool(t[0]) and m not in v.absent for v in part], device=t.device)
-                      for m, t in masks.items()}
+            bmasks = {
+                m: torch.tensor([bool(t[0]) and m not in v.absent for v in part], device=t.device)
+                for m, t in masks.items()
+            }
             scores.append(as_numpy(target.score(model(batch, bmasks), ref)))
         drops = p0 - np.concatenate(scores) if scores else np.zeros(0)
         out, at = {}, 0
         for _, vs, assemble in plans:
-            out.update(assemble(drops[at:at + len(vs)]))
+            out.update(assemble(drops[at : at + len(vs)]))
             at += len(vs)
         return out, None
 
@@ -445,8 +488,15 @@ class IntegratedGradients(Method):
     steps = 32
     gradients = True
 
-    def attribute(self, model: nn.Module, attributors: list[Attributor], inputs: Inputs, masks: Inputs,
-                  target: ExplainTarget, ref: int) -> tuple[dict[str, tuple], float | None]:
+    def attribute(
+        self,
+        model: nn.Module,
+        attributors: list[Attributor],
+        inputs: Inputs,
+        masks: Inputs,
+        target: ExplainTarget,
+        ref: int,
+    ) -> tuple[dict[str, tuple], float | None]:
         n = self.steps
         present = [a for a in attributors if bool(masks[a.modality][0])]
         parts = {p.key: p for a in present for p in a.path(inputs)}
@@ -469,6 +519,7 @@ class IntegratedGradients(Method):
                 moved_out = (base + a * (output.detach() - base)).requires_grad_(True)
                 hooked[name] = (output.detach(), base, moved_out)
                 return moved_out
+
             return hook
 
         for a in present:
@@ -484,11 +535,15 @@ class IntegratedGradients(Method):
             for h in handles:
                 h.remove()
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
-        part_attr = {key: ((p.x - p.baseline) * g.mean(0, keepdim=True)).detach()
-                     for (key, p), g in zip(parts.items(), grads[: len(moved)])}
+        part_attr = {
+            key: ((p.x - p.baseline) * g.mean(0, keepdim=True)).detach()
+            for (key, p), g in zip(parts.items(), grads[: len(moved)])
+        }
         # Every row of a hooked output is the same input's embedding; the attribution sums over its last axis later.
-        table_attr = {name: ((o[:1] - base) * g.mean(0, keepdim=True)).detach()
-                      for (name, (o, base, _)), g in zip(hooked.items(), grads[len(moved):])}
+        table_attr = {
+            name: ((o[:1] - base) * g.mean(0, keepdim=True)).detach()
+            for (name, (o, base, _)), g in zip(hooked.items(), grads[len(moved) :])
+        }
         with torch.no_grad():
             base_batch = {k: (parts[k].baseline if k in parts else t) for k, t in inputs.items()}
             base_score = _baseline_score(model, base_batch, masks, target, ref, present)
@@ -499,14 +554,18 @@ class IntegratedGradients(Method):
         return out, base_score
 
 
-def _baseline_score(model: nn.Module, inputs: Inputs, masks: Inputs, target: ExplainTarget, ref: int,
-                    present: list[Attributor]) -> float:
+def _baseline_score(
+    model: nn.Module, inputs: Inputs, masks: Inputs, target: ExplainTarget, ref: int, present: list[Attributor]
+) -> float:
     """The explained number with every continuous part at its baseline and every hooked table at its base row."""
     handles = []
     for a in present:
         for table in a.tables().values():
-            handles.append(table.register_forward_hook(
-                lambda module, args, output: module.weight[0].detach().expand_as(output).clone()))
+            handles.append(
+                table.register_forward_hook(
+                    lambda module, args, output: module.weight[0].detach().expand_as(output).clone()
+                )
+            )
     try:
         return float(target.gradient_score(model(inputs, masks), ref)[0])
     finally:
@@ -520,8 +579,15 @@ def _shares(totals: dict[str, float]) -> dict[str, float]:
     return {c: (v / s if s > 0 else 0.0) for c, v in totals.items()}
 
 
-def explain(predictor: PipelineSource, rows: Any, *, method: str = "occlusion", data_root: str | Path | None = None,
-            on_error: str | None = None, progress: bool = False) -> list[Explanation]:
+def explain(
+    predictor: PipelineSource,
+    rows: Any,
+    *,
+    method: str = "occlusion",
+    data_root: str | Path | None = None,
+    on_error: str | None = None,
+    progress: bool = False,
+) -> list[Explanation]:
     """Explain each row of ``rows`` (a path, DataFrame or Table) for a fitted classification/regression predictor.
 
     Args:
@@ -569,17 +635,35 @@ def explain(predictor: PipelineSource, rows: Any, *, method: str = "occlusion", 
                 info = shown.get(col, {})
                 value = info.get("value", raw.get(col) if kind in ("numeric", "category") else None)
                 attributions[col] = ModalityAttribution(
-                    col, kind, 0.0, np.asarray(scores, dtype=np.float64), info.get("background"), info.get("tokens"),
-                    float(total), present and not (kind in ("numeric", "category") and is_empty(value)), value)
-        mass = {c: (abs(a.total) if method == "occlusion" else float(np.abs(a.scores).sum()))
-                for c, a in attributions.items()}
+                    col,
+                    kind,
+                    0.0,
+                    np.asarray(scores, dtype=np.float64),
+                    info.get("background"),
+                    info.get("tokens"),
+                    float(total),
+                    present and not (kind in ("numeric", "category") and is_empty(value)),
+                    value,
+                )
+        mass = {
+            c: (abs(a.total) if method == "occlusion" else float(np.abs(a.scores).sum()))
+            for c, a in attributions.items()
+        }
         for c, s in _shares(mass).items():
             attributions[c].share = s
         truth = raw.get(predictor.label) if has_label else None
-        out.append(Explanation(
-            frame.index[pos], row_label(task.postprocess(as_numpy(outputs))[0]), target.probability(outputs),
-            None if truth is None or is_empty(truth) else row_label(truth), attributions,
-            weights[0] if weights is not None else None, method,
-            target.gradient_unit if runner.gradients else target.unit,
-            float((target.gradient_score if runner.gradients else target.score)(outputs, ref)[0]), base_score))
+        out.append(
+            Explanation(
+                frame.index[pos],
+                row_label(task.postprocess(as_numpy(outputs))[0]),
+                target.probability(outputs),
+                None if truth is None or is_empty(truth) else row_label(truth),
+                attributions,
+                weights[0] if weights is not None else None,
+                method,
+                target.gradient_unit if runner.gradients else target.unit,
+                float((target.gradient_score if runner.gradients else target.score)(outputs, ref)[0]),
+                base_score,
+            )
+        )
     return out

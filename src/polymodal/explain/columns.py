@@ -6,10 +6,12 @@ column is made missing by setting just its own entries to "missing", exactly as 
 Views are registered by processor name; a processor with no registered view (a pretrained model's) is treated as
 one column whose items are dropped or shuffled whole.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +44,11 @@ COLUMN_VIEWS: Registry[Any] = Registry("column view")
 
 def _whole(modality: str, proc: Processor) -> list[ColumnView]:
     column = proc.columns[0] if len(proc.columns) == 1 else modality
-    return [ColumnView(column, proc.kind, modality, lambda items: [None] * len(items),
-                       lambda items, perm: [items[j] for j in perm])]
+    return [
+        ColumnView(
+            column, proc.kind, modality, lambda items: [None] * len(items), lambda items, perm: [items[j] for j in perm]
+        )
+    ]
 
 
 for _name in ("image", "audio", "text"):
@@ -69,6 +74,7 @@ def _tabular(modality: str, proc: TabularProcessor) -> list[ColumnView]:
 
     def view(part: int, j: int, missing: Any, name: str, kind: str) -> ColumnView:
         """Column ``j`` of the item's numeric (``part`` 0) or category (1) array."""
+
         def edit(items: list[Any], value_of: Any) -> list[Any]:
             out = []
             for i, it in enumerate(items):
@@ -77,12 +83,18 @@ def _tabular(modality: str, proc: TabularProcessor) -> list[ColumnView]:
                 out.append(_tabular_item(*arrays))
             return out
 
-        return ColumnView(name, kind, modality, lambda items: edit(items, lambda i: missing),
-                          lambda items, perm: edit(items, lambda i: parts(items[perm[i]])[part][j]))
+        return ColumnView(
+            name,
+            kind,
+            modality,
+            lambda items: edit(items, lambda i: missing),
+            lambda items, perm: edit(items, lambda i: parts(items[perm[i]])[part][j]),
+        )
 
     # A dropped numeric value is the training mean flagged missing: what an empty cell decodes to.
-    return ([view(0, j, (0.0, 1.0), proc.numeric[j], "numeric") for j in range(n_num)]
-            + [view(1, j, MISSING_CATEGORY, proc.categorical[j], "category") for j in range(n_cat)])
+    return [view(0, j, (0.0, 1.0), proc.numeric[j], "numeric") for j in range(n_num)] + [
+        view(1, j, MISSING_CATEGORY, proc.categorical[j], "category") for j in range(n_cat)
+    ]
 
 
 def column_views(processors: dict[str, Processor]) -> list[ColumnView]:

@@ -10,12 +10,14 @@ leans on it more (for a lower-is-better metric such as RMSE: the increase). Conf
 of every variant are computed once; rows are then resampled with replacement ``n_bootstrap`` times and the paired
 difference recomputed on each resample (percentile interval).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -62,10 +64,13 @@ class ImportanceResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (column, method), most important first within each method."""
-        frame = pd.DataFrame([asdict(r) for r in self.rows],
-                             columns=["modality", "kind", "method", "importance", "ci_low", "ci_high", "score"])
+        frame = pd.DataFrame(
+            [asdict(r) for r in self.rows],
+            columns=["modality", "kind", "method", "importance", "ci_low", "ci_high", "score"],
+        )
         return frame.sort_values(["method", "importance"], ascending=[True, False], kind="stable").reset_index(
-            drop=True)
+            drop=True
+        )
 
     def get(self, modality: str, method: str) -> ImportanceRow:
         """The row of one column and method (KeyError when not measured)."""
@@ -76,37 +81,70 @@ class ImportanceResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN → null)."""
+
         def num(x: float) -> float | None:
             return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
-        return {"metric": self.metric, "higher_is_better": self.higher_is_better, "baseline": num(self.baseline),
-                "n_rows": self.n_rows, "n_bootstrap": self.n_bootstrap, "confidence": self.confidence,
-                "repeats": self.repeats, "seed": self.seed,
-                "rows": [{k: (num(v) if isinstance(v, float) else v) for k, v in asdict(r).items()}
-                         for r in self.rows]}
+        return {
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "baseline": num(self.baseline),
+            "n_rows": self.n_rows,
+            "n_bootstrap": self.n_bootstrap,
+            "confidence": self.confidence,
+            "repeats": self.repeats,
+            "seed": self.seed,
+            "rows": [{k: (num(v) if isinstance(v, float) else v) for k, v in asdict(r).items()} for r in self.rows],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ImportanceResult":
         """Read back what :meth:`to_dict` wrote (importance.json)."""
+
         def num(x: Any) -> float:
             return math.nan if x is None else float(x)
 
-        rows = [ImportanceRow(r["modality"], r["method"], num(r["importance"]), num(r["ci_low"]), num(r["ci_high"]),
-                              r.get("kind", ""), num(r.get("score"))) for r in d["rows"]]
-        return cls(d["metric"], num(d["baseline"]), rows, int(d["n_rows"]), int(d["n_bootstrap"]),
-                   bool(d.get("higher_is_better", True)), float(d.get("confidence", 0.95)),
-                   int(d.get("repeats", 1)), int(d.get("seed", 0)))
+        rows = [
+            ImportanceRow(
+                r["modality"],
+                r["method"],
+                num(r["importance"]),
+                num(r["ci_low"]),
+                num(r["ci_high"]),
+                r.get("kind", ""),
+                num(r.get("score")),
+            )
+            for r in d["rows"]
+        ]
+        return cls(
+            d["metric"],
+            num(d["baseline"]),
+            rows,
+            int(d["n_rows"]),
+            int(d["n_bootstrap"]),
+            bool(d.get("higher_is_better", True)),
+            float(d.get("confidence", 0.95)),
+            int(d.get("repeats", 1)),
+            int(d.get("seed", 0)),
+        )
 
     def markdown(self) -> str:
         better = "higher" if self.higher_is_better else "lower"
         pct = f"{self.confidence:.0%}"
-        lines = [f"# Modality importance ({self.metric}, {better} is better; {self.n_rows} rows)", "",
-                 f"Intact {self.metric}: {self.baseline:.4f}. Importance = loss of {self.metric} without the column; "
-                 f"{pct} bootstrap intervals over {self.n_bootstrap} resamples of the rows.", "",
-                 "| column | kind | method | importance | CI low | CI high |", "|---|---|---|---|---|---|"]
+        lines = [
+            f"# Modality importance ({self.metric}, {better} is better; {self.n_rows} rows)",
+            "",
+            f"Intact {self.metric}: {self.baseline:.4f}. Importance = loss of {self.metric} without the column; "
+            f"{pct} bootstrap intervals over {self.n_bootstrap} resamples of the rows.",
+            "",
+            "| column | kind | method | importance | CI low | CI high |",
+            "|---|---|---|---|---|---|",
+        ]
         for _, r in self.to_frame().iterrows():
-            lines.append(f"| {r['modality']} | {r['kind']} | {r['method']} | {r['importance']:.4f} | "
-                         f"{r['ci_low']:.4f} | {r['ci_high']:.4f} |")
+            lines.append(
+                f"| {r['modality']} | {r['kind']} | {r['method']} | {r['importance']:.4f} | "
+                f"{r['ci_low']:.4f} | {r['ci_high']:.4f} |"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -184,8 +222,14 @@ class Permutation(ImportanceMethod):
 
 
 # ----------------------------------------------------------------------------------------------- bootstrap
-def _bootstrap_differences(metric: RowMetric, base: np.ndarray, variants: Sequence[np.ndarray], n_bootstrap: int,
-                           rng: np.random.Generator, chunk: int = 64) -> np.ndarray:
+def _bootstrap_differences(
+    metric: RowMetric,
+    base: np.ndarray,
+    variants: Sequence[np.ndarray],
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    chunk: int = 64,
+) -> np.ndarray:
     """Paired bootstrap of (variant − intact) metric differences, averaged over the variants: [n_bootstrap]."""
     n = len(base)
     out = []
@@ -196,10 +240,19 @@ def _bootstrap_differences(metric: RowMetric, base: np.ndarray, variants: Sequen
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def modality_importance(predictor: PipelineSource, data: Any, *, methods: Sequence[str] = ("drop", "permutation"),
-                        n_bootstrap: int = 200, repeats: int = 1, seed: int = 0, data_root: str | Path | None = None,
-                        confidence: float = 0.95, on_error: str | None = None,
-                        progress: bool = False) -> ImportanceResult:
+def modality_importance(
+    predictor: PipelineSource,
+    data: Any,
+    *,
+    methods: Sequence[str] = ("drop", "permutation"),
+    n_bootstrap: int = 200,
+    repeats: int = 1,
+    seed: int = 0,
+    data_root: str | Path | None = None,
+    confidence: float = 0.95,
+    on_error: str | None = None,
+    progress: bool = False,
+) -> ImportanceResult:
     """Importance of each input column of a fitted classification or regression ``predictor`` on labelled ``data``.
 
     Args:
@@ -235,8 +288,11 @@ def modality_importance(predictor: PipelineSource, data: Any, *, methods: Sequen
     batch_size = predictor.predict_batch_size
 
     def per_row(modality: str | None = None, items: list[Any] | None = None) -> np.ndarray:
-        view = (prepared if modality is None or items is None
-                else Prepared({**prepared.items, modality: items}, prepared.rows))
+        view = (
+            prepared
+            if modality is None or items is None
+            else Prepared({**prepared.items, modality: items}, prepared.rows)
+        )
         outputs = predict_outputs(predictor.model, make_loader(view, processors, batch_size, False))
         return metric.per_row(task, outputs, y_true)
 
@@ -259,10 +315,21 @@ def modality_importance(predictor: PipelineSource, data: Any, *, methods: Sequen
                 bar.update()
             variant_score = float(np.mean([metric.aggregate(v) for v in scored]))
             diffs = _bootstrap_differences(metric, base, scored, n_bootstrap, rng)
-            lo, hi = ((math.nan, math.nan) if n_bootstrap == 0 else
-                      sorted(-sign * np.quantile(diffs, [alpha, 1 - alpha])))
-            rows.append(ImportanceRow(view.column, name, sign * (base_score - variant_score), float(lo), float(hi),
-                                      view.kind, variant_score))
+            lo, hi = (
+                (math.nan, math.nan) if n_bootstrap == 0 else sorted(-sign * np.quantile(diffs, [alpha, 1 - alpha]))
+            )
+            rows.append(
+                ImportanceRow(
+                    view.column,
+                    name,
+                    sign * (base_score - variant_score),
+                    float(lo),
+                    float(hi),
+                    view.kind,
+                    variant_score,
+                )
+            )
     bar.close()
-    return ImportanceResult(metric.name, base_score, rows, len(prepared), n_bootstrap, metric.higher_is_better,
-                            confidence, repeats, seed)
+    return ImportanceResult(
+        metric.name, base_score, rows, len(prepared), n_bootstrap, metric.higher_is_better, confidence, repeats, seed
+    )

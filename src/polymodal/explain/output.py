@@ -3,12 +3,13 @@
 Everything is rendered in memory first, so an error leaves nothing behind; a new folder appears complete or not at
 all, and in an existing folder each file is replaced atomically (other files there are left alone).
 """
+
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import ExplainError
 from ..io import write_files
@@ -25,8 +26,9 @@ def explanation_filename(e: Explanation) -> str:
     return f"row_{_safe(e.index)}.png"
 
 
-def write_explanations(out_dir: str | Path, explanations: Sequence[Explanation],
-                       importance: ImportanceResult | None = None) -> list[Path]:
+def write_explanations(
+    out_dir: str | Path, explanations: Sequence[Explanation], importance: ImportanceResult | None = None
+) -> list[Path]:
     """Write the explanations (and the importance, when given) into ``out_dir``; returns the files written."""
     out_dir = Path(out_dir)
     files: dict[str, bytes] = {}
@@ -36,9 +38,14 @@ def write_explanations(out_dir: str | Path, explanations: Sequence[Explanation],
         files[name] = figure_png(plot_explanation(e))
         rows.append({**e.to_dict(), "plot": name})
     if explanations:
-        files["explanations.json"] = (json.dumps({"method": explanations[0].method,
-                                                  "explained": explanations[0].explained, "rows": rows},
-                                                 indent=2, allow_nan=False) + "\n").encode()
+        files["explanations.json"] = (
+            json.dumps(
+                {"method": explanations[0].method, "explained": explanations[0].explained, "rows": rows},
+                indent=2,
+                allow_nan=False,
+            )
+            + "\n"
+        ).encode()
     if importance is not None:
         buf = io.StringIO()
         importance.to_frame().to_csv(buf, index=False)

@@ -3,6 +3,7 @@
 Attribution colours are diverging everywhere: red supports the prediction (taking that part away lowers the
 explained number), blue speaks against it, white is neutral; each panel's colour bar gives the scale.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,9 @@ def plot_importance(result: "ImportanceResult") -> "Figure":
     frame = result.to_frame()
     methods = list(dict.fromkeys(frame["method"]))
     n_cols = max(1, frame["modality"].nunique())
-    fig, axes = plotting.subplots(1, max(1, len(methods)), figsize=(5.2 * max(1, len(methods)), 1.2 + 0.5 * n_cols),
-                             squeeze=False, sharey=False)
+    fig, axes = plotting.subplots(
+        1, max(1, len(methods)), figsize=(5.2 * max(1, len(methods)), 1.2 + 0.5 * n_cols), squeeze=False, sharey=False
+    )
     loss = "increase" if not result.higher_is_better else "drop"
     for ax, method in zip(axes[0], methods):
         part = frame[frame["method"] == method].iloc[::-1]  # most important on top
@@ -65,12 +67,18 @@ def plot_importance(result: "ImportanceResult") -> "Figure":
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(y, [f"{m} ({k})" if k else m for m, k in zip(part["modality"], part["kind"])])
         ax.set_xlabel(f"{loss} in {result.metric} without the column")
-        what = "column made missing" if method == "drop" else (
-            f"column shuffled across rows{f', {result.repeats}×' if result.repeats > 1 else ''}")
+        what = (
+            "column made missing"
+            if method == "drop"
+            else (f"column shuffled across rows{f', {result.repeats}×' if result.repeats > 1 else ''}")
+        )
         ax.set_title(f"{method}: {what}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"Modality importance — {result.metric} {result.baseline:.3f} on {result.n_rows} intact rows; "
-                 f"{result.confidence:.0%} bootstrap CI ({result.n_bootstrap} resamples)", fontsize=11)
+    fig.suptitle(
+        f"Modality importance — {result.metric} {result.baseline:.3f} on {result.n_rows} intact rows; "
+        f"{result.confidence:.0%} bootstrap CI ({result.n_bootstrap} resamples)",
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig
 
@@ -88,8 +96,14 @@ def _image_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str)
         grey = a.background @ np.array([0.299, 0.587, 0.114])
         ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     lim = _limit(a.scores)
-    im = ax.imshow(a.scores, cmap=CMAP, vmin=-lim, vmax=lim, alpha=0.6 if a.background is not None else 1.0,
-                   interpolation="nearest")
+    im = ax.imshow(
+        a.scores,
+        cmap=CMAP,
+        vmin=-lim,
+        vmax=lim,
+        alpha=0.6 if a.background is not None else 1.0,
+        interpolation="nearest",
+    )
     h, w = a.scores.shape
     ax.set_xlabel(f"x (pixels of the {w}×{h} processed image)", fontsize=8)
     ax.set_ylabel("y (pixels)", fontsize=8)
@@ -101,8 +115,16 @@ def _audio_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str)
     if a.background is not None:
         ax.imshow(a.background, origin="lower", aspect="auto", cmap="gray_r", interpolation="nearest")
     lim = _limit(a.scores)
-    im = ax.imshow(a.scores, origin="lower", aspect="auto", cmap=CMAP, vmin=-lim, vmax=lim,
-                   alpha=0.6 if a.background is not None else 1.0, interpolation="nearest")
+    im = ax.imshow(
+        a.scores,
+        origin="lower",
+        aspect="auto",
+        cmap=CMAP,
+        vmin=-lim,
+        vmax=lim,
+        alpha=0.6 if a.background is not None else 1.0,
+        interpolation="nearest",
+    )
     ax.set_xlabel(f"time frame (of {t}; log-mel spectrogram, dark = loud)", fontsize=8)
     ax.set_ylabel(f"mel band (of {f})", fontsize=8)
     _colorbar(fig, im, ax, unit)
@@ -119,8 +141,13 @@ def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) 
     y, line, budget, used, prev = 0.85, 0.16, 38, 0, None
     style: dict[str, Any]  # matplotlib text properties
     for tok, s in zip(tokens, scores):
-        style = {"fontsize": 11, "va": "center", "ha": "left", "color": "white" if abs(s) > 0.6 * lim else "black",
-                 "bbox": {"boxstyle": "round,pad=0.25", "facecolor": cmap(0.5 + 0.5 * s / lim), "edgecolor": "none"}}
+        style = {
+            "fontsize": 11,
+            "va": "center",
+            "ha": "left",
+            "color": "white" if abs(s) > 0.6 * lim else "black",
+            "bbox": {"boxstyle": "round,pad=0.25", "facecolor": cmap(0.5 + 0.5 * s / lim), "edgecolor": "none"},
+        }
         if prev is None or used + len(tok) > budget:
             if prev is not None:
                 y -= line
@@ -130,8 +157,14 @@ def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) 
         used += len(tok) + 1
     if tokens:
         top = int(np.argmax(scores))
-        ax.text(0.02, max(y - line, 0.02), f"top token: '{tokens[top]}' ({scores[top]:+.3g})",
-                transform=ax.transAxes, fontsize=8, color="#333333")
+        ax.text(
+            0.02,
+            max(y - line, 0.02),
+            f"top token: '{tokens[top]}' ({scores[top]:+.3g})",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="#333333",
+        )
     sm = ScalarMappable(cmap=CMAP, norm=Normalize(-lim, lim))
     _colorbar(fig, sm, ax, unit)
 
@@ -154,8 +187,10 @@ def _shares_panel(ax: "Axes", e: "Explanation") -> None:
     ax.barh(y, shares, color="#c0392b", alpha=0.85, label="attribution share")
     if e.fusion_weights:
         # The fusion weighs modalities; a tabular modality's weight is drawn next to each of its columns' bars.
-        mods = {c: c if c in e.fusion_weights else next((m for m in e.fusion_weights if m not in e.attributions),
-                                                        None) for c in cols}
+        mods = {
+            c: c if c in e.fusion_weights else next((m for m in e.fusion_weights if m not in e.attributions), None)
+            for c in cols
+        }
         w = np.array([e.fusion_weights.get(mods[c] or "", np.nan) if mods[c] else np.nan for c in cols], dtype=float)
         ax.scatter(w, y, marker="D", color="black", zorder=3, label="fusion weight (modality)")
         ax.legend(fontsize=7, loc="lower right")
@@ -185,7 +220,7 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plotting.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.9 * nrows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_axis_off()
     for ax, (kind, a) in zip(axes.flat, panels):
         if kind == "shares":
@@ -195,8 +230,9 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
             _tabular_panel(fig, ax, a, unit_short)
             ax.set_title("numbers and categories", fontsize=10)
             continue
-        ax.set_title(f"{a.column} ({a.kind}), share {a.share:.0%}" + ("" if a.present else " — empty in this row"),
-                     fontsize=10)
+        ax.set_title(
+            f"{a.column} ({a.kind}), share {a.share:.0%}" + ("" if a.present else " — empty in this row"), fontsize=10
+        )
         if not a.present:
             ax.set_axis_off()
             continue
@@ -207,9 +243,9 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
         else:
             _image_panel(fig, ax, a, unit_short)
     pred = _fmt(e.prediction) + (f" (p = {e.probability:.2f})" if e.probability is not None else "")
-    truth = "" if e.target is None else f", true {_fmt(e.target)}" + (
-        " ✓" if str(e.target) == str(e.prediction) else " ✗")
-    fig.suptitle(f"row {_fmt(e.index)}: predicted {pred}{truth} — {METHOD_NAMES.get(e.method, e.method)}",
-                 fontsize=12)
+    truth = (
+        "" if e.target is None else f", true {_fmt(e.target)}" + (" ✓" if str(e.target) == str(e.prediction) else " ✗")
+    )
+    fig.suptitle(f"row {_fmt(e.index)}: predicted {pred}{truth} — {METHOD_NAMES.get(e.method, e.method)}", fontsize=12)
     fig.tight_layout()
     return fig

@@ -6,6 +6,7 @@ the integration path (the image and the text each push the probability to ~1 on 
 gradients then credits whichever moves first). Regression: the predicted value, in the label's units.
 Generation has no such single number; explanations refuse it with a message.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -88,19 +89,24 @@ def explainable_task(pipeline: FittedPipeline, what: str) -> "Task":
     """The pipeline's task, when explanations support it; else an :class:`ExplainError` saying what they support."""
     task = pipeline.task
     if task.problem_type not in EXPLAIN_TARGETS:
-        raise ExplainError(f"{what} supports classification and regression models; this is a "
-                           f"{task.problem_type} model. For a generation model, score generated texts with "
-                           "evaluate() instead.")
+        raise ExplainError(
+            f"{what} supports classification and regression models; this is a "
+            f"{task.problem_type} model. For a generation model, score generated texts with "
+            "evaluate() instead."
+        )
     return task
 
 
-def prepare_rows(pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_error: str | None,
-                 labelled: bool) -> tuple[pd.DataFrame, Prepared]:
+def prepare_rows(
+    pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_error: str | None, labelled: bool
+) -> tuple[pd.DataFrame, Prepared]:
     """Read and decode ``data`` with the pipeline's fitted processors (``labelled``: rows with a label only)."""
     table = pipeline.read(data, data_root)
     if labelled and pipeline.label not in table.frame.columns:
-        raise ExplainError(f"modality importance needs the label column '{pipeline.label}' in the table, to "
-                           "score the model with and without each column; pass a labelled table")
+        raise ExplainError(
+            f"modality importance needs the label column '{pipeline.label}' in the table, to "
+            "score the model with and without each column; pass a labelled table"
+        )
     decoded = pipeline.prepare(table, on_error=on_error, labelled="importance" if labelled else None)
     return decoded.frame, decoded.prepared
 

@@ -10,6 +10,7 @@ use it as they are) with these files added:
 
 It is written to a temporary sibling and renamed when complete: an interrupted export leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import io
@@ -48,7 +49,8 @@ class ExportConfig(BaseModel):
     format: Literal["onnx", "torchscript"] = "onnx"
     quantize: Literal["none", "int8"] = "none"
     quantize_mode: Literal["auto", "dynamic", "static"] = Field(
-        "auto", description="auto: static when a calibration table is given, else dynamic")
+        "auto", description="auto: static when a calibration table is given, else dynamic"
+    )
     calibration_rows: int = Field(256, ge=1, description="rows of the table used to calibrate static quantization")
     parity_rows: int = Field(64, ge=1, description="rows the exported outputs are compared with eager ones on")
     opset: int = Field(OPSET, ge=13)
@@ -75,21 +77,39 @@ class ExportResult:
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "files": self.files, "signature": self.signature.to_dict(),
-                "parity": {k: asdict(v) for k, v in self.parity.items()}, "parity_inputs": self.parity_inputs,
-                "quantization": self.quantization, "versions": self.versions}
+        return {
+            "format": self.format,
+            "files": self.files,
+            "signature": self.signature.to_dict(),
+            "parity": {k: asdict(v) for k, v in self.parity.items()},
+            "parity_inputs": self.parity_inputs,
+            "quantization": self.quantization,
+            "versions": self.versions,
+        }
 
 
-def table_batches(predictor: "FittedPipeline", data: Any, rows: int, data_root: str | Path | None = None,
-                  batch_size: int = 32, seed: int = 0) -> list[Batch]:
+def table_batches(
+    predictor: "FittedPipeline",
+    data: Any,
+    rows: int,
+    data_root: str | Path | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> list[Batch]:
     """Up to ``rows`` rows of a table (a random sample when it has more), decoded and collated as for prediction;
     rows with bad cells are skipped."""
     table = read_table(data, data_root if data_root is not None else predictor.config.data_root)
     frame = table.frame
     if len(frame) > rows:
         frame = frame.sample(rows, random_state=seed)
-    prepared = prepare(frame, predictor.processors, LoadContext(table.root, predictor.config.limits), "skip",
-                       progress=False, quiet=True)
+    prepared = prepare(
+        frame,
+        predictor.processors,
+        LoadContext(table.root, predictor.config.limits),
+        "skip",
+        progress=False,
+        quiet=True,
+    )
     if len(prepared) == 0:
         raise ExportError("no usable rows in the calibration/parity table")
     return list(make_loader(prepared, predictor.processors, batch_size, False))
@@ -100,8 +120,12 @@ def random_batches(processors: dict[str, Processor], rows: int, seed: int = 0) -
     category codes) stay 0/1, which are valid for every vocabulary (padding/unknown, missing/unknown)."""
     g = torch.Generator().manual_seed(seed)
     b = placeholder_batch(processors, rows)
-    inputs = {k: torch.randn(t.shape, generator=g) if t.is_floating_point()
-              else torch.randint(0, 2, t.shape, generator=g).to(t.dtype) for k, t in b.inputs.items()}
+    inputs = {
+        k: torch.randn(t.shape, generator=g)
+        if t.is_floating_point()
+        else torch.randint(0, 2, t.shape, generator=g).to(t.dtype)
+        for k, t in b.inputs.items()
+    }
     masks = {m: torch.rand(rows, generator=g) < 0.8 for m in b.masks}
     return [Batch(inputs, masks)]
 
@@ -116,12 +140,22 @@ def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    return {"polymodal": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {
+        "polymodal": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
-def export_run(run: str | Path, out: str | Path, config: ExportConfig | None = None, data: Any = None,
-               data_root: str | Path | None = None, overwrite: bool = False) -> ExportResult:
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    config: ExportConfig | None = None,
+    data: Any = None,
+    data_root: str | Path | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
     """Export the model of run directory ``run`` into the new directory ``out``.
 
     ``data`` (a table, optional) supplies real rows for the parity check and, with static int8 quantization, the
@@ -140,8 +174,11 @@ def export_run(run: str | Path, out: str | Path, config: ExportConfig | None = N
         if mode == "static" and data is None:
             raise ExportError("static int8 quantization needs calibration rows: pass --calibration TABLE")
     rows = max(cfg.parity_rows, cfg.calibration_rows if mode == "static" else 0)
-    batches = (table_batches(predictor, data, rows, data_root) if data is not None
-               else random_batches(predictor.processors, cfg.parity_rows))
+    batches = (
+        table_batches(predictor, data, rows, data_root)
+        if data is not None
+        else random_batches(predictor.processors, cfg.parity_rows)
+    )
     parity_batches = _first_rows(batches, cfg.parity_rows)
     model = predictor.model.eval()
     with torch.inference_mode():
@@ -162,8 +199,7 @@ def export_run(run: str | Path, out: str | Path, config: ExportConfig | None = N
                 int8 = quantize(fp32, mode, calib)
                 (tmp / "model.int8.onnx").write_bytes(int8)
                 files["int8"] = "model.int8.onnx"
-                checks["model.int8.onnx"] = parity(eager, _run_onnx(int8, signature, parity_batches),
-                                                   classification)
+                checks["model.int8.onnx"] = parity(eager, _run_onnx(int8, signature, parity_batches), classification)
         else:
             ts, signature = to_torchscript(model, predictor.processors)
             (tmp / "model.pt").write_bytes(ts)
@@ -172,14 +208,24 @@ def export_run(run: str | Path, out: str | Path, config: ExportConfig | None = N
             with torch.inference_mode():
                 outs = [module(*signature.tensors(b)).float().numpy() for b in parity_batches]
             checks["model.pt"] = parity(eager, outs, classification)
-        result = ExportResult(Path(out), cfg.format, files, signature, checks,
-                              "table rows" if data is not None else "random inputs",
-                              None if mode is None else f"int8 {mode}", _versions())
+        result = ExportResult(
+            Path(out),
+            cfg.format,
+            files,
+            signature,
+            checks,
+            "table rows" if data is not None else "random inputs",
+            None if mode is None else f"int8 {mode}",
+            _versions(),
+        )
         (tmp / "export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     fp32_check = checks.get("model.onnx") or checks.get("model.pt")
     if fp32_check is not None and fp32_check.max_abs_diff > 1e-3:
-        log.warning("the exported graph differs from the eager model by up to %.2g on %d rows",
-                    fp32_check.max_abs_diff, fp32_check.rows)
+        log.warning(
+            "the exported graph differs from the eager model by up to %.2g on %d rows",
+            fp32_check.max_abs_diff,
+            fp32_check.rows,
+        )
     return result
 
 
@@ -196,5 +242,6 @@ def _first_rows(batches: list[Batch], n: int) -> list[Batch]:
 def _run_onnx(model: bytes, signature: GraphSignature, batches: list[Batch]) -> list[np.ndarray]:
     sess = session(model)
     names = {i.name for i in sess.get_inputs()}
-    return [sess.run([signature.output], {k: v for k, v in signature.feed(b).items() if k in names})[0]
-            for b in batches]
+    return [
+        sess.run([signature.output], {k: v for k, v in signature.feed(b).items() if k in names})[0] for b in batches
+    ]

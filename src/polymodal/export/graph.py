@@ -4,6 +4,7 @@ The graph starts where preprocessing ends: its inputs are the :class:`~polymodal
 (``image``, ``tabular.numeric``, ...) followed by one presence mask per modality (``mask.<modality>``); its one output
 is the head's raw outputs. Decoding and collating stay in Python and are the very code the eager path runs.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -36,8 +37,10 @@ class GraphSignature:
     def tensors(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         missing = [k for k in self.inputs if k not in batch.inputs]
         if missing:
-            raise ExportError(f"the batch lacks the graph input(s) {', '.join(missing)}; the processors do not match "
-                              "the exported model (export it again from this run directory)")
+            raise ExportError(
+                f"the batch lacks the graph input(s) {', '.join(missing)}; the processors do not match "
+                "the exported model (export it again from this run directory)"
+            )
         return (*(batch.inputs[k] for k in self.inputs), *(batch.masks[m] for m in self.masks))
 
     def feed(self, batch: Batch) -> dict[str, np.ndarray]:
@@ -84,8 +87,10 @@ def signature_of(processors: dict[str, Processor]) -> GraphSignature:
     names = list(example.inputs) + [MASK_PREFIX + m for m in processors]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ExportError(f"input name(s) {', '.join(dupes)} would appear twice in the exported graph; rename the "
-                          f"column(s) so that no modality is called 'mask'")
+        raise ExportError(
+            f"input name(s) {', '.join(dupes)} would appear twice in the exported graph; rename the "
+            f"column(s) so that no modality is called 'mask'"
+        )
     return GraphSignature(tuple(example.inputs), tuple(processors))
 
 

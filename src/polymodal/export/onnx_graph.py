@@ -1,4 +1,5 @@
 """Trace the fitted model into ONNX (or TorchScript) bytes, and open ONNX Runtime sessions on them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import io
 import logging
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +25,17 @@ OPSET = 17
 _MHA_FORWARD = nn.MultiheadAttention.forward
 
 
-def _mha_forward(self: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                 key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
-                 attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
-                 is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _mha_forward(
+    self: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    need_weights: bool = True,
+    attn_mask: torch.Tensor | None = None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``nn.MultiheadAttention.forward`` in plain ops whose reshapes keep the sequence length symbolic.
 
     PyTorch's own implementation traces the sequence length into a constant ``Reshape`` (torch 2.13, TorchScript
@@ -35,15 +43,18 @@ def _mha_forward(self: nn.MultiheadAttention, query: torch.Tensor, key: torch.Te
     (parity is tested); variants it does not cover (bias_kv, zero_attn, separate key/value sizes) use the original.
     """
     if self.bias_k is not None or self.add_zero_attn or not self._qkv_same_embed_dim:
-        return _MHA_FORWARD(self, query, key, value, key_padding_mask, need_weights, attn_mask,
-                            average_attn_weights, is_causal)
+        return _MHA_FORWARD(
+            self, query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal
+        )
     if not self.batch_first:
         query, key, value = (x.transpose(0, 1) for x in (query, key, value))
     e, h = self.embed_dim, self.num_heads
     d = e // h
     w, b = self.in_proj_weight, self.in_proj_bias
-    q, k, v = (F.linear(x, w[i * e:(i + 1) * e], None if b is None else b[i * e:(i + 1) * e])
-               for i, x in enumerate((query, key, value)))
+    q, k, v = (
+        F.linear(x, w[i * e : (i + 1) * e], None if b is None else b[i * e : (i + 1) * e])
+        for i, x in enumerate((query, key, value))
+    )
     q, k, v = (x.reshape(x.shape[0], -1, h, d).transpose(1, 2) for x in (q, k, v))  # [B, H, T, D]
     scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # [B, H, Tq, Tk]
     if attn_mask is None and is_causal:
@@ -92,19 +103,30 @@ def to_onnx(model: nn.Module, processors: dict[str, Processor], opset: int = OPS
         with warnings.catch_warnings(), traceable_attention():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
             # (torch annotates f as a path, but this exporter writes to a file object too)
-            torch.onnx.export(graph, example, buf, dynamo=False, input_names=signature.names,  # type: ignore[arg-type]
-                              output_names=[signature.output], dynamic_axes=signature.dynamic_axes(
-                                  placeholder_batch(processors)), opset_version=opset, do_constant_folding=True)
+            torch.onnx.export(
+                graph,
+                example,
+                buf,  # type: ignore[arg-type]
+                dynamo=False,
+                input_names=signature.names,
+                output_names=[signature.output],
+                dynamic_axes=signature.dynamic_axes(placeholder_batch(processors)),
+                opset_version=opset,
+                do_constant_folding=True,
+            )
     except Exception as e:  # the exporter raises many types; all mean "this model does not trace"
-        raise ExportError(f"the model could not be exported to ONNX: {type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:300]}\n{_hint(model)}") from None
+        raise ExportError(
+            f"the model could not be exported to ONNX: {type(e).__name__}: "
+            f"{str(e).splitlines()[0][:300]}\n{_hint(model)}"
+        ) from None
     data = buf.getvalue()
     check_generalises(model, processors, data, signature)
     return data, signature
 
 
-def check_generalises(model: nn.Module, processors: dict[str, Processor], data: bytes,
-                      signature: GraphSignature) -> None:
+def check_generalises(
+    model: nn.Module, processors: dict[str, Processor], data: bytes, signature: GraphSignature
+) -> None:
     """Run the graph on a batch shaped unlike the traced example (another batch size, every modality present,
     longer sequences) and compare with eager: a trace silently bakes in any size or count a component computes in
     Python (``len(rows)``, ``.tolist()``), and such a graph must not be written or served."""
@@ -130,15 +152,19 @@ def check_generalises(model: nn.Module, processors: dict[str, Processor], data: 
     if not diff < 1e-3:
         raise ExportError(
             f"the exported graph only works for inputs shaped like the traced example ({reason}): a component "
-            f"computes a size or row count in Python, which tracing freezes.\n{_hint(model)}")
+            f"computes a size or row count in Python, which tracing freezes.\n{_hint(model)}"
+        )
 
 
 def _hint(model: nn.Module) -> str:
-    kinds = sorted({getattr(type(m), "registry_name", type(m).__name__)
-                    for m in getattr(model, "encoders", {}).values()})
-    return (f"Encoders in this model: {', '.join(kinds) or 'unknown'}. The from-scratch encoders and every fusion "
-            "export; the pretrained (Hugging Face) encoders do not yet: serve such a model with --backend torch. A "
-            "custom component must be traceable (no Python control flow on tensor values or sizes).")
+    kinds = sorted(
+        {getattr(type(m), "registry_name", type(m).__name__) for m in getattr(model, "encoders", {}).values()}
+    )
+    return (
+        f"Encoders in this model: {', '.join(kinds) or 'unknown'}. The from-scratch encoders and every fusion "
+        "export; the pretrained (Hugging Face) encoders do not yet: serve such a model with --backend torch. A "
+        "custom component must be traceable (no Python control flow on tensor values or sizes)."
+    )
 
 
 def to_torchscript(model: nn.Module, processors: dict[str, Processor]) -> tuple[bytes, GraphSignature]:
@@ -168,5 +194,7 @@ def session(model: bytes | Path, threads: int | None = None):
     try:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ExportError(f"ONNX Runtime cannot open the model{f' {model}' if isinstance(model, Path) else ''}: "
-                          f"{e}\nExport it again with `polymodal export`.") from None
+        raise ExportError(
+            f"ONNX Runtime cannot open the model{f' {model}' if isinstance(model, Path) else ''}: "
+            f"{e}\nExport it again with `polymodal export`."
+        ) from None

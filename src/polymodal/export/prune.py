@@ -5,6 +5,7 @@ the zeros are made permanent before saving, so the pruned run directory is an or
 loader). Unstructured sparsity makes the weights compressible, not the dense CPU kernels faster: the speed-ups of
 deployment come from ONNX Runtime and int8 (see docs/DEPLOYMENT.md).
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,9 +69,17 @@ def make_permanent(model: nn.Module) -> None:
             prune.remove(m, "weight")
 
 
-def prune_run(run: str | Path, out: str | Path, amount: float = 0.5, fine_tune_data: Any = None, epochs: int = 1,
-              eval_data: Any = None, data_root: str | Path | None = None, overwrite: bool = False,
-              verbose: bool = False) -> PruneResult:
+def prune_run(
+    run: str | Path,
+    out: str | Path,
+    amount: float = 0.5,
+    fine_tune_data: Any = None,
+    epochs: int = 1,
+    eval_data: Any = None,
+    data_root: str | Path | None = None,
+    overwrite: bool = False,
+    verbose: bool = False,
+) -> PruneResult:
     """Prune run directory ``run`` into the new run directory ``out`` (written atomically), optionally fine-tuning
     on ``fine_tune_data`` and scoring on ``eval_data`` before and after."""
     p = FittedPipeline.load(run, verbose=verbose)

@@ -6,12 +6,14 @@ calibration rows, so convolutions run as int8 end to end (QDQ format, per-channe
 CNN encoders of images and audio. Both run ONNX Runtime's pre-processing first (shape inference, graph optimisation that
 folds batch norms into convolutions).
 """
+
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -42,12 +44,12 @@ class _Feeds:
         return next(self._it, None)
 
 
-def quantize(model: bytes, mode: QuantMode = "dynamic",
-             calibration: Iterable[dict[str, np.ndarray]] | None = None) -> bytes:
+def quantize(
+    model: bytes, mode: QuantMode = "dynamic", calibration: Iterable[dict[str, np.ndarray]] | None = None
+) -> bytes:
     """int8 weights (and, for ``static``, int8 activations calibrated on ``calibration`` feeds)."""
     import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     with tempfile.TemporaryDirectory(prefix="polymodal-quant-") as tmp:
         src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -60,16 +62,25 @@ def quantize(model: bytes, mode: QuantMode = "dynamic",
                 feeds = list(calibration or [])
                 if not feeds:
                     raise ExportError("static quantization needs calibration rows: pass --calibration TABLE")
-                names = {i.name for i in ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
-                         .get_inputs()}
+                names = {
+                    i.name for i in ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()
+                }
                 # Only the heavy ops: per-channel quantization of other ops' 1-D weights (LayerNorm) is meaningless.
                 # reduce_range: 7-bit weights. x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) multiply u8 x s8
                 # with an int16 accumulation that saturates; on AV-digits that cost 23 accuracy points, with
                 # reduce_range none. It is kept on every machine: a model exported on one CPU may run on another.
-                quantize_static(str(pre), str(out), _Feeds(feeds, names), quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=["Conv", "MatMul", "Gemm"], per_channel=True,
-                                reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=CalibrationMethod.MinMax)
+                quantize_static(
+                    str(pre),
+                    str(out),
+                    _Feeds(feeds, names),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+                    per_channel=True,
+                    reduce_range=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
             else:
                 raise ExportError(f"unknown quantization mode '{mode}'; choose 'dynamic' or 'static'")
         except ExportError:

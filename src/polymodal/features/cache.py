@@ -12,6 +12,7 @@ with the preprocessing settings, so a changed file or changed preprocessing is a
 overwritten with different content, and stale entries are simply never read again (``polymodal cache clear``
 removes them). Each entry is written to a temp file and renamed, so concurrent runs never see half an entry.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -109,8 +110,12 @@ class FeatureCache:
         except OSError as e:
             # A read-only or full cache folder must not stop training or prediction: keep going from memory.
             if not self._warned:
-                log.warning("cannot write the feature cache at %s (%s); features are kept in memory only. Set "
-                            "POLYMODAL_CACHE_DIR to a writable folder to keep them for later runs.", self.root, e)
+                log.warning(
+                    "cannot write the feature cache at %s (%s); features are kept in memory only. Set "
+                    "POLYMODAL_CACHE_DIR to a writable folder to keep them for later runs.",
+                    self.root,
+                    e,
+                )
                 self._warned = True
             return
         try:
@@ -162,15 +167,23 @@ class FeatureCache:
             meta: dict[str, Any] = {}
             with contextlib.suppress(OSError, ValueError):
                 meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
-            out.append({"model": d.name, "source": meta.get("source", "?"), "encoder": meta.get("encoder", "?"),
-                        "entries": len(files), "bytes": sum(f.stat().st_size for f in files)})
+            out.append(
+                {
+                    "model": d.name,
+                    "source": meta.get("source", "?"),
+                    "encoder": meta.get("encoder", "?"),
+                    "entries": len(files),
+                    "bytes": sum(f.stat().st_size for f in files),
+                }
+            )
         return out
 
     def clear(self, model: str | None = None) -> int:
         """Delete one model's entries (by fingerprint or a unique prefix of it) or all; returns folders removed."""
         with self._lock:
-            self._memory = OrderedDict((k, v) for k, v in self._memory.items()
-                                       if model is not None and not k[0].startswith(model))
+            self._memory = OrderedDict(
+                (k, v) for k, v in self._memory.items() if model is not None and not k[0].startswith(model)
+            )
             self._used = sum(_nbytes(v) for v in self._memory.values())
         if self.root is None or not self.root.is_dir():
             return 0

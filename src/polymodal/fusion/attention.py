@@ -1,4 +1,5 @@
 """Self-attention fusion over one token per modality plus an always-present [CLS] token."""
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -24,8 +25,9 @@ def check_heads(dim: int, heads: int, name: str) -> None:
 
 
 def transformer_stack(dim: int, heads: int, layers: int, dropout: float) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout, activation="gelu",
-                                       batch_first=True, norm_first=True)
+    layer = nn.TransformerEncoderLayer(
+        dim, heads, dim_feedforward=2 * dim, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+    )
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
@@ -72,8 +74,9 @@ class CLSTransformerFusion(Fusion):
         # The layers' fused fast path never returns attention weights: replay each (pre-norm) layer by hand.
         for layer in self.encoder.layers:
             h = layer.norm1(x)
-            out, weights = layer.self_attn(h, h, h, key_padding_mask=~keep, need_weights=True,
-                                           average_attn_weights=True)
+            out, weights = layer.self_attn(
+                h, h, h, key_padding_mask=~keep, need_weights=True, average_attn_weights=True
+            )
             x = x + layer.dropout1(out)
             x = x + layer._ff_block(layer.norm2(x))
         assert weights is not None, "a transformer stack has at least one layer"

@@ -1,4 +1,5 @@
 """The fusion contract. Missing modalities are handled here, through the presence masks, never by crashing."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from ..encoders.base import Encoded
 from ..config import config_error
+from ..encoders.base import Encoded
 from ..errors import ConfigError
 from ..registry import FUSIONS
 
@@ -87,8 +88,9 @@ def token_sequence(enc: Encoded, max_tokens: int) -> tuple[torch.Tensor, torch.T
     return toks * keep.unsqueeze(-1).to(toks.dtype), keep
 
 
-def build_fusion(name: str, inputs: list[FusionInput], dim: int, dropout: float, params: dict[str, Any],
-                 task: "Task | None" = None) -> Fusion:
+def build_fusion(
+    name: str, inputs: list[FusionInput], dim: int, dropout: float, params: dict[str, Any], task: "Task | None" = None
+) -> Fusion:
     """Build a registered fusion; decision-level fusions also need the ``task`` (their heads are its heads)."""
     cls = FUSIONS.get(name)
     try:

@@ -1,4 +1,5 @@
 """Feature-level (early) fusion methods."""
+
 from __future__ import annotations
 
 import torch

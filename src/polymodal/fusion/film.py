@@ -1,4 +1,5 @@
 """FiLM fusion: every token of every modality, modulated by a summary of the whole row, then pooled."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,13 @@ from .early import _masked_softmax
 class FiLMParams(FusionParams):
     layers: int = Field(2, ge=1, le=6, description="FiLM-ed residual blocks applied to every token")
     max_tokens: int = Field(64, ge=1, description="tokens kept per modality (the first ones)")
-    heads: int = Field(2, ge=0, le=8, description="attention-pooling heads: each scores every token from its "
-                       "modulated features and averages the tokens by those scores (0: mean and max pooling only)")
+    heads: int = Field(
+        2,
+        ge=0,
+        le=8,
+        description="attention-pooling heads: each scores every token from its "
+        "modulated features and averages the tokens by those scores (0: mean and max pooling only)",
+    )
 
 
 class FiLMBlock(nn.Module):

@@ -1,4 +1,5 @@
 """Gating fusion methods."""
+
 from __future__ import annotations
 
 import torch

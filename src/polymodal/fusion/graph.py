@@ -1,4 +1,5 @@
 """Graph fusion: attention-weighted message passing over a fully connected graph of modalities."""
+
 from __future__ import annotations
 
 import math

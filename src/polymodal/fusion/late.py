@@ -1,4 +1,5 @@
 """Decision-level (late) fusion: one head per modality, their decisions combined."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
@@ -41,12 +42,17 @@ class LateFusion(Fusion):
 
         self.classify = isinstance(task, ClassificationTask)
         if params.combine == "vote" and not self.classify:
-            raise ConfigError("fusion 'late' with combine='vote' needs a classification task; "
-                              "use combine='weighted' for regression")
-        self.heads = nn.ModuleDict({
-            f.name: nn.Sequential(nn.LayerNorm(f.dim), nn.Linear(f.dim, dim), nn.GELU(), nn.Dropout(dropout),
-                                  task.head(dim))
-            for f in inputs})
+            raise ConfigError(
+                "fusion 'late' with combine='vote' needs a classification task; use combine='weighted' for regression"
+            )
+        self.heads = nn.ModuleDict(
+            {
+                f.name: nn.Sequential(
+                    nn.LayerNorm(f.dim), nn.Linear(f.dim, dim), nn.GELU(), nn.Dropout(dropout), task.head(dim)
+                )
+                for f in inputs
+            }
+        )
         self.logits = nn.Parameter(torch.zeros(len(inputs)))
         self.empty = nn.Parameter(torch.zeros(task.n_outputs))  # outputs of a row with no modality: a learned prior
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -54,9 +60,19 @@ class LateFusion(Fusion):
     def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
         masks = torch.stack([encoded[f.name].mask for f in self.inputs], dim=1)  # [B, M]
         # An absent modality's pooled vector may hold anything (even NaN): zero it so its head stays finite.
-        heads = torch.stack([self.heads[f.name](torch.where(encoded[f.name].mask.unsqueeze(1), encoded[f.name].pooled,
-                                                            torch.zeros_like(encoded[f.name].pooled)))
-                             for f in self.inputs], dim=1)  # [B, M, K]
+        heads = torch.stack(
+            [
+                self.heads[f.name](
+                    torch.where(
+                        encoded[f.name].mask.unsqueeze(1),
+                        encoded[f.name].pooled,
+                        torch.zeros_like(encoded[f.name].pooled),
+                    )
+                )
+                for f in self.inputs
+            ],
+            dim=1,
+        )  # [B, M, K]
         if self.training:
             self._last = (heads, masks)
         if self.params.combine == "vote":
@@ -91,8 +107,9 @@ class LateFusion(Fusion):
             return task.loss(outputs, target)
         heads, masks = self._last
         self._last = None
-        per_head = [task.loss(heads[:, i][masks[:, i]], target[masks[:, i]])
-                    for i in range(masks.shape[1]) if masks[:, i].any()]
+        per_head = [
+            task.loss(heads[:, i][masks[:, i]], target[masks[:, i]]) for i in range(masks.shape[1]) if masks[:, i].any()
+        ]
         head_loss = torch.stack(per_head).mean() if per_head else outputs.sum() * 0
         if self.params.combine == "weighted":
             return task.loss(outputs, target) + self.params.head_loss_weight * head_loss

@@ -1,4 +1,5 @@
 """Tensor-product fusion methods."""
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,9 @@ from .base import Fusion, FusionInput, FusionParams, MissingEmbedding
 
 
 class TensorParams(FusionParams):
-    rank_dim: int = Field(8, ge=1, le=64, description="each modality is projected to this size before the outer product")
+    rank_dim: int = Field(
+        8, ge=1, le=64, description="each modality is projected to this size before the outer product"
+    )
 
 
 @register(FUSIONS, "tensor")
@@ -53,8 +56,9 @@ class LowRankFusion(Fusion):
         super().__init__(inputs, dim, dropout, params)
         self.missing = MissingEmbedding(inputs)
         self.norm = nn.ModuleDict({f.name: nn.LayerNorm(f.dim) for f in inputs})
-        self.factors = nn.ParameterDict({
-            f.name: nn.Parameter(torch.randn(params.rank, f.dim + 1, dim) / math.sqrt(f.dim + 1)) for f in inputs})
+        self.factors = nn.ParameterDict(
+            {f.name: nn.Parameter(torch.randn(params.rank, f.dim + 1, dim) / math.sqrt(f.dim + 1)) for f in inputs}
+        )
         self.rank_weights = nn.Parameter(torch.full((1, params.rank), 1.0 / params.rank))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.out = nn.Sequential(nn.LayerNorm(dim), nn.GELU(), nn.Dropout(dropout))

@@ -1,4 +1,5 @@
 """Cross-modal transformer fusion over the encoders' token sequences."""
+
 from __future__ import annotations
 
 import torch

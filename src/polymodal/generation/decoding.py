@@ -7,6 +7,7 @@ end token included. Beam search ranks hypotheses by score / length ** length_pen
 same tokens as greedy decoding (the same arithmetic: running score plus the step's log-probabilities, arg-max),
 which the tests check.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,14 +48,15 @@ def _banned_ngrams(seqs: torch.Tensor, n: int, start: int = 1) -> list[list[int]
         if len(toks) < n - 1 or n <= 0:
             out.append([])
             continue
-        tail = tuple(toks[len(toks) - n + 1:]) if n > 1 else ()
-        banned = [toks[i + n - 1] for i in range(len(toks) - n + 1) if tuple(toks[i:i + n - 1]) == tail]
+        tail = tuple(toks[len(toks) - n + 1 :]) if n > 1 else ()
+        banned = [toks[i + n - 1] for i in range(len(toks) - n + 1) if tuple(toks[i : i + n - 1]) == tail]
         out.append(banned)
     return out
 
 
-def _mask_logprobs(logp: torch.Tensor, seqs: torch.Tensor, finished: torch.Tensor, sp: Specials,
-                   no_repeat_ngram: int) -> torch.Tensor:
+def _mask_logprobs(
+    logp: torch.Tensor, seqs: torch.Tensor, finished: torch.Tensor, sp: Specials, no_repeat_ngram: int
+) -> torch.Tensor:
     """Live rows may not emit padding or the begin token (nor a repeated n-gram); finished rows only pad, at no
     cost."""
     logp = logp.float().clone()
@@ -91,8 +93,15 @@ def greedy(step: Stepper, n: int, sp: Specials, max_length: int, no_repeat_ngram
     return Decoded(seqs[:, 1:], scores, lengths)
 
 
-def beam_search(step: Stepper, n: int, beam_width: int, sp: Specials, max_length: int,
-                length_penalty: float = 1.0, no_repeat_ngram: int = 0) -> Decoded:
+def beam_search(
+    step: Stepper,
+    n: int,
+    beam_width: int,
+    sp: Specials,
+    max_length: int,
+    length_penalty: float = 1.0,
+    no_repeat_ngram: int = 0,
+) -> Decoded:
     """Keep the ``beam_width`` best partial sequences of each of the ``n`` rows (``step`` runs n * beam_width
     hypotheses, row-major); a finished hypothesis keeps its slot with its final score. Returns the best of each
     row by score / length ** length_penalty."""

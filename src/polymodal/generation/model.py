@@ -6,10 +6,12 @@ and position embedding and concatenated into one memory that the decoder attends
 and absent modalities are masked out of the attention; an always-present learned "null" slot keeps a row with
 every modality absent well defined (it then decodes from the prior alone).
 """
+
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, cast
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -97,8 +99,13 @@ class DecoderLayer(nn.Module):
         k, v = self.kv(memory).chunk(2, dim=-1)
         return _heads(k, self.heads), _heads(v, self.heads)
 
-    def forward(self, x: torch.Tensor, mem_kv: tuple[torch.Tensor, torch.Tensor], mem_mask: torch.Tensor,
-                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mem_kv: tuple[torch.Tensor, torch.Tensor],
+        mem_mask: torch.Tensor,
+        cache: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """``x`` [B, T, D]: the whole prefix (``cache`` None, causal) or the newest token (T = 1) whose
         predecessors' keys and values are in ``cache`` (updated in place). ``mem_mask`` [B, 1, 1, M]: True =
         attend."""
@@ -128,20 +135,23 @@ class TransformerDecoderHead(nn.Module):
         d = cfg.dim
         self.dim, self.max_positions, self.specials = d, max_positions, specials
         self.embed = nn.Embedding(vocab_size, d)
-        nn.init.normal_(self.embed.weight, std=d ** -0.5)
+        nn.init.normal_(self.embed.weight, std=d**-0.5)
         self.pos = nn.Parameter(torch.randn(max_positions, d) * 0.02)
-        self.layers = nn.ModuleList(DecoderLayer(d, cfg.heads, cfg.feedforward or 2 * d, cfg.dropout)
-                                    for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(d, cfg.heads, cfg.feedforward or 2 * d, cfg.dropout) for _ in range(cfg.layers)
+        )
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
 
     def _check(self, t: int) -> None:
         if t > self.max_positions:
-            raise ConfigError(f"the decoder has positions for {self.max_positions} tokens, not {t}: lower "
-                              "decoding.max_length, or fit with a larger generation.max_target_tokens")
+            raise ConfigError(
+                f"the decoder has positions for {self.max_positions} tokens, not {t}: lower "
+                "decoding.max_length, or fit with a larger generation.max_target_tokens"
+            )
 
     def _embed(self, ids: torch.Tensor, start: int) -> torch.Tensor:
-        return self.drop(self.embed(ids) * math.sqrt(self.dim) + self.pos[start:start + ids.shape[1]])
+        return self.drop(self.embed(ids) * math.sqrt(self.dim) + self.pos[start : start + ids.shape[1]])
 
     def forward(self, ids: torch.Tensor, memory: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Logits [B, T, V] of the token after each prefix position of ``ids`` [B, T] (teacher forcing)."""
@@ -200,8 +210,9 @@ class Seq2SeqModel(nn.Module):
     def encode(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, Encoded]:
         return {name: enc(inputs, masks[name]) for name, enc in self.encoders.items()}
 
-    def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                target: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher forcing: the decoder reads the begin token and ``target`` [B, L] shifted right; the logits
         [B, T, V] cover the batch's longest target (T <= L, padding columns dropped)."""
         if target is None:
@@ -229,14 +240,17 @@ class Seq2SeqModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def generate(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], decoding: DecodingConfig,
-                 max_length: int) -> Decoded:
+    def generate(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], decoding: DecodingConfig, max_length: int
+    ) -> Decoded:
         """Decode every row of the batch (``decoding.max_length`` tokens at most, else ``max_length``)."""
         limit = decoding.max_length or max_length
         if limit > self.head.max_positions:
-            raise ConfigError(f"decoding.max_length {limit} is more than this model can generate "
-                              f"({self.head.max_positions} tokens, set by generation.max_target_tokens at fit "
-                              "time); lower it")
+            raise ConfigError(
+                f"decoding.max_length {limit} is more than this model can generate "
+                f"({self.head.max_positions} tokens, set by generation.max_target_tokens at fit "
+                "time); lower it"
+            )
         memory, keep = self.memory(self.encode(inputs, masks))
         sp = self.head.specials
         if decoding.method == "greedy" or decoding.beam_width == 1:
@@ -244,8 +258,7 @@ class Seq2SeqModel(nn.Module):
             return greedy(self.head.stepper(memory, keep), memory.shape[0], sp, limit, decoding.no_repeat_ngram)
         k = decoding.beam_width
         stepper = self.head.stepper(memory.repeat_interleave(k, dim=0), keep.repeat_interleave(k, dim=0))
-        return beam_search(stepper, memory.shape[0], k, sp, limit, decoding.length_penalty,
-                           decoding.no_repeat_ngram)
+        return beam_search(stepper, memory.shape[0], k, sp, limit, decoding.length_penalty, decoding.no_repeat_ngram)
 
 
 @register(ARCHITECTURES, "seq2seq")

@@ -4,11 +4,13 @@ Either a byte-level BPE trained on the training targets with the ``tokenizers`` 
 ids of a text gives the text back), or the tokenizer of a pretrained model. Either way its state is the
 ``tokenizers`` JSON (saved in the run directory's task.json), so a saved run needs no other file.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -35,8 +37,12 @@ class TargetTokenizer:
         tok.normalizer = normalizers.NFC()
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS], show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[PAD, BOS, EOS],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         tok.train_from_iterator(list(texts), trainer)
         pad, bos, eos = (tok.token_to_id(t) for t in (PAD, BOS, EOS))
         assert pad is not None and bos is not None and eos is not None, "the trainer adds the special tokens"
@@ -51,13 +57,17 @@ class TargetTokenizer:
         hf = load_preprocessor("text", source)
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is None:
-            raise ConfigError(f"the tokenizer of '{source}' is not a fast (Rust) tokenizer; generation needs one. "
-                              "Use generation.tokenizer: bpe instead.")
+            raise ConfigError(
+                f"the tokenizer of '{source}' is not a fast (Rust) tokenizer; generation needs one. "
+                "Use generation.tokenizer: bpe instead."
+            )
         bos = hf.bos_token_id if hf.bos_token_id is not None else hf.cls_token_id
         eos = hf.eos_token_id if hf.eos_token_id is not None else hf.sep_token_id
         if bos is None or eos is None:
-            raise ConfigError(f"the tokenizer of '{source}' has no begin/end (BOS/EOS or CLS/SEP) tokens; "
-                              "use generation.tokenizer: bpe instead.")
+            raise ConfigError(
+                f"the tokenizer of '{source}' has no begin/end (BOS/EOS or CLS/SEP) tokens; "
+                "use generation.tokenizer: bpe instead."
+            )
         pad = hf.pad_token_id if hf.pad_token_id is not None else eos
         from tokenizers import Tokenizer
 
@@ -98,12 +108,22 @@ class TargetTokenizer:
 
     # --- persistence --------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"tokenizer": json.loads(self.tokenizer.to_str()), "pad_id": self.pad_id, "bos_id": self.bos_id,
-                "eos_id": self.eos_id, "source": self.source}
+        return {
+            "tokenizer": json.loads(self.tokenizer.to_str()),
+            "pad_id": self.pad_id,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "source": self.source,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "TargetTokenizer":
         from tokenizers import Tokenizer
 
-        return cls(Tokenizer.from_str(json.dumps(state["tokenizer"])), state["pad_id"], state["bos_id"],
-                   state["eos_id"], state.get("source", "bpe"))
+        return cls(
+            Tokenizer.from_str(json.dumps(state["tokenizer"])),
+            state["pad_id"],
+            state["bos_id"],
+            state["eos_id"],
+            state.get("source", "bpe"),
+        )

@@ -1,4 +1,5 @@
 """Classification metrics: labels matched by their text, softmax, and the scores a classification task reports."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,11 @@ def classification_metrics(idx: np.ndarray, proba: np.ndarray) -> dict[str, floa
     pred = proba.argmax(axis=1)
     unseen = idx < 0
     if unseen.any():
-        log.warning("%d rows have labels not seen in training; they count as errors in accuracy/F1 and are "
-                    "left out of log-loss/ROC-AUC", int(unseen.sum()))
+        log.warning(
+            "%d rows have labels not seen in training; they count as errors in accuracy/F1 and are "
+            "left out of log-loss/ROC-AUC",
+            int(unseen.sum()),
+        )
     k = proba.shape[1]
     # Unseen labels get their own index (k) so that they can only count as errors.
     true = np.where(unseen, k, idx)

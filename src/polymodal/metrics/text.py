@@ -9,13 +9,14 @@ Words for ROUGE-L and CIDEr-D are lower-cased and split on anything that is not 
 evaluation's PTB tokenisation with punctuation removed. BLEU is sacrebleu's corpus BLEU (its ``13a`` tokeniser,
 lower-cased) with the maximum n-gram order set to n.
 """
+
 from __future__ import annotations
 
 import math
 import re
 import string
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 References = Sequence[str] | Sequence[Sequence[str]]
 
@@ -82,7 +83,7 @@ def rouge_l_sentence(candidate: str, references: Sequence[str], beta: float = 1.
     p, rc = max(precisions), max(recalls)
     if p == 0 or rc == 0:
         return 0.0
-    return ((1 + beta ** 2) * p * rc) / (rc + beta ** 2 * p)
+    return ((1 + beta**2) * p * rc) / (rc + beta**2 * p)
 
 
 def rouge_l(candidates: Sequence[str], references: References) -> float:
@@ -98,12 +99,11 @@ def _ngrams(tokens: list[str], n: int) -> Counter[tuple[str, ...]]:
     c: Counter[tuple[str, ...]] = Counter()
     for k in range(1, n + 1):
         for i in range(len(tokens) - k + 1):
-            c[tuple(tokens[i:i + k])] += 1
+            c[tuple(tokens[i : i + k])] += 1
     return c
 
 
-def cider_d_sentences(candidates: Sequence[str], references: References, n: int = 4,
-                      sigma: float = 6.0) -> list[float]:
+def cider_d_sentences(candidates: Sequence[str], references: References, n: int = 4, sigma: float = 6.0) -> list[float]:
     """Per-candidate CIDEr-D (Vedantam et al. 2015, the "defended" variant of the COCO caption evaluation).
 
     Document frequencies come from the references of this corpus; candidate n-gram weights are clipped at the
@@ -139,7 +139,7 @@ def cider_d_sentences(candidates: Sequence[str], references: References, n: int 
                 val = sum(min(x, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, x in vc[k].items())
                 if nc[k] != 0 and nr[k] != 0:
                     val /= nc[k] * nr[k]
-                total[k] += val * math.exp(-(delta ** 2) / (2 * sigma ** 2))
+                total[k] += val * math.exp(-(delta**2) / (2 * sigma**2))
         scores.append(sum(total) / n / len(rcs) * 10.0)
     return scores
 

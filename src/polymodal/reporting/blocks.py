@@ -1,9 +1,10 @@
 """What a report section is made of: figures, tables, metric cards and notes (plain data for the template)."""
+
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Gallery:
     figures: list[Figure]
 
 
-Block = Union[Figure, Table, Metrics, Note, Gallery]
+Block = Figure | Table | Metrics | Note | Gallery
 
 
 @dataclass

@@ -1,21 +1,22 @@
 """Build the report: gather the context once, build each section that applies, render, write atomically."""
+
 from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..version import __version__
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..io import atomic_file
 from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
+from ..version import __version__
 from .blocks import Report
 from .context import ReportContext, ReportOptions, find_robustness, read_history, score, summarise
 from .render import render
 from .sections import sections_for
-
 
 Progress = Callable[[str], None]
 
@@ -26,9 +27,16 @@ def _load(model: PipelineSource, verbose: bool) -> tuple[FittedPipeline, Path | 
     return as_pipeline(model), None
 
 
-def build_report(model: PipelineSource, data: Any, *, robustness: RobustnessReport | str | Path | None = None,
-                 options: ReportOptions | None = None, data_root: str | Path | None = None,
-                 on_error: str | None = None, progress: Progress | None = None) -> Report:
+def build_report(
+    model: PipelineSource,
+    data: Any,
+    *,
+    robustness: RobustnessReport | str | Path | None = None,
+    options: ReportOptions | None = None,
+    data_root: str | Path | None = None,
+    on_error: str | None = None,
+    progress: Progress | None = None,
+) -> Report:
     """Gather everything and build the sections (no file is written; see :func:`report`).
 
     Args:
@@ -47,15 +55,22 @@ def build_report(model: PipelineSource, data: Any, *, robustness: RobustnessRepo
         from ..explain import METHODS
 
         if options.explain_method not in METHODS:
-            raise ConfigError(f"unknown explanation method '{options.explain_method}'; choose one of: "
-                              f"{', '.join(METHODS.names())}")
+            raise ConfigError(
+                f"unknown explanation method '{options.explain_method}'; choose one of: {', '.join(METHODS.names())}"
+            )
     pipeline, run_dir = _load(model, verbose=progress is not None)
     rob, rob_source = find_robustness(robustness, run_dir)
     say(f"scoring {data if not hasattr(data, 'shape') else 'the table'}")
-    ctx = ReportContext(pipeline=pipeline, summary=summarise(pipeline, run_dir),
-                        history=read_history(pipeline, run_dir),
-                        scored=score(pipeline, data, data_root, on_error), robustness=rob,
-                        robustness_source=rob_source, options=options, progress=say)
+    ctx = ReportContext(
+        pipeline=pipeline,
+        summary=summarise(pipeline, run_dir),
+        history=read_history(pipeline, run_dir),
+        scored=score(pipeline, data, data_root, on_error),
+        robustness=rob,
+        robustness_source=rob_source,
+        options=options,
+        progress=say,
+    )
     sections = []
     chosen = sections_for(pipeline.task.problem_type)
     for i, sec in enumerate(chosen, 1):
@@ -66,16 +81,27 @@ def build_report(model: PipelineSource, data: Any, *, robustness: RobustnessRepo
     return Report(
         title=f"polymodal report: {s.label} ({s.problem_type})",
         subtitle=f"{where} · test table {ctx.scored.source} · {int(ctx.scored.metrics['rows'])} rows · "
-                 f"{', '.join(m.name for m in pipeline.modalities)} · {s.fusion} fusion",
+        f"{', '.join(m.name for m in pipeline.modalities)} · {s.fusion} fusion",
         sections=sections,
         generated=f"generated {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        version=__version__)
+        version=__version__,
+    )
 
 
-def report(model: PipelineSource, data: Any, out: str | Path, *,
-           robustness: RobustnessReport | str | Path | None = None, n_examples: int = 6, n_bootstrap: int = 200,
-           explain_method: str = "occlusion", seed: int = 0, data_root: str | Path | None = None,
-           on_error: str | None = None, progress: Progress | None = None) -> Path:
+def report(
+    model: PipelineSource,
+    data: Any,
+    out: str | Path,
+    *,
+    robustness: RobustnessReport | str | Path | None = None,
+    n_examples: int = 6,
+    n_bootstrap: int = 200,
+    explain_method: str = "occlusion",
+    seed: int = 0,
+    data_root: str | Path | None = None,
+    on_error: str | None = None,
+    progress: Progress | None = None,
+) -> Path:
     """Write one self-contained HTML report of a model on a labelled test table; returns its path.
 
     The page holds the run summary and schema, training curves, test metrics, and by problem type the confusion
@@ -104,9 +130,15 @@ def report(model: PipelineSource, data: Any, out: str | Path, *,
     if out.is_dir():
         raise ConfigError(f"{out} is a folder; give the report a file name, e.g. {out / 'report.html'}")
     start = time.perf_counter()
-    rep = build_report(model, data, robustness=robustness, data_root=data_root, on_error=on_error, progress=progress,
-                       options=ReportOptions(n_examples=n_examples, n_bootstrap=n_bootstrap,
-                                             explain_method=explain_method, seed=seed))
+    rep = build_report(
+        model,
+        data,
+        robustness=robustness,
+        data_root=data_root,
+        on_error=on_error,
+        progress=progress,
+        options=ReportOptions(n_examples=n_examples, n_bootstrap=n_bootstrap, explain_method=explain_method, seed=seed),
+    )
     html = render(rep)
     with atomic_file(out, "w", encoding="utf-8") as f:
         f.write(html)

@@ -1,12 +1,14 @@
 """Everything a report is built from, gathered once: the run's summary, its training history, the test table scored
 once, and the optional robustness sweep. Sections only read from a :class:`ReportContext`."""
+
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,10 +16,9 @@ import pandas as pd
 from ..config import encoder_choice, encoder_key
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
-from ..pipeline import FittedPipeline
 from ..metrics.classification import label_key
+from ..pipeline import FittedPipeline
 from ..tasks.classification import ClassificationTask
-
 
 #: Where a run directory's robustness sweep is looked for when none is given (`polymodal evaluate RUN DATA
 #: --robustness --out RUN/robustness` writes the second).
@@ -44,8 +45,10 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         if self.n_examples < 0 or self.n_bootstrap < 0:
-            raise ConfigError(f"n_examples and n_bootstrap must be 0 or more (got {self.n_examples} and "
-                              f"{self.n_bootstrap}); 0 leaves that section out")
+            raise ConfigError(
+                f"n_examples and n_bootstrap must be 0 or more (got {self.n_examples} and "
+                f"{self.n_bootstrap}); 0 leaves that section out"
+            )
 
 
 @dataclass
@@ -68,7 +71,7 @@ class RunSummary:
     fusion_params: dict[str, Any]
     classes: list[Any] | None
     run_dir: Path | None
-    fit: dict[str, Any]                     # best_epoch, epochs_run, fit_seconds, stopped_early (when known)
+    fit: dict[str, Any]  # best_epoch, epochs_run, fit_seconds, stopped_early (when known)
     validation: dict[str, float]
     parameters: int
     monitor: tuple[str, str]
@@ -78,13 +81,13 @@ class RunSummary:
 class Scored:
     """The test table scored once: the usable labelled rows in output order, their outputs and predictions."""
 
-    frame: pd.DataFrame          # usable rows, original index kept
-    root: Path                   # folder their relative file paths resolve against
+    frame: pd.DataFrame  # usable rows, original index kept
+    root: Path  # folder their relative file paths resolve against
     source: str
-    y_true: pd.Series            # labels in their own values, aligned with `frame`
+    y_true: pd.Series  # labels in their own values, aligned with `frame`
     outputs: Any
     predictions: np.ndarray
-    proba: np.ndarray | None     # classification: one column per class
+    proba: np.ndarray | None  # classification: one column per class
     metrics: dict[str, float]
 
     def correct(self) -> np.ndarray | None:
@@ -129,15 +132,27 @@ def summarise(pipeline: FittedPipeline, run_dir: Path | None) -> RunSummary:
     validation: dict[str, float] = {}
     r = pipeline.fit_result
     if r is not None:
-        fit = {"best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "fit_seconds": r.fit_seconds,
-               "stopped_early": r.stopped_early}
+        fit = {
+            "best_epoch": r.best_epoch,
+            "epochs_run": r.epochs_run,
+            "fit_seconds": r.fit_seconds,
+            "stopped_early": r.stopped_early,
+        }
         validation = dict(r.validation)
     task = pipeline.task
     return RunSummary(
-        label=pipeline.label, problem_type=task.problem_type, columns=columns, fusion=cfg.fusion.name,
+        label=pipeline.label,
+        problem_type=task.problem_type,
+        columns=columns,
+        fusion=cfg.fusion.name,
         fusion_params={"dim": cfg.fusion.dim, "dropout": cfg.fusion.dropout, **cfg.fusion.params()},
-        classes=list(task.classes) if isinstance(task, ClassificationTask) else None, run_dir=run_dir,
-        fit=fit, validation=validation, parameters=count_parameters(pipeline.model), monitor=task.monitor)
+        classes=list(task.classes) if isinstance(task, ClassificationTask) else None,
+        run_dir=run_dir,
+        fit=fit,
+        validation=validation,
+        parameters=count_parameters(pipeline.model),
+        monitor=task.monitor,
+    )
 
 
 def _describe(name: str, params: dict[str, Any]) -> str:
@@ -166,12 +181,21 @@ def score(pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_
     usable = decoded.usable
     labels = usable[pipeline.label]
     proba = task.predict_proba(outputs) if isinstance(task, ClassificationTask) else None
-    return Scored(frame=usable, root=decoded.root, source=decoded.source, y_true=labels,
-                  outputs=outputs, predictions=np.asarray(task.postprocess(outputs)), proba=proba, metrics=metrics)
+    return Scored(
+        frame=usable,
+        root=decoded.root,
+        source=decoded.source,
+        y_true=labels,
+        outputs=outputs,
+        predictions=np.asarray(task.postprocess(outputs)),
+        proba=proba,
+        metrics=metrics,
+    )
 
 
-def find_robustness(robustness: RobustnessReport | str | Path | None,
-                    run_dir: Path | None) -> tuple[RobustnessReport | None, str | None]:
+def find_robustness(
+    robustness: RobustnessReport | str | Path | None, run_dir: Path | None
+) -> tuple[RobustnessReport | None, str | None]:
     """The robustness report to show and where it came from: the one given, else one saved in the run directory."""
     if isinstance(robustness, RobustnessReport):
         return robustness, "given"

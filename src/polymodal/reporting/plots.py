@@ -4,9 +4,11 @@ turns one into PNG bytes.
 Figures are built with ``matplotlib.figure.Figure`` directly (not pyplot), so making a report never touches the global
 pyplot state or needs a display. Every plot has a title, axis labels with units, and a legend where lines differ.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,8 +43,7 @@ def training_curves(history: pd.DataFrame, metric: str, mode: str, best_epoch: i
     ax_metric.set(title=f"Validation {metric} per epoch", xlabel="epoch", ylabel=f"{metric} ({better} is better)")
     for ax in (ax_loss, ax_metric):
         if best_epoch is not None and best_epoch >= 0:
-            ax.axvline(best_epoch + 1, color=GREY, linestyle="--", linewidth=1,
-                       label=f"kept: epoch {best_epoch + 1}")
+            ax.axvline(best_epoch + 1, color=GREY, linestyle="--", linewidth=1, label=f"kept: epoch {best_epoch + 1}")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -61,12 +62,20 @@ def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], target: str) -> 
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{matrix[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=9,
-                    color="white" if share[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if share[i, j] > 0.6 else "black",
+            )
     ax.set_xticks(range(n), labels, rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center")
     ax.set_yticks(range(n), labels)
-    ax.set(title=f"Confusion matrix ({int(matrix.sum())} test rows)", xlabel=f"predicted {target}",
-           ylabel=f"true {target}")
+    ax.set(
+        title=f"Confusion matrix ({int(matrix.sum())} test rows)", xlabel=f"predicted {target}", ylabel=f"true {target}"
+    )
     fig.colorbar(im, ax=ax, label="share of the true class (row %)", format=lambda x, _: f"{x:.0%}")
     return fig
 
@@ -85,8 +94,12 @@ def reliability(confidence: np.ndarray, observed: np.ndarray, what: str, bins: i
     ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="perfectly calibrated")
     ax.plot(mean_p[filled], freq[filled], marker="o", color=ACCENT, label="this model (one dot per bin)")
-    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency (fraction of rows)",
-           title=f"Reliability: {what}\nexpected calibration error {ece:.3f}")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        ylabel="observed frequency (fraction of rows)",
+        title=f"Reliability: {what}\nexpected calibration error {ece:.3f}",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     hist.bar(edges[:-1], counts, width=1 / bins, align="edge", color=ACCENT, alpha=0.5, edgecolor="white")
@@ -94,19 +107,37 @@ def reliability(confidence: np.ndarray, observed: np.ndarray, what: str, bins: i
     return fig, ece
 
 
-def roc_pr(fpr: np.ndarray, tpr: np.ndarray, auc: float, recall: np.ndarray, precision: np.ndarray, ap: float,
-           prevalence: float, positive: str) -> Figure:
+def roc_pr(
+    fpr: np.ndarray,
+    tpr: np.ndarray,
+    auc: float,
+    recall: np.ndarray,
+    precision: np.ndarray,
+    ap: float,
+    prevalence: float,
+    positive: str,
+) -> Figure:
     """ROC and precision-recall curves of the positive class, with the chance levels."""
     fig = Figure(figsize=(10, 4.4), layout="constrained")
     ax_roc, ax_pr = fig.subplots(1, 2)
     ax_roc.plot(fpr, tpr, color=ACCENT, label=f"model (AUC {auc:.3f})")
     ax_roc.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="chance (AUC 0.5)")
-    ax_roc.set(title=f"ROC curve, positive class '{positive}'", xlabel="false positive rate (fraction)",
-               ylabel="true positive rate (recall, fraction)", xlim=(0, 1), ylim=(0, 1.02))
+    ax_roc.set(
+        title=f"ROC curve, positive class '{positive}'",
+        xlabel="false positive rate (fraction)",
+        ylabel="true positive rate (recall, fraction)",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     ax_pr.step(recall, precision, where="post", color=SECOND, label=f"model (AP {ap:.3f})")
     ax_pr.axhline(prevalence, color=GREY, linestyle="--", linewidth=1, label=f"chance ({prevalence:.2f})")
-    ax_pr.set(title=f"Precision-recall curve, positive class '{positive}'", xlabel="recall (fraction)",
-              ylabel="precision (fraction)", xlim=(0, 1), ylim=(0, 1.02))
+    ax_pr.set(
+        title=f"Precision-recall curve, positive class '{positive}'",
+        xlabel="recall (fraction)",
+        ylabel="precision (fraction)",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     for ax in (ax_roc, ax_pr):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
@@ -121,13 +152,17 @@ def residuals(true: np.ndarray, pred: np.ndarray, target: str) -> Figure:
     lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
     ax_pt.scatter(true, pred, s=12, alpha=0.6, color=ACCENT)
     ax_pt.plot([lo, hi], [lo, hi], color=GREY, linestyle="--", linewidth=1, label="perfect (predicted = true)")
-    ax_pt.set(title="Predicted vs true", xlabel=f"true {target} (label units)",
-              ylabel=f"predicted {target} (label units)")
+    ax_pt.set(
+        title="Predicted vs true", xlabel=f"true {target} (label units)", ylabel=f"predicted {target} (label units)"
+    )
     ax_pt.legend(fontsize=8)
     ax_res.scatter(pred, resid, s=12, alpha=0.6, color=SECOND)
     ax_res.axhline(0, color=GREY, linestyle="--", linewidth=1)
-    ax_res.set(title="Residuals vs predicted", xlabel=f"predicted {target} (label units)",
-               ylabel="residual = true − predicted (label units)")
+    ax_res.set(
+        title="Residuals vs predicted",
+        xlabel=f"predicted {target} (label units)",
+        ylabel="residual = true − predicted (label units)",
+    )
     ax_hist.hist(resid, bins=min(30, max(5, len(resid) // 5)), color=SECOND, alpha=0.7, edgecolor="white")
     ax_hist.axvline(0, color=GREY, linestyle="--", linewidth=1)
     ax_hist.set(title="Residual distribution", xlabel="residual (label units)", ylabel="rows")

@@ -4,6 +4,7 @@ The template ships inside the package (``polymodal/reporting/templates/report.ht
 :mod:`importlib.resources`, so it is found in an installed wheel as well as in a source checkout. The page has its
 CSS inline and every image as a ``data:`` URI: it can be mailed or archived as one file and opened offline.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,7 +31,6 @@ def template_source() -> str:
 
 def render(report: Report) -> str:
     """The report as an HTML string."""
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["code"] = _inline_code
     return env.from_string(template_source()).render(report=report)

@@ -5,11 +5,13 @@ the model's columns (400/415/422 naming the row and field), decoded from memory 
 undecodable files and decompression bombs), then queued for the micro-batcher, which collates rows of concurrent
 requests into one batch for the backend. Anything unexpected is a 500 with a message; the server keeps running.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, AsyncIterator, Iterator, cast
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -17,16 +19,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..version import __version__
-from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
 from ..data.dataset import Collator, Prepared
+from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
 from ..tasks.classification import ClassificationTask
+from ..version import __version__
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
 from .payload import RequestError, decode_rows, parse_form_row, parse_json_rows
-from .schemas import (ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema,
-                      row_model)
-
+from .schemas import ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema, row_model
 
 log = logging.getLogger("polymodal")
 
@@ -58,8 +58,9 @@ class ModelRunner:
 
     def __call__(self, items: list[Prepared]) -> list[np.ndarray]:
         procs = self.pipeline.processors
-        merged = Prepared({m: [v for p in items for v in p.items[m]] for m in procs},
-                          np.arange(sum(len(p) for p in items)))
+        merged = Prepared(
+            {m: [v for p in items for v in p.items[m]] for m in procs}, np.arange(sum(len(p) for p in items))
+        )
         batch = Collator(merged, procs, False, torch.long)(list(range(len(merged))))
         outputs = self.backend.run(batch)
         bounds = np.cumsum([0] + [len(p) for p in items])
@@ -87,8 +88,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def create_app(model: PipelineSource, config: ServeConfig | None = None,
-               backend: Backend | None = None) -> FastAPI:
+def create_app(model: PipelineSource, config: ServeConfig | None = None, backend: Backend | None = None) -> FastAPI:
     """The app serving a fitted model (a Predictor, its pipeline or a run directory). ``backend`` defaults to
     ``config.backend`` built for it (or its own, when it was loaded with one). ``config.threads`` applies to a
     backend built here; torch's process-wide thread count is set while the app runs (startup to shutdown), not when
@@ -103,8 +103,9 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None,
         backend = load_backend(cfg.backend, predictor, threads=cfg.threads)
     schema, task = predictor.schema, predictor.task
     row = row_model(schema)
-    batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(ModelRunner(predictor, backend), cfg.max_batch,
-                                                              cfg.max_wait_ms, size=len)
+    batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(
+        ModelRunner(predictor, backend), cfg.max_batch, cfg.max_wait_ms, size=len
+    )
     classification = task.problem_type != "regression"
     clf = cast(ClassificationTask, task)  # read only when classification
 
@@ -117,9 +118,13 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None,
             finally:
                 await batcher.stop()
 
-    app = FastAPI(title="polymodal model server", version=__version__, lifespan=lifespan,
-                  description=f"Predicts '{predictor.label}' ({task.problem_type}) from the columns "
-                              f"{', '.join(schema.input_columns())}.")
+    app = FastAPI(
+        title="polymodal model server",
+        version=__version__,
+        lifespan=lifespan,
+        description=f"Predicts '{predictor.label}' ({task.problem_type}) from the columns "
+        f"{', '.join(schema.input_columns())}.",
+    )
     app.state.batcher, app.state.config, app.state.backend = batcher, cfg, backend
 
     @app.exception_handler(RequestError)
@@ -140,19 +145,28 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None,
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
         """The model's input columns (name and kind), label, problem type, classes and the server's settings."""
-        return {"polymodal_version": __version__, "label": predictor.label, "problem_type": task.problem_type,
-                "classes": list(clf.classes) if classification else None,
-                "columns": [{"name": c, "kind": schema.kinds()[c].value} for c in schema.input_columns()],
-                "backend": backend.registry_name,
-                "settings": cfg.model_dump(exclude={"host", "port"})}
+        return {
+            "polymodal_version": __version__,
+            "label": predictor.label,
+            "problem_type": task.problem_type,
+            "classes": list(clf.classes) if classification else None,
+            "columns": [{"name": c, "kind": schema.kinds()[c].value} for c in schema.input_columns()],
+            "backend": backend.registry_name,
+            "settings": cfg.model_dump(exclude={"host", "port"}),
+        }
 
-    openapi_body = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": request_json_schema(schema, cfg.max_rows)},
-        "multipart/form-data": {"schema": multipart_schema(schema)}}}}
+    openapi_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": request_json_schema(schema, cfg.max_rows)},
+                "multipart/form-data": {"schema": multipart_schema(schema)},
+            },
+        }
+    }
     responses = {s: {"model": ErrorResponse} for s in (400, 413, 415, 422)}
 
-    @app.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body,
-              responses=responses)  # type: ignore[arg-type]
+    @app.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body, responses=responses)  # type: ignore[arg-type]
     async def predict(request: Request) -> dict[str, Any]:
         """Predict rows sent as JSON ``{"rows": [...]}`` (files base64-encoded) or one row as multipart form data
         (files as file parts). Every input column must be present; ``null`` (or an empty form field) = absent."""
@@ -163,20 +177,28 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None,
         elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):  # a form, with or without files
             rows = await _form_rows(request, body)
         else:
-            raise RequestError(415, f"unsupported content type '{ctype or 'none'}': send application/json or "
-                                    "multipart/form-data")
+            raise RequestError(
+                415, f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data"
+            )
         prepared = await run_in_threadpool(decode_rows, rows, predictor.processors, predictor.config.limits)
         outputs = await batcher.submit(prepared)
         labels = task.postprocess(outputs)
         probs = clf.predict_proba(outputs) if classification else None
-        return {"predictions": [
-            {"prediction": _plain(labels[i]),
-             "probabilities": None if probs is None else {str(c): float(p) for c, p in zip(clf.classes, probs[i])}}
-            for i in range(len(labels))]}
+        return {
+            "predictions": [
+                {
+                    "prediction": _plain(labels[i]),
+                    "probabilities": None
+                    if probs is None
+                    else {str(c): float(p) for c, p in zip(clf.classes, probs[i])},
+                }
+                for i in range(len(labels))
+            ]
+        }
 
     async def _form_rows(request: Request, body: bytes) -> list[dict[str, Any]]:
         # The body was already read under the size limit; starlette's form parser reads this cached copy.
-        request._body = body  # noqa: SLF001
+        request._body = body
         try:
             form = await request.form(max_files=len(schema.input_columns()), max_fields=len(schema.input_columns()))
         except Exception as e:  # malformed multipart: the parser raises its own types
@@ -203,5 +225,10 @@ def serve(predictor: PipelineSource, config: ServeConfig, quiet: bool = False) -
     """Run the app with uvicorn until interrupted (``quiet``: warnings only, no access log)."""
     import uvicorn
 
-    uvicorn.run(create_app(predictor, config), host=config.host, port=config.port,
-                log_level="warning" if quiet else "info", access_log=not quiet)
+    uvicorn.run(
+        create_app(predictor, config),
+        host=config.host,
+        port=config.port,
+        log_level="warning" if quiet else "info",
+        access_log=not quiet,
+    )

@@ -5,12 +5,14 @@ returns the head's raw outputs; the task turns those into predictions. A new bac
 ``@register`` line, and then works in ``Predictor.load(..., backend=)``, ``polymodal serve --backend`` and the
 benchmarks.
 """
+
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -78,14 +80,21 @@ class OnnxBackend(Backend):
         if path is not None and path.is_file():
             self.session = session(path, threads)
         else:
-            log.info("%s: no %s%s; exporting the model in memory%s", self.registry_name, self.file,
-                     f" in {source}" if source is not None else "", self.hint)
+            log.info(
+                "%s: no %s%s; exporting the model in memory%s",
+                self.registry_name,
+                self.file,
+                f" in {source}" if source is not None else "",
+                self.hint,
+            )
             self.session = session(type(self).build(pipeline), threads)
         declared = [i.name for i in self.session.get_inputs()]
         unknown = sorted(set(declared) - set(self.signature.names))
         if unknown:
-            raise ExportError(f"{path} expects input(s) {', '.join(unknown)} that this model's preprocessing does not "
-                              "produce: it was exported from another model; export it again")
+            raise ExportError(
+                f"{path} expects input(s) {', '.join(unknown)} that this model's preprocessing does not "
+                "produce: it was exported from another model; export it again"
+            )
         self._inputs = set(declared)  # the exporter drops inputs the graph never reads
 
     def run(self, batch: Batch) -> np.ndarray:
@@ -119,11 +128,14 @@ class OnnxInt8Backend(OnnxBackend):
 
     file = "model.int8.onnx"
     build = staticmethod(_onnx_int8)
-    hint = (" with dynamic int8 quantization (slower than float32 for CNN encoders; `polymodal export RUN --quantize "
-            "int8 --calibration TABLE` writes a statically quantized model.int8.onnx, which is faster)")
+    hint = (
+        " with dynamic int8 quantization (slower than float32 for CNN encoders; `polymodal export RUN --quantize "
+        "int8 --calibration TABLE` writes a statically quantized model.int8.onnx, which is faster)"
+    )
 
 
-def load_backend(name: str, pipeline: "FittedPipeline", source: str | Path | None = None,
-                 threads: int | None = None) -> Backend:
+def load_backend(
+    name: str, pipeline: "FittedPipeline", source: str | Path | None = None, threads: int | None = None
+) -> Backend:
     """Build the backend registered as ``name`` ("torch", "onnx", "onnx-int8") for a fitted pipeline."""
     return BACKENDS.get(name)(pipeline, None if source is None else Path(source), threads)

@@ -4,12 +4,14 @@ waiting at most ``max_wait_ms`` for others to join.
 The model runs in one worker thread, so the event loop keeps accepting (and decoding) requests while a batch runs;
 those form the next batch. With ``max_batch=1`` every request runs alone (batch-1 serving).
 """
+
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,8 +27,13 @@ class BatcherStats:
 class MicroBatcher(Generic[T, R]):
     """``await submit(item)`` → ``run([...items])[i]``; ``size(item)`` rows count towards ``max_batch``."""
 
-    def __init__(self, run: Callable[[list[T]], list[R]], max_batch: int, max_wait_ms: float,
-                 size: Callable[[T], int] = lambda _: 1):
+    def __init__(
+        self,
+        run: Callable[[list[T]], list[R]],
+        max_batch: int,
+        max_wait_ms: float,
+        size: Callable[[T], int] = lambda _: 1,
+    ):
         self.run, self.max_batch, self.max_wait, self.size = run, max_batch, max_wait_ms / 1000.0, size
         self.stats = BatcherStats()
         self._queue: asyncio.Queue | None = None
@@ -69,7 +76,7 @@ class MicroBatcher(Generic[T, R]):
                 return None
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def _collect(self) -> list[tuple[T, asyncio.Future]]:

@@ -2,6 +2,7 @@
 
 Every problem becomes a :class:`RequestError` carrying the HTTP status and a message naming the row and field.
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,8 +49,11 @@ def parse_json_rows(body: bytes, row: type[BaseModel], schema: Schema, max_rows:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(400, f"the body is not valid JSON: {e}") from None
     if not isinstance(doc, dict) or set(doc) != {"rows"} or not isinstance(doc["rows"], list):
-        raise RequestError(422, 'the body must be a JSON object {"rows": [{column: value, ...}, ...]}',
-                           [f"expected columns: {', '.join(schema.input_columns())}"])
+        raise RequestError(
+            422,
+            'the body must be a JSON object {"rows": [{column: value, ...}, ...]}',
+            [f"expected columns: {', '.join(schema.input_columns())}"],
+        )
     rows = doc["rows"]
     if not rows:
         raise RequestError(422, "'rows' is empty: send at least one row")
@@ -89,25 +93,34 @@ def _b64(value: str, i: int, col: str, issues: list[str]) -> InMemoryFile | None
     return InMemoryFile(data, col)
 
 
-def parse_form_row(fields: dict[str, Any], files: dict[str, bytes], row: type[BaseModel],
-                   schema: Schema) -> list[dict[str, Any]]:
+def parse_form_row(
+    fields: dict[str, Any], files: dict[str, bytes], row: type[BaseModel], schema: Schema
+) -> list[dict[str, Any]]:
     """One multipart row: file parts for image/audio columns, form fields for the others (absent = null)."""
     file_cols = set(_file_columns(schema))
-    issues = [f"field '{c}': a file column needs a file part, not a text field (paths are not read)"
-              for c in fields if c in file_cols]
+    issues = [
+        f"field '{c}': a file column needs a file part, not a text field (paths are not read)"
+        for c in fields
+        if c in file_cols
+    ]
     issues += [f"field '{c}': only image and audio columns take a file part" for c in files if c not in file_cols]
     unknown = [c for c in [*fields, *files] if c not in schema.input_columns()]
     issues += [f"field '{c}': not an input column of this model" for c in unknown]
     if issues:
-        raise RequestError(422, "the form does not match the model's input columns",
-                           issues + [f"expected columns: {', '.join(schema.input_columns())}"])
-    values = {c: (fields.get(c) if fields.get(c) not in ("",) else None) for c in schema.input_columns()
-              if c not in file_cols}
+        raise RequestError(
+            422,
+            "the form does not match the model's input columns",
+            issues + [f"expected columns: {', '.join(schema.input_columns())}"],
+        )
+    values = {
+        c: (fields.get(c) if fields.get(c) not in ("",) else None) for c in schema.input_columns() if c not in file_cols
+    }
     try:
         r = row(**values, **{c: None for c in file_cols}).model_dump(by_alias=True)
     except ValidationError as e:
-        raise RequestError(422, "the form does not match the model's input columns",
-                           validation_issues(e, ("rows", 0))) from None
+        raise RequestError(
+            422, "the form does not match the model's input columns", validation_issues(e, ("rows", 0))
+        ) from None
     for c in file_cols:
         data = files.get(c)
         r[c] = InMemoryFile(data, c) if data else None

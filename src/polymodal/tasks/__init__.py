@@ -1,4 +1,5 @@
 """Tasks: the head, the loss, target encoding, metrics and post-processing. Importing registers them."""
+
 from . import classification, generation, regression  # noqa: F401  (registration side effects)
 from .base import Task, build_task
 

@@ -1,4 +1,5 @@
 """The task contract: ``head(fused) → outputs``, ``loss``, ``metrics``, ``postprocess``; plus target encoding."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

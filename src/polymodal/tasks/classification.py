@@ -1,4 +1,5 @@
 """Binary and multi-class classification (softmax over classes; optional balanced class weights)."""
+
 from __future__ import annotations
 
 from typing import Any

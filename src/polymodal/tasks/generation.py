@@ -10,6 +10,7 @@ during ``fit`` decodes greedily. Metrics: BLEU-1..4, ROUGE-L, CIDEr-D and exact 
 (:mod:`polymodal.metrics.text`); early stopping follows BLEU-4, or exact match when the training targets
 are short answers (a median of at most 3 words).
 """
+
 from __future__ import annotations
 
 import logging
@@ -88,8 +89,10 @@ class GenerationTask(Task):
             gen.tokenizer = "pretrained" if (gen.pretrained_tokenizer or text_model) else "bpe"
         if gen.tokenizer == "pretrained" and gen.pretrained_tokenizer is None:
             if text_model is None:
-                raise ConfigError("task.generation.tokenizer is 'pretrained' but no pretrained_tokenizer is given and "
-                                  "the text encoder is not a pretrained model; name a tokenizer folder or use 'bpe'")
+                raise ConfigError(
+                    "task.generation.tokenizer is 'pretrained' but no pretrained_tokenizer is given and "
+                    "the text encoder is not a pretrained model; name a tokenizer folder or use 'bpe'"
+                )
             gen.pretrained_tokenizer = str(text_model)
         self.generation = gen
 
@@ -126,8 +129,12 @@ class GenerationTask(Task):
             out[i, : len(ids)] = ids
             out[i, len(ids)] = tok.eos_id
         if cut:
-            log.warning("%d target texts are longer than %d tokens and were truncated for training (raise "
-                        "task.generation.max_target_tokens to keep them whole)", cut, n - 1)
+            log.warning(
+                "%d target texts are longer than %d tokens and were truncated for training (raise "
+                "task.generation.max_target_tokens to keep them whole)",
+                cut,
+                n - 1,
+            )
         return out
 
     def _tok(self) -> TargetTokenizer:
@@ -153,8 +160,11 @@ class GenerationTask(Task):
         is ignored."""
         t, v = outputs.shape[1], outputs.shape[2]
         return torch.nn.functional.cross_entropy(
-            outputs.float().reshape(-1, v), target[:, :t].reshape(-1), ignore_index=self.specials.pad,
-            label_smoothing=self.generation.label_smoothing)
+            outputs.float().reshape(-1, v),
+            target[:, :t].reshape(-1),
+            ignore_index=self.specials.pad,
+            label_smoothing=self.generation.label_smoothing,
+        )
 
     # --- decoding -------------------------------------------------------------------------------------------
     def _decode(self, model: nn.Module, batch: Any, decoding: DecodingConfig) -> Generated:
@@ -172,9 +182,11 @@ class GenerationTask(Task):
         width = max([p.ids.shape[1] for p in parts] + [1])
         pad = self.specials.pad
         ids = [np.pad(p.ids, ((0, 0), (0, width - p.ids.shape[1])), constant_values=pad) for p in parts]
-        return Generated(np.concatenate(ids) if ids else np.zeros((0, width), np.int64),
-                         np.concatenate([p.scores for p in parts]) if parts else np.zeros(0, np.float32),
-                         np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64))
+        return Generated(
+            np.concatenate(ids) if ids else np.zeros((0, width), np.int64),
+            np.concatenate([p.scores for p in parts]) if parts else np.zeros(0, np.float32),
+            np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
+        )
 
     def postprocess(self, outputs: Generated) -> np.ndarray:
         return np.asarray(self._tok().decode_batch(outputs.ids), dtype=object)
@@ -184,8 +196,11 @@ class GenerationTask(Task):
 
     # --- persistence ----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"tokenizer": self._tok().state(), "max_target_tokens": self.max_target_tokens,
-                "monitor": list(self.monitor)}
+        return {
+            "tokenizer": self._tok().state(),
+            "max_target_tokens": self.max_target_tokens,
+            "monitor": list(self.monitor),
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.tokenizer = TargetTokenizer.from_state(state["tokenizer"])

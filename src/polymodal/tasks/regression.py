@@ -1,4 +1,5 @@
 """Regression on a standardised target (MSE); predictions are mapped back to the label's scale."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,8 +30,10 @@ class RegressionTask(Task):
         v = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(np.isnan(v) & y.notna().to_numpy())
         if len(bad):
-            raise DataError(f"the label of a regression must be numeric; {len(bad)} rows are not "
-                            f"(first at row {int(bad[0])}: {y.iloc[bad[0]]!r})")
+            raise DataError(
+                f"the label of a regression must be numeric; {len(bad)} rows are not "
+                f"(first at row {int(bad[0])}: {y.iloc[bad[0]]!r})"
+            )
         return v
 
     def encode_target(self, y: pd.Series) -> np.ndarray:

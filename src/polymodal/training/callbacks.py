@@ -1,4 +1,5 @@
 """Callbacks: keep the best weights in memory (no pickled checkpoint files) and record per-epoch metrics."""
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,6 @@ class BestState(L.Callback):
             trainer.should_stop = True
             self.stopped_early = True
 
-
     def _snapshot(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """A CPU copy of the model's weights that reuses the previous copy of each frozen parameter (requires_grad
         off, same object, same in-place version), so a frozen pretrained backbone is copied once rather than at
@@ -79,9 +79,12 @@ class History(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after the epoch's validation, so train and validation metrics are both final here.
-        row = {"epoch": trainer.current_epoch, "seconds": round(time.perf_counter() - self._start, 3),
-               "lr": trainer.optimizers[0].param_groups[0]["lr"]}
-        for k, v in sorted(trainer.callback_metrics.items()):
+        row = {
+            "epoch": trainer.current_epoch,
+            "seconds": round(time.perf_counter() - self._start, 3),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+        }
+        for k in sorted(trainer.callback_metrics):
             val = _value(trainer.callback_metrics, k)
             if val is not None:
                 row[k] = val

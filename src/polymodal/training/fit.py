@@ -1,12 +1,14 @@
 """Set up Lightning's Trainer (early stopping, time limit, progress bar, precision) and run it."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -56,9 +58,16 @@ def _precision(cfg: TrainingConfig) -> str:
     return "16-mixed" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "32-true"
 
 
-def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data.DataLoader,
-              val_loader: torch.utils.data.DataLoader, val_labels: pd.Series, cfg: TrainingConfig,
-              max_epochs: int, progress: bool = True) -> FitResult:
+def fit_model(
+    model: MultimodalModel,
+    task: Task,
+    train_loader: torch.utils.data.DataLoader,
+    val_loader: torch.utils.data.DataLoader,
+    val_labels: pd.Series,
+    cfg: TrainingConfig,
+    max_epochs: int,
+    progress: bool = True,
+) -> FitResult:
     """Train ``model`` in place and restore the best validation epoch's weights."""
     monitor, mode = task.monitor
     best = BestState(f"val_{monitor}", mode, cfg.patience)
@@ -71,10 +80,17 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
             # (lightning annotates dict[str, int] but makes a timedelta of it, which takes float seconds)
             max_time={"seconds": cfg.time_limit} if cfg.time_limit else None,  # type: ignore[dict-item]
             # (training.precision is free text here, checked by Lightning itself against its Literal values)
-            accelerator=cfg.accelerator, devices="auto", precision=_precision(cfg),  # type: ignore[arg-type]
-            gradient_clip_val=cfg.gradient_clip, callbacks=[best, history],
-            logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-            num_sanity_val_steps=0, deterministic=False,
+            accelerator=cfg.accelerator,
+            devices="auto",
+            precision=_precision(cfg),  # type: ignore[arg-type]
+            gradient_clip_val=cfg.gradient_clip,
+            callbacks=[best, history],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            deterministic=False,
         )
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -89,9 +105,14 @@ def fit_model(model: MultimodalModel, task: Task, train_loader: torch.utils.data
         model.load_state_dict(best.best_state)
     else:
         log.warning("no validation epoch completed (time limit too short?); keeping the last weights")
-    return FitResult(best_epoch=best.best_epoch, epochs_run=trainer.current_epoch,
-                     fit_seconds=round(seconds, 3), stopped_early=best.stopped_early,
-                     validation=best.best_metrics, history=history.rows)
+    return FitResult(
+        best_epoch=best.best_epoch,
+        epochs_run=trainer.current_epoch,
+        fit_seconds=round(seconds, 3),
+        stopped_early=best.stopped_early,
+        validation=best.best_metrics,
+        history=history.rows,
+    )
 
 
 @torch.no_grad()
@@ -103,8 +124,9 @@ def predict_outputs(model: torch.nn.Module, loader: torch.utils.data.DataLoader,
     outs = []
     for raw in loader:
         batch: Batch = raw.to(device)
-        outs.append(model(batch.inputs, batch.masks).float().cpu() if task is None else
-                    task.predict_batch(model, batch))
+        outs.append(
+            model(batch.inputs, batch.masks).float().cpu() if task is None else task.predict_batch(model, batch)
+        )
     if task is not None:
         return task.collect_outputs(outs)
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)

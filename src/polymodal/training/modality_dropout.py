@@ -4,6 +4,7 @@ A model trained this way learns not to lean on any single modality, so it degrad
 at predict time (cf. ModDrop, Neverova et al. 2016). Only the presence masks change: encoders zero the output of an
 absent modality and fusions replace it (learned missing vector, masked attention), exactly as for a truly missing one.
 """
+
 from __future__ import annotations
 
 import torch

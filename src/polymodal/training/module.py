@@ -1,4 +1,5 @@
 """The LightningModule: the model and the task's loss/metrics; the engineering lives in the Trainer."""
+
 from __future__ import annotations
 
 import math
@@ -31,13 +32,17 @@ def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list
             continue
         no_decay = p.ndim <= 1 or name.endswith(".pos")
         groups.setdefault((scales.get(name, 1.0), no_decay), []).append(p)
-    return [{"params": ps, "lr": lr * scale, "weight_decay": 0.0 if no_decay else weight_decay}
-            for (scale, no_decay), ps in groups.items() if ps or scale == 1.0]
+    return [
+        {"params": ps, "lr": lr * scale, "weight_decay": 0.0 if no_decay else weight_decay}
+        for (scale, no_decay), ps in groups.items()
+        if ps or scale == 1.0
+    ]
 
 
 class MultimodalModule(L.LightningModule):
-    def __init__(self, model: MultimodalModel, task: Task, cfg: TrainingConfig, total_steps: int,
-                 val_labels: pd.Series | None):
+    def __init__(
+        self, model: MultimodalModel, task: Task, cfg: TrainingConfig, total_steps: int, val_labels: pd.Series | None
+    ):
         super().__init__()
         self.model, self.task, self.cfg = model, task, cfg
         self.total_steps = max(1, total_steps)
@@ -73,8 +78,9 @@ class MultimodalModule(L.LightningModule):
                 self.log(f"val_{name}", value)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(param_groups(self.model, self.cfg.learning_rate, self.cfg.weight_decay),
-                                lr=self.cfg.learning_rate)
+        opt = torch.optim.AdamW(
+            param_groups(self.model, self.cfg.learning_rate, self.cfg.weight_decay), lr=self.cfg.learning_rate
+        )
         warmup = max(1, int(self.cfg.warmup_fraction * self.total_steps))
 
         def schedule(step: int) -> float:

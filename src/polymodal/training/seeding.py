@@ -1,4 +1,5 @@
 """Seeded randomness for one training run, without changing the caller's random state."""
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ problem type, every registered section that applies, in order. A new section is 
 line. ``build`` returns a :class:`~polymodal.reporting.blocks.Section`; a section with nothing to show returns a
 short note saying why (and how to get it), never an empty image.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -49,4 +50,4 @@ def sections_for(problem_type: str) -> list[ReportSection]:
 # Importing the modules registers their sections.
 from . import explanations, metrics, robustness, run  # noqa: E402,F401
 
-__all__ = ["SECTIONS", "ReportSection", "sections_for", "CLASSIFICATION", "PREDICTIVE", "ALL"]
+__all__ = ["ALL", "CLASSIFICATION", "PREDICTIVE", "SECTIONS", "ReportSection", "sections_for"]

@@ -1,5 +1,6 @@
 """Why the model predicts what it does: modality importance with bootstrap confidence intervals, and a gallery of
 explained test rows (some right, some wrong), both from :mod:`polymodal.explain`."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,21 +27,39 @@ class Importance(ReportSection):
             sec.blocks.append(Note("Left out (bootstrap resamples set to 0)."))
             return sec
         from ...explain import modality_importance, plot_importance
+
         ctx.progress(f"modality importance ({', '.join(o.importance_methods)}; {o.n_bootstrap} bootstrap resamples)")
-        result = modality_importance(ctx.pipeline, ctx.scored.frame, methods=o.importance_methods,
-                                     n_bootstrap=o.n_bootstrap, seed=o.seed, data_root=ctx.scored.root)
+        result = modality_importance(
+            ctx.pipeline,
+            ctx.scored.frame,
+            methods=o.importance_methods,
+            n_bootstrap=o.n_bootstrap,
+            seed=o.seed,
+            data_root=ctx.scored.root,
+        )
         level = getattr(result, "confidence", 0.95)  # the interface's default; newer results carry their own
-        sec.intro = (f"How much worse the test {result.metric} gets (intact: {fmt(result.baseline)} on "
-                     f"{result.n_rows} rows) when one input column is taken away: 'drop' empties it (the model sees "
-                     "it as missing), 'permutation' shuffles it across rows (present but uninformative). Higher = "
-                     f"the model relies on it more. Intervals: {level:.0%} bootstrap over {result.n_bootstrap} "
-                     "resamples of the rows; an interval that includes 0 means no measurable effect.")
-        sec.blocks.append(Figure("modality importance", plots.to_png(plot_importance(result)),
-                                 "importance of each input column with confidence intervals"))
+        sec.intro = (
+            f"How much worse the test {result.metric} gets (intact: {fmt(result.baseline)} on "
+            f"{result.n_rows} rows) when one input column is taken away: 'drop' empties it (the model sees "
+            "it as missing), 'permutation' shuffles it across rows (present but uninformative). Higher = "
+            f"the model relies on it more. Intervals: {level:.0%} bootstrap over {result.n_bootstrap} "
+            "resamples of the rows; an interval that includes 0 means no measurable effect."
+        )
+        sec.blocks.append(
+            Figure(
+                "modality importance",
+                plots.to_png(plot_importance(result)),
+                "importance of each input column with confidence intervals",
+            )
+        )
         rows = sorted(result.rows, key=lambda r: (r.method, -r.importance))  # most important first per method
-        sec.blocks.append(Table(["column", "method", "importance", "CI low", "CI high"],
-                                [[r.modality, r.method, fmt(r.importance), fmt(r.ci_low), fmt(r.ci_high)]
-                                 for r in rows], numeric=[False, False, True, True, True]))
+        sec.blocks.append(
+            Table(
+                ["column", "method", "importance", "CI low", "CI high"],
+                [[r.modality, r.method, fmt(r.importance), fmt(r.ci_low), fmt(r.ci_high)] for r in rows],
+                numeric=[False, False, True, True, True],
+            )
+        )
         return sec
 
 
@@ -56,12 +75,14 @@ def _choose(scored: Scored, n: int, seed: int) -> list[tuple[str, list[int]]]:
         n_bad = min(n_bad, len(wrong))
         n_good = min(n - n_bad, len(right))
         n_bad = min(n - n_good, len(wrong))  # too few right predictions: show more mistakes
-        return [("Right predictions", sorted(right[:n_good])), ("Wrong predictions (most confident first)",
-                                                                 wrong[:n_bad])]
+        return [
+            ("Right predictions", sorted(right[:n_good])),
+            ("Wrong predictions (most confident first)", wrong[:n_bad]),
+        ]
     err = np.abs(scored.y_true.to_numpy(dtype=float) - np.asarray(scored.predictions, dtype=float))
     order = [int(i) for i in np.argsort(err, kind="stable")]
     n_bad = min(n_bad, len(order))
-    return [("Closest predictions", order[:n - n_bad]), ("Largest errors", order[::-1][:n_bad])]
+    return [("Closest predictions", order[: n - n_bad]), ("Largest errors", order[::-1][:n_bad])]
 
 
 def _value(v: object) -> str:
@@ -90,9 +111,11 @@ class ExplainedExamples(ReportSection):
 
     def build(self, ctx: ReportContext) -> Section:
         o = ctx.options
-        sec = self.section(f"Test rows with what drove their prediction ({o.explain_method.replace('_', ' ')}): "
-                           "image heat-maps, highlighted text tokens, audio spectrogram saliency and tabular bars. "
-                           "The shares say how much of the attribution each column holds.")
+        sec = self.section(
+            f"Test rows with what drove their prediction ({o.explain_method.replace('_', ' ')}): "
+            "image heat-maps, highlighted text tokens, audio spectrogram saliency and tabular bars. "
+            "The shares say how much of the attribution each column holds."
+        )
         if o.n_examples == 0:
             sec.blocks.append(Note("Left out (examples set to 0)."))
             return sec
@@ -111,8 +134,14 @@ class ExplainedExamples(ReportSection):
                 if e is None:  # a row explain could not use (e.g. an unreadable file) is left out, not faked
                     continue
                 # Lower resolution for these large multi-panel figures: sharp at the page width, fewer bytes.
-                figures.append(Figure(f"row {label}", plots.to_png(plot_explanation(e), dpi=GALLERY_DPI),
-                                      f"attributions for test row {label}", _caption(e)))
+                figures.append(
+                    Figure(
+                        f"row {label}",
+                        plots.to_png(plot_explanation(e), dpi=GALLERY_DPI),
+                        f"attributions for test row {label}",
+                        _caption(e),
+                    )
+                )
             if figures:
                 sec.blocks.append(Gallery(f"{title} ({len(figures)})", figures))
         if not any(b.type == "gallery" for b in sec.blocks):

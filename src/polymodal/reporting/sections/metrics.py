@@ -1,5 +1,6 @@
 """How well the model does on the test table: metrics, confusion matrix, per-class scores, calibration, ROC/PR
 (binary), residuals (regression), sample outputs (generation)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,9 @@ class TestMetrics(ReportSection):
     def build(self, ctx: ReportContext) -> Section:
         m = ctx.scored.metrics
         sec = self.section(f"Scores on {int(m['rows'])} held-out rows of {ctx.scored.source}.")
-        sec.blocks.append(Metrics([Metric(k, f"{int(v)}" if k == "rows" else fmt(v), METRIC_HELP.get(k, ""))
-                                   for k, v in m.items()]))
+        sec.blocks.append(
+            Metrics([Metric(k, f"{int(v)}" if k == "rows" else fmt(v), METRIC_HELP.get(k, "")) for k, v in m.items()])
+        )
         return sec
 
 
@@ -60,15 +62,26 @@ class Confusion(ReportSection):
 
     def build(self, ctx: ReportContext) -> Section:
         classes, labels, true, pred = _keys(ctx)
-        sec = self.section("Rows are the true classes, columns the predicted ones; each cell shows the count and its "
-                           "share of the true class. The diagonal holds the right predictions.")
+        sec = self.section(
+            "Rows are the true classes, columns the predicted ones; each cell shows the count and its "
+            "share of the true class. The diagonal holds the right predictions."
+        )
         matrix = skm.confusion_matrix(true, pred, labels=labels)
         fig = plots.confusion_matrix(matrix, labels, ctx.summary.label)
-        sec.blocks.append(Figure("confusion matrix", plots.to_png(fig),
-                                 f"confusion matrix of {len(true)} rows over {len(labels)} classes"))
+        sec.blocks.append(
+            Figure(
+                "confusion matrix",
+                plots.to_png(fig),
+                f"confusion matrix of {len(true)} rows over {len(labels)} classes",
+            )
+        )
         if len(labels) > len(classes):
-            sec.blocks.append(Note(f"Labels not seen in training ({', '.join(labels[len(classes):])}) can only be "
-                                   "predicted wrong; they have rows but no column of their own."))
+            sec.blocks.append(
+                Note(
+                    f"Labels not seen in training ({', '.join(labels[len(classes) :])}) can only be "
+                    "predicted wrong; they have rows but no column of their own."
+                )
+            )
         return sec
 
 
@@ -82,14 +95,19 @@ class PerClass(ReportSection):
         classes, _, true, pred = _keys(ctx)
         p, r, f, support = skm.precision_recall_fscore_support(true, pred, labels=classes, zero_division=0)
         predicted = [int((pred == c).sum()) for c in classes]
-        rows = [[c, fmt(p[i]), fmt(r[i]), fmt(f[i]), fmt(int(support[i])), fmt(predicted[i])]
-                for i, c in enumerate(classes)]
-        rows.append(["macro average", fmt(p.mean()), fmt(r.mean()), fmt(f.mean()), fmt(int(support.sum())),
-                     fmt(sum(predicted))])
-        sec = self.section("Precision: of the rows predicted as the class, the share that are. Recall: of the rows "
-                           "of the class, the share found. F1: their harmonic mean. Support: test rows of the class.")
-        sec.blocks.append(Table(["class", "precision", "recall", "F1", "support", "predicted"], rows,
-                                numeric=[False] + [True] * 5))
+        rows = [
+            [c, fmt(p[i]), fmt(r[i]), fmt(f[i]), fmt(int(support[i])), fmt(predicted[i])] for i, c in enumerate(classes)
+        ]
+        rows.append(
+            ["macro average", fmt(p.mean()), fmt(r.mean()), fmt(f.mean()), fmt(int(support.sum())), fmt(sum(predicted))]
+        )
+        sec = self.section(
+            "Precision: of the rows predicted as the class, the share that are. Recall: of the rows "
+            "of the class, the share found. F1: their harmonic mean. Support: test rows of the class."
+        )
+        sec.blocks.append(
+            Table(["class", "precision", "recall", "F1", "support", "predicted"], rows, numeric=[False] + [True] * 5)
+        )
         return sec
 
 
@@ -112,11 +130,14 @@ class Calibration(ReportSection):
             conf, observed = proba.max(axis=1), np.asarray(ctx.scored.correct())
             what = "confidence of the predicted class"  # "observed" = the top-1 prediction is right
         fig, ece = plots.reliability(conf, observed, what)
-        sec = self.section("When the model says 80 %, is it right 80 % of the time? Dots on the dashed diagonal mean "
-                           "yes; dots below it mean over-confidence. The expected calibration error (ECE) is the "
-                           "row-weighted mean gap between the two.")
-        sec.blocks.append(Figure("reliability diagram", plots.to_png(fig),
-                                 f"reliability diagram of the {what}, ECE {ece:.3f}"))
+        sec = self.section(
+            "When the model says 80 %, is it right 80 % of the time? Dots on the dashed diagonal mean "
+            "yes; dots below it mean over-confidence. The expected calibration error (ECE) is the "
+            "row-weighted mean gap between the two."
+        )
+        sec.blocks.append(
+            Figure("reliability diagram", plots.to_png(fig), f"reliability diagram of the {what}, ECE {ece:.3f}")
+        )
         return sec
 
 
@@ -137,8 +158,16 @@ class RocPr(ReportSection):
         score = ctx.scored.proba[:, 1]
         fpr, tpr, _ = skm.roc_curve(y, score)
         precision, recall, _ = skm.precision_recall_curve(y, score)
-        fig = plots.roc_pr(fpr, tpr, skm.auc(fpr, tpr), recall, precision, skm.average_precision_score(y, score),
-                           float(y.mean()), classes[1])
+        fig = plots.roc_pr(
+            fpr,
+            tpr,
+            skm.auc(fpr, tpr),
+            recall,
+            precision,
+            skm.average_precision_score(y, score),
+            float(y.mean()),
+            classes[1],
+        )
         sec.blocks.append(Figure("ROC and PR curves", plots.to_png(fig), "ROC and precision-recall curves"))
         return sec
 
@@ -152,8 +181,10 @@ class Residuals(ReportSection):
     def build(self, ctx: ReportContext) -> Section:
         true = ctx.scored.y_true.to_numpy(dtype=float)
         pred = np.asarray(ctx.scored.predictions, dtype=float)
-        sec = self.section("Points on the diagonal are exact predictions; residuals should scatter evenly around 0 "
-                           "with no trend against the predicted value.")
+        sec = self.section(
+            "Points on the diagonal are exact predictions; residuals should scatter evenly around 0 "
+            "with no trend against the predicted value."
+        )
         fig = plots.residuals(true, pred, ctx.summary.label)
         sec.blocks.append(Figure("residual plots", plots.to_png(fig), "predicted against true values and residuals"))
         return sec
@@ -168,7 +199,9 @@ class Generated(ReportSection):
     def build(self, ctx: ReportContext) -> Section:
         n = max(ctx.options.n_examples, 1) * 2
         sec = self.section(f"The first {n} test rows: the reference text and the generated one.")
-        rows = [[str(i), str(t), str(p), "yes" if str(t).strip() == str(p).strip() else "no"]
-                for i, t, p in list(zip(ctx.scored.frame.index, ctx.scored.y_true, ctx.scored.predictions))[:n]]
+        rows = [
+            [str(i), str(t), str(p), "yes" if str(t).strip() == str(p).strip() else "no"]
+            for i, t, p in list(zip(ctx.scored.frame.index, ctx.scored.y_true, ctx.scored.predictions))[:n]
+        ]
         sec.blocks.append(Table(["row", "reference", "generated", "exact"], rows))
         return sec

@@ -1,4 +1,5 @@
 """The robustness sweep (``polymodal evaluate --robustness``): the score with each modality corrupted or missing."""
+
 from __future__ import annotations
 
 from ...registry import register
@@ -18,27 +19,55 @@ class Robustness(ReportSection):
         if rep is None:
             where = " or ".join(f"RUN/{p}" for p in ROBUSTNESS_LOCATIONS)
             sec = self.section()
-            sec.blocks.append(Note(
-                "No robustness sweep was given or found in the run directory. To add one: "
-                "`polymodal evaluate RUN TEST.csv --robustness --out RUN/robustness`, then make the report again "
-                f"(it looks for {where}), or pass --robustness ROBUSTNESS.json."))
+            sec.blocks.append(
+                Note(
+                    "No robustness sweep was given or found in the run directory. To add one: "
+                    "`polymodal evaluate RUN TEST.csv --robustness --out RUN/robustness`, then make the report again "
+                    f"(it looks for {where}), or pass --robustness ROBUSTNESS.json."
+                )
+            )
             return sec
         better = "higher" if rep.higher_is_better else "lower"
         sec = self.section(
             f"{rep.metric} ({better} is better) on {rep.rows} rows with one modality at a time corrupted at increasing "
             f"severity, or missing altogether (from {ctx.robustness_source}). Relative robustness: the area under the "
-            f"curve; effective robustness: the drop against the baseline ({rep.baseline}).")
+            f"curve; effective robustness: the drop against the baseline ({rep.baseline})."
+        )
         ours = {m.name for m in ctx.pipeline.modalities}
         if set(rep.kinds) != ours:
-            sec.blocks.append(Note(f"This sweep's modalities ({', '.join(rep.kinds)}) differ from this model's "
-                                   f"({', '.join(sorted(ours))}): it may come from another run."))
-        rows = [[r["modality"], r["corruption"], r["levels"], fmt(r["clean"]), fmt(r["most_severe"]),
-                 fmt(r["missing"]), fmt(r["relative_robustness"]), fmt(r["effective_robustness"])]
-                for _, r in rep.summary_frame().iterrows()]
-        sec.blocks.append(Table(["modality", "corruption", "levels", "clean", "most severe", "missing", "relative",
-                                 "effective"], rows, numeric=[False, False, False] + [True] * 5))
+            sec.blocks.append(
+                Note(
+                    f"This sweep's modalities ({', '.join(rep.kinds)}) differ from this model's "
+                    f"({', '.join(sorted(ours))}): it may come from another run."
+                )
+            )
+        rows = [
+            [
+                r["modality"],
+                r["corruption"],
+                r["levels"],
+                fmt(r["clean"]),
+                fmt(r["most_severe"]),
+                fmt(r["missing"]),
+                fmt(r["relative_robustness"]),
+                fmt(r["effective_robustness"]),
+            ]
+            for _, r in rep.summary_frame().iterrows()
+        ]
+        sec.blocks.append(
+            Table(
+                ["modality", "corruption", "levels", "clean", "most severe", "missing", "relative", "effective"],
+                rows,
+                numeric=[False, False, False] + [True] * 5,
+            )
+        )
         for m in rep.modalities:
             ctx.progress(f"robustness plot: {m}")
-            sec.blocks.append(Figure(f"robustness: {m}", rep.plot(m), f"{rep.metric} of the model as {m} is "
-                                     "corrupted at increasing severity"))
+            sec.blocks.append(
+                Figure(
+                    f"robustness: {m}",
+                    rep.plot(m),
+                    f"{rep.metric} of the model as {m} is corrupted at increasing severity",
+                )
+            )
         return sec

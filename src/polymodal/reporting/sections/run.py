@@ -1,6 +1,6 @@
 """What was trained: the run summary, the schema (columns, kinds, encoders, fusion) and the training curves."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from ...registry import register
 from .. import plots
@@ -17,22 +17,37 @@ class Summary(ReportSection):
     def build(self, ctx: ReportContext) -> Section:
         s, fit = ctx.summary, ctx.summary.fit
         sec = self.section()
-        items = [Metric("problem", s.problem_type), Metric("label", s.label),
-                 Metric("fusion", s.fusion), Metric("parameters", fmt(s.parameters))]
+        items = [
+            Metric("problem", s.problem_type),
+            Metric("label", s.label),
+            Metric("fusion", s.fusion),
+            Metric("parameters", fmt(s.parameters)),
+        ]
         if fit:
-            items += [Metric("epochs", f"{fit['epochs_run']}", "stopped early" if fit["stopped_early"]
-                             else "ran to the epoch limit"),
-                      Metric("kept epoch", f"{fit['best_epoch'] + 1}", "best validation " + s.monitor[0]),
-                      Metric("fit time", f"{fit['fit_seconds']:.0f} s")]
+            items += [
+                Metric(
+                    "epochs",
+                    f"{fit['epochs_run']}",
+                    "stopped early" if fit["stopped_early"] else "ran to the epoch limit",
+                ),
+                Metric("kept epoch", f"{fit['best_epoch'] + 1}", "best validation " + s.monitor[0]),
+                Metric("fit time", f"{fit['fit_seconds']:.0f} s"),
+            ]
         sec.blocks.append(Metrics(items))
-        rows = [["run directory", str(s.run_dir) if s.run_dir else "(in memory, not saved)"],
-                ["test table", f"{ctx.scored.source} ({int(ctx.scored.metrics['rows'])} usable labelled rows)"]]
+        rows = [
+            ["run directory", str(s.run_dir) if s.run_dir else "(in memory, not saved)"],
+            ["test table", f"{ctx.scored.source} ({int(ctx.scored.metrics['rows'])} usable labelled rows)"],
+        ]
         if s.classes is not None:
             rows.append(["classes", ", ".join(map(str, s.classes))])
         rows.append(["fusion", s.fusion + " (" + ", ".join(f"{k}={v}" for k, v in s.fusion_params.items()) + ")"])
         if s.validation:
-            rows.append(["validation (kept epoch)", ", ".join(
-                f"{k.removeprefix('val_')} {fmt(v)}" for k, v in s.validation.items())])
+            rows.append(
+                [
+                    "validation (kept epoch)",
+                    ", ".join(f"{k.removeprefix('val_')} {fmt(v)}" for k, v in s.validation.items()),
+                ]
+            )
         sec.blocks.append(Table(["", ""], rows))
         return sec
 
@@ -44,14 +59,19 @@ class SchemaSection(ReportSection):
 
     def build(self, ctx: ReportContext) -> Section:
         s = ctx.summary
-        sec = self.section(f"How each column was read, and the encoder of its modality: the one chosen for that "
-                           f"column (encoders.<column>) or else for its kind (encoders.<kind>). Image, audio and text "
-                           f"columns are one modality each; numeric and category columns together form the tabular "
-                           f"modality. The modalities' encodings are combined by '{s.fusion}' fusion.")
-        sec.blocks.append(Table(["column", "kind", "modality", "encoder", "why this kind"],
-                                [[c.name, c.kind, c.modality, c.encoder, c.reason]
-                                 for c in s.columns]
-                                + [[s.label, "target", "—", s.problem_type, "the label"]]))
+        sec = self.section(
+            f"How each column was read, and the encoder of its modality: the one chosen for that "
+            f"column (encoders.<column>) or else for its kind (encoders.<kind>). Image, audio and text "
+            f"columns are one modality each; numeric and category columns together form the tabular "
+            f"modality. The modalities' encodings are combined by '{s.fusion}' fusion."
+        )
+        sec.blocks.append(
+            Table(
+                ["column", "kind", "modality", "encoder", "why this kind"],
+                [[c.name, c.kind, c.modality, c.encoder, c.reason] for c in s.columns]
+                + [[s.label, "target", "—", s.problem_type, "the label"]],
+            )
+        )
         return sec
 
 
@@ -62,15 +82,25 @@ class Training(ReportSection):
 
     def build(self, ctx: ReportContext) -> Section:
         metric, mode = ctx.summary.monitor
-        sec = self.section(f"Loss and validation {metric} after each epoch; the model keeps the weights of the epoch "
-                           f"with the best validation {metric} (dashed line).")
+        sec = self.section(
+            f"Loss and validation {metric} after each epoch; the model keeps the weights of the epoch "
+            f"with the best validation {metric} (dashed line)."
+        )
         h = ctx.history
         if h is None or "epoch" not in h or h.empty:
-            sec.blocks.append(Note("No training history is saved with this run (training_log.csv is missing), so "
-                                   "there are no curves."))
+            sec.blocks.append(
+                Note(
+                    "No training history is saved with this run (training_log.csv is missing), so there are no curves."
+                )
+            )
             return sec
         best = ctx.summary.fit.get("best_epoch")
         fig = plots.training_curves(h, metric, mode, best)
-        sec.blocks.append(Figure("training curves", plots.to_png(fig),
-                                 f"training and validation loss and validation {metric} over {len(h)} epochs"))
+        sec.blocks.append(
+            Figure(
+                "training curves",
+                plots.to_png(fig),
+                f"training and validation loss and validation {metric} over {len(h)} epochs",
+            )
+        )
         return sec

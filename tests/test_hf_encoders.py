@@ -233,11 +233,10 @@ def test_clip_encoder_on_a_single_tower_model_says_use_hf(models, table):
         _batch(table, "clip_text", models["bert"], "text")
 
 
-def test_bad_encoder_parameter_is_a_config_error(models, table):
-    with pytest.raises(ConfigError, match="hf_text"):
-        Predictor("label", config=hf_config("hf_text", models["bert"], "text", mode="sideways"), verbose=False).fit(
-            table
-        )
+def test_bad_encoder_parameter_is_a_config_error(models):
+    # refused when the Predictor is made, before any table is read: the path, the choices and the value
+    with pytest.raises(ConfigError, match=r"encoders\.text\.mode: expected one of .*'sideways'"):
+        Predictor("label", config=hf_config("hf_text", models["bert"], "text", mode="sideways"), verbose=False)
 
 
 def test_best_epoch_snapshot_copies_a_frozen_backbone_once():

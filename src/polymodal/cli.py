@@ -202,13 +202,14 @@ def fit(
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a model on a table and save it as a run directory (written only when training succeeds)."""
-    from .api import Predictor
     from .errors import RunDirError
     from .recipes import recipe as recipe_config
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type)
+    from .api import Predictor  # after the config check: importing the trainer takes seconds
+
     p = Predictor(
         label,
         problem_type=problem_type,

@@ -5,15 +5,15 @@
 its parameters fit that encoder's ``Config``), the fusion's parameters against its ``Params`` and the task, so that a
 typo fails in milliseconds with its path and a suggestion, not after every file of the table has been decoded.
 Which keys name real columns is only known with the table: :func:`check_encoder_keys` (before decoding).
+
+It reads the parameter registries of :mod:`polymodal.params`, not the components themselves: it imports no torch,
+pandas or Lightning (``tests/test_params.py`` checks it), so that ``polymodal fit`` reports a typo at once.
 """
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
-from . import encoders as _encoders  # noqa: F401  (registers the encoders)
-from . import fusion as _fusion  # noqa: F401  (registers the fusions)
-from . import tasks as _tasks  # noqa: F401  (registers the tasks)
 from .config import (
     ENCODER_KINDS,
     EncoderChoice,
@@ -25,10 +25,8 @@ from .config import (
     format_problems,
     validation_problems,
 )
-from .encoders.base import EncoderConfig
 from .errors import ConfigError
-from .fusion.base import FusionParams
-from .registry import ENCODERS, FUSIONS, TASKS
+from .params import ENCODER_PARAMS, FUSION_PARAMS, TASK_PARAMS, EncoderConfig, FusionParams
 
 __all__ = ["check_config", "check_encoder_keys", "encoder_choice", "encoder_params", "fusion_params"]
 
@@ -41,11 +39,11 @@ def check_config(config: PolymodalConfig) -> None:
     chosen for a kind it does not encode, unknown or ill-typed parameters), each with its path. Reads no file."""
     problems = [p for key, choice in config.encoders.items() for p in _encoder_problems(key, choice, config)]
     problem_type = config.task.problem_type
-    if problem_type is not None and problem_type not in TASKS:
-        problems.append(f"task.problem_type: {_unknown('task', problem_type, TASKS.names())}")
+    if problem_type is not None and problem_type not in TASK_PARAMS:
+        problems.append(f"task.problem_type: {_unknown('task', problem_type, TASK_PARAMS.names())}")
     # A task that builds no fusion (generation: token memory → decoder) ignores the fusion section, so configs
     # shared between a fused task and generation keep working.
-    elif problem_type is None or TASKS.get(problem_type).architecture == "fused":
+    elif problem_type is None or TASK_PARAMS.get(problem_type).architecture == "fused":
         problems += _fusion_problems(config.fusion)
     if problems:
         raise ConfigError(format_problems("invalid config", problems))
@@ -53,54 +51,50 @@ def check_config(config: PolymodalConfig) -> None:
 
 def encoder_params(key: str, choice: EncoderChoice) -> EncoderConfig:
     """The validated parameters of the encoder chosen under ``encoders.<key>`` (ConfigError if invalid)."""
-    cls = ENCODERS.get(choice.name)
+    cls = ENCODER_PARAMS.get(choice.name)
     try:
-        return cls.Config.model_validate(choice.params())
+        return cls.model_validate(choice.params())
     except ValidationError as e:
         raise ConfigError(
-            format_problems(
-                "invalid config", validation_problems(e, cls.Config, ("encoders", key), extra_names=("name",))
-            )
+            format_problems("invalid config", validation_problems(e, cls, ("encoders", key), extra_names=("name",)))
         ) from None
 
 
 def fusion_params(fusion: FusionConfig) -> FusionParams:
     """The validated own parameters of the configured fusion (ConfigError if invalid)."""
-    cls = FUSIONS.get(fusion.name)
+    cls = FUSION_PARAMS.get(fusion.name)
     try:
-        return cls.Params.model_validate(fusion.params())
+        return cls.model_validate(fusion.params())
     except ValidationError as e:
         raise ConfigError(
-            format_problems(
-                "invalid config", validation_problems(e, cls.Params, ("fusion",), extra_names=FUSION_COMMON)
-            )
+            format_problems("invalid config", validation_problems(e, cls, ("fusion",), extra_names=FUSION_COMMON))
         ) from None
 
 
 def _encoder_problems(key: str, choice: EncoderChoice, config: PolymodalConfig) -> list[str]:
-    if choice.name not in ENCODERS:
-        return [f"encoders.{key}.name: {_unknown('encoder', choice.name, ENCODERS.names())}"]
-    cls = ENCODERS.get(choice.name)
+    if choice.name not in ENCODER_PARAMS:
+        return [f"encoders.{key}.name: {_unknown('encoder', choice.name, ENCODER_PARAMS.names())}"]
+    cls = ENCODER_PARAMS.get(choice.name)
     problems = []
     # A kind key fixes the kind now; a column key only when the config overrides that column's kind.
     kind = key if key in ENCODER_KINDS else config.columns.get(key)
     if kind in ("image", "audio", "text", "tabular") and kind not in cls.kinds:
         problems.append(f"encoders.{key}: '{choice.name}' encodes {', '.join(cls.kinds)} columns, not {kind}")
     try:
-        cls.Config.model_validate(choice.params())
+        cls.model_validate(choice.params())
     except ValidationError as e:
-        problems += validation_problems(e, cls.Config, ("encoders", key), extra_names=("name",))
+        problems += validation_problems(e, cls, ("encoders", key), extra_names=("name",))
     return problems
 
 
 def _fusion_problems(fusion: FusionConfig) -> list[str]:
-    if fusion.name not in FUSIONS:
-        return [f"fusion.name: {_unknown('fusion', fusion.name, FUSIONS.names())}"]
-    cls = FUSIONS.get(fusion.name)
+    if fusion.name not in FUSION_PARAMS:
+        return [f"fusion.name: {_unknown('fusion', fusion.name, FUSION_PARAMS.names())}"]
+    cls = FUSION_PARAMS.get(fusion.name)
     try:
-        cls.Params.model_validate(fusion.params())
+        cls.model_validate(fusion.params())
     except ValidationError as e:
-        return validation_problems(e, cls.Params, ("fusion",), extra_names=FUSION_COMMON)
+        return validation_problems(e, cls, ("fusion",), extra_names=FUSION_COMMON)
     return []
 
 

@@ -3,7 +3,8 @@
 ``polymodal config schema`` prints :func:`json_schema` (editors validate YAML configs with it: each ``encoders``
 entry is a ``oneOf`` over the registered encoders told apart by ``name``, each with that encoder's parameters; the
 fusion likewise over the fusions). ``polymodal config example`` prints :func:`example_yaml`. A new encoder or fusion
-appears in both with no edit here.
+appears in both with no edit here. Both read the parameter registries of :mod:`polymodal.params` (each registered
+class's docstring is its component's description): no torch is imported.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field, create_model
 
 from .components import FUSION_COMMON
 from .config import ENCODER_KINDS, FusionConfig, PolymodalConfig
-from .registry import ENCODERS, FUSIONS
+from .params import ENCODER_PARAMS, FUSION_PARAMS
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 DEFAULT_FUSION = FusionConfig.model_fields["name"].default
@@ -27,22 +28,22 @@ DEFAULT_FUSION = FusionConfig.model_fields["name"].default
 # ------------------------------------------------------------------------------------------------ JSON Schema
 def encoder_model(name: str) -> type[BaseModel]:
     """``encoders.<key>`` when it chooses encoder ``name``: its ``Config`` plus ``name: <that name>``."""
-    cls = ENCODERS.get(name)
+    cls = ENCODER_PARAMS.get(name)
     # a Literal of a runtime value is a valid pydantic field type, though not a static type
     field: Any = (Literal[name], Field(..., description="the encoder"))
-    return create_model(f"encoder_{name}", __base__=cls.Config, __doc__=_doc(cls), name=field)
+    return create_model(f"encoder_{name}", __base__=cls, __doc__=_doc(cls), name=field)
 
 
 def fusion_model(name: str) -> type[BaseModel]:
     """The ``fusion`` section when it chooses fusion ``name``: the common keys plus that fusion's ``Params``."""
-    cls = FUSIONS.get(name)
+    cls = FUSION_PARAMS.get(name)
     common: dict[str, Any] = {
         k: (f.annotation, f) for k, f in FusionConfig.model_fields.items() if k in FUSION_COMMON and k != "name"
     }
     # The default fusion may leave its name out (as the config does); every other one must be named.
     name_field = Field(name if name == DEFAULT_FUSION else ..., description="the fusion method")
     field: Any = (Literal[name], name_field)  # (as in encoder_model)
-    return create_model(f"fusion_{name}", __base__=cls.Params, __doc__=_doc(cls), name=field, **common)
+    return create_model(f"fusion_{name}", __base__=cls, __doc__=_doc(cls), name=field, **common)
 
 
 def json_schema() -> dict[str, Any]:
@@ -56,8 +57,10 @@ def json_schema() -> dict[str, Any]:
         defs[model.__name__] = sub
         return {"$ref": f"#/$defs/{model.__name__}"}
 
-    encoders = {n: ref(encoder_model(n)) for n in ENCODERS.names()}
-    by_kind = {k: [encoders[n] for n in ENCODERS.names() if k in ENCODERS.get(n).kinds] for k in ENCODER_KINDS}
+    encoders = {n: ref(encoder_model(n)) for n in ENCODER_PARAMS.names()}
+    by_kind = {
+        k: [encoders[n] for n in ENCODER_PARAMS.names() if k in ENCODER_PARAMS.get(n).kinds] for k in ENCODER_KINDS
+    }
     props = root["properties"]
     props["encoders"] = {
         "type": "object",
@@ -69,7 +72,7 @@ def json_schema() -> dict[str, Any]:
     props["fusion"] = {
         "title": "Fusion",
         "description": _doc(FusionConfig),
-        "oneOf": [ref(fusion_model(n)) for n in FUSIONS.names()],
+        "oneOf": [ref(fusion_model(n)) for n in FUSION_PARAMS.names()],
     }
     for unused in ("EncoderChoice", "FusionConfig"):
         defs.pop(unused, None)
@@ -84,7 +87,7 @@ def json_schema_text() -> str:
 def example_yaml(fusion: str = DEFAULT_FUSION) -> str:
     """A complete config with every default, commented from the field descriptions; ``fusion`` picks the fusion
     whose parameters are shown. It loads as is (``--config``) and validates against :func:`json_schema`."""
-    FUSIONS.get(fusion)  # an unknown name: ConfigError with the choices
+    FUSION_PARAMS.get(fusion)  # an unknown name: ConfigError with the choices
     cfg = PolymodalConfig()
     lines = [
         "# polymodal config: every value below is the default; keep only what you change.",
@@ -105,9 +108,9 @@ def _encoders_block(cfg: PolymodalConfig) -> list[str]:
     lines = _comment(PolymodalConfig.model_fields["encoders"].description, 0)
     lines.append("encoders:")
     for kind, choice in cfg.encoders.items():
-        others = [n for n in ENCODERS.names() if kind in ENCODERS.get(n).kinds]
+        others = [n for n in ENCODER_PARAMS.names() if kind in ENCODER_PARAMS.get(n).kinds]
         lines += _comment(
-            f"{kind} columns (encoders: {', '.join(others)}). {choice.name}: {_doc(ENCODERS.get(choice.name))}", 2
+            f"{kind} columns (encoders: {', '.join(others)}). {choice.name}: {_doc(ENCODER_PARAMS.get(choice.name))}", 2
         )
         lines.append(f"  {kind}:")
         lines += _model_lines(encoder_model(choice.name)(name=choice.name), 4, first=("name",))
@@ -116,8 +119,8 @@ def _encoders_block(cfg: PolymodalConfig) -> list[str]:
 
 
 def _fusion_block(name: str) -> list[str]:
-    lines = _comment(f"{_doc(FusionConfig)} Fusions: {', '.join(FUSIONS.names())}.", 0)
-    lines += _comment(f"{name}: {_doc(FUSIONS.get(name))}", 0)
+    lines = _comment(f"{_doc(FusionConfig)} Fusions: {', '.join(FUSION_PARAMS.names())}.", 0)
+    lines += _comment(f"{name}: {_doc(FUSION_PARAMS.get(name))}", 0)
     lines.append("fusion:")
     lines += _model_lines(fusion_model(name)(name=name), 2, first=("name",))
     return lines + [""]

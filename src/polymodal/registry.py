@@ -1,6 +1,8 @@
-"""Registries of components: a new encoder, fusion or task is one class plus one ``@register`` line.
+"""Registries of components: a new encoder, fusion or task is one class plus one ``@register`` line, and its
+parameters one class plus one ``@register`` line in :mod:`polymodal.params` (registries of the same names).
 
-The CLI, the config schema and ``compare`` read these registries; nothing else lists component names.
+The CLI, the config check, the config schema and ``compare`` read these registries; nothing else lists component
+names.
 """
 
 from __future__ import annotations

@@ -7,16 +7,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..params.encoders import AudioCNNConfig, ConvConfig
 from ..registry import ENCODERS, register
 from ..schema import Modality
-from .base import ConvConfig, Encoded, Encoder, ResNetTrunk, sincos_2d, zero_absent
+from .base import Encoded, Encoder, ResNetTrunk, sincos_2d, zero_absent
 
 
 @register(ENCODERS, "audio_cnn")
 class AudioCNN(Encoder):
     """Pooled = mean over frequency then mean+max over time; tokens = one per remaining time step."""
 
-    Config = ConvConfig
+    Config = AudioCNNConfig
     kinds = ("audio",)
     config: ConvConfig
 

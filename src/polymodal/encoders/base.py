@@ -1,4 +1,5 @@
-"""The encoder contract and the shared building blocks."""
+"""The encoder contract and the shared building blocks. The parameters live in :mod:`polymodal.params.encoders`
+(``EncoderConfig`` and ``ConvConfig`` are re-exported here)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from torch import nn
 
 from ..config import config_error
 from ..errors import ConfigError
+from ..params.encoders import ConvConfig, EncoderConfig
 from ..registry import ENCODERS
 from ..schema import Modality
 
@@ -32,15 +34,9 @@ class Encoded:
     token_mask: torch.Tensor | None = None
 
 
-class EncoderConfig(BaseModel):
-    """Parameters every encoder has; each encoder's ``Config`` adds its own."""
-
-    model_config = ConfigDict(extra="forbid")
-    dim: int = Field(128, description="width of the encoder's output")
-
-
 class Encoder(nn.Module):
-    """Base class. Subclasses set ``Config`` and ``kinds`` and implement ``encode``."""
+    """Base class. Subclasses set ``Config`` (the class registered under their name in
+    :data:`polymodal.params.ENCODER_PARAMS`) and ``kinds`` (the same as its ``kinds``) and implement ``encode``."""
 
     Config: ClassVar[type[EncoderConfig]] = EncoderConfig
     kinds: ClassVar[tuple[str, ...]] = ()
@@ -104,24 +100,6 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.body(x) + self.skip(x))
-
-
-class ConvConfig(EncoderConfig):
-    width: int = 32
-    stages: int = 3
-    stem_stride: int | None = Field(None, ge=1, le=4, description="None = chosen from the input size")
-    dropout: float = 0.1
-    coords: bool = Field(
-        False,
-        description="append x/y coordinate channels to the input (CoordConv, Liu et al. "
-        "2018): convolutions alone are blind to where something is, which questions about "
-        "positions need",
-    )
-    positions: bool = Field(
-        False,
-        description="add a fixed 2-D sine-cosine code of each token's row and column to "
-        "the tokens (as ViT/MAE do), so that fusions reading tokens know where each one is",
-    )
 
 
 class ResNetTrunk(nn.Module):

@@ -18,14 +18,21 @@ Modes:
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, cast
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..errors import ConfigError
 from ..features.cache import FeatureCache, get_cache
+from ..params.encoders import (
+    CLIPImageConfig,
+    CLIPTextConfig,
+    HFAudioConfig,
+    HFConfig,
+    HFImageConfig,
+    HFTextConfig,
+)
 from ..registry import ENCODERS, register
 from ..schema import Modality
 from . import hf_processors  # noqa: F401  (registers the hf_* processors)
@@ -33,38 +40,6 @@ from .base import Encoded, Encoder, EncoderConfig, masked_mean, zero_absent
 from .hf_hub import fingerprint, layer_depths, layer_stack, modality_part
 
 log = logging.getLogger("polymodal")
-Mode = Literal["frozen", "finetune", "last_n"]
-Pooling = Literal["auto", "cls", "mean", "attention", "pooler"]
-
-
-class HFConfig(EncoderConfig):
-    """Parameters shared by every pretrained encoder."""
-
-    model: str = Field(..., description="a local folder (as written by save_pretrained) or a Hugging Face hub id")
-    mode: Mode = "frozen"
-    last_n: int = Field(2, ge=1, description="mode last_n: how many top blocks to train")
-    backbone_lr: float = Field(
-        0.1, gt=0, le=1, description="backbone learning rate as a share of training.learning_rate (finetune/last_n)"
-    )
-    layer_decay: float = Field(
-        0.8, gt=0, le=1, description="learning-rate factor per block below the top (1 = no layer-wise decay)"
-    )
-    pooling: Pooling = Field("auto", description="auto = mean (the model's pooler for clip_*)")
-    dropout: float = Field(0.1, ge=0, lt=1)
-    cache: bool = Field(True, description="frozen mode: keep features on disk for later runs (memory only if off)")
-
-
-class HFTextConfig(HFConfig):
-    max_length: int | None = Field(None, ge=2, description="tokens per text; None = 95th percentile of training")
-
-
-class HFImageConfig(HFConfig):
-    pass
-
-
-class HFAudioConfig(HFConfig):
-    seconds: float | None = Field(None, gt=0, description="clip length; None = 95th percentile of training files")
-    max_seconds: float = Field(10.0, gt=0, description="upper bound of the learned clip length")
 
 
 def _hidden_size(cfg: Any) -> int:
@@ -360,6 +335,7 @@ class HFAudio(HFEncoder):
 class CLIPText(HFText):
     """The text tower of a CLIP-style dual encoder; pooled = its projection into the joint image-text space."""
 
+    Config = CLIPTextConfig
     joint_space = True
 
 
@@ -367,4 +343,5 @@ class CLIPText(HFText):
 class CLIPImage(HFImage):
     """The image tower of a CLIP-style dual encoder; pooled = its projection into the joint image-text space."""
 
+    Config = CLIPImageConfig
     joint_space = True

@@ -7,16 +7,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..params.encoders import ConvConfig, ImageCNNConfig
 from ..registry import ENCODERS, register
 from ..schema import Modality
-from .base import ConvConfig, Encoded, Encoder, ResNetTrunk, sincos_2d, zero_absent
+from .base import Encoded, Encoder, ResNetTrunk, sincos_2d, zero_absent
 
 
 @register(ENCODERS, "image_cnn")
 class ImageCNN(Encoder):
     """ResNet-style CNN; pooled = global average; tokens = the final feature map's cells."""
 
-    Config = ConvConfig
+    Config = ImageCNNConfig
     kinds = ("image",)
     config: ConvConfig
 

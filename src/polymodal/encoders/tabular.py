@@ -7,16 +7,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ..params.encoders import TabularMLPConfig
 from ..registry import ENCODERS, register
 from ..schema import Modality
-from .base import Encoded, Encoder, EncoderConfig, zero_absent
-
-
-class TabularMLPConfig(EncoderConfig):
-    hidden: int = 128
-    layers: int = 2
-    max_embedding_dim: int = 16
-    dropout: float = 0.1
+from .base import Encoded, Encoder, zero_absent
 
 
 @register(ENCODERS, "tabular_mlp")

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..params.encoders import TextRNNConfig, TextTransformerConfig
 from ..registry import ENCODERS, register
 from ..schema import Modality
-from .base import Encoded, Encoder, EncoderConfig, masked_mean, zero_absent
-
-
-class TextRNNConfig(EncoderConfig):
-    embedding_dim: int = 128
-    hidden: int = 128
-    layers: int = 1
-    cell: Literal["gru", "lstm"] = "gru"
-    dropout: float = 0.1
+from .base import Encoded, Encoder, masked_mean, zero_absent
 
 
 @register(ENCODERS, "text_rnn")
@@ -54,13 +47,6 @@ class TextRNN(Encoder):
         maxed = states.masked_fill(~tmask.unsqueeze(-1), -1e4).amax(1)
         pooled = self.proj(self.drop(torch.cat([masked_mean(states, tmask), maxed], dim=1)))
         return Encoded(zero_absent(pooled, mask), zero_absent(self.token_proj(states), mask), mask, tmask)
-
-
-class TextTransformerConfig(EncoderConfig):
-    layers: int = 2
-    heads: int = 4
-    max_positions: int = 512
-    dropout: float = 0.1
 
 
 @register(ENCODERS, "text_transformer")

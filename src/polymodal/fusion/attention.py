@@ -5,18 +5,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..encoders.base import Encoded
 from ..errors import ConfigError
+from ..params.fusion import AttentionParams
 from ..registry import FUSIONS, register
-from .base import Fusion, FusionInput, FusionParams
-
-
-class AttentionParams(FusionParams):
-    heads: int = Field(4, ge=1, description="attention heads (must divide the fusion dim)")
-    layers: int = Field(1, ge=1, le=4, description="transformer encoder layers")
+from .base import Fusion, FusionInput
 
 
 def check_heads(dim: int, heads: int, name: str) -> None:

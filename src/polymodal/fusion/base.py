@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from torch import nn
 
 from ..config import config_error
 from ..encoders.base import Encoded
 from ..errors import ConfigError
+from ..params.fusion import FusionParams
 from ..registry import FUSIONS
 
 if TYPE_CHECKING:
@@ -24,12 +25,6 @@ class FusionInput:
 
     name: str
     dim: int
-
-
-class FusionParams(BaseModel):
-    """Fusion-specific parameters beyond ``dim`` and ``dropout`` (none for the simplest methods)."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Fusion(nn.Module):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..encoders.base import Encoded
+from ..params.fusion import ConcatParams, ProductParams, WeightedParams
 from ..registry import FUSIONS, register
 from .base import Fusion, FusionInput, FusionParams, MissingEmbedding
 
@@ -16,6 +17,8 @@ class ConcatFusion(Fusion):
 
     The baseline of every multimodal toolkit (e.g. Ludwig's concat combiner, seed 000's joint classifier).
     """
+
+    Params = ConcatParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):
         super().__init__(inputs, dim, dropout, params)
@@ -39,6 +42,8 @@ def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @register(FUSIONS, "weighted")
 class WeightedFusion(Fusion):
     """Learned softmax-weighted sum of projected embeddings over the present modalities (weighted-average late fusion, e.g. Baltrušaitis et al. 2019 survey)."""
+
+    Params = WeightedParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):
         super().__init__(inputs, dim, dropout, params)
@@ -70,6 +75,8 @@ class WeightedFusion(Fusion):
 @register(FUSIONS, "product")
 class ProductFusion(Fusion):
     """Element-wise (Hadamard) product of projected embeddings, absent ones neutral (ones), then LayerNorm + MLP (multiplicative fusion, e.g. Kim et al. 2017 MLB)."""
+
+    Params = ProductParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):
         super().__init__(inputs, dim, dropout, params)

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..encoders.base import Encoded
+from ..params.fusion import FiLMParams
 from ..registry import FUSIONS, register
-from .base import Fusion, FusionInput, FusionParams, MissingEmbedding, token_sequence
+from .base import Fusion, FusionInput, MissingEmbedding, token_sequence
 from .early import _masked_softmax
-
-
-class FiLMParams(FusionParams):
-    layers: int = Field(2, ge=1, le=6, description="FiLM-ed residual blocks applied to every token")
-    max_tokens: int = Field(64, ge=1, description="tokens kept per modality (the first ones)")
-    heads: int = Field(
-        2,
-        ge=0,
-        le=8,
-        description="attention-pooling heads: each scores every token from its "
-        "modulated features and averages the tokens by those scores (0: mean and max pooling only)",
-    )
 
 
 class FiLMBlock(nn.Module):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..encoders.base import Encoded
+from ..params.fusion import GatedParams
 from ..registry import FUSIONS, register
 from .base import Fusion, FusionInput, FusionParams, MissingEmbedding
 from .early import _masked_softmax
@@ -14,6 +15,8 @@ from .early import _masked_softmax
 @register(FUSIONS, "gated")
 class GatedFusion(Fusion):
     """Gated multimodal unit (Arevalo et al. 2017, "Gated Multimodal Units for Information Fusion"), gates masked to present modalities."""
+
+    Params = GatedParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):
         super().__init__(inputs, dim, dropout, params)

@@ -6,16 +6,12 @@ import math
 from typing import cast
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..encoders.base import Encoded
+from ..params.fusion import GraphParams
 from ..registry import FUSIONS, register
-from .base import Fusion, FusionInput, FusionParams
-
-
-class GraphParams(FusionParams):
-    steps: int = Field(2, ge=1, le=8, description="rounds of message passing")
+from .base import Fusion, FusionInput
 
 
 class MessageStep(nn.Module):

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..encoders.base import Encoded
 from ..errors import ConfigError
+from ..params.fusion import LateParams
 from ..registry import FUSIONS, register
-from .base import Fusion, FusionInput, FusionParams
+from .base import Fusion, FusionInput
 from .early import _masked_softmax
 
 if TYPE_CHECKING:
@@ -19,13 +19,6 @@ if TYPE_CHECKING:
 
 # Vote counts dominate; mean probabilities only break ties (and rank classes no modality voted for).
 _TIE_BREAK = 1e-3
-
-
-class LateParams(FusionParams):
-    combine: Literal["weighted", "vote"] = "weighted"
-    # With "weighted", each head is also trained on its own loss (times this weight), so that it stays a usable
-    # unimodal predictor; with "vote" the heads are trained on their own losses only, and this is not used.
-    head_loss_weight: float = Field(1.0, ge=0.0)
 
 
 @register(FUSIONS, "late")

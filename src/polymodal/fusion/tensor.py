@@ -5,18 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..encoders.base import Encoded
+from ..params.fusion import LowRankParams, TensorParams
 from ..registry import FUSIONS, register
-from .base import Fusion, FusionInput, FusionParams, MissingEmbedding
-
-
-class TensorParams(FusionParams):
-    rank_dim: int = Field(
-        8, ge=1, le=64, description="each modality is projected to this size before the outer product"
-    )
+from .base import Fusion, FusionInput, MissingEmbedding
 
 
 @register(FUSIONS, "tensor")
@@ -40,10 +34,6 @@ class TensorFusion(Fusion):
             h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)  # append 1: keep unimodal and bimodal terms
             z = h if z is None else (z.unsqueeze(2) * h.unsqueeze(1)).flatten(1)
         return self.out(z)
-
-
-class LowRankParams(FusionParams):
-    rank: int = Field(4, ge=1, le=64, description="rank of the decomposed fusion weight tensor")
 
 
 @register(FUSIONS, "lowrank")

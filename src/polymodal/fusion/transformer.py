@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..encoders.base import Encoded
+from ..params.fusion import TransformerParams
 from ..registry import FUSIONS, register
-from .attention import AttentionParams, CLSTransformerFusion
+from .attention import CLSTransformerFusion
 from .base import FusionInput, token_sequence
-
-
-class TransformerParams(AttentionParams):
-    heads: int = Field(4, ge=1, description="attention heads (must divide the fusion dim)")
-    layers: int = Field(2, ge=1, le=6, description="transformer encoder layers")
-    max_tokens: int = Field(64, ge=1, description="tokens kept per modality (the first ones)")
 
 
 @register(FUSIONS, "transformer")

@@ -1,0 +1,40 @@
+"""What the config check knows of each task before torch is imported, registered in :data:`TASK_PARAMS` by
+problem type. A task's settings are the config's ``task`` section (:class:`polymodal.config.TaskConfig`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..registry import Registry, register
+
+
+class TaskParams:
+    """A task as the config check sees it: how its network is assembled from the encoders, ``"fused"`` (fusion →
+    head: the ``fusion`` section is used and checked) or ``"seq2seq"`` (token memory → decoder: it is ignored)."""
+
+    architecture: ClassVar[str] = "fused"
+
+
+TASK_PARAMS: Registry[TaskParams] = Registry("task")
+
+
+@register(TASK_PARAMS, "binary")
+class BinaryParams(TaskParams):
+    """Two classes."""
+
+
+@register(TASK_PARAMS, "multiclass")
+class MulticlassParams(TaskParams):
+    """One class of several."""
+
+
+@register(TASK_PARAMS, "regression")
+class RegressionParams(TaskParams):
+    """A number."""
+
+
+@register(TASK_PARAMS, "generation")
+class GenerationParams(TaskParams):
+    """Text written token by token (captions, free-form answers)."""
+
+    architecture = "seq2seq"

@@ -180,8 +180,9 @@ def espeak_ng() -> str:
 
     path = shutil.which("espeak-ng")
     if path is None:
-        pytest.skip(
+        reason = (
             f"spoken-question data needs the espeak-ng program (Debian package espeak-ng), not installed: "
             f"{SYSTEM_DEPS_HINT}"
         )
+        pytest.skip(reason)  # espeak-ng absent: only where the set-up step could not install it
     return path

@@ -68,10 +68,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--image-model", help="local folder or hub id of a pretrained image model (ResNet, ViT, ...)")
     ap.add_argument("--text-model", help="local folder or hub id of a pretrained text model (BERT, MiniLM, ...)")
     ap.add_argument("--tiny", action="store_true", help="use tiny random models built in-process (for CI)")
-    ap.add_argument("--rows", type=int, default=600, help="training rows (test rows: half as many)")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument(
+        "--rows", type=int, default=None, help="training rows (test rows: half as many; default 600, --tiny 120)"
+    )
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 10, --tiny 3)")
     ap.add_argument("--out", type=Path, default=Path("seed000-run"), help="folder for the data and the run")
     a = ap.parse_args(argv)
+    a.rows = a.rows or (120 if a.tiny else 600)
+    a.epochs = a.epochs or (3 if a.tiny else 10)
 
     if a.tiny:
         image_model, text_model = (str(p) for p in tiny_models(a.out / "models"))

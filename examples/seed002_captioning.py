@@ -32,11 +32,16 @@ TINY = {
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=2000, help="training scenes (test: a quarter as many)")
+    ap.add_argument(
+        "--rows", type=int, default=None, help="training scenes (test: a quarter as many; default 2000, --tiny 200)"
+    )
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: chosen from the data)")
     ap.add_argument("--tiny", action="store_true", help="a tiny model (for CI)")
     ap.add_argument("--out", type=Path, default=Path("seed002-run"), help="folder for the data and the run")
     a = ap.parse_args(argv)
+    # --tiny shows the mechanics in seconds: a small model on few scenes for few epochs, unless told otherwise
+    a.rows = a.rows or (200 if a.tiny else 2000)
+    a.epochs = a.epochs or (3 if a.tiny else None)
 
     paths = make_captioning(a.out / "data", n_train=a.rows, n_test=max(a.rows // 4, 8))
     config = {k: dict(v) for k, v in TINY.items()} if a.tiny else {}

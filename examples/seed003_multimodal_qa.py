@@ -40,7 +40,9 @@ TINY = {
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=2000, help="training scenes (test: a quarter as many)")
+    ap.add_argument(
+        "--rows", type=int, default=None, help="training scenes (test: a quarter as many; default 2000, --tiny 200)"
+    )
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument(
         "--speech",
@@ -51,6 +53,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap.add_argument("--tiny", action="store_true", help="tiny models (for CI)")
     ap.add_argument("--out", type=Path, default=Path("seed003-run"), help="folder for the data and the runs")
     a = ap.parse_args(argv)
+    # --tiny shows the mechanics in seconds: a small model on few scenes for few epochs, unless told otherwise
+    a.rows = a.rows or (200 if a.tiny else 2000)
+    a.epochs = a.epochs or (3 if a.tiny else None)
 
     speech = {"auto": None, "yes": True, "no": False}[a.speech]
     paths = make_qa(a.out / "data", n_train=a.rows, n_test=max(a.rows // 4, 8), speech=speech, questions_per_scene=3)

@@ -16,10 +16,74 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table as RichTable
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .errors import PolymodalError
 
-app = typer.Typer(
+# Help-text tokens filled in from the parameter registries when a command's help is shown (not at import: the
+# registries import pydantic, and `polymodal --help` should stay quick).
+FUSIONS, PROBLEM_TYPES = "<fusions>", "<problem-types>"
+
+
+def _choices(token: str) -> str:
+    if token == FUSIONS:
+        from .params.fusion import FUSION_PARAMS
+
+        return ", ".join(FUSION_PARAMS.names())
+    from .params.tasks import TASK_PARAMS
+
+    return ", ".join(TASK_PARAMS.names())
+
+
+class _HelpStyle:
+    """How every polymodal command and group shows its help (typer's own rendering, with three changes): an on/off
+    flag is shown without a value type (typer >= 0.2x shows ``--quiet <bool>``, as if it took a value), the usage
+    line names arguments ``RUN DATA`` (not ``{run} {data}``), and the registry tokens in help texts become the
+    registered names."""
+
+    def get_params(self, ctx: Any) -> Any:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if isinstance(p, TyperOption) and p.is_flag and p.metavar is None:
+                p.metavar = ""  # typer shows an option's metavar in place of its type
+        return params
+
+    def collect_usage_pieces(self, ctx: Any) -> Any:
+        pieces: list[str] = super().collect_usage_pieces(ctx)  # type: ignore[misc]
+        for p in self.get_params(ctx):
+            if isinstance(p, TyperArgument):
+                name = p.display_name_raw.upper()
+                shown = (name if p.required else f"[{name}]") + ("..." if p.nargs != 1 else "")
+                pieces = [shown if piece in p.get_usage_pieces(ctx) else piece for piece in pieces]
+        return pieces
+
+    def format_help(self, ctx: Any, formatter: Any) -> Any:
+        for p in self.get_params(ctx):
+            for token in (FUSIONS, PROBLEM_TYPES):
+                if isinstance(p, TyperOption | TyperArgument) and p.help and token in p.help:
+                    p.help = p.help.replace(token, _choices(token))
+        super().format_help(ctx, formatter)  # type: ignore[misc]
+
+
+class _Command(_HelpStyle, TyperCommand):
+    pass
+
+
+class _Group(_HelpStyle, TyperGroup):
+    pass
+
+
+class _Typer(typer.Typer):
+    """A typer app whose commands and sub-apps show their help in polymodal's style (:class:`_HelpStyle`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=kwargs.pop("cls", None) or _Group, **kwargs)
+
+    def command(self, name: str | None = None, **kwargs: Any) -> Any:
+        return super().command(name, cls=kwargs.pop("cls", None) or _Command, **kwargs)
+
+
+app = _Typer(
     name="polymodal",
     no_args_is_help=True,
     add_completion=False,
@@ -176,12 +240,14 @@ def fit(
     data_root: Path | None = DataRootOpt,
     time_limit: float | None = typer.Option(None, "--time-limit", help="Seconds of training at most."),
     ignore: str | None = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
-    fusion: str | None = typer.Option(None, "--fusion", help="Fusion method (default: concat)."),
+    fusion: str | None = typer.Option(
+        None, "--fusion", help=f"Fusion method: {FUSIONS} (default: the config's, else concat)."
+    ),
     problem_type: str | None = typer.Option(
         None,
         "--problem-type",
-        help="binary, multiclass, regression (inferred from the label when not given) "
-        "or generation (the label is text to write: captions, free-form answers).",
+        help=f"One of {PROBLEM_TYPES} (default: binary, multiclass or regression, inferred from the label); "
+        "generation: the label is text to write (captions, free-form answers).",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
     preset: str | None = typer.Option(
@@ -340,6 +406,8 @@ def evaluate(
         robustness_baseline=baseline,
     )
     report = metrics.pop("robustness", None)
+    if "rows" in metrics:
+        metrics["rows"] = int(metrics["rows"])  # a count (the library keeps every metric a float)
     if as_json:
         print(json.dumps(metrics if report is None else {**metrics, "robustness": report.to_dict()}, indent=2))
     else:
@@ -479,12 +547,18 @@ def _importance_table(result: Any) -> RichTable:
 def compare_cmd(
     data: Path = typer.Argument(..., help="Labelled table."),
     label: str = LabelOpt,
-    fusions: str = typer.Option("all", "--fusions", help="'all' or comma-separated fusion names."),
+    fusions: str = typer.Option("all", "--fusions", help=f"'all' or comma-separated fusion names: {FUSIONS}."),
     seeds: int = typer.Option(1, "--seeds", help="Runs per variant (mean ± std)."),
     test: Path | None = typer.Option(None, "--test", help="Test table (default: a 20% split)."),
     no_single: bool = typer.Option(False, "--no-single", help="Skip the single-modality models."),
     time_limit_per_run: float | None = typer.Option(None, "--time-limit-per-run", help="Seconds of training per run."),
-    out_dir: Path = typer.Option(Path("compare"), "--out", "-o", help="Folder for the table and chart."),
+    out_dir: Path = typer.Option(
+        Path("compare"),
+        "--out",
+        "-o",
+        show_default=False,
+        help="Folder for the table and chart (default: ./compare, in the current folder).",
+    ),
     keep_runs: bool = typer.Option(
         False, "--keep-runs", help="Save every trained model under OUT/runs/<variant>-seed<k>."
     ),
@@ -518,7 +592,7 @@ def compare_cmd(
         verbose=not quiet,
     )
     out.print((out_dir / "compare.md").read_text(encoding="utf-8"))
-    out.print(f"wrote {out_dir / 'compare.md'}, compare.csv and compare.png")
+    out.print(f"wrote compare.md, compare.csv and compare.png to {out_dir.absolute()}", soft_wrap=True)
 
 
 @app.command("report")
@@ -526,7 +600,13 @@ def compare_cmd(
 def report_cmd(
     run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
     data: Path = typer.Argument(..., help="Labelled test table."),
-    out_file: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
+    out_file: Path = typer.Option(
+        Path("report.html"),
+        "--out",
+        "-o",
+        show_default=False,
+        help="HTML file to write (default: ./report.html, in the current folder).",
+    ),
     robustness: Path | None = typer.Option(
         None,
         "--robustness",
@@ -566,7 +646,8 @@ def report_cmd(
         on_error=on_error,
         progress=None if quiet else lambda msg: err.print(msg, style="dim", highlight=False),
     )
-    out.print(str(path), soft_wrap=True, markup=False, highlight=False)  # one line, so scripts can read it
+    # the absolute path (the default writes into the current folder), on one line, so scripts can read it
+    out.print(str(Path(path).absolute()), soft_wrap=True, markup=False, highlight=False)
 
 
 DEMO_TASKS = ("classification", "captioning", "qa")
@@ -714,7 +795,7 @@ def _demo_qa(out_dir: Path, rows: int | None, config: Path | None, seed: int, qu
     )
 
 
-config_app = typer.Typer(
+config_app = _Typer(
     no_args_is_help=True,
     help="The config file: its JSON Schema (for editors) and a commented example with every default.",
 )
@@ -733,7 +814,8 @@ def config_schema_cmd(quiet: bool = QuietOpt) -> None:
 @config_app.command("example")
 @handles_errors
 def config_example_cmd(
-    fusion: str = typer.Option("concat", "--fusion", help="Fusion whose parameters are shown."), quiet: bool = QuietOpt
+    fusion: str = typer.Option("concat", "--fusion", help=f"Fusion whose parameters are shown: {FUSIONS}."),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Print a config with every default, commented; it loads as is with --config."""
     from .config_schema import example_yaml
@@ -741,7 +823,7 @@ def config_example_cmd(
     print(example_yaml(fusion), end="")
 
 
-cache_app = typer.Typer(
+cache_app = _Typer(
     no_args_is_help=True,
     help="The frozen-feature cache: features of frozen pretrained "
     "backbones, kept on disk (in $POLYMODAL_CACHE_DIR, default ~/.cache/polymodal/features) and "
@@ -906,9 +988,11 @@ def serve(
     quiet: bool = QuietOpt,
 ) -> None:
     """Serve a saved model over HTTP: POST /predict, GET /health, GET /metadata; API docs at /docs."""
-    from .api import Predictor
+    # A first line at once, before the imports and the load (tens of seconds on a busy machine), then progress.
+    start = time.perf_counter()
+    progress = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, soft_wrap=True))
+    progress(f"loading {run} ...")
     from .errors import ConfigError
-    from .serving.app import serve as run_server
     from .serving.schemas import ServeConfig
 
     try:
@@ -924,7 +1008,12 @@ def serve(
         )
     except ValueError as e:
         raise ConfigError(f"invalid serve options:\n{e}") from None
+    from .api import Predictor
+    from .serving.app import serve as run_server
+
+    progress(f"imported the model code ({time.perf_counter() - start:.1f} s); reading the model ({backend}) ...")
     predictor = Predictor.load(run, verbose=False, backend=backend)
+    progress(f"model loaded ({time.perf_counter() - start:.1f} s since start)")
     err.print(f"serving {run} ({backend}) on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     run_server(predictor, cfg, quiet=quiet)
 

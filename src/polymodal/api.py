@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .components import check_config
-from .config import DecodingConfig, PolymodalConfig
+from .config import DecodingConfig, PolymodalConfig, apply_choices, encoder_choice
 from .errors import ConfigError, NotFittedError
 from .evaluation.robustness import CorruptionSpec, RobustnessReport, plan_sweep, resolve_baseline, robustness_sweep
 from .fitting import fit_pipeline
+from .model import count_parameters
+from .params import TASK_PARAMS
 from .pipeline import Data, FittedPipeline
 from .presets import PRESETS, PresetChoice
 from .schema import Modality, Schema
@@ -45,6 +47,8 @@ _PARAMS = (
     "seed",
     "on_error",
     "preset",
+    "fusion",
+    "encoders",
     "verbose",
 )
 
@@ -60,6 +64,7 @@ class Predictor:
         label: name of the target column.
         problem_type: "binary", "multiclass" or "regression" (inferred from the label when None), or "generation":
             the label is text to write (captions, free-form answers; see docs/USER_GUIDE.md, "Generation").
+            Multi-label targets (several tags per row) are not supported yet: a ConfigError says what to do instead.
         config: a :class:`PolymodalConfig`, a dict, or a YAML/JSON path.
         data_root: folder that relative file paths resolve against (default: the table's folder).
         columns: column → kind overrides ("image", "audio", "text", "numeric", "category", "ignore").
@@ -70,11 +75,20 @@ class Predictor:
         preset: "fast" (from-scratch encoders, the default) or "pretrained" (a frozen pretrained encoder for each
             text/image/audio modality whose weights are on this machine; see :mod:`polymodal.presets`). Encoders
             chosen in ``config`` are kept. What was chosen is in ``preset_report`` after ``fit``.
+        fusion: the fusion method by name, e.g. "late" (``polymodal config schema`` lists them), or a whole
+            ``fusion`` config section (a dict with ``name`` and its parameters). Wins over ``config``.
+        encoders: kind ("image", "audio", "text", "tabular") or column → encoder name, or a dict with ``name`` and
+            the encoder's parameters: ``{"image": "image_cnn", "review": {"name": "text_transformer", "layers": 1}}``.
+            Each entry replaces ``config``'s entry under the same key; a column's entry wins over its kind's.
         verbose: show progress bars.
 
+    Every choice is checked at construction, as the CLI checks it: a misspelt fusion, encoder or parameter raises
+    :class:`~polymodal.errors.ConfigError` before any table is read.
+
     Example:
-        >>> p = Predictor(label="label").fit("train.csv")
+        >>> p = Predictor(label="label", fusion="late", time_limit=60).fit("train.csv")
         >>> p.evaluate("test.csv")["accuracy"]
+        >>> p.leaderboard("test.csv")
     """
 
     def __init__(
@@ -90,6 +104,8 @@ class Predictor:
         seed: int | None = None,
         on_error: str | None = None,
         preset: str | None = None,
+        fusion: str | dict[str, Any] | None = None,
+        encoders: dict[str, str | dict[str, Any]] | None = None,
         verbose: bool = True,
     ):
         self._params: dict[str, Any] = {}
@@ -106,6 +122,8 @@ class Predictor:
             seed=seed,
             on_error=on_error,
             preset=preset,
+            fusion=fusion,
+            encoders=encoders,
             verbose=verbose,
         )
 
@@ -193,14 +211,16 @@ class Predictor:
         return None if self.pipeline is None else self.pipeline.backend
 
     # ------------------------------------------------------------------------------------------------ fit
-    def fit(self, data: Data, tuning_data: Data | None = None) -> Predictor:
+    def fit(self, data: Data, tuning_data: Data | None = None, *, time_limit: float | None = None) -> Predictor:
         """Infer the schema, fit processors on the training split, train, and keep the best epoch.
 
         ``tuning_data`` (optional) is a labelled table used for validation instead of a split of ``data``.
+        ``time_limit`` (optional): seconds of training for this call, instead of the constructor's ``time_limit``.
         """
-        outcome = fit_pipeline(
-            data, self.label, self._user_config, tuning_data=tuning_data, preset=self.preset, verbose=self.verbose
-        )
+        cfg = self._user_config
+        if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
+            cfg = apply_choices(cfg, time_limit=time_limit)
+        outcome = fit_pipeline(data, self.label, cfg, tuning_data=tuning_data, preset=self.preset, verbose=self.verbose)
         self.pipeline, self.preset_report = outcome.pipeline, outcome.preset_report
         return self
 
@@ -290,6 +310,69 @@ class Predictor:
                 report.write(robustness_out)
             metrics["robustness"] = report
         return metrics
+
+    # ------------------------------------------------------------------------------------------ summaries
+    def fit_summary(self) -> dict[str, Any]:
+        """What :meth:`fit` resolved and measured, as a plain dict (JSON-ready).
+
+        Keys: ``label``, ``problem_type`` (resolved), ``modalities`` (name → kind, columns and encoder name),
+        ``fusion`` (None for a task that fuses nothing, e.g. generation), ``preset``, ``epochs_run``,
+        ``best_epoch`` (1-based), ``stopped_early``, ``validation`` (the best epoch's validation metrics, without
+        the ``val_`` prefix), ``fit_seconds`` and ``parameters`` (the network's). Training figures are None for a
+        loaded run directory without metrics.
+        """
+        pipeline = self._fitted()
+        r = pipeline.fit_result
+        return {
+            "label": pipeline.label,
+            "problem_type": pipeline.problem_type,
+            "modalities": {
+                m.name: {"kind": m.kind, "columns": list(m.columns), "encoder": encoder_choice(pipeline.config, m).name}
+                for m in pipeline.modalities
+            },
+            "fusion": self._fusion_name(pipeline),
+            "preset": self.preset,
+            "epochs_run": None if r is None else r.epochs_run,
+            "best_epoch": None if r is None else r.best_epoch + 1,
+            "stopped_early": None if r is None else r.stopped_early,
+            "validation": {} if r is None else {k.removeprefix("val_"): v for k, v in r.validation.items()},
+            "fit_seconds": None if r is None else r.fit_seconds,
+            "parameters": _parameters(pipeline.model),
+        }
+
+    def leaderboard(
+        self, test_data: Data, *, data_root: str | Path | None = None, on_error: str | None = None
+    ) -> pd.DataFrame:
+        """The fitted models scored on a labelled table, best first: one row per model.
+
+        Columns: ``model`` (its encoders and fusion in words), ``fusion``, ``score_test`` (the task's main metric,
+        e.g. accuracy, RMSE for regression), ``score_val`` (the same metric on validation), one ``test_<metric>``
+        column per metric of :meth:`evaluate`, ``fit_seconds`` and ``parameters``. A Predictor holds one model
+        today, so the table has one row; tuning and ensembles will add theirs in the same shape.
+        """
+        pipeline = self._fitted()
+        metrics = self.evaluate(test_data, data_root=data_root, on_error=on_error)
+        monitor, mode = pipeline.task.monitor
+        summary = self.fit_summary()
+        encoders = ", ".join(f"{name}: {m['encoder']}" for name, m in summary["modalities"].items())
+        fusion = summary["fusion"]
+        row = {
+            "model": f"{encoders} → {fusion}" if fusion else encoders,
+            "fusion": fusion,
+            "score_test": metrics.get(monitor),
+            "score_val": summary["validation"].get(monitor),
+            **{f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+            "fit_seconds": summary["fit_seconds"],
+            "parameters": summary["parameters"],
+        }
+        board = pd.DataFrame([row])
+        return board.sort_values("score_test", ascending=mode == "min", kind="stable").reset_index(drop=True)
+
+    @staticmethod
+    def _fusion_name(pipeline: FittedPipeline) -> str | None:
+        # A task whose architecture fuses nothing (generation) ignores the fusion section: report none.
+        fused = TASK_PARAMS.get(pipeline.problem_type).architecture == "fused"
+        return pipeline.config.fusion.name if fused else None
 
     # ------------------------------------------------------------------------------------------- explain
     def explain(
@@ -386,7 +469,8 @@ class Predictor:
 
 
 def _user_config(params: dict[str, Any]) -> PolymodalConfig:
-    """The config that a Predictor's parameters describe (the ``config`` parameter with the others applied)."""
+    """The config that a Predictor's parameters describe (the ``config`` parameter with the others applied),
+    validated in one step so that a bad value is a :class:`ConfigError` naming its path."""
     cfg = PolymodalConfig.from_any(params.get("config"))
     updates: dict[str, Any] = {}
     if params.get("data_root") is not None:
@@ -397,11 +481,18 @@ def _user_config(params: dict[str, Any]) -> PolymodalConfig:
         updates["ignore"] = list(dict.fromkeys(cfg.ignore + list(params["ignore"])))
     if params.get("on_error") is not None:
         updates["on_error"] = params["on_error"]
-    cfg = PolymodalConfig.from_any({**cfg.to_dict(), **updates})
-    if params.get("problem_type") is not None:
-        cfg.task.problem_type = params["problem_type"]
-    if params.get("time_limit") is not None:
-        cfg.training.time_limit = params["time_limit"]
+    data = {**cfg.to_dict(), **updates}
     if params.get("seed") is not None:
-        cfg.training.seed = params["seed"]
-    return cfg
+        data["training"] = {**data["training"], "seed": params["seed"]}
+    return apply_choices(
+        data,
+        fusion=params.get("fusion"),
+        encoders=params.get("encoders"),
+        problem_type=params.get("problem_type"),
+        time_limit=params.get("time_limit"),
+    )
+
+
+def _parameters(model: Any) -> int:
+    """The network's number of parameters (0 when a backend other than torch runs it and there is no module)."""
+    return 0 if model is None else int(count_parameters(model))

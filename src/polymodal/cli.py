@@ -133,22 +133,36 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _checked_config(config: Any, fusion: str | None = None, problem_type: str | None = None) -> Any:
+def _checked_config(
+    config: Any, fusion: str | None = None, problem_type: str | None = None, encoders: list[str] | None = None
+) -> Any:
     """The config (a path, a dict or None) read and checked against the registered components before any table is
-    read, so that a typo exits 2 at once; ``fusion`` and ``problem_type`` (the options) replace the configured ones
-    first."""
+    read, so that a typo exits 2 at once; ``fusion``, ``problem_type`` and ``encoders`` (the options; each
+    ``KIND_OR_COLUMN=NAME``) replace the configured ones first, as the Predictor's keyword arguments do."""
     from .components import check_config
-    from .config import PolymodalConfig
+    from .config import apply_choices
 
-    cfg = PolymodalConfig.from_any(config)
-    if fusion:
-        cfg.fusion.name = fusion
-    if problem_type:
-        data = cfg.to_dict()
-        data["task"]["problem_type"] = problem_type
-        cfg = PolymodalConfig.from_any(data)
+    cfg = apply_choices(
+        config, fusion=fusion or None, encoders=_encoder_options(encoders or []), problem_type=problem_type or None
+    )
     check_config(cfg)
     return cfg
+
+
+def _encoder_options(values: list[str]) -> dict[str, str]:
+    """``--encoder KIND_OR_COLUMN=NAME`` options as a mapping (the last one wins for a key)."""
+    from .errors import ConfigError
+
+    out = {}
+    for value in values:
+        key, sep, name = value.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            raise ConfigError(
+                f"--encoder {value!r}: expected KIND_OR_COLUMN=NAME, e.g. --encoder text=text_transformer or "
+                "--encoder review=text_transformer"
+            )
+        out[key.strip()] = name.strip()
+    return out
 
 
 def _split(value: str | None) -> list[str]:
@@ -243,6 +257,12 @@ def fit(
     fusion: str | None = typer.Option(
         None, "--fusion", help=f"Fusion method: {FUSIONS} (default: the config's, else concat)."
     ),
+    encoder: list[str] | None = typer.Option(
+        None,
+        "--encoder",
+        help="KIND_OR_COLUMN=NAME: the encoder of a kind (image, audio, text, tabular) or of one column, "
+        "e.g. --encoder review=text_transformer (repeatable).",
+    ),
     problem_type: str | None = typer.Option(
         None,
         "--problem-type",
@@ -273,7 +293,7 @@ def fit(
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
-    cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type)
+    cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
     p = Predictor(

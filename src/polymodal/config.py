@@ -9,17 +9,19 @@ from __future__ import annotations
 import difflib
 import json
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import MULTILABEL_UNSUPPORTED, ConfigError
 from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "text", "numeric", "category", "ignore"]
+ProblemType = Literal["binary", "multiclass", "regression", "generation"]
+PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
 
 
@@ -148,13 +150,20 @@ class GenerationConfig(_Section):
 class TaskConfig(_Section):
     """What is predicted and how it is learned; every task's options are typed here."""
 
-    problem_type: Literal["binary", "multiclass", "regression", "generation"] | None = Field(
-        None, description="None = inferred from the label"
-    )
+    problem_type: ProblemType | None = Field(None, description="None = inferred from the label")
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="balanced: weigh the loss of each class by the inverse of its frequency"
     )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+    @field_validator("problem_type", mode="before")
+    @classmethod
+    def _no_multilabel_yet(cls, v: Any) -> Any:
+        # "multilabel" is the name users try first; say plainly that it does not exist yet and what to do instead.
+        if isinstance(v, str) and v.lower().replace("-", "").replace("_", "") == "multilabel":
+            supported = ", ".join(PROBLEM_TYPES[:-1]) + f" and {PROBLEM_TYPES[-1]}"
+            raise ValueError(f"{MULTILABEL_UNSUPPORTED}; the supported problem types are {supported}")
+        return v
 
 
 class TrainingConfig(_Section):
@@ -246,6 +255,51 @@ class PolymodalConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Keys of the fusion section shared by every fusion (the rest are the chosen fusion's own parameters).
+_FUSION_COMMON = ("name", "dim", "dropout")
+
+
+def apply_choices(
+    config: "PolymodalConfig | dict[str, Any] | str | Path | None",
+    *,
+    fusion: str | Mapping[str, Any] | None = None,
+    encoders: Mapping[str, str | Mapping[str, Any]] | None = None,
+    problem_type: str | None = None,
+    time_limit: float | None = None,
+) -> PolymodalConfig:
+    """``config`` with the common choices of the Predictor's keyword arguments and the CLI's options applied, and
+    validated once (a bad value is a :class:`ConfigError` with its path, never a raw pydantic error).
+
+    ``fusion``: a fusion name (its own parameters from ``config`` are kept only when the name is unchanged: they
+    belong to that fusion) or a whole fusion section (a mapping with ``name``). ``encoders``: kind or column →
+    an encoder name or a mapping with ``name`` and that encoder's parameters; each entry replaces the config's
+    entry under the same key. The registered names and parameters are checked by
+    :func:`polymodal.components.check_config`, as for a config file.
+    """
+    data = PolymodalConfig.from_any(config).to_dict()
+    if isinstance(fusion, str):
+        same = fusion == data["fusion"]["name"]
+        data["fusion"] = {k: v for k, v in data["fusion"].items() if same or k in _FUSION_COMMON} | {"name": fusion}
+    elif fusion is not None:
+        data["fusion"] = _mapping(fusion, "fusion", "a fusion name or a mapping with 'name'")
+    for key, choice in (encoders or {}).items():
+        hint = "an encoder name or a mapping with 'name' and the encoder's parameters"
+        data["encoders"][str(key)] = (
+            {"name": choice} if isinstance(choice, str) else _mapping(choice, f"encoders.{key}", hint)
+        )
+    if problem_type is not None:
+        data["task"]["problem_type"] = problem_type
+    if time_limit is not None:
+        data["training"]["time_limit"] = time_limit
+    return PolymodalConfig.from_any(data)
+
+
+def _mapping(value: Any, where: str, expected: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    return dict(value)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -9,6 +9,14 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+# Shared by the config check (problem_type) and the schema check (list labels), so that every way of asking for a
+# multi-label task gets the same answer and the same ways out.
+MULTILABEL_UNSUPPORTED = (
+    "multi-label targets (several tags per row) are not supported yet; make one binary column per tag and fit "
+    "one model per tag, or join each row's tags into one class on purpose with problem_type multiclass "
+    "(--problem-type multiclass)"
+)
+
 
 class PolymodalError(Exception):
     """Base class of every error polymodal raises on purpose."""

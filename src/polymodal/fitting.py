@@ -26,7 +26,7 @@ from .errors import DataError, RowIssue, SchemaError
 from .model import build_model, count_parameters
 from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
 from .presets import PresetChoice, apply_preset
-from .schema import Modality, Schema, infer_problem_type, infer_schema
+from .schema import Modality, Schema, infer_problem_type, infer_schema, tag_separator_warning
 from .tasks import Task, build_task
 from .training import FitResult, fit_model
 from .training.seeding import seeded
@@ -69,6 +69,9 @@ def resolve_task(cfg: PolymodalConfig, labels: pd.Series, schema: Schema) -> Tas
     """Build the task for ``labels`` (the problem type inferred unless configured), its target encoding fitted;
     fills the resolved problem type into ``cfg``."""
     problem_type = cfg.task.problem_type or infer_problem_type(labels)[0]
+    warning = tag_separator_warning(labels) if problem_type in ("binary", "multiclass") else None
+    if warning is not None:  # a warning, not an error: joined tags may be meant as classes (--problem-type multiclass)
+        log.warning("%s", warning)
     cfg.task.problem_type = problem_type  # type: ignore[assignment]
     task = build_task(problem_type, cfg.task)
     task.resolve(cfg, {m.kind for m in schema.modalities()})

@@ -42,7 +42,7 @@ from .rundir import (
     write_json,
     write_weights,
 )
-from .schema import Modality, Schema
+from .schema import Modality, Schema, check_label_values
 from .tasks import Task, build_task
 from .tasks.classification import ClassificationTask
 from .tasks.generation import GenerationTask
@@ -66,6 +66,7 @@ def labelled_rows(frame: pd.DataFrame, label: str, what: str) -> pd.DataFrame:
         raise SchemaError(
             f"label column '{label}' is not in the {what} table; its columns are: {', '.join(map(str, frame.columns))}"
         )
+    check_label_values(frame[label])  # list labels (multi-label) fail here with a message, not in is_empty/hashing
     empty = frame[label].map(is_empty).to_numpy(dtype=bool)
     if empty.all():
         raise DataError(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import SchemaError
+from .errors import MULTILABEL_UNSUPPORTED, SchemaError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
@@ -101,8 +101,82 @@ def _is_integer_valued(values: pd.Series) -> bool:
     return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
 
 
+# Cell values that hold several values: pandas cannot hash them (nunique, value_counts fail) and no processor reads
+# them, so they are refused with a message before anything else looks at the column.
+_COLLECTIONS = (list, tuple, set, frozenset, dict, np.ndarray)
+_TAG_SEPARATORS = (";", "|")
+
+
+def _first_collection(series: pd.Series) -> tuple[Any, Any] | None:
+    """(row, value) of the first cell of ``series`` that holds a list, tuple, set, dict or array; None if none."""
+    if series.dtype != object:
+        return None
+    hits = series[series.map(lambda v: isinstance(v, _COLLECTIONS))]
+    return None if hits.empty else (hits.index[0], hits.iloc[0])
+
+
+def _is_json_list(value: Any) -> bool:
+    if not (isinstance(value, str) and value.lstrip().startswith("[") and value.rstrip().endswith("]")):
+        return False
+    try:
+        return isinstance(json.loads(value), list)
+    except ValueError:
+        return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_label_values(series: pd.Series) -> None:
+    """Refuse a label column that holds lists (list cells, or mostly JSON-list strings such as ``'["a", "b"]'``):
+    a multi-label target, which no task learns yet."""
+    name = str(series.name)
+    hit = _first_collection(series)
+    if hit is None:  # a CSV keeps lists as JSON text; a few "[...]" labels may be genuine class names
+        sample = series.dropna().iloc[:_SAMPLE]
+        is_list = sample.map(_is_json_list).astype(bool)
+        if len(sample) and is_list.mean() >= 0.5:
+            hit = (is_list.idxmax(), sample[is_list].iloc[0])
+    if hit is not None:
+        row, value = hit
+        raise SchemaError(f"label column '{name}' holds lists (row {row}: {_short(value)}): {MULTILABEL_UNSUPPORTED}")
+
+
+def check_input_values(series: pd.Series) -> None:
+    """Refuse an input column whose cells hold lists (e.g. tags): a cell must hold one value."""
+    hit = _first_collection(series)
+    if hit is not None:
+        row, value = hit
+        raise SchemaError(
+            f"column '{series.name}' holds lists (row {row}: {_short(value)}); a cell must hold one value. Join "
+            "each row's items into one string (a text column), make one column per item, or leave the column out "
+            "(ignore / --ignore). Multi-label targets are not supported yet either"
+        )
+
+
+def tag_separator_warning(labels: pd.Series) -> str | None:
+    """A warning when most label values look like several tags joined by ``;`` or ``|`` ("a;b"): they are learned
+    as one combined class each, which is rarely what was meant. None when they do not."""
+    values = labels.dropna()
+    strings = values[values.map(lambda v: isinstance(v, str))]
+    if len(values) == 0 or len(strings) < 0.5 * len(values):
+        return None
+    for sep in _TAG_SEPARATORS:
+        share = float(strings.str.contains(sep, regex=False).mean()) * len(strings) / len(values)
+        if share > 0.5:
+            return (
+                f"{share:.0%} of the values of label '{labels.name}' contain '{sep}' (e.g. {strings.iloc[0]!r}): each "
+                f"combination is learned as one class of its own. If these are several tags per row: "
+                f"{MULTILABEL_UNSUPPORTED}"
+            )
+    return None
+
+
 def infer_column(series: pd.Series) -> ColumnSpec:
     """Infer the kind of one (non-label) column from its values."""
+    check_input_values(series)
     name = str(series.name)
     nonnull = series.dropna()
     if len(nonnull) == 0:
@@ -144,6 +218,8 @@ def infer_schema(
         raise SchemaError(
             f"label column '{label}' is not in the table; its columns are: {', '.join(map(str, frame.columns))}"
         )
+    if label is not None:
+        check_label_values(frame[label])
     missing = [c for c in list(overrides) + list(ignore or []) if c not in frame.columns]
     if missing:
         raise SchemaError(f"config names columns that are not in the table: {', '.join(missing)}")
@@ -155,6 +231,8 @@ def infer_schema(
         if col in (ignore or []):
             specs.append(ColumnSpec(col, ColumnKind.IGNORE, "listed in ignore"))
         elif col in overrides:
+            if overrides[col] != ColumnKind.IGNORE.value:
+                check_input_values(frame[col])
             specs.append(ColumnSpec(col, ColumnKind(overrides[col]), "set in config"))
         else:
             specs.append(infer_column(frame[col]))

@@ -64,13 +64,14 @@ class Predictor:
         data_root: folder that relative file paths resolve against (default: the table's folder).
         columns: column → kind overrides ("image", "audio", "text", "numeric", "category", "ignore").
         ignore: columns to leave out.
-        time_limit: seconds of training at most.
+        time_limit: seconds of training at most (checked after every step; decoding the table is not counted).
         seed: random seed; the same seed and data give the same model.
         on_error: "fail" (default), "skip" bad rows, or treat bad cells as "missing".
         preset: "fast" (from-scratch encoders, the default) or "pretrained" (a frozen pretrained encoder for each
             text/image/audio modality whose weights are on this machine; see :mod:`polymodal.presets`). Encoders
             chosen in ``config`` are kept. What was chosen is in ``preset_report`` after ``fit``.
-        verbose: show progress bars.
+        verbose: show progress: live bars on a terminal, else log lines (per epoch, decoded rows) on the
+            "polymodal" logger.
 
     Example:
         >>> p = Predictor(label="label").fit("train.csv")

@@ -69,7 +69,7 @@ class Predictor:
         data_root: folder that relative file paths resolve against (default: the table's folder).
         columns: column → kind overrides ("image", "audio", "text", "numeric", "category", "ignore").
         ignore: columns to leave out.
-        time_limit: seconds of training at most.
+        time_limit: seconds of training at most (checked after every step; decoding the table is not counted).
         seed: random seed; the same seed and data give the same model.
         on_error: "fail" (default), "skip" bad rows, or treat bad cells as "missing".
         preset: "fast" (from-scratch encoders, the default) or "pretrained" (a frozen pretrained encoder for each
@@ -80,7 +80,8 @@ class Predictor:
         encoders: kind ("image", "audio", "text", "tabular") or column → encoder name, or a dict with ``name`` and
             the encoder's parameters: ``{"image": "image_cnn", "review": {"name": "text_transformer", "layers": 1}}``.
             Each entry replaces ``config``'s entry under the same key; a column's entry wins over its kind's.
-        verbose: show progress bars.
+        verbose: show progress: live bars on a terminal, else log lines (per epoch, decoded rows) on the
+            "polymodal" logger.
 
     Every choice is checked at construction, as the CLI checks it: a misspelt fusion, encoder or parameter raises
     :class:`~polymodal.errors.ConfigError` before any table is read.

@@ -252,7 +252,9 @@ def fit(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
-    time_limit: float | None = typer.Option(None, "--time-limit", help="Seconds of training at most."),
+    time_limit: float | None = typer.Option(
+        None, "--time-limit", help="Seconds of training at most (decoding the table not counted)."
+    ),
     ignore: str | None = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
     fusion: str | None = typer.Option(
         None, "--fusion", help=f"Fusion method: {FUSIONS} (default: the config's, else concat)."
@@ -314,7 +316,8 @@ def fit(
     assert r is not None, "fit() records its result"
     out.print(
         _metrics_table(
-            f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run}, {r.fit_seconds:.0f} s)",
+            f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run}; training {r.train_seconds:.0f} s"
+            f"{', stopped by the time limit' if r.time_limited else ''}, {r.fit_seconds:.0f} s in all)",
             {k.removeprefix("val_"): v for k, v in r.validation.items()},
         )
     )

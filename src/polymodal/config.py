@@ -188,7 +188,8 @@ class TrainingConfig(_Section):
     time_limit: float | None = Field(
         None,
         gt=0,
-        description="seconds of training; at the first step past it the "
+        description="seconds of training (its validation passes included; reading and decoding the table "
+        "before it are not); checked after every training step: at the first step past it the "
         "partial epoch is validated and the best epoch so far is kept",
     )
     modality_dropout: float = Field(

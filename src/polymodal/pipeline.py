@@ -357,7 +357,9 @@ class FittedPipeline:
                         "best_epoch": r.best_epoch,
                         "epochs_run": r.epochs_run,
                         "fit_seconds": r.fit_seconds,
+                        "train_seconds": r.train_seconds,
                         "stopped_early": r.stopped_early,
+                        "time_limited": r.time_limited,
                         "parameters": count_parameters(self.model),
                     },
                 )
@@ -391,7 +393,14 @@ class FittedPipeline:
         if (path / "metrics.json").is_file():
             m = read_json(path / "metrics.json")
             fit_result = FitResult(
-                m["best_epoch"], m["epochs_run"], m["fit_seconds"], m["stopped_early"], m["validation"]
+                m["best_epoch"],
+                m["epochs_run"],
+                m["fit_seconds"],
+                m["stopped_early"],
+                m["validation"],
+                # (absent from runs saved before they were recorded)
+                train_seconds=m.get("train_seconds", 0.0),
+                time_limited=m.get("time_limited", False),
             )
         pipeline = cls(meta["label"], config, schema, modalities, processors, task, model, fit_result, verbose)
         return pipeline

@@ -1,6 +1,7 @@
 """Decode a table once (validating every cell), then serve batches: ``Batch`` = column tensors + presence masks.
 
-Decoding happens up front, in threads, with a progress bar; rows that share a file share one decoded item.
+Decoding happens up front, in threads, with progress counted in rows (a bar, or log lines when the output is not
+a terminal); rows that share a file share one decoded item.
 Bad cells are handled by the ``on_error`` policy: ``fail`` (raise with every problem listed), ``skip`` (drop the
 row and report), ``missing`` (treat that modality as absent for the row).
 """
@@ -20,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError, LoadError, RowIssue, row_label
 from .processors import LoadContext, Processor
+from .progress import Progress
 
 log = logging.getLogger("polymodal")
 
@@ -91,6 +92,18 @@ def _threads() -> int:
     return max(2, min(8, 2 * (os.cpu_count() or 1)))
 
 
+def _rows_done_after(order: list[tuple[str, Any]], where: dict[str, list[Any]], n: int) -> np.ndarray:
+    """``out[j]``: how many of the ``n`` rows are fully decoded once the first ``j`` jobs of ``order`` are done (a
+    row is done when the last of its jobs is; keys not in ``order`` are done already)."""
+    position = {key: j for j, key in enumerate(order)}
+    last = np.full(n, -1, dtype=np.int64)  # per row: the position of its last job, -1 when it has none to wait for
+    for keys in where.values():
+        for i, key in enumerate(keys):
+            if key is not None and key in position:
+                last[i] = max(last[i], position[key])
+    return np.searchsorted(np.sort(last), np.arange(-1, len(order)), side="right")
+
+
 def prepare(
     frame: pd.DataFrame,
     processors: dict[str, Processor],
@@ -107,20 +120,20 @@ def prepare(
     n = len(frame)
     records = frame.to_dict("records")
     cells = {m: [p.cell(r) for r in records] for m, p in processors.items()}
-    # One job per distinct file (or per row when a processor does not share items).
+    # One job per distinct file (or per row when a processor does not share items), in row order: rows are then
+    # completed one after another, which is what the progress counts.
     jobs: dict[tuple[str, Any], tuple[Processor, Any]] = {}
-    where: dict[str, list[Any]] = {}
-    for m, p in processors.items():
-        keys: list[Any] = []  # job keys, None for absent cells
-        for i, v in enumerate(cells[m]):
+    where: dict[str, list[Any]] = {m: [] for m in processors}  # job keys per modality, None for absent cells
+    for i in range(n):
+        for m, p in processors.items():
+            v = cells[m][i]
             if p.is_absent(v):
-                keys.append(None)
+                where[m].append(None)
                 continue
             k = p.cache_key(v)
             key: tuple[str, Any] = (m, k if k is not None else i)
             jobs.setdefault(key, (p, v))
-            keys.append(key)
-        where[m] = keys
+            where[m].append(key)
 
     def run(job: tuple[Processor, Any]) -> Any:
         p, v = job
@@ -144,15 +157,15 @@ def prepare(
             if shared_keys[key] in shared:
                 results[key] = shared[shared_keys[key]]
                 del jobs[key]
-    bar = tqdm(
-        total=len(jobs), desc=f"decoding {what}", unit="item", disable=not progress or len(jobs) < 200, leave=False
-    )
+    rows_done_after = _rows_done_after(list(jobs), where, n)
+    bar = Progress(n, f"decoding {what}", "rows", enabled=progress)
+    bar.update(int(rows_done_after[0]))  # rows with nothing left to decode (absent or already shared cells)
     with ThreadPoolExecutor(_threads()) as pool:
-        for key, res in zip(jobs, pool.map(run, jobs.values(), chunksize=16)):
+        for j, (key, res) in enumerate(zip(jobs, pool.map(run, jobs.values(), chunksize=16))):
             results[key] = res
             if key in shared_keys and shared is not None:
                 shared[shared_keys[key]] = res
-            bar.update()
+            bar.update(int(rows_done_after[j + 1]))
     bar.close()
 
     issues: list[RowIssue] = []

@@ -41,7 +41,7 @@ def validate_table(table: Table, label: str | None, config: PolymodalConfig, pro
     ctx = LoadContext(table.root, config.limits)
     for p in processors.values():
         p.fit(frame, ctx)
-    issues += prepare(frame, processors, ctx, on_error="missing", progress=progress, what="cells", quiet=True).issues
+    issues += prepare(frame, processors, ctx, on_error="missing", progress=progress, what="rows", quiet=True).issues
     issues.sort(key=RowIssue.sort_key)
     return ValidationReport(len(frame), schema, issues)
 

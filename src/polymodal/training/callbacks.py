@@ -1,13 +1,17 @@
-"""Callbacks: keep the best weights in memory (no pickled checkpoint files) and record per-epoch metrics."""
+"""Callbacks: keep the best weights in memory (no pickled checkpoint files), record per-epoch metrics, stop at the
+time limit and log plain progress lines."""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import cast
 
 import lightning as L
 import torch
+
+log = logging.getLogger("polymodal")
 
 
 def _value(metrics: dict, key: str) -> float | None:
@@ -89,3 +93,87 @@ class History(L.Callback):
             if val is not None:
                 row[k] = val
         self.rows.append(row)
+
+
+class TimeLimit(L.Callback):
+    """Stops training at the first training step that ends ``seconds`` or more after training started (training and
+    its validation passes; decoding the table comes before and does not count). Lightning then validates the
+    partial epoch and :class:`BestState` keeps the best epoch, so a run overshoots by at most one step and one
+    validation pass."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.reached = False
+        self._start = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if self.reached or time.perf_counter() - self._start < self.seconds:
+            return
+        self.reached = trainer.should_stop = True
+        log.info(
+            "time limit of %g s reached in epoch %d (step %d of %d); validating it and keeping the best epoch",
+            self.seconds,
+            trainer.current_epoch + 1,
+            trainer.fit_loop.epoch_loop.batch_progress.current.completed + 1,
+            trainer.num_training_batches,
+        )
+
+
+class EpochLog(L.Callback):
+    """Plain progress lines through the ``polymodal`` logger, for output that is not a terminal (where Lightning's
+    live bar would show nothing until the end): one line per epoch (seconds, train loss, the monitored validation
+    metric), an estimate of the whole training's time after the first epoch, and a line every ``every`` seconds
+    inside a long epoch."""
+
+    def __init__(self, monitor: str, max_epochs: int, time_limit: float | None = None, every: float = 30.0) -> None:
+        self.monitor, self.max_epochs, self.time_limit, self.every = monitor, max_epochs, time_limit, every
+        self._epoch_start = self._last = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        now = time.perf_counter()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        log.info(
+            "epoch %d/%d: step %d/%d, %.0f s",
+            trainer.current_epoch + 1,
+            self.max_epochs,
+            done,
+            trainer.num_training_batches,
+            now - self._epoch_start,
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after the epoch's validation (as in History), so the validation metric is this epoch's.
+        seconds = time.perf_counter() - self._epoch_start
+        m = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{self.max_epochs}: {seconds:.1f} s"]
+        steps = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if steps < trainer.num_training_batches:  # stopped inside the epoch (the time limit)
+            parts[0] += f" ({steps} of {trainer.num_training_batches} steps)"
+        for key, name in (("train_loss", "train loss"), (self.monitor, self.monitor.replace("_", " ", 1))):
+            if (v := _value(m, key)) is not None:
+                parts.append(f"{name} {v:.4f}")
+        log.info(", ".join(parts))
+        if trainer.current_epoch == 0 and self.max_epochs > 1 and not trainer.should_stop:
+            total = seconds * self.max_epochs
+            if self.time_limit is not None and total > self.time_limit:
+                log.info(
+                    "estimated training time: %g s, the time limit (%d epochs would take about %.0f s)",
+                    self.time_limit,
+                    self.max_epochs,
+                    total,
+                )
+            else:
+                log.info(
+                    "estimated training time: about %.0f s for %d epochs (early stopping may end it sooner)",
+                    total,
+                    self.max_epochs,
+                )

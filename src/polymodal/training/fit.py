@@ -1,4 +1,4 @@
-"""Set up Lightning's Trainer (early stopping, time limit, progress bar, precision) and run it."""
+"""Set up Lightning's Trainer (early stopping, time limit, progress bar or lines, precision) and run it."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import torch
 
 from ..config import TrainingConfig
 from ..data.dataset import Batch
+from ..data.progress import live_bars
 from ..model import MultimodalModel
 from ..tasks import Task
-from .callbacks import BestState, History
+from .callbacks import BestState, EpochLog, History, TimeLimit
 from .module import MultimodalModule
 
 log = logging.getLogger("polymodal")
@@ -50,6 +51,10 @@ class FitResult:
     stopped_early: bool
     validation: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+    #: seconds in Lightning's fit (training and validation epochs; ``fit_seconds`` also counts reading and decoding)
+    train_seconds: float = 0.0
+    #: whether ``training.time_limit`` ended training
+    time_limited: bool = False
 
 
 def _precision(cfg: TrainingConfig) -> str:
@@ -68,26 +73,34 @@ def fit_model(
     max_epochs: int,
     progress: bool = True,
 ) -> FitResult:
-    """Train ``model`` in place and restore the best validation epoch's weights."""
+    """Train ``model`` in place and restore the best validation epoch's weights.
+
+    ``progress``: Lightning's live bar on a terminal, one log line per epoch (:class:`EpochLog`) otherwise.
+    ``cfg.time_limit`` is checked after every training step (:class:`TimeLimit`)."""
     monitor, mode = task.monitor
     best = BestState(f"val_{monitor}", mode, cfg.patience)
     history = History()
+    limit = TimeLimit(cfg.time_limit) if cfg.time_limit else None
+    bar = progress and live_bars()
+    callbacks: list[L.Callback] = [best, history]
+    if limit is not None:
+        callbacks.append(limit)
+    if progress and not bar:
+        callbacks.append(EpochLog(f"val_{monitor}", max_epochs, cfg.time_limit))
     total_steps = max_epochs * len(train_loader)
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
     with quiet_lightning():  # the Trainer announces the hardware when it is built
         trainer = L.Trainer(
             max_epochs=max_epochs,
-            # (lightning annotates dict[str, int] but makes a timedelta of it, which takes float seconds)
-            max_time={"seconds": cfg.time_limit} if cfg.time_limit else None,  # type: ignore[dict-item]
             # (training.precision is free text here, checked by Lightning itself against its Literal values)
             accelerator=cfg.accelerator,
             devices="auto",
             precision=_precision(cfg),  # type: ignore[arg-type]
             gradient_clip_val=cfg.gradient_clip,
-            callbacks=[best, history],
+            callbacks=callbacks,
             logger=False,
             enable_checkpointing=False,
-            enable_progress_bar=progress,
+            enable_progress_bar=bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             deterministic=False,
@@ -112,6 +125,8 @@ def fit_model(
         stopped_early=best.stopped_early,
         validation=best.best_metrics,
         history=history.rows,
+        train_seconds=round(seconds, 3),
+        time_limited=limit is not None and limit.reached,
     )
 
 

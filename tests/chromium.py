@@ -33,9 +33,15 @@ window.addEventListener("load", function () {
     var r = secs[j].getBoundingClientRect();
     sections[secs[j].id] = [Math.round(r.top + window.scrollY), Math.round(r.bottom + window.scrollY)];
   }
+  var boxes = [], figs = document.querySelectorAll("section[id] figure, section[id] figure img");
+  for (var k = 0; k < figs.length; k++) {
+    var b = figs[k].getBoundingClientRect(), sec = figs[k].closest("section[id]");
+    boxes.push({section: sec.id, tag: figs[k].tagName.toLowerCase(), left: b.left, top: b.top + window.scrollY,
+                right: b.right, bottom: b.bottom + window.scrollY});
+  }
   var pre = document.createElement("pre");
   pre.id = "polymodal-image-check";
-  pre.textContent = JSON.stringify({images: images, sections: sections,
+  pre.textContent = JSON.stringify({images: images, sections: sections, boxes: boxes,
                                     height: document.documentElement.scrollHeight});
   document.body.appendChild(pre);
 });
@@ -88,6 +94,7 @@ class PageCheck:
     images: list[dict]  # one {"alt", "ok", "width"} per <img>, in page order
     sections: dict[str, list[int]]  # <section id> → [top, bottom] in page pixels (for cropping screenshots)
     height: int  # the page's full height in pixels
+    boxes: list[dict]  # each <figure> and its <img> in a section: {"section", "tag", "left", "top", "right", "bottom"}
 
     @property
     def broken(self) -> list[dict]:
@@ -111,7 +118,7 @@ def check_page(binary: str, html: Path, timeout: float = 120, width: int = 1280)
         raise RuntimeError(f"Chromium printed no image check (exit {res.returncode}); stderr:\n{res.stderr[-2000:]}")
     raw = found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     found = json.loads(raw)
-    return PageCheck(res.stdout, found["images"], found["sections"], found["height"])
+    return PageCheck(res.stdout, found["images"], found["sections"], found["height"], found["boxes"])
 
 
 def screenshot(binary: str, html: Path, png: Path, width: int = 1280, height: int = 4000, timeout: float = 120) -> Path:

@@ -90,7 +90,6 @@ def test_binary_report_has_every_classification_section(binary_html, run_dir, te
         "per_class",
         "calibration",
         "roc_pr",
-        "robustness",
         "importance",
         "gallery",
     ]
@@ -113,11 +112,57 @@ def test_binary_report_has_every_classification_section(binary_html, run_dir, te
     # Per-class table: both classes and the macro average.
     per_class = section_html(binary_html, "per_class")
     assert "<td>no</td>" in per_class and "<td>yes</td>" in per_class and "macro average" in per_class
-    # Figures where there should be figures; no robustness sweep here, so a note that says how to add one.
+    # Figures where there should be figures.
     for sid in ("training", "confusion", "calibration", "roc_pr", "importance"):
         assert "<img " in section_html(binary_html, sid), sid
-    rob = section_html(binary_html, "robustness")
-    assert "<img " not in rob and "polymodal evaluate RUN TEST.csv --robustness" in rob
+
+
+def test_no_robustness_section_without_a_sweep_and_the_summary_says_so(binary_html):
+    assert "robustness" not in section_ids(binary_html) and 'href="#robustness"' not in binary_html
+    summary = section_html(binary_html, "summary")
+    assert re.search(
+        r"<td>robustness</td><td>no sweep; run <code>polymodal evaluate RUN TEST.csv --robustness "
+        r"--out RUN/robustness</code>",
+        summary,
+    )
+
+
+def test_calibration_bins_hold_the_minimum_and_show_their_counts(binary_html):
+    from polymodal.reporting.plots import MIN_BIN_ROWS, calibration_bins
+
+    rng = np.random.default_rng(0)
+    conf = np.concatenate([rng.uniform(0.9, 1.0, 200), rng.uniform(0.0, 0.9, 12)])  # sparse below 0.9
+    observed = rng.random(len(conf)) < conf
+    bins = calibration_bins(conf, observed, bins=10, min_rows=MIN_BIN_ROWS)
+    assert all(b.rows >= MIN_BIN_ROWS for b in bins) and sum(b.rows for b in bins) == len(conf)
+    assert [b.low for b in bins] == sorted(b.low for b in bins) and bins[0].low == 0 and bins[-1].high == 1
+    for b in bins:
+        inside = (conf >= b.low) & ((conf < b.high) if b.high < 1 else (conf <= 1))
+        assert inside.sum() == b.rows and b.mean_predicted == pytest.approx(conf[inside].mean())
+        assert b.observed == pytest.approx(observed[inside].mean())
+    assert len(calibration_bins(conf[:5], observed[:5])) == 1  # fewer rows than the minimum: one bin
+    # The page: a table of the bins with their rows (the 30 test rows, each bin at least the minimum or all rows).
+    page = section_html(binary_html, "calibration")
+    assert '<th class="num">rows</th>' in page
+    table = page[page.index("<table>") :]
+    counts = [int(c) for c in re.findall(r"<tr><td>[\d.]+–[\d.]+</td><td class=\"num\">(\d+)</td>", table)]
+    assert counts and sum(counts) == 30 and all(c >= min(MIN_BIN_ROWS, 30) for c in counts)
+    assert f"at least {MIN_BIN_ROWS} rows" in page
+
+
+def test_epochs_card_says_best_of_run_and_stopped_early_only_before_the_maximum(binary_html):
+    from polymodal.reporting.sections.run import epochs_card
+
+    early = epochs_card({"best_epoch": 11, "epochs_run": 16, "max_epochs": 30, "stopped_early": True}, "accuracy")
+    assert early.value == "best 12 of 16" and "stopped early (max 30)" in early.help
+    # Patience ran out on the last epoch: not "stopped early", it used all the epochs.
+    full = epochs_card({"best_epoch": 29, "epochs_run": 30, "max_epochs": 30, "stopped_early": True}, "accuracy")
+    assert full.value == "best 30 of 30" and "ran all 30 epochs (the maximum)" in full.help
+    assert "stopped early" not in full.help
+    timed = epochs_card({"best_epoch": 2, "epochs_run": 4, "max_epochs": 30, "stopped_early": False}, "accuracy")
+    assert "time limit" in timed.help and "stopped early" not in timed.help
+    summary = section_html(binary_html, "summary")
+    assert re.search(r'<div class="value">best \d+ of \d+</div>', summary) and ">kept epoch<" not in summary
 
 
 def test_gallery_shows_right_and_wrong_predictions(binary_html):
@@ -144,7 +189,7 @@ def test_regression_report(regression_run, tmp_path):
     run, test = regression_run
     html = report(run, test, tmp_path / "r.html", **FAST).read_text(encoding="utf-8")
     ids = section_ids(html)
-    assert ids == ["summary", "schema", "training", "metrics", "residuals", "robustness", "importance", "gallery"]
+    assert ids == ["summary", "schema", "training", "metrics", "residuals", "importance", "gallery"]
     metrics = Predictor.load(run, verbose=False).evaluate(test)
     assert f"{metrics['rmse']:.4f}" in section_html(html, "metrics")
     assert "<img " in section_html(html, "residuals")
@@ -230,6 +275,7 @@ def test_robustness_given_and_found_in_run_dir(fitted, run_dir, test_csv, robust
     html = report(run, test_csv, tmp_path / "b.html", **quick).read_text("utf-8")
     assert len(IMG.findall(section_html(html, "robustness"))) == len(fitted.modalities)
     assert str(run / "robustness" / "robustness.json") in html
+    assert "no sweep" not in section_html(html, "summary")
 
 
 def test_zero_examples_and_bootstrap_leave_notes(fitted, test_csv, tmp_path):
@@ -303,3 +349,52 @@ def test_report_cli_end_to_end(cli, run_dir, test_csv, tmp_path):
 def test_python_api_is_exported():
     assert polymodal.report is report
     assert render.__doc__ and report.__doc__ and "self-contained" in report.__doc__
+
+
+# ------------------------------------------------------------------------------------- explained example figure
+def _explanation(tokens: list[str], audio_present: bool):
+    from polymodal.explain.attributions import Explanation, ModalityAttribution
+
+    rng = np.random.default_rng(0)
+    audio = rng.normal(size=(16, 20)) if audio_present else np.zeros((16, 20))
+    attrs = {
+        "image": ModalityAttribution(
+            "image", "image", 0.3, rng.normal(size=(32, 32)), background=rng.random((32, 32, 3))
+        ),
+        "audio": ModalityAttribution("audio", "audio", 0.2 * audio_present, audio, present=audio_present),
+        "text": ModalityAttribution("text", "text", 0.3, rng.normal(size=len(tokens)), tokens=tokens),
+        "reading": ModalityAttribution("reading", "numeric", 0.2, np.array(0.3), total=0.3, value=1.5),
+    }
+    return Explanation(7, "yes", 0.8, "no", attrs, None, explained="probability of the predicted class")
+
+
+@pytest.mark.parametrize("audio_present", [True, False])
+@pytest.mark.parametrize("n_words", [5, 120])
+def test_explanation_figure_tokens_stay_off_the_colour_bar_and_absent_modalities_get_no_panel(audio_present, n_words):
+    """Checked inside the matplotlib figure (robust, no browser): every token box lies inside the text panel and
+    intersects no colour bar; a modality empty in the row gets no axes at all (no blank panel)."""
+    from polymodal.explain import plot_explanation
+
+    tokens = (["supercalifragilistic", "a", "extraordinarily-long-hyphenated-token"] + ["word"] * n_words)[:n_words]
+    fig = plot_explanation(_explanation(tokens, audio_present))
+    fig.canvas.draw()  # positions the token boxes
+    renderer = fig.canvas.get_renderer()
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert any(t.startswith("audio (audio)") for t in titles) == audio_present, titles
+    colour_bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
+    panels = [ax for ax in fig.axes if ax not in colour_bars]
+    assert len(panels) == 4 + audio_present  # shares, image, (audio), text, numbers: nothing blank
+    assert all(ax.has_data() or ax.texts for ax in panels)
+    (text_ax,) = [ax for ax in panels if ax.get_title().startswith("text (text)")]
+    panel = text_ax.get_window_extent(renderer)
+    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in text_ax.texts if t.get_bbox_patch()]
+    assert boxes and len(boxes) <= n_words
+    for box in boxes:
+        assert panel.x0 <= box.x0 and box.x1 <= panel.x1 and panel.y0 <= box.y0 and box.y1 <= panel.y1, (box, panel)
+        for cb in colour_bars:
+            assert not box.overlaps(cb.get_tightbbox(renderer)), (box, cb)
+    # tokens do not overlap each other either
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :])
+    if len(boxes) < n_words:  # the rest are counted, not drawn over the colour bar
+        assert any(f"and {n_words - len(boxes)} more tokens" in t.get_text() for t in text_ax.texts)

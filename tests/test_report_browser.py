@@ -85,3 +85,25 @@ def test_the_image_check_catches_a_broken_image(browser, tmp_path):
     )
     page = check_page(browser, html)
     assert [(im["alt"], im["ok"]) for im in page.images] == [("good", True), ("bad", False)]
+
+
+def test_explained_examples_do_not_overlap_in_the_page(browser, demo):
+    """The gallery as laid out by Chromium: each example's image stays inside its own <figure>, and no two figures
+    (or images) overlap. (Within each image, the token strip and its colour bar are checked in matplotlib:
+    test_report.py::test_explanation_figure_tokens_stay_off_the_colour_bar_and_absent_modalities_get_no_panel.)"""
+    page = check_page(browser, demo / "report.html")
+    figures = [b for b in page.boxes if b["section"] == "gallery" and b["tag"] == "figure"]
+    images = [b for b in page.boxes if b["section"] == "gallery" and b["tag"] == "img"]
+    assert len(figures) == len(images) == DEMO_REPORT_EXAMPLES
+
+    def overlap(a: dict, b: dict) -> bool:
+        return min(a["right"], b["right"]) - max(a["left"], b["left"]) > 0.5 and (
+            min(a["bottom"], b["bottom"]) - max(a["top"], b["top"]) > 0.5
+        )
+
+    for group in (figures, images):
+        for i, a in enumerate(group):
+            assert not any(overlap(a, b) for b in group[i + 1 :]), group
+    for fig, im in zip(figures, images):
+        assert fig["left"] <= im["left"] and im["right"] <= fig["right"] and fig["top"] <= im["top"]
+        assert im["bottom"] <= fig["bottom"] and im["right"] - im["left"] > 300

@@ -131,42 +131,71 @@ def _audio_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str)
 
 
 def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
+    """The text panel's frame: no axis, and the colour bar laid horizontally under it (in its own axes, so the
+    tokens, placed later by :func:`_place_tokens` within this axes, never reach it)."""
     ax.set_axis_off()
+    lim = _limit(np.asarray(a.scores, dtype=float))
+    sm = ScalarMappable(cmap=CMAP, norm=Normalize(-lim, lim))
+    cb = fig.colorbar(sm, ax=ax, orientation="horizontal", fraction=0.07, pad=0.04, aspect=30)
+    cb.set_label(unit.replace("\n", " "), fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+
+TOKEN_FONT = 11
+TOKEN_PAD = 0.25  # the token box's padding, in font sizes
+
+
+def _place_tokens(fig: "Figure", ax: "Axes", a: "ModalityAttribution") -> None:
+    """Lay the highlighted tokens out inside ``ax`` once the figure's layout is final: each token is measured and
+    goes on the next line when it would cross the panel's right edge; tokens that do not fit above the panel's
+    bottom are summarised in one line ("… and N more tokens")."""
     tokens = a.tokens or []
     scores = np.asarray(a.scores, dtype=float)
     lim = _limit(scores)
     cmap = colormaps[CMAP]
-    # Each word is placed right of the previous one (in points, so a later tight_layout cannot make them overlap);
-    # lines wrap at a character budget that fits the panel.
-    y, line, budget, used, prev = 0.85, 0.16, 38, 0, None
-    style: dict[str, Any]  # matplotlib text properties
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    box = ax.get_window_extent(renderer)
+    pad = TOKEN_PAD * TOKEN_FONT * fig.dpi / 72  # box padding in pixels
+    gap, line_h = 2.5 * pad, TOKEN_FONT * 2.1 * fig.dpi / 72
+    left, right = box.x0 + pad, box.x1 - pad
+    x, y = left, box.y1 - line_h / 2
+    bottom = box.y0 + 1.6 * line_h  # room for the summary line
+    inverse = ax.transAxes.inverted()
+
+    def to_axes(px: float, py: float) -> tuple[float, float]:
+        ax_x, ax_y = inverse.transform((px, py))
+        return float(ax_x), float(ax_y)
+
+    shown = 0
     for tok, s in zip(tokens, scores):
-        style = {
-            "fontsize": 11,
+        style: dict[str, Any] = {
+            "fontsize": TOKEN_FONT,
             "va": "center",
             "ha": "left",
             "color": "white" if abs(s) > 0.6 * lim else "black",
-            "bbox": {"boxstyle": "round,pad=0.25", "facecolor": cmap(0.5 + 0.5 * s / lim), "edgecolor": "none"},
+            "bbox": {"boxstyle": f"round,pad={TOKEN_PAD}", "facecolor": cmap(0.5 + 0.5 * s / lim), "edgecolor": "none"},
         }
-        if prev is None or used + len(tok) > budget:
-            if prev is not None:
-                y -= line
-            prev, used = ax.text(0.02, y, tok, transform=ax.transAxes, **style), len(tok) + 1
-            continue
-        prev = ax.annotate(tok, xy=(1, 0.5), xycoords=prev, xytext=(7, 0), textcoords="offset points", **style)
-        used += len(tok) + 1
+        t = ax.text(*to_axes(x, y), tok, transform=ax.transAxes, **style)
+        width = t.get_window_extent(renderer).width
+        if x > left and x + width + pad > right:  # wrap
+            x, y = left, y - line_h
+            t.set_position(to_axes(x, y))
+        if y < bottom:
+            t.remove()
+            break
+        x += width + gap
+        shown += 1
     if tokens:
         top = int(np.argmax(scores))
+        more = f"… and {len(tokens) - shown} more tokens; " if shown < len(tokens) else ""
         ax.text(
-            0.02,
-            max(y - line, 0.02),
-            f"top token: '{tokens[top]}' ({scores[top]:+.3g})",
+            *to_axes(left, y - line_h),
+            f"{more}top token: '{textwrap.shorten(tokens[top], 24, placeholder='…')}' ({scores[top]:+.3g})",
             transform=ax.transAxes,
             fontsize=8,
+            va="center",
             color="#333333",
         )
-    sm = ScalarMappable(cmap=CMAP, norm=Normalize(-lim, lim))
-    _colorbar(fig, sm, ax, unit)
 
 
 def _tabular_panel(fig: "Figure", ax: "Axes", cols: list["ModalityAttribution"], unit: str) -> None:
@@ -203,12 +232,14 @@ def _shares_panel(ax: "Axes", e: "Explanation") -> None:
 
 
 def plot_explanation(explanation: "Explanation") -> "Figure":
-    """One panel per modality (image overlay, spectrogram saliency, highlighted tokens, tabular bars) after a
-    panel of each column's share; titled with the prediction, the true label and the method."""
+    """One panel per modality present in the row (image overlay, spectrogram saliency, highlighted tokens, tabular
+    bars) after a panel of each column's share; titled with the prediction, the true label and the method. A column
+    that is empty in the row gets no panel (the shares panel marks it "(empty)"); the text panel's colour bar lies
+    under its tokens, which are wrapped to the panel's width once the layout is final (nothing overlaps)."""
     e = explanation
     unit = ("drop in " if e.method == "occlusion" else "IG attribution to ") + (e.explained or "the prediction")
     unit_short = "\n".join(textwrap.wrap(unit, 34))
-    attrs = list(e.attributions.values())
+    attrs = [a for a in e.attributions.values() if a.present]
     grids = [a for a in attrs if a.scores.ndim == 2]
     texts = [a for a in attrs if a.tokens is not None]
     tab = [a for a in attrs if a.scores.ndim == 0]
@@ -219,10 +250,11 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
         panels.append(("tabular", tab))
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plotting.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.9 * nrows), squeeze=False)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_axis_off()
-    for ax, (kind, a) in zip(axes.flat, panels):
+    fig = plotting.new_figure(figsize=(5.0 * ncols, 3.9 * nrows))
+    grid = fig.add_gridspec(nrows, ncols)
+    token_axes: list[tuple[Axes, ModalityAttribution]] = []
+    for i, (kind, a) in enumerate(panels):  # only as many axes as panels: no blank ones
+        ax = fig.add_subplot(grid[i // ncols, i % ncols])
         if kind == "shares":
             _shares_panel(ax, e)
             continue
@@ -230,14 +262,10 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
             _tabular_panel(fig, ax, a, unit_short)
             ax.set_title("numbers and categories", fontsize=10)
             continue
-        ax.set_title(
-            f"{a.column} ({a.kind}), share {a.share:.0%}" + ("" if a.present else " — empty in this row"), fontsize=10
-        )
-        if not a.present:
-            ax.set_axis_off()
-            continue
+        ax.set_title(f"{a.column} ({a.kind}), share {a.share:.0%}", fontsize=10)
         if kind == "text":
             _text_panel(fig, ax, a, unit_short)
+            token_axes.append((ax, a))
         elif kind == "audio":
             _audio_panel(fig, ax, a, unit_short)
         else:
@@ -248,4 +276,6 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
     )
     fig.suptitle(f"row {_fmt(e.index)}: predicted {pred}{truth} — {METHOD_NAMES.get(e.method, e.method)}", fontsize=12)
     fig.tight_layout()
+    for ax, a in token_axes:  # after the layout: the tokens are measured against the panel's final size
+        _place_tokens(fig, ax, a)
     return fig

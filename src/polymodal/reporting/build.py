@@ -75,7 +75,9 @@ def build_report(
     chosen = sections_for(pipeline.task.problem_type)
     for i, sec in enumerate(chosen, 1):
         say(f"[{i}/{len(chosen)}] {sec.title}")
-        sections.append(sec.build(ctx))
+        built = sec.build(ctx)
+        if built is not None:
+            sections.append(built)
     s = ctx.summary
     where = f"run {run_dir}" if run_dir is not None else "a model in memory"
     return Report(

@@ -71,7 +71,7 @@ class RunSummary:
     fusion_params: dict[str, Any]
     classes: list[Any] | None
     run_dir: Path | None
-    fit: dict[str, Any]  # best_epoch, epochs_run, fit_seconds, stopped_early (when known)
+    fit: dict[str, Any]  # best_epoch, epochs_run, max_epochs, fit_seconds, stopped_early (when known)
     validation: dict[str, float]
     parameters: int
     monitor: tuple[str, str]
@@ -135,6 +135,7 @@ def summarise(pipeline: FittedPipeline, run_dir: Path | None) -> RunSummary:
         fit = {
             "best_epoch": r.best_epoch,
             "epochs_run": r.epochs_run,
+            "max_epochs": cfg.training.max_epochs,  # resolved when the model was fitted
             "fit_seconds": r.fit_seconds,
             "stopped_early": r.stopped_early,
         }

@@ -8,6 +8,7 @@ pyplot state or needs a display. Every plot has a title, axis labels with units,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -80,23 +81,89 @@ def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], target: str) -> 
     return fig
 
 
-def reliability(confidence: np.ndarray, observed: np.ndarray, what: str, bins: int = 10) -> tuple[Figure, float]:
-    """Reliability diagram: mean predicted probability against the observed frequency per probability bin, with a
-    histogram of the probabilities beneath. Returns the figure and the expected calibration error (ECE)."""
+#: The fewest rows a calibration bin holds (fewer rows in the whole table: one bin); a dot of one or two rows is noise.
+MIN_BIN_ROWS = 15
+
+
+@dataclass
+class CalibrationBin:
+    """Rows whose predicted probability lies in [low, high): their count, mean probability and observed frequency."""
+
+    low: float
+    high: float
+    rows: int
+    mean_predicted: float
+    observed: float
+
+
+def calibration_bins(
+    confidence: np.ndarray, observed: np.ndarray, bins: int = 10, min_rows: int = MIN_BIN_ROWS
+) -> list[CalibrationBin]:
+    """Equal-width probability bins, each sparse one merged with its neighbours until every bin holds at least
+    ``min_rows`` rows (a last sparse bin joins the one before it). Empty bins are dropped."""
+    confidence = np.asarray(confidence, dtype=float)
+    observed = np.asarray(observed, dtype=float)
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
-    mean_p = np.bincount(which, confidence, bins) / np.maximum(counts, 1)
-    freq = np.bincount(which, observed.astype(float), bins) / np.maximum(counts, 1)
-    filled = counts > 0
-    ece = float(np.sum(counts[filled] / counts.sum() * np.abs(mean_p[filled] - freq[filled])))
+    groups: list[list[int]] = []  # runs of fine bins merged into one
+    run: list[int] = []
+    for b in range(bins):
+        run.append(b)
+        if counts[run].sum() >= min_rows:
+            groups.append(run)
+            run = []
+    if run and counts[run].sum() > 0:
+        if groups:
+            groups[-1] += run
+        else:
+            groups.append(run)
+    out = []
+    for g in groups:
+        mask = np.isin(which, g)
+        n = int(mask.sum())
+        if n == 0:
+            continue
+        out.append(
+            CalibrationBin(
+                float(edges[g[0]]),
+                float(edges[g[-1] + 1]),
+                n,
+                float(confidence[mask].mean()),
+                float(observed[mask].mean()),
+            )
+        )
+    return out
+
+
+def reliability(
+    confidence: np.ndarray, observed: np.ndarray, what: str, bins: int = 10, min_rows: int = MIN_BIN_ROWS
+) -> tuple[Figure, float, list[CalibrationBin]]:
+    """Reliability diagram: mean predicted probability against the observed frequency per probability bin (sparse
+    bins merged, see :func:`calibration_bins`; the dot's size and label give its rows), with a histogram of the
+    probabilities beneath. Returns the figure, the expected calibration error (ECE) over those bins, and the bins."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    merged = calibration_bins(confidence, observed, bins, min_rows)
+    total = sum(b.rows for b in merged)
+    ece = float(sum(b.rows / total * abs(b.mean_predicted - b.observed) for b in merged)) if total else float("nan")
+    mean_p = np.array([b.mean_predicted for b in merged])
+    freq = np.array([b.observed for b in merged])
+    rows = np.array([b.rows for b in merged])
     fig = Figure(figsize=(5.6, 5.6), layout="constrained")
     ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="perfectly calibrated")
-    ax.plot(mean_p[filled], freq[filled], marker="o", color=ACCENT, label="this model (one dot per bin)")
+    ax.plot(mean_p, freq, color=ACCENT, linewidth=1, zorder=2)
+    sizes = 20 + 180 * rows / max(int(rows.max()), 1) if len(rows) else rows
+    ax.scatter(
+        mean_p, freq, s=sizes, color=ACCENT, zorder=3, label=f"this model (one dot per bin of ≥ {min_rows} rows)"
+    )
+    for x, y, n in zip(mean_p, freq, rows):
+        ax.annotate(f"n={n}", (x, y), xytext=(6, -10), textcoords="offset points", fontsize=7, color=GREY)
     ax.set(
         xlim=(0, 1),
-        ylim=(0, 1),
+        ylim=(-0.02, 1.02),
         ylabel="observed frequency (fraction of rows)",
         title=f"Reliability: {what}\nexpected calibration error {ece:.3f}",
     )
@@ -104,7 +171,7 @@ def reliability(confidence: np.ndarray, observed: np.ndarray, what: str, bins: i
     ax.legend(fontsize=8, loc="upper left")
     hist.bar(edges[:-1], counts, width=1 / bins, align="edge", color=ACCENT, alpha=0.5, edgecolor="white")
     hist.set(xlabel="predicted probability", ylabel="rows")
-    return fig, ece
+    return fig, ece, merged
 
 
 def roc_pr(

@@ -3,7 +3,8 @@
 A section declares the problem types it applies to and where it goes (``order``); the builder takes, for a run's
 problem type, every registered section that applies, in order. A new section is one class plus one ``@register``
 line. ``build`` returns a :class:`~polymodal.reporting.blocks.Section`; a section with nothing to show returns a
-short note saying why (and how to get it), never an empty image.
+short note saying why (and how to get it), never an empty image; one that only applies when its input exists (the
+robustness sweep) returns None and is left out of the page.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class ReportSection(ABC):
         return Section(self.id, self.title, intro)
 
     @abstractmethod
-    def build(self, ctx: ReportContext) -> Section:
-        """The section for this run (reads only from ``ctx``)."""
+    def build(self, ctx: ReportContext) -> Section | None:
+        """The section for this run (reads only from ``ctx``); None leaves it out of the page."""
 
 
 def sections_for(problem_type: str) -> list[ReportSection]:

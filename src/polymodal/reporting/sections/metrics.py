@@ -129,14 +129,22 @@ class Calibration(ReportSection):
             # Multiclass: the top-label confidence against how often the top label is right.
             conf, observed = proba.max(axis=1), np.asarray(ctx.scored.correct())
             what = "confidence of the predicted class"  # "observed" = the top-1 prediction is right
-        fig, ece = plots.reliability(conf, observed, what)
+        fig, ece, bins = plots.reliability(conf, observed, what)
         sec = self.section(
             "When the model says 80 %, is it right 80 % of the time? Dots on the dashed diagonal mean "
             "yes; dots below it mean over-confidence. The expected calibration error (ECE) is the "
-            "row-weighted mean gap between the two."
+            f"row-weighted mean gap between the two. Each bin holds at least {plots.MIN_BIN_ROWS} rows "
+            "(sparse neighbouring bins are merged); a dot's size and label give its rows."
         )
         sec.blocks.append(
             Figure("reliability diagram", plots.to_png(fig), f"reliability diagram of the {what}, ECE {ece:.3f}")
+        )
+        sec.blocks.append(
+            Table(
+                ["predicted probability", "rows", "mean predicted", "observed"],
+                [[f"{b.low:.1f}–{b.high:.1f}", fmt(b.rows), fmt(b.mean_predicted), fmt(b.observed)] for b in bins],
+                numeric=[False, True, True, True],
+            )
         )
         return sec
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from ...registry import register
 from ..blocks import Figure, Note, Section, Table
-from ..context import ROBUSTNESS_LOCATIONS, ReportContext, fmt
+from ..context import ReportContext, fmt
 from . import PREDICTIVE, SECTIONS, ReportSection
+
+#: What the run summary suggests when there is no sweep (the report looks for RUN/robustness/robustness.json).
+ROBUSTNESS_COMMAND = "polymodal evaluate RUN TEST.csv --robustness --out RUN/robustness"
 
 
 @register(SECTIONS, "robustness")
@@ -14,19 +17,10 @@ class Robustness(ReportSection):
     order = 90
     problem_types = PREDICTIVE
 
-    def build(self, ctx: ReportContext) -> Section:
+    def build(self, ctx: ReportContext) -> Section | None:
         rep = ctx.robustness
-        if rep is None:
-            where = " or ".join(f"RUN/{p}" for p in ROBUSTNESS_LOCATIONS)
-            sec = self.section()
-            sec.blocks.append(
-                Note(
-                    "No robustness sweep was given or found in the run directory. To add one: "
-                    "`polymodal evaluate RUN TEST.csv --robustness --out RUN/robustness`, then make the report again "
-                    f"(it looks for {where}), or pass --robustness ROBUSTNESS.json."
-                )
-            )
-            return sec
+        if rep is None:  # left out; the run summary says so in one line, with the command that makes a sweep
+            return None
         better = "higher" if rep.higher_is_better else "lower"
         sec = self.section(
             f"{rep.metric} ({better} is better) on {rep.rows} rows with one modality at a time corrupted at increasing "

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...registry import register
 from .. import plots
 from ..blocks import Figure, Metric, Metrics, Note, Section, Table
 from ..context import ReportContext, fmt
-from . import SECTIONS, ReportSection
+from . import PREDICTIVE, SECTIONS, ReportSection
+from .robustness import ROBUSTNESS_COMMAND
 
 
 @register(SECTIONS, "summary")
@@ -24,15 +27,7 @@ class Summary(ReportSection):
             Metric("parameters", fmt(s.parameters)),
         ]
         if fit:
-            items += [
-                Metric(
-                    "epochs",
-                    f"{fit['epochs_run']}",
-                    "stopped early" if fit["stopped_early"] else "ran to the epoch limit",
-                ),
-                Metric("kept epoch", f"{fit['best_epoch'] + 1}", "best validation " + s.monitor[0]),
-                Metric("fit time", f"{fit['fit_seconds']:.0f} s"),
-            ]
+            items += [epochs_card(fit, s.monitor[0]), Metric("fit time", f"{fit['fit_seconds']:.0f} s")]
         sec.blocks.append(Metrics(items))
         rows = [
             ["run directory", str(s.run_dir) if s.run_dir else "(in memory, not saved)"],
@@ -48,8 +43,25 @@ class Summary(ReportSection):
                     ", ".join(f"{k.removeprefix('val_')} {fmt(v)}" for k, v in s.validation.items()),
                 ]
             )
+        if ctx.robustness is None and s.problem_type in PREDICTIVE:  # (the robustness section is left out)
+            rows.append(["robustness", f"no sweep; run `{ROBUSTNESS_COMMAND}` and make the report again"])
         sec.blocks.append(Table(["", ""], rows))
         return sec
+
+
+def epochs_card(fit: dict[str, Any], monitor: str) -> Metric:
+    """ "best N of M": the kept epoch (best validation ``monitor``) of the M epochs run; the line under it says
+    whether training stopped early (before the limit), at the limit, or at the time limit."""
+    best, run, limit = fit["best_epoch"] + 1, fit["epochs_run"], fit.get("max_epochs")
+    if limit is not None and run >= limit:
+        how = f"ran all {limit} epochs (the maximum)"
+    elif fit["stopped_early"]:
+        how = "stopped early" + (f" (max {limit})" if limit is not None else "")
+    elif limit is not None:
+        how = f"stopped by the time limit (max {limit})"
+    else:
+        how = f"{run} epochs run"
+    return Metric("epochs", f"best {best} of {run}", f"kept: best validation {monitor}; {how}")
 
 
 @register(SECTIONS, "schema")

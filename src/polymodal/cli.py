@@ -17,7 +17,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from .errors import PolymodalError
+from .errors import PolymodalError, cli_terms
 
 app = typer.Typer(
     name="polymodal",
@@ -58,7 +58,8 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _setup_logging(kwargs.get("quiet", False))
         try:
-            return fn(*args, **kwargs)
+            with cli_terms():  # messages name options as the command line spells them
+                return fn(*args, **kwargs)
         except PolymodalError as e:
             err.print(f"[bold red]error:[/bold red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -91,28 +92,85 @@ def test_missing_file(cli, mode, tiny_data, run_dir, tiny_config_file, tmp_path)
     assert_failed_cleanly(r, out, "row 11, column 'image'", "file not found", "t_00011.png")
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_path_escaping_the_data_root(cli, mode, tiny_data, run_dir, tiny_config_file, tmp_path):
-    root = tiny_data.parent
-    frame = pd.read_csv(tiny_data)
-    # a perfectly good image, but outside the data root
-    (root.parent / "outside.png").write_bytes((root / _row_with(frame, "image", 0)).read_bytes())
+def _files_outside_the_root(table: Path) -> None:
+    """Point row 2's image at '../outside.png' and row 5's at an absolute path, both outside the table's folder."""
+    root = table.parent
+    frame = pd.read_csv(table)
+    for row, target in ((2, root.parent / "outside.png"), (5, root.parent / "elsewhere" / "abs.png")):
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes((root / _row_with(frame, "image", row)).read_bytes())  # a perfectly good image
     frame.loc[2, "image"] = "../outside.png"
-    frame.to_csv(tiny_data, index=False)
+    frame.loc[5, "image"] = str(root.parent / "elsewhere" / "abs.png")
+    frame.to_csv(table, index=False)
+
+
+def _confined(config: Path, out: Path) -> Path:
+    """``config`` (a YAML file, e.g. a run directory's config.yaml) written to ``out`` with limits.confine_to_root on."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text("utf-8"))
+    cfg.setdefault("limits", {})["confine_to_root"] = True
+    out.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_absolute_and_parent_paths_are_read_by_default(cli, mode, tiny_data, run_dir, tiny_config_file, tmp_path):
+    _files_outside_the_root(tiny_data)
     r, out = run_cli(cli, mode, tiny_data, run_dir, tiny_config_file, tmp_path)
-    assert_failed_cleanly(r, out, "row 2, column 'image'", "'../outside.png' resolves outside the data root")
+    assert r.exit_code == 0, r.stderr
+    assert out.exists()
 
 
-def test_absolute_path_outside_the_data_root_is_refused(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_confined_paths_outside_the_data_root_are_refused(cli, mode, tiny_data, run_dir, tiny_config_file, tmp_path):
+    _files_outside_the_root(tiny_data)
+    config = _confined(tiny_config_file, tmp_path / "confined.yaml")
+    confined_run = tmp_path / "confined_run"
+    shutil.copytree(run_dir, confined_run)
+    _confined(confined_run / "config.yaml", confined_run / "config.yaml")
+    r, out = run_cli(cli, mode, tiny_data, confined_run, config, tmp_path)
+    msg = assert_failed_cleanly(
+        r,
+        out,
+        "row 2, column 'image': path '../outside.png' resolves outside the data root",
+        "row 5, column 'image'",
+        "pass --data-root a folder",
+        "limits.confine_to_root: false",
+    )
+    assert "data_root=" not in msg  # the CLI's terms, not Python's
+
+
+def test_confinement_names_the_python_options_from_python(run_dir, tiny_data, tmp_path):
+    from polymodal import Predictor
+
+    _files_outside_the_root(tiny_data)
+    confined_run = tmp_path / "confined_run"
+    shutil.copytree(run_dir, confined_run)
+    _confined(confined_run / "config.yaml", confined_run / "config.yaml")
+    with pytest.raises(DataError, match="resolves outside the data root") as e:
+        Predictor.load(confined_run, verbose=False).predict(tiny_data)
+    assert "pass data_root= a folder" in str(e.value) and "limits.confine_to_root=False" in str(e.value)
+    assert "--data-root" not in str(e.value)
+
+
+def test_resolve_path_confinement(tmp_path):
     root = tmp_path / "root"
-    root.mkdir()
+    (root / "sub").mkdir(parents=True)
     outside = tmp_path / "x.png"
     outside.write_bytes(b"")
-    with pytest.raises(LoadError, match="outside the data root"):
-        loaders.resolve_path(str(outside), root)
-    (root / "sub").mkdir()
     (root / "sub" / "ok.png").write_bytes(b"")
-    assert loaders.resolve_path("sub/../sub/ok.png", root) == (root / "sub" / "ok.png").resolve()
+    # unconfined (the default): absolute and ../ paths are the user's own files
+    assert loaders.resolve_path(str(outside), root, confine=False) == outside
+    assert loaders.resolve_path("../x.png", root, confine=False) == outside
+    with pytest.raises(LoadError, match="outside the data root"):
+        loaders.resolve_path(str(outside), root, confine=True)
+    with pytest.raises(LoadError, match="outside the data root"):
+        loaders.resolve_path("../x.png", root, confine=True)
+    assert loaders.resolve_path("sub/../sub/ok.png", root, confine=True) == (root / "sub" / "ok.png").resolve()
+    # no data root (the server): no path is ever opened, confined or not
+    with pytest.raises(LoadError, match="not accepted here"):
+        loaders.resolve_path(str(outside), None, confine=False)
 
 
 # ------------------------------------------------------------------------------------------------ limits

@@ -15,7 +15,7 @@ segment = st.sampled_from(["..", ".", "a", "b", "c.png", "", "..."])
 
 @settings(max_examples=100, deadline=None)
 @given(parts=st.lists(segment, min_size=1, max_size=6))
-def test_resolve_path_never_escapes_the_root(tmp_path_factory, parts):
+def test_confined_resolve_path_never_escapes_the_root(tmp_path_factory, parts):
     base = tmp_path_factory.getbasetemp() / "prop_root"
     root = base / "root"
     (root / "a" / "b").mkdir(parents=True, exist_ok=True)
@@ -23,7 +23,7 @@ def test_resolve_path_never_escapes_the_root(tmp_path_factory, parts):
         (d / "c.png").write_bytes(b"x")
     value = "/".join(parts)
     try:
-        path = loaders.resolve_path(value, root)
+        path = loaders.resolve_path(value, root, confine=True)
     except LoadError as e:
         assert "outside the data root" in str(e) or "file not found" in str(e)
     else:

@@ -50,9 +50,12 @@ def test_tiny_fit_on_real_spoken_digits_and_mnist(tmp_path):
         digit = int(mnist["labels"][i])
         Image.fromarray(mnist["images"][i]).save(tmp_path / f"{i}.png")
         rows.append({"image": f"{i}.png", "audio": str(clips[digit][i % len(clips[digit])]), "label": digit % 2})
-    # Audio paths are absolute and outside the table's folder: they must be refused until the root covers them.
+    # Paths outside the data root (the images' absolute ones here) are refused when confined to the root; a
+    # symlink placed inside the root is followed.
     pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
-    p = Predictor("label", config=tiny_config(), data_root=SHARED, verbose=False)
+    confined = tiny_config()
+    confined["limits"] = {"confine_to_root": True}
+    p = Predictor("label", config=confined, data_root=SHARED, verbose=False)
     frame = pd.DataFrame(rows)
     frame["image"] = [str(tmp_path / f) for f in frame["image"]]
     with pytest.raises(Exception, match="outside the data root"):
@@ -61,7 +64,7 @@ def test_tiny_fit_on_real_spoken_digits_and_mnist(tmp_path):
     link.symlink_to(SHARED / "fsdd")
     frame = pd.DataFrame(rows)
     frame["audio"] = [str(Path("fsdd") / Path(a).relative_to(SHARED / "fsdd")) for a in frame["audio"]]
-    p = Predictor("label", config=tiny_config(), data_root=tmp_path, verbose=False).fit(frame)
+    p = Predictor("label", config=confined, data_root=tmp_path, verbose=False).fit(frame)
     assert p.processors["audio"].sample_rate == 8000 and p.processors["image"].channels == 1
     proba = p.predict_proba(frame)
     assert proba.shape == (60, 2) and np.isfinite(proba.to_numpy()).all()

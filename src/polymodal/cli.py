@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from .errors import PolymodalError
+from .errors import PolymodalError, cli_terms
 
 # Help-text tokens filled in from the parameter registries when a command's help is shown (not at import: the
 # registries import pydantic, and `polymodal --help` should stay quick).
@@ -122,7 +122,8 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _setup_logging(kwargs.get("quiet", False))
         try:
-            return fn(*args, **kwargs)
+            with cli_terms():  # messages name options as the command line spells them
+                return fn(*args, **kwargs)
         except PolymodalError as e:
             err.print(f"[bold red]error:[/bold red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

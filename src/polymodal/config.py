@@ -36,6 +36,11 @@ class LimitsConfig(_Section):
     max_audio_seconds: float = Field(600.0, gt=0, description="longer audio files are refused")
     max_text_chars: int = Field(20_000, gt=0, description="longer texts are truncated to this many characters")
     max_file_bytes: int = Field(200_000_000, gt=0, description="larger image/audio files are refused")
+    confine_to_root: bool = Field(
+        False,
+        description="refuse file paths that resolve outside the data root (absolute or '../' paths elsewhere); "
+        "turn on for tables from untrusted sources (the server never opens client paths at all)",
+    )
 
 
 class ProcessingConfig(_Section):

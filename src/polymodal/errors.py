@@ -6,7 +6,9 @@ code 2 instead of a traceback. Messages say what is wrong *and* what to do about
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import contextlib
+from collections.abc import Hashable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 # Shared by the config check (problem_type) and the schema check (list labels), so that every way of asking for a
@@ -16,6 +18,27 @@ MULTILABEL_UNSUPPORTED = (
     "one model per tag, or join each row's tags into one class on purpose with problem_type multiclass "
     "(--problem-type multiclass)"
 )
+
+
+# Whether the code running now was called from the command line: an error then names an option as the CLI spells
+# it (``--data-root``), not as Python does (``data_root=``). A context variable, so that a Python caller in another
+# thread (or the server) never sees the CLI's terms.
+_cli_terms: ContextVar[bool] = ContextVar("polymodal_cli_terms", default=False)
+
+
+@contextlib.contextmanager
+def cli_terms() -> Iterator[None]:
+    """Within the block, :func:`in_terms` picks the command line's spelling of an option (the CLI enters it)."""
+    token = _cli_terms.set(True)
+    try:
+        yield
+    finally:
+        _cli_terms.reset(token)
+
+
+def in_terms(python: str, cli: str) -> str:
+    """``python`` or ``cli``, whichever names the option the way the current caller sets it."""
+    return cli if _cli_terms.get() else python
 
 
 class PolymodalError(Exception):

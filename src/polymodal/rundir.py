@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,12 @@ def read_json(path: Path) -> Any:
 
 
 def write_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    # safetensors writes its files 0600 whatever the umask; a plain new file first tells the mode the user's umask
+    # (and any default ACL) gives, and the weights get it (an existing file keeps its own, as open() would).
+    path.touch()
+    plain = stat.S_IMODE(path.stat().st_mode)
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
+    path.chmod(plain)
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,12 +135,19 @@ def prepare(
             jobs.setdefault(key, (p, v))
             where[m].append(key)
 
-    def run(job: tuple[Processor, Any]) -> Any:
+    def load(job: tuple[Processor, Any]) -> Any:
         p, v = job
         try:
             return p.load(v, ctx)
         except LoadError as e:
             return e
+
+    # Worker threads start from an empty context: each job runs in a copy of the caller's, so that context
+    # variables (e.g. the CLI's terms in error messages) hold there too.
+    caller = copy_context()
+
+    def run(job: tuple[Processor, Any]) -> Any:
+        return caller.copy().run(load, job)
 
     results: dict[tuple[str, Any], Any] = {}
     shared, shared_keys = _shared.get(), {}

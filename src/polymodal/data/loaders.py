@@ -1,8 +1,9 @@
 """Decode one file per call, under safety limits. Every failure is a :class:`LoadError` with a plain message.
 
-Paths come from the table and must resolve inside the data root (no ``../`` escapes, no absolute paths outside).
+Paths come from the table: relative ones resolve against the data root; absolute and ``../`` paths are the user's
+own files and are read as written, unless ``limits.confine_to_root`` asks for every path to stay inside the root.
 A cell may instead hold an :class:`InMemoryFile` (the server's uploads): its bytes are decoded under the same limits
-and no file system is touched. With no data root (``root=None``) every path is refused.
+and no file system is touched. With no data root (``root=None``, the server) every path is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import LimitsConfig
-from ..errors import LoadError
+from ..errors import LoadError, in_terms
 
 
 def is_empty(value: object) -> bool:
@@ -66,12 +67,13 @@ def _reason(e: Exception, source: Source) -> str:
     return text
 
 
-def resolve_path(value: object, root: Path | None) -> Source:
-    """Resolve a table cell to a file path inside ``root``; raise LoadError if it escapes or does not exist.
+def resolve_path(value: object, root: Path | None, *, confine: bool) -> Source:
+    """Resolve a table cell to an existing file; raise LoadError if it is missing or (``confine``) escapes ``root``.
 
-    Containment is checked on the normalised path (``..`` collapsed, symlinks not followed): a cell cannot climb
-    out of the root, while a symlink the user placed inside the root (DVC, git-annex, shared caches) still works.
-    An :class:`InMemoryFile` is returned as it is; with ``root=None`` (the server) every path is refused.
+    Relative paths resolve against ``root``. With ``confine`` (``limits.confine_to_root``), containment is checked on
+    the normalised path (``..`` collapsed, symlinks not followed): a cell cannot climb out of the root, while a
+    symlink the user placed inside the root (DVC, git-annex, shared caches) still works. An :class:`InMemoryFile` is
+    returned as it is; with ``root=None`` (the server) every path is refused, confined or not.
     """
     if isinstance(value, InMemoryFile):
         return value
@@ -81,14 +83,24 @@ def resolve_path(value: object, root: Path | None) -> Source:
         raise LoadError(f"expected a file path, got {type(value).__name__} {value!r}")
     root = Path(os.path.abspath(root))
     path = Path(os.path.abspath(root / value.strip()))
-    if not path.is_relative_to(root):
-        raise LoadError(
-            f"path '{value}' resolves outside the data root {root}; "
-            "move the file under the data root or pass --data-root"
-        )
+    if confine and not path.is_relative_to(root):
+        raise LoadError(f"path '{value}' resolves outside the data root {root}; {_escape_remedy()}")
     if not path.is_file():
         raise LoadError(f"file not found: {path}")
     return path
+
+
+def _escape_remedy() -> str:
+    """What to do about a path outside a confined data root, in the caller's terms (Python or the CLI)."""
+    root = in_terms("data_root=", "--data-root")
+    switch = in_terms(
+        "limits.confine_to_root=False in the config",
+        "limits.confine_to_root: false in the config (fit's --config file, or a saved run's config.yaml)",
+    )
+    return (
+        f"paths are confined to the data root (limits.confine_to_root is on): move the file under the data root, "
+        f"pass {root} a folder that holds every file, or, for a table you trust, set {switch}"
+    )
 
 
 def _check_size(path: Source, limits: LimitsConfig) -> None:

@@ -35,8 +35,14 @@ PROCESSORS: Registry["Processor"] = Registry("processor")
 
 @dataclass
 class LoadContext:
+    """Where a table's relative paths resolve (``None`` on the server: no path is opened) and the limits to apply."""
+
     root: Path
     limits: LimitsConfig
+
+    def resolve(self, value: Any) -> loaders.Source:
+        """The file a cell names (or the cell's in-memory content), under ``limits.confine_to_root``."""
+        return loaders.resolve_path(value, self.root, confine=self.limits.confine_to_root)
 
 
 def _sample(values: list[Any], n: int, seed: int = 0) -> list[Any]:
@@ -134,9 +140,7 @@ class ImageProcessor(_FileProcessor):
     kind = "image"
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
-        heads = self._readable_sample(
-            frame, lambda v: loaders.image_size(loaders.resolve_path(v, ctx.root), ctx.limits), 200
-        )
+        heads = self._readable_sample(frame, lambda v: loaders.image_size(ctx.resolve(v), ctx.limits), 200)
         if self.cfg.image_size is not None:
             self.size = self.cfg.image_size
         else:
@@ -159,7 +163,7 @@ class ImageProcessor(_FileProcessor):
         return {"size": self.size, "channels": self.channels}
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
-        im = loaders.load_image(loaders.resolve_path(value, ctx.root), ctx.limits, self.channels)
+        im = loaders.load_image(ctx.resolve(value), ctx.limits, self.channels)
         im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
         return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
@@ -213,9 +217,7 @@ class AudioProcessor(_FileProcessor):
     kind = "audio"
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
-        heads = self._readable_sample(
-            frame, lambda v: loaders.audio_info(loaders.resolve_path(v, ctx.root), ctx.limits), 200
-        )
+        heads = self._readable_sample(frame, lambda v: loaders.audio_info(ctx.resolve(v), ctx.limits), 200)
         if self.cfg.sample_rate is not None:
             self.sample_rate = self.cfg.sample_rate
         else:
@@ -247,7 +249,7 @@ class AudioProcessor(_FileProcessor):
         return {"sample_rate": self.sample_rate, "seconds": self.seconds}
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
-        path = loaders.resolve_path(value, ctx.root)
+        path = ctx.resolve(value)
         return loaders.load_audio(path, ctx.limits, self.sample_rate, max_seconds=self.seconds * 1.5)
 
     def _fix_length(self, items: list[np.ndarray | None], train: bool) -> torch.Tensor:

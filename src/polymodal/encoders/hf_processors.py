@@ -176,7 +176,7 @@ class HFImageProcessor(_HFProcessor, _FileProcessor):
             self.mean, self.std = [0.0] * self.channels, [1.0] * self.channels
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
-        im = loaders.load_image(loaders.resolve_path(value, ctx.root), ctx.limits, self.channels)
+        im = loaders.load_image(ctx.resolve(value), ctx.limits, self.channels)
         if im.mode not in ("RGB", "L"):
             im = im.convert("RGB" if self.channels == 3 else "L")
         try:
@@ -233,9 +233,7 @@ class HFAudioProcessor(_HFProcessor, _FileProcessor):
         if self.encoder_config.seconds is not None:
             self.seconds = float(min(self.encoder_config.seconds, cap))
         else:
-            heads = self._readable_sample(
-                frame, lambda v: loaders.audio_info(loaders.resolve_path(v, ctx.root), ctx.limits), 200
-            )
+            heads = self._readable_sample(frame, lambda v: loaders.audio_info(ctx.resolve(v), ctx.limits), 200)
             p95 = float(np.percentile([d for _, d in heads], 95)) if heads else 1.0
             self.seconds = float(min(max(round(p95, 2), 0.25), cap))
 
@@ -244,7 +242,7 @@ class HFAudioProcessor(_HFProcessor, _FileProcessor):
         return int(math.ceil(self.seconds * self.sample_rate))
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
-        path = loaders.resolve_path(value, ctx.root)
+        path = ctx.resolve(value)
         wav = loaders.load_audio(path, ctx.limits, self.sample_rate, max_seconds=self.seconds * 1.5)
         return np.ascontiguousarray(wav[: self.n_samples], dtype=np.float32)
 

@@ -30,6 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..io import file_mode
+
 log = logging.getLogger("polymodal")
 Entry = dict[str, torch.Tensor]
 _DEFAULT_MEMORY = 1 << 30  # bytes of features kept in memory per process (the disk holds the rest)
@@ -120,6 +122,7 @@ class FeatureCache:
             return
         try:
             save_file(entry, tmp)
+            os.chmod(tmp, file_mode())  # a shared cache folder stays shared: safetensors and mkstemp write 0600
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -146,6 +149,7 @@ class FeatureCache:
         if path.is_file():
             return
         fd, tmp = tempfile.mkstemp(prefix=".meta.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
         os.replace(tmp, path)

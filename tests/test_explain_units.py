@@ -174,3 +174,36 @@ def test_generator_opt_ins_leave_the_other_columns_alone(tmp_path):
     for box in boxed["shape_box"]:
         x0, y0, x1, y1 = map(int, box.split(","))
         assert 0 <= x0 < x1 < 32 and 0 <= y0 < y1 < 32 and x1 - x0 == y1 - y0
+
+
+def test_classification_explains_the_log_odds_which_do_not_saturate():
+    """Issue 18: on a confident row the probability barely moves when evidence is taken away; the log-odds do."""
+    from polymodal.errors import ConfigError
+    from polymodal.explain.targets import ClassLogOdds, ClassProbability, explain_target
+
+    task = build_task("multiclass", TaskConfig())
+    task.fit_target(pd.Series(["x", "y", "z"]))
+    target = explain_target(task)
+    assert isinstance(target, ClassLogOdds) and target.unit == "log-odds of the predicted class"
+    logits = torch.tensor([[2.0, 0.5, -1.0], [30.0, 0.0, 0.0], [20.0, 0.0, 0.0], [0.0, 3.0, 1.0]])
+    ref = target.reference(logits[:1])
+    assert ref == 0
+    p = logits.double().softmax(-1)[:, ref]
+    rows = [0, 2, 3]  # row 1: 1 − p = 2e-13 is inexact in float64; its log-odds are exactly 30 − log 2
+    np.testing.assert_allclose(target.score(logits, ref)[rows], (p.log() - (1 - p).log())[rows], rtol=1e-5)
+    assert float(target.score(logits, ref)[1]) == pytest.approx(30 - np.log(2), abs=1e-4)
+    assert target.score(logits, ref)[3] < 0  # another class predicted: negative log-odds
+    saturated = explain_target(task, "probability")
+    assert type(saturated) is ClassProbability and saturated.gradient_unit == "logit of the predicted class"
+    # Rows 1 and 2: p = 1.00 either way; the probability differs by ~2e-9, the log-odds by ~10.
+    assert abs(float(saturated.score(logits, ref)[1] - saturated.score(logits, ref)[2])) < 1e-6
+    assert float(target.score(logits, ref)[1] - target.score(logits, ref)[2]) == pytest.approx(10.0, abs=1e-3)
+    binary = build_task("binary", TaskConfig())
+    binary.fit_target(pd.Series(["a", "b"]))
+    two = torch.tensor([[1.5, -0.5]])
+    assert float(explain_target(binary).score(two, 0)[0]) == pytest.approx(2.0)  # the logit margin
+    with pytest.raises(ConfigError, match="log_odds, probability"):
+        explain_target(task, "logit")
+    regression = build_task("regression", TaskConfig())
+    with pytest.raises(ConfigError, match="regression"):
+        explain_target(regression, "probability")

@@ -377,11 +377,19 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------- explain
     def explain(
-        self, rows: Data, method: str = "occlusion", data_root: str | Path | None = None, *, on_error: str | None = None
+        self,
+        rows: Data,
+        method: str = "occlusion",
+        data_root: str | Path | None = None,
+        *,
+        on_error: str | None = None,
+        target: str | None = None,
     ) -> "list[Explanation]":
         """Explain each row of ``rows``: what each input column (and each part of it) contributed to the prediction.
 
-        Classification explains the probability of the predicted class, regression the predicted value.
+        Classification explains the log-odds of the predicted class, log p − log(1 − p) (integrated gradients: its
+        logit), which keep measuring evidence on confident rows where the probability is stuck at 1.00; regression
+        explains the predicted value.
 
         Args:
             rows: the rows to explain (a path, DataFrame or Table with the model's columns; a label column, when
@@ -391,6 +399,8 @@ class Predictor:
                 "integrated_gradients" (gradients integrated from a baseline input; see docs/USER_GUIDE.md,
                 "Explanations").
             data_root: folder that relative file paths resolve against.
+            target: classification with occlusion: "log_odds" (None, the default) or "probability" of the
+                predicted class (saturates: on confident rows nearly every drop is ~0).
 
         Returns one :class:`~polymodal.explain.Explanation` per usable row, with the prediction, per-column
         attributions (image H×W maps over the processed image, audio maps over the log-mel spectrogram, one score
@@ -401,7 +411,13 @@ class Predictor:
         from .explain import explain as _explain
 
         return _explain(
-            self._fitted(), rows, method=method, data_root=data_root, on_error=on_error, progress=self.verbose
+            self._fitted(),
+            rows,
+            method=method,
+            data_root=data_root,
+            on_error=on_error,
+            progress=self.verbose,
+            target=target,
         )
 
     def importance(

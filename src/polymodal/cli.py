@@ -482,6 +482,12 @@ def explain_cmd(
         help="Folder for explanations.json, one row_<index>.png per row and importance.csv/.json/.md/.png.",
     ),
     method: str = typer.Option("occlusion", "--method", help="occlusion or integrated_gradients."),
+    target: str | None = typer.Option(
+        None,
+        "--target",
+        help="Classification with occlusion: log_odds (default) or probability of the predicted class "
+        "(saturates on confident rows).",
+    ),
     rows: int = typer.Option(8, "--rows", help="Explain the first N rows of the table."),
     importance: bool | None = typer.Option(
         None,
@@ -510,7 +516,9 @@ def explain_cmd(
     table = read_table(data, data_root if data_root is not None else p.config.data_root)
     if importance is None:
         importance = p.label in table.frame.columns
-    explanations = p.explain(table.frame.head(rows), method=method, data_root=table.root, on_error=on_error)
+    explanations = p.explain(
+        table.frame.head(rows), method=method, data_root=table.root, on_error=on_error, target=target
+    )
     result = (
         p.importance(table.frame, n_bootstrap=bootstrap, repeats=repeats, data_root=table.root, on_error=on_error)
         if importance
@@ -531,7 +539,9 @@ def _explanations_table(explanations: list[Any]) -> RichTable:
     cols = list(explanations[0].attributions) if explanations else []
     method = explanations[0].method if explanations else ""
     t = RichTable(
-        title=f"explanations ({method}): share of each column",
+        title=f"explanations ({method}, {explanations[0].explained}): share of each column"
+        if explanations
+        else "explanations: share of each column",
         caption="weights: the fusion's own weights over modalities, where it has them",
     )
     for c in ("row", "prediction", "true"):

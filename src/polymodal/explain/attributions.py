@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.dataset import Collator
 from ..data.loaders import is_empty
@@ -47,6 +46,7 @@ from ..data.processors import (
     TextProcessor,
     tokenize,
 )
+from ..data.progress import Progress
 from ..errors import ConfigError, ExplainError, row_label
 from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
@@ -621,7 +621,8 @@ def explain(
     collate = Collator(prepared, predictor.processors, False, torch.long)
     has_label = predictor.label in frame.columns
     out = []
-    for i in tqdm(range(len(prepared)), desc="explaining", unit="row", disable=not progress, leave=False):
+    bar = Progress(len(prepared), "explaining", "rows", enabled=progress, min_bar=0)
+    for i in range(len(prepared)):
         batch = collate([i]).to(device)
         pos = int(prepared.rows[i])
         raw = frame.iloc[pos].to_dict()
@@ -671,4 +672,6 @@ def explain(
                 base_score,
             )
         )
+        bar.advance()
+    bar.close()
     return out

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..data.dataset import Prepared, make_loader
+from ..data.progress import Progress
 from ..errors import ConfigError
 from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
@@ -298,9 +298,9 @@ def modality_importance(
 
     views = column_views(processors)
     passes = 1 + len(views) * sum(repeats if m == "permutation" else 1 for m in methods)
-    bar = tqdm(total=passes, desc="importance", unit="pass", disable=not progress, leave=False)
+    bar = Progress(passes, "importance", "passes", enabled=progress, min_bar=0)
     base = per_row()
-    bar.update()
+    bar.advance()
     base_score = float(metric.aggregate(base))
     sign = 1.0 if metric.higher_is_better else -1.0
     rng = np.random.default_rng(seed)
@@ -312,7 +312,7 @@ def modality_importance(
             scored = []
             for items in builders[name].variants(view, prepared.items[view.modality], rng, repeats):
                 scored.append(per_row(view.modality, items))
-                bar.update()
+                bar.advance()
             variant_score = float(np.mean([metric.aggregate(v) for v in scored]))
             diffs = _bootstrap_differences(metric, base, scored, n_bootstrap, rng)
             lo, hi = (

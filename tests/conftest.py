@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -186,3 +188,20 @@ def espeak_ng() -> str:
         )
         pytest.skip(reason)  # espeak-ng absent: only where the set-up step could not install it
     return path
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback address, for a server started by a test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server a test started: terminate, then kill if it does not exit within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -75,3 +75,15 @@ def test_the_config_check_imports_no_torch_pandas_or_lightning() -> None:
     assert "encoders.image.widht: unknown key; did you mean 'width'?" in result["message"]
     assert "fusion.combin: unknown key; did you mean 'combine'?" in result["message"]
     assert result["heavy"] == [], f"the config check imported {result['heavy'][:5]}…"
+
+
+def test_each_component_is_described_once_on_its_params_class():
+    """A component class without a docstring of its own takes its parameter class's: one description to maintain."""
+    from polymodal.fusion.film import FiLMFusion
+    from polymodal.params.fusion import FiLMParams
+
+    assert FiLMFusion.__doc__ == FiLMParams.__doc__ and "Perez et al. 2018" in FiLMFusion.__doc__
+    for name in ENCODERS.names():
+        assert ENCODERS.get(name).__doc__, name
+    for name in FUSIONS.names():
+        assert FUSIONS.get(name).__doc__, name

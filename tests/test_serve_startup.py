@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, stop
 
 
 def test_serve_prints_its_first_line_before_loading(run_dir):
-    port = _free_port()
+    port = free_port()
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "polymodal.cli", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port)],
@@ -42,9 +37,4 @@ def test_serve_prints_its_first_line_before_loading(run_dir):
         order = [next(i for i, (_, line) in enumerate(seen) if line.startswith(p)) for p in ("loading", "model loaded")]
         assert order == sorted(order) and seen[order[1]][0] > first_at, seen
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port, stop
 from fastapi.testclient import TestClient
 from test_bad_input import write_blank_png
 
@@ -225,15 +225,9 @@ def test_microbatcher_batch_one_and_errors():
     assert out[:3] == [0, 1, 2] and isinstance(out[3], ValueError) and out[4] == 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_uvicorn_process_on_loopback(run_dir, rows, data_dir):
     """`polymodal serve` in its own process, on 127.0.0.1 only; stopped at the end whatever happens."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [
@@ -279,12 +273,7 @@ def test_real_uvicorn_process_on_loopback(run_dir, rows, data_dir):
         r = httpx.post(f"{base}/predict", json={"rows": [{"nope": 1}]}, timeout=30)
         assert r.status_code == 422
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_serve_cli_rejects_bad_options(cli, run_dir):

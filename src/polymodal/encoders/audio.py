@@ -15,8 +15,6 @@ from .base import Encoded, Encoder, ResNetTrunk, sincos_2d, zero_absent
 
 @register(ENCODERS, "audio_cnn")
 class AudioCNN(Encoder):
-    """Pooled = mean over frequency then mean+max over time; tokens = one per remaining time step."""
-
     Config = AudioCNNConfig
     kinds = ("audio",)
     config: ConvConfig

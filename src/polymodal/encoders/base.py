@@ -41,6 +41,12 @@ class Encoder(nn.Module):
     Config: ClassVar[type[EncoderConfig]] = EncoderConfig
     kinds: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The encoder's description is written once, on its Config (what the config schema shows users).
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("__doc__") is None:
+            cls.__doc__ = cls.Config.__doc__
+
     def __init__(self, modality: Modality, processor: Any, config: EncoderConfig):
         super().__init__()
         self.modality = modality

@@ -291,8 +291,6 @@ class HFEncoder(Encoder):
 
 @register(ENCODERS, "hf_text")
 class HFText(HFEncoder):
-    """A pretrained text model (BERT, MiniLM, RoBERTa, …) with its own tokenizer."""
-
     Config = HFTextConfig
     kinds = ("text",)
     processor = "hf_text"
@@ -306,8 +304,6 @@ class HFText(HFEncoder):
 
 @register(ENCODERS, "hf_image")
 class HFImage(HFEncoder):
-    """A pretrained image model (ViT, ResNet, ConvNeXt, DINOv2, …) with its own image processor."""
-
     Config = HFImageConfig
     kinds = ("image",)
     processor = "hf_image"
@@ -318,8 +314,6 @@ class HFImage(HFEncoder):
 
 @register(ENCODERS, "hf_audio")
 class HFAudio(HFEncoder):
-    """A pretrained speech/audio model (Wav2Vec2, HuBERT, Whisper's encoder, …) with its own feature extractor."""
-
     Config = HFAudioConfig
     kinds = ("audio",)
     processor = "hf_audio"
@@ -333,15 +327,11 @@ class HFAudio(HFEncoder):
 
 @register(ENCODERS, "clip_text")
 class CLIPText(HFText):
-    """The text tower of a CLIP-style dual encoder; pooled = its projection into the joint image-text space."""
-
     Config = CLIPTextConfig
     joint_space = True
 
 
 @register(ENCODERS, "clip_image")
 class CLIPImage(HFImage):
-    """The image tower of a CLIP-style dual encoder; pooled = its projection into the joint image-text space."""
-
     Config = CLIPImageConfig
     joint_space = True

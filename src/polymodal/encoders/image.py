@@ -15,8 +15,6 @@ from .base import Encoded, Encoder, ResNetTrunk, sincos_2d, zero_absent
 
 @register(ENCODERS, "image_cnn")
 class ImageCNN(Encoder):
-    """ResNet-style CNN; pooled = global average; tokens = the final feature map's cells."""
-
     Config = ImageCNNConfig
     kinds = ("image",)
     config: ConvConfig

@@ -15,8 +15,6 @@ from .base import Encoded, Encoder, zero_absent
 
 @register(ENCODERS, "tabular_mlp")
 class TabularMLP(Encoder):
-    """Category embedding sizes follow the fast.ai rule min(max_dim, 1.6 * n^0.56)."""
-
     Config = TabularMLPConfig
     kinds = ("tabular",)
 

@@ -16,8 +16,6 @@ from .base import Encoded, Encoder, masked_mean, zero_absent
 
 @register(ENCODERS, "text_rnn")
 class TextRNN(Encoder):
-    """Embedding + bidirectional GRU (or LSTM, seed 004); pooled = masked mean and max of the states."""
-
     Config = TextRNNConfig
     kinds = ("text",)
 
@@ -51,8 +49,6 @@ class TextRNN(Encoder):
 
 @register(ENCODERS, "text_transformer")
 class TextTransformer(Encoder):
-    """A small Transformer encoder (Vaswani et al. 2017) with learned positions; pooled = masked mean."""
-
     Config = TextTransformerConfig
     kinds = ("text",)
     config: TextTransformerConfig

@@ -82,8 +82,6 @@ class CLSTransformerFusion(Fusion):
 
 @register(FUSIONS, "attention")
 class AttentionFusion(CLSTransformerFusion):
-    """Self-attention over one token per modality with a [CLS] readout (Vaswani et al. 2017, Transformer)."""
-
     Params = AttentionParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: AttentionParams):

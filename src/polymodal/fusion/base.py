@@ -37,6 +37,12 @@ class Fusion(nn.Module):
     Params: ClassVar[type[FusionParams]] = FusionParams
     decides: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The fusion's description is written once, on its Params (what the config schema shows users).
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("__doc__") is None:
+            cls.__doc__ = cls.Params.__doc__
+
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):
         super().__init__()
         self.inputs = inputs

@@ -41,8 +41,6 @@ def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @register(FUSIONS, "weighted")
 class WeightedFusion(Fusion):
-    """Learned softmax-weighted sum of projected embeddings over the present modalities (weighted-average late fusion, e.g. Baltrušaitis et al. 2019 survey)."""
-
     Params = WeightedParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):
@@ -74,8 +72,6 @@ class WeightedFusion(Fusion):
 
 @register(FUSIONS, "product")
 class ProductFusion(Fusion):
-    """Element-wise (Hadamard) product of projected embeddings, absent ones neutral (ones), then LayerNorm + MLP (multiplicative fusion, e.g. Kim et al. 2017 MLB)."""
-
     Params = ProductParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):

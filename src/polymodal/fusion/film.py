@@ -35,12 +35,6 @@ def masked_max(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 @register(FUSIONS, "film")
 class FiLMFusion(Fusion):
-    """Feature-wise linear modulation (FiLM, Perez et al. 2018): a context vector from all pooled embeddings sets a
-    per-feature scale and shift for residual blocks run on every token of every modality (with its position);
-    masked mean, max and attention pooling per modality read the result. What questions about one object of an
-    image need: the question modulates every image cell, attention pooling reads the cells it singles out (their
-    content and their position)."""
-
     Params = FiLMParams
     params: FiLMParams
 

@@ -14,8 +14,6 @@ from .early import _masked_softmax
 
 @register(FUSIONS, "gated")
 class GatedFusion(Fusion):
-    """Gated multimodal unit (Arevalo et al. 2017, "Gated Multimodal Units for Information Fusion"), gates masked to present modalities."""
-
     Params = GatedParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: FusionParams):

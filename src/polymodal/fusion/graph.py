@@ -38,8 +38,6 @@ class MessageStep(nn.Module):
 
 @register(FUSIONS, "graph")
 class GraphFusion(Fusion):
-    """Attention-weighted message passing between modality nodes (Veličković et al. 2018, GAT)."""
-
     Params = GraphParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: GraphParams):

@@ -23,8 +23,6 @@ _TIE_BREAK = 1e-3
 
 @register(FUSIONS, "late")
 class LateFusion(Fusion):
-    """Decision-level fusion: a head per modality; probabilities combined by a learned softmax-weighted average over the present modalities, or by majority vote (late fusion as in Baltrušaitis et al. 2019 and MultiBench's LF)."""
-
     Params = LateParams
     params: LateParams
     decides = True

@@ -15,8 +15,6 @@ from .base import Fusion, FusionInput, MissingEmbedding
 
 @register(FUSIONS, "tensor")
 class TensorFusion(Fusion):
-    """Tensor fusion network (Zadeh et al. 2017): outer product of the [projected, 1] vectors of all modalities."""
-
     Params = TensorParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: TensorParams):
@@ -38,8 +36,6 @@ class TensorFusion(Fusion):
 
 @register(FUSIONS, "lowrank")
 class LowRankFusion(Fusion):
-    """Low-rank multimodal fusion (Liu et al. 2018, "Efficient Low-rank Multimodal Fusion with Modality-Specific Factors")."""
-
     Params = LowRankParams
 
     def __init__(self, inputs: list[FusionInput], dim: int, dropout: float, params: LowRankParams):

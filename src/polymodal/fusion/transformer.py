@@ -14,8 +14,6 @@ from .base import FusionInput, token_sequence
 
 @register(FUSIONS, "transformer")
 class TransformerFusion(CLSTransformerFusion):
-    """Joint transformer over all modalities' token sequences, [CLS] readout (simplified MulT, Tsai et al. 2019)."""
-
     Params = TransformerParams
     params: TransformerParams
 

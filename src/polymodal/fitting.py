@@ -28,7 +28,7 @@ from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
 from .presets import PresetChoice, apply_preset
 from .schema import Modality, Schema, infer_problem_type, infer_schema, tag_separator_warning
 from .tasks import Task, build_task
-from .training import FitResult, fit_model
+from .training import FitResult, fit_model, predict_outputs
 from .training.seeding import seeded
 
 log = logging.getLogger("polymodal")
@@ -204,17 +204,35 @@ def train(
     val_labels: pd.Series,
     training: TrainingConfig,
     verbose: bool = True,
+    callbacks: list[Any] | None = None,
 ) -> FitResult:
     """Train ``model`` in place (Lightning; early stopping on validation, best epoch restored); CPU, eval mode
-    after. ``training`` must be resolved (batch size and epochs set)."""
+    after. ``training`` must be resolved (batch size and epochs set). ``callbacks``: extra Lightning callbacks."""
     bs = training.batch_size or auto_batch_size(len(train_rows))
     train_loader = make_loader(train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed)
     val_loader = make_loader(val_rows, processors, max(bs, 128), False, task.target_dtype, training.num_workers)
     result = fit_model(
-        model, task, train_loader, val_loader, val_labels, training, training.max_epochs or 1, progress=verbose
+        model,
+        task,
+        train_loader,
+        val_loader,
+        val_labels,
+        training,
+        training.max_epochs or 1,
+        progress=verbose,
+        extra_callbacks=callbacks,
     )
     model.cpu().eval()
     return result
+
+
+def calibrate(model: Any, task: Task, processors: dict[str, Processor], val_rows: Prepared, val_labels: pd.Series) -> None:
+    """Let the task learn its post-processing (:meth:`Task.calibrate`) from the trained model's validation
+    outputs. Skipped for tasks that learn nothing there (a generation task would decode the split for nothing)."""
+    if type(task).calibrate is Task.calibrate:
+        return
+    loader = make_loader(val_rows, processors, 256, False, task.target_dtype)
+    task.calibrate(predict_outputs(model, loader, task), val_labels)
 
 
 # ------------------------------------------------------------------------------------------- composed
@@ -226,10 +244,12 @@ def fit_pipeline(
     tuning_data: Data | None = None,
     preset: str | None = None,
     verbose: bool = True,
+    callbacks: list[Any] | None = None,
 ) -> FitOutcome:
     """Fit a pipeline on ``data``: every step above, in order. ``config`` is not modified.
 
     ``tuning_data`` (optional): a labelled table used for validation instead of a split of ``data``.
+    ``callbacks`` (optional): extra Lightning callbacks for the training loop (tuning prunes trials with one).
     """
     cfg = config.model_copy(deep=True)  # resolved values go here; the caller's config stays as given
     check_config(cfg)
@@ -262,7 +282,8 @@ def fit_pipeline(
             ", ".join(f"{m.name} ({m.kind})" for m in modalities),
             f"{count_parameters(model):,}",
         )
-        result = train(model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose)
+        result = train(model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose, callbacks)
+        calibrate(model, task, processors, val_rows, val_labels)
     result.fit_seconds = round(time.perf_counter() - start, 3)
     pipeline = FittedPipeline(label, cfg, schema, modalities, processors, task, model, result, verbose)
     return FitOutcome(pipeline, preset_report)

@@ -67,6 +67,13 @@ class Task(ABC):
         """Gather the per-batch outputs of :meth:`predict_batch` / :meth:`validation_outputs`, in row order."""
         return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
 
+    # --- learned after training, from the validation split ------------------------------------------------
+    def calibrate(self, outputs: Any, labels: pd.Series) -> None:
+        """Learn post-processing from the trained network's ``outputs`` on the validation rows and their
+        ``labels`` (temperature, decision thresholds); :meth:`state` must then include it. Default: nothing.
+        Called once by :func:`polymodal.fitting.fit_pipeline` after training (and by ensembles on their
+        combined outputs)."""
+
     @abstractmethod
     def state(self) -> dict[str, Any]: ...
 

@@ -72,11 +72,13 @@ def fit_model(
     cfg: TrainingConfig,
     max_epochs: int,
     progress: bool = True,
+    extra_callbacks: list[L.Callback] | None = None,
 ) -> FitResult:
     """Train ``model`` in place and restore the best validation epoch's weights.
 
     ``progress``: Lightning's live bar on a terminal, one log line per epoch (:class:`EpochLog`) otherwise.
-    ``cfg.time_limit`` is checked after every training step (:class:`TimeLimit`)."""
+    ``cfg.time_limit`` is checked after every training step (:class:`TimeLimit`). ``extra_callbacks`` run after
+    polymodal's own (tuning's pruning callback reads the validation metrics they logged)."""
     monitor, mode = task.monitor
     best = BestState(f"val_{monitor}", mode, cfg.patience)
     history = History()
@@ -87,6 +89,7 @@ def fit_model(
         callbacks.append(limit)
     if progress and not bar:
         callbacks.append(EpochLog(f"val_{monitor}", max_epochs, cfg.time_limit))
+    callbacks += list(extra_callbacks or [])
     total_steps = max_epochs * len(train_loader)
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
     with quiet_lightning():  # the Trainer announces the hardware when it is built

@@ -226,7 +226,9 @@ def train(
     return result
 
 
-def calibrate(model: Any, task: Task, processors: dict[str, Processor], val_rows: Prepared, val_labels: pd.Series) -> None:
+def calibrate(
+    model: Any, task: Task, processors: dict[str, Processor], val_rows: Prepared, val_labels: pd.Series
+) -> None:
     """Let the task learn its post-processing (:meth:`Task.calibrate`) from the trained model's validation
     outputs. Skipped for tasks that learn nothing there (a generation task would decode the split for nothing)."""
     if type(task).calibrate is Task.calibrate:

@@ -1,0 +1,10 @@
+"""Members of an ensemble: models over decoded batches that are not the fused network (classical learners).
+
+Every member is a ``torch.nn.Module`` whose ``forward(inputs, masks)`` takes the batch dicts the network takes and
+returns the task's outputs (class logits / standardised regression values), so an ensemble of members and networks
+predicts, exports, serves and explains like one network. Importing this package registers the members.
+"""
+
+from .base import MEMBERS, Member
+
+__all__ = ["MEMBERS", "Member"]

@@ -277,3 +277,10 @@ def test_feature_set_reports_each_features_column(table):
     # numerics: value and missing flag; the category: one slot per known value plus missing and unknown
     assert columns.count("x1") == 2 and columns.count("c") == 4 + 2
     assert isinstance(member.features, FeatureSet)
+
+
+def test_every_member_is_documented():
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "USER_GUIDE.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `") for line in guide.splitlines() if line.startswith("| `")}
+    for name in MEMBERS.names():
+        assert name in rows, f"add member '{name}' to the table of classical members in docs/USER_GUIDE.md"

@@ -351,10 +351,9 @@ def predict(
     model's tags joined by its task.tag_separator)."""
     import pandas as pd
 
-    from .tasks.multilabel import MultilabelTask
-
     from .api import Predictor
     from .io import atomic_file
+    from .tasks.multilabel import MultilabelTask
 
     p = Predictor.load(run, verbose=not quiet)
     if scores or greedy or p.problem_type == "generation":

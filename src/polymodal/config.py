@@ -163,7 +163,7 @@ class TaskConfig(_Section):
         "|",
         min_length=1,
         description="multilabel: the separator of tags joined in one string ('a|b'); a JSON list ('[\"a\", "
-        "\"b\"]') is read as well",
+        '"b"]\') is read as well',
     )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 

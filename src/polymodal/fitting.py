@@ -68,12 +68,14 @@ def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
 def resolve_task(cfg: PolymodalConfig, labels: pd.Series, schema: Schema) -> Task:
     """Build the task for ``labels`` (the problem type inferred unless configured), its target encoding fitted;
     fills the resolved problem type into ``cfg``."""
-    problem_type = cfg.task.problem_type
+    problem_type: str | None = cfg.task.problem_type
     if problem_type is None:
         problem_type, why = infer_problem_type(labels, cfg.task.tag_separator)
         log.info("label '%s': %s (%s)", labels.name, problem_type, why)
         # joined tags may be meant as classes: a warning, not an error (--problem-type multiclass silences it)
-        warning = tag_separator_warning(labels, cfg.task.tag_separator) if problem_type in ("binary", "multiclass") else None
+        warning = (
+            tag_separator_warning(labels, cfg.task.tag_separator) if problem_type in ("binary", "multiclass") else None
+        )
         if warning is not None:
             log.warning("%s", warning)
     if problem_type != "multilabel":

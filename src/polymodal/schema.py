@@ -165,7 +165,7 @@ def tag_separator_warning(labels: pd.Series, separator: str = DEFAULT_SEPARATOR)
                 f"the values of label '{labels.name}' look like tags joined by '{sep}' (e.g. "
                 f"{next(v for v in values if isinstance(v, str) and sep in v)!r}): each combination is learned as "
                 f"one class of its own. If these are several tags per row, set task.tag_separator to '{sep}' (a "
-                "multi-label model; see docs/USER_GUIDE.md, \"Multi-label classification\")"
+                'multi-label model; see docs/USER_GUIDE.md, "Multi-label classification")'
             )
     return None
 

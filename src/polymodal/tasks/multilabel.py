@@ -100,9 +100,7 @@ class MultilabelTask(Task):
         if not bool(known.any()):
             return outputs.sum() * 0
         w = None if self._pos_weight is None else self._pos_weight.to(outputs.device).expand_as(outputs)[known]
-        return torch.nn.functional.binary_cross_entropy_with_logits(
-            outputs.float()[known], target[known], pos_weight=w
-        )
+        return torch.nn.functional.binary_cross_entropy_with_logits(outputs.float()[known], target[known], pos_weight=w)
 
     # --- outputs --------------------------------------------------------------------------------------
     def predict_proba(self, outputs: np.ndarray) -> np.ndarray:

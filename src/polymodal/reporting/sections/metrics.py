@@ -8,8 +8,8 @@ from sklearn import metrics as skm
 
 from ...metrics.classification import label_key
 from ...metrics.multilabel import average_precision, predicted
-from ...tasks.multilabel import MultilabelTask
 from ...registry import register
+from ...tasks.multilabel import MultilabelTask
 from .. import plots
 from ..blocks import Figure, Metric, Metrics, Note, Section, Table
 from ..context import ReportContext, fmt

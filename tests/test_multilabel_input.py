@@ -1,4 +1,5 @@
-"""Multi-label input (lists of tags) is refused with a message that says what to do, never a raw TypeError."""
+"""List-valued cells: in the label they are a multi-label target (see test_multilabel.py); where a single-label model
+or an input column meets them, a message says what to do, never a raw TypeError."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from polymodal import Predictor
 from polymodal.config import PolymodalConfig
-from polymodal.errors import ConfigError, SchemaError
+from polymodal.errors import SchemaError
 from polymodal.fitting import resolve_task
 from polymodal.schema import infer_schema, tag_separator_warning
 
@@ -25,26 +26,25 @@ def _frame(label: list) -> pd.DataFrame:
         ['["a", "b"]', '["c"]'] * 6,  # JSON-list strings (a CSV)
     ],
 )
-def test_list_labels_are_a_schema_error(labels):
-    with pytest.raises(SchemaError, match=r"label column 'label' holds lists.*not supported yet.*one binary column"):
-        Predictor("label", verbose=False).fit(_frame(labels))
-    with pytest.raises(SchemaError, match="--problem-type multiclass"):
-        infer_schema(_frame(labels), "label")
+@pytest.mark.parametrize("problem_type", ["binary", "multiclass", "regression"])
+def test_list_labels_of_a_single_label_model_are_a_schema_error(labels, problem_type):
+    with pytest.raises(SchemaError, match=r"label column 'label' holds lists.*--problem-type multilabel"):
+        Predictor("label", problem_type=problem_type, verbose=False).fit(_frame(labels))
 
 
 def test_list_cells_in_an_input_column_are_a_schema_error():
     frame = _frame(["a", "b"] * 6).assign(tags=[["red", "big"], ["blue"]] * 6)
     with pytest.raises(SchemaError, match=r"column 'tags' holds lists \(row 0: \['red', 'big'\]\).*--ignore"):
         infer_schema(frame, "label")
-    with pytest.raises(SchemaError, match="column 'tags'"):
+    with pytest.raises(SchemaError, match="column 'tags'.*make the column the label"):
         infer_schema(frame, "label", overrides={"tags": "text"})
     assert infer_schema(frame, "label", ignore=["tags"]).kinds()["tags"].value == "ignore"
 
 
-def test_joined_tags_in_the_label_are_a_warning(caplog):
-    tags = pd.Series(["a;b", "c;d", "a", "b;c"] * 3, name="label")
-    assert "75% of the values of label 'label' contain ';'" in tag_separator_warning(tags)
-    assert tag_separator_warning(pd.Series(["a|b", "c|d", "e"] * 3, name="y")) is not None
+def test_tags_joined_by_another_separator_are_a_warning(caplog):
+    tags = pd.Series(["a;b", "c;d", "a", "b;c", "d;a"] * 3, name="label")
+    assert "set task.tag_separator to ';'" in tag_separator_warning(tags)
+    assert tag_separator_warning(tags, separator=";") is None  # the configured separator: a multi-label model
     assert tag_separator_warning(pd.Series(["cat", "dog", "a;b"] * 3, name="y")) is None
     assert tag_separator_warning(pd.Series([1.0, 2.0], name="y")) is None
     frame = _frame(list(tags))
@@ -52,19 +52,19 @@ def test_joined_tags_in_the_label_are_a_warning(caplog):
         task = resolve_task(PolymodalConfig(), frame["label"], infer_schema(frame, "label"))
     assert task.problem_type == "multiclass"  # learned as combined classes, as before: a warning, not an error
     assert "learned as one class of its own" in caplog.text
+    cfg = PolymodalConfig.model_validate({"task": {"tag_separator": ";"}})
+    assert resolve_task(cfg, frame["label"], infer_schema(frame, "label")).problem_type == "multilabel"
 
 
-@pytest.mark.parametrize("name", ["multilabel", "multi-label", "multi_label"])
-def test_problem_type_multilabel_is_a_config_error(name):
-    for make in (
-        lambda: Predictor("label", problem_type=name),
-        lambda: Predictor("label", config={"task": {"problem_type": name}}),
-    ):
-        with pytest.raises(ConfigError, match=r"not supported yet.*binary, multiclass, regression and generation") as e:
-            make()
-        assert "pydantic" not in str(e.value)
-
-
-def test_cli_problem_type_multilabel_exits_2(cli, train_csv, tmp_path):
-    r = cli("fit", train_csv, "--label", "label", "--out", tmp_path / "run", "--problem-type", "multilabel")
-    assert r.exit_code == 2 and "not supported yet" in " ".join(r.stderr.split())
+def test_cli_infers_and_accepts_multilabel(cli, tmp_path):
+    frame = _frame(["a|b", "b", "a", "[]", "b|c", "c|a"] * 6)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    r = cli("info", tmp_path / "t.csv", "--label", "label")
+    assert r.exit_code == 0 and "multilabel" in r.stdout  # (the table wraps its cells at the terminal's width)
+    (tmp_path / "c.yaml").write_text("training: {max_epochs: 1}\n")
+    r = cli(
+        "fit", tmp_path / "t.csv", "--label", "label", "--out", tmp_path / "run", "--problem-type", "multi-label",
+        "--config", tmp_path / "c.yaml", "--quiet",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert Predictor.load(tmp_path / "run", verbose=False).problem_type == "multilabel"

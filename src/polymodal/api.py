@@ -62,9 +62,10 @@ class Predictor:
 
     Args:
         label: name of the target column.
-        problem_type: "binary", "multiclass" or "regression" (inferred from the label when None), or "generation":
-            the label is text to write (captions, free-form answers; see docs/USER_GUIDE.md, "Generation").
-            Multi-label targets (several tags per row) are not supported yet: a ConfigError says what to do instead.
+        problem_type: "binary", "multiclass", "multilabel" (several tags per row: "a|b", a JSON list or a list;
+            see docs/USER_GUIDE.md, "Multi-label classification") or "regression" (inferred from the label when
+            None), or "generation": the label is text to write (captions, free-form answers; see
+            docs/USER_GUIDE.md, "Generation").
         config: a :class:`PolymodalConfig`, a dict, or a YAML/JSON path.
         data_root: folder that relative file paths resolve against (default: the table's folder).
         columns: column → kind overrides ("image", "audio", "text", "numeric", "category", "ignore").
@@ -235,7 +236,8 @@ class Predictor:
         return_scores: bool = False,
         decoding: DecodingConfig | dict[str, Any] | None = None,
     ) -> pd.Series | pd.DataFrame:
-        """Predicted labels (or values, or generated texts), indexed by the rows of ``data`` that could be used.
+        """Predicted labels (or values, or generated texts; a multi-label model's tags as a list per row), indexed
+        by the rows of ``data`` that could be used.
 
         Generation models only:
             return_scores: return a DataFrame with the text (column named like the label) and ``log_prob``, the
@@ -250,7 +252,8 @@ class Predictor:
     def predict_proba(
         self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
     ) -> pd.DataFrame:
-        """Class probabilities, one column per class (classification only)."""
+        """Class probabilities, one column per class (classification only); a multi-label model's tag
+        probabilities, one column per tag, each independent of the others."""
         return self._fitted().predict_proba(data, on_error=on_error, data_root=data_root)
 
     def evaluate(

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.console import Console
@@ -199,7 +199,7 @@ def info(
     for heading in ("column", "kind", "reason"):
         t.add_column(heading)
     if label:
-        kind, why = infer_problem_type(table.frame[label])
+        kind, why = infer_problem_type(table.frame[label], cfg.task.tag_separator)
         t.add_row(label, f"target ({kind})", why)
     for c in schema.columns:
         t.add_row(c.name, c.kind.value, c.reason)
@@ -269,8 +269,9 @@ def fit(
     problem_type: str | None = typer.Option(
         None,
         "--problem-type",
-        help=f"One of {PROBLEM_TYPES} (default: binary, multiclass or regression, inferred from the label); "
-        "generation: the label is text to write (captions, free-form answers).",
+        help=f"One of {PROBLEM_TYPES} (default: binary, multiclass, multilabel or regression, inferred from the "
+        "label); multilabel: several tags per row ('a|b' or a JSON list); generation: the label is text to write "
+        "(captions, free-form answers).",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
     preset: str | None = typer.Option(
@@ -331,7 +332,9 @@ def predict(
     run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
     data: Path = typer.Argument(..., help="Table to predict."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="CSV to write (default: stdout)."),
-    proba: bool = typer.Option(False, "--proba", help="Add one probability column per class."),
+    proba: bool = typer.Option(
+        False, "--proba", help="Add one probability column per class (per tag for a multi-label model)."
+    ),
     scores: bool = typer.Option(
         False, "--scores", help="Generation models: add log_prob, each generated text's log-probability."
     ),
@@ -344,11 +347,13 @@ def predict(
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Predict a table with a saved model; the output has the input's row number and the prediction."""
+    """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-label
+    model's tags joined by its task.tag_separator)."""
     import pandas as pd
 
     from .api import Predictor
     from .io import atomic_file
+    from .tasks.multilabel import MultilabelTask
 
     p = Predictor.load(run, verbose=not quiet)
     if scores or greedy or p.problem_type == "generation":
@@ -362,6 +367,12 @@ def predict(
             if isinstance(pred, pd.DataFrame)
             else pred.to_frame("prediction")
         )
+    elif p.problem_type == "multilabel":
+        # One pass over the data: the tags are decided from the probabilities; written joined (see task.join).
+        task = cast(MultilabelTask, p.task)
+        probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
+        tags = pd.Series(task.tags_from_proba(probs.to_numpy()), index=probs.index).map(task.join)
+        result = tags.to_frame("prediction").join(probs.add_prefix("proba_")) if proba else tags.to_frame("prediction")
     elif proba and p.problem_type != "regression":
         # One pass over the data: the predicted class is the most probable one.
         probs = p.predict_proba(data, on_error=on_error, data_root=data_root)

@@ -16,11 +16,11 @@ from typing import Any, Literal, Protocol, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import MULTILABEL_UNSUPPORTED, ConfigError
+from .errors import ConfigError
 from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "text", "numeric", "category", "ignore"]
-ProblemType = Literal["binary", "multiclass", "regression", "generation"]
+ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
 
@@ -159,15 +159,20 @@ class TaskConfig(_Section):
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="balanced: weigh the loss of each class by the inverse of its frequency"
     )
+    tag_separator: str = Field(
+        "|",
+        min_length=1,
+        description="multilabel: the separator of tags joined in one string ('a|b'); a JSON list ('[\"a\", "
+        '"b"]\') is read as well',
+    )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     @field_validator("problem_type", mode="before")
     @classmethod
-    def _no_multilabel_yet(cls, v: Any) -> Any:
-        # "multilabel" is the name users try first; say plainly that it does not exist yet and what to do instead.
+    def _multilabel_spellings(cls, v: Any) -> Any:
+        # "multi-label" and "multi_label" are as common as "multilabel": all name the one problem type.
         if isinstance(v, str) and v.lower().replace("-", "").replace("_", "") == "multilabel":
-            supported = ", ".join(PROBLEM_TYPES[:-1]) + f" and {PROBLEM_TYPES[-1]}"
-            raise ValueError(f"{MULTILABEL_UNSUPPORTED}; the supported problem types are {supported}")
+            return "multilabel"
         return v
 
 

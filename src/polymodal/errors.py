@@ -11,15 +11,6 @@ from collections.abc import Hashable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-# Shared by the config check (problem_type) and the schema check (list labels), so that every way of asking for a
-# multi-label task gets the same answer and the same ways out.
-MULTILABEL_UNSUPPORTED = (
-    "multi-label targets (several tags per row) are not supported yet; make one binary column per tag and fit "
-    "one model per tag, or join each row's tags into one class on purpose with problem_type multiclass "
-    "(--problem-type multiclass)"
-)
-
-
 # Whether the code running now was called from the command line: an error then names an option as the CLI spells
 # it (``--data-root``), not as Python does (``data_root=``). A context variable, so that a Python caller in another
 # thread (or the server) never sees the CLI's terms.

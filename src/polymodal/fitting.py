@@ -26,7 +26,7 @@ from .errors import DataError, RowIssue, SchemaError
 from .model import build_model, count_parameters
 from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
 from .presets import PresetChoice, apply_preset
-from .schema import Modality, Schema, infer_problem_type, infer_schema, tag_separator_warning
+from .schema import Modality, Schema, check_label_values, infer_problem_type, infer_schema, tag_separator_warning
 from .tasks import Task, build_task
 from .training import FitResult, fit_model, predict_outputs
 from .training.seeding import seeded
@@ -68,10 +68,18 @@ def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
 def resolve_task(cfg: PolymodalConfig, labels: pd.Series, schema: Schema) -> Task:
     """Build the task for ``labels`` (the problem type inferred unless configured), its target encoding fitted;
     fills the resolved problem type into ``cfg``."""
-    problem_type = cfg.task.problem_type or infer_problem_type(labels)[0]
-    warning = tag_separator_warning(labels) if problem_type in ("binary", "multiclass") else None
-    if warning is not None:  # a warning, not an error: joined tags may be meant as classes (--problem-type multiclass)
-        log.warning("%s", warning)
+    problem_type: str | None = cfg.task.problem_type
+    if problem_type is None:
+        problem_type, why = infer_problem_type(labels, cfg.task.tag_separator)
+        log.info("label '%s': %s (%s)", labels.name, problem_type, why)
+        # joined tags may be meant as classes: a warning, not an error (--problem-type multiclass silences it)
+        warning = (
+            tag_separator_warning(labels, cfg.task.tag_separator) if problem_type in ("binary", "multiclass") else None
+        )
+        if warning is not None:
+            log.warning("%s", warning)
+    if problem_type != "multilabel":
+        check_label_values(labels, problem_type)
     cfg.task.problem_type = problem_type  # type: ignore[assignment]
     task = build_task(problem_type, cfg.task)
     task.resolve(cfg, {m.kind for m in schema.modalities()})

@@ -42,10 +42,11 @@ from .rundir import (
     write_json,
     write_weights,
 )
-from .schema import Modality, Schema, check_label_values
+from .schema import Modality, Schema
 from .tasks import Task, build_task
 from .tasks.classification import ClassificationTask
 from .tasks.generation import GenerationTask
+from .tasks.multilabel import MultilabelTask
 from .training import FitResult, predict_outputs
 from .version import __version__
 
@@ -66,7 +67,6 @@ def labelled_rows(frame: pd.DataFrame, label: str, what: str) -> pd.DataFrame:
         raise SchemaError(
             f"label column '{label}' is not in the {what} table; its columns are: {', '.join(map(str, frame.columns))}"
         )
-    check_label_values(frame[label])  # list labels (multi-label) fail here with a message, not in is_empty/hashing
     empty = frame[label].map(is_empty).to_numpy(dtype=bool)
     if empty.all():
         raise DataError(
@@ -272,7 +272,8 @@ class FittedPipeline:
     def predict_proba(
         self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
     ) -> pd.DataFrame:
-        """Class probabilities, one column per class (classification only)."""
+        """Class probabilities, one column per class (classification only); for a multi-label model, each tag's
+        own probability, one column per tag (a row's need not sum to 1)."""
         if self.problem_type in ("regression", "generation"):
             raise PolymodalError(
                 f"predict_proba is for classification; this is a {self.problem_type} model"
@@ -283,7 +284,8 @@ class FittedPipeline:
                 )
             )
         decoded = self.prepare(data, on_error=on_error, data_root=data_root)
-        task = cast(ClassificationTask, self.task)  # binary and multiclass models have a classification task
+        # binary and multiclass models have a classification task; multilabel ones the same two members
+        task = cast(ClassificationTask | MultilabelTask, self.task)
         return pd.DataFrame(task.predict_proba(self.outputs(decoded)), index=decoded.index, columns=list(task.classes))
 
     def score(

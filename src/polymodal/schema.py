@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import MULTILABEL_UNSUPPORTED, SchemaError
+from .errors import SchemaError
+from .tags import DEFAULT_SEPARATOR, is_json_list, looks_multilabel
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
@@ -102,7 +103,8 @@ def _is_integer_valued(values: pd.Series) -> bool:
 
 
 # Cell values that hold several values: pandas cannot hash them (nunique, value_counts fail) and no processor reads
-# them, so they are refused with a message before anything else looks at the column.
+# them, so they are refused with a message before anything else looks at the column (a multi-label target is read
+# by polymodal.tags instead).
 _COLLECTIONS = (list, tuple, set, frozenset, dict, np.ndarray)
 _TAG_SEPARATORS = (";", "|")
 
@@ -115,33 +117,29 @@ def _first_collection(series: pd.Series) -> tuple[Any, Any] | None:
     return None if hits.empty else (hits.index[0], hits.iloc[0])
 
 
-def _is_json_list(value: Any) -> bool:
-    if not (isinstance(value, str) and value.lstrip().startswith("[") and value.rstrip().endswith("]")):
-        return False
-    try:
-        return isinstance(json.loads(value), list)
-    except ValueError:
-        return False
-
-
 def _short(value: Any) -> str:
     text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_label_values(series: pd.Series) -> None:
-    """Refuse a label column that holds lists (list cells, or mostly JSON-list strings such as ``'["a", "b"]'``):
-    a multi-label target, which no task learns yet."""
+def check_label_values(series: pd.Series, problem_type: str) -> None:
+    """Refuse a label column that holds lists (list cells, or mostly JSON-list strings such as ``'["a", "b"]'``)
+    for a single-label ``problem_type``: several tags per row are a multi-label target."""
     name = str(series.name)
     hit = _first_collection(series)
     if hit is None:  # a CSV keeps lists as JSON text; a few "[...]" labels may be genuine class names
         sample = series.dropna().iloc[:_SAMPLE]
-        is_list = sample.map(_is_json_list).astype(bool)
+        is_list = sample.map(is_json_list).astype(bool)
         if len(sample) and is_list.mean() >= 0.5:
             hit = (is_list.idxmax(), sample[is_list].iloc[0])
     if hit is not None:
         row, value = hit
-        raise SchemaError(f"label column '{name}' holds lists (row {row}: {_short(value)}): {MULTILABEL_UNSUPPORTED}")
+        raise SchemaError(
+            f"label column '{name}' holds lists (row {row}: {_short(value)}), which a {problem_type} model cannot "
+            "learn: several tags per row are a multi-label target (problem_type multilabel, --problem-type "
+            "multilabel; inferred for such a column when no problem type is set). To learn each combination as one "
+            "class instead, join each row's tags into one string first"
+        )
 
 
 def check_input_values(series: pd.Series) -> None:
@@ -152,24 +150,22 @@ def check_input_values(series: pd.Series) -> None:
         raise SchemaError(
             f"column '{series.name}' holds lists (row {row}: {_short(value)}); a cell must hold one value. Join "
             "each row's items into one string (a text column), make one column per item, or leave the column out "
-            "(ignore / --ignore). Multi-label targets are not supported yet either"
+            "(ignore / --ignore). If these tags are what to predict, make the column the label: a multi-label target"
         )
 
 
-def tag_separator_warning(labels: pd.Series) -> str | None:
-    """A warning when most label values look like several tags joined by ``;`` or ``|`` ("a;b"): they are learned
-    as one combined class each, which is rarely what was meant. None when they do not."""
-    values = labels.dropna()
-    strings = values[values.map(lambda v: isinstance(v, str))]
-    if len(values) == 0 or len(strings) < 0.5 * len(values):
-        return None
+def tag_separator_warning(labels: pd.Series, separator: str = DEFAULT_SEPARATOR) -> str | None:
+    """A warning when the label values of a model inferred as single-label look like tags joined by another
+    separator than ``separator`` (the configured ``task.tag_separator``), e.g. "a;b": each combination is then
+    learned as one class of its own, which is rarely what was meant. None when they do not."""
+    values = labels.dropna().tolist()
     for sep in _TAG_SEPARATORS:
-        share = float(strings.str.contains(sep, regex=False).mean()) * len(strings) / len(values)
-        if share > 0.5:
+        if sep != separator and looks_multilabel(values, sep) is not None:
             return (
-                f"{share:.0%} of the values of label '{labels.name}' contain '{sep}' (e.g. {strings.iloc[0]!r}): each "
-                f"combination is learned as one class of its own. If these are several tags per row: "
-                f"{MULTILABEL_UNSUPPORTED}"
+                f"the values of label '{labels.name}' look like tags joined by '{sep}' (e.g. "
+                f"{next(v for v in values if isinstance(v, str) and sep in v)!r}): each combination is learned as "
+                f"one class of its own. If these are several tags per row, set task.tag_separator to '{sep}' (a "
+                'multi-label model; see docs/USER_GUIDE.md, "Multi-label classification")'
             )
     return None
 
@@ -218,8 +214,6 @@ def infer_schema(
         raise SchemaError(
             f"label column '{label}' is not in the table; its columns are: {', '.join(map(str, frame.columns))}"
         )
-    if label is not None:
-        check_label_values(frame[label])
     missing = [c for c in list(overrides) + list(ignore or []) if c not in frame.columns]
     if missing:
         raise SchemaError(f"config names columns that are not in the table: {', '.join(missing)}")
@@ -239,9 +233,15 @@ def infer_schema(
     return Schema(label or "", specs)
 
 
-def infer_problem_type(target: pd.Series) -> tuple[str, str]:
-    """Return (problem_type, reason) for a label column."""
+def infer_problem_type(target: pd.Series, tag_separator: str = DEFAULT_SEPARATOR) -> tuple[str, str]:
+    """Return (problem_type, reason) for a label column: multilabel when its values are lists of tags or tags
+    joined by ``tag_separator`` (see :func:`polymodal.tags.looks_multilabel`), else by its distinct values."""
+    why = looks_multilabel(target.tolist(), tag_separator)
+    if why is not None:
+        return "multilabel", why
     values = target.dropna()
+    if _first_collection(values) is not None:  # a few list cells among single values: hashable for counting
+        values = values.map(lambda v: _short(v) if isinstance(v, _COLLECTIONS) else v)
     n_unique = values.nunique()
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     if numeric and (not _is_integer_valued(values) or n_unique > 20):

@@ -71,7 +71,7 @@ def _split(
     if test_data is not None:
         return table, read_table(test_data, data_root)
     frame = labelled_rows(table.frame, label, "comparison")
-    problem_type = cfg.task.problem_type or infer_problem_type(frame[label])[0]
+    problem_type = cfg.task.problem_type or infer_problem_type(frame[label], cfg.task.tag_separator)[0]
     strata = pd.factorize(frame[label], sort=True)[0] if problem_type in ("binary", "multiclass") else None
     group = cfg.training.group_column
     train, test = split_rows(

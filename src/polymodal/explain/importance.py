@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ import pandas as pd
 from ..data.dataset import Prepared, make_loader
 from ..data.progress import Progress
 from ..errors import ConfigError
+from ..metrics.multilabel import predicted
 from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
 from ..training import predict_outputs
@@ -33,6 +34,7 @@ from .targets import explainable_task, prepare_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tasks import Task
+    from ..tasks.multilabel import MultilabelTask
 
 
 @dataclass
@@ -52,7 +54,7 @@ class ImportanceRow:
 class ImportanceResult:
     """Importance of every input column by every method requested, measured on ``n_rows`` labelled rows."""
 
-    metric: str  # "accuracy" (classification) or "rmse" (regression)
+    metric: str  # "accuracy" (classification), "tag_accuracy" (multi-label) or "rmse" (regression)
     baseline: float  # the metric on the intact rows
     rows: list[ImportanceRow]
     n_rows: int
@@ -188,8 +190,24 @@ class RMSE(RowMetric):
         return np.sqrt(values.mean(axis=-1))
 
 
+class TagAccuracy(RowMetric):
+    """Multi-label: the share of (row, tag) decisions that are right, 1 − Hamming loss (tuned thresholds)."""
+
+    name, higher_is_better = "tag_accuracy", True
+
+    def per_row(self, task: "Task", outputs: np.ndarray, y_true: pd.Series) -> np.ndarray:
+        ml = cast("MultilabelTask", task)
+        true = ml.indicators(y_true, warn=False)
+        pred = predicted(ml.predict_proba(outputs), np.asarray(ml.thresholds))
+        return np.nanmean(np.where(np.isnan(true), np.nan, (true > 0.5) == pred), axis=1)
+
+    def aggregate(self, values: np.ndarray) -> np.ndarray:
+        return values.mean(axis=-1)
+
+
 for _name in ("binary", "multiclass"):
     IMPORTANCE_METRICS.register(_name)(Accuracy)
+IMPORTANCE_METRICS.register("multilabel")(TagAccuracy)
 IMPORTANCE_METRICS.register("regression")(RMSE)
 
 

@@ -8,8 +8,8 @@ above evidence, and gradients of a saturated probability vanish along most of in
 log-odds keep growing with the evidence (one more confirming column adds about as much on a p = 0.999 row as on a
 p = 0.6 row). ``target="probability"`` (:data:`CLASSIFICATION_TARGETS`) keeps the probability for occlusion, for a
 drop readable as "p falls by 0.4" on rows that are not confident. Gradient methods explain the predicted class's
-logit either way. Regression: the predicted value, in the label's units. Generation has no such single number;
-explanations refuse it with a message.
+logit either way. Multi-label: the logit (= log-odds) of the tag scored highest. Regression: the predicted value,
+in the label's units. Generation has no such single number; explanations refuse it with a message.
 """
 
 from __future__ import annotations
@@ -98,8 +98,25 @@ class PredictedValue(ExplainTarget):
         return outputs.float()[:, 0] * self.task.std + self.task.mean
 
 
+class TopTagLogit(ExplainTarget):
+    """Multi-label: the logit of the tag the model scores highest for the intact row. Each tag has its own sigmoid,
+    so its logit is exactly its log-odds, log p − log(1 − p), and does not saturate."""
+
+    unit = gradient_unit = "log-odds of the top-scoring tag"
+
+    def reference(self, outputs: torch.Tensor) -> int:
+        return int(outputs[0].argmax())
+
+    def score(self, outputs: torch.Tensor, ref: int) -> torch.Tensor:
+        return outputs.float()[:, ref]
+
+    def probability(self, outputs: torch.Tensor) -> float | None:
+        return float(outputs.float()[0].max().sigmoid())
+
+
 for _name in ("binary", "multiclass"):
     EXPLAIN_TARGETS.register(_name)(ClassLogOdds)
+EXPLAIN_TARGETS.register("multilabel")(TopTagLogit)
 EXPLAIN_TARGETS.register("regression")(PredictedValue)
 
 #: classification: what occlusion explains, by the name ``explain(target=...)`` takes
@@ -124,7 +141,7 @@ def explainable_task(pipeline: FittedPipeline, what: str) -> "Task":
     task = pipeline.task
     if task.problem_type not in EXPLAIN_TARGETS:
         raise ExplainError(
-            f"{what} supports classification and regression models; this is a "
+            f"{what} supports classification, multi-label and regression models; this is a "
             f"{task.problem_type} model. For a generation model, score generated texts with "
             "evaluate() instead."
         )

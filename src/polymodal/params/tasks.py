@@ -28,6 +28,12 @@ class MulticlassParams(TaskParams):
     """One class of several."""
 
 
+@register(TASK_PARAMS, "multilabel")
+class MultilabelParams(TaskParams):
+    """Any number of tags per row ('a|b' or a JSON list): one sigmoid output per tag, a decision threshold per tag
+    tuned on validation."""
+
+
 @register(TASK_PARAMS, "regression")
 class RegressionParams(TaskParams):
     """A number."""

@@ -19,6 +19,7 @@ from ..evaluation.robustness import RobustnessReport
 from ..metrics.classification import label_key
 from ..pipeline import FittedPipeline
 from ..tasks.classification import ClassificationTask
+from ..tasks.multilabel import MultilabelTask
 
 #: Where a run directory's robustness sweep is looked for when none is given (`polymodal evaluate RUN DATA
 #: --robustness --out RUN/robustness` writes the second).
@@ -69,7 +70,7 @@ class RunSummary:
     columns: list[ColumnInfo]
     fusion: str
     fusion_params: dict[str, Any]
-    classes: list[Any] | None
+    classes: list[Any] | None  # a multi-label model's tags
     run_dir: Path | None
     fit: dict[str, Any]  # best_epoch, epochs_run, max_epochs, fit_seconds, stopped_early (when known)
     validation: dict[str, float]
@@ -87,7 +88,7 @@ class Scored:
     y_true: pd.Series  # labels in their own values, aligned with `frame`
     outputs: Any
     predictions: np.ndarray
-    proba: np.ndarray | None  # classification: one column per class
+    proba: np.ndarray | None  # classification: one column per class (None for multi-label: a row has no one class)
     metrics: dict[str, float]
 
     def correct(self) -> np.ndarray | None:
@@ -147,7 +148,7 @@ def summarise(pipeline: FittedPipeline, run_dir: Path | None) -> RunSummary:
         columns=columns,
         fusion=cfg.fusion.name,
         fusion_params={"dim": cfg.fusion.dim, "dropout": cfg.fusion.dropout, **cfg.fusion.params()},
-        classes=list(task.classes) if isinstance(task, ClassificationTask) else None,
+        classes=list(task.classes) if isinstance(task, (ClassificationTask, MultilabelTask)) else None,
         run_dir=run_dir,
         fit=fit,
         validation=validation,

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from ..data.dataset import Collator, Prepared
 from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
 from ..tasks.classification import ClassificationTask
+from ..tasks.multilabel import MultilabelTask
 from ..version import __version__
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
@@ -106,8 +107,9 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(
         ModelRunner(predictor, backend), cfg.max_batch, cfg.max_wait_ms, size=len
     )
-    classification = task.problem_type != "regression"
-    clf = cast(ClassificationTask, task)  # read only when classification
+    # classifiers answer with each class's probability, multi-label models with each tag's (a list of tags predicted)
+    classification = isinstance(task, (ClassificationTask, MultilabelTask))
+    clf = cast(ClassificationTask | MultilabelTask, task)  # read only when classification
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -144,7 +146,8 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
-        """The model's input columns (name and kind), label, problem type, classes and the server's settings."""
+        """The model's input columns (name and kind), label, problem type, classes (a multi-label model's tags)
+        and the server's settings."""
         return {
             "polymodal_version": __version__,
             "label": predictor.label,

@@ -77,8 +77,14 @@ def multipart_schema(schema: Schema) -> dict[str, Any]:
 
 
 class Prediction(BaseModel):
-    prediction: Any
-    probabilities: dict[str, float] | None = None
+    prediction: Any = Field(
+        ..., description="the predicted class, value or text; for a multi-label model, the list of predicted tags"
+    )
+    probabilities: dict[str, float] | None = Field(
+        None,
+        description="classification: each class's probability (they sum to 1); multi-label: each tag's own "
+        "probability; null otherwise",
+    )
 
 
 class PredictResponse(BaseModel):

@@ -18,7 +18,8 @@ from ..context import ReportContext
 
 CLASSIFICATION = frozenset({"binary", "multiclass"})
 PREDICTIVE = CLASSIFICATION | {"regression"}
-ALL = PREDICTIVE | {"generation"}
+MULTILABEL = frozenset({"multilabel"})
+ALL = PREDICTIVE | {"generation"} | MULTILABEL
 
 SECTIONS: Registry["ReportSection"] = Registry("report section")
 
@@ -51,4 +52,4 @@ def sections_for(problem_type: str) -> list[ReportSection]:
 # Importing the modules registers their sections.
 from . import explanations, metrics, robustness, run  # noqa: E402,F401
 
-__all__ = ["ALL", "CLASSIFICATION", "PREDICTIVE", "SECTIONS", "ReportSection", "sections_for"]
+__all__ = ["ALL", "CLASSIFICATION", "MULTILABEL", "PREDICTIVE", "SECTIONS", "ReportSection", "sections_for"]

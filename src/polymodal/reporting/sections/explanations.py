@@ -9,7 +9,7 @@ from ...registry import register
 from .. import plots
 from ..blocks import Figure, Gallery, Note, Section, Table
 from ..context import ReportContext, Scored, fmt
-from . import PREDICTIVE, SECTIONS, ReportSection
+from . import MULTILABEL, PREDICTIVE, SECTIONS, ReportSection
 
 GALLERY_DPI = 80
 
@@ -18,7 +18,7 @@ GALLERY_DPI = 80
 class Importance(ReportSection):
     title = "Modality importance"
     order = 100
-    problem_types = PREDICTIVE
+    problem_types = PREDICTIVE | MULTILABEL
 
     def build(self, ctx: ReportContext) -> Section:
         sec = self.section()

@@ -1,5 +1,5 @@
 """How well the model does on the test table: metrics, confusion matrix, per-class scores, calibration, ROC/PR
-(binary), residuals (regression), sample outputs (generation)."""
+(binary), residuals (regression), sample outputs (generation), per-tag scores (multi-label)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import numpy as np
 from sklearn import metrics as skm
 
 from ...metrics.classification import label_key
+from ...metrics.multilabel import average_precision, predicted
 from ...registry import register
+from ...tasks.multilabel import MultilabelTask
 from .. import plots
 from ..blocks import Figure, Metric, Metrics, Note, Section, Table
 from ..context import ReportContext, fmt
-from . import CLASSIFICATION, SECTIONS, ReportSection
+from . import CLASSIFICATION, MULTILABEL, SECTIONS, ReportSection
 
 # One line under each headline number; metrics not listed here are shown without one.
 METRIC_HELP = {
@@ -27,6 +29,12 @@ METRIC_HELP = {
     "r2": "share of variance explained",
     "rows": "usable labelled test rows",
     "exact_match": "share of outputs equal to the reference",
+    "f1_micro": "F1 of every (row, tag) decision pooled",
+    "mAP": "mean average precision over tags, threshold-free",
+    "subset_accuracy": "share of rows whose tag set is exactly right",
+    "hamming_loss": "share of wrong (row, tag) decisions, lower is better",
+    "precision_micro": "share of predicted tags that are right",
+    "recall_micro": "share of true tags found",
 }
 
 
@@ -212,4 +220,48 @@ class Generated(ReportSection):
             for i, t, p in list(zip(ctx.scored.frame.index, ctx.scored.y_true, ctx.scored.predictions))[:n]
         ]
         sec.blocks.append(Table(["row", "reference", "generated", "exact"], rows))
+        return sec
+
+
+@register(SECTIONS, "per_tag")
+class PerTag(ReportSection):
+    title = "Per-tag scores"
+    order = 60
+    problem_types = MULTILABEL
+
+    def build(self, ctx: ReportContext) -> Section:
+        task = ctx.pipeline.task
+        assert isinstance(task, MultilabelTask), "the per-tag section is built for multi-label models only"
+        true = task.indicators(ctx.scored.y_true.reset_index(drop=True), warn=False)
+        known = ~np.isnan(true).any(axis=1)
+        true, proba = true[known] > 0.5, task.predict_proba(ctx.scored.outputs)[known]
+        pred = predicted(proba, np.asarray(task.thresholds))
+        rows = []
+        for k, tag in enumerate(task.tags):
+            t, p = true[:, k], pred[:, k]
+            tp = int((t & p).sum())
+            rows.append(
+                [
+                    tag,
+                    fmt(task.thresholds[k]),
+                    fmt(tp / p.sum() if p.any() else float("nan")),
+                    fmt(tp / t.sum() if t.any() else float("nan")),
+                    fmt(2 * tp / (t.sum() + p.sum()) if t.any() or p.any() else float("nan")),
+                    fmt(average_precision(t, proba[:, k])),
+                    fmt(int(t.sum())),
+                    fmt(int(p.sum())),
+                ]
+            )
+        sec = self.section(
+            "Each tag is decided on its own: predicted when its probability reaches its threshold, tuned on the "
+            "validation split for the tag's F1 (0.5 when validation had no row with the tag). AP: average "
+            "precision, the threshold-free score; support: test rows with the tag; '—': undefined (no such row)."
+        )
+        sec.blocks.append(
+            Table(
+                ["tag", "threshold", "precision", "recall", "F1", "AP", "support", "predicted"],
+                rows,
+                numeric=[False] + [True] * 7,
+            )
+        )
         return sec

@@ -34,7 +34,7 @@ class Summary(ReportSection):
             ["test table", f"{ctx.scored.source} ({int(ctx.scored.metrics['rows'])} usable labelled rows)"],
         ]
         if s.classes is not None:
-            rows.append(["classes", ", ".join(map(str, s.classes))])
+            rows.append(["tags" if s.problem_type == "multilabel" else "classes", ", ".join(map(str, s.classes))])
         rows.append(["fusion", s.fusion + " (" + ", ".join(f"{k}={v}" for k, v in s.fusion_params.items()) + ")"])
         if s.validation:
             rows.append(

@@ -304,6 +304,7 @@ class _Runner:
             if r.time_limited and state == TrialState.COMPLETE:
                 note = "training stopped by the time limit"
         except KeyboardInterrupt:
+            trial.set_user_attr("stale", True)  # stopped by the user: not counted, as a killed trial is not
             self._finish(trial, TrialState.FAIL, None, "interrupted")
             raise
         except (PolymodalError, RuntimeError, ValueError) as e:

@@ -214,6 +214,7 @@ def test_tune_beats_poor_defaults_on_test_and_saves_the_best_run(tables, tmp_pat
         train, time_limit=120, trials=3, space=LR_SPACE, out=out
     )
     tuned_score = tuned.evaluate(test)["accuracy"]
+    print(f"test accuracy: defaults {default_score:.3f}, tuned {tuned_score:.3f}")
     assert tuned_score > default_score + 0.1, (default_score, tuned_score)
 
     result = tuned.tune_result
@@ -240,6 +241,14 @@ def test_tune_beats_poor_defaults_on_test_and_saves_the_best_run(tables, tmp_pat
         storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL))),
     )
     assert all(len(t.intermediate_values) >= 1 for t in study.trials)
+
+
+def test_tune_in_memory_returns_a_fitted_predictor(tables):
+    train, test = tables
+    p = Predictor(label="y", config=POOR_CONFIG, verbose=False).tune(train, time_limit=60, trials=2, space=LR_SPACE)
+    assert p.tune_result is not None and p.tune_result.out is None and p.tune_result.trials_run == 2
+    assert len(p.tune_result.leaderboard) == 2
+    assert len(p.predict(test)) == 120
 
 
 def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:

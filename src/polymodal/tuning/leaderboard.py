@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,11 @@ def plot(study: optuna.Study, monitor: str, importances: bool = True) -> bytes:
     values: dict[str, float] = {}
     if importances and len(done) >= 2:
         try:
-            values = optuna.importance.get_param_importances(study)
+            with warnings.catch_warnings():  # few trials: "importances will be equal" is what the plot shows
+                warnings.simplefilter("ignore")
+                values = optuna.importance.get_param_importances(
+                    study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+                )
         except (RuntimeError, ValueError) as e:  # e.g. every completed trial has the same parameters
             log.debug("no parameter importances: %s", e)
     if values:

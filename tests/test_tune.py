@@ -133,8 +133,10 @@ def test_cli_space_error_exits_before_reading_the_table(tmp_path):
     )
     assert r.exit_code == 2
     assert "params.training.learning_rate" in r.output and "absent.csv" not in r.output
-    shown = CliRunner().invoke(app, ["tune", "x.csv", "-l", "y", "--time-limit", "5", "--show-space"])
+    shown = CliRunner().invoke(app, ["tune", "x.csv", "-l", "y", "--show-space"])
     assert shown.exit_code == 0 and "training.learning_rate: float" in shown.output
+    missing = CliRunner().invoke(app, ["tune", "x.csv", "-l", "y"])
+    assert missing.exit_code == 2 and "--time-limit is required" in missing.output
     help_text = CliRunner().invoke(app, ["tune", "--help"]).output
     assert "--time-limit" in help_text and "--trials" in help_text and "--space" in help_text
 

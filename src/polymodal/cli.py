@@ -634,11 +634,11 @@ def compare_cmd(
 def tune_cmd(
     data: Path = typer.Argument(..., help="Labelled table (split once into training and validation rows)."),
     label: str = LabelOpt,
-    time_limit: float = typer.Option(
-        ...,
+    time_limit: float | None = typer.Option(
+        None,
         "--time-limit",
-        help="Seconds for the whole study run: no trial starts after it, and each trial trains at most for the "
-        "time left.",
+        help="Seconds for the whole study run (required): no trial starts after it, and each trial trains at most "
+        "for the time left.",
     ),
     trials: int | None = typer.Option(
         None,
@@ -662,7 +662,10 @@ def tune_cmd(
         "generated space; null removes an entry (docs/USER_GUIDE.md, 'Tuning'). Checked before the table is read.",
     ),
     show_space: bool = typer.Option(
-        False, "--show-space", help="Print the search space (generated, with --space applied) and exit."
+        False,
+        "--show-space",
+        help="Print the search space (generated, with --space applied) and exit; when tuning, the entries of "
+        "encoders that no column of the table uses are left out.",
     ),
     no_prune: bool = typer.Option(
         False, "--no-prune", help="Train every trial to its end (no median pruning of poor trials)."
@@ -696,6 +699,10 @@ def tune_cmd(
     if show_space:
         out.print("\n".join(search.describe()), soft_wrap=True)
         return
+    if time_limit is None:
+        from .errors import ConfigError
+
+        raise ConfigError("--time-limit is required: the seconds the study may run, e.g. --time-limit 3600")
     from .tuning import tune
 
     result = tune(

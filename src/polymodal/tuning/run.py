@@ -30,6 +30,8 @@ from ..errors import ConfigError, PolymodalError, TuningError
 from ..fitting import fit_pipeline, fit_schema, read_labelled, resolve_task, validation_split
 from ..io import atomic_file
 from ..pipeline import Data, FittedPipeline, check_columns
+from ..params import TASK_PARAMS
+from ..presets import PRESETS
 from .leaderboard import leaderboard, write_outputs
 from .pruning import PruningCallback
 from .space import SearchSpace, SpaceFile, apply_values, check_space, load_space, resolve_space
@@ -123,6 +125,8 @@ def tune(
         )
     if not time_limit or time_limit <= 0:
         raise ConfigError(f"the time limit must be a positive number of seconds, got {time_limit!r}")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
     if trials is not None and trials < 1:
         raise ConfigError(f"trials must be at least 1, got {trials!r}")
     with _quiet_optuna():
@@ -171,7 +175,8 @@ def _tune(
     else:
         train_t, val_t = table, read_labelled(tuning_data, label, cfg.data_root, "tuning")
         check_columns(val_t.frame, schema)
-    search = _for_table(search, cfg, [encoder_key(cfg, m) for m in schema.modalities()])
+    fused = TASK_PARAMS.get(str(resolved.task.problem_type)).architecture == "fused"
+    search = _for_table(search, [encoder_key(cfg, m) for m in schema.modalities()], fused)
     metric, mode = task.monitor
     monitor = f"val_{metric}"
     direction: Literal["maximize", "minimize"] = "maximize" if mode == "max" else "minimize"
@@ -231,12 +236,14 @@ def _space(space: SpaceSpec, cfg: PolymodalConfig) -> SearchSpace:
     return load_space(space, cfg)
 
 
-def _for_table(space: SearchSpace, cfg: PolymodalConfig, keys: list[str]) -> SearchSpace:
+def _for_table(space: SearchSpace, keys: list[str], fused: bool) -> SearchSpace:
     """The entries that mean something for this table: encoders its modalities use; modality dropout only with
-    several modalities."""
+    several modalities; the fusion's only for a task that fuses (generation decodes from the tokens instead)."""
     kept = {}
     for path, dist in space.params.items():
         parts = path.split(".")
+        if parts[0] == "fusion" and not fused:
+            continue
         if parts[0] == "encoders" and parts[1] not in keys:
             log.debug("search space: %s left out (no modality of this table uses encoders.%s)", path, parts[1])
             continue

@@ -29,8 +29,8 @@ from ..data.progress import Progress, live_bars
 from ..errors import ConfigError, PolymodalError, TuningError
 from ..fitting import fit_pipeline, fit_schema, read_labelled, resolve_task, validation_split
 from ..io import atomic_file
-from ..pipeline import Data, FittedPipeline, check_columns
 from ..params import TASK_PARAMS
+from ..pipeline import Data, FittedPipeline, check_columns
 from ..presets import PRESETS
 from .leaderboard import leaderboard, write_outputs
 from .pruning import PruningCallback

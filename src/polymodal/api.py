@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .data.processors import Processor
     from .explain import Explanation, ImportanceResult
+    from .tuning import SearchSpace, SpaceFile, TuneResult
 
 log = logging.getLogger("polymodal")
 
@@ -113,6 +114,8 @@ class Predictor:
         self._params: dict[str, Any] = {}
         self.pipeline: FittedPipeline | None = None
         self.preset_report: list[PresetChoice] = []
+        #: the study summary of the last :meth:`tune` (None before)
+        self.tune_result: TuneResult | None = None
         self.set_params(
             label=label,
             problem_type=problem_type,
@@ -224,6 +227,54 @@ class Predictor:
             cfg = apply_choices(cfg, time_limit=time_limit)
         outcome = fit_pipeline(data, self.label, cfg, tuning_data=tuning_data, preset=self.preset, verbose=self.verbose)
         self.pipeline, self.preset_report = outcome.pipeline, outcome.preset_report
+        return self
+
+    def tune(
+        self,
+        data: Data,
+        *,
+        time_limit: float,
+        trials: int | None = None,
+        space: SearchSpace | SpaceFile | dict[str, Any] | str | Path | None = None,
+        out: str | Path | None = None,
+        tuning_data: Data | None = None,
+        prune: bool = True,
+    ) -> Predictor:
+        """Search configs for the best validation score (Optuna: TPE sampler, median pruning) and keep the best
+        trial's model, as :meth:`fit` would have trained it with that config. Returns self.
+
+        Each trial is this Predictor's config with values from ``space`` applied (see docs/USER_GUIDE.md,
+        "Tuning"); all trials share one training/validation split of ``data`` (or validate on ``tuning_data``).
+
+        Args:
+            time_limit: seconds for the whole search: no trial starts after it; each trial trains at most for the
+                time left.
+            trials: trials of the study at most (counting earlier runs into the same ``out``).
+            space: None (generated from the config: fusion, encoder sizes, learning rate, dropout, modality
+                dropout, epochs), a YAML file, a mapping ``{"defaults": bool, "params": {path: distribution}}``, or
+                a :class:`~polymodal.tuning.SearchSpace`.
+            out: the study's folder (``study.journal``, leaderboard.csv/.md, tune.png, ``best/``); the same ``out``
+                resumes the study. None: kept in memory.
+            prune: stop trials that are worse than the earlier ones' median at the same epoch.
+
+        The study's summary (best trial, leaderboard) is in :attr:`tune_result`.
+        """
+        from .tuning import tune as run_tune
+
+        result = run_tune(
+            data,
+            self.label,
+            self._user_config,
+            time_limit=time_limit,
+            trials=trials,
+            space=space,
+            out=out,
+            tuning_data=tuning_data,
+            preset=self.preset,
+            prune=prune,
+            verbose=self.verbose,
+        )
+        self.pipeline, self.preset_report, self.tune_result = result.pipeline, [], result
         return self
 
     # ------------------------------------------------------------------------------------------- predict

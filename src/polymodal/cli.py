@@ -640,6 +640,118 @@ def compare_cmd(
     out.print(f"wrote compare.md, compare.csv and compare.png to {out_dir.absolute()}", soft_wrap=True)
 
 
+@app.command("tune")
+@handles_errors
+def tune_cmd(
+    data: Path = typer.Argument(..., help="Labelled table (split once into training and validation rows)."),
+    label: str = LabelOpt,
+    time_limit: float | None = typer.Option(
+        None,
+        "--time-limit",
+        help="Seconds for the whole study run (required): no trial starts after it, and each trial trains at most "
+        "for the time left.",
+    ),
+    trials: int | None = typer.Option(
+        None,
+        "--trials",
+        help="Trials of the study at most, counting those of earlier runs into the same --out (a resumed study "
+        "runs only the rest).",
+    ),
+    out_dir: Path = typer.Option(
+        Path("tune"),
+        "--out",
+        "-o",
+        show_default=False,
+        help="The study's folder (default: ./tune): study.journal, study.log, leaderboard.csv/.md, tune.png, "
+        "tune.json and best/ (the best trial's run directory). Run the same command again to resume the study; "
+        "start more processes on it to share it.",
+    ),
+    space: Path | None = typer.Option(
+        None,
+        "--space",
+        help="YAML file of search-space entries (config path: distribution) overriding or adding to the "
+        "generated space; null removes an entry (docs/USER_GUIDE.md, 'Tuning'). Checked before the table is read.",
+    ),
+    show_space: bool = typer.Option(
+        False,
+        "--show-space",
+        help="Print the search space (generated, with --space applied) and exit; when tuning, the entries of "
+        "encoders that no column of the table uses are left out.",
+    ),
+    no_prune: bool = typer.Option(
+        False, "--no-prune", help="Train every trial to its end (no median pruning of poor trials)."
+    ),
+    config: Path | None = ConfigOpt,
+    data_root: Path | None = DataRootOpt,
+    preset: str | None = typer.Option(None, "--preset", help="As for fit: 'fast' (default) or 'pretrained'."),
+    seed: int | None = typer.Option(None, "--seed", help="Seeds the split, the sampler and every trial (default 0)."),
+    on_error: str | None = OnErrorOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Search fusions, encoder sizes, learning rate, dropout and epochs for the best validation score (Optuna:
+    TPE sampler, median pruning); save the best trial as OUT/best, a run directory for predict/evaluate/serve.
+
+    The study is stored in OUT/study.journal: a killed run resumes where it stopped when the same command is run
+    again, and several processes (or machines sharing the folder) can work on one study at once.
+    """
+    from .config import apply_choices
+    from .tuning.space import load_space
+
+    cfg = _checked_config(config)
+    updates: dict[str, Any] = {}
+    if seed is not None:
+        updates["training"] = {**cfg.to_dict()["training"], "seed": seed}
+    if on_error is not None:
+        updates["on_error"] = on_error
+    if data_root is not None:
+        updates["data_root"] = str(data_root)
+    cfg = apply_choices({**cfg.to_dict(), **updates})
+    search = load_space(space, cfg)  # a bad path or range exits 2 before the table is read
+    if show_space:
+        out.print("\n".join(search.describe()), soft_wrap=True)
+        return
+    if time_limit is None:
+        from .errors import ConfigError
+
+        raise ConfigError("--time-limit is required: the seconds the study may run, e.g. --time-limit 3600")
+    from .tuning import tune
+
+    result = tune(
+        data,
+        label,
+        cfg,
+        time_limit=time_limit,
+        trials=trials,
+        space=search,
+        out=out_dir,
+        preset=preset,
+        prune=not no_prune,
+        verbose=not quiet,
+    )
+    board = result.leaderboard
+    t = RichTable(title=f"tuning: {len(board)} trials, best first ({result.monitor} on validation)")
+    fixed = ["trial", "state", result.monitor, "epochs", "seconds"]
+    for c in [*fixed, "parameters"]:
+        t.add_column(c)
+    params = [c for c in board.columns if c not in (*fixed, "best_epoch", "note")]
+    for _, row in board.head(10).iterrows():
+        shown = ", ".join(f"{c.split('.', 1)[-1]}={_cell(row[c])}" for c in params if _cell(row[c]))
+        t.add_row(*(_cell(row[c]) for c in fixed), shown)
+    out.print(t)
+    out.print(
+        f"best: trial {result.best_trial}, {result.monitor} {result.best_value:.4f}; "
+        f"this run {result.trials_run} trials, stopped by {result.stopped_by}",
+        soft_wrap=True,
+    )
+    out.print(f"wrote the leaderboard, tune.png and best/ to {out_dir.absolute()}", soft_wrap=True)
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 @app.command("report")
 @handles_errors
 def report_cmd(

@@ -103,3 +103,14 @@ class ExplainError(PolymodalError, ValueError):
 
 class NotFittedError(PolymodalError):
     """A predictor was used before ``fit`` or ``load``."""
+
+
+class TuningError(PolymodalError):
+    """A tuning study could not produce a model (no trial completed, every trial failed)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.hint = hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}\n{self.hint}" if self.hint else str(self.args[0])

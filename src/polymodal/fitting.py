@@ -22,12 +22,13 @@ from .config import PolymodalConfig, TrainingConfig
 from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
-from .errors import DataError, RowIssue, SchemaError
+from .errors import ConfigError, DataError, RowIssue, SchemaError
 from .model import build_model, count_parameters
-from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
+from .pipeline import Data, FittedPipeline, Label, check_columns, check_label_list, label_columns, labelled_rows
 from .presets import PresetChoice, apply_preset
 from .schema import Modality, Schema, infer_problem_type, infer_schema, tag_separator_warning
 from .tasks import Task, build_task
+from .tasks.multitask import MULTITASK, MultiTask
 from .training import FitResult, fit_model, predict_outputs
 from .training.seeding import seeded
 
@@ -43,14 +44,14 @@ class FitOutcome:
 
 
 # ------------------------------------------------------------------------------------------------ read
-def read_labelled(data: Data, label: str, data_root: str | Path | None, what: str = "training") -> Table:
+def read_labelled(data: Data, label: Label, data_root: str | Path | None, what: str = "training") -> Table:
     """Read ``data`` and keep the rows that have a label."""
     table = read_table(data, data_root)
     return Table(labelled_rows(table.frame, label, what), table.root, table.source)
 
 
 # ---------------------------------------------------------------------------------------------- schema
-def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
+def fit_schema(frame: pd.DataFrame, label: Label, cfg: PolymodalConfig) -> Schema:
     """Infer the column kinds (the user's overrides and ignores applied; a group column is never an input)."""
     group = cfg.training.group_column
     if group is not None and group not in frame.columns:
@@ -58,6 +59,8 @@ def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
             f"group column '{group}' (training.group_column) is not in the table; its columns are: "
             f"{', '.join(map(str, frame.columns))}"
         )
+    if group is not None and group in label_columns(label):
+        raise SchemaError(f"column '{group}' is both a label and training.group_column; choose another group column")
     ignore = cfg.ignore + ([group] if group is not None and group not in cfg.ignore else [])
     schema = infer_schema(frame, label, cfg.columns, ignore)
     if not schema.input_columns():
@@ -65,10 +68,18 @@ def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
     return schema
 
 
-def resolve_task(cfg: PolymodalConfig, labels: pd.Series, schema: Schema) -> Task:
+def resolve_task(cfg: PolymodalConfig, labels: pd.Series | pd.DataFrame, schema: Schema) -> Task:
     """Build the task for ``labels`` (the problem type inferred unless configured), its target encoding fitted;
-    fills the resolved problem type into ``cfg``."""
-    problem_type = cfg.task.problem_type or infer_problem_type(labels)[0]
+    fills the resolved problem type into ``cfg``. ``labels`` as a DataFrame (several target columns) is a
+    multi-task problem."""
+    if isinstance(labels, pd.DataFrame):
+        problem_type = check_multitask_type(cfg.task.problem_type)
+    elif cfg.task.problem_type == MULTITASK:
+        raise ConfigError("problem_type 'multitask' needs several label columns: label=['a', 'b'] (--label a,b)")
+    else:
+        problem_type = cfg.task.problem_type or infer_problem_type(labels)[0]
+    if cfg.task.targets and problem_type != MULTITASK:
+        raise ConfigError("task.targets is for multi-task models (several label columns); remove it or pass a list")
     warning = tag_separator_warning(labels) if problem_type in ("binary", "multiclass") else None
     if warning is not None:  # a warning, not an error: joined tags may be meant as classes (--problem-type multiclass)
         log.warning("%s", warning)
@@ -77,6 +88,16 @@ def resolve_task(cfg: PolymodalConfig, labels: pd.Series, schema: Schema) -> Tas
     task.resolve(cfg, {m.kind for m in schema.modalities()})
     task.fit_target(labels)
     return task
+
+
+def check_multitask_type(problem_type: str | None) -> str:
+    """The problem type of a list label: multitask; any other configured type is refused with what to do."""
+    if problem_type not in (None, MULTITASK):
+        raise ConfigError(
+            f"problem_type '{problem_type}' is for one label column; with several, set each target's type under "
+            "task.targets (e.g. task: {targets: {rating: {problem_type: regression}}}) or leave them inferred"
+        )
+    return MULTITASK
 
 
 # ----------------------------------------------------------------------------------------------- split
@@ -114,7 +135,7 @@ def split_rows(
     return np.sort(kept), np.sort(held)
 
 
-def validation_split(table: Table, label: str, task: Task, training: TrainingConfig) -> tuple[Table, Table]:
+def validation_split(table: Table, label: Label, task: Task, training: TrainingConfig) -> tuple[Table, Table]:
     """Split a labelled table into training and validation tables (stratified by class, or by group)."""
     frame = table.frame
     strata = task.encode_target(frame[label]) if task.stratify else None
@@ -137,7 +158,7 @@ def fit_processors(schema: Schema, cfg: PolymodalConfig, train: Table) -> tuple[
 
 def prepare_labelled(
     tables: list[tuple[Table, str]],
-    label: str,
+    label: Label,
     processors: dict[str, Processor],
     task: Task,
     cfg: PolymodalConfig,
@@ -231,7 +252,7 @@ def calibrate(
 ) -> None:
     """Let the task learn its post-processing (:meth:`Task.calibrate`) from the trained model's validation
     outputs. Skipped for tasks that learn nothing there (a generation task would decode the split for nothing)."""
-    if type(task).calibrate is Task.calibrate:
+    if type(task).calibrate is Task.calibrate or (isinstance(task, MultiTask) and not task.calibrates()):
         return
     loader = make_loader(val_rows, processors, 256, False, task.target_dtype)
     task.calibrate(predict_outputs(model, loader, task), val_labels)
@@ -240,7 +261,7 @@ def calibrate(
 # ------------------------------------------------------------------------------------------- composed
 def fit_pipeline(
     data: Data,
-    label: str,
+    label: Label,
     config: PolymodalConfig,
     *,
     tuning_data: Data | None = None,
@@ -255,6 +276,7 @@ def fit_pipeline(
     """
     cfg = config.model_copy(deep=True)  # resolved values go here; the caller's config stays as given
     check_config(cfg)
+    check_label_list(label)
     start = time.perf_counter()
     table = read_labelled(data, label, cfg.data_root)
     schema = fit_schema(table.frame, label, cfg)

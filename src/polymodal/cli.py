@@ -97,7 +97,13 @@ app = _Typer(
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
 
-LabelOpt = typer.Option(..., "--label", "-l", help="Name of the target column.")
+LabelOpt = typer.Option(
+    ...,
+    "--label",
+    "-l",
+    help="Name of the target column; several, comma-separated (--label rating,recommended), train one "
+    "multi-task model with a head per target.",
+)
 DataRootOpt = typer.Option(
     None, "--data-root", help="Folder relative file paths resolve against (default: the table's own folder)."
 )
@@ -170,6 +176,13 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def _labels(value: str) -> str | list[str]:
+    """``--label``: one column, or several comma-separated (a multi-task model)."""
+    if "," not in value:
+        return value
+    return [v.strip() for v in value.split(",")]  # empty names are kept: the label check names the problem
+
+
 def _metrics_table(title: str, metrics: dict[str, float]) -> RichTable:
     t = RichTable(title=title)
     t.add_column("metric")
@@ -183,7 +196,9 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> RichTable:
 @handles_errors
 def info(
     data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl."),
-    label: str | None = typer.Option(None, "--label", "-l", help="Target column, if any."),
+    label: str | None = typer.Option(
+        None, "--label", "-l", help="Target column, if any (several: comma-separated)."
+    ),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
     quiet: bool = QuietOpt,
@@ -194,13 +209,14 @@ def info(
 
     cfg = _checked_config(config)
     table = read_table(data, data_root or cfg.data_root)
-    schema = infer_schema(table.frame, label, cfg.columns, cfg.ignore)
+    labels = _labels(label) if label else None
+    schema = infer_schema(table.frame, labels, cfg.columns, cfg.ignore)
     t = RichTable(title=f"{data}: {len(table.frame)} rows, {len(table.frame.columns)} columns")
     for heading in ("column", "kind", "reason"):
         t.add_column(heading)
-    if label:
-        kind, why = infer_problem_type(table.frame[label])
-        t.add_row(label, f"target ({kind})", why)
+    for name in [] if labels is None else [labels] if isinstance(labels, str) else labels:
+        kind, why = infer_problem_type(table.frame[name])
+        t.add_row(name, f"target ({kind})", why)
     for c in schema.columns:
         t.add_row(c.name, c.kind.value, c.reason)
     out.print(t)
@@ -227,7 +243,7 @@ def validate(
     table = read_table(data, data_root or cfg.data_root)
     if len(table.frame) == 0:
         raise PolymodalError(f"{data} has no rows")
-    result = validate_table(table, label, cfg, progress=not quiet)
+    result = validate_table(table, _labels(label), cfg, progress=not quiet)
     if report is not None:
         with atomic_file(report, "w", newline="", encoding="utf-8") as f:
             issues_frame(result.issues).to_csv(f, index=False)
@@ -300,7 +316,7 @@ def fit(
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
     p = Predictor(
-        label,
+        _labels(label),
         problem_type=problem_type,
         config=cfg,
         data_root=data_root,
@@ -331,7 +347,11 @@ def predict(
     run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
     data: Path = typer.Argument(..., help="Table to predict."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="CSV to write (default: stdout)."),
-    proba: bool = typer.Option(False, "--proba", help="Add one probability column per class."),
+    proba: bool = typer.Option(
+        False,
+        "--proba",
+        help="Add one probability column per class (multi-task: proba_<target>_<class> per classification target).",
+    ),
     scores: bool = typer.Option(
         False, "--scores", help="Generation models: add log_prob, each generated text's log-probability."
     ),
@@ -344,7 +364,8 @@ def predict(
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Predict a table with a saved model; the output has the input's row number and the prediction."""
+    """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-task
+    model: one column per target, named like it)."""
     import pandas as pd
 
     from .api import Predictor
@@ -362,9 +383,17 @@ def predict(
             if isinstance(pred, pd.DataFrame)
             else pred.to_frame("prediction")
         )
+    elif p.problem_type == "multitask":
+        result = p.predict(data, on_error=on_error, data_root=data_root)
+        if proba:
+            per_target = p.predict_proba(data, on_error=on_error, data_root=data_root)
+            assert isinstance(per_target, dict), "a multi-task model gives probabilities per target"
+            for name, probs in per_target.items():
+                result = result.join(probs.add_prefix(f"proba_{name}_"))
     elif proba and p.problem_type != "regression":
         # One pass over the data: the predicted class is the most probable one.
         probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
+        assert isinstance(probs, pd.DataFrame), "a single-target model gives one table of probabilities"
         result = probs.idxmax(axis=1).to_frame("prediction").join(probs.add_prefix("proba_"))
     else:
         labels = p.predict(data, on_error=on_error, data_root=data_root)
@@ -610,6 +639,10 @@ def compare_cmd(
     from .evaluation.compare import compare
 
     _checked_config(config)  # a typo exits 2 before the table is read
+    if "," in label:
+        from .errors import ConfigError
+
+        raise ConfigError("compare trains single-target models: give one --label (multi-task is for fit)")
     compare(
         data,
         label,

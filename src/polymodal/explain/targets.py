@@ -122,6 +122,11 @@ def explain_target(task: "Task", name: str | None = None) -> ExplainTarget:
 def explainable_task(pipeline: FittedPipeline, what: str) -> "Task":
     """The pipeline's task, when explanations support it; else an :class:`ExplainError` saying what they support."""
     task = pipeline.task
+    if task.problem_type == "multitask":
+        raise ExplainError(
+            f"{what} does not support multi-task models yet (targets: {', '.join(pipeline.label)}); to explain one "
+            "target, train a model on that target alone (--label <target>) and explain it"
+        )
     if task.problem_type not in EXPLAIN_TARGETS:
         raise ExplainError(
             f"{what} supports classification and regression models; this is a "

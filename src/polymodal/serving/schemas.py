@@ -76,9 +76,19 @@ def multipart_schema(schema: Schema) -> dict[str, Any]:
     return {"type": "object", "properties": props}
 
 
+class TargetPrediction(BaseModel):
+    """One target of a multi-task model's prediction."""
+
+    prediction: Any
+    probabilities: dict[str, float] | None = None
+
+
 class Prediction(BaseModel):
     prediction: Any
     probabilities: dict[str, float] | None = None
+    targets: dict[str, TargetPrediction] | None = Field(
+        None, description="multi-task models: each target's prediction and (classification) probabilities"
+    )
 
 
 class PredictResponse(BaseModel):

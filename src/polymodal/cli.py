@@ -196,9 +196,7 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> RichTable:
 @handles_errors
 def info(
     data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl."),
-    label: str | None = typer.Option(
-        None, "--label", "-l", help="Target column, if any (several: comma-separated)."
-    ),
+    label: str | None = typer.Option(None, "--label", "-l", help="Target column, if any (several: comma-separated)."),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
     quiet: bool = QuietOpt,
@@ -384,7 +382,9 @@ def predict(
             else pred.to_frame("prediction")
         )
     elif p.problem_type == "multitask":
-        result = p.predict(data, on_error=on_error, data_root=data_root)
+        predicted = p.predict(data, on_error=on_error, data_root=data_root)
+        assert isinstance(predicted, pd.DataFrame), "a multi-task model predicts a column per target"
+        result = predicted
         if proba:
             per_target = p.predict_proba(data, on_error=on_error, data_root=data_root)
             assert isinstance(per_target, dict), "a multi-task model gives probabilities per target"
@@ -392,8 +392,9 @@ def predict(
                 result = result.join(probs.add_prefix(f"proba_{name}_"))
     elif proba and p.problem_type != "regression":
         # One pass over the data: the predicted class is the most probable one.
-        probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
-        assert isinstance(probs, pd.DataFrame), "a single-target model gives one table of probabilities"
+        table = p.predict_proba(data, on_error=on_error, data_root=data_root)
+        assert isinstance(table, pd.DataFrame), "a single-target model gives one table of probabilities"
+        probs = table
         result = probs.idxmax(axis=1).to_frame("prediction").join(probs.add_prefix("proba_"))
     else:
         labels = p.predict(data, on_error=on_error, data_root=data_root)
@@ -544,7 +545,7 @@ def explain_cmd(
     p = Predictor.load(run, verbose=not quiet)
     table = read_table(data, data_root if data_root is not None else p.config.data_root)
     if importance is None:
-        importance = p.label in table.frame.columns
+        importance = all(c in table.frame.columns for c in ([p.label] if isinstance(p.label, str) else p.label))
     explanations = p.explain(
         table.frame.head(rows), method=method, data_root=table.root, on_error=on_error, target=target
     )

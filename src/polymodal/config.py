@@ -182,7 +182,8 @@ class TaskConfig(_Section):
     def _no_multilabel_yet(cls, v: Any) -> Any:
         # "multilabel" is the name users try first; say plainly that it does not exist yet and what to do instead.
         if isinstance(v, str) and v.lower().replace("-", "").replace("_", "") == "multilabel":
-            supported = ", ".join(PROBLEM_TYPES[:-1]) + f" and {PROBLEM_TYPES[-1]}"
+            single = [t for t in PROBLEM_TYPES if t != "multitask"]  # (multitask: several label columns)
+            supported = ", ".join(single[:-1]) + f" and {single[-1]}"
             raise ValueError(f"{MULTILABEL_UNSUPPORTED}; the supported problem types are {supported}")
         return v
 

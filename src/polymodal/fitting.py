@@ -24,7 +24,16 @@ from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
 from .errors import ConfigError, DataError, RowIssue, SchemaError
 from .model import build_model, count_parameters
-from .pipeline import Data, FittedPipeline, Label, check_columns, check_label_list, label_columns, labelled_rows
+from .pipeline import (
+    Data,
+    FittedPipeline,
+    Label,
+    check_columns,
+    check_label_list,
+    label_columns,
+    label_values,
+    labelled_rows,
+)
 from .presets import PresetChoice, apply_preset
 from .schema import Modality, Schema, infer_problem_type, infer_schema, tag_separator_warning
 from .tasks import Task, build_task
@@ -80,13 +89,17 @@ def resolve_task(cfg: PolymodalConfig, labels: pd.Series | pd.DataFrame, schema:
         problem_type = cfg.task.problem_type or infer_problem_type(labels)[0]
     if cfg.task.targets and problem_type != MULTITASK:
         raise ConfigError("task.targets is for multi-task models (several label columns); remove it or pass a list")
-    warning = tag_separator_warning(labels) if problem_type in ("binary", "multiclass") else None
+    warning = (
+        tag_separator_warning(labels)
+        if isinstance(labels, pd.Series) and problem_type in ("binary", "multiclass")
+        else None
+    )
     if warning is not None:  # a warning, not an error: joined tags may be meant as classes (--problem-type multiclass)
         log.warning("%s", warning)
     cfg.task.problem_type = problem_type  # type: ignore[assignment]
     task = build_task(problem_type, cfg.task)
     task.resolve(cfg, {m.kind for m in schema.modalities()})
-    task.fit_target(labels)
+    task.fit_target(labels)  # type: ignore[arg-type]  # (a multi-task task takes the DataFrame of its targets)
     return task
 
 
@@ -138,7 +151,7 @@ def split_rows(
 def validation_split(table: Table, label: Label, task: Task, training: TrainingConfig) -> tuple[Table, Table]:
     """Split a labelled table into training and validation tables (stratified by class, or by group)."""
     frame = table.frame
-    strata = task.encode_target(frame[label]) if task.stratify else None
+    strata = task.encode_target(label_values(frame, label)) if task.stratify else None
     groups = frame[training.group_column] if training.group_column is not None else None
     train_pos, val_pos = split_rows(len(frame), training.validation_fraction, training.seed, strata, groups)
     return (
@@ -175,7 +188,7 @@ def prepare_labelled(
                     processors,
                     LoadContext(table.root, cfg.limits),
                     cfg.on_error,
-                    targets=task.encode_target(table.frame[label]),
+                    targets=task.encode_target(label_values(table.frame, label)),
                     progress=verbose,
                     what=what,
                 )
@@ -281,7 +294,7 @@ def fit_pipeline(
     table = read_labelled(data, label, cfg.data_root)
     schema = fit_schema(table.frame, label, cfg)
     preset_report = apply_preset(cfg, preset, {m.kind for m in schema.modalities()})
-    task = resolve_task(cfg, table.frame[label], schema)
+    task = resolve_task(cfg, label_values(table.frame, label), schema)
     if tuning_data is None:
         train_t, val_t = validation_split(table, label, task, cfg.training)
     else:
@@ -296,7 +309,7 @@ def fit_pipeline(
             f"not enough usable rows to train: {len(train_rows)} training and {len(val_rows)} validation rows"
         )
     resolve_training(cfg.training, len(train_rows))
-    val_labels = val_t.frame[label].iloc[val_rows.rows].reset_index(drop=True)
+    val_labels = label_values(val_t.frame, label).iloc[val_rows.rows].reset_index(drop=True)
     with seeded(cfg.training.seed):  # the same seed and data give the same model; the caller's RNGs are untouched
         model = build(cfg, modalities, processors, task)
         log.info(
@@ -335,7 +348,7 @@ def fine_tune(
     training.max_epochs = epochs
     training.learning_rate = training.learning_rate * lr_scale
     training.warmup_fraction = 0.0
-    val_labels = val_t.frame[pipeline.label].iloc[val_rows.rows].reset_index(drop=True)
+    val_labels = label_values(val_t.frame, pipeline.label).iloc[val_rows.rows].reset_index(drop=True)
     with seeded(training.seed):
         return train(
             pipeline.model,

@@ -77,6 +77,12 @@ def check_label_list(label: Label) -> None:
         raise ConfigError(f"the label list names column(s) more than once: {', '.join(repeated)}")
 
 
+def label_values(frame: pd.DataFrame, label: Label) -> Any:
+    """``frame[label]``: a Series for one target column, a DataFrame (one column per target) for several, which is
+    what a multi-task task encodes."""
+    return frame[label]
+
+
 def labelled_rows(frame: pd.DataFrame, label: Label, what: str) -> pd.DataFrame:
     """The rows of ``frame`` that have a label (``what`` names the table in messages: "training", "evaluation").
 
@@ -89,9 +95,9 @@ def labelled_rows(frame: pd.DataFrame, label: Label, what: str) -> pd.DataFrame:
     names = label_columns(label)
     absent = [n for n in names if n not in frame.columns]
     if absent:
-        which = "label column" if len(absent) == 1 else "label columns"
+        which = f"label column '{absent[0]}' is" if len(absent) == 1 else f"label columns {', '.join(absent)} are"
         raise SchemaError(
-            f"{which} {', '.join(repr(n) for n in absent)} not in the {what} table; its columns are: "
+            f"{which} not in the {what} table; its columns are: "
             f"{', '.join(map(str, frame.columns))}"
         )
     for name in names:
@@ -202,6 +208,13 @@ class FittedPipeline:
         return self.task.problem_type
 
     @property
+    def single_label(self) -> str:
+        """The label column of a single-target model (a multi-task model has several: :class:`ConfigError`)."""
+        if not isinstance(self.label, str):
+            raise ConfigError(f"this is a multi-task model with several targets ({', '.join(self.label)})")
+        return self.label
+
+    @property
     def predict_batch_size(self) -> int:
         """Rows per batch at prediction time: inference keeps no activations, so larger than training's."""
         return max(self.config.training.batch_size or 0, 256)
@@ -296,10 +309,10 @@ class FittedPipeline:
         outputs = self.outputs(decoded)
         if isinstance(self.task, MultiTask):
             return self.task.predictions(outputs, decoded.index)
-        text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.label)
+        text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.single_label)
         if return_scores:
             return pd.DataFrame(
-                {self.label: text, "log_prob": np.asarray(outputs.scores, dtype=np.float64)}, index=decoded.index
+                {self.single_label: text, "log_prob": np.asarray(outputs.scores, dtype=np.float64)}, index=decoded.index
             )
         return text
 

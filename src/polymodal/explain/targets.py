@@ -141,9 +141,9 @@ def prepare_rows(
 ) -> tuple[pd.DataFrame, Prepared]:
     """Read and decode ``data`` with the pipeline's fitted processors (``labelled``: rows with a label only)."""
     table = pipeline.read(data, data_root)
-    if labelled and pipeline.label not in table.frame.columns:
+    if labelled and pipeline.single_label not in table.frame.columns:
         raise ExplainError(
-            f"modality importance needs the label column '{pipeline.label}' in the table, to "
+            f"modality importance needs the label column '{pipeline.single_label}' in the table, to "
             "score the model with and without each column; pass a labelled table"
         )
     decoded = pipeline.prepare(table, on_error=on_error, labelled="importance" if labelled else None)

@@ -13,9 +13,9 @@ from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..io import atomic_file
 from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
+from ..tasks.multitask import MultiTask
 from ..version import __version__
 from .blocks import Report
-from ..tasks.multitask import MultiTask
 from .context import ReportContext, ReportOptions, find_robustness, read_history, score, summarise, target_context
 from .render import render
 from .sections import sections_for, target_sections

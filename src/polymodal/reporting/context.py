@@ -18,7 +18,7 @@ from ..config import encoder_choice, encoder_key
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..metrics.classification import label_key
-from ..pipeline import FittedPipeline
+from ..pipeline import FittedPipeline, label_values
 from ..tasks.classification import ClassificationTask
 from ..tasks.multitask import MultiTask, present
 
@@ -86,7 +86,7 @@ class Scored:
     frame: pd.DataFrame  # usable rows, original index kept
     root: Path  # folder their relative file paths resolve against
     source: str
-    y_true: pd.Series  # labels in their own values, aligned with `frame`
+    y_true: pd.Series  # labels in their own values, aligned with `frame` (multi-task: a DataFrame of the targets)
     outputs: Any
     predictions: np.ndarray
     proba: np.ndarray | None  # classification: one column per class
@@ -182,7 +182,7 @@ def score(pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_
     metrics, decoded, outputs = pipeline.score(data, on_error=on_error, data_root=data_root, what="report")
     task = pipeline.task
     usable = decoded.usable
-    labels = usable[pipeline.label]
+    labels = label_values(usable, pipeline.label)  # a DataFrame for a multi-task model (its targets)
     proba = task.predict_proba(outputs) if isinstance(task, ClassificationTask) else None
     return Scored(
         frame=usable,

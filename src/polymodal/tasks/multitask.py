@@ -35,6 +35,9 @@ from .base import Task
 MULTITASK = "multitask"
 
 
+LOG_EPS = 1e-3
+
+
 @dataclass
 class Target:
     """One target of a multi-task model: its column, sub-task, loss weight and slice of the outputs."""
@@ -111,7 +114,7 @@ class MultiTask(Task):
             try:
                 sub.fit_target(col)
             except DataError as e:
-                raise DataError(f"target '{name}': {e.message}", e.issues, hint=e.hint) from None
+                raise DataError(f"target '{name}': {e.args[0]}", e.issues, hint=e.hint) from None
             specs.append({"name": name, "problem_type": problem_type, "weight": cfg.weight})
             subs.append(sub)
         self._set_targets(specs, subs)
@@ -167,7 +170,7 @@ class MultiTask(Task):
         total = outputs.sum() * 0.0  # keeps the graph (and the device) when no row has any target
         for t, loss in zip(self.targets, self.losses(outputs, target)):
             if loss is not None:
-                total = total + t.weight * loss
+                total = total + t.weight * torch.log(loss + LOG_EPS)
         return total
 
     # ----------------------------------------------------------------------------------- outputs → values
@@ -200,7 +203,9 @@ class MultiTask(Task):
             sub = t.task.metrics(y_true[t.name][has].reset_index(drop=True), outputs[has][:, t.outputs])
             out.update({f"{t.name}/{k}": float(v) for k, v in sub.items()})
         with torch.no_grad():
-            loss = self.loss(torch.as_tensor(outputs, dtype=torch.float32), torch.from_numpy(self.encode_target(y_true)))
+            loss = self.loss(
+                torch.as_tensor(outputs, dtype=torch.float32), torch.from_numpy(self.encode_target(y_true))
+            )
         out["weighted_loss"] = float(loss)
         return out
 

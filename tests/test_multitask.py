@@ -135,6 +135,7 @@ def test_target_types_and_weights_from_config():
         (["a", "a"], {}, ConfigError, "more than once: a"),
         ([], {}, ConfigError, "non-empty list"),
         (["a", "b"], {"problem_type": "regression"}, ConfigError, "task.targets"),
+        ("a", {"problem_type": "multitask"}, ConfigError, "several label columns"),
     ],
 )
 def test_bad_label_lists_fail_at_construction(label, kwargs, error, needle):
@@ -158,9 +159,13 @@ def test_bad_label_lists_fail_before_training(label, config, error, needle):
         Predictor(label, config=config, verbose=False).fit(table(40, 5))
 
 
-def test_explain_says_what_to_do(fitted, test_table):
+def test_explain_and_robustness_say_what_to_do(fitted, test_table):
     with pytest.raises(ExplainError, match="multi-task"):
         fitted.explain(test_table.head(2))
+    with pytest.raises(ExplainError, match="multi-task"):
+        fitted.importance(test_table, n_bootstrap=0)
+    with pytest.raises(ConfigError, match="single-target"):
+        fitted.evaluate(test_table, robustness=True)
 
 
 def test_server_round_trip(fitted, test_table):
@@ -219,3 +224,15 @@ def test_cli_label_list(cli, tmp_path):
     assert {"a/accuracy", "b/r2", "weighted_loss"} <= set(metrics)
     r = cli("fit", train, "--label", "a,zz", "--out", tmp_path / "run2", "--config", cfg, "--quiet")
     assert r.exit_code == 2 and "label column 'zz' is not in the training table" in " ".join(r.stderr.split())
+
+
+def test_cli_validate_flags_only_rows_without_any_target(cli, tmp_path):
+    frame = table(30, 8, missing_b=0.5)
+    frame.loc[4, ["a", "b"]] = None
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    report = tmp_path / "issues.csv"
+    r = cli("validate", path, "--label", "a,b", "--report", report, "--quiet")
+    assert r.exit_code == 2
+    issues = pd.read_csv(report)
+    assert list(issues["row"]) == [4] and list(issues["problem"]) == ["every target is empty"]

@@ -150,6 +150,8 @@ class Predictor:
         check_label_list(merged["label"])
         if not isinstance(merged["label"], str):
             check_multitask_type(user_config.task.problem_type)
+        elif user_config.task.problem_type == "multitask":
+            raise ConfigError("problem_type 'multitask' needs several label columns: label=['a', 'b'] (--label a,b)")
         self._user_config, self._params = user_config, merged
         return self
 
@@ -300,6 +302,10 @@ class Predictor:
             raise ConfigError("corruptions, robustness_out and robustness_baseline need robustness=True")
         if robustness and isinstance(pipeline.task, GenerationTask):
             raise ConfigError("robustness sweeps are for classification and regression models, not generation")
+        if robustness and pipeline.problem_type == "multitask":
+            raise ConfigError(
+                "robustness sweeps are for single-target models; sweep a model trained on one target instead"
+            )
         if robustness:  # bad names, levels or baselines fail before the table is decoded
             plan_sweep(pipeline.processors, corruptions)
             resolve_baseline(robustness_baseline, pipeline.task.monitor[0])

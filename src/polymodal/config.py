@@ -172,6 +172,12 @@ class TaskConfig(_Section):
         description="multi-task only: target column → its problem type and loss weight (targets not listed: "
         "inferred type, weight 1)",
     )
+    target_loss: Literal["log", "sum"] = Field(
+        "log",
+        description="multi-task only: how the targets' losses are combined: log = sum of weight x log(loss + "
+        "0.001), so each target counts by its relative change (a well-learned regression is not drowned by a "
+        "larger classification loss); sum = sum of weight x loss",
+    )
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="balanced: weigh the loss of each class by the inverse of its frequency"
     )

@@ -96,10 +96,7 @@ def labelled_rows(frame: pd.DataFrame, label: Label, what: str) -> pd.DataFrame:
     absent = [n for n in names if n not in frame.columns]
     if absent:
         which = f"label column '{absent[0]}' is" if len(absent) == 1 else f"label columns {', '.join(absent)} are"
-        raise SchemaError(
-            f"{which} not in the {what} table; its columns are: "
-            f"{', '.join(map(str, frame.columns))}"
-        )
+        raise SchemaError(f"{which} not in the {what} table; its columns are: {', '.join(map(str, frame.columns))}")
     for name in names:
         check_label_values(frame[name])  # list labels (multi-label) fail here with a message, not in is_empty/hashing
     empty_by = {name: frame[name].map(is_empty).to_numpy(dtype=bool) for name in names}

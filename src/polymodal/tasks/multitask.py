@@ -7,8 +7,10 @@ regression; any other fused task registered in :data:`~polymodal.registry.TASKS`
 - targets are encoded as a float32 ``[N, T]`` array, NaN where a row has no value for a target (class indices are
   stored as floats and cast back to the sub-task's dtype in the loss);
 - the head is one ``Linear`` per target on the fused vector, outputs concatenated (``[N, sum of n_outputs]``);
-- the loss is the weighted sum of each sub-task's loss over the rows that have that target, so a row with one target
-  missing still trains the others;
+- each sub-task's loss is taken over the rows that have its target, so a row with one target missing still trains
+  the others; they are combined as ``Σ weight · log(loss + 0.001)`` (``task.target_loss: log``, the default: each
+  target counts by its relative change, so a regression already learned well, with a small loss, is not drowned by a
+  larger classification loss; measured in benchmarks/multitask.py) or ``Σ weight · loss`` (``sum``);
 - metrics are each sub-task's metrics on the rows that have its target, flattened as ``"<target>/<metric>"``, plus
   ``weighted_loss`` (the training objective on those rows), which early stopping monitors.
 """
@@ -170,7 +172,7 @@ class MultiTask(Task):
         total = outputs.sum() * 0.0  # keeps the graph (and the device) when no row has any target
         for t, loss in zip(self.targets, self.losses(outputs, target)):
             if loss is not None:
-                total = total + t.weight * torch.log(loss + LOG_EPS)
+                total = total + t.weight * (torch.log(loss + LOG_EPS) if self.config.target_loss == "log" else loss)
         return total
 
     # ----------------------------------------------------------------------------------- outputs → values

@@ -16,10 +16,10 @@ from .components import check_config
 from .config import DecodingConfig, PolymodalConfig, apply_choices, encoder_choice
 from .errors import ConfigError, NotFittedError
 from .evaluation.robustness import CorruptionSpec, RobustnessReport, plan_sweep, resolve_baseline, robustness_sweep
-from .fitting import fit_pipeline
+from .fitting import check_multitask_type, fit_pipeline
 from .model import count_parameters
 from .params import TASK_PARAMS
-from .pipeline import Data, FittedPipeline
+from .pipeline import Data, FittedPipeline, check_label_list
 from .presets import PRESETS, PresetChoice
 from .schema import Modality, Schema
 from .tasks import Task
@@ -62,7 +62,9 @@ class Predictor:
     weights) lives in :attr:`pipeline`, a :class:`~polymodal.pipeline.FittedPipeline`, and is saved by :meth:`save`.
 
     Args:
-        label: name of the target column.
+        label: name of the target column, or a list of target columns: one multi-task model with a head and a loss
+            per target (each binary, multiclass or regression; ``config`` ``task.targets`` sets types and loss
+            weights; a row with some targets empty trains the others; see docs/USER_GUIDE.md, "Several targets").
         problem_type: "binary", "multiclass", "multilabel" (several tags per row: "a|b", a JSON list or a list;
             see docs/USER_GUIDE.md, "Multi-label classification") or "regression" (inferred from the label when
             None), or "generation": the label is text to write (captions, free-form answers; see
@@ -96,7 +98,7 @@ class Predictor:
 
     def __init__(
         self,
-        label: str,
+        label: str | list[str],
         *,
         problem_type: str | None = None,
         config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
@@ -149,6 +151,11 @@ class Predictor:
             raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
         user_config = _user_config(merged)
         check_config(user_config)  # a misspelt component or parameter fails here, before any table is read
+        check_label_list(merged["label"])
+        if not isinstance(merged["label"], str):
+            check_multitask_type(user_config.task.problem_type)
+        elif user_config.task.problem_type == "multitask":
+            raise ConfigError("problem_type 'multitask' needs several label columns: label=['a', 'b'] (--label a,b)")
         self._user_config, self._params = user_config, merged
         return self
 
@@ -157,7 +164,8 @@ class Predictor:
         return type(self)(**self.get_params())
 
     @property
-    def label(self) -> str:
+    def label(self) -> str | list[str]:
+        """The target column, or the list of target columns of a multi-task model."""
         return self._params["label"]
 
     @property
@@ -288,7 +296,7 @@ class Predictor:
         decoding: DecodingConfig | dict[str, Any] | None = None,
     ) -> pd.Series | pd.DataFrame:
         """Predicted labels (or values, or generated texts; a multi-label model's tags as a list per row), indexed
-        by the rows of ``data`` that could be used.
+        by the rows of ``data`` that could be used. A multi-task model returns a DataFrame with one column per target.
 
         Generation models only:
             return_scores: return a DataFrame with the text (column named like the label) and ``log_prob``, the
@@ -302,9 +310,10 @@ class Predictor:
 
     def predict_proba(
         self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
-    ) -> pd.DataFrame:
+    ) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """Class probabilities, one column per class (classification only); a multi-label model's tag
-        probabilities, one column per tag, each independent of the others."""
+        probabilities, one column per tag, each independent of the others. A multi-task model returns a dict:
+        each classification target's name → its DataFrame of class probabilities (regression targets have none)."""
         return self._fitted().predict_proba(data, on_error=on_error, data_root=data_root)
 
     def evaluate(
@@ -320,6 +329,10 @@ class Predictor:
         decoding: DecodingConfig | dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Metrics on a labelled table (rows with an empty label are left out).
+
+        A multi-task model reports each target's metrics on the rows that have that target, named
+        ``"<target>/<metric>"`` (e.g. ``"rating/rmse"``, ``"recommended/accuracy"``), with ``"<target>/rows"``,
+        and ``weighted_loss`` (the summed training loss on this table).
 
         Generation models: BLEU-1..4, ROUGE-L, CIDEr-D and exact match of the decoded texts; ``decoding``
         overrides the fitted decoding settings for this call (as in :meth:`predict`).
@@ -342,6 +355,10 @@ class Predictor:
             raise ConfigError("corruptions, robustness_out and robustness_baseline need robustness=True")
         if robustness and isinstance(pipeline.task, GenerationTask):
             raise ConfigError("robustness sweeps are for classification and regression models, not generation")
+        if robustness and pipeline.problem_type == "multitask":
+            raise ConfigError(
+                "robustness sweeps are for single-target models; sweep a model trained on one target instead"
+            )
         if robustness:  # bad names, levels or baselines fail before the table is decoded
             plan_sweep(pipeline.processors, corruptions)
             resolve_baseline(robustness_baseline, pipeline.task.monitor[0])

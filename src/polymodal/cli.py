@@ -97,7 +97,13 @@ app = _Typer(
 out = Console(markup=False)
 err = Console(stderr=True, markup=False)
 
-LabelOpt = typer.Option(..., "--label", "-l", help="Name of the target column.")
+LabelOpt = typer.Option(
+    ...,
+    "--label",
+    "-l",
+    help="Name of the target column; several, comma-separated (--label rating,recommended), train one "
+    "multi-task model with a head per target.",
+)
 DataRootOpt = typer.Option(
     None, "--data-root", help="Folder relative file paths resolve against (default: the table's own folder)."
 )
@@ -170,6 +176,13 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def _labels(value: str) -> str | list[str]:
+    """``--label``: one column, or several comma-separated (a multi-task model)."""
+    if "," not in value:
+        return value
+    return [v.strip() for v in value.split(",")]  # empty names are kept: the label check names the problem
+
+
 def _metrics_table(title: str, metrics: dict[str, float]) -> RichTable:
     t = RichTable(title=title)
     t.add_column("metric")
@@ -183,7 +196,7 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> RichTable:
 @handles_errors
 def info(
     data: Path = typer.Argument(..., help="Table: .csv, .parquet or .jsonl."),
-    label: str | None = typer.Option(None, "--label", "-l", help="Target column, if any."),
+    label: str | None = typer.Option(None, "--label", "-l", help="Target column, if any (several: comma-separated)."),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
     quiet: bool = QuietOpt,
@@ -194,13 +207,14 @@ def info(
 
     cfg = _checked_config(config)
     table = read_table(data, data_root or cfg.data_root)
-    schema = infer_schema(table.frame, label, cfg.columns, cfg.ignore)
+    labels = _labels(label) if label else None
+    schema = infer_schema(table.frame, labels, cfg.columns, cfg.ignore)
     t = RichTable(title=f"{data}: {len(table.frame)} rows, {len(table.frame.columns)} columns")
     for heading in ("column", "kind", "reason"):
         t.add_column(heading)
-    if label:
-        kind, why = infer_problem_type(table.frame[label], cfg.task.tag_separator)
-        t.add_row(label, f"target ({kind})", why)
+    for name in [] if labels is None else [labels] if isinstance(labels, str) else labels:
+        kind, why = infer_problem_type(table.frame[name], cfg.task.tag_separator)
+        t.add_row(name, f"target ({kind})", why)
     for c in schema.columns:
         t.add_row(c.name, c.kind.value, c.reason)
     out.print(t)
@@ -227,7 +241,7 @@ def validate(
     table = read_table(data, data_root or cfg.data_root)
     if len(table.frame) == 0:
         raise PolymodalError(f"{data} has no rows")
-    result = validate_table(table, label, cfg, progress=not quiet)
+    result = validate_table(table, _labels(label), cfg, progress=not quiet)
     if report is not None:
         with atomic_file(report, "w", newline="", encoding="utf-8") as f:
             issues_frame(result.issues).to_csv(f, index=False)
@@ -301,7 +315,7 @@ def fit(
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
     p = Predictor(
-        label,
+        _labels(label),
         problem_type=problem_type,
         config=cfg,
         data_root=data_root,
@@ -333,7 +347,10 @@ def predict(
     data: Path = typer.Argument(..., help="Table to predict."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="CSV to write (default: stdout)."),
     proba: bool = typer.Option(
-        False, "--proba", help="Add one probability column per class (per tag for a multi-label model)."
+        False,
+        "--proba",
+        help="Add one probability column per class (per tag for a multi-label model; multi-task: "
+        "proba_<target>_<class> per classification target).",
     ),
     scores: bool = typer.Option(
         False, "--scores", help="Generation models: add log_prob, each generated text's log-probability."
@@ -348,7 +365,7 @@ def predict(
     quiet: bool = QuietOpt,
 ) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-label
-    model's tags joined by its task.tag_separator)."""
+    model's tags joined by its task.tag_separator; a multi-task model: one column per target, named like it)."""
     import pandas as pd
 
     from .api import Predictor
@@ -370,12 +387,23 @@ def predict(
     elif p.problem_type == "multilabel":
         # One pass over the data: the tags are decided from the probabilities; written joined (see task.join).
         task = cast(MultilabelTask, p.task)
-        probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
+        probs = cast(pd.DataFrame, p.predict_proba(data, on_error=on_error, data_root=data_root))
         tags = pd.Series(task.tags_from_proba(probs.to_numpy()), index=probs.index).map(task.join)
         result = tags.to_frame("prediction").join(probs.add_prefix("proba_")) if proba else tags.to_frame("prediction")
+    elif p.problem_type == "multitask":
+        predicted = p.predict(data, on_error=on_error, data_root=data_root)
+        assert isinstance(predicted, pd.DataFrame), "a multi-task model predicts a column per target"
+        result = predicted
+        if proba:
+            per_target = p.predict_proba(data, on_error=on_error, data_root=data_root)
+            assert isinstance(per_target, dict), "a multi-task model gives probabilities per target"
+            for name, probs in per_target.items():
+                result = result.join(probs.add_prefix(f"proba_{name}_"))
     elif proba and p.problem_type != "regression":
         # One pass over the data: the predicted class is the most probable one.
-        probs = p.predict_proba(data, on_error=on_error, data_root=data_root)
+        table = p.predict_proba(data, on_error=on_error, data_root=data_root)
+        assert isinstance(table, pd.DataFrame), "a single-target model gives one table of probabilities"
+        probs = table
         result = probs.idxmax(axis=1).to_frame("prediction").join(probs.add_prefix("proba_"))
     else:
         labels = p.predict(data, on_error=on_error, data_root=data_root)
@@ -526,7 +554,7 @@ def explain_cmd(
     p = Predictor.load(run, verbose=not quiet)
     table = read_table(data, data_root if data_root is not None else p.config.data_root)
     if importance is None:
-        importance = p.label in table.frame.columns
+        importance = all(c in table.frame.columns for c in ([p.label] if isinstance(p.label, str) else p.label))
     explanations = p.explain(
         table.frame.head(rows), method=method, data_root=table.root, on_error=on_error, target=target
     )
@@ -621,6 +649,10 @@ def compare_cmd(
     from .evaluation.compare import compare
 
     _checked_config(config)  # a typo exits 2 before the table is read
+    if "," in label:
+        from .errors import ConfigError
+
+        raise ConfigError("compare trains single-target models: give one --label (multi-task is for fit)")
     compare(
         data,
         label,

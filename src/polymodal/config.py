@@ -20,7 +20,7 @@ from .errors import ConfigError
 from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "text", "numeric", "category", "ignore"]
-ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation"]
+ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation", "multitask"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
 
@@ -152,10 +152,32 @@ class GenerationConfig(_Section):
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
 
 
+class TargetConfig(_Section):
+    """One target of a multi-task model (a label given as several columns)."""
+
+    problem_type: ProblemType | None = Field(
+        None, description="binary, multiclass or regression; None = inferred from the column's values"
+    )
+    weight: float = Field(1.0, gt=0, description="this target's loss is multiplied by it in the summed loss")
+
+
 class TaskConfig(_Section):
     """What is predicted and how it is learned; every task's options are typed here."""
 
-    problem_type: ProblemType | None = Field(None, description="None = inferred from the label")
+    problem_type: ProblemType | None = Field(
+        None, description="None = inferred from the label (multitask when the label is several columns)"
+    )
+    targets: dict[str, TargetConfig] = Field(
+        default_factory=dict,
+        description="multi-task only: target column → its problem type and loss weight (targets not listed: "
+        "inferred type, weight 1)",
+    )
+    target_loss: Literal["log", "sum"] = Field(
+        "log",
+        description="multi-task only: how the targets' losses are combined: log = sum of weight x log(loss + "
+        "0.001), so each target counts by its relative change (a well-learned regression is not drowned by a "
+        "larger classification loss); sum = sum of weight x loss",
+    )
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="balanced: weigh the loss of each class by the inverse of its frequency"
     )

@@ -22,12 +22,22 @@ from .config import PolymodalConfig, TrainingConfig
 from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
-from .errors import DataError, RowIssue, SchemaError
+from .errors import ConfigError, DataError, RowIssue, SchemaError
 from .model import build_model, count_parameters
-from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
+from .pipeline import (
+    Data,
+    FittedPipeline,
+    Label,
+    check_columns,
+    check_label_list,
+    label_columns,
+    label_values,
+    labelled_rows,
+)
 from .presets import PresetChoice, apply_preset
 from .schema import Modality, Schema, check_label_values, infer_problem_type, infer_schema, tag_separator_warning
 from .tasks import Task, build_task
+from .tasks.multitask import MULTITASK, MultiTask
 from .training import FitResult, fit_model, predict_outputs
 from .training.seeding import seeded
 
@@ -43,14 +53,14 @@ class FitOutcome:
 
 
 # ------------------------------------------------------------------------------------------------ read
-def read_labelled(data: Data, label: str, data_root: str | Path | None, what: str = "training") -> Table:
+def read_labelled(data: Data, label: Label, data_root: str | Path | None, what: str = "training") -> Table:
     """Read ``data`` and keep the rows that have a label."""
     table = read_table(data, data_root)
     return Table(labelled_rows(table.frame, label, what), table.root, table.source)
 
 
 # ---------------------------------------------------------------------------------------------- schema
-def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
+def fit_schema(frame: pd.DataFrame, label: Label, cfg: PolymodalConfig) -> Schema:
     """Infer the column kinds (the user's overrides and ignores applied; a group column is never an input)."""
     group = cfg.training.group_column
     if group is not None and group not in frame.columns:
@@ -58,6 +68,8 @@ def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
             f"group column '{group}' (training.group_column) is not in the table; its columns are: "
             f"{', '.join(map(str, frame.columns))}"
         )
+    if group is not None and group in label_columns(label):
+        raise SchemaError(f"column '{group}' is both a label and training.group_column; choose another group column")
     ignore = cfg.ignore + ([group] if group is not None and group not in cfg.ignore else [])
     schema = infer_schema(frame, label, cfg.columns, ignore)
     if not schema.input_columns():
@@ -65,26 +77,47 @@ def fit_schema(frame: pd.DataFrame, label: str, cfg: PolymodalConfig) -> Schema:
     return schema
 
 
-def resolve_task(cfg: PolymodalConfig, labels: pd.Series, schema: Schema) -> Task:
+def resolve_task(cfg: PolymodalConfig, labels: pd.Series | pd.DataFrame, schema: Schema) -> Task:
     """Build the task for ``labels`` (the problem type inferred unless configured), its target encoding fitted;
-    fills the resolved problem type into ``cfg``."""
-    problem_type: str | None = cfg.task.problem_type
-    if problem_type is None:
-        problem_type, why = infer_problem_type(labels, cfg.task.tag_separator)
-        log.info("label '%s': %s (%s)", labels.name, problem_type, why)
-        # joined tags may be meant as classes: a warning, not an error (--problem-type multiclass silences it)
-        warning = (
-            tag_separator_warning(labels, cfg.task.tag_separator) if problem_type in ("binary", "multiclass") else None
-        )
-        if warning is not None:
-            log.warning("%s", warning)
-    if problem_type != "multilabel":
-        check_label_values(labels, problem_type)
+    fills the resolved problem type into ``cfg``. ``labels`` as a DataFrame (several target columns) is a
+    multi-task problem."""
+    problem_type: str | None
+    if isinstance(labels, pd.DataFrame):
+        problem_type = check_multitask_type(cfg.task.problem_type)
+    elif cfg.task.problem_type == MULTITASK:
+        raise ConfigError("problem_type 'multitask' needs several label columns: label=['a', 'b'] (--label a,b)")
+    else:
+        problem_type = cfg.task.problem_type
+        if problem_type is None:
+            problem_type, why = infer_problem_type(labels, cfg.task.tag_separator)
+            log.info("label '%s': %s (%s)", labels.name, problem_type, why)
+            # joined tags may be meant as classes: a warning, not an error (--problem-type multiclass silences it)
+            warning = (
+                tag_separator_warning(labels, cfg.task.tag_separator)
+                if problem_type in ("binary", "multiclass")
+                else None
+            )
+            if warning is not None:
+                log.warning("%s", warning)
+        if problem_type != "multilabel":
+            check_label_values(labels, problem_type)
+    if cfg.task.targets and problem_type != MULTITASK:
+        raise ConfigError("task.targets is for multi-task models (several label columns); remove it or pass a list")
     cfg.task.problem_type = problem_type  # type: ignore[assignment]
     task = build_task(problem_type, cfg.task)
     task.resolve(cfg, {m.kind for m in schema.modalities()})
-    task.fit_target(labels)
+    task.fit_target(labels)  # type: ignore[arg-type]  # (a multi-task task takes the DataFrame of its targets)
     return task
+
+
+def check_multitask_type(problem_type: str | None) -> str:
+    """The problem type of a list label: multitask; any other configured type is refused with what to do."""
+    if problem_type not in (None, MULTITASK):
+        raise ConfigError(
+            f"problem_type '{problem_type}' is for one label column; with several, set each target's type under "
+            "task.targets (e.g. task: {targets: {rating: {problem_type: regression}}}) or leave them inferred"
+        )
+    return MULTITASK
 
 
 # ----------------------------------------------------------------------------------------------- split
@@ -122,10 +155,10 @@ def split_rows(
     return np.sort(kept), np.sort(held)
 
 
-def validation_split(table: Table, label: str, task: Task, training: TrainingConfig) -> tuple[Table, Table]:
+def validation_split(table: Table, label: Label, task: Task, training: TrainingConfig) -> tuple[Table, Table]:
     """Split a labelled table into training and validation tables (stratified by class, or by group)."""
     frame = table.frame
-    strata = task.encode_target(frame[label]) if task.stratify else None
+    strata = task.encode_target(label_values(frame, label)) if task.stratify else None
     groups = frame[training.group_column] if training.group_column is not None else None
     train_pos, val_pos = split_rows(len(frame), training.validation_fraction, training.seed, strata, groups)
     return (
@@ -145,7 +178,7 @@ def fit_processors(schema: Schema, cfg: PolymodalConfig, train: Table) -> tuple[
 
 def prepare_labelled(
     tables: list[tuple[Table, str]],
-    label: str,
+    label: Label,
     processors: dict[str, Processor],
     task: Task,
     cfg: PolymodalConfig,
@@ -162,7 +195,7 @@ def prepare_labelled(
                     processors,
                     LoadContext(table.root, cfg.limits),
                     cfg.on_error,
-                    targets=task.encode_target(table.frame[label]),
+                    targets=task.encode_target(label_values(table.frame, label)),
                     progress=verbose,
                     what=what,
                 )
@@ -239,7 +272,7 @@ def calibrate(
 ) -> None:
     """Let the task learn its post-processing (:meth:`Task.calibrate`) from the trained model's validation
     outputs. Skipped for tasks that learn nothing there (a generation task would decode the split for nothing)."""
-    if type(task).calibrate is Task.calibrate:
+    if type(task).calibrate is Task.calibrate or (isinstance(task, MultiTask) and not task.calibrates()):
         return
     loader = make_loader(val_rows, processors, 256, False, task.target_dtype)
     task.calibrate(predict_outputs(model, loader, task), val_labels)
@@ -248,7 +281,7 @@ def calibrate(
 # ------------------------------------------------------------------------------------------- composed
 def fit_pipeline(
     data: Data,
-    label: str,
+    label: Label,
     config: PolymodalConfig,
     *,
     tuning_data: Data | None = None,
@@ -263,11 +296,12 @@ def fit_pipeline(
     """
     cfg = config.model_copy(deep=True)  # resolved values go here; the caller's config stays as given
     check_config(cfg)
+    check_label_list(label)
     start = time.perf_counter()
     table = read_labelled(data, label, cfg.data_root)
     schema = fit_schema(table.frame, label, cfg)
     preset_report = apply_preset(cfg, preset, {m.kind for m in schema.modalities()})
-    task = resolve_task(cfg, table.frame[label], schema)
+    task = resolve_task(cfg, label_values(table.frame, label), schema)
     if tuning_data is None:
         train_t, val_t = validation_split(table, label, task, cfg.training)
     else:
@@ -282,7 +316,7 @@ def fit_pipeline(
             f"not enough usable rows to train: {len(train_rows)} training and {len(val_rows)} validation rows"
         )
     resolve_training(cfg.training, len(train_rows))
-    val_labels = val_t.frame[label].iloc[val_rows.rows].reset_index(drop=True)
+    val_labels = label_values(val_t.frame, label).iloc[val_rows.rows].reset_index(drop=True)
     with seeded(cfg.training.seed):  # the same seed and data give the same model; the caller's RNGs are untouched
         model = build(cfg, modalities, processors, task)
         log.info(
@@ -321,7 +355,7 @@ def fine_tune(
     training.max_epochs = epochs
     training.learning_rate = training.learning_rate * lr_scale
     training.warmup_fraction = 0.0
-    val_labels = val_t.frame[pipeline.label].iloc[val_rows.rows].reset_index(drop=True)
+    val_labels = label_values(val_t.frame, pipeline.label).iloc[val_rows.rows].reset_index(drop=True)
     with seeded(training.seed):
         return train(
             pipeline.model,

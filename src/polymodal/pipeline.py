@@ -47,6 +47,7 @@ from .tasks import Task, build_task
 from .tasks.classification import ClassificationTask
 from .tasks.generation import GenerationTask
 from .tasks.multilabel import MultilabelTask
+from .tasks.multitask import MultiTask
 from .training import FitResult, predict_outputs
 from .version import __version__
 
@@ -56,30 +57,62 @@ log = logging.getLogger("polymodal")
 Data = pd.DataFrame | str | Path | Table
 
 
-def labelled_rows(frame: pd.DataFrame, label: str, what: str) -> pd.DataFrame:
+#: A label: one target column, or several (a multi-task model).
+Label = str | list[str]
+
+
+def label_columns(label: Label) -> list[str]:
+    """The target columns of ``label`` (one for a single target)."""
+    return [label] if isinstance(label, str) else list(label)
+
+
+def check_label_list(label: Label) -> None:
+    """Refuse an empty or repeated list of targets before any table is read."""
+    if isinstance(label, str):
+        return
+    names = list(label)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"the label must be a column name or a non-empty list of column names, not {label!r}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"the label list names column(s) more than once: {', '.join(repeated)}")
+
+
+def label_values(frame: pd.DataFrame, label: Label) -> Any:
+    """``frame[label]``: a Series for one target column, a DataFrame (one column per target) for several, which is
+    what a multi-task task encodes."""
+    return frame[label]
+
+
+def labelled_rows(frame: pd.DataFrame, label: Label, what: str) -> pd.DataFrame:
     """The rows of ``frame`` that have a label (``what`` names the table in messages: "training", "evaluation").
 
-    Raises when the label column is absent or entirely empty; rows with an empty label are dropped with a warning.
+    Raises when a label column is absent or entirely empty; rows with an empty label are dropped with a warning.
+    With several targets (a list), a row is kept when it has at least one of them.
     """
     if len(frame) == 0:
         raise DataError(f"the {what} table has no rows")
-    if label not in frame.columns:
-        raise SchemaError(
-            f"label column '{label}' is not in the {what} table; its columns are: {', '.join(map(str, frame.columns))}"
-        )
-    empty = frame[label].map(is_empty).to_numpy(dtype=bool)
-    if empty.all():
-        raise DataError(
-            f"label column '{label}' has no values: all {len(frame)} rows are empty/NaN",
-            hint="Check the label name and that the column is filled in.",
-        )
+    check_label_list(label)
+    names = label_columns(label)
+    absent = [n for n in names if n not in frame.columns]
+    if absent:
+        which = f"label column '{absent[0]}' is" if len(absent) == 1 else f"label columns {', '.join(absent)} are"
+        raise SchemaError(f"{which} not in the {what} table; its columns are: {', '.join(map(str, frame.columns))}")
+    empty_by = {name: frame[name].map(is_empty).to_numpy(dtype=bool) for name in names}
+    for name, col_empty in empty_by.items():
+        if col_empty.all():
+            raise DataError(
+                f"label column '{name}' has no values: all {len(frame)} rows are empty/NaN",
+                hint="Check the label name and that the column is filled in.",
+            )
+    empty = np.logical_and.reduce(list(empty_by.values()))
     if empty.any():
         rows = np.flatnonzero(empty)
         log.warning(
-            "dropped %d %s rows whose label '%s' is empty (rows %s%s)",
+            "dropped %d %s rows whose label %s empty (rows %s%s)",
             len(rows),
             what,
-            label,
+            f"'{label}' is" if isinstance(label, str) else f"columns ({', '.join(names)}) are all",
             ", ".join(map(str, rows[:10])),
             " ..." if len(rows) > 10 else "",
         )
@@ -119,8 +152,9 @@ class DecodedTable:
         """The index labels of the usable rows (predictions are indexed by them)."""
         return self.frame.index[self.prepared.rows]
 
-    def labels(self, label: str) -> pd.Series:
-        """The label of each usable row, positionally indexed (0..n-1) like the outputs."""
+    def labels(self, label: Label) -> Any:
+        """The label of each usable row, positionally indexed (0..n-1) like the outputs (a DataFrame with one
+        column per target for several targets)."""
         return self.usable[label].reset_index(drop=True)
 
 
@@ -130,7 +164,7 @@ class FittedPipeline:
     Build one with :func:`polymodal.fitting.fit_pipeline` or :meth:`load`; all of its state was learned in fit.
 
     Attributes:
-        label: the target column.
+        label: the target column, or the list of target columns of a multi-task model.
         config: the resolved config (every automatic choice filled in).
         schema: column kinds with the reasons they were chosen.
         modalities: the encoders' inputs (one per image/audio/text column, one for the tabular columns).
@@ -144,7 +178,7 @@ class FittedPipeline:
 
     def __init__(
         self,
-        label: str,
+        label: Label,
         config: PolymodalConfig,
         schema: Schema,
         modalities: list[Modality],
@@ -168,6 +202,13 @@ class FittedPipeline:
     @property
     def problem_type(self) -> str:
         return self.task.problem_type
+
+    @property
+    def single_label(self) -> str:
+        """The label column of a single-target model (a multi-task model has several: :class:`ConfigError`)."""
+        if not isinstance(self.label, str):
+            raise ConfigError(f"this is a multi-task model with several targets ({', '.join(self.label)})")
+        return self.label
 
     @property
     def predict_batch_size(self) -> int:
@@ -262,18 +303,23 @@ class FittedPipeline:
             raise ConfigError("return_scores is for generation models; use predict_proba for class probabilities")
         decoded = self.prepare(data, on_error=on_error, data_root=data_root)
         outputs = self.outputs(decoded)
-        text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.label)
+        if isinstance(self.task, MultiTask):
+            return self.task.predictions(outputs, decoded.index)
+        text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.single_label)
         if return_scores:
             return pd.DataFrame(
-                {self.label: text, "log_prob": np.asarray(outputs.scores, dtype=np.float64)}, index=decoded.index
+                {self.single_label: text, "log_prob": np.asarray(outputs.scores, dtype=np.float64)}, index=decoded.index
             )
         return text
 
     def predict_proba(
         self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
-    ) -> pd.DataFrame:
+    ) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """Class probabilities, one column per class (classification only); for a multi-label model, each tag's
-        own probability, one column per tag (a row's need not sum to 1)."""
+        own probability, one column per tag (a row's need not sum to 1). A multi-task model gives a dict:
+        classification target → its DataFrame of class probabilities."""
+        if isinstance(self.task, MultiTask):
+            return self._multitask_proba(self.task, data, on_error, data_root)
         if self.problem_type in ("regression", "generation"):
             raise PolymodalError(
                 f"predict_proba is for classification; this is a {self.problem_type} model"
@@ -287,6 +333,24 @@ class FittedPipeline:
         # binary and multiclass models have a classification task; multilabel ones the same two members
         task = cast(ClassificationTask | MultilabelTask, self.task)
         return pd.DataFrame(task.predict_proba(self.outputs(decoded)), index=decoded.index, columns=list(task.classes))
+
+    def _multitask_proba(
+        self, task: MultiTask, data: Data, on_error: str | None, data_root: str | Path | None
+    ) -> dict[str, pd.DataFrame]:
+        targets = task.classification_targets()
+        if not targets:
+            raise PolymodalError(
+                f"predict_proba is for classification targets; none of this model's targets ({', '.join(task.names)})"
+                " is one"
+            )
+        decoded = self.prepare(data, on_error=on_error, data_root=data_root)
+        outputs = self.outputs(decoded)
+        out = {}
+        for t in targets:
+            sub = cast(ClassificationTask, t.task)
+            proba = sub.predict_proba(outputs[:, t.outputs])
+            out[t.name] = pd.DataFrame(proba, index=decoded.index, columns=list(sub.classes))
+        return out
 
     def score(
         self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None, what: str = "evaluation"

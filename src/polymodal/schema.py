@@ -55,7 +55,7 @@ class Modality:
 
 @dataclass
 class Schema:
-    label: str
+    label: str | list[str]  # a list: the targets of a multi-task model
     columns: list[ColumnSpec] = field(default_factory=list)
 
     def kinds(self) -> dict[str, ColumnKind]:
@@ -204,15 +204,27 @@ def infer_column(series: pd.Series) -> ColumnSpec:
 
 
 def infer_schema(
-    frame: pd.DataFrame, label: str | None, overrides: Mapping[str, str] | None = None, ignore: list[str] | None = None
+    frame: pd.DataFrame,
+    label: str | list[str] | None,
+    overrides: Mapping[str, str] | None = None,
+    ignore: list[str] | None = None,
 ) -> Schema:
-    """Infer a :class:`Schema` for ``frame``; ``overrides`` (column → kind) and ``ignore`` win over inference."""
+    """Infer a :class:`Schema` for ``frame``; ``overrides`` (column → kind) and ``ignore`` win over inference.
+    ``label``: the target column, or the list of target columns of a multi-task model (never inputs)."""
     overrides = dict(overrides or {})
     if len(frame.columns) == 0:
         raise SchemaError("the table has no columns")
-    if label is not None and label not in frame.columns:
+    labels = [] if label is None else [label] if isinstance(label, str) else list(label)
+    for name in labels:
+        if name not in frame.columns:
+            raise SchemaError(
+                f"label column '{name}' is not in the table; its columns are: {', '.join(map(str, frame.columns))}"
+            )
+    as_input = [n for n in labels if n in overrides and overrides[n] != ColumnKind.IGNORE.value]
+    if as_input:
         raise SchemaError(
-            f"label column '{label}' is not in the table; its columns are: {', '.join(map(str, frame.columns))}"
+            f"column(s) {', '.join(as_input)} are both a label and given an input kind in columns; a target cannot "
+            "be an input: drop it from columns (or from the label)"
         )
     missing = [c for c in list(overrides) + list(ignore or []) if c not in frame.columns]
     if missing:
@@ -220,7 +232,7 @@ def infer_schema(
     specs = []
     for col in frame.columns:
         col = str(col)
-        if col == label:
+        if col in labels:
             continue
         if col in (ignore or []):
             specs.append(ColumnSpec(col, ColumnKind.IGNORE, "listed in ignore"))
@@ -230,7 +242,7 @@ def infer_schema(
             specs.append(ColumnSpec(col, ColumnKind(overrides[col]), "set in config"))
         else:
             specs.append(infer_column(frame[col]))
-    return Schema(label or "", specs)
+    return Schema(label if label is not None else "", specs)
 
 
 def infer_problem_type(target: pd.Series, tag_separator: str = DEFAULT_SEPARATOR) -> tuple[str, str]:

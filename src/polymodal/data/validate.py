@@ -30,13 +30,19 @@ class ValidationReport:
         return not self.issues
 
 
-def validate_table(table: Table, label: str | None, config: PolymodalConfig, progress: bool = True) -> ValidationReport:
-    """Decode every cell; report unreadable/corrupt/missing files, escaping paths, limits, bad numbers, empty labels."""
+def validate_table(
+    table: Table, label: str | list[str] | None, config: PolymodalConfig, progress: bool = True
+) -> ValidationReport:
+    """Decode every cell; report unreadable/corrupt/missing files, escaping paths, limits, bad numbers, empty labels
+    (several targets: rows where every target is empty; one missing target is fine for a multi-task model)."""
     frame = table.frame
     schema = infer_schema(frame, label, config.columns, config.ignore)
     issues: list[RowIssue] = []
-    if label is not None:
+    if isinstance(label, str):
         issues += [RowIssue(row_label(i), label, "label is empty") for i, v in frame[label].items() if is_empty(v)]
+    elif label is not None:
+        empty = frame[label].map(is_empty).all(axis=1)
+        issues += [RowIssue(row_label(i), ",".join(label), "every target is empty") for i in frame.index[empty]]
     _, processors = build_processors(schema, config)
     ctx = LoadContext(table.root, config.limits)
     for p in processors.values():

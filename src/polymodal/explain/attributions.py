@@ -619,7 +619,7 @@ def explain(
             if type(a) is Attributor:
                 a.path({})
     collate = Collator(prepared, predictor.processors, False, torch.long)
-    has_label = predictor.label in frame.columns
+    has_label = predictor.single_label in frame.columns
     out = []
     bar = Progress(len(prepared), "explaining", "rows", enabled=progress, min_bar=0)
     for i in range(len(prepared)):
@@ -657,7 +657,7 @@ def explain(
         }
         for c, s in _shares(mass).items():
             attributions[c].share = s
-        truth = raw.get(predictor.label) if has_label else None
+        truth = raw.get(predictor.single_label) if has_label else None
         out.append(
             Explanation(
                 frame.index[pos],

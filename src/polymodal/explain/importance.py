@@ -301,7 +301,7 @@ def modality_importance(
     frame, prepared = prepare_rows(predictor, data, data_root, on_error, labelled=True)
     if len(prepared) < 2:
         raise ConfigError(f"modality importance needs at least 2 usable labelled rows; the table has {len(prepared)}")
-    y_true = frame[predictor.label].iloc[prepared.rows].reset_index(drop=True)
+    y_true = frame[predictor.single_label].iloc[prepared.rows].reset_index(drop=True)
     processors = predictor.processors
     batch_size = predictor.predict_batch_size
 

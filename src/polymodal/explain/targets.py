@@ -139,6 +139,11 @@ def explain_target(task: "Task", name: str | None = None) -> ExplainTarget:
 def explainable_task(pipeline: FittedPipeline, what: str) -> "Task":
     """The pipeline's task, when explanations support it; else an :class:`ExplainError` saying what they support."""
     task = pipeline.task
+    if task.problem_type == "multitask":
+        raise ExplainError(
+            f"{what} does not support multi-task models yet (targets: {', '.join(pipeline.label)}); to explain one "
+            "target, train a model on that target alone (--label <target>) and explain it"
+        )
     if task.problem_type not in EXPLAIN_TARGETS:
         raise ExplainError(
             f"{what} supports classification, multi-label and regression models; this is a "
@@ -153,9 +158,9 @@ def prepare_rows(
 ) -> tuple[pd.DataFrame, Prepared]:
     """Read and decode ``data`` with the pipeline's fitted processors (``labelled``: rows with a label only)."""
     table = pipeline.read(data, data_root)
-    if labelled and pipeline.label not in table.frame.columns:
+    if labelled and pipeline.single_label not in table.frame.columns:
         raise ExplainError(
-            f"modality importance needs the label column '{pipeline.label}' in the table, to "
+            f"modality importance needs the label column '{pipeline.single_label}' in the table, to "
             "score the model with and without each column; pass a labelled table"
         )
     decoded = pipeline.prepare(table, on_error=on_error, labelled="importance" if labelled else None)

@@ -44,3 +44,9 @@ class GenerationParams(TaskParams):
     """Text written token by token (captions, free-form answers)."""
 
     architecture = "seq2seq"
+
+
+@register(TASK_PARAMS, "multitask")
+class MultitaskParams(TaskParams):
+    """Several targets in one model (the label is a list of columns): one head and loss per target, each binary,
+    multiclass or regression (task.targets sets each one's problem type and loss weight)."""

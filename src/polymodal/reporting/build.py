@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +13,12 @@ from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..io import atomic_file
 from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
+from ..tasks.multitask import MultiTask
 from ..version import __version__
 from .blocks import Report
-from .context import ReportContext, ReportOptions, find_robustness, read_history, score, summarise
+from .context import ReportContext, ReportOptions, find_robustness, read_history, score, summarise, target_context
 from .render import render
-from .sections import sections_for
+from .sections import sections_for, target_sections
 
 Progress = Callable[[str], None]
 
@@ -78,6 +80,16 @@ def build_report(
         built = sec.build(ctx)
         if built is not None:
             sections.append(built)
+    if isinstance(pipeline.task, MultiTask):  # each target's own sections, after the shared ones
+        for t in pipeline.task.targets:
+            sub = target_context(ctx, t.name)
+            for sec in target_sections(t.task.problem_type):
+                say(f"{t.name}: {sec.title}")
+                built = sec.build(sub)
+                if built is not None:
+                    anchor = re.sub(r"[^A-Za-z0-9_-]+", "-", t.name)
+                    built.id, built.title = f"{anchor}-{built.id}", f"{t.name}: {built.title}"
+                    sections.append(built)
     s = ctx.summary
     where = f"run {run_dir}" if run_dir is not None else "a model in memory"
     return Report(

@@ -4,6 +4,7 @@ once, and the optional robustness sweep. Sections only read from a :class:`Repor
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from ..config import encoder_choice, encoder_key
 from ..errors import ConfigError
 from ..evaluation.robustness import RobustnessReport
 from ..metrics.classification import label_key
-from ..pipeline import FittedPipeline
+from ..pipeline import FittedPipeline, label_values
 from ..tasks.classification import ClassificationTask
 from ..tasks.multilabel import MultilabelTask
+from ..tasks.multitask import MultiTask, present
 
 #: Where a run directory's robustness sweep is looked for when none is given (`polymodal evaluate RUN DATA
 #: --robustness --out RUN/robustness` writes the second).
@@ -85,7 +87,7 @@ class Scored:
     frame: pd.DataFrame  # usable rows, original index kept
     root: Path  # folder their relative file paths resolve against
     source: str
-    y_true: pd.Series  # labels in their own values, aligned with `frame`
+    y_true: pd.Series  # labels in their own values, aligned with `frame` (multi-task: a DataFrame of the targets)
     outputs: Any
     predictions: np.ndarray
     proba: np.ndarray | None  # classification: one column per class (None for multi-label: a row has no one class)
@@ -143,7 +145,7 @@ def summarise(pipeline: FittedPipeline, run_dir: Path | None) -> RunSummary:
         validation = dict(r.validation)
     task = pipeline.task
     return RunSummary(
-        label=pipeline.label,
+        label=pipeline.label if isinstance(pipeline.label, str) else ", ".join(pipeline.label),
         problem_type=task.problem_type,
         columns=columns,
         fusion=cfg.fusion.name,
@@ -181,7 +183,7 @@ def score(pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_
     metrics, decoded, outputs = pipeline.score(data, on_error=on_error, data_root=data_root, what="report")
     task = pipeline.task
     usable = decoded.usable
-    labels = usable[pipeline.label]
+    labels = label_values(usable, pipeline.label)  # a DataFrame for a multi-task model (its targets)
     proba = task.predict_proba(outputs) if isinstance(task, ClassificationTask) else None
     return Scored(
         frame=usable,
@@ -193,6 +195,42 @@ def score(pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_
         proba=proba,
         metrics=metrics,
     )
+
+
+def target_context(ctx: ReportContext, name: str) -> ReportContext:
+    """The context narrowed to one target of a multi-task model: its summary (label, problem type, classes,
+    validation metrics) and its scored rows (those that have the target, with its slice of the outputs)."""
+    task = ctx.pipeline.task
+    assert isinstance(task, MultiTask), "target contexts are for multi-task models"
+    t = task.target(name)
+    sub = t.task
+    scored = ctx.scored
+    has = present(scored.y_true[name])
+    outputs = np.asarray(scored.outputs)[has][:, t.outputs]
+    prefix = f"{name}/"
+    metrics = {k.removeprefix(prefix): v for k, v in scored.metrics.items() if k.startswith(prefix)}
+    metrics["rows"] = float(has.sum())
+    summary = dataclasses.replace(
+        ctx.summary,
+        label=name,
+        problem_type=sub.problem_type,
+        classes=list(sub.classes) if isinstance(sub, ClassificationTask) else None,
+        validation={
+            k.replace(prefix, "", 1): v for k, v in ctx.summary.validation.items() if k.startswith(f"val_{prefix}")
+        },
+        monitor=sub.monitor,
+    )
+    narrowed = Scored(
+        frame=scored.frame[has],
+        root=scored.root,
+        source=scored.source,
+        y_true=scored.y_true[name][has],
+        outputs=outputs,
+        predictions=np.asarray(sub.postprocess(outputs)),
+        proba=sub.predict_proba(outputs) if isinstance(sub, ClassificationTask) else None,
+        metrics=metrics,
+    )
+    return dataclasses.replace(ctx, summary=summary, scored=narrowed)
 
 
 def find_robustness(

@@ -23,6 +23,7 @@ from ..data.dataset import Collator, Prepared
 from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
 from ..tasks.classification import ClassificationTask
 from ..tasks.multilabel import MultilabelTask
+from ..tasks.multitask import MultiTask, Target
 from ..version import __version__
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
@@ -107,6 +108,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(
         ModelRunner(predictor, backend), cfg.max_batch, cfg.max_wait_ms, size=len
     )
+    multi = task if isinstance(task, MultiTask) else None
     # classifiers answer with each class's probability, multi-label models with each tag's (a list of tags predicted)
     classification = isinstance(task, (ClassificationTask, MultilabelTask))
     clf = cast(ClassificationTask | MultilabelTask, task)  # read only when classification
@@ -153,6 +155,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             "label": predictor.label,
             "problem_type": task.problem_type,
             "classes": list(clf.classes) if classification else None,
+            "targets": None if multi is None else [_target_info(t) for t in multi.targets],
             "columns": [{"name": c, "kind": schema.kinds()[c].value} for c in schema.input_columns()],
             "backend": backend.registry_name,
             "settings": cfg.model_dump(exclude={"host", "port"}),
@@ -185,6 +188,8 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             )
         prepared = await run_in_threadpool(decode_rows, rows, predictor.processors, predictor.config.limits)
         outputs = await batcher.submit(prepared)
+        if multi is not None:
+            return {"predictions": multitask_predictions(multi, outputs)}
         labels = task.postprocess(outputs)
         probs = clf.predict_proba(outputs) if classification else None
         return {
@@ -222,6 +227,35 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
 
 def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
+
+
+def _target_info(t: Target) -> dict[str, Any]:
+    classes = getattr(t.task, "classes", None)
+    return {"name": t.name, "problem_type": t.task.problem_type, "classes": None if classes is None else list(classes)}
+
+
+def multitask_predictions(task: MultiTask, outputs: np.ndarray) -> list[dict[str, Any]]:
+    """A multi-task model's response rows: ``prediction`` maps each target to its value, ``targets`` each target
+    to its own ``{"prediction", "probabilities"}`` (probabilities for classification targets, else null)."""
+    per_target = {}
+    for t in task.targets:
+        sub = outputs[:, t.outputs]
+        probs = cast(ClassificationTask, t.task).predict_proba(sub) if t in task.classification_targets() else None
+        classes = getattr(t.task, "classes", [])
+        per_target[t.name] = (t.task.postprocess(sub), probs, classes)
+    rows = []
+    for i in range(len(outputs)):
+        targets = {
+            name: {
+                "prediction": _plain(values[i]),
+                "probabilities": None if probs is None else {str(c): float(p) for c, p in zip(classes, probs[i])},
+            }
+            for name, (values, probs, classes) in per_target.items()
+        }
+        rows.append(
+            {"prediction": {n: v["prediction"] for n, v in targets.items()}, "probabilities": None, "targets": targets}
+        )
+    return rows
 
 
 def serve(predictor: PipelineSource, config: ServeConfig, quiet: bool = False) -> None:

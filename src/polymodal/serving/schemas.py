@@ -76,6 +76,13 @@ def multipart_schema(schema: Schema) -> dict[str, Any]:
     return {"type": "object", "properties": props}
 
 
+class TargetPrediction(BaseModel):
+    """One target of a multi-task model's prediction."""
+
+    prediction: Any
+    probabilities: dict[str, float] | None = None
+
+
 class Prediction(BaseModel):
     prediction: Any = Field(
         ..., description="the predicted class, value or text; for a multi-label model, the list of predicted tags"
@@ -84,6 +91,9 @@ class Prediction(BaseModel):
         None,
         description="classification: each class's probability (they sum to 1); multi-label: each tag's own "
         "probability; null otherwise",
+    )
+    targets: dict[str, TargetPrediction] | None = Field(
+        None, description="multi-task models: each target's prediction and (classification) probabilities"
     )
 
 

@@ -88,7 +88,7 @@ class TuneResult:
 
 def tune(
     data: Data,
-    label: str,
+    label: str | list[str],
     config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
     *,
     time_limit: float,

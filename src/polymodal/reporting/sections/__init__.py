@@ -19,7 +19,7 @@ from ..context import ReportContext
 CLASSIFICATION = frozenset({"binary", "multiclass"})
 PREDICTIVE = CLASSIFICATION | {"regression"}
 MULTILABEL = frozenset({"multilabel"})
-ALL = PREDICTIVE | {"generation"} | MULTILABEL
+ALL = PREDICTIVE | {"generation", "multitask"} | MULTILABEL
 
 SECTIONS: Registry["ReportSection"] = Registry("report section")
 
@@ -30,6 +30,9 @@ class ReportSection(ABC):
     title: ClassVar[str]
     order: ClassVar[int]
     problem_types: ClassVar[frozenset[str]] = ALL
+    #: built again for each target of a multi-task model (reads only the summary and the scored rows, which the
+    #: builder narrows to that target; see :func:`~polymodal.reporting.context.target_context`)
+    per_target: ClassVar[bool] = False
 
     @property
     def id(self) -> str:
@@ -49,7 +52,21 @@ def sections_for(problem_type: str) -> list[ReportSection]:
     return sorted(chosen, key=lambda s: s.order)
 
 
+def target_sections(problem_type: str) -> list[ReportSection]:
+    """The per-target sections for one target of a multi-task model whose problem type is ``problem_type``."""
+    return [s for s in sections_for(problem_type) if s.per_target]
+
+
 # Importing the modules registers their sections.
 from . import explanations, metrics, robustness, run  # noqa: E402,F401
 
-__all__ = ["ALL", "CLASSIFICATION", "MULTILABEL", "PREDICTIVE", "SECTIONS", "ReportSection", "sections_for"]
+__all__ = [
+    "ALL",
+    "CLASSIFICATION",
+    "MULTILABEL",
+    "PREDICTIVE",
+    "SECTIONS",
+    "ReportSection",
+    "sections_for",
+    "target_sections",
+]

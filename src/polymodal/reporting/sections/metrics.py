@@ -67,6 +67,7 @@ class Confusion(ReportSection):
     title = "Confusion matrix"
     order = 50
     problem_types = CLASSIFICATION
+    per_target = True
 
     def build(self, ctx: ReportContext) -> Section:
         classes, labels, true, pred = _keys(ctx)
@@ -98,6 +99,7 @@ class PerClass(ReportSection):
     title = "Per-class precision, recall and F1"
     order = 60
     problem_types = CLASSIFICATION
+    per_target = True
 
     def build(self, ctx: ReportContext) -> Section:
         classes, _, true, pred = _keys(ctx)
@@ -124,6 +126,7 @@ class Calibration(ReportSection):
     title = "Calibration"
     order = 70
     problem_types = CLASSIFICATION
+    per_target = True
 
     def build(self, ctx: ReportContext) -> Section:
         proba = ctx.scored.proba
@@ -162,6 +165,7 @@ class RocPr(ReportSection):
     title = "ROC and precision-recall curves"
     order = 80
     problem_types = frozenset({"binary"})
+    per_target = True
 
     def build(self, ctx: ReportContext) -> Section:
         classes, _, true, _ = _keys(ctx)
@@ -193,6 +197,7 @@ class Residuals(ReportSection):
     title = "Residuals"
     order = 50
     problem_types = frozenset({"regression"})
+    per_target = True
 
     def build(self, ctx: ReportContext) -> Section:
         true = ctx.scored.y_true.to_numpy(dtype=float)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import MULTILABEL_UNSUPPORTED, ConfigError
 from .registry import ENCODERS
@@ -152,6 +152,19 @@ class GenerationConfig(_Section):
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
 
 
+class CostsConfig(_Section):
+    """What each kind of mistake costs a binary classifier (``task.threshold: cost``); only their ratio matters."""
+
+    false_positive: float = Field(1.0, ge=0, description="cost of predicting the positive class for a negative row")
+    false_negative: float = Field(1.0, ge=0, description="cost of predicting the negative class for a positive row")
+
+    @model_validator(mode="after")
+    def _some_cost(self) -> CostsConfig:
+        if self.false_positive == 0 and self.false_negative == 0:
+            raise ValueError("at least one of false_positive and false_negative must be above 0")
+        return self
+
+
 class TaskConfig(_Section):
     """What is predicted and how it is learned; every task's options are typed here."""
 
@@ -159,6 +172,23 @@ class TaskConfig(_Section):
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="balanced: weigh the loss of each class by the inverse of its frequency"
     )
+    loss: Literal["cross_entropy", "focal"] = Field(
+        "cross_entropy",
+        description="classification loss; focal (Lin et al. 2017) down-weighs rows the network already gets right, "
+        "for imbalanced classes (combines with class_weights)",
+    )
+    focal_gamma: float = Field(2.0, ge=0, description="focal loss focusing parameter (0 = cross-entropy)")
+    calibration: Literal["temperature", "vector", "none"] = Field(
+        "temperature",
+        description="classification: probabilities calibrated on the validation split after training; temperature "
+        "(one scale for all logits, predictions unchanged), vector (a scale and a bias per class) or none",
+    )
+    threshold: Literal["argmax", "f1", "cost"] = Field(
+        "argmax",
+        description="binary classification: the most probable class (argmax), or a threshold on the positive "
+        "class's probability chosen on validation to maximise F1 (f1) or minimise task.costs (cost)",
+    )
+    costs: CostsConfig = Field(default_factory=CostsConfig, description="mistake costs for threshold: cost")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     @field_validator("problem_type", mode="before")
@@ -190,6 +220,11 @@ class TrainingConfig(_Section):
         "column is not an input",
     )
     seed: int = Field(0, description="the same seed and data give the same model")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle",
+        description="order of the training rows: shuffle, or balanced (classification: rows drawn with replacement, "
+        "each class equally often, for imbalanced classes)",
+    )
     time_limit: float | None = Field(
         None,
         gt=0,

@@ -22,7 +22,7 @@ from .config import PolymodalConfig, TrainingConfig
 from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
-from .errors import DataError, RowIssue, SchemaError
+from .errors import ConfigError, DataError, RowIssue, SchemaError
 from .model import build_model, count_parameters
 from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
 from .presets import PresetChoice, apply_preset
@@ -75,6 +75,8 @@ def resolve_task(cfg: PolymodalConfig, labels: pd.Series, schema: Schema) -> Tas
     cfg.task.problem_type = problem_type  # type: ignore[assignment]
     task = build_task(problem_type, cfg.task)
     task.resolve(cfg, {m.kind for m in schema.modalities()})
+    if cfg.training.sampler == "balanced" and not task.stratify:
+        raise ConfigError(f"training.sampler: balanced draws classes evenly; a {problem_type} task has no classes")
     task.fit_target(labels)
     return task
 
@@ -209,7 +211,9 @@ def train(
     """Train ``model`` in place (Lightning; early stopping on validation, best epoch restored); CPU, eval mode
     after. ``training`` must be resolved (batch size and epochs set). ``callbacks``: extra Lightning callbacks."""
     bs = training.batch_size or auto_batch_size(len(train_rows))
-    train_loader = make_loader(train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed)
+    train_loader = make_loader(
+        train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed, training.sampler
+    )
     val_loader = make_loader(val_rows, processors, max(bs, 128), False, task.target_dtype, training.num_workers)
     result = fit_model(
         model,

@@ -59,7 +59,7 @@ def test_temperature_halves_test_ece_of_an_over_confident_network(tmp_path):
             "weight_decay": 0.0,
             "patience": 1000,
             "validation_fraction": 0.4,
-            "seed": 1,
+            "seed": 2,
         },
         "encoders": {"tabular": {"name": "tabular_mlp", "hidden": 128, "layers": 2, "dim": 128}},
         "fusion": {"dim": 64, "dropout": 0.0},
@@ -149,16 +149,17 @@ def test_calibration_none_and_an_uncalibrated_task_keep_the_logits():
 
 
 # ------------------------------------------------------------------------------------------ state
-def test_task_state_round_trip_keeps_temperature_and_threshold():
+@pytest.mark.parametrize("method", ["temperature", "vector"])
+def test_task_state_round_trip_keeps_calibration_and_threshold(method):
     rng = np.random.default_rng(0)
-    t = task(threshold="f1")
+    t = task(threshold="f1", calibration=method)
     logits = rng.normal(size=(200, 2)) * 4
     y = pd.Series(np.where(rng.random(200) < 0.3, "pos", "neg"))
     t.calibrate(logits, y)
     state = json.loads(json.dumps(t.state()))  # what task.json holds
     fresh = build_task("binary", TaskConfig())  # the config's defaults do not matter: the state does
     fresh.set_state(state)
-    assert fresh.calibration["temperature"] == t.calibration["temperature"]
+    assert fresh.calibration == t.calibration and fresh.calibration["method"] == method
     assert fresh.threshold["value"] == t.threshold["value"]
     np.testing.assert_array_equal(fresh.postprocess(logits), t.postprocess(logits))
     np.testing.assert_allclose(fresh.predict_proba(logits), t.predict_proba(logits))

@@ -300,7 +300,8 @@ def fine_tune(
 ) -> FitResult:
     """Train a fitted pipeline's network ``epochs`` more epochs on a labelled table, split for validation as
     :func:`fit_pipeline` splits, at ``lr_scale`` times the training learning rate with no warm-up (pruning's
-    masks keep pruned weights at zero). The best validation epoch is kept."""
+    masks keep pruned weights at zero). The best validation epoch is kept; the task's calibration is then fitted
+    again on the new network's validation outputs."""
     cfg = pipeline.config
     table = read_labelled(data, pipeline.label, data_root if data_root is not None else cfg.data_root, "fine-tuning")
     check_columns(table.frame, pipeline.schema)
@@ -319,7 +320,7 @@ def fine_tune(
     training.warmup_fraction = 0.0
     val_labels = val_t.frame[pipeline.label].iloc[val_rows.rows].reset_index(drop=True)
     with seeded(training.seed):
-        return train(
+        result = train(
             pipeline.model,
             pipeline.task,
             pipeline.processors,
@@ -329,3 +330,6 @@ def fine_tune(
             training,
             pipeline.verbose,
         )
+        # The network changed: what was learned from its old validation outputs (temperature, threshold) is redone.
+        calibrate(pipeline.model, pipeline.task, pipeline.processors, val_rows, val_labels)
+    return result

@@ -91,6 +91,9 @@ def test_temperature_halves_test_ece_of_an_over_confident_network(tmp_path):
     loaded = Predictor.load(tmp_path / "run", verbose=False)
     np.testing.assert_allclose(loaded.predict_proba(test).to_numpy(), p.predict_proba(test).to_numpy(), atol=1e-6)
     assert loaded.evaluate(test)["ece"] == pytest.approx(metrics["ece"], abs=1e-6)
+    # ONNX Runtime gives the logits; the task calibrates them as in eager mode (the server goes the same way).
+    onnx = Predictor.load(tmp_path / "run", verbose=False, backend="onnx")
+    np.testing.assert_allclose(onnx.predict_proba(test).to_numpy(), p.predict_proba(test).to_numpy(), atol=1e-4)
 
     # The report shows the before/after diagram with the test ECE of both.
     fig, before, after = plots.reliability_before_after(idx, raw, t.predict_proba(outputs), "temperature")
@@ -137,6 +140,14 @@ def test_temperature_recovers_the_scale_of_sharpened_logits_deterministically():
     v = VectorScaling()
     v.fit(true_logits * 3, idx)
     assert nll(v.apply(true_logits * 3), idx) <= nll(t.apply(true_logits * 3), idx) + 1e-12
+
+
+def test_a_small_validation_split_the_network_gets_all_right_does_not_drive_t_to_zero():
+    logits = np.array([[2.0, 0.0], [0.0, 2.0]] * 3)
+    idx = np.array([0, 1] * 3)
+    t = Temperature()
+    t.fit(logits, idx)  # without the prior on log T the search would end at its lower bound, 0.01
+    assert 0.3 < t.temperature < 1
 
 
 def test_calibration_none_and_an_uncalibrated_task_keep_the_logits():

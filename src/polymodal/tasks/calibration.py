@@ -78,9 +78,13 @@ class Temperature(Calibrator):
 
     def fit(self, logits: np.ndarray, idx: np.ndarray) -> None:
         # The NLL is convex in 1/T (a log-sum-exp of terms linear in it), so unimodal in log T: a golden-section
-        # search finds its minimum deterministically, with no step size to tune.
+        # search finds its minimum deterministically, with no step size to tune. A standard normal prior on log T
+        # (its weight 1/N falls with the rows) keeps a small validation split that the network gets all right from
+        # driving T towards 0, which would make every later mistake a confident one.
+        n = len(idx)
+
         def loss(log_t: float) -> float:
-            return nll(logits / math.exp(log_t), idx)
+            return nll(logits / math.exp(log_t), idx) + log_t**2 / (2 * n)
 
         a, b = math.log(self.LOW), math.log(self.HIGH)
         g = (math.sqrt(5) - 1) / 2
@@ -96,7 +100,7 @@ class Temperature(Calibrator):
                 d = a + g * (b - a)
                 fd = loss(d)
         best = (a + b) / 2
-        # T = 1 (no change) unless the search found better: a calibration never worsens the validation NLL.
+        # T = 1 (no change) unless the search found better: a calibration never worsens the objective.
         self.temperature = math.exp(best) if loss(best) < loss(0.0) else 1.0
 
     def apply(self, logits: np.ndarray) -> np.ndarray:
@@ -130,8 +134,10 @@ class VectorScaling(Calibrator):
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            # A tiny ridge keeps the optimum finite when a class is separable on validation.
-            loss = torch.nn.functional.cross_entropy(z * a + b, y) + 1e-4 * (b.square().sum() + (a - 1).square().sum())
+            # A ridge towards the identity, its weight 1/N falling with the rows (as the temperature's prior), keeps
+            # the optimum finite when a class is separable on validation.
+            ridge = (b.square().sum() + (a - 1).square().sum()) / (2 * len(idx))
+            loss = torch.nn.functional.cross_entropy(z * a + b, y) + ridge
             loss.backward()
             return loss
 

@@ -1,4 +1,5 @@
-"""Binary and multi-class classification (softmax over classes; optional balanced class weights)."""
+"""Binary and multi-class classification: softmax over classes; cross-entropy or focal loss, optional balanced class
+weights; after training, probabilities calibrated and (binary) a decision threshold tuned on validation."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def cross_entropy(
 def focal(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, cfg: TaskConfig) -> torch.Tensor:
     """Focal loss (Lin et al. 2017): cross-entropy times (1 - p_true)^gamma, so rows already predicted well weigh
     little; with class weights, the weighted mean as cross_entropy takes it (gamma 0 gives cross-entropy)."""
-    keep = target >= 0  # cross_entropy's ignore_index is -100; unseen labels (-1) are never trained on either
+    keep = target >= 0  # a row without a known class (index -1) carries no loss
     logits, target = logits[keep], target[keep]
     logp = torch.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
     loss = -((1 - logp.exp()).clamp_min(0) ** cfg.focal_gamma) * logp

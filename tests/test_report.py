@@ -148,6 +148,9 @@ def test_calibration_bins_hold_the_minimum_and_show_their_counts(binary_html):
     counts = [int(c) for c in re.findall(r"<tr><td>[\d.]+–[\d.]+</td><td class=\"num\">(\d+)</td>", table)]
     assert counts and sum(counts) == 30 and all(c >= min(MIN_BIN_ROWS, 30) for c in counts)
     assert f"at least {MIN_BIN_ROWS} rows" in page
+    # Calibrated by default: the diagram before/after temperature scaling and the ECE / log-loss table (issue 17).
+    assert "reliability before and after temperature calibration" in page
+    assert "ECE, test" in page and "log-loss, validation" in page
 
 
 def test_epochs_card_says_best_of_run_and_stopped_early_only_before_the_maximum(binary_html):
@@ -226,7 +229,8 @@ def test_sections_registry_by_problem_type():
 # ------------------------------------------------------------------------------------------ self-contained
 def test_page_is_self_contained(binary_html):
     imgs = IMG.findall(binary_html)
-    assert len(imgs) == 5 + FAST["n_examples"]  # curves, confusion, calibration, ROC/PR, importance, gallery
+    # curves, confusion, calibration (calibrated; before/after), ROC/PR, importance, gallery
+    assert len(imgs) == 6 + FAST["n_examples"]
     for tag in imgs:
         src = SRC.search(tag).group(1)
         assert src.startswith("data:image/png;base64,"), src[:60]

@@ -13,7 +13,16 @@ from polymodal.errors import ConfigError, DataError
 from polymodal.registry import ENCODERS, FUSIONS, TASKS, Registry
 from polymodal.tasks import build_task
 
-CLS_KEYS = {"accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "log_loss"}
+CLS_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "precision_macro",
+    "recall_macro",
+    "log_loss",
+    "ece",
+    "pr_auc",
+}
 
 
 def _task(kind, labels):
@@ -45,7 +54,7 @@ def test_multiclass_metrics_have_no_roc_auc_and_bounded_values():
     rng = np.random.default_rng(0)
     m = t.metrics(pd.Series([1, 2, 3, 1, 2, 3]), rng.normal(size=(6, 3)))
     assert set(m) == CLS_KEYS
-    for k in CLS_KEYS - {"log_loss"}:
+    for k in CLS_KEYS - {"log_loss"}:  # ece and pr_auc lie in [0, 1] too
         assert 0.0 <= m[k] <= 1.0
     assert m["log_loss"] > 0
 

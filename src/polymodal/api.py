@@ -390,8 +390,10 @@ class Predictor:
         Keys: ``label``, ``problem_type`` (resolved), ``modalities`` (name → kind, columns and encoder name),
         ``fusion`` (None for a task that fuses nothing, e.g. generation), ``preset``, ``epochs_run``,
         ``best_epoch`` (1-based), ``stopped_early``, ``validation`` (the best epoch's validation metrics, without
-        the ``val_`` prefix), ``fit_seconds`` and ``parameters`` (the network's). Training figures are None for a
-        loaded run directory without metrics.
+        the ``val_`` prefix), ``fit_seconds``, ``parameters`` (the network's) and ``calibration`` (classification:
+        the calibration and decision threshold learned on validation, with validation ECE and log-loss before and
+        after; None when nothing was learned). Training figures are None for a loaded run directory without
+        metrics.
         """
         pipeline = self._fitted()
         r = pipeline.fit_result
@@ -410,6 +412,7 @@ class Predictor:
             "validation": {} if r is None else {k.removeprefix("val_"): v for k, v in r.validation.items()},
             "fit_seconds": None if r is None else r.fit_seconds,
             "parameters": _parameters(pipeline.model),
+            "calibration": pipeline.task.calibration_summary(),
         }
 
     def leaderboard(

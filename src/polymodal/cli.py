@@ -366,10 +366,12 @@ def predict(
 ) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-label
     model's tags joined by its task.tag_separator; a multi-task model: one column per target, named like it)."""
+    import numpy as np
     import pandas as pd
 
     from .api import Predictor
     from .io import atomic_file
+    from .tasks.classification import ClassificationTask
     from .tasks.multilabel import MultilabelTask
 
     p = Predictor.load(run, verbose=not quiet)
@@ -404,7 +406,10 @@ def predict(
         table = p.predict_proba(data, on_error=on_error, data_root=data_root)
         assert isinstance(table, pd.DataFrame), "a single-target model gives one table of probabilities"
         probs = table
-        result = probs.idxmax(axis=1).to_frame("prediction").join(probs.add_prefix("proba_"))
+        # the task's own decision: a tuned threshold (task.threshold) may pick a class that is not the most probable
+        task = cast(ClassificationTask, p.task)
+        predicted = np.asarray(task.classes, dtype=object)[task.predict_index(probs.to_numpy())]
+        result = pd.Series(predicted, index=probs.index).to_frame("prediction").join(probs.add_prefix("proba_"))
     else:
         labels = p.predict(data, on_error=on_error, data_root=data_root)
         assert isinstance(labels, pd.Series), "predict without return_scores gives a Series"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .registry import ENCODERS
@@ -161,6 +161,19 @@ class TargetConfig(_Section):
     weight: float = Field(1.0, gt=0, description="this target's loss is multiplied by it in the summed loss")
 
 
+class CostsConfig(_Section):
+    """What each kind of mistake costs a binary classifier (``task.threshold: cost``); only their ratio matters."""
+
+    false_positive: float = Field(1.0, ge=0, description="cost of predicting the positive class for a negative row")
+    false_negative: float = Field(1.0, ge=0, description="cost of predicting the negative class for a positive row")
+
+    @model_validator(mode="after")
+    def _some_cost(self) -> CostsConfig:
+        if self.false_positive == 0 and self.false_negative == 0:
+            raise ValueError("at least one of false_positive and false_negative must be above 0")
+        return self
+
+
 class TaskConfig(_Section):
     """What is predicted and how it is learned; every task's options are typed here."""
 
@@ -187,6 +200,23 @@ class TaskConfig(_Section):
         description="multilabel: the separator of tags joined in one string ('a|b'); a JSON list ('[\"a\", "
         '"b"]\') is read as well',
     )
+    loss: Literal["cross_entropy", "focal"] = Field(
+        "cross_entropy",
+        description="classification loss; focal (Lin et al. 2017) down-weighs rows the network already gets right, "
+        "for imbalanced classes (combines with class_weights)",
+    )
+    focal_gamma: float = Field(2.0, ge=0, description="focal loss focusing parameter (0 = cross-entropy)")
+    calibration: Literal["temperature", "vector", "none"] = Field(
+        "temperature",
+        description="classification: probabilities calibrated on the validation split after training; temperature "
+        "(one scale for all logits, predictions unchanged), vector (a scale and a bias per class) or none",
+    )
+    threshold: Literal["argmax", "f1", "cost"] = Field(
+        "argmax",
+        description="binary classification: the most probable class (argmax), or a threshold on the positive "
+        "class's probability chosen on validation to maximise F1 (f1) or minimise task.costs (cost)",
+    )
+    costs: CostsConfig = Field(default_factory=CostsConfig, description="mistake costs for threshold: cost")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     @field_validator("problem_type", mode="before")
@@ -217,6 +247,11 @@ class TrainingConfig(_Section):
         "column is not an input",
     )
     seed: int = Field(0, description="the same seed and data give the same model")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle",
+        description="order of the training rows: shuffle, or balanced (classification: rows drawn with replacement, "
+        "each class equally often, for imbalanced classes)",
+    )
     time_limit: float | None = Field(
         None,
         gt=0,

@@ -106,6 +106,8 @@ def resolve_task(cfg: PolymodalConfig, labels: pd.Series | pd.DataFrame, schema:
     cfg.task.problem_type = problem_type  # type: ignore[assignment]
     task = build_task(problem_type, cfg.task)
     task.resolve(cfg, {m.kind for m in schema.modalities()})
+    if cfg.training.sampler == "balanced" and not task.stratify:
+        raise ConfigError(f"training.sampler: balanced draws classes evenly; a {problem_type} task has no classes")
     task.fit_target(labels)  # type: ignore[arg-type]  # (a multi-task task takes the DataFrame of its targets)
     return task
 
@@ -250,7 +252,9 @@ def train(
     """Train ``model`` in place (Lightning; early stopping on validation, best epoch restored); CPU, eval mode
     after. ``training`` must be resolved (batch size and epochs set). ``callbacks``: extra Lightning callbacks."""
     bs = training.batch_size or auto_batch_size(len(train_rows))
-    train_loader = make_loader(train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed)
+    train_loader = make_loader(
+        train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed, training.sampler
+    )
     val_loader = make_loader(val_rows, processors, max(bs, 128), False, task.target_dtype, training.num_workers)
     result = fit_model(
         model,
@@ -338,7 +342,8 @@ def fine_tune(
 ) -> FitResult:
     """Train a fitted pipeline's network ``epochs`` more epochs on a labelled table, split for validation as
     :func:`fit_pipeline` splits, at ``lr_scale`` times the training learning rate with no warm-up (pruning's
-    masks keep pruned weights at zero). The best validation epoch is kept."""
+    masks keep pruned weights at zero). The best validation epoch is kept; the task's calibration is then fitted
+    again on the new network's validation outputs."""
     cfg = pipeline.config
     table = read_labelled(data, pipeline.label, data_root if data_root is not None else cfg.data_root, "fine-tuning")
     check_columns(table.frame, pipeline.schema)
@@ -357,7 +362,7 @@ def fine_tune(
     training.warmup_fraction = 0.0
     val_labels = label_values(val_t.frame, pipeline.label).iloc[val_rows.rows].reset_index(drop=True)
     with seeded(training.seed):
-        return train(
+        result = train(
             pipeline.model,
             pipeline.task,
             pipeline.processors,
@@ -367,3 +372,6 @@ def fine_tune(
             training,
             pipeline.verbose,
         )
+        # The network changed: what was learned from its old validation outputs (temperature, threshold) is redone.
+        calibrate(pipeline.model, pipeline.task, pipeline.processors, val_rows, val_labels)
+    return result

@@ -249,15 +249,37 @@ def make_loader(
     target_dtype: torch.dtype = torch.long,
     num_workers: int = 0,
     seed: int = 0,
+    sampler: str = "shuffle",
 ) -> torch.utils.data.DataLoader:
+    """Batches of ``prepared`` rows. ``train``: augmented, drawn in a seeded random order (``sampler`` "shuffle":
+    each row once per epoch; "balanced": as many rows, drawn with replacement so that every class of the integer
+    ``targets`` comes equally often)."""
     generator = torch.Generator().manual_seed(seed)
+    row_sampler = None
+    if train and sampler == "balanced":
+        row_sampler = balanced_sampler(prepared, generator)
     return torch.utils.data.DataLoader(
         PreparedDataset(prepared),
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=train and row_sampler is None,
+        sampler=row_sampler,
         drop_last=train and len(prepared) > batch_size,
         collate_fn=Collator(prepared, processors, train, target_dtype),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         generator=generator,
+    )
+
+
+def balanced_sampler(prepared: Prepared, generator: torch.Generator) -> torch.utils.data.WeightedRandomSampler:
+    """Rows drawn with replacement, each with probability 1 / (K * its class's count): every class equally often."""
+    targets = prepared.targets
+    if targets is None or not np.issubdtype(np.asarray(targets).dtype, np.integer):
+        raise ConfigError("training.sampler: balanced draws classes evenly; it needs a classification target")
+    t = np.asarray(targets, dtype=np.int64)
+    keep = t >= 0
+    counts = np.bincount(t[keep])
+    weights = np.where(keep, 1.0 / np.maximum(counts[np.maximum(t, 0)], 1), 0.0)
+    return torch.utils.data.WeightedRandomSampler(
+        weights.tolist(), num_samples=len(t), replacement=True, generator=generator
     )

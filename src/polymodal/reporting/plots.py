@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..metrics.classification import ECE_BINS, expected_calibration_error
 from ..plotting import png_bytes
 
 DPI = 110
@@ -172,6 +173,43 @@ def reliability(
     hist.bar(edges[:-1], counts, width=1 / bins, align="edge", color=ACCENT, alpha=0.5, edgecolor="white")
     hist.set(xlabel="predicted probability", ylabel="rows")
     return fig, ece, merged
+
+
+def reliability_before_after(
+    idx: np.ndarray, before: np.ndarray, after: np.ndarray, method: str, bins: int = ECE_BINS
+) -> tuple[Figure, float, float]:
+    """Reliability diagram of the top class's probability, before (``before``: probabilities of the network's own
+    logits) and after calibration (``after``), over ``bins`` equal-width bins (empty bins left out), with the
+    histogram of each beneath. ``idx``: true class indices. Returns the figure and the two expected calibration
+    errors (the ``ece`` metric)."""
+    fig = Figure(figsize=(5.6, 5.6), layout="constrained")
+    ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="perfectly calibrated")
+    edges = np.linspace(0, 1, bins + 1)
+    eces = []
+    for proba, name, colour in ((before, "before", SECOND), (after, f"after ({method})", ACCENT)):
+        conf = proba.max(axis=1)
+        right = (proba.argmax(axis=1) == idx).astype(float)
+        which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)  # as expected_calibration_error bins
+        rows = np.bincount(which, minlength=bins)
+        used = rows > 0
+        mean_conf = np.bincount(which, conf, minlength=bins)[used] / rows[used]
+        acc = np.bincount(which, right, minlength=bins)[used] / rows[used]
+        ece = expected_calibration_error(idx, proba, bins)
+        eces.append(ece)
+        ax.plot(mean_conf, acc, marker="o", ms=4, color=colour, label=f"{name}: ECE {ece:.3f}")
+        hist.hist(conf, bins=edges, color=colour, alpha=0.45, label=name)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(-0.02, 1.02),
+        ylabel="accuracy of the top class (fraction)",
+        title=f"Reliability before and after calibration\n{bins} equal-width bins of the top-class probability",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    hist.set(xlabel="probability of the predicted class", ylabel="rows")
+    hist.legend(fontsize=7)
+    return fig, eces[0], eces[1]
 
 
 def roc_pr(

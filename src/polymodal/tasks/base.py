@@ -74,6 +74,11 @@ class Task(ABC):
         Called once by :func:`polymodal.fitting.fit_pipeline` after training (and by ensembles on their
         combined outputs)."""
 
+    def calibration_summary(self) -> dict[str, Any] | None:
+        """What :meth:`calibrate` learned and measured on validation, as JSON values (``Predictor.fit_summary``
+        and the report show it); None when it learned nothing."""
+        return None
+
     @abstractmethod
     def state(self) -> dict[str, Any]: ...
 

@@ -9,6 +9,7 @@ from sklearn import metrics as skm
 from ...metrics.classification import label_key
 from ...metrics.multilabel import average_precision, predicted
 from ...registry import register
+from ...tasks.classification import ClassificationTask
 from ...tasks.multilabel import MultilabelTask
 from .. import plots
 from ..blocks import Figure, Metric, Metrics, Note, Section, Table
@@ -24,6 +25,8 @@ METRIC_HELP = {
     "recall_macro": "recall averaged over classes",
     "log_loss": "cross-entropy, lower is better",
     "roc_auc": "area under the ROC curve",
+    "pr_auc": "average precision (macro one-vs-rest for 3+ classes)",
+    "ece": "expected calibration error, lower is better",
     "rmse": "root mean squared error, label units",
     "mae": "mean absolute error, label units",
     "r2": "share of variance explained",
@@ -157,7 +160,62 @@ class Calibration(ReportSection):
                 numeric=[False, True, True, True],
             )
         )
+        self._before_after(ctx, sec)
         return sec
+
+    @staticmethod
+    def _before_after(ctx: ReportContext, sec: Section) -> None:
+        """What the calibration learned on validation did to the test table's probabilities (the diagram above shows
+        them after it)."""
+        task = ctx.pipeline.task
+        learned = task.calibration_summary() or {}
+        calibration = learned.get("calibration")
+        if not isinstance(task, ClassificationTask) or not calibration or calibration["method"] == "none":
+            sec.blocks.append(Note("No calibration was fitted: the probabilities are the network's own."))
+            return
+        idx = task.encode_target(ctx.scored.y_true)
+        seen = idx >= 0
+        outputs = np.asarray(ctx.scored.outputs)[seen]
+        before, after = task.predict_proba(outputs, calibrated=False), task.predict_proba(outputs)
+        fig, ece_before, ece_after = plots.reliability_before_after(idx[seen], before, after, calibration["method"])
+        sec.blocks.append(
+            Figure(
+                "reliability before and after calibration",
+                plots.to_png(fig),
+                f"reliability before and after {calibration['method']} calibration, test ECE {ece_before:.3f} → "
+                f"{ece_after:.3f}",
+            )
+        )
+        labels = list(range(len(task.classes)))
+        loss = [skm.log_loss(idx[seen], np.clip(p, 1e-15, 1), labels=labels) for p in (before, after)]
+        params = (
+            f"temperature {calibration['temperature']:.4f}"
+            if "temperature" in calibration
+            else "a scale and a bias per class"
+        )
+        rows = [
+            ["ECE, test", fmt(ece_before), fmt(ece_after)],
+            ["log-loss, test", fmt(loss[0]), fmt(loss[1])],
+            ["ECE, validation", fmt(calibration["val_ece_before"]), fmt(calibration["val_ece_after"])],
+            ["log-loss, validation", fmt(calibration["val_log_loss_before"]), fmt(calibration["val_log_loss_after"])],
+        ]
+        sec.blocks.append(
+            Note(
+                f"Calibration: {calibration['method']} scaling ({params}), fitted on {calibration['rows']} validation "
+                "rows after training. The metrics above use the calibrated probabilities."
+            )
+        )
+        sec.blocks.append(Table(["", "before", "after"], rows, numeric=[False, True, True]))
+        threshold = learned.get("threshold")
+        if threshold:
+            measure = "F1 of the positive class" if threshold["rule"] == "f1" else "mean cost per row"
+            sec.blocks.append(
+                Note(
+                    f"Decision threshold: P({task.classes[1]}) ≥ {threshold['value']:.4f}, chosen on validation "
+                    f"({threshold['rule']}); validation {measure} {threshold['val_argmax']:.4f} with argmax, "
+                    f"{threshold['val_tuned']:.4f} with the threshold."
+                )
+            )
 
 
 @register(SECTIONS, "roc_pr")

@@ -407,9 +407,9 @@ def predict(
         assert isinstance(table, pd.DataFrame), "a single-target model gives one table of probabilities"
         probs = table
         # the task's own decision: a tuned threshold (task.threshold) may pick a class that is not the most probable
-        task = cast(ClassificationTask, p.task)
-        predicted = np.asarray(task.classes, dtype=object)[task.predict_index(probs.to_numpy())]
-        result = pd.Series(predicted, index=probs.index).to_frame("prediction").join(probs.add_prefix("proba_"))
+        clf = cast(ClassificationTask, p.task)
+        decided = np.asarray(clf.classes, dtype=object)[clf.predict_index(probs.to_numpy())]
+        result = pd.Series(decided, index=probs.index).to_frame("prediction").join(probs.add_prefix("proba_"))
     else:
         labels = p.predict(data, on_error=on_error, data_root=data_root)
         assert isinstance(labels, pd.Series), "predict without return_scores gives a Series"

@@ -22,7 +22,7 @@ from .config import PolymodalConfig, TrainingConfig
 from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
-from .errors import DataError, RowIssue, SchemaError
+from .errors import ConfigError, DataError, RowIssue, SchemaError
 from .model import build_model, count_parameters
 from .pipeline import Data, FittedPipeline, check_columns, labelled_rows
 from .presets import PresetChoice, apply_preset
@@ -254,6 +254,11 @@ def fit_pipeline(
     ``callbacks`` (optional): extra Lightning callbacks for the training loop (tuning prunes trials with one).
     """
     cfg = config.model_copy(deep=True)  # resolved values go here; the caller's config stays as given
+    if cfg.ensemble is not None:  # an ensemble run's config.yaml given as the config: its members are not trained here
+        log.warning(
+            "the config's ensemble section is ignored: this fit trains one network (--preset quality fits an ensemble)"
+        )
+        cfg.ensemble = None
     check_config(cfg)
     start = time.perf_counter()
     table = read_labelled(data, label, cfg.data_root)
@@ -296,8 +301,14 @@ def fine_tune(
 ) -> FitResult:
     """Train a fitted pipeline's network ``epochs`` more epochs on a labelled table, split for validation as
     :func:`fit_pipeline` splits, at ``lr_scale`` times the training learning rate with no warm-up (pruning's
-    masks keep pruned weights at zero). The best validation epoch is kept."""
+    masks keep pruned weights at zero). The best validation epoch is kept. An ensemble is refused: its members
+    were trained apart and its weights selected on validation."""
     cfg = pipeline.config
+    if cfg.ensemble is not None:
+        raise ConfigError(
+            "fine-tuning trains one network, and this run is an ensemble (the quality preset); prune it without "
+            "fine-tuning, or fit it again"
+        )
     table = read_labelled(data, pipeline.label, data_root if data_root is not None else cfg.data_root, "fine-tuning")
     check_columns(table.frame, pipeline.schema)
     train_t, val_t = validation_split(table, pipeline.label, pipeline.task, cfg.training)

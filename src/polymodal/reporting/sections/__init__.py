@@ -49,6 +49,6 @@ def sections_for(problem_type: str) -> list[ReportSection]:
 
 
 # Importing the modules registers their sections.
-from . import explanations, metrics, robustness, run  # noqa: E402,F401
+from . import explanations, members, metrics, robustness, run  # noqa: E402,F401
 
 __all__ = ["ALL", "CLASSIFICATION", "PREDICTIVE", "SECTIONS", "ReportSection", "sections_for"]

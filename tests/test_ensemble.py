@@ -258,11 +258,16 @@ def test_occlusion_explains_an_ensemble_and_integrated_gradients_says_why_not(qu
         quality.explain(rows, method="integrated_gradients")
 
 
-def test_fine_tuning_an_ensemble_is_refused(quality, tables):
+def test_an_ensemble_prunes_but_fine_tuning_it_is_refused(quality, saved, tables, tmp_path):
+    from polymodal.export.prune import prune_run
     from polymodal.fitting import fine_tune
 
     with pytest.raises(PolymodalError, match="ensemble"):
         fine_tune(quality.pipeline, tables[0], epochs=1)
+    result = prune_run(saved, tmp_path / "pruned", amount=0.3)
+    assert result.sparsity > 0.2
+    pruned = Predictor.load(tmp_path / "pruned", verbose=False)
+    assert is_ensemble(pruned.model) and len(pruned.predict(tables[1])) == 120
 
 
 # --------------------------------------------------------------------------------- failures and the time limit

@@ -23,7 +23,26 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMERIC = ["x1", "x2", "x3", "x4"]
-FILLER = ["the", "item", "arrived", "in", "a", "box", "and", "we", "used", "it", "over", "the", "weekend", "with", "the", "family", "at", "home"]
+FILLER = [
+    "the",
+    "item",
+    "arrived",
+    "in",
+    "a",
+    "box",
+    "and",
+    "we",
+    "used",
+    "it",
+    "over",
+    "the",
+    "weekend",
+    "with",
+    "the",
+    "family",
+    "at",
+    "home",
+]
 KEYWORD = "refund"
 
 

@@ -20,7 +20,7 @@ from .fitting import check_multitask_type, fit_pipeline
 from .model import count_parameters
 from .params import TASK_PARAMS
 from .pipeline import Data, FittedPipeline, check_label_list
-from .presets import PRESETS, PresetChoice
+from .presets import ENSEMBLE_PRESETS, PRESETS, PresetChoice
 from .schema import Modality, Schema
 from .tasks import Task
 from .tasks.generation import GenerationTask
@@ -76,9 +76,11 @@ class Predictor:
         time_limit: seconds of training at most (checked after every step; decoding the table is not counted).
         seed: random seed; the same seed and data give the same model.
         on_error: "fail" (default), "skip" bad rows, or treat bad cells as "missing".
-        preset: "fast" (from-scratch encoders, the default) or "pretrained" (a frozen pretrained encoder for each
-            text/image/audio modality whose weights are on this machine; see :mod:`polymodal.presets`). Encoders
-            chosen in ``config`` are kept. What was chosen is in ``preset_report`` after ``fit``.
+        preset: "fast" (from-scratch encoders, the default), "pretrained" (a frozen pretrained encoder for each
+            text/image/audio modality whose weights are on this machine; see :mod:`polymodal.presets`) or "quality"
+            (a weighted ensemble of fused and single-modality networks and classical learners, selected on
+            validation, within ``time_limit`` for the whole fit; see :meth:`leaderboard`). Encoders chosen in
+            ``config`` are kept. What was chosen is in ``preset_report`` after ``fit``.
         fusion: the fusion method by name, e.g. "late" (``polymodal config schema`` lists them), or a whole
             ``fusion`` config section (a dict with ``name`` and its parameters). Wins over ``config``.
         encoders: kind ("image", "audio", "text", "tabular") or column → encoder name, or a dict with ``name`` and
@@ -233,7 +235,24 @@ class Predictor:
         cfg = self._user_config
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
-        outcome = fit_pipeline(data, self.label, cfg, tuning_data=tuning_data, preset=self.preset, verbose=self.verbose)
+        if self.preset in ENSEMBLE_PRESETS or self.preset is None:
+            from .selection import AUTO_PLAN, fit_ensemble
+
+            auto = self.preset is None  # the default: the network, joined by classical members on small tables
+            outcome = fit_ensemble(
+                data,
+                self.label,
+                cfg,
+                AUTO_PLAN if auto else None,
+                tuning_data=tuning_data,
+                preset=self.preset,
+                verbose=self.verbose,
+                auto=auto,
+            )
+        else:
+            outcome = fit_pipeline(
+                data, self.label, cfg, tuning_data=tuning_data, preset=self.preset, verbose=self.verbose
+            )
         self.pipeline, self.preset_report = outcome.pipeline, outcome.preset_report
         return self
 
@@ -393,7 +412,8 @@ class Predictor:
         the ``val_`` prefix), ``fit_seconds``, ``parameters`` (the network's) and ``calibration`` (classification:
         the calibration and decision threshold learned on validation, with validation ECE and log-loss before and
         after; None when nothing was learned). Training figures are None for a loaded run directory without
-        metrics.
+        metrics. An ensemble (the quality preset) adds ``members``: one dict per member and one for the ensemble
+        (name, kind, modalities, fusion, seed, weight, validation scores, status), best validation score first.
         """
         pipeline = self._fitted()
         r = pipeline.fit_result
@@ -413,6 +433,7 @@ class Predictor:
             "fit_seconds": None if r is None else r.fit_seconds,
             "parameters": _parameters(pipeline.model),
             "calibration": pipeline.task.calibration_summary(),
+            **({} if pipeline.leaderboard is None else {"members": _records(pipeline.leaderboard)}),
         }
 
     def leaderboard(
@@ -422,29 +443,62 @@ class Predictor:
 
         Columns: ``model`` (its encoders and fusion in words), ``fusion``, ``score_test`` (the task's main metric,
         e.g. accuracy, RMSE for regression), ``score_val`` (the same metric on validation), one ``test_<metric>``
-        column per metric of :meth:`evaluate`, ``fit_seconds`` and ``parameters``. A Predictor holds one model
-        today, so the table has one row; tuning and ensembles will add theirs in the same shape.
+        column per metric of :meth:`evaluate`, ``fit_seconds`` and ``parameters``. A single network is one row. An
+        ensemble (the quality preset) has one row per member and one for the ensemble (``model`` "ensemble"), with
+        ``kind``, ``modalities``, ``weight`` (its share in the ensemble; 0: trained but not selected) and
+        ``status`` ("ok", or why a member was skipped or failed: those have no scores). The table is decoded once.
         """
         pipeline = self._fitted()
-        metrics = self.evaluate(test_data, data_root=data_root, on_error=on_error)
         monitor, mode = pipeline.task.monitor
-        summary = self.fit_summary()
-        encoders = ", ".join(f"{name}: {m['encoder']}" for name, m in summary["modalities"].items())
-        fusion = summary["fusion"]
-        row = {
-            "model": f"{encoders} → {fusion}" if fusion else encoders,
-            "fusion": fusion,
-            "score_test": metrics.get(monitor),
-            "score_val": summary["validation"].get(monitor),
-            **{f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-            "fit_seconds": summary["fit_seconds"],
-            "parameters": summary["parameters"],
-        }
-        board = pd.DataFrame([row])
-        return board.sort_values("score_test", ascending=mode == "min", kind="stable").reset_index(drop=True)
+        if pipeline.leaderboard is not None and pipeline.config.ensemble is not None:
+            from .ensemble import member_metrics
+
+            metrics, decoded, _ = pipeline.score(test_data, data_root=data_root, on_error=on_error)
+            labels = decoded.labels(pipeline.label)
+            tests = member_metrics(pipeline.model, pipeline.loader(decoded.prepared), pipeline.task, labels)
+            tests["ensemble"] = metrics
+            rows = []
+            for rec in _records(pipeline.leaderboard):
+                m = tests.get(str(rec["member"]), {})
+                rows.append(
+                    {
+                        "model": rec["member"],
+                        "kind": rec.get("kind"),
+                        "modalities": rec.get("modalities"),
+                        "fusion": rec.get("fusion"),
+                        "weight": rec.get("weight"),
+                        "score_test": m.get(monitor),
+                        "score_val": rec.get("score_val"),
+                        **{f"test_{k}": v for k, v in m.items() if isinstance(v, (int, float))},
+                        "fit_seconds": rec.get("fit_seconds"),
+                        "parameters": rec.get("parameters"),
+                        "status": rec.get("status"),
+                    }
+                )
+            board = pd.DataFrame(rows)
+        else:
+            metrics = self.evaluate(test_data, data_root=data_root, on_error=on_error)
+            summary = self.fit_summary()
+            encoders = ", ".join(f"{name}: {m['encoder']}" for name, m in summary["modalities"].items())
+            fusion = summary["fusion"]
+            row = {
+                "model": f"{encoders} → {fusion}" if fusion else encoders,
+                "fusion": fusion,
+                "score_test": metrics.get(monitor),
+                "score_val": summary["validation"].get(monitor),
+                **{f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                "fit_seconds": summary["fit_seconds"],
+                "parameters": summary["parameters"],
+            }
+            board = pd.DataFrame([row])
+        return board.sort_values("score_test", ascending=mode == "min", kind="stable", na_position="last").reset_index(
+            drop=True
+        )
 
     @staticmethod
     def _fusion_name(pipeline: FittedPipeline) -> str | None:
+        if pipeline.config.ensemble is not None:
+            return "ensemble"
         # A task whose architecture fuses nothing (generation) ignores the fusion section: report none.
         fused = TASK_PARAMS.get(pipeline.problem_type).architecture == "fused"
         return pipeline.config.fusion.name if fused else None
@@ -582,6 +636,14 @@ def _user_config(params: dict[str, Any]) -> PolymodalConfig:
         problem_type=params.get("problem_type"),
         time_limit=params.get("time_limit"),
     )
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with NaN as None (JSON-ready)."""
+    return [
+        {str(k): (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
 
 
 def _parameters(model: Any) -> int:

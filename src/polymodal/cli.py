@@ -192,6 +192,48 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> RichTable:
     return t
 
 
+def _board_table(title: str, board: Any) -> RichTable:
+    """A leaderboard (one row per member; the names say their modalities and fusion) with its scores and weights;
+    the CSV (``polymodal leaderboard --out``) has every column."""
+    cols = [c for c in ("member", "model", "kind", "weight", "score_val", "score_test", "status") if c in board.columns]
+    t = RichTable(title=title)
+    for c in cols:
+        numeric = c in ("weight", "score_val", "score_test")
+        t.add_column(c.replace("score_", ""), justify="right" if numeric else "left", no_wrap=c != "status")
+    for row in board.to_dict("records"):
+        cells = []
+        for c in cols:
+            v = row[c]
+            cells.append("" if v is None or v != v else f"{v:.4f}" if isinstance(v, float) else str(v))
+        t.add_row(*cells)
+    return t
+
+
+@app.command()
+@handles_errors
+def leaderboard(
+    run: Path = typer.Argument(..., help="Run directory from `polymodal fit` (an ensemble lists every member)."),
+    data: Path = typer.Argument(..., help="Labelled test table."),
+    out_file: Path | None = typer.Option(None, "--out", "-o", help="CSV to write the full table to (every metric)."),
+    data_root: Path | None = DataRootOpt,
+    on_error: str | None = OnErrorOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Score a run's models on a labelled table: one row per ensemble member and one for the ensemble (or one row
+    for a single network), with validation and test scores and the ensemble weights, best test score first."""
+    from .api import Predictor
+    from .io import atomic_file
+
+    p = Predictor.load(run, verbose=not quiet)
+    board = p.leaderboard(data, data_root=data_root, on_error=on_error)
+    assert p.task is not None, "a loaded Predictor has its task"
+    out.print(_board_table(f"leaderboard of {run} on {data} (score: {p.task.monitor[0]})", board))
+    if out_file is not None:
+        with atomic_file(out_file, "w", newline="", encoding="utf-8") as f:
+            board.to_csv(f, index=False)
+        err.print(f"wrote {out_file}")
+
+
 @app.command()
 @handles_errors
 def info(
@@ -291,9 +333,10 @@ def fit(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="'fast' (from-scratch encoders, the default) or 'pretrained' (a frozen pretrained "
+        help="'fast' (from-scratch encoders, the default), 'pretrained' (a frozen pretrained "
         "encoder per text/image/audio column whose weights are on this machine; it says which it could not "
-        "find).",
+        "find) or 'quality' (a weighted ensemble of fused and single-modality networks and classical learners, "
+        "selected on validation within --time-limit; prints the members' leaderboard).",
     ),
     recipe: str | None = typer.Option(
         None,
@@ -330,6 +373,11 @@ def fit(
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
     assert r is not None, "fit() records its result"
+    board = p.pipeline.leaderboard if p.pipeline is not None else None
+    if board is not None:
+        out.print(_board_table(f"members (validation; {r.fit_seconds:.0f} s in all)", board))
+        out.print(f"saved to {out_dir}")
+        return
     out.print(
         _metrics_table(
             f"validation (best epoch {r.best_epoch + 1} of {r.epochs_run}; training {r.train_seconds:.0f} s"

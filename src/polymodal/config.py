@@ -272,6 +272,53 @@ class TrainingConfig(_Section):
     precision: str | None = Field(None, description="Lightning precision, e.g. 16-mixed (None = automatic)")
 
 
+class EnsembleMemberConfig(_Section):
+    """One member of an ensemble, as saved in the run directory: enough to rebuild its modules (weights are in
+    model.safetensors under ``members.<name>.``)."""
+
+    name: str = Field(..., description="the member's name in the leaderboard and in the weights file")
+    kind: str = Field(
+        "network",
+        description="'network' (a polymodal network over ``modalities``) or the name of a registered classical "
+        "member (polymodal.members)",
+    )
+    modalities: list[str] = Field(
+        default_factory=list, description="the modalities this member reads (empty: all of them)"
+    )
+    fusion: FusionConfig | None = Field(None, description="a network member's fusion (None: the config's)")
+    seed: int = Field(0, description="the seed its initial weights and training order came from")
+    spec: dict[str, Any] = Field(
+        default_factory=dict, description="a classical member's own JSON spec (sizes, vocabularies, settings)"
+    )
+
+
+class EnsembleConfig(_Section):
+    """A weighted ensemble (the ``quality`` preset builds one): the members' outputs are combined in the task's
+    space, classification by the weighted mean of their probabilities, regression by the weighted mean of values."""
+
+    members: list[EnsembleMemberConfig] = Field(..., min_length=1, description="every member, used or not")
+    weights: list[float] = Field(
+        ...,
+        description="one weight per member (>= 0, summing to 1; members with weight 0 are kept for the leaderboard)",
+    )
+
+    @field_validator("weights", mode="after")
+    @classmethod
+    def _weights_valid(cls, v: list[float]) -> list[float]:
+        if any(w < 0 for w in v) or not any(w > 0 for w in v):
+            raise ValueError("ensemble weights must be >= 0 with at least one above 0")
+        return v
+
+    @model_validator(mode="after")
+    def _one_weight_per_member(self) -> "EnsembleConfig":
+        if len(self.weights) != len(self.members):
+            raise ValueError(f"{len(self.members)} members but {len(self.weights)} weights: give one weight each")
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique, got {names}")
+        return self
+
+
 class PolymodalConfig(_Section):
     """Everything that defines a run, apart from the data and the label."""
 
@@ -291,6 +338,9 @@ class PolymodalConfig(_Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    ensemble: EnsembleConfig | None = Field(
+        None, description="set by the quality preset: the run is a weighted ensemble of these members"
+    )
 
     @field_validator("encoders", mode="after")
     @classmethod

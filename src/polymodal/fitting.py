@@ -299,6 +299,11 @@ def fit_pipeline(
     ``callbacks`` (optional): extra Lightning callbacks for the training loop (tuning prunes trials with one).
     """
     cfg = config.model_copy(deep=True)  # resolved values go here; the caller's config stays as given
+    if cfg.ensemble is not None:  # an ensemble run's config.yaml given as the config: its members are not trained here
+        log.warning(
+            "the config's ensemble section is ignored: this fit trains one network (--preset quality fits an ensemble)"
+        )
+        cfg.ensemble = None
     check_config(cfg)
     check_label_list(label)
     start = time.perf_counter()
@@ -343,8 +348,14 @@ def fine_tune(
     """Train a fitted pipeline's network ``epochs`` more epochs on a labelled table, split for validation as
     :func:`fit_pipeline` splits, at ``lr_scale`` times the training learning rate with no warm-up (pruning's
     masks keep pruned weights at zero). The best validation epoch is kept; the task's calibration is then fitted
-    again on the new network's validation outputs."""
+    again on the new network's validation outputs. An ensemble is refused: its members were trained apart and its
+    weights selected on validation."""
     cfg = pipeline.config
+    if cfg.ensemble is not None:
+        raise ConfigError(
+            "fine-tuning trains one network, and this run is an ensemble (the quality preset); prune it without "
+            "fine-tuning, or fit it again"
+        )
     table = read_labelled(data, pipeline.label, data_root if data_root is not None else cfg.data_root, "fine-tuning")
     check_columns(table.frame, pipeline.schema)
     train_t, val_t = validation_split(table, pipeline.label, pipeline.task, cfg.training)

@@ -59,7 +59,10 @@ def build_model(
     config: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor], task: Task
 ) -> nn.Module:
     """The encoders, assembled as the task's architecture wants (``task.architecture``: "fused" for
-    classification/regression, "seq2seq" for generation)."""
+    classification/regression, "seq2seq" for generation), or an ensemble of networks and classical members when
+    the config has an ``ensemble`` section (its builder is registered as "ensemble" by :mod:`polymodal.ensemble`)."""
+    if config.ensemble is not None:
+        return ARCHITECTURES.get("ensemble")(config, modalities, processors, task)
     encoders = {}
     for m in modalities:
         choice = encoder_choice(config, m)  # the column's own entry, else its kind's

@@ -23,6 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from . import encoders as _encoders  # noqa: F401  (registers encoders)
+from . import ensemble as _ensemble  # noqa: F401  (registers the "ensemble" architecture)
 from . import fusion as _fusion  # noqa: F401  (registers fusions)
 from .config import DecodingConfig, PolymodalConfig
 from .data.dataset import Prepared, make_loader, prepare
@@ -35,6 +36,7 @@ from .model import build_model, count_parameters
 from .rundir import (
     BACKBONES,
     FORMAT_VERSION,
+    LEADERBOARD,
     check_run_dir,
     read_json,
     read_weights,
@@ -174,6 +176,8 @@ class FittedPipeline:
         fit_result: the training summary (None for a loaded run without metrics.json, or after pruning).
         backend: None for eager torch, else a :class:`polymodal.serving.backends.Backend` that runs the network.
         verbose: show progress bars while decoding and training.
+        leaderboard: an ensemble's members (and the ensemble) with their validation scores and weights, one row
+            each (saved as leaderboard.csv); None for a single network.
     """
 
     def __init__(
@@ -198,6 +202,7 @@ class FittedPipeline:
         self.fit_result = fit_result
         self.verbose = verbose
         self.backend: Any = None
+        self.leaderboard: pd.DataFrame | None = None
 
     @property
     def problem_type(self) -> str:
@@ -430,6 +435,8 @@ class FittedPipeline:
                     },
                 )
                 write_history(tmp / "training_log.csv", r.history)
+            if self.leaderboard is not None:
+                self.leaderboard.to_csv(tmp / LEADERBOARD, index=False)
         return path
 
     @classmethod
@@ -469,6 +476,8 @@ class FittedPipeline:
                 time_limited=m.get("time_limited", False),
             )
         pipeline = cls(meta["label"], config, schema, modalities, processors, task, model, fit_result, verbose)
+        if (path / LEADERBOARD).is_file():
+            pipeline.leaderboard = pd.read_csv(path / LEADERBOARD)
         return pipeline
 
     def __repr__(self) -> str:

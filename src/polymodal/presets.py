@@ -1,6 +1,9 @@
 """Presets: one word that picks the encoders per modality.
 
 ``fast``        the from-scratch encoders (the defaults): small, quick on a CPU, no files needed.
+``quality``     the from-scratch encoders, in a weighted ensemble of several networks (fusions, one per modality)
+                and the classical members (:mod:`polymodal.selection`): slower, never below its best member on
+                validation.
 ``pretrained``  a pretrained (Hugging Face) encoder, frozen, for each text, image and audio modality whose weights
                 are *already on this machine*: a folder named by ``$POLYMODAL_TEXT_MODEL`` /
                 ``$POLYMODAL_IMAGE_MODEL`` / ``$POLYMODAL_AUDIO_MODEL``, the MiniLM model of the
@@ -22,7 +25,9 @@ from .config import EncoderChoice, PolymodalConfig, _default_encoders
 from .errors import ConfigError
 
 log = logging.getLogger("polymodal")
-PRESETS = ("fast", "pretrained")
+PRESETS = ("fast", "pretrained", "quality")
+#: presets that fit an ensemble (polymodal.selection.fit_ensemble) instead of one network
+ENSEMBLE_PRESETS = ("quality",)
 ENV = {"text": "POLYMODAL_TEXT_MODEL", "image": "POLYMODAL_IMAGE_MODEL", "audio": "POLYMODAL_AUDIO_MODEL"}
 # Well-known checkpoints looked for in the local Hugging Face cache, best first: (hub id, encoder).
 HUB_CANDIDATES = {
@@ -122,7 +127,7 @@ def apply_preset(cfg: PolymodalConfig, preset: str | None, kinds: set[str]) -> l
         current = cfg.encoders[kind]
         if current != defaults[kind]:
             continue  # chosen in the config: the config wins
-        if preset == "fast":
+        if preset in ("fast", "quality"):
             continue
         choice = find_pretrained(kind)
         report.append(choice)

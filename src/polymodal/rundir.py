@@ -11,6 +11,7 @@ backbones/<modality>/    a pretrained encoder's config.json and tokenizer / imag
                          extractor files, so a run loads with no network and without the original model folder
 metrics.json             validation metrics and fit summary
 training_log.csv         one row per epoch
+leaderboard.csv          ensembles only: every member and the ensemble, validation scores and weights
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .errors import RunDirError
 
 FORMAT_VERSION = 1
 BACKBONES = "backbones"
+LEADERBOARD = "leaderboard.csv"
 REQUIRED = ("polymodal.json", "config.yaml", "schema.json", "processors.json", "task.json", "model.safetensors")
 
 

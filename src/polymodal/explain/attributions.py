@@ -613,7 +613,14 @@ def explain(
     model = cast("MultimodalModel", predictor.model)  # explainable_task refuses generation: the model is fused
     model.eval()
     device = next(model.parameters()).device
-    attributors = [_attributor(m, p, model.encoders[m]) for m, p in predictor.processors.items()]
+    encoders = getattr(model, "encoders", None)
+    if encoders is None and method == "integrated_gradients":
+        raise ExplainError("integrated gradients needs one network; use occlusion for ensembles")
+    # occlusion only runs the model: an ensemble (no encoders of its own) gets attributors without an encoder
+    attributors = [
+        _attributor(m, p, encoders[m] if encoders is not None else nn.Identity())
+        for m, p in predictor.processors.items()
+    ]
     if method == "integrated_gradients":  # refuse unsupported modalities before any work
         for a in attributors:
             if type(a) is Attributor:

@@ -58,7 +58,7 @@ def target_sections(problem_type: str) -> list[ReportSection]:
 
 
 # Importing the modules registers their sections.
-from . import explanations, metrics, robustness, run  # noqa: E402,F401
+from . import explanations, members, metrics, robustness, run  # noqa: E402,F401
 
 __all__ = [
     "ALL",

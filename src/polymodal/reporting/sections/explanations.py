@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ensemble import is_ensemble
 from ...registry import register
 from .. import plots
 from ..blocks import Figure, Gallery, Note, Section, Table
@@ -121,11 +122,15 @@ class ExplainedExamples(ReportSection):
             return sec
         from ...explain import explain, plot_explanation
 
+        method = o.explain_method
+        if method == "integrated_gradients" and is_ensemble(ctx.pipeline.model):
+            method = "occlusion"  # gradients through one network only: an ensemble is explained by occlusion
+            sec.blocks.append(Note("This model is an ensemble: its examples are explained by occlusion."))
         groups = [(title, pos) for title, pos in _choose(ctx.scored, o.n_examples, o.seed) if pos]
         positions = [p for _, pos in groups for p in pos]
-        ctx.progress(f"explaining {len(positions)} examples ({o.explain_method})")
+        ctx.progress(f"explaining {len(positions)} examples ({method})")
         rows = ctx.scored.frame.iloc[positions]
-        found = explain(ctx.pipeline, rows, method=o.explain_method, data_root=ctx.scored.root)
+        found = explain(ctx.pipeline, rows, method=method, data_root=ctx.scored.root)
         by_index = {e.index: e for e in found}
         for title, pos in groups:
             figures = []

@@ -105,7 +105,7 @@ def test_csv(data_dir) -> Path:
 @pytest.fixture(scope="session")
 def fitted(train_csv) -> Predictor:
     """One tiny fitted classifier, shared by every test that only reads from it."""
-    return Predictor("label", config=tiny_config(), verbose=False, seed=0).fit(train_csv)
+    return Predictor("label", config=tiny_config(), verbose=False, seed=0, preset="fast").fit(train_csv)
 
 
 @pytest.fixture(scope="session")

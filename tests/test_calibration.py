@@ -64,7 +64,7 @@ def test_temperature_halves_test_ece_of_an_over_confident_network(tmp_path):
         "encoders": {"tabular": {"name": "tabular_mlp", "hidden": 128, "layers": 2, "dim": 128}},
         "fusion": {"dim": 64, "dropout": 0.0},
     }
-    p = Predictor("label", config=cfg, verbose=False).fit(train)
+    p = Predictor("label", config=cfg, verbose=False, preset="fast").fit(train)
     pipeline = p.pipeline
     assert pipeline is not None
     metrics, decoded, outputs = pipeline.score(test)
@@ -205,7 +205,7 @@ def test_threshold_f1_improves_validation_f1_on_an_imbalanced_binary_table(tmp_p
         "fusion": {"dim": 16},
         "task": {"threshold": "f1"},
     }
-    p = Predictor("label", config=cfg, verbose=False).fit(data)
+    p = Predictor("label", config=cfg, verbose=False, preset="fast").fit(data)
     thr = p.fit_summary()["calibration"]["threshold"]
     assert thr["rule"] == "f1" and thr["val_tuned"] > thr["val_argmax"], thr
     # predictions follow the threshold, and the threshold survives save/load
@@ -250,9 +250,9 @@ def test_focal_loss_trains_and_differs_from_cross_entropy():
         "fusion": {"dim": 16},
         "task": {"calibration": "none"},
     }
-    ce = Predictor("label", config=cfg, verbose=False).fit(data)
+    ce = Predictor("label", config=cfg, verbose=False, preset="fast").fit(data)
     cfg["task"] = {"calibration": "none", "loss": "focal", "focal_gamma": 2.0}
-    focal = Predictor("label", config=cfg, verbose=False).fit(data)
+    focal = Predictor("label", config=cfg, verbose=False, preset="fast").fit(data)
     p_ce, p_focal = ce.predict_proba(data).to_numpy(), focal.predict_proba(data).to_numpy()
     assert np.isfinite(p_focal).all()
     assert not np.allclose(p_ce, p_focal)
@@ -284,7 +284,9 @@ def test_balanced_sampler_draws_classes_evenly_and_is_seeded():
 def test_balanced_sampler_is_refused_for_regression():
     data = numeric_table(60, seed=0, d=2, noise=0.0)
     data["label"] = data["x0"] * 2.0
-    p = Predictor("label", problem_type="regression", config={"training": {"sampler": "balanced"}}, verbose=False)
+    p = Predictor(
+        "label", problem_type="regression", config={"training": {"sampler": "balanced"}}, verbose=False, preset="fast"
+    )
     with pytest.raises(ConfigError, match="sampler"):
         p.fit(data)
 

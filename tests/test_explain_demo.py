@@ -37,7 +37,7 @@ def demo(tmp_path_factory):
     generate(root, 250, seed=2, prefix="te_", missing_rate=0.0, distractor=True).to_csv(root / "test.csv", index=False)
     cfg = tiny_config(max_epochs=15, batch_size=32)
     cfg["training"]["learning_rate"] = 5e-3
-    p = Predictor("label", config=cfg, verbose=False, seed=0).fit(root / "train.csv")
+    p = Predictor("label", config=cfg, verbose=False, seed=0, preset="fast").fit(root / "train.csv")
     run = p.save(root / "run")
     return p, root, run
 
@@ -156,9 +156,9 @@ def test_explain_refuses_generation_models_and_unknown_methods(demo):
     gen = copy.copy(p)
     gen.pipeline = copy.copy(p.pipeline)
     gen.pipeline.task = SimpleNamespace(problem_type="generation")
-    with pytest.raises(ExplainError, match="classification and regression"):
+    with pytest.raises(ExplainError, match="classification, multi-label and regression"):
         gen.explain(rows, data_root=root)
-    with pytest.raises(ExplainError, match="classification and regression"):
+    with pytest.raises(ExplainError, match="classification, multi-label and regression"):
         gen.importance(root / "test.csv")
 
 

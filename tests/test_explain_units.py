@@ -121,7 +121,7 @@ def test_paired_bootstrap():
 def attention_model(train_csv):
     cfg = tiny_config(max_epochs=1)
     cfg["fusion"].update({"name": "attention", "heads": 2})
-    return Predictor("label", config=cfg, verbose=False, seed=0).fit(train_csv)
+    return Predictor("label", config=cfg, verbose=False, seed=0, preset="fast").fit(train_csv)
 
 
 @pytest.mark.parametrize("method", ["occlusion", "integrated_gradients"])
@@ -146,7 +146,13 @@ def test_regression_explanations_and_importance(train_csv, data_dir, small_frame
     frame = pd.read_csv(train_csv)
     frame["y"] = frame["reading"].fillna(0) * 3 + 1
     p = Predictor(
-        "y", config=tiny_config(max_epochs=1), ignore=["label"], data_root=data_dir, verbose=False, seed=0
+        "y",
+        config=tiny_config(max_epochs=1),
+        ignore=["label"],
+        data_root=data_dir,
+        verbose=False,
+        seed=0,
+        preset="fast",
     ).fit(frame)
     rows = small_frame.head(3).assign(y=1.0)
     e = p.explain(rows, method="integrated_gradients", data_root=data_dir)[0]

@@ -59,7 +59,9 @@ def image_table(tmp_path):
 def _fit(table, model, epochs=3):
     cfg = tiny_config(max_epochs=epochs, batch_size=32)  # one batch of all 20 training rows per epoch
     cfg["encoders"]["image"] = {"name": "hf_image", "model": str(model), "dim": 16}
-    return Predictor("label", config=cfg, ignore=["audio", "text", "reading", "region"], verbose=False).fit(table)
+    return Predictor(
+        "label", config=cfg, ignore=["audio", "text", "reading", "region"], verbose=False, preset="fast"
+    ).fit(table)
 
 
 def _files(root):
@@ -74,7 +76,8 @@ def test_features_are_computed_once_and_reused(image_table, tmp_path, monkeypatc
     p = _fit(image_table, model, epochs=3)
     # each image computed once (all 24 rows, in whichever epoch first drew them), later lookups read it back
     assert cache.misses == 24 and len(_files(root)) == 24
-    assert cache.hits + cache.misses == 3 * (20 + 4)  # 3 epochs of 20 training + 4 validation rows
+    # 3 epochs of 20 training + 4 validation rows, and the calibration's pass over the 4 validation rows
+    assert cache.hits + cache.misses == 3 * (20 + 4) + 4
 
     cache.forget_memory()
     before = cache.misses
@@ -126,7 +129,9 @@ def test_cache_off_keeps_features_in_memory_only(image_table, tmp_path, monkeypa
         "dim": 16,
         "cache": False,
     }
-    Predictor("label", config=cfg, ignore=["audio", "text", "reading", "region"], verbose=False).fit(image_table)
+    Predictor("label", config=cfg, ignore=["audio", "text", "reading", "region"], verbose=False, preset="fast").fit(
+        image_table
+    )
     assert not root.exists() or _files(root) == []
 
 

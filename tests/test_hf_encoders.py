@@ -65,7 +65,7 @@ def test_every_pretrained_encoder_is_covered():
 @pytest.mark.parametrize("encoder,kind,column", CASES, ids=IDS)
 def test_trains_predicts_and_reloads_offline(encoder, kind, column, models, table, tmp_path):
     model_dir = shutil.copytree(models[kind], tmp_path / "model")
-    p = Predictor("label", config=hf_config(encoder, model_dir, column), verbose=False).fit(table)
+    p = Predictor("label", config=hf_config(encoder, model_dir, column), verbose=False, preset="fast").fit(table)
     proba = p.predict_proba(table)
     assert len(proba) == 40 and np.isfinite(proba.to_numpy()).all()
     run = p.save(tmp_path / "run")
@@ -190,6 +190,7 @@ def test_param_groups_apply_the_multipliers(models, table, fitted):
         "label",
         config=hf_config("hf_text", model_dir, "text", mode="last_n", last_n=1, backbone_lr=0.5, layer_decay=0.5),
         verbose=False,
+        preset="fast",
     )
     p.config.training.max_epochs = 1
     p.fit(table)
@@ -202,7 +203,10 @@ def test_param_groups_apply_the_multipliers(models, table, fitted):
 
 def test_finetune_end_to_end_changes_and_saves_the_backbone(models, table, tmp_path):
     p = Predictor(
-        "label", config=hf_config("hf_image", models["vit"], "image", mode="finetune", backbone_lr=1.0), verbose=False
+        "label",
+        config=hf_config("hf_image", models["vit"], "image", mode="finetune", backbone_lr=1.0),
+        verbose=False,
+        preset="fast",
     ).fit(table)
     from polymodal.encoders.hf_hub import load_model
 
@@ -217,7 +221,7 @@ def test_token_sequences_feed_a_cross_modal_fusion(models, table):
     cfg = hf_config("hf_text", models["bert"], "text")
     cfg["encoders"]["image"] = {"name": "hf_image", "model": str(models["vit"]), "dim": 16}
     cfg["fusion"] = {"name": "transformer", "dim": 32}
-    p = Predictor("label", config=cfg, ignore=["audio"], verbose=False).fit(table)
+    p = Predictor("label", config=cfg, ignore=["audio"], verbose=False, preset="fast").fit(table)
     assert len(p.predict(table)) == 40
 
 
@@ -225,7 +229,7 @@ def test_token_sequences_feed_a_cross_modal_fusion(models, table):
 def test_missing_model_is_a_config_error_that_says_what_to_do(table, tmp_path):
     cfg = hf_config("hf_text", tmp_path / "no-such-model", "text")
     with pytest.raises(ConfigError, match="cannot load .* pretrained model .*local folder"):
-        Predictor("label", config=cfg, verbose=False).fit(table)
+        Predictor("label", config=cfg, verbose=False, preset="fast").fit(table)
 
 
 def test_clip_encoder_on_a_single_tower_model_says_use_hf(models, table):
@@ -236,7 +240,9 @@ def test_clip_encoder_on_a_single_tower_model_says_use_hf(models, table):
 def test_bad_encoder_parameter_is_a_config_error(models):
     # refused when the Predictor is made, before any table is read: the path, the choices and the value
     with pytest.raises(ConfigError, match=r"encoders\.text\.mode: expected one of .*'sideways'"):
-        Predictor("label", config=hf_config("hf_text", models["bert"], "text", mode="sideways"), verbose=False)
+        Predictor(
+            "label", config=hf_config("hf_text", models["bert"], "text", mode="sideways"), verbose=False, preset="fast"
+        )
 
 
 def test_best_epoch_snapshot_copies_a_frozen_backbone_once():

@@ -44,7 +44,7 @@ def test_resolver_column_entry_wins_over_kind():
 
 @pytest.fixture(scope="module")
 def fitted():
-    return Predictor("y", config=CONFIG, verbose=False).fit(two_text_table())
+    return Predictor("y", config=CONFIG, verbose=False, preset="fast").fit(two_text_table())
 
 
 def test_two_text_columns_get_their_own_encoders(fitted, tmp_path):
@@ -75,4 +75,4 @@ def test_report_schema_shows_each_columns_encoder(fitted):
 def test_a_key_that_is_no_column_fails_before_decoding(tmp_path):
     frame = two_text_table(12)
     with pytest.raises(ConfigError, match=r"encoders\.titel: .*did you mean 'title'\?.*body, title"):
-        Predictor("y", config={"encoders": {"titel": {"name": "text_rnn"}}}, verbose=False).fit(frame)
+        Predictor("y", config={"encoders": {"titel": {"name": "text_rnn"}}}, verbose=False, preset="fast").fit(frame)

@@ -197,7 +197,8 @@ def test_fitting_steps_train_the_same_model_as_the_fit_before_core_v2(tmp_path):
     frame.to_csv(tmp_path / "data.csv", index=False)
     cfg = tiny_config(max_epochs=3)
     cfg["task"] = {"calibration": "none"}  # the network's own probabilities: calibration (issue 17) came later
-    p = Predictor("label", config=cfg, seed=1, verbose=False).fit(tmp_path / "data.csv")
+    # one network, as the old fit trained (the default fit now adds classical members on small tables)
+    p = Predictor("label", config=cfg, seed=1, verbose=False, preset="fast").fit(tmp_path / "data.csv")
     expected = pd.read_csv(FIXTURES / "fit_before_core_v2_proba.csv", index_col=0)
     got = p.predict_proba(tmp_path / "data.csv")
     assert list(got.columns) == list(expected.columns)

@@ -58,7 +58,9 @@ def _table(root: Path, n: int, seed: int, prefix: str, name: str, target: str) -
 def _fit_and_save(root: Path, target: str, problem_type: str | None = None) -> tuple[Path, Path]:
     train = _table(root, 80, 11, "tr_", "train.csv", target)
     test = _table(root, 30, 12, "te_", "test.csv", target)
-    p = Predictor("label", config=tiny_config(), problem_type=problem_type, verbose=False, seed=0).fit(train)
+    p = Predictor("label", config=tiny_config(), problem_type=problem_type, verbose=False, seed=0, preset="fast").fit(
+        train
+    )
     return p.save(root / "run"), test
 
 

@@ -76,11 +76,14 @@ class Predictor:
         time_limit: seconds of training at most (checked after every step; decoding the table is not counted).
         seed: random seed; the same seed and data give the same model.
         on_error: "fail" (default), "skip" bad rows, or treat bad cells as "missing".
-        preset: "fast" (from-scratch encoders, the default), "pretrained" (a frozen pretrained encoder for each
-            text/image/audio modality whose weights are on this machine; see :mod:`polymodal.presets`) or "quality"
-            (a weighted ensemble of fused and single-modality networks and classical learners, selected on
-            validation, within ``time_limit`` for the whole fit; see :meth:`leaderboard`). Encoders chosen in
-            ``config`` are kept. What was chosen is in ``preset_report`` after ``fit``.
+        preset: None (the default: the fused network of from-scratch encoders; on a table of at most 5,000
+            training rows the classical members, gradient boosting and linear models, train beside it and join it
+            in a weighted ensemble when they improve it on validation), "fast" (the fused network alone),
+            "pretrained" (one network with a frozen pretrained encoder for each text/image/audio modality whose
+            weights are on this machine; see :mod:`polymodal.presets`) or "quality" (a weighted ensemble of fused
+            and single-modality networks and classical learners, selected on validation, within ``time_limit``;
+            see :meth:`leaderboard`). Encoders chosen in ``config`` are kept. What was chosen is in
+            ``preset_report`` after ``fit``.
         fusion: the fusion method by name, e.g. "late" (``polymodal config schema`` lists them), or a whole
             ``fusion`` config section (a dict with ``name`` and its parameters). Wins over ``config``.
         encoders: kind ("image", "audio", "text", "tabular") or column → encoder name, or a dict with ``name`` and

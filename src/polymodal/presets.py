@@ -1,6 +1,9 @@
-"""Presets: one word that picks the encoders per modality.
+"""Presets: one word that picks the encoders per modality (and how many models are trained).
 
-``fast``        the from-scratch encoders (the defaults): small, quick on a CPU, no files needed.
+(none)          the default: the fused network of from-scratch encoders; on a table of at most 5,000 training rows
+                the classical members train beside it and join it in a weighted ensemble when they improve it on
+                validation (:data:`polymodal.selection.AUTO_PLAN`).
+``fast``        the from-scratch encoders, one network: small, quick on a CPU, no files needed.
 ``quality``     the from-scratch encoders, in a weighted ensemble of several networks (fusions, one per modality)
                 and the classical members (:mod:`polymodal.selection`): slower, never below its best member on
                 validation.

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import fitting
 from .components import check_config
 from .config import EnsembleConfig, EnsembleMemberConfig, FusionConfig, PolymodalConfig
 from .data.dataset import Prepared, make_loader
@@ -36,19 +37,7 @@ from .data.processors import Processor
 from .ensemble import EnsembleModel, combine, member_modalities, outputs_of
 from .ensemble.model import COMBINERS, combiner_for, member_config
 from .errors import DataError, PolymodalError
-from .fitting import (
-    FitOutcome,
-    build,
-    calibrate,
-    fit_processors,
-    fit_schema,
-    prepare_labelled,
-    read_labelled,
-    resolve_task,
-    resolve_training,
-    train,
-    validation_split,
-)
+from .fitting import FitOutcome
 from .members import MEMBERS
 from .model import count_parameters
 from .pipeline import Data, FittedPipeline, Label, check_columns, label_values
@@ -223,8 +212,10 @@ def _train_member(
         if len(mods) == 1:  # hiding the only modality would leave nothing to learn from
             mcfg.training.modality_dropout = 0.0
         with seeded(spec.seed):
-            module = build(mcfg, mods, procs, task)
-            result = train(module, task, procs, train_rows, val_rows, val_labels, mcfg.training, verbose, callbacks)
+            module = fitting.build(mcfg, mods, procs, task)
+            result = fitting.train(
+                module, task, procs, train_rows, val_rows, val_labels, mcfg.training, verbose, callbacks
+            )
         epochs, limited = result.epochs_run, result.time_limited
     else:
         with seeded(spec.seed):
@@ -249,6 +240,17 @@ def _row(spec: EnsembleMemberConfig, cfg: PolymodalConfig, status: str) -> dict[
         "seed": spec.seed,
         "status": status,
     }
+
+
+def _one_network(task: Task, modalities: list[Modality], n_train: int) -> str | None:
+    """Why default ``fit`` trains the network alone on this table (None: the classical members join it)."""
+    if task.problem_type not in COMBINERS:
+        return f"a {task.problem_type} model is not an ensemble"
+    if n_train > AUTO_MAX_ROWS:
+        return f"{n_train:,} training rows (classical members join it up to {AUTO_MAX_ROWS:,})"
+    if not any(cls.applies(modalities, task) for _, cls in MEMBERS.items()):
+        return "no classical member learns from these columns (they need numeric, category or text columns)"
+    return None
 
 
 def _cost(spec: EnsembleMemberConfig) -> float:
@@ -285,38 +287,35 @@ def fit_ensemble(
     cfg.ensemble = None  # (a saved ensemble's config.yaml as the config) the members are planned afresh
     check_config(cfg)
     start = time.perf_counter()
-    table = read_labelled(data, label, cfg.data_root)
-    schema = fit_schema(table.frame, label, cfg)
+    table = fitting.read_labelled(data, label, cfg.data_root)
+    schema = fitting.fit_schema(table.frame, label, cfg)
     preset_report = apply_preset(cfg, preset, {m.kind for m in schema.modalities()})
-    task = resolve_task(cfg, table.frame[label], schema)
-    combinable = task.problem_type in COMBINERS
-    if not (auto and not combinable):
+    task = fitting.resolve_task(cfg, table.frame[label], schema)
+    if not auto:
         combiner_for(task.problem_type)  # a problem type with no combiner fails before the decoding
     if tuning_data is None:
-        train_t, val_t = validation_split(table, label, task, cfg.training)
+        train_t, val_t = fitting.validation_split(table, label, task, cfg.training)
     else:
-        train_t, val_t = table, read_labelled(tuning_data, label, cfg.data_root, "tuning")
+        train_t, val_t = table, fitting.read_labelled(tuning_data, label, cfg.data_root, "tuning")
         check_columns(val_t.frame, schema)
-    modalities, processors = fit_processors(schema, cfg, train_t)
-    train_rows, val_rows = prepare_labelled(
+    alone = _one_network(task, schema.modalities(), len(train_t.frame)) if auto else None
+    if alone is not None:  # nothing decoded yet: the plain fit, as if no preset had ever been considered
+        log.info("one network: %s", alone)
+        return fitting.fit_pipeline(
+            data, label, config, tuning_data=tuning_data, preset=preset, verbose=verbose, callbacks=callbacks
+        )
+    modalities, processors = fitting.fit_processors(schema, cfg, train_t)
+    train_rows, val_rows = fitting.prepare_labelled(
         [(train_t, "training rows"), (val_t, "validation rows")], label, processors, task, cfg, verbose
     )
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise DataError(
             f"not enough usable rows to train: {len(train_rows)} training and {len(val_rows)} validation rows"
         )
-    resolve_training(cfg.training, len(train_rows))
+    fitting.resolve_training(cfg.training, len(train_rows))
     val_labels = label_values(val_t.frame, label).iloc[val_rows.rows].reset_index(drop=True)
     budget = cfg.training.time_limit
     budget_start = time.perf_counter()
-    if auto and (not combinable or len(train_rows) > AUTO_MAX_ROWS):
-        plan = QualityPlan(fusions=(), classical=False, single_modality=False)
-        log.info(
-            "one network: %s",
-            f"{len(train_rows)} training rows (classical members join it up to {AUTO_MAX_ROWS:,})"
-            if combinable
-            else f"a {task.problem_type} model is not an ensemble",
-        )
     specs = plan_members(cfg, modalities, task, plan)
     log.info(
         "%s: %d members planned (%s) on %d training and %d validation rows%s",
@@ -377,8 +376,9 @@ def fit_ensemble(
             r["weight"] = chosen.get(r["member"], 0.0)
         # the fused network won outright (or trained alone): it is the model, as fit_pipeline would have made it
         assert fused.result is not None, "a network member keeps its training result"
-        calibrate(fused.module, task, processors, val_rows, val_labels)
+        fitting.calibrate(fused.module, task, processors, val_rows, val_labels)
         fused.result.fit_seconds = round(time.perf_counter() - start, 3)
+        fused.result.time_limited |= any(r["status"].startswith("skipped") for r in rows)
         pipeline = FittedPipeline(label, cfg, schema, modalities, processors, task, fused.module, fused.result, verbose)
         if len(rows) > 1:
             pipeline.leaderboard = leaderboard_frame(rows, task)
@@ -388,7 +388,7 @@ def fit_ensemble(
     cfg.ensemble = EnsembleConfig(members=[t.spec for t in trained], weights=weights)
     model = EnsembleModel({t.spec.name: t.module for t in trained}, weights, combiner_for(task.problem_type))
     model.eval()
-    calibrate(model, task, processors, val_rows, val_labels)  # on the ensemble's outputs, once
+    fitting.calibrate(model, task, processors, val_rows, val_labels)  # on the ensemble's outputs, once
     ens_metrics = task.metrics(
         val_labels, outputs_of(model, make_loader(val_rows, processors, 256, False, task.target_dtype))
     )
@@ -412,12 +412,16 @@ def fit_ensemble(
     )
     fit_seconds = round(time.perf_counter() - start, 3)
     rows[-1]["fit_seconds"] = fit_seconds
+    # the epochs and training log are the fused network's (the member a plain fit trains); the validation
+    # metrics are the ensemble's
+    main = fused.result if fused is not None and fused.result is not None else None
     result = FitResult(
-        best_epoch=0,
-        epochs_run=sum(t.epochs for t in trained),
+        best_epoch=0 if main is None else main.best_epoch,
+        epochs_run=0 if main is None else main.epochs_run,
         fit_seconds=fit_seconds,
-        stopped_early=False,
+        stopped_early=False if main is None else main.stopped_early,
         validation={f"val_{k}": v for k, v in ens_metrics.items()},
+        history=[] if main is None else main.history,
         train_seconds=round(sum(t.seconds for t in trained), 3),
         time_limited=any(t.time_limited for t in trained) or any(r["status"].startswith("skipped") for r in rows),
     )

@@ -47,8 +47,9 @@ def demo(tmp_path_factory, tiny_config_file) -> Path:
 
 def test_demo_report_in_chromium_has_no_broken_images_and_shows_the_metrics(browser, demo):
     page = check_page(browser, demo / "report.html")
-    # Training curves, confusion matrix, calibration, modality importance, then the explained examples.
-    assert len(page.images) == 4 + DEMO_REPORT_EXAMPLES, page.images
+    # Training curves, confusion matrix, calibration (reliability, and before/after the temperature), modality
+    # importance, then the explained examples.
+    assert len(page.images) == 5 + DEMO_REPORT_EXAMPLES, page.images
     assert page.broken == [], f"images that did not decode: {page.broken}"
     assert all(im["width"] >= 300 for im in page.images)
     metrics = Predictor.load(demo / "run", verbose=False).evaluate(demo / "data" / "test.csv")

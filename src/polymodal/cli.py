@@ -767,7 +767,12 @@ def tune_cmd(
     ),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
-    preset: str | None = typer.Option(None, "--preset", help="As for fit: 'fast' (default) or 'pretrained'."),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="The encoders of every trial: from-scratch (default) or 'pretrained' (as for fit). Each trial is one "
+        "network: fit's classical members and ensembles are not tuned.",
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seeds the split, the sampler and every trial (default 0)."),
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,

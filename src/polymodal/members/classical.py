@@ -30,6 +30,14 @@ class ClassicalMember(Member):
     kinds: ClassVar[tuple[str, ...]] = FEATURE_KINDS
     variant_of: ClassVar[str | None] = None
 
+    #: what fit measured, saved in the spec (importance per input column, regularisation, seconds, ...)
+    info: dict[str, Any]
+
+    def feature_importance(self) -> dict[str, float]:
+        """Importance per input column, summing to 1, as fit measured it (gbm: total split gain of the column's
+        features; linear: mean |coefficient × the feature's training standard deviation|)."""
+        return dict(self.info.get("importance", {}))
+
     @classmethod
     def applies(cls, modalities: list[Modality], task: Task) -> bool:
         if task.problem_type not in PROBLEM_TYPES:

@@ -268,10 +268,6 @@ class GBMMember(ClassicalMember):
         member = cls(FeatureSet.from_spec(spec["features"]), Forest(**spec["forest"]), spec["n_outputs"], info)
         return member.eval()
 
-    def feature_importance(self) -> dict[str, float]:
-        """Total split gain per input column, normalised to sum to 1."""
-        return dict(self.info.get("importance", {}))
-
 
 @MEMBERS.register("gbm_tabular")
 class GBMTabularMember(GBMMember):

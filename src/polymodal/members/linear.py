@@ -115,10 +115,6 @@ class LinearMember(ClassicalMember):
         info = {k: v for k, v in spec.items() if k not in ("member", "modalities", "features", "n_outputs")}
         return cls(FeatureSet.from_spec(spec["features"]), spec["n_outputs"], info).eval()
 
-    def feature_importance(self) -> dict[str, float]:
-        """Mean |coefficient × the feature's training standard deviation| summed per input column, normalised."""
-        return dict(self.info.get("importance", {}))
-
 
 @MEMBERS.register("linear_text")
 class LinearTextMember(LinearMember):

@@ -292,8 +292,8 @@ def test_a_tiny_time_limit_trains_the_first_member_and_skips_the_rest(tables, ca
     assert board.loc["fused_concat", "status"] == "ok"
     skipped = board.index[board["status"] == "skipped: time limit"]
     assert len(skipped) >= 4 and "skipped: the time limit" in caplog.text
-    # a lone fused network is the model itself, not a one-member ensemble
-    assert out.pipeline.config.ensemble is None and not is_ensemble(out.pipeline.model)
+    # the quality preset keeps its one trained member as an ensemble (its leaderboard scores every member)
+    assert [m.name for m in out.pipeline.config.ensemble.members] == ["fused_concat"]
     assert out.pipeline.fit_result.time_limited
 
 

@@ -277,10 +277,11 @@ def fit_ensemble(
     the table before it are not counted, as for one network). Returns the pipeline (its ``model`` an :class:`~polymodal.ensemble.EnsembleModel`, its config's
     ``ensemble`` section naming the members and weights, its ``leaderboard`` the members' validation scores).
 
-    When selection puts all the weight on the fused network, the pipeline is that network (no ``ensemble`` section:
-    integrated gradients, pruning and fine-tuning work on it as on any network); its ``leaderboard`` still lists
-    the members that lost. ``auto`` (default ``fit``, see :data:`AUTO_PLAN`): past :data:`AUTO_MAX_ROWS` training
-    rows, or for a problem no ensemble combines, only the fused network is planned instead of failing.
+    ``auto`` (default ``fit``, see :data:`AUTO_PLAN`): past :data:`AUTO_MAX_ROWS` training rows, for a problem no
+    ensemble combines, or when no classical member applies, this is :func:`~polymodal.fitting.fit_pipeline`
+    (nothing decoded twice); and when selection puts all the weight on the fused network, the pipeline is that
+    network (no ``ensemble`` section: integrated gradients, pruning and fine-tuning work on it as on any network),
+    its ``leaderboard`` still listing the members it beat on validation.
     """
     plan = plan or QualityPlan()
     cfg = config.model_copy(deep=True)
@@ -371,7 +372,9 @@ def fit_ensemble(
             ", ".join(f"{n} {w:.3f}" for n, w in chosen.items() if w > 0),
         )
     fused = trained[0] if trained[0].spec is specs[0] else None  # the config's own network, when it trained
-    if fused is not None and [n for n, w in chosen.items() if w > 0] == [fused.spec.name]:
+    # default fit: a network that won outright is the model (explanations by gradients, pruning and fine-tuning
+    # work on it); the quality preset keeps every member, so that its leaderboard scores them all on test
+    if auto and fused is not None and [n for n, w in chosen.items() if w > 0] == [fused.spec.name]:
         for r in rows:
             r["weight"] = chosen.get(r["member"], 0.0)
         # the fused network won outright (or trained alone): it is the model, as fit_pipeline would have made it

@@ -319,6 +319,10 @@ def test_report_lists_the_members_and_robustness_runs(quality, saved, tables, tm
 
     html = report(saved, tables[1], tmp_path / "r.html", n_examples=1, n_bootstrap=0).read_text("utf-8")
     assert "Ensemble members" in html and "only_review" in html and "fused_late" in html
+    # what the classical members learn from: the review column decides the label, so gbm leans on it most
+    assert "What the classical members learn from" in html
+    gbm = Predictor.load(saved, verbose=False).model.members["gbm"].feature_importance()
+    assert max(gbm, key=gbm.get) == "review" and abs(sum(gbm.values()) - 1) < 1e-6
     html = report(
         quality, tables[1], tmp_path / "ig.html", n_examples=1, n_bootstrap=0, explain_method="integrated_gradients"
     ).read_text("utf-8")

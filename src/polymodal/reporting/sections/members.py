@@ -1,8 +1,12 @@
-"""An ensemble's members (the quality preset): each member's validation and test scores and its weight."""
+"""An ensemble's members (the quality preset): each member's validation and test scores and its weight, and what the
+classical members learn from (their importance per input column)."""
 
 from __future__ import annotations
 
-from ...ensemble import is_ensemble, member_metrics
+from typing import cast
+
+from ...ensemble import EnsembleModel, is_ensemble, member_metrics
+from ...members import Member
 from ...registry import register
 from ..blocks import Note, Section, Table
 from ..context import ReportContext, fmt
@@ -67,6 +71,28 @@ class Members(ReportSection):
                 numeric=[False, False, False, False, True, True, True, False],
             )
         )
+        ensemble = cast(EnsembleModel, pipeline.model)
+        importance = {
+            name: imp
+            for name, member in ensemble.members.items()
+            if isinstance(member, Member) and (imp := member.feature_importance())
+        }
+        if importance:
+            columns = sorted({c for imp in importance.values() for c in imp})
+            sec.blocks.append(
+                Note(
+                    "What the classical members learn from: each input column's share of a member's importance "
+                    "(gradient boosting: the split gain of the column's features; linear: mean |coefficient × the "
+                    "feature's spread|)."
+                )
+            )
+            sec.blocks.append(
+                Table(
+                    ["member", *columns],
+                    [[n, *(fmt(imp.get(c, 0.0)) for c in columns)] for n, imp in importance.items()],
+                    numeric=[False, *([True] * len(columns))],
+                )
+            )
         if len(decoded.prepared) != len(ctx.scored.frame):
             sec.blocks.append(Note("Some test rows could not be decoded again; member scores use the others."))
         return sec

@@ -361,23 +361,20 @@ def fit_ensemble(
         log.info("member %s: validation %s %.4f (%.1f s)", spec.name, monitor, t.metrics.get(monitor), t.seconds)
     if not trained:
         raise PolymodalError("every member of the ensemble failed; the warnings above say why")
-    selection = None
     chosen = {trained[0].spec.name: 1.0}
     if len(trained) > 1:
-        selection = greedy_selection({t.spec.name: t.val_outputs for t in trained}, val_labels, task, plan.rounds)
-        chosen = selection.weights
+        chosen = greedy_selection({t.spec.name: t.val_outputs for t in trained}, val_labels, task, plan.rounds).weights
         log.info(
             "ensemble weights (greedy selection on validation %s): %s",
             monitor,
             ", ".join(f"{n} {w:.3f}" for n, w in chosen.items() if w > 0),
         )
+    for r in rows:
+        r["weight"] = chosen.get(r["member"], 0.0)
     fused = trained[0] if trained[0].spec is specs[0] else None  # the config's own network, when it trained
     # default fit: a network that won outright is the model (explanations by gradients, pruning and fine-tuning
     # work on it); the quality preset keeps every member, so that its leaderboard scores them all on test
     if auto and fused is not None and [n for n, w in chosen.items() if w > 0] == [fused.spec.name]:
-        for r in rows:
-            r["weight"] = chosen.get(r["member"], 0.0)
-        # the fused network won outright (or trained alone): it is the model, as fit_pipeline would have made it
         assert fused.result is not None, "a network member keeps its training result"
         fitting.calibrate(fused.module, task, processors, val_rows, val_labels)
         fused.result.fit_seconds = round(time.perf_counter() - start, 3)
@@ -396,8 +393,6 @@ def fit_ensemble(
         val_labels, outputs_of(model, make_loader(val_rows, processors, 256, False, task.target_dtype))
     )
     log.info("ensemble: validation %s %.4f", monitor, ens_metrics.get(monitor))
-    for r in rows:
-        r["weight"] = chosen.get(r["member"], 0.0)
     rows.append(
         {
             "member": ENSEMBLE_ROW,

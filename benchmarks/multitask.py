@@ -122,7 +122,7 @@ def summarise(out: dict) -> tuple[str, bool]:
         f"One multi-task model (`label=['{CLASS}', '{VALUE}']`) against two single-target models on a generated "
         f"table ({out['rows']:,} training rows: six numeric columns, a category, a short text whose keyword carries "
         f"part of the signal; both targets come from one latent score; 20 % of the training rows have no "
-        f"`{VALUE}`), scored on {out['test_rows']:,} separately generated test rows. One network per model (`preset=\"fast\"`), "
+        f'`{VALUE}`), scored on {out["test_rows"]:,} separately generated test rows. One network per model (`preset="fast"`), '
         f"seeds {', '.join(map(str, out['seeds']))}; mean ± standard deviation over the seeds, difference "
         "multi-task − single-target in points.",
         "",

@@ -346,15 +346,20 @@ def fit(
         "'vqa' (questions about images, answered by classification; see docs/USER_GUIDE.md section 8).",
     ),
     on_error: str | None = OnErrorOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a model on a table and save it as a run directory (written only when training succeeds)."""
     from .errors import RunDirError
     from .recipes import recipe as recipe_config
+    from .rundir import check_replaceable
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    if overwrite:
+        check_replaceable(out_dir)  # before training: only a run directory or an empty folder is replaced
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
@@ -1148,7 +1153,9 @@ def export(
     ),
     calibration_rows: int = typer.Option(256, "--calibration-rows", help="Rows of --calibration to use."),
     data_root: Path | None = DataRootOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
@@ -1185,7 +1192,9 @@ def prune_cmd(
     epochs: int = typer.Option(1, "--epochs", help="Fine-tuning epochs."),
     eval_data: Path | None = typer.Option(None, "--eval", help="Labelled table scored before and after."),
     data_root: Path | None = DataRootOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Magnitude-prune every linear and conv weight of a saved model; report sparsity (and metrics with --eval)."""

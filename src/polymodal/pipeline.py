@@ -10,6 +10,7 @@ methods only; :class:`~polymodal.api.Predictor` is the user-facing estimator ove
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,18 +32,17 @@ from .data.loaders import is_empty
 from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
 from .data.readers import Table, read_table
 from .errors import ConfigError, DataError, NotFittedError, PolymodalError, SchemaError
-from .io import atomic_dir
 from .model import build_model, count_parameters
 from .rundir import (
     BACKBONES,
     FORMAT_VERSION,
     LEADERBOARD,
-    check_run_dir,
-    read_json,
-    read_weights,
+    RunFiles,
+    read_run,
     write_history,
     write_json,
     write_weights,
+    writing,
 )
 from .schema import Modality, Schema
 from .tasks import Task, build_task
@@ -397,7 +397,7 @@ class FittedPipeline:
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         """Write the run directory atomically (see :mod:`polymodal.rundir`). Returns its path."""
         path = Path(path)
-        with atomic_dir(path, overwrite=overwrite) as tmp:
+        with writing(path, overwrite=overwrite) as tmp:
             write_json(
                 tmp / "polymodal.json",
                 {
@@ -443,41 +443,58 @@ class FittedPipeline:
     def load(cls, path: str | Path, verbose: bool = True) -> FittedPipeline:
         """Rebuild a fitted pipeline from a run directory; its outputs are identical to the saved one's (eager
         torch; ``Predictor.load(..., backend=)`` sets an ONNX Runtime backend on it)."""
-        path = Path(path)
-        check_run_dir(path)
-        meta = read_json(path / "polymodal.json")
-        config = PolymodalConfig.from_any(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")))
-        schema = Schema.from_dict(read_json(path / "schema.json"))
-        modalities, processors = build_processors(schema, config)
-        states = read_json(path / "processors.json")
-        tensors = read_weights(path / "processors.safetensors") if (path / "processors.safetensors").is_file() else {}
+        return read_run(path, lambda files: cls._from_files(files, verbose))
+
+    @classmethod
+    def _from_files(cls, files: RunFiles, verbose: bool) -> FittedPipeline:
+        """Build the pipeline from one consistent, verified read of a run directory; anything in it that does not
+        fit is a :class:`RunDirError` naming the file."""
+        meta = files.json("polymodal.json")
+        with files.blame("config.yaml"):
+            config = PolymodalConfig.from_any(yaml.safe_load(files.text("config.yaml")))
+        with files.blame("schema.json"):
+            schema = Schema.from_dict(files.json("schema.json"))
+            modalities, processors = build_processors(schema, config)
+        states = files.json("processors.json")
+        tensors = files.weights("processors.safetensors") if files.has("processors.safetensors") else {}
         for name, proc in processors.items():
-            proc.set_state(
-                states[name], {k.split("/", 1)[1]: t for k, t in tensors.items() if k.split("/", 1)[0] == name}
-            )
+            with files.blame("processors.json", f"does not hold a usable state for '{name}'"):
+                proc.set_state(
+                    states[name], {k.split("/", 1)[1]: t for k, t in tensors.items() if k.split("/", 1)[0] == name}
+                )
             if proc.has_assets:
-                proc.load_assets(path / BACKBONES / name)
-        task = build_task(meta["problem_type"], config.task)
-        task.set_state(read_json(path / "task.json"))
-        model = build_model(config, modalities, processors, task)
-        model.load_state_dict(read_weights(path / "model.safetensors"))
+                folder = files.folder(f"{BACKBONES}/{name}")
+                with files.blame(f"{BACKBONES}/{name}"):
+                    proc.load_assets(folder)
+        with files.blame("polymodal.json"):
+            task = build_task(meta["problem_type"], config.task)
+            label = meta["label"]
+        with files.blame("task.json"):
+            task.set_state(files.json("task.json"))
+        with files.blame("config.yaml", "describes a network that cannot be built"):
+            model = build_model(config, modalities, processors, task)
+        weights = files.weights("model.safetensors")
+        with files.blame("model.safetensors", "does not fit the network its config.yaml describes"):
+            model.load_state_dict(weights)
         model.eval()
         fit_result = None
-        if (path / "metrics.json").is_file():
-            m = read_json(path / "metrics.json")
-            fit_result = FitResult(
-                m["best_epoch"],
-                m["epochs_run"],
-                m["fit_seconds"],
-                m["stopped_early"],
-                m["validation"],
-                # (absent from runs saved before they were recorded)
-                train_seconds=m.get("train_seconds", 0.0),
-                time_limited=m.get("time_limited", False),
-            )
-        pipeline = cls(meta["label"], config, schema, modalities, processors, task, model, fit_result, verbose)
-        if (path / LEADERBOARD).is_file():
-            pipeline.leaderboard = pd.read_csv(path / LEADERBOARD)
+        if files.has("metrics.json"):
+            m = files.json("metrics.json")
+            with files.blame("metrics.json"):
+                fit_result = FitResult(
+                    m["best_epoch"],
+                    m["epochs_run"],
+                    m["fit_seconds"],
+                    m["stopped_early"],
+                    m["validation"],
+                    # (absent from runs saved before they were recorded)
+                    train_seconds=m.get("train_seconds", 0.0),
+                    time_limited=m.get("time_limited", False),
+                )
+        pipeline = cls(label, config, schema, modalities, processors, task, model, fit_result, verbose)
+        if files.has(LEADERBOARD):
+            with files.blame(LEADERBOARD):
+                pipeline.leaderboard = pd.read_csv(io.BytesIO(files.raw(LEADERBOARD)))
         return pipeline
 
     def __repr__(self) -> str:

@@ -117,7 +117,7 @@ def clean_stale_temps(path: str | Path, now: float | None = None) -> list[Path]:
     """
     path = Path(path)
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(path.parent.iterdir())
     except OSError:
@@ -198,7 +198,9 @@ def atomic_dir(
             finish(tmp)
         if path.exists() or path.is_symlink():
             if not overwrite:
-                raise RunDirError(f"{path} appeared while it was being written; choose another --out or pass --overwrite")
+                raise RunDirError(
+                    f"{path} appeared while it was being written; choose another --out or pass --overwrite"
+                )
             if replaceable is not None:
                 replaceable(path)
             if exchange(tmp, path):

@@ -129,7 +129,8 @@ def check_run_dir(path: Path) -> None:
 
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+    joined = " ".join(line.strip() for line in text)
+    return f"{type(e).__name__}: {joined[:300]}".rstrip(": ")
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -357,4 +358,3 @@ def _being_replaced(path: Path) -> bool:
         return any(is_temp_dir(p) and p.name.startswith(f".{path.name}.") for p in path.parent.iterdir())
     except OSError:
         return False
-

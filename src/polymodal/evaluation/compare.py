@@ -219,7 +219,9 @@ def _finished_runs(log_file: Path | None, settings: str) -> dict[tuple[str, int]
             key = (run["variant"], run["seed"])
         except (json.JSONDecodeError, KeyError, TypeError):
             # a line torn by a writer killed mid-write (the next append starts a new line): that run is redone
-            log.warning("%s, line %d: an incomplete record (interrupted write), skipped; that run is redone", log_file, number)
+            log.warning(
+                "%s, line %d: an incomplete record (interrupted write), skipped; that run is redone", log_file, number
+            )
             continue
         if run.pop("settings", None) == settings:
             done[key] = run

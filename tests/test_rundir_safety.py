@@ -127,7 +127,7 @@ def _race(two_runs, tmp_path, swaps: int, in_process: bool) -> tuple[int, set[in
 
 
 def test_reader_never_sees_a_mixed_run_while_a_writer_overwrites_it(two_runs, tmp_path):
-    loads, _seen = _race(two_runs, tmp_path, 300, in_process=True)
+    loads, _seen = _race(two_runs, tmp_path, 200, in_process=True)
     assert loads > 0
 
 
@@ -244,14 +244,34 @@ def test_a_damaged_run_is_refused_with_our_error_naming_the_file(two_runs, tmp_p
     assert name in str(e.value)
 
 
-def test_a_tampered_manifest_is_refused(two_runs, tmp_path):
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        '{"files": ',
+        '{"format": 1, "files": []}',
+        '{"format": 1, "files": {"../secret": {"size": 1, "sha256": "00"}}}',
+        '{"format": 1, "files": {"task.json": {"size": "big", "sha256": "00"}}}',
+    ],
+)
+def test_a_tampered_manifest_is_refused(two_runs, tmp_path, manifest):
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(two_runs[0], run)
-    (run / MANIFEST).write_text('{"files": ')
+    (run / MANIFEST).write_text(manifest)
     with pytest.raises(RunDirError, match="manifest.json is not a valid manifest"):
         FittedPipeline.load(run, verbose=False)
+
+
+def test_export_overwrite_refuses_a_folder_that_is_not_a_run(two_runs, tmp_path):
+    from polymodal.export.export import export_run
+
+    target = tmp_path / "thesis"
+    target.mkdir()
+    (target / "thesis.txt").write_text("years of work")
+    with pytest.raises(RunDirError, match="not a polymodal run directory"):
+        export_run(two_runs[0], target, overwrite=True)
+    assert (target / "thesis.txt").read_text() == "years of work"
 
 
 def test_cli_refuses_a_damaged_run_with_exit_2(cli, two_runs, tmp_path, test_csv):

@@ -197,13 +197,13 @@ class _Replaced(Exception):
 class RunFiles:
     """One consistent read of a run directory: every file's bytes, checked against the manifest read first."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, skip: tuple[str, ...] = ()):
         self.path = path
         self._manifest_raw = self._read_manifest()
         self.verified = self._manifest_raw is not None
         self.files: dict[str, dict[str, Any]] = {}
         if self._manifest_raw is not None:
-            self.files = self._parse_manifest(self._manifest_raw)
+            self.files = {n: v for n, v in self._parse_manifest(self._manifest_raw).items() if n not in skip}
         self.data: dict[str, bytes] = {}
         names = [n for n in self.files if "/" not in n] if self.verified else list(_KNOWN)
         for name in names:
@@ -231,6 +231,8 @@ class RunFiles:
             )
         except (ValueError, KeyError, TypeError):
             ok = False
+        # names are relative paths inside the folder: nothing outside it is ever read because a manifest says so
+        ok = ok and all(n and not n.startswith("/") and ".." not in n.split("/") for n in files)
         if not ok or m.get("format") != MANIFEST_FORMAT:
             raise RunDirError(f"{self.path / MANIFEST} is not a valid manifest; {REMEDY}")
         return files
@@ -325,6 +327,15 @@ class RunFiles:
             raise
         except Exception as e:
             raise self._damaged(name, f"{what} ({_short(e)})") from None
+
+
+def verify(folder: str | Path, skip: tuple[str, ...] = ()) -> None:
+    """Check every file the manifest of ``folder`` lists (sub-folders included) but those in ``skip`` (left out
+    of a copy); nothing to check without a manifest. For a copy of a run (an export), which a save may have
+    replaced while it was being copied."""
+    files = RunFiles(Path(folder), skip)
+    for sub in sorted({n.split("/", 1)[0] for n in files.files if "/" in n}):
+        files.folder(sub)
 
 
 _KNOWN = (*REQUIRED, "processors.safetensors", "metrics.json", "training_log.csv", LEADERBOARD)

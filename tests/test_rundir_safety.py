@@ -168,6 +168,16 @@ def test_cli_fit_overwrite_refuses_a_non_run_folder_before_training(cli, tmp_pat
     assert (target / "thesis.txt").read_text() == "years of work"
 
 
+def test_an_export_of_an_export_is_verified_and_gets_its_own_manifest(two_runs, tmp_path):
+    from polymodal.export.export import export_run
+
+    first = export_run(two_runs[0], tmp_path / "e1").out
+    second = export_run(first, tmp_path / "e2").out
+    listed = json.loads((second / MANIFEST).read_text())["files"]
+    assert "model.onnx" in listed and "export.json" in listed
+    FittedPipeline.load(second, verbose=False)
+
+
 # ------------------------------------------------------------------------------------- damaged runs
 def _rewrite_weights(run: Path, change) -> None:
     state = read_weights(run / "model.safetensors")

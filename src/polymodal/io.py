@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import RunDirError
+from .signals import deferred
 
 _umask_lock = threading.Lock()
 
@@ -91,10 +92,12 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         tmp.chmod(dir_mode())
         yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            # a stop signal between the two renames would leave no folder at path; after them, the old one behind
+            with deferred():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "x")
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:

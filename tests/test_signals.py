@@ -1,0 +1,171 @@
+"""Stop signals and output paths (issue 19): SIGTERM / SIGINT during a command exit 143 / 130 with one line saying
+what was kept and no partial output; an output path that cannot be written exits 2 before any work.
+
+The signal tests run the real command in a subprocess, on a tiny numeric table with many epochs, so that training is
+still running when the signal is sent (they wait for the first epoch lines of its log, then signal it)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from polymodal.cli import app
+
+from conftest import REPO_ROOT
+
+# a generous bound for slow shared machines: only a hang reaches it
+WAIT_S = 180
+ENDLESS = {
+    "training": {"max_epochs": 100000, "patience": 100000, "batch_size": 16},
+    "encoders": {"tabular": {"name": "tabular_mlp", "hidden": 8, "dim": 8}},
+    "fusion": {"dim": 8},
+}
+
+
+@pytest.fixture
+def endless(tmp_path: Path) -> tuple[Path, Path]:
+    """A 60-row numeric table and a config that trains (almost) forever."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"x1": x, "x2": rng.normal(size=60), "label": np.where(x > 0, "a", "b")}).to_csv(table, index=False)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(ENDLESS))
+    return table, config
+
+
+def _run_until(args: list[str], cwd: Path, started: str, signum: int) -> tuple[int, str]:
+    """Start ``polymodal ARGS``, wait until its log shows ``started``, send ``signum``; (exit code, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
+    log = cwd / "stderr.txt"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "polymodal.cli", *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while proc.poll() is None and started not in log.read_text(errors="replace"):
+                assert time.monotonic() < deadline, "the command did not start training"
+                time.sleep(0.2)
+            assert proc.poll() is None, "the command ended before the signal: " + log.read_text(errors="replace")
+            proc.send_signal(signum)
+            code = proc.wait(WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return code, log.read_text(errors="replace")
+
+
+def _hidden(folder: Path) -> list[str]:
+    """Temp siblings the atomic writes would leave (.NAME.*.tmp / .old)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_during_fit_exits_non_zero_and_writes_nothing(endless, tmp_path, signum, code):
+    """Bug 1 (SIGTERM exited 0: Lightning's SystemExit without a code) and the weak point SIGINT (exit 1, no
+    message): 143 / 130, one line naming the signal and the untouched --out, no run directory, no temp folder."""
+    table, config = endless
+    rc, stderr = _run_until(
+        ["fit", str(table), "-l", "label", "-c", str(config), "--out", "run"], tmp_path, "epoch 3/", signum
+    )
+    name = signal.Signals(signum).name
+    assert rc == code, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == f"interrupted by {name}: nothing was written to run"
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()
+    assert _hidden(tmp_path) == []
+
+
+def test_sigterm_during_fit_overwrite_leaves_the_old_run(endless, tmp_path):
+    """--overwrite of an existing run: a signal during training leaves that run as it was."""
+    table, config = endless
+    old = tmp_path / "run"
+    old.mkdir()
+    (old / "keep.txt").write_text("old")
+    rc, stderr = _run_until(
+        ["fit", str(table), "-l", "label", "-c", str(config), "--out", "run", "--overwrite"],
+        tmp_path,
+        "epoch 3/",
+        signal.SIGTERM,
+    )
+    assert rc == 143, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == "interrupted by SIGTERM: run was left as it was"
+    assert [p.name for p in old.iterdir()] == ["keep.txt"]
+    assert _hidden(tmp_path) == []
+
+
+def test_sigint_during_tune_says_the_study_was_kept(endless, tmp_path):
+    """tune writes its study as it goes: the message says where it is and that the same command resumes it."""
+    table, config = endless
+    rc, stderr = _run_until(
+        ["tune", str(table), "-l", "label", "-c", str(config), "--out", "study", "--time-limit", "600", "--no-prune"],
+        tmp_path,
+        "tuning ",  # logged once the study is open
+        signal.SIGINT,
+    )
+    assert rc == 130, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted by SIGINT: the study was kept in study/study.journal"), last
+    assert "run the same command again to resume it" in last
+    assert (tmp_path / "study" / "study.journal").is_file()
+    assert _hidden(tmp_path) == [] and _hidden(tmp_path / "study") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "t.csv", "-l", "label"],
+        ["compare", "t.csv", "-l", "label"],
+        ["tune", "t.csv", "-l", "label", "--time-limit", "60"],
+        ["export", "run"],
+        ["prune", "run"],
+        ["explain", "run", "t.csv"],
+        ["evaluate", "run", "t.csv", "--robustness"],
+        ["demo"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_an_out_folder_under_a_file_exits_2_before_any_work(tmp_path, monkeypatch, args):
+    """--out under a file failed only after training: now every command checks its outputs first (the table and
+    run named here do not even exist: the output is checked before they are read)."""
+    monkeypatch.chdir(tmp_path)
+    Path("existing_file.txt").write_text("x")
+    r = CliRunner().invoke(app, [*args, "--out", "existing_file.txt/run"])
+    assert r.exit_code == 2, r.output
+    assert "existing_file.txt is a file, not a folder" in r.output
+    assert Path("existing_file.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "args", [["predict", "run", "t.csv"], ["report", "run", "t.csv"], ["leaderboard", "run", "t.csv"]]
+)
+def test_an_out_file_that_cannot_be_written_exits_2_before_any_work(tmp_path, monkeypatch, args):
+    """predict --out DIR gave a traceback after predicting: now exit 2 and a message, as for a file under a file."""
+    monkeypatch.chdir(tmp_path)
+    Path("folder").mkdir()
+    Path("existing_file.txt").write_text("x")
+    r = CliRunner().invoke(app, [*args, "--out", "folder"])
+    assert r.exit_code == 2, r.output
+    assert "--out folder is a folder; give the name of a file to write" in r.output
+    r = CliRunner().invoke(app, [*args, "--out", "existing_file.txt/preds.csv"])
+    assert r.exit_code == 2, r.output
+    assert "existing_file.txt is a file, not a folder" in r.output
+
+
+def test_validate_report_under_a_file_exits_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("existing_file.txt").write_text("x")
+    r = CliRunner().invoke(app, ["validate", "t.csv", "-l", "label", "--report", "existing_file.txt/r.csv"])
+    assert r.exit_code == 2 and "--report existing_file.txt/r.csv" in r.output, r.output

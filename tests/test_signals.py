@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from polymodal.cli import app
 
-from conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # a generous bound for slow shared machines: only a hang reaches it
 WAIT_S = 180

@@ -136,7 +136,7 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 try:
                     with cli_terms():  # messages name options as the command line spells them
                         return fn(*args, **kwargs)
-                except BaseException as e:  # noqa: BLE001 - re-raised unless it is ours or a stop signal
+                except BaseException as e:  # re-raised unless it is one of ours or a stop signal
                     _exit_for(e)
                     raise
         except Interrupted as e:  # in the instant after the command returned

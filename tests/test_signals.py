@@ -11,15 +11,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from polymodal.cli import app
+from polymodal.tuning.study import JOURNAL, STUDY_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,8 +47,9 @@ def endless(tmp_path: Path) -> tuple[Path, Path]:
     return table, config
 
 
-def _run_until(args: list[str], cwd: Path, started: str, signum: int) -> tuple[int, str]:
-    """Start ``polymodal ARGS``, wait until its log shows ``started``, send ``signum``; (exit code, stderr)."""
+def _run_until(args: list[str], cwd: Path, started: str | Callable[[], bool], signum: int) -> tuple[int, str]:
+    """Start ``polymodal ARGS``, wait until its log shows ``started`` (or until ``started()``), send ``signum``;
+    (exit code, stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT / "src")}
     log = cwd / "stderr.txt"
     with open(log, "wb") as stderr:
@@ -54,7 +58,9 @@ def _run_until(args: list[str], cwd: Path, started: str, signum: int) -> tuple[i
         )
         try:
             deadline = time.monotonic() + WAIT_S
-            while proc.poll() is None and started not in log.read_text(errors="replace"):
+            while proc.poll() is None and not (
+                started() if callable(started) else started in log.read_text(errors="replace")
+            ):
                 assert time.monotonic() < deadline, "the command did not start training"
                 time.sleep(0.2)
             assert proc.poll() is None, "the command ended before the signal: " + log.read_text(errors="replace")
@@ -106,20 +112,49 @@ def test_sigterm_during_fit_overwrite_leaves_the_old_run(endless, tmp_path):
     assert _hidden(tmp_path) == []
 
 
+def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
+    if not (out / JOURNAL).exists():
+        return []
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))
+    try:
+        return optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
+    except KeyError:  # the study is not created yet
+        return []
+
+
+def _running_trial(out: Path) -> Callable[[], bool]:
+    """Whether a trial of the study in ``out`` is running; the journal is read again only when it has grown."""
+    seen = {"size": -1}
+
+    def running() -> bool:
+        size = (out / JOURNAL).stat().st_size if (out / JOURNAL).exists() else 0
+        if size == seen["size"]:
+            return False
+        seen["size"] = size
+        return any(t.state == optuna.trial.TrialState.RUNNING for t in _trials(out))
+
+    return running
+
+
 def test_sigint_during_tune_says_the_study_was_kept(endless, tmp_path):
-    """tune writes its study as it goes: the message says where it is and that the same command resumes it."""
+    """tune writes its study as it goes: the message says where it is and that the same command resumes it; the
+    trial the signal stopped is marked failed (stale: not counted), none is left running."""
     table, config = endless
+    out = tmp_path / "study"
     rc, stderr = _run_until(
         ["tune", str(table), "-l", "label", "-c", str(config), "--out", "study", "--time-limit", "600", "--no-prune"],
         tmp_path,
-        "tuning ",  # logged once the study is open
+        _running_trial(out),
         signal.SIGINT,
     )
     assert rc == 130, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted by SIGINT: the study was kept in study/study.journal"), last
     assert "run the same command again to resume it" in last
-    assert (tmp_path / "study" / "study.journal").is_file()
+    trials = _trials(out)
+    assert trials and not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    interrupted = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs.get("stale") is True
     assert _hidden(tmp_path) == [] and _hidden(tmp_path / "study") == []
 
 

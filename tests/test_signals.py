@@ -204,3 +204,53 @@ def test_validate_report_under_a_file_exits_2(tmp_path, monkeypatch):
     Path("existing_file.txt").write_text("x")
     r = CliRunner().invoke(app, ["validate", "t.csv", "-l", "label", "--report", "existing_file.txt/r.csv"])
     assert r.exit_code == 2 and "--report existing_file.txt/r.csv" in r.output, r.output
+
+
+def test_a_signal_inside_deferred_takes_effect_at_its_end():
+    """The two renames that replace a folder are never separated by a signal; the signal still stops the command."""
+    from polymodal.signals import Interrupted, deferred, stop_on_signals
+
+    done, before = [], signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as caught, stop_on_signals():
+        with deferred():
+            signal.raise_signal(signal.SIGTERM)
+            done.append("after the signal")
+        done.append("after the block")
+    assert done == ["after the signal"]
+    assert caught.value.exit_code == 143 and caught.value.name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+
+
+def test_a_second_signal_while_stopping_is_ignored():
+    """The cleanup after the first signal (temp folders removed) is not cut short by a second one."""
+    from polymodal.signals import Interrupted, stop_on_signals
+
+    cleaned = []
+    with pytest.raises(Interrupted), stop_on_signals():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        finally:
+            signal.raise_signal(signal.SIGINT)
+            cleaned.append(True)
+    assert cleaned == [True]
+
+
+def test_lightning_stop_exits_come_out_as_the_interruptions_they_are():
+    """Without the command line's handlers (the Python API), Lightning ends fit by SystemExit: without a code after
+    SIGTERM (exit 0) and with 1 after Ctrl-C; fit_model turns them back into exceptions."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from polymodal.signals import Interrupted
+    from polymodal.training.fit import _stops_as_exceptions
+
+    with pytest.raises(Interrupted) as caught, _stops_as_exceptions():
+        raise SIGTERMException
+    assert caught.value.signum == signal.SIGTERM
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), _stops_as_exceptions():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # as Lightning does before its sys.exit(1)
+            sys.exit(1)
+    assert signal.getsignal(signal.SIGINT) is before

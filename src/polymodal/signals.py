@@ -101,7 +101,11 @@ def received() -> int | None:
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """A stop signal that arrives inside the block raises :class:`Interrupted` at its end (when the block itself
-    succeeded), not in its middle. Without :func:`stop_on_signals` it changes nothing."""
+    succeeded), not in its middle. Without :func:`stop_on_signals` it changes nothing, nor in another thread than the
+    main one (whose code Python's signal handlers never interrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _state.defer_depth += 1
     try:
         yield

@@ -78,37 +78,29 @@ def _hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_stop_signal_during_fit_exits_non_zero_and_writes_nothing(endless, tmp_path, signum, code):
+@pytest.mark.parametrize(
+    ("signum", "code", "existing"), [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)], ids=["TERM", "INT"]
+)
+def test_a_stop_signal_during_fit_exits_non_zero_and_writes_nothing(endless, tmp_path, signum, code, existing):
     """Bug 1 (SIGTERM exited 0: Lightning's SystemExit without a code) and the weak point SIGINT (exit 1, no
-    message): 143 / 130, one line naming the signal and the untouched --out, no run directory, no temp folder."""
+    message): 143 / 130, one line naming the signal and --out, no temp folder; no run directory, or with
+    --overwrite the existing one left as it was."""
     table, config = endless
-    rc, stderr = _run_until(
-        ["fit", str(table), "-l", "label", "-c", str(config), "--out", "run"], tmp_path, "epoch 3/", signum
-    )
+    args = ["fit", str(table), "-l", "label", "-c", str(config), "--out", "run"]
+    if existing:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "keep.txt").write_text("old")
+        args.append("--overwrite")
+    rc, stderr = _run_until(args, tmp_path, "epoch 3/", signum)
     name = signal.Signals(signum).name
     assert rc == code, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1] == f"interrupted by {name}: nothing was written to run"
+    said = "run was left as it was" if existing else "nothing was written to run"
+    assert stderr.strip().splitlines()[-1] == f"interrupted by {name}: {said}"
     assert "Traceback" not in stderr
-    assert not (tmp_path / "run").exists()
-    assert _hidden(tmp_path) == []
-
-
-def test_sigterm_during_fit_overwrite_leaves_the_old_run(endless, tmp_path):
-    """--overwrite of an existing run: a signal during training leaves that run as it was."""
-    table, config = endless
-    old = tmp_path / "run"
-    old.mkdir()
-    (old / "keep.txt").write_text("old")
-    rc, stderr = _run_until(
-        ["fit", str(table), "-l", "label", "-c", str(config), "--out", "run", "--overwrite"],
-        tmp_path,
-        "epoch 3/",
-        signal.SIGTERM,
-    )
-    assert rc == 143, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1] == "interrupted by SIGTERM: run was left as it was"
-    assert [p.name for p in old.iterdir()] == ["keep.txt"]
+    if existing:
+        assert [p.name for p in (tmp_path / "run").iterdir()] == ["keep.txt"]
+    else:
+        assert not (tmp_path / "run").exists()
     assert _hidden(tmp_path) == []
 
 

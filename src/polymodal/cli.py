@@ -122,22 +122,109 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn polymodal's own errors into a message on stderr and exit code 2 (no traceback)."""
+    """Turn polymodal's own errors into a message on stderr and exit code 2 (no traceback); SIGINT and SIGTERM into
+    a one-line message saying what was kept and exit code 130 / 143 (after the atomic writes have cleaned up)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .signals import Interrupted, stop_on_signals
+
         _setup_logging(kwargs.get("quiet", False))
+        _outputs.clear()
         try:
-            with cli_terms():  # messages name options as the command line spells them
-                return fn(*args, **kwargs)
-        except PolymodalError as e:
-            err.print(f"[bold red]error:[/bold red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; nothing was written")
-            raise typer.Exit(130) from None
+            with stop_on_signals():
+                try:
+                    with cli_terms():  # messages name options as the command line spells them
+                        return fn(*args, **kwargs)
+                except BaseException as e:  # re-raised unless it is one of ours or a stop signal
+                    _exit_for(e)
+                    raise
+        except Interrupted as e:  # in the instant after the command returned
+            err.print(_interrupt_message(e.signum), soft_wrap=True, highlight=False)
+            raise typer.Exit(e.exit_code) from None
 
     return wrapper
+
+
+def _exit_for(e: BaseException) -> None:
+    """Raise the exit a command's exception stands for: a stop signal (even when the exception raised while
+    stopping is another one) or one of polymodal's errors; return for anything else (a bug: its traceback shows)."""
+    import signal
+
+    from .signals import received
+
+    signum = received()
+    if signum is None and isinstance(e, KeyboardInterrupt):
+        signum = getattr(e, "signum", signal.SIGINT)
+    if signum is not None:
+        err.print(_interrupt_message(signum), soft_wrap=True, highlight=False)
+        raise typer.Exit(128 + signum) from None
+    if isinstance(e, PolymodalError):
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+class _Output:
+    """An output path of the running command, as it was before the command (for the interrupt message)."""
+
+    def __init__(self, path: Path, kept: str | None) -> None:
+        self.path, self.kept, self.before = path, kept, _fingerprint(path)
+
+
+#: the running command's outputs, checked by :func:`_check_output` before any work
+_outputs: list[_Output] = []
+
+
+def _fingerprint(path: Path) -> tuple[int, int] | None:
+    """(inode, modification time) of ``path``, None when absent: a replaced file or folder, or a folder something
+    was written into, has another."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _interrupt_message(signum: int) -> str:
+    """One line: the signal, and for each output path whether it was left alone, written whole, or what it kept."""
+    import signal
+
+    parts = []
+    for o in _outputs:
+        now = _fingerprint(o.path)
+        if now == o.before:
+            parts.append(f"nothing was written to {o.path}" if now is None else f"{o.path} was left as it was")
+        else:
+            parts.append(o.kept or f"{o.path} was written completely before the signal came")
+    return f"interrupted by {signal.Signals(signum).name}: " + ("; ".join(parts) or "nothing was written")
+
+
+def _check_output(path: Path | None, option: str = "--out", folder: bool = False, kept: str | None = None) -> None:
+    """Check before any work that ``path`` (a file, or a ``folder``) can be written: not under a file, in a folder
+    this user may write in, and not a folder where a file is expected (or the reverse); raise :class:`OutputError`
+    naming ``option`` otherwise. ``kept``: what an interrupted command leaves there once it has started writing
+    (tune's study journal), for the interrupt message; by default the outputs are written whole or not at all."""
+    import os
+
+    from .errors import OutputError
+
+    if path is None:
+        return
+    if path.exists():
+        if folder and not path.is_dir():
+            raise OutputError(f"{option} {path} is a file, not a folder; choose another {option}")
+        if not folder and path.is_dir():
+            raise OutputError(f"{option} {path} is a folder; give the name of a file to write, e.g. {path / 'out'}")
+        if folder and not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{option} {path}: no permission to write in this folder; choose another {option}")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{option} {path}: {parent} is a file, not a folder; choose an {option} outside it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: no permission to write in {parent}; choose another {option}")
+    _outputs.append(_Output(path, kept))
 
 
 def _checked_config(
@@ -224,6 +311,7 @@ def leaderboard(
     from .api import Predictor
     from .io import atomic_file
 
+    _check_output(out_file)
     p = Predictor.load(run, verbose=not quiet)
     board = p.leaderboard(data, data_root=data_root, on_error=on_error)
     assert p.task is not None, "a loaded Predictor has its task"
@@ -279,6 +367,7 @@ def validate(
     from .data.validate import issues_frame, validate_table
     from .io import atomic_file
 
+    _check_output(report, "--report")
     cfg = _checked_config(config)
     table = read_table(data, data_root or cfg.data_root)
     if len(table.frame) == 0:
@@ -360,6 +449,7 @@ def fit(
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
     if overwrite:
         check_replaceable(out_dir)  # before training: only a run directory or an empty folder is replaced
+    _check_output(out_dir, folder=True)
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
@@ -426,6 +516,7 @@ def predict(
     from .tasks.classification import ClassificationTask
     from .tasks.multilabel import MultilabelTask
 
+    _check_output(out_file)
     p = Predictor.load(run, verbose=not quiet)
     if scores or greedy or p.problem_type == "generation":
         if proba:
@@ -515,6 +606,7 @@ def evaluate(
 
     if not robustness and (corruption or baseline is not None or out_dir is not None):
         raise ConfigError("--corruption, --baseline and --out need --robustness")
+    _check_output(out_dir, folder=True)
     spec = parse_corruption_options(corruption)
     metrics = Predictor.load(run, verbose=not quiet).evaluate(
         data,
@@ -608,6 +700,7 @@ def explain_cmd(
 
     if rows < 1:
         raise ConfigError(f"--rows must be at least 1, not {rows}")
+    _check_output(out_dir, folder=True)
     p = Predictor.load(run, verbose=not quiet)
     table = read_table(data, data_root if data_root is not None else p.config.data_root)
     if importance is None:
@@ -706,6 +799,12 @@ def compare_cmd(
     from .evaluation.compare import compare
 
     _checked_config(config)  # a typo exits 2 before the table is read
+    _check_output(
+        out_dir,
+        folder=True,
+        kept=f"the runs finished so far are logged in {out_dir / 'runs.jsonl'}: run the same command with --resume "
+        "to go on",
+    )
     if "," in label:
         from .errors import ConfigError
 
@@ -804,6 +903,12 @@ def tune_cmd(
     if show_space:
         out.print("\n".join(search.describe()), soft_wrap=True)
         return
+    _check_output(
+        out_dir,
+        folder=True,
+        kept=f"the study was kept in {out_dir / 'study.journal'} (finished trials included; the interrupted one is "
+        "not counted): run the same command again to resume it",
+    )
     if time_limit is None:
         from .errors import ConfigError
 
@@ -884,6 +989,7 @@ def report_cmd(
     metrics and plots, robustness, modality importance and explained examples."""
     from .reporting import report
 
+    _check_output(out_file)
     path = report(
         run,
         data,
@@ -935,6 +1041,12 @@ def demo(
     if task not in DEMO_TASKS:
         raise ConfigError(f"unknown demo task '{task}'; choose one of: {', '.join(DEMO_TASKS)}")
     _checked_config(config)
+    _check_output(
+        out_dir,
+        folder=True,
+        kept=f"{out_dir} holds the steps finished before the signal (generated data first, then run/); delete it or "
+        "choose another --out",
+    )
     {"classification": _demo_classification, "captioning": _demo_captioning, "qa": _demo_qa}[task](
         out_dir, rows, config, seed, quiet
     )
@@ -1168,6 +1280,7 @@ def export(
         )
     except ValueError as e:
         raise ConfigError(f"invalid export options:\n{e}") from None
+    _check_output(out_dir, folder=True)
     result = export_run(run, out_dir, cfg, data=calibration, data_root=data_root, overwrite=overwrite)
     t = RichTable(title=f"{out_dir} ({result.format}{', ' + result.quantization if result.quantization else ''})")
     for c in ("file", "max |diff| vs eager", "same class", "rows"):
@@ -1200,6 +1313,7 @@ def prune_cmd(
     """Magnitude-prune every linear and conv weight of a saved model; report sparsity (and metrics with --eval)."""
     from .export.prune import prune_run
 
+    _check_output(out_dir, folder=True)
     r = prune_run(
         run,
         out_dir,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunDirError
+from .signals import deferred
 
 _umask_lock = threading.Lock()
 
@@ -203,13 +204,16 @@ def atomic_dir(
                 )
             if replaceable is not None:
                 replaceable(path)
-            if exchange(tmp, path):
-                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the replaced folder
-            else:
-                old = _temp_dir(path, ".old")
-                os.replace(path, old / "x")
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
+            # a stop signal between the two renames (no atomic exchange) would leave no folder at path; after the
+            # swap, the old one behind
+            with deferred():
+                if exchange(tmp, path):
+                    shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the replaced folder
+                else:
+                    old = _temp_dir(path, ".old")
+                    os.replace(path, old / "x")
+                    os.replace(tmp, path)
+                    shutil.rmtree(old, ignore_errors=True)
         else:
             try:
                 os.rename(tmp, path)

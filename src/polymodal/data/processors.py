@@ -362,7 +362,8 @@ def finite_mean_std(v: np.ndarray) -> tuple[float, float]:
     squares overflow): those are scaled down first. A constant column gets std 1."""
     if len(v) == 0:
         return 0.0, 1.0
-    mean, std = float(v.mean()), float(v.std()) if len(v) > 1 else 1.0
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is detected below and computed again
+        mean, std = float(v.mean()), float(v.std()) if len(v) > 1 else 1.0
     if not (math.isfinite(mean) and math.isfinite(std)):
         scale = float(np.abs(v).max())
         u = v / scale

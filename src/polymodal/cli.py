@@ -626,7 +626,6 @@ def explain_cmd(
     from .data.readers import read_table
     from .errors import ConfigError
     from .explain import write_explanations
-
     from .explain.attributions import METHODS
 
     if rows < 1:

@@ -44,7 +44,7 @@ class RegressionTask(Task):
             column = str(y.name)
             raise DataError(
                 f"the label of a regression must be finite; {len(inf)} rows hold an infinite value:",
-                [RowIssue(row_label(y.index[i]), column, f"{y.iloc[i]} is not a finite number") for i in inf],
+                [RowIssue(row_label(y.index[i]), column, f"{y.iloc[i]} is not a finite number") for i in inf.tolist()],
                 hint="Fix these labels or leave them empty (rows with an empty label are left out).",
             )
         return v

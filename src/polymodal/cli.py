@@ -108,8 +108,32 @@ DataRootOpt = typer.Option(
     None, "--data-root", help="Folder relative file paths resolve against (default: the table's own folder)."
 )
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON config file (docs/USER_GUIDE.md, section 3).")
+
+
+def _on_error_choice(value: str | None) -> str | None:
+    """Checks --on-error as the command line is parsed, before any table is read."""
+    choices = ("fail", "skip", "missing")
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    """Checks a number of seconds as the command line is parsed (typer's min= cannot exclude 0)."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be a positive number of seconds, got {value}")
+    return value
+
+
+# numpy, torch and Lightning take seeds from 0 to 2**32 - 1 (polymodal.config.SEED_MAX, not imported: it is slow)
+SEED_MAX = 2**32 - 1
+
 OnErrorOpt = typer.Option(
-    None, "--on-error", help="Bad rows: 'fail' (default), 'skip' them, or treat bad cells as 'missing'."
+    None,
+    "--on-error",
+    help="Bad rows: 'fail' (default), 'skip' them, or treat bad cells as 'missing'. A row whose model output is "
+    "NaN or inf gets no prediction: an error under fail, else left out with a warning.",
+    callback=_on_error_choice,
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages.")
 
@@ -399,7 +423,7 @@ def fit(
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
     time_limit: float | None = typer.Option(
-        None, "--time-limit", help="Seconds of training at most (decoding the table not counted)."
+        None, "--time-limit", help="Seconds of training at most (decoding the table not counted).", callback=_positive
     ),
     ignore: str | None = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
     fusion: str | None = typer.Option(
@@ -418,7 +442,9 @@ def fit(
         "label); multilabel: several tags per row ('a|b' or a JSON list); generation: the label is text to write "
         "(captions, free-form answers).",
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed, 0 to 2**32 - 1 (default 0).", min=0, max=SEED_MAX
+    ),
     preset: str | None = typer.Option(
         None,
         "--preset",
@@ -684,9 +710,9 @@ def explain_cmd(
         "permutation) on every row of the table (default: when it has the label column).",
     ),
     bootstrap: int = typer.Option(
-        200, "--bootstrap", help="Bootstrap resamples for the importance confidence intervals."
+        200, "--bootstrap", help="Bootstrap resamples for the importance confidence intervals.", min=0
     ),
-    repeats: int = typer.Option(1, "--repeats", help="Shuffles per column for permutation importance."),
+    repeats: int = typer.Option(1, "--repeats", help="Shuffles per column for permutation importance.", min=1),
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
@@ -697,10 +723,13 @@ def explain_cmd(
     from .data.readers import read_table
     from .errors import ConfigError
     from .explain import write_explanations
+    from .explain.attributions import METHODS
 
     if rows < 1:
         raise ConfigError(f"--rows must be at least 1, not {rows}")
     _check_output(out_dir, folder=True)
+    if method not in METHODS:  # before the run and the table are read
+        raise ConfigError(f"unknown explanation method '{method}'; choose one of: {', '.join(METHODS.names())}")
     p = Predictor.load(run, verbose=not quiet)
     table = read_table(data, data_root if data_root is not None else p.config.data_root)
     if importance is None:
@@ -771,10 +800,12 @@ def compare_cmd(
     data: Path = typer.Argument(..., help="Labelled table."),
     label: str = LabelOpt,
     fusions: str = typer.Option("all", "--fusions", help=f"'all' or comma-separated fusion names: {FUSIONS}."),
-    seeds: int = typer.Option(1, "--seeds", help="Runs per variant (mean ± std)."),
+    seeds: int = typer.Option(1, "--seeds", help="Runs per variant (mean ± std).", min=1),
     test: Path | None = typer.Option(None, "--test", help="Test table (default: a 20% split)."),
     no_single: bool = typer.Option(False, "--no-single", help="Skip the single-modality models."),
-    time_limit_per_run: float | None = typer.Option(None, "--time-limit-per-run", help="Seconds of training per run."),
+    time_limit_per_run: float | None = typer.Option(
+        None, "--time-limit-per-run", help="Seconds of training per run.", callback=_positive
+    ),
     out_dir: Path = typer.Option(
         Path("compare"),
         "--out",
@@ -877,7 +908,9 @@ def tune_cmd(
         help="The encoders of every trial: from-scratch (default) or 'pretrained' (as for fit). Each trial is one "
         "network: fit's classical members and ensembles are not tuned.",
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seeds the split, the sampler and every trial (default 0)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seeds the split, the sampler and every trial (default 0).", min=0, max=SEED_MAX
+    ),
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -980,7 +1013,9 @@ def report_cmd(
     method: str = typer.Option(
         "occlusion", "--method", help="Attribution method of the gallery: occlusion or integrated_gradients."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seeds the bootstrap and the choice of gallery rows."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seeds the bootstrap and the choice of gallery rows.", min=0, max=SEED_MAX
+    ),
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
@@ -1024,10 +1059,15 @@ def demo(
         "(answer questions about the scenes, seed 003).",
     ),
     rows: int | None = typer.Option(
-        None, "--rows", help="Training rows to generate (default: 1200 for classification, 2000 for captioning and qa)."
+        None,
+        "--rows",
+        help="Training rows to generate, at least 20 (default: 1200 for classification, 2000 for captioning and qa).",
+        min=20,
     ),
     config: Path | None = ConfigOpt,
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(
+        0, "--seed", help="Seeds the data and the training (0 to 2**32 - 1).", min=0, max=SEED_MAX
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Generate a synthetic data set, train, evaluate on held-out rows, print a table.

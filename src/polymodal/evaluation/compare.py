@@ -111,10 +111,13 @@ def compare(
         raise ConfigError("seeds must be at least 1")
     if (keep_runs or resume) and out_dir is None:
         raise ConfigError("keep_runs and resume need an output directory (out_dir / --out)")
+    if time_limit_per_run is not None and not time_limit_per_run > 0:
+        raise ConfigError(f"time_limit_per_run must be a positive number of seconds, got {time_limit_per_run}")
+    fusion_names = resolve_fusions(fusions)  # a typo fails before the table is read
     cfg = PolymodalConfig.from_any(config)
     table = read_table(data, data_root if data_root is not None else cfg.data_root)
     train, test = _split(table, label, cfg, test_data, test_fraction, data_root)
-    variants = _variants(train.frame, label, cfg, resolve_fusions(fusions), single_modalities)
+    variants = _variants(train.frame, label, cfg, fusion_names, single_modalities)
     log_file = None if out_dir is None else Path(out_dir) / "runs.jsonl"
     settings = _fingerprint(cfg, label, train, test, time_limit_per_run)
     done = _finished_runs(log_file, settings) if resume else {}

@@ -120,7 +120,7 @@ def fit_model(
     with quiet_lightning():  # the Trainer announces the hardware when it is built
         trainer = L.Trainer(
             max_epochs=max_epochs,
-            # (training.precision is free text here, checked by Lightning itself against its Literal values)
+            # (training.precision: one of Lightning's values, checked with the config; typed as a plain str here)
             accelerator=cfg.accelerator,
             devices="auto",
             precision=_precision(cfg),  # type: ignore[arg-type]

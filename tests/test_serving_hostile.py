@@ -264,9 +264,9 @@ def test_real_server_slow_body_disconnect_and_busy_port(run_dir, cli):
             assert time.monotonic() < deadline, "server did not start within 90 s"
             time.sleep(0.3)
         head = (
-            f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            "Content-Length: 1000\r\n\r\n"
-        ).encode()
+            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+        )
         # a body that stalls: answered 408 once body_timeout_s passes, the connection not held forever
         answer = _raw(port, head, b'{"rows": [', read=True)
         assert answer.startswith(b"HTTP/1.1 408"), answer

@@ -175,7 +175,7 @@ def check_work(rows: list[dict[str, Any]], schema: Schema, limits: LimitsConfig,
                             f"row {i}, column '{col}': audio is {seconds:.1f} s long, over the server's limit of "
                             f"{cfg.max_audio_seconds:g} s per file (max_audio_seconds)"
                         )
-            except Exception:  # noqa: BLE001 - an unreadable header: decode_rows reports it with the loader's message
+            except Exception:  # an unreadable header: decode_rows reports it with the loader's message
                 continue
     if issues:
         raise TooLarge("the request is over the server's limits on work per request", issues)
@@ -204,7 +204,7 @@ def decode_rows(rows: list[dict[str, Any]], processors: dict[str, Processor], li
                     item = p.load(value, ctx)
                 except LoadError as e:
                     issues.append(RowIssue(i, p.columns[0] if len(p.columns) == 1 else m, str(e)))
-                except Exception as e:  # noqa: BLE001 - a decoder failing on a client's file is the client's 422
+                except Exception as e:  # a decoder failing on a client's file is the client's 422
                     msg = f"cannot be decoded ({type(e).__name__}: {str(e)[:200]})"
                     issues.append(RowIssue(i, p.columns[0] if len(p.columns) == 1 else m, msg))
             items[m].append(item)

@@ -89,6 +89,15 @@ def test_huge_and_non_finite_numbers_are_422(client, good_row):
         _bad(client, 422, "field 'reading'", "finite number", **_json(text))
 
 
+def test_large_finite_number_never_answers_null_probabilities(client, good_row):
+    r = client.post("/predict", json={"rows": [{**good_row, "reading": 1e30}, good_row]})
+    if r.status_code == 200:  # the numeric processor keeps it finite
+        assert all(p is not None for x in r.json()["predictions"] for p in x["probabilities"].values())
+    else:
+        _bad(client, 422, "row 0: non-finite model output", json={"rows": [{**good_row, "reading": 1e30}, good_row]})
+        assert "row 1" not in r.text
+
+
 # --- serving limits, from the headers ---------------------------------------------------------------------------
 
 

@@ -248,6 +248,14 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
                 "smaller requests",
                 retry_after=5,
             ) from None
+        bad = [i for i, out in enumerate(outputs) if not np.isfinite(out).all()]
+        if bad:  # a 200 with null probabilities and an arbitrary class would look like an answer
+            raise RequestError(
+                422,
+                "the model's output is not finite for some rows: their numbers are probably far outside the "
+                "training range",
+                [f"row {i}: non-finite model output" for i in bad],
+            )
         if multi is not None:
             return {"predictions": multitask_predictions(multi, outputs)}
         labels = task.postprocess(outputs)

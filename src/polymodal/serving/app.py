@@ -1,9 +1,11 @@
 """The FastAPI app: ``POST /predict`` (JSON or multipart), ``GET /health``, ``GET /metadata``; docs at ``/docs``.
 
-Request handling, in order: the body is read up to ``max_body_bytes`` (413 past it), parsed and validated against
-the model's columns (400/415/422 naming the row and field), decoded from memory under the loaders' limits (422 for
-undecodable files and decompression bombs), then queued for the micro-batcher, which collates rows of concurrent
-requests into one batch for the backend. Anything unexpected is a 500 with a message; the server keeps running.
+Request handling, in order: the body is read up to ``max_body_bytes`` (413 past it) within ``body_timeout_s`` (408),
+parsed and validated against the model's columns (400/415/422 naming the row and field), checked against the
+server's per-request limits from the file headers (413: pixels, audio seconds, decoded bytes), decoded from memory
+in a bounded worker pool (503 with Retry-After when its queue is full; 422 for undecodable files), then queued for
+the micro-batcher, which collates rows of concurrent requests into one batch for the backend; decoding and the model
+together get ``request_timeout_s`` (503). Anything unexpected is a 500 with a message; the server keeps running.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ undecodable file, malformed multipart, an unsupported content type) and oversize
 kind; the server's RSS (psutil when installed, else /proc/PID/status) sampled every --sample-s seconds.
 
 Asserts (exit 1 otherwise): no 5xx, no transport error, and the RSS at the end within 10% of the RSS after warm-up
-(--warmup-fraction of the run). Writes benchmarks/results/serve_soak.json, benchmarks/results/serve_soak.png and the
+(--warmup-fraction of the run). Writes benchmarks/results/serve_soak.json, docs/figures/serve_soak.png and the
 serve_soak section of docs/DEPLOYMENT.md.
 """
 
@@ -53,6 +53,7 @@ from polymodal.plotting import png_bytes, subplots
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
+PLOT = ROOT / "docs" / "figures" / "serve_soak.png"
 HOST = "127.0.0.1"  # loopback only
 CONFIG = {
     "training": {"max_epochs": 2, "batch_size": 16},
@@ -270,7 +271,7 @@ def main() -> int:
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "serve_soak.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    plot(result, log, start, OUT / "serve_soak.png")
+    plot(result, log, start, PLOT)
     if not args.no_docs:
         write_docs(result)
     print(json.dumps({k: v for k, v in result.items() if k != "rss_mb"}, indent=2))
@@ -304,6 +305,7 @@ def plot(result: dict, log: list, start: float, path: Path) -> None:
     ax2.set_ylabel("latency per 10 s (ms)")
     ax2.set_xlabel("seconds since start")
     ax2.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png_bytes(fig))
 
 
@@ -323,8 +325,8 @@ def write_docs(r: dict) -> None:
         f"{r['requests']:,} requests ({r['requests_per_s']:.1f}/s): **{r['server_5xx']} 5xx**, "
         f"{r['transport_errors']} transport errors, {r['server_tracebacks']} tracebacks in the server's log. "
         f"Server RSS {r['rss_after_warmup_mb']:.0f} MB after warm-up, {r['rss_end_mb']:.0f} MB at the end "
-        f"({r['rss_change']:+.1%}).\n\n" + "\n".join(lines) + "\n\n![soak](../benchmarks/results/serve_soak.png)\n\n"
-        f"Measured by `{r['command']}` on {r['machine']}, {r['date']}; load average (1/5/15 min) "
+        f"({r['rss_change']:+.1%}).\n\n" + "\n".join(lines) + "\n\n![soak](figures/serve_soak.png)\n\n"
+        f"Measured by `{r['command']}` on {r['machine']}; load average (1/5/15 min) "
         f"{'/'.join(f'{x:.2f}' for x in r['load_average_before'])} before, "
         f"{'/'.join(f'{x:.2f}' for x in r['load_average_after'])} after (a shared machine)."
     )

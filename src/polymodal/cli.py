@@ -1269,11 +1269,12 @@ def serve(
         )
     except ValueError as e:
         raise ConfigError(f"invalid serve options:\n{e}") from None
+    from .serving.net import bind
+
+    sock = bind(host, port)  # before the imports and the load: a busy port is an error at once, not after "serving"
     from .api import Predictor
-    from .serving.app import bind
     from .serving.app import serve as run_server
 
-    sock = bind(host, port)  # before the load: a busy port is an error at once, not after "serving on ..."
     progress(f"imported the model code ({time.perf_counter() - start:.1f} s); reading the model ({backend}) ...")
     predictor = Predictor.load(run, verbose=False, backend=backend)
     progress(f"model loaded ({time.perf_counter() - start:.1f} s since start)")

@@ -6,6 +6,7 @@
     pool.py         the bounded worker pool decoding request files (503 when its queue is full)
     batcher.py      micro-batching of concurrent requests
     app.py          the FastAPI app and ``polymodal serve``
+    net.py          the listening socket (bound first: a busy port is a clear error)
 
 Export, quantization and pruning live in :mod:`polymodal.export`. Importing this package imports neither
 onnxruntime nor FastAPI; each module imports what it needs.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +31,7 @@ from ..tasks.multitask import MultiTask, Target
 from ..version import __version__
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
+from .net import bind
 from .payload import RequestError, check_work, decode_rows, parse_form_row, parse_json_rows
 from .pool import Overloaded, WorkPool
 from .schemas import ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema, row_model
@@ -332,33 +332,6 @@ def multitask_predictions(task: MultiTask, outputs: np.ndarray) -> list[dict[str
             {"prediction": {n: v["prediction"] for n, v in targets.items()}, "probabilities": None, "targets": targets}
         )
     return rows
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port``, bound before the server is announced: a busy port is a clear error
-    (exit 2) instead of a "serving on ..." line followed by uvicorn's exit 3."""
-    from ..errors import ConfigError
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise ConfigError(f"cannot listen on host '{host}': {e.strerror} (--host)") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a TIME_WAIT port is free
-    try:
-        sock.bind(address)
-    except OSError as e:
-        sock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise ConfigError(
-                f"port {port} on {host} is already in use (another server?): stop that process or choose another "
-                "port with --port"
-            ) from None
-        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror} (--host/--port)") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def serve(

@@ -102,7 +102,13 @@ def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 
 
 def json_values() -> st.SearchStrategy[Any]:
-    leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    leaf = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=20)
+    )
     return st.recursive(leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3))
 
 

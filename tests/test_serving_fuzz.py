@@ -169,7 +169,20 @@ def api(run_dir):
         yield client, spec["paths"]["/predict"]["post"]["requestBody"]["content"]
 
 
+SENT = {"requests": 0}
+
+
+@pytest.fixture(autouse=True)
+def _count_requests():
+    """benchmarks/serve_fuzz.py reads how many requests were sent from POLYMODAL_FUZZ_COUNT_FILE."""
+    yield
+    if path := os.environ.get("POLYMODAL_FUZZ_COUNT_FILE"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(str(SENT["requests"]))
+
+
 def _no_5xx(response, sent: Any) -> None:
+    SENT["requests"] += 1
     assert response.status_code < 500, (response.status_code, response.text[:500], repr(sent)[:500])
     if response.status_code >= 400:
         assert response.json()["error"]  # every refusal says why

@@ -1394,6 +1394,15 @@ def serve(
     max_body_mb: float = typer.Option(20.0, "--max-body-mb", help="Larger request bodies get 413."),
     max_rows: int = typer.Option(64, "--max-rows", help="Rows in one request at most."),
     threads: int | None = typer.Option(None, "--threads", help="Model threads (default: library default)."),
+    max_image_mp: float = typer.Option(
+        4.0, "--max-image-mp", help="Megapixels per image at most (checked from the header; larger: 413)."
+    ),
+    max_audio_seconds: float = typer.Option(60.0, "--max-audio-seconds", help="Seconds per audio file at most (413)."),
+    decode_workers: int = typer.Option(2, "--decode-workers", help="Threads decoding request files."),
+    max_queue: int = typer.Option(32, "--max-queue", help="Requests waiting to be decoded at most; more get 503."),
+    request_timeout: float = typer.Option(
+        30.0, "--request-timeout", help="Seconds a request may take (body, decoding and model) before 408/503."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Serve a saved model over HTTP: POST /predict, GET /health, GET /metadata; API docs at /docs."""
@@ -1414,9 +1423,18 @@ def serve(
             max_body_bytes=int(max_body_mb * 1_000_000),
             max_rows=max_rows,
             threads=threads,
+            max_image_pixels=max(1, int(max_image_mp * 1_000_000)),
+            max_audio_seconds=max_audio_seconds,
+            decode_workers=decode_workers,
+            max_queue=max_queue,
+            request_timeout_s=request_timeout,
+            body_timeout_s=request_timeout,
         )
     except ValueError as e:
         raise ConfigError(f"invalid serve options:\n{e}") from None
+    from .serving.net import bind
+
+    sock = bind(host, port)  # before the imports and the load: a busy port is an error at once, not after "serving"
     from .api import Predictor
     from .serving.app import serve as run_server
 
@@ -1424,7 +1442,7 @@ def serve(
     predictor = Predictor.load(run, verbose=False, backend=backend)
     progress(f"model loaded ({time.perf_counter() - start:.1f} s since start)")
     err.print(f"serving {run} ({backend}) on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
-    run_server(predictor, cfg, quiet=quiet)
+    run_server(predictor, cfg, quiet=quiet, sock=sock)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

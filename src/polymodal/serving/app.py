@@ -1,15 +1,19 @@
 """The FastAPI app: ``POST /predict`` (JSON or multipart), ``GET /health``, ``GET /metadata``; docs at ``/docs``.
 
-Request handling, in order: the body is read up to ``max_body_bytes`` (413 past it), parsed and validated against
-the model's columns (400/415/422 naming the row and field), decoded from memory under the loaders' limits (422 for
-undecodable files and decompression bombs), then queued for the micro-batcher, which collates rows of concurrent
-requests into one batch for the backend. Anything unexpected is a 500 with a message; the server keeps running.
+Request handling, in order: the body is read up to ``max_body_bytes`` (413 past it) within ``body_timeout_s`` (408),
+parsed and validated against the model's columns (400/415/422 naming the row and field), checked against the
+server's per-request limits from the file headers (413: pixels, audio seconds, decoded bytes), decoded from memory
+in a bounded worker pool (503 with Retry-After when its queue is full; 422 for undecodable files), then queued for
+the micro-batcher, which collates rows of concurrent requests into one batch for the backend; decoding and the model
+together get ``request_timeout_s`` (503). Anything unexpected is a 500 with a message; the server keeps running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from ..data.dataset import Collator, Prepared
 from ..pipeline import NONFINITE_OUTPUT, FittedPipeline, PipelineSource, as_pipeline, nonfinite_rows
@@ -27,7 +31,9 @@ from ..tasks.multitask import MultiTask, Target
 from ..version import __version__
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
-from .payload import RequestError, decode_rows, parse_form_row, parse_json_rows
+from .net import bind
+from .payload import RequestError, check_work, decode_rows, parse_form_row, parse_json_rows
+from .pool import Overloaded, WorkPool
 from .schemas import ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema, row_model
 
 log = logging.getLogger("polymodal")
@@ -38,18 +44,57 @@ class BodyTooLarge(RequestError):
         super().__init__(413, f"the request body is over the limit of {limit:,} bytes (--max-body-mb)")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes ``limit`` bytes (declared or streamed)."""
+class ClientGone(RequestError):
+    """The client closed the connection before its body arrived: nothing to answer, nothing to log."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "the client disconnected")
+
+
+async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes (declared or streamed) or when it has not all arrived
+    within ``timeout_s`` seconds (408: a slow or stalled body holds a connection and its buffer)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), deadline - asyncio.get_running_loop().time())
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise RequestError(
+                408, f"the request body did not arrive within {timeout_s:g} s (body_timeout_s)"
+            ) from None
+        except ClientDisconnect:
+            raise ClientGone() from None
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def check_multipart(body: bytes, content_type: str) -> None:
+    """400 unless the body is a complete multipart document for the boundary it declares: the form parser accepts
+    a body with no parts (or a truncated one) as an empty form, which would be an all-absent row."""
+    boundary = ""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        raise RequestError(
+            400, "the multipart body declares no boundary (content-type: multipart/form-data; boundary=...)"
+        )
+    delimiter = b"--" + boundary.encode("latin-1", "replace")
+    if not body.lstrip(b"\r\n").startswith(delimiter) or not body.rstrip(b"\r\n").endswith(delimiter + b"--"):
+        raise RequestError(
+            400, "the multipart body is malformed: it must start with its boundary and end with the closing boundary"
+        )
 
 
 class ModelRunner:
@@ -108,6 +153,9 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(
         ModelRunner(predictor, backend), cfg.max_batch, cfg.max_wait_ms, size=len
     )
+    pool = WorkPool(cfg.decode_workers, cfg.max_queue)
+    # The loaders keep the training limits; the server's lower ones are checked first, from the headers (check_work).
+    limits = predictor.config.limits
     multi = task if isinstance(task, MultiTask) else None
     # classifiers answer with each class's probability, multi-label models with each tag's (a list of tags predicted)
     classification = isinstance(task, (ClassificationTask, MultilabelTask))
@@ -121,6 +169,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
                 yield
             finally:
                 await batcher.stop()
+                pool.shutdown()
 
     app = FastAPI(
         title="polymodal model server",
@@ -133,7 +182,9 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, e: RequestError) -> JSONResponse:
-        return _error(e.status, e.message, e.issues)
+        response = _error(e.status, e.message, e.issues)
+        response.headers.update(getattr(e, "headers", {}))
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:
@@ -170,27 +221,37 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             },
         }
     }
-    responses = {s: {"model": ErrorResponse} for s in (400, 413, 415, 422)}
+    responses = {s: {"model": ErrorResponse} for s in (400, 408, 413, 415, 422, 503)}
 
     @app.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body, responses=responses)  # type: ignore[arg-type]
     async def predict(request: Request) -> dict[str, Any]:
         """Predict rows sent as JSON ``{"rows": [...]}`` (files base64-encoded) or one row as multipart form data
         (files as file parts). Every input column must be present; ``null`` (or an empty form field) = absent. A row
         whose model output is NaN or inf (numeric inputs are clipped, so it takes e.g. corrupt weights) gets no
-        prediction:
-        the request is answered 422 naming it."""
-        body = await read_body(request, cfg.max_body_bytes)
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        prediction: the request is answered 422 naming it."""
+        body = await read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
+        full_type = request.headers.get("content-type", "")
+        ctype = full_type.split(";")[0].strip().lower()
         if ctype == "application/json":
             rows = parse_json_rows(body, row, schema, cfg.max_rows)
         elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):  # a form, with or without files
+            if ctype == "multipart/form-data":
+                check_multipart(body, full_type)
             rows = await _form_rows(request, body)
         else:
             raise RequestError(
                 415, f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data"
             )
-        prepared = await run_in_threadpool(decode_rows, rows, predictor.processors, predictor.config.limits)
-        outputs = await batcher.submit(prepared)
+        try:
+            async with asyncio.timeout(cfg.request_timeout_s):
+                prepared = await pool.run(_check_and_decode, rows)
+                outputs = await batcher.submit(prepared)
+        except TimeoutError:
+            raise Overloaded(
+                f"the request took longer than {cfg.request_timeout_s:g} s (request_timeout_s); retry later or send "
+                "smaller requests",
+                retry_after=5,
+            ) from None
         bad = nonfinite_rows(outputs)
         if len(bad):  # never an argmax over NaN: the request is refused, naming the rows (as for undecodable ones)
             raise RequestError(422, "some rows get no prediction", [f"row {i}: {NONFINITE_OUTPUT}" for i in bad])
@@ -210,6 +271,10 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             ]
         }
 
+    def _check_and_decode(rows: list[dict[str, Any]]) -> Prepared:
+        check_work(rows, schema, limits, cfg)
+        return decode_rows(rows, predictor.processors, limits)
+
     async def _form_rows(request: Request, body: bytes) -> list[dict[str, Any]]:
         # The body was already read under the size limit; starlette's form parser reads this cached copy.
         request._body = body
@@ -217,6 +282,8 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             form = await request.form(max_files=len(schema.input_columns()), max_fields=len(schema.input_columns()))
         except Exception as e:  # malformed multipart: the parser raises its own types
             raise RequestError(400, f"the multipart body cannot be parsed: {e}") from None
+        if not form.multi_items():
+            raise RequestError(400, "the form holds no fields: send one row, a field or file part per input column")
         fields: dict[str, Any] = {}
         files: dict[str, bytes] = {}
         for key, value in form.multi_items():
@@ -264,14 +331,26 @@ def multitask_predictions(task: MultiTask, outputs: np.ndarray) -> list[dict[str
     return rows
 
 
-def serve(predictor: PipelineSource, config: ServeConfig, quiet: bool = False) -> None:
-    """Run the app with uvicorn until interrupted (``quiet``: warnings only, no access log)."""
+def serve(
+    predictor: PipelineSource, config: ServeConfig, quiet: bool = False, sock: socket.socket | None = None
+) -> None:
+    """Run the app with uvicorn until interrupted (``quiet``: warnings only, no access log) on ``sock`` (a socket
+    from :func:`bind`; bound here when None).
+
+    Bounded: bodies (size, ``body_timeout_s``), idle keep-alive connections (``keep_alive_s``), open connections
+    (``max_connections``, 503 past it), queued decodes (``max_queue``, 503) and the time a request may take
+    (``request_timeout_s``, 503). Not bounded here: the time a client takes to send its request line and headers
+    (uvicorn has no such timeout; put a reverse proxy in front for clients you do not trust)."""
     import uvicorn
 
-    uvicorn.run(
-        create_app(predictor, config),
-        host=config.host,
-        port=config.port,
-        log_level="warning" if quiet else "info",
-        access_log=not quiet,
+    sock = sock or bind(config.host, config.port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(predictor, config),
+            log_level="warning" if quiet else "info",
+            access_log=not quiet,
+            timeout_keep_alive=max(1, round(config.keep_alive_s)),
+            limit_concurrency=config.max_connections,
+        )
     )
+    server.run(sockets=[sock])

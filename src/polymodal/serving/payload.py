@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 from pydantic import BaseModel, ValidationError
 
 from ..config import LimitsConfig
 from ..data.dataset import Prepared
-from ..data.loaders import InMemoryFile
+from ..data.loaders import InMemoryFile, audio_info, image_size
 from ..data.processors import LoadContext, Processor
 from ..errors import LoadError, PolymodalError, RowIssue
-from ..schema import Schema
-from .schemas import FILE_KINDS
+from ..schema import ColumnKind, Schema
+from .schemas import FILE_KINDS, ServeConfig
 
 
 class RequestError(PolymodalError):
@@ -42,12 +44,21 @@ def validation_issues(e: ValidationError, prefix: tuple[Any, ...] = ()) -> list[
     return [f"{_where(prefix + tuple(err['loc']))}: {err['msg']}" for err in e.errors()]
 
 
-def parse_json_rows(body: bytes, row: type[BaseModel], schema: Schema, max_rows: int) -> list[dict[str, Any]]:
-    """``{"rows": [{column: value, ...}, ...]}`` → rows with files as :class:`InMemoryFile`."""
+def load_json(body: bytes) -> Any:
+    """The parsed body; 400 for anything the parser refuses, including what it refuses through its own limits."""
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(400, f"the body is not valid JSON: {e}") from None
+    except ValueError as e:  # Python's int-string limit (sys.get_int_max_str_digits): a number of 4,300+ digits
+        raise RequestError(400, f"the body holds a number too long to read: {e}") from None
+    except RecursionError:  # the C parser guards its recursion; nothing in a row needs more than two levels
+        raise RequestError(400, "the JSON body is nested too deeply (a row is an object of plain values)") from None
+
+
+def parse_json_rows(body: bytes, row: type[BaseModel], schema: Schema, max_rows: int) -> list[dict[str, Any]]:
+    """``{"rows": [{column: value, ...}, ...]}`` → rows with files as :class:`InMemoryFile`."""
+    doc = load_json(body)
     if not isinstance(doc, dict) or set(doc) != {"rows"} or not isinstance(doc["rows"], list):
         raise RequestError(
             422,
@@ -65,6 +76,8 @@ def parse_json_rows(body: bytes, row: type[BaseModel], schema: Schema, max_rows:
             out.append(row.model_validate(r).model_dump(by_alias=True))
         except ValidationError as e:
             issues += validation_issues(e, ("rows", i))
+        except (ValueError, RecursionError) as e:  # a value the validator cannot even read (a huge integer)
+            issues.append(f"row {i}: a value cannot be read ({type(e).__name__})")
     if issues:
         raise RequestError(422, "the request does not match the model's input columns", issues)
     for i, r in enumerate(out):
@@ -127,6 +140,53 @@ def parse_form_row(
     return [r]
 
 
+class TooLarge(RequestError):
+    """Over one of the server's per-request work limits (413)."""
+
+    def __init__(self, message: str, issues: list[str]):
+        super().__init__(413, message, issues)
+
+
+def check_work(rows: list[dict[str, Any]], schema: Schema, limits: LimitsConfig, cfg: ServeConfig) -> None:
+    """Refuse a request whose files are over the server's limits, from their headers only (nothing decoded):
+    pixels per image, seconds per audio file, and the estimated decoded size of all its files together.
+    Unreadable headers are left to :func:`decode_rows`, which reports them (422)."""
+    kinds = schema.kinds()
+    issues, total = [], 0
+    for i, r in enumerate(rows):
+        for col in _file_columns(schema):
+            f = r[col]
+            if not isinstance(f, InMemoryFile):
+                continue
+            try:
+                if kinds[col] is ColumnKind.IMAGE:
+                    w, h, _ = image_size(f, limits)
+                    total += w * h * 4
+                    if w * h > cfg.max_image_pixels:
+                        issues.append(
+                            f"row {i}, column '{col}': image is {w}x{h} = {w * h:,} pixels, over the server's limit "
+                            f"of {cfg.max_image_pixels:,} per image (max_image_pixels)"
+                        )
+                else:
+                    sr, seconds = audio_info(f, limits)
+                    total += int(seconds * sr) * 4 * max(1, sf.info(io.BytesIO(f.data)).channels)
+                    if seconds > cfg.max_audio_seconds:
+                        issues.append(
+                            f"row {i}, column '{col}': audio is {seconds:.1f} s long, over the server's limit of "
+                            f"{cfg.max_audio_seconds:g} s per file (max_audio_seconds)"
+                        )
+            except Exception:  # an unreadable header: decode_rows reports it with the loader's message
+                continue
+    if issues:
+        raise TooLarge("the request is over the server's limits on work per request", issues)
+    if total > cfg.max_decoded_bytes:
+        raise TooLarge(
+            f"the request's files would take about {total:,} bytes decoded, over the server's limit of "
+            f"{cfg.max_decoded_bytes:,} per request (max_decoded_bytes): send fewer or smaller files per request",
+            [],
+        )
+
+
 def decode_rows(rows: list[dict[str, Any]], processors: dict[str, Processor], limits: LimitsConfig) -> Prepared:
     """Decode one request's rows with the processors' own ``cell``/``is_absent``/``load`` under the loaders' limits,
     exactly as :func:`~polymodal.data.dataset.prepare` decodes a table's cells, but inline: prepare's thread pool and
@@ -144,6 +204,9 @@ def decode_rows(rows: list[dict[str, Any]], processors: dict[str, Processor], li
                     item = p.load(value, ctx)
                 except LoadError as e:
                     issues.append(RowIssue(i, p.columns[0] if len(p.columns) == 1 else m, str(e)))
+                except Exception as e:  # a decoder failing on a client's file is the client's 422
+                    msg = f"cannot be decoded ({type(e).__name__}: {str(e)[:200]})"
+                    issues.append(RowIssue(i, p.columns[0] if len(p.columns) == 1 else m, msg))
             items[m].append(item)
     if issues:
         raise RequestError(422, "some values could not be decoded", [str(i) for i in issues])

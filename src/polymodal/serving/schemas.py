@@ -7,7 +7,7 @@ JSON or as file parts in multipart; a string is never taken for a path.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -18,7 +18,12 @@ _TYPES: dict[ColumnKind, tuple[Any, str]] = {
     ColumnKind.IMAGE: (str | None, "the image file's bytes, base64-encoded (PNG, JPEG, ...); null = absent"),
     ColumnKind.AUDIO: (str | None, "the audio file's bytes, base64-encoded (WAV, FLAC, OGG, ...); null = absent"),
     ColumnKind.TEXT: (str | None, "text; null = absent"),
-    ColumnKind.NUMERIC: (float | None, "a number; null = missing (imputed as in training)"),
+    # inf/NaN are refused here (JSON parsers take 1e400 and NaN): the model cannot use them and the response
+    # could not carry their outputs.
+    ColumnKind.NUMERIC: (
+        Annotated[float, Field(allow_inf_nan=False)] | None,
+        "a finite number; null = missing (imputed as in training)",
+    ),
     ColumnKind.CATEGORY: (
         str | int | float | bool | None,
         "a category; unseen values map to 'unknown'; null = missing",
@@ -40,6 +45,32 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(20_000_000, ge=1, description="larger request bodies get 413")
     max_rows: int = Field(64, ge=1, description="rows in one request at most")
     threads: int | None = Field(None, ge=1, description="intra-op threads of the model (None: the library default)")
+    # Per-request work bounds, lower than training's limits (LimitsConfig): the body limit alone does not bound the
+    # work, a few kB of PNG can declare 40 M pixels. Checked from the file headers, before anything is decoded.
+    max_image_pixels: int = Field(
+        4_000_000, ge=1, description="pixels per image at most (header checked before decoding); larger: 413"
+    )
+    max_audio_seconds: float = Field(60.0, gt=0, description="seconds per audio file at most; longer: 413")
+    max_decoded_bytes: int = Field(
+        256_000_000,
+        ge=1,
+        description="decoded size of all the files of one request at most (estimated from their headers: "
+        "4 bytes per pixel, 4 bytes per audio sample and channel); larger: 413",
+    )
+    decode_workers: int = Field(2, ge=1, le=256, description="worker threads decoding request files")
+    max_queue: int = Field(
+        32, ge=0, description="requests waiting for a decode worker at most; more get 503 with Retry-After"
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="a request still being decoded or run after this many seconds gets 503"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request body not fully received within this many seconds gets 408 (slow bodies)"
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this many seconds")
+    max_connections: int | None = Field(
+        256, ge=1, description="open connections at most; more get 503 from uvicorn (None: no limit)"
+    )
 
 
 def row_model(schema: Schema) -> type[BaseModel]:

@@ -149,7 +149,7 @@ class ImageProcessor(_FileProcessor):
         if self.cfg.image_channels is not None:
             self.channels = self.cfg.image_channels
         else:
-            gray = {"1", "L", "LA", "I", "I;16", "F"}
+            gray = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
             self.channels = 1 if heads and all(m in gray for _, _, m in heads) else 3
         pixels = self._readable_sample(frame, lambda v: self.load(v, ctx), 64, seed=1)
         if pixels:
@@ -398,7 +398,9 @@ class TabularProcessor(Processor):
             try:
                 x = float(v)
             except (TypeError, ValueError):
-                raise LoadError(f"'{v}' is not a number (column '{c}' is numeric)") from None
+                raise LoadError(f"'{_clip(v)}' is not a number (column '{c}' is numeric)") from None
+            except OverflowError:  # an integer past float's range (e.g. 5,000 digits) is as unusable as inf
+                x = math.inf
             if not math.isfinite(x):
                 num[j] = (0.0, 1.0)
                 continue
@@ -448,6 +450,11 @@ class TabularProcessor(Processor):
         self.numeric, self.categorical = state["numeric"], state["categorical"]
         self.stats, self.categories = state["stats"], state["categories"]
         self._build_index()
+
+
+def _clip(v: Any, n: int = 60) -> str:
+    text = str(v)
+    return text if len(text) <= n else f"{text[:n]}... ({len(text):,} characters)"
 
 
 def _cat_str(v: Any) -> str:

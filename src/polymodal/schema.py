@@ -297,7 +297,7 @@ def infer_problem_type(target: pd.Series, tag_separator: str = DEFAULT_SEPARATOR
 def stray_label_values(values: pd.Series) -> str | None:
     """A warning when a label column of strings holds numbers in all but a few rows: one stray value (``n/a``,
     ``?``) turns a regression target into a many-class task without a word. None when it does not."""
-    if values.dtype != object or len(values) < 10:
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) or len(values) < 10:
         return None
     text = values.map(lambda v: v[:CELL_PREFIX] if isinstance(v, str) else v)
     numeric = pd.to_numeric(text, errors="coerce")

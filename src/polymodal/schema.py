@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -115,6 +116,31 @@ def _unsupported_files(values: pd.Series) -> str | None:
     return "/".join(sorted(e for e in suffixes if e in UNSUPPORTED_MEDIA))
 
 
+def as_numbers(values: pd.Series) -> pd.Series:
+    """Each cell as a float, NaN where it is no number. Unlike ``pd.to_numeric(errors="coerce")``, which raises
+    OverflowError on an integer past float's range even when told to coerce, every cell gets an answer (such an
+    integer becomes inf)."""
+
+    def number(v: Any) -> float:
+        if isinstance(v, bytes | bool) or v is None:
+            return math.nan if not isinstance(v, bool) else float(v)
+        try:
+            return float(v)
+        except OverflowError:
+            return math.inf if v > 0 else -math.inf
+        except (TypeError, ValueError):
+            return math.nan
+
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype(float)
+    return values.map(number).astype(float)
+
+
+def _as_text(value: Any) -> str:
+    """A cell as text; bytes (a Parquet binary column) decoded leniently (pandas' astype(str) raises on them)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _is_integer_valued(values: pd.Series) -> bool:
     v = values.to_numpy(dtype=float)
     return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
@@ -219,8 +245,8 @@ def infer_column(series: pd.Series) -> ColumnSpec:
         )
         log.warning("column '%s' is ignored: %s", name, reason)
         return ColumnSpec(name, ColumnKind.IGNORE, reason)
-    as_text = sample.astype(str)
-    numeric = pd.to_numeric(as_text, errors="coerce")
+    as_text = sample.map(_as_text)
+    numeric = as_numbers(as_text)
     if numeric.notna().mean() >= 0.98 and nonnull.nunique() > 10:
         return ColumnSpec(name, ColumnKind.NUMERIC, "strings that parse as numbers")
     words = as_text.map(lambda s: len(re.findall(r"\w+", s))).mean()
@@ -300,7 +326,7 @@ def stray_label_values(values: pd.Series) -> str | None:
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) or len(values) < 10:
         return None
     text = values.map(lambda v: v[:CELL_PREFIX] if isinstance(v, str) else v)
-    numeric = pd.to_numeric(text, errors="coerce")
+    numeric = as_numbers(text)
     bad = values[numeric.isna()]
     if bad.empty or len(bad) > max(3, 0.02 * len(values)) or numeric.nunique() <= 10:
         return None

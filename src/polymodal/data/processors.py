@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from ..config import LimitsConfig, PolymodalConfig, ProcessingConfig, check_encoder_keys, config_error, encoder_choice
 from ..errors import LoadError
 from ..registry import ENCODERS, Registry
-from ..schema import ColumnKind, Modality, Schema
+from ..schema import ColumnKind, Modality, Schema, as_numbers
 from . import loaders
 
 PROCESSORS: Registry["Processor"] = Registry("processor")
@@ -366,7 +366,7 @@ class TabularProcessor(Processor):
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
         self.stats = {}
         for c in self.numeric:
-            v = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+            v = as_numbers(frame[c]).to_numpy(dtype=float)
             v = v[np.isfinite(v)]
             mean = float(v.mean()) if len(v) else 0.0
             std = float(v.std()) if len(v) > 1 else 1.0

@@ -195,6 +195,7 @@ def _processor(cls: type, state: dict[str, Any], **kw: Any) -> Any:
 
 
 _CTX = LoadContext(_TMP, LIMITS)
+(_TMP / "ok.png").write_bytes(IMAGE_SEEDS[0])
 _IMAGE = {
     c: _processor(ImageProcessor, {"size": 16, "channels": c, "mean": [0.5] * c, "std": [0.25] * c}) for c in (1, 3)
 }
@@ -234,7 +235,13 @@ TARGETS = [
     Target("read_parquet", table_text("parquet"), _read("parquet")),
     Target("image", file_bytes(IMAGE_SEEDS), _image_load),
     Target("audio", file_bytes(AUDIO_SEEDS), _audio_load),
-    Target("path_cell", st.one_of(cells, st.text(max_size=300), st.just("a" * 300 + ".png")), _path_cell),
+    Target(
+        "path_cell",
+        st.one_of(
+            cells, st.text(max_size=300), st.sampled_from(["ok.png", " ok.png ", "./ok.png", "a" * 300 + ".png"])
+        ),
+        _path_cell,
+    ),
     Target("text_cell", cells, lambda v: _TEXT.load(v, _CTX)),
     Target("tabular_cell", st.tuples(cells, cells), lambda v: _TAB.load({"x": v[0], "c": v[1]}, _CTX)),
     Target("schema_cells", st.lists(st.tuples(cells, cells), min_size=1, max_size=12), _schema),

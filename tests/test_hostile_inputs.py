@@ -27,7 +27,7 @@ from polymodal.data.dataset import prepare
 from polymodal.data.loaders import InMemoryFile
 from polymodal.data.processors import ImageProcessor, LoadContext, TabularProcessor
 from polymodal.data.readers import read_table
-from polymodal.errors import DataError, LoadError, PolymodalError
+from polymodal.errors import DataError, LoadError, PolymodalError, SchemaError
 from polymodal.fitting import resolve_task
 from polymodal.schema import ColumnKind, infer_column, infer_problem_type, infer_schema, label_warnings
 
@@ -211,6 +211,16 @@ def test_duplicate_column_names_are_refused(tmp_path):
         read_table(pd.DataFrame([[1, 2]], columns=["x", "x"]))
     path.write_text(",,b\n1,2,3\n")  # empty header cells are no names
     assert len(read_table(path).frame.columns) == 3
+
+
+def test_jsonl_lines_that_are_not_objects_are_refused(tmp_path):
+    """Found by the fuzzer: a JSONL line holding a bare value gave a frame with a column named 0 (KeyError later)."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('"x"\n"y"\n')
+    with pytest.raises(DataError, match="not JSON objects"):
+        read_table(path)
+    with pytest.raises(SchemaError, match="column names must be strings"):
+        infer_schema(pd.DataFrame([[1, 2]]), None)
 
 
 def test_a_huge_integer_cell_is_missing_not_a_crash():

@@ -268,6 +268,12 @@ def infer_schema(
     overrides = dict(overrides or {})
     if len(frame.columns) == 0:
         raise SchemaError("the table has no columns")
+    unnamed = [c for c in frame.columns if not isinstance(c, str)]
+    if unnamed:
+        raise SchemaError(
+            f"column names must be strings; {len(unnamed)} column(s) are named by {type(unnamed[0]).__name__} "
+            f"(e.g. {unnamed[0]!r}): name the columns (frame.columns = [...]) or read a table with a header row"
+        )
     labels = [] if label is None else [label] if isinstance(label, str) else list(label)
     for name in labels:
         if name not in frame.columns:

@@ -106,6 +106,13 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         # A parser fed a malformed file raises more than its documented errors (ParserError, ValueError, OSError;
         # also TypeError, IndexError, RecursionError, ...): each is this file's fault, so each is a DataError.
         raise DataError(f"cannot parse {path} as {kind}: {_short(str(e)) or type(e).__name__}") from None
+    if kind in ("jsonl", "json") and not all(isinstance(c, str) for c in frame.columns):
+        raise DataError(
+            f"cannot read {path} as {kind}: its records are not JSON objects (a value such as "
+            f"{_short(repr(frame.iloc[0, 0]) if frame.size else '[]', 60)} where a record with named columns was "
+            "expected)",
+            hint='Write one object per row, e.g. {"image": "a.png", "label": "cat"}.',
+        )
     if kind in ("csv", "tsv"):
         # pandas renames a repeated header silently (a, a.1): read the header as written to find repeats.
         try:

@@ -66,6 +66,27 @@ def fuzz(target: Target, examples: int, seed: int) -> dict:
     return {**counts, "seconds": round(time.perf_counter() - start, 1), "uncaught_by_place": found}
 
 
+def write(results: dict, args: argparse.Namespace, complete: bool) -> dict:
+    """The report so far, written atomically (after every target: a long run that is stopped keeps its figures)."""
+    total = {k: sum(r[k] for r in results.values()) for k in ("inputs", "loaded", "refused", "uncaught")}
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/fuzz_loaders.py " + " ".join(sys.argv[1:]),
+        "complete": complete,
+        "examples_per_target": args.examples,
+        "seed": args.seed,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+        "total": total,
+        "targets": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(args.out)
+    return report
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=12_000, help="generated inputs per target")
@@ -87,21 +108,9 @@ def main() -> int:
         )
         for key, hit in r["uncaught_by_place"].items():
             print(f"    {hit['count']:>5} x {key}: {hit['message'][:120]}  input={hit['input'][:120]}", flush=True)
-    total = {k: sum(r[k] for r in results.values()) for k in ("inputs", "loaded", "refused", "uncaught")}
-    report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/fuzz_loaders.py " + " ".join(sys.argv[1:]),
-        "examples_per_target": args.examples,
-        "seed": args.seed,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "cpu_count": os.cpu_count(),
-        "total": total,
-        "targets": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(args.out)
+        write(results, args, complete=False)
+    report = write(results, args, complete=True)
+    total = report["total"]
     print(f"total: {total['inputs']:,} inputs, {total['uncaught']:,} uncaught; load average {report['load_average']}")
     return 1 if total["uncaught"] else 0
 

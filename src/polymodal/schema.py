@@ -34,9 +34,9 @@ UNSUPPORTED_MEDIA |= {".svg", ".psd", ".cr2", ".nef", ".dng"}
 CELL_PREFIX = 10_000
 TABULAR = "tabular"
 _SAMPLE = 200
+_PATH_SHARE = 0.8
 
 log = logging.getLogger("polymodal")
-_PATH_SHARE = 0.8
 
 
 class ColumnKind(str, Enum):
@@ -122,8 +122,8 @@ def as_numbers(values: pd.Series) -> pd.Series:
     integer becomes inf)."""
 
     def number(v: Any) -> float:
-        if isinstance(v, bytes | bool) or v is None:
-            return math.nan if not isinstance(v, bool) else float(v)
+        if v is None or isinstance(v, bytes):  # float(b"1") would parse bytes as text
+            return math.nan
         try:
             return float(v)
         except OverflowError:

@@ -223,6 +223,19 @@ def test_jsonl_lines_that_are_not_objects_are_refused(tmp_path):
         infer_schema(pd.DataFrame([[1, 2]]), None)
 
 
+def test_parquet_text_that_is_not_utf8_is_refused_when_read(tmp_path):
+    """Found by the fuzzer: a Parquet string column with invalid UTF-8 read fine, then raised a raw ArrowException
+    in schema inference."""
+    buf = io.BytesIO()
+    pd.DataFrame({"t": ["some text", "more"], "y": [0, 1]}).to_parquet(buf)
+    data = bytearray(buf.getvalue())
+    data[data.find(b"some text") + 1] = 0xFF
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="column 't' holds invalid data"):
+        read_table(path)
+
+
 def test_a_huge_integer_cell_is_missing_not_a_crash():
     proc = TabularProcessor("t", ["x"], ProcessingConfig())
     proc.set_state(

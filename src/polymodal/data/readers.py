@@ -34,6 +34,24 @@ def check_unique_columns(names: list, source: str) -> None:
         )
 
 
+def _check_arrow_columns(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse a Parquet file whose string data is not valid UTF-8. pandas keeps such a column as Arrow memory and
+    fails only when a later step converts it (an ArrowException deep in inference or training): check it here."""
+    import pyarrow as pa
+
+    for name in frame.columns:
+        values = frame[name].array
+        if not hasattr(values, "__arrow_array__"):
+            continue
+        try:
+            pa.array(values).validate(full=True)
+        except (pa.ArrowException, ValueError) as e:
+            raise DataError(
+                f"cannot read {path} as parquet: column '{_short(str(name), 60)}' holds invalid data ({_short(str(e))})",
+                hint="Re-write the file from its source (its text columns must be valid UTF-8).",
+            ) from None
+
+
 def _short(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
@@ -106,6 +124,8 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         # A parser fed a malformed file raises more than its documented errors (ParserError, ValueError, OSError;
         # also TypeError, IndexError, RecursionError, ...): each is this file's fault, so each is a DataError.
         raise DataError(f"cannot parse {path} as {kind}: {_short(str(e)) or type(e).__name__}") from None
+    if kind == "parquet":
+        _check_arrow_columns(frame, path)
     if kind in ("jsonl", "json") and not all(isinstance(c, str) for c in frame.columns):
         raise DataError(
             f"cannot read {path} as {kind}: its records are not JSON objects (a value such as "

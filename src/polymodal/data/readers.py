@@ -37,7 +37,7 @@ def check_unique_columns(names: list, source: str) -> None:
 def _check_arrow_columns(frame: pd.DataFrame, path: Path) -> None:
     """Refuse a Parquet file whose string data is not valid UTF-8. pandas keeps such a column as Arrow memory and
     fails only when a later step converts it (an ArrowException deep in inference or training): check it here."""
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     for name in frame.columns:
         values = frame[name].array

@@ -236,13 +236,13 @@ def test_parquet_text_that_is_not_utf8_is_refused_when_read(tmp_path):
         read_table(path)
 
 
-def test_a_huge_integer_cell_is_missing_not_a_crash():
+def test_a_huge_integer_cell_is_not_a_crash():
     proc = TabularProcessor("t", ["x"], ProcessingConfig())
     proc.set_state(
         {"numeric": ["x"], "categorical": [], "stats": {"x": {"mean": 0.0, "std": 1.0}}, "categories": {}}, {}
     )
     num, _ = proc.load({"x": 10**5000}, LoadContext(Path("."), LIMITS))
-    assert num.tolist() == [[0.0, 1.0]]  # like inf: absent, with the missing flag
+    assert np.isfinite(num).all() and num[0, 0] > 0  # as far out as a value can be, yet finite
 
 
 # ----------------------------------------------------------------------------------- fuzzing

@@ -108,8 +108,32 @@ DataRootOpt = typer.Option(
     None, "--data-root", help="Folder relative file paths resolve against (default: the table's own folder)."
 )
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML/JSON config file (docs/USER_GUIDE.md, section 3).")
+
+
+def _on_error_choice(value: str | None) -> str | None:
+    """Checks --on-error as the command line is parsed, before any table is read."""
+    choices = ("fail", "skip", "missing")
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    """Checks a number of seconds as the command line is parsed (typer's min= cannot exclude 0)."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be a positive number of seconds, got {value}")
+    return value
+
+
+# numpy, torch and Lightning take seeds from 0 to 2**32 - 1 (polymodal.config.SEED_MAX, not imported: it is slow)
+SEED_MAX = 2**32 - 1
+
 OnErrorOpt = typer.Option(
-    None, "--on-error", help="Bad rows: 'fail' (default), 'skip' them, or treat bad cells as 'missing'."
+    None,
+    "--on-error",
+    help="Bad rows: 'fail' (default), 'skip' them, or treat bad cells as 'missing'. A row whose model output is "
+    "NaN or inf gets no prediction: an error under fail, else left out with a warning.",
+    callback=_on_error_choice,
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages.")
 
@@ -122,22 +146,109 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn polymodal's own errors into a message on stderr and exit code 2 (no traceback)."""
+    """Turn polymodal's own errors into a message on stderr and exit code 2 (no traceback); SIGINT and SIGTERM into
+    a one-line message saying what was kept and exit code 130 / 143 (after the atomic writes have cleaned up)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .signals import Interrupted, stop_on_signals
+
         _setup_logging(kwargs.get("quiet", False))
+        _outputs.clear()
         try:
-            with cli_terms():  # messages name options as the command line spells them
-                return fn(*args, **kwargs)
-        except PolymodalError as e:
-            err.print(f"[bold red]error:[/bold red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; nothing was written")
-            raise typer.Exit(130) from None
+            with stop_on_signals():
+                try:
+                    with cli_terms():  # messages name options as the command line spells them
+                        return fn(*args, **kwargs)
+                except BaseException as e:  # re-raised unless it is one of ours or a stop signal
+                    _exit_for(e)
+                    raise
+        except Interrupted as e:  # in the instant after the command returned
+            err.print(_interrupt_message(e.signum), soft_wrap=True, highlight=False)
+            raise typer.Exit(e.exit_code) from None
 
     return wrapper
+
+
+def _exit_for(e: BaseException) -> None:
+    """Raise the exit a command's exception stands for: a stop signal (even when the exception raised while
+    stopping is another one) or one of polymodal's errors; return for anything else (a bug: its traceback shows)."""
+    import signal
+
+    from .signals import received
+
+    signum = received()
+    if signum is None and isinstance(e, KeyboardInterrupt):
+        signum = getattr(e, "signum", signal.SIGINT)
+    if signum is not None:
+        err.print(_interrupt_message(signum), soft_wrap=True, highlight=False)
+        raise typer.Exit(128 + signum) from None
+    if isinstance(e, PolymodalError):
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+class _Output:
+    """An output path of the running command, as it was before the command (for the interrupt message)."""
+
+    def __init__(self, path: Path, kept: str | None) -> None:
+        self.path, self.kept, self.before = path, kept, _fingerprint(path)
+
+
+#: the running command's outputs, checked by :func:`_check_output` before any work
+_outputs: list[_Output] = []
+
+
+def _fingerprint(path: Path) -> tuple[int, int] | None:
+    """(inode, modification time) of ``path``, None when absent: a replaced file or folder, or a folder something
+    was written into, has another."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _interrupt_message(signum: int) -> str:
+    """One line: the signal, and for each output path whether it was left alone, written whole, or what it kept."""
+    import signal
+
+    parts = []
+    for o in _outputs:
+        now = _fingerprint(o.path)
+        if now == o.before:
+            parts.append(f"nothing was written to {o.path}" if now is None else f"{o.path} was left as it was")
+        else:
+            parts.append(o.kept or f"{o.path} was written completely before the signal came")
+    return f"interrupted by {signal.Signals(signum).name}: " + ("; ".join(parts) or "nothing was written")
+
+
+def _check_output(path: Path | None, option: str = "--out", folder: bool = False, kept: str | None = None) -> None:
+    """Check before any work that ``path`` (a file, or a ``folder``) can be written: not under a file, in a folder
+    this user may write in, and not a folder where a file is expected (or the reverse); raise :class:`OutputError`
+    naming ``option`` otherwise. ``kept``: what an interrupted command leaves there once it has started writing
+    (tune's study journal), for the interrupt message; by default the outputs are written whole or not at all."""
+    import os
+
+    from .errors import OutputError
+
+    if path is None:
+        return
+    if path.exists():
+        if folder and not path.is_dir():
+            raise OutputError(f"{option} {path} is a file, not a folder; choose another {option}")
+        if not folder and path.is_dir():
+            raise OutputError(f"{option} {path} is a folder; give the name of a file to write, e.g. {path / 'out'}")
+        if folder and not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{option} {path}: no permission to write in this folder; choose another {option}")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{option} {path}: {parent} is a file, not a folder; choose an {option} outside it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: no permission to write in {parent}; choose another {option}")
+    _outputs.append(_Output(path, kept))
 
 
 def _checked_config(
@@ -224,6 +335,7 @@ def leaderboard(
     from .api import Predictor
     from .io import atomic_file
 
+    _check_output(out_file)
     p = Predictor.load(run, verbose=not quiet)
     board = p.leaderboard(data, data_root=data_root, on_error=on_error)
     assert p.task is not None, "a loaded Predictor has its task"
@@ -279,6 +391,7 @@ def validate(
     from .data.validate import issues_frame, validate_table
     from .io import atomic_file
 
+    _check_output(report, "--report")
     cfg = _checked_config(config)
     table = read_table(data, data_root or cfg.data_root)
     if len(table.frame) == 0:
@@ -310,7 +423,7 @@ def fit(
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
     time_limit: float | None = typer.Option(
-        None, "--time-limit", help="Seconds of training at most (decoding the table not counted)."
+        None, "--time-limit", help="Seconds of training at most (decoding the table not counted).", callback=_positive
     ),
     ignore: str | None = typer.Option(None, "--ignore", help="Comma-separated columns to leave out."),
     fusion: str | None = typer.Option(
@@ -329,7 +442,9 @@ def fit(
         "label); multilabel: several tags per row ('a|b' or a JSON list); generation: the label is text to write "
         "(captions, free-form answers).",
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed, 0 to 2**32 - 1 (default 0).", min=0, max=SEED_MAX
+    ),
     preset: str | None = typer.Option(
         None,
         "--preset",
@@ -346,15 +461,21 @@ def fit(
         "'vqa' (questions about images, answered by classification; see docs/USER_GUIDE.md section 8).",
     ),
     on_error: str | None = OnErrorOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a model on a table and save it as a run directory (written only when training succeeds)."""
     from .errors import RunDirError
     from .recipes import recipe as recipe_config
+    from .rundir import check_replaceable
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    if overwrite:
+        check_replaceable(out_dir)  # before training: only a run directory or an empty folder is replaced
+    _check_output(out_dir, folder=True)
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
@@ -421,6 +542,7 @@ def predict(
     from .tasks.classification import ClassificationTask
     from .tasks.multilabel import MultilabelTask
 
+    _check_output(out_file)
     p = Predictor.load(run, verbose=not quiet)
     if scores or greedy or p.problem_type == "generation":
         if proba:
@@ -510,6 +632,7 @@ def evaluate(
 
     if not robustness and (corruption or baseline is not None or out_dir is not None):
         raise ConfigError("--corruption, --baseline and --out need --robustness")
+    _check_output(out_dir, folder=True)
     spec = parse_corruption_options(corruption)
     metrics = Predictor.load(run, verbose=not quiet).evaluate(
         data,
@@ -587,9 +710,9 @@ def explain_cmd(
         "permutation) on every row of the table (default: when it has the label column).",
     ),
     bootstrap: int = typer.Option(
-        200, "--bootstrap", help="Bootstrap resamples for the importance confidence intervals."
+        200, "--bootstrap", help="Bootstrap resamples for the importance confidence intervals.", min=0
     ),
-    repeats: int = typer.Option(1, "--repeats", help="Shuffles per column for permutation importance."),
+    repeats: int = typer.Option(1, "--repeats", help="Shuffles per column for permutation importance.", min=1),
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
@@ -600,9 +723,13 @@ def explain_cmd(
     from .data.readers import read_table
     from .errors import ConfigError
     from .explain import write_explanations
+    from .explain.attributions import METHODS
 
     if rows < 1:
         raise ConfigError(f"--rows must be at least 1, not {rows}")
+    _check_output(out_dir, folder=True)
+    if method not in METHODS:  # before the run and the table are read
+        raise ConfigError(f"unknown explanation method '{method}'; choose one of: {', '.join(METHODS.names())}")
     p = Predictor.load(run, verbose=not quiet)
     table = read_table(data, data_root if data_root is not None else p.config.data_root)
     if importance is None:
@@ -673,10 +800,12 @@ def compare_cmd(
     data: Path = typer.Argument(..., help="Labelled table."),
     label: str = LabelOpt,
     fusions: str = typer.Option("all", "--fusions", help=f"'all' or comma-separated fusion names: {FUSIONS}."),
-    seeds: int = typer.Option(1, "--seeds", help="Runs per variant (mean ± std)."),
+    seeds: int = typer.Option(1, "--seeds", help="Runs per variant (mean ± std).", min=1),
     test: Path | None = typer.Option(None, "--test", help="Test table (default: a 20% split)."),
     no_single: bool = typer.Option(False, "--no-single", help="Skip the single-modality models."),
-    time_limit_per_run: float | None = typer.Option(None, "--time-limit-per-run", help="Seconds of training per run."),
+    time_limit_per_run: float | None = typer.Option(
+        None, "--time-limit-per-run", help="Seconds of training per run.", callback=_positive
+    ),
     out_dir: Path = typer.Option(
         Path("compare"),
         "--out",
@@ -701,6 +830,12 @@ def compare_cmd(
     from .evaluation.compare import compare
 
     _checked_config(config)  # a typo exits 2 before the table is read
+    _check_output(
+        out_dir,
+        folder=True,
+        kept=f"the runs finished so far are logged in {out_dir / 'runs.jsonl'}: run the same command with --resume "
+        "to go on",
+    )
     if "," in label:
         from .errors import ConfigError
 
@@ -773,7 +908,9 @@ def tune_cmd(
         help="The encoders of every trial: from-scratch (default) or 'pretrained' (as for fit). Each trial is one "
         "network: fit's classical members and ensembles are not tuned.",
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seeds the split, the sampler and every trial (default 0)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seeds the split, the sampler and every trial (default 0).", min=0, max=SEED_MAX
+    ),
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -799,6 +936,12 @@ def tune_cmd(
     if show_space:
         out.print("\n".join(search.describe()), soft_wrap=True)
         return
+    _check_output(
+        out_dir,
+        folder=True,
+        kept=f"the study was kept in {out_dir / 'study.journal'} (finished trials included; the interrupted one is "
+        "not counted): run the same command again to resume it",
+    )
     if time_limit is None:
         from .errors import ConfigError
 
@@ -870,7 +1013,9 @@ def report_cmd(
     method: str = typer.Option(
         "occlusion", "--method", help="Attribution method of the gallery: occlusion or integrated_gradients."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seeds the bootstrap and the choice of gallery rows."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seeds the bootstrap and the choice of gallery rows.", min=0, max=SEED_MAX
+    ),
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
@@ -879,6 +1024,7 @@ def report_cmd(
     metrics and plots, robustness, modality importance and explained examples."""
     from .reporting import report
 
+    _check_output(out_file)
     path = report(
         run,
         data,
@@ -913,10 +1059,15 @@ def demo(
         "(answer questions about the scenes, seed 003).",
     ),
     rows: int | None = typer.Option(
-        None, "--rows", help="Training rows to generate (default: 1200 for classification, 2000 for captioning and qa)."
+        None,
+        "--rows",
+        help="Training rows to generate, at least 20 (default: 1200 for classification, 2000 for captioning and qa).",
+        min=20,
     ),
     config: Path | None = ConfigOpt,
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(
+        0, "--seed", help="Seeds the data and the training (0 to 2**32 - 1).", min=0, max=SEED_MAX
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Generate a synthetic data set, train, evaluate on held-out rows, print a table.
@@ -930,6 +1081,12 @@ def demo(
     if task not in DEMO_TASKS:
         raise ConfigError(f"unknown demo task '{task}'; choose one of: {', '.join(DEMO_TASKS)}")
     _checked_config(config)
+    _check_output(
+        out_dir,
+        folder=True,
+        kept=f"{out_dir} holds the steps finished before the signal (generated data first, then run/); delete it or "
+        "choose another --out",
+    )
     {"classification": _demo_classification, "captioning": _demo_captioning, "qa": _demo_qa}[task](
         out_dir, rows, config, seed, quiet
     )
@@ -1148,7 +1305,9 @@ def export(
     ),
     calibration_rows: int = typer.Option(256, "--calibration-rows", help="Rows of --calibration to use."),
     data_root: Path | None = DataRootOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
@@ -1161,6 +1320,7 @@ def export(
         )
     except ValueError as e:
         raise ConfigError(f"invalid export options:\n{e}") from None
+    _check_output(out_dir, folder=True)
     result = export_run(run, out_dir, cfg, data=calibration, data_root=data_root, overwrite=overwrite)
     t = RichTable(title=f"{out_dir} ({result.format}{', ' + result.quantization if result.quantization else ''})")
     for c in ("file", "max |diff| vs eager", "same class", "rows"):
@@ -1185,12 +1345,15 @@ def prune_cmd(
     epochs: int = typer.Option(1, "--epochs", help="Fine-tuning epochs."),
     eval_data: Path | None = typer.Option(None, "--eval", help="Labelled table scored before and after."),
     data_root: Path | None = DataRootOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Magnitude-prune every linear and conv weight of a saved model; report sparsity (and metrics with --eval)."""
     from .export.prune import prune_run
 
+    _check_output(out_dir, folder=True)
     r = prune_run(
         run,
         out_dir,

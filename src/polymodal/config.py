@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .registry import ENCODERS
@@ -23,10 +24,40 @@ ColumnKindName = Literal["image", "audio", "text", "numeric", "category", "ignor
 ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation", "multitask"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
+# Lightning's accelerator names (its registry: cpu, cuda, mps, tpu; plus auto and gpu) and precision values, listed
+# here so that the config check imports no Lightning; tests/test_hostile_values.py compares them with Lightning's.
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
+Precision = Literal[
+    "16-mixed",
+    "bf16-mixed",
+    "32-true",
+    "16-true",
+    "bf16-true",
+    "64-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16",
+    "32",
+    "64",
+    "bf16",
+]
+#: The largest seed: numpy, torch and Lightning's seed_everything all take 0 .. 2**32 - 1 (Lightning replaces a seed
+#: outside it by a random one, which would silently break reproducibility).
+SEED_MAX = 2**32 - 1
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1 and false as 0: `max_epochs: true` would train one epoch.
+        if isinstance(v, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if not _admits_bool(annotation):
+                raise PydanticCustomError("number_type", "expected {expected}", {"expected": _type_name(annotation)})
+        return v
 
 
 class LimitsConfig(_Section):
@@ -246,7 +277,7 @@ class TrainingConfig(_Section):
         "recording session) stay on one side of the train/validation split; the "
         "column is not an input",
     )
-    seed: int = Field(0, description="the same seed and data give the same model")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="the same seed and data give the same model (0 to 2**32 - 1)")
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle",
         description="order of the training rows: shuffle, or balanced (classification: rows drawn with replacement, "
@@ -267,9 +298,27 @@ class TrainingConfig(_Section):
         "training row (a row always keeps one), for robustness to missing modalities",
     )
     num_workers: int = Field(0, ge=0, description="data-loading worker processes")
-    gradient_clip: float | None = Field(1.0, description="largest gradient norm (None = no clipping)")
-    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
-    precision: str | None = Field(None, description="Lightning precision, e.g. 16-mixed (None = automatic)")
+    gradient_clip: float | None = Field(1.0, gt=0, description="largest gradient norm (None = no clipping)")
+    accelerator: Accelerator = Field("auto", description="Lightning accelerator (auto: a GPU when there is one)")
+    precision: Precision | None = Field(
+        None,
+        description="Lightning precision, e.g. 16-mixed or bf16-mixed (None = automatic: 16-mixed on a GPU, else "
+        "32-true)",
+    )
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_in_range(cls, v: Any) -> Any:
+        # a float such as 1e20 would otherwise get pydantic's "exceeded maximum size" message
+        if isinstance(v, float) and not 0 <= v <= SEED_MAX:
+            raise ValueError(f"must be an integer from 0 to {SEED_MAX}")
+        return v
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_number(cls, v: Any) -> Any:
+        # Lightning takes 16, 32 and 64 as numbers too; YAML reads `precision: 16` as one
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 class EnsembleMemberConfig(_Section):
@@ -286,7 +335,7 @@ class EnsembleMemberConfig(_Section):
         default_factory=list, description="the modalities this member reads (empty: all of them)"
     )
     fusion: FusionConfig | None = Field(None, description="a network member's fusion (None: the config's)")
-    seed: int = Field(0, description="the seed its initial weights and training order came from")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="the seed its initial weights and training order came from")
     spec: dict[str, Any] = Field(
         default_factory=dict, description="a classical member's own JSON spec (sizes, vocabularies, settings)"
     )
@@ -420,15 +469,78 @@ def _mapping(value: Any, where: str, expected: str) -> dict[str, Any]:
     return dict(value)
 
 
+#: A config file larger than this is refused unread (a full config with every default is about 5 KB).
+MAX_CONFIG_BYTES = 1_000_000
+#: Values (mappings, lists and scalars) a config file may hold once its YAML aliases are expanded; a full config
+#: holds a few hundred. Aliases may share settings, but a few nested ones ("billion laughs") would otherwise expand
+#: to billions of values in memory.
+MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """The number of values under ``root`` once every alias is expanded (each shared node counted once per use,
+    computed once per node); raises :class:`ConfigError` past :data:`MAX_CONFIG_VALUES` or for a recursive alias."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # entered, children not all sized yet: meeting one again below it is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order: a deep file must not exhaust Python's recursion limit here
+        node, children_sized = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        if not children_sized:
+            if id(node) in open_nodes:
+                raise ConfigError("it refers to itself through a YAML alias; write the values out")
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+            continue
+        open_nodes.discard(id(node))
+        sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+        if sizes[id(node)] > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"it expands to more than {MAX_CONFIG_VALUES:,} values through its YAML aliases; write the values "
+                "out or use fewer aliases"
+            )
+    return sizes[id(root)]
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a document whose aliases expand past :data:`MAX_CONFIG_VALUES` before any of
+    it is built into Python objects."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node)
+        return super().construct_document(node)
+
+
+def read_yaml_file(path: Path, what: str = "config file") -> Any:
+    """The value in a user's YAML/JSON file (``what`` names it in messages), read safely: no Python tags; files
+    over :data:`MAX_CONFIG_BYTES`, nested past Python's recursion limit or expanding past
+    :data:`MAX_CONFIG_VALUES` values through YAML aliases are a :class:`ConfigError`, like invalid YAML."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path} is {size:,} bytes; at most {MAX_CONFIG_BYTES:,} are read")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path} is not valid YAML/JSON: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{what} {path}: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} is nested too deeply to be read") from None
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML/JSON config file, as written (nothing filled in or validated yet)."""
+    """The mapping in a YAML/JSON config file, as written (nothing filled in or validated yet); read with
+    :func:`read_yaml_file`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        value = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid YAML/JSON: {e}") from None
+    value = read_yaml_file(path) or {}
     if not isinstance(value, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return value
@@ -544,6 +656,17 @@ def validation_problems(
             msg = e["msg"].removeprefix("Value error, ")
             out.append(f"{path}: {msg}" + (f", got {value!r}" if not isinstance(value, (dict, list)) else ""))
     return out
+
+
+def _admits_bool(ann: Any) -> bool:
+    """Whether a field of type ``ann`` takes true/false as such (bool, Any, or a union or Literal holding one)."""
+    if ann is bool or ann is Any:
+        return True
+    if get_origin(ann) in (Union, types.UnionType):
+        return any(_admits_bool(a) for a in get_args(ann))
+    if get_origin(ann) is Literal:
+        return any(isinstance(a, bool) for a in get_args(ann))
+    return get_origin(ann) is None and not isinstance(ann, type)  # an unknown annotation: leave it to pydantic
 
 
 def _strip_optional(ann: Any) -> Any:

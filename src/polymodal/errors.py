@@ -114,3 +114,8 @@ class TuningError(PolymodalError):
 
     def __str__(self) -> str:
         return f"{self.args[0]}\n{self.hint}" if self.hint else str(self.args[0])
+
+
+class OutputError(PolymodalError):
+    """An output path cannot be written: under a file, in a folder without write permission, or a folder where a
+    file is expected. Checked before any work, so that a long command never fails at its end."""

@@ -8,16 +8,22 @@ so that results are shared as the user's other files are.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import RunDirError
+from .signals import deferred
 
 _umask_lock = threading.Lock()
 
@@ -79,24 +85,140 @@ def _existing_mode(path: Path) -> int | None:
         return None
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp directory next to ``path``; on success it becomes ``path`` (replacing it if ``overwrite``)."""
+#: Temp and retired folders that :func:`atomic_dir` makes next to its target: ``.NAME.polymodal-PID-XXXXXXXX.tmp``
+#: (being written) and ``.old`` (the replaced folder, being deleted). The pid tells a live writer from a dead one.
+TEMP_TAG = "polymodal"
+_TEMP_RE = re.compile(rf"^\.(?P<name>.+)\.{TEMP_TAG}-(?P<pid>\d+)-[a-z0-9_]+\.(tmp|old)$")
+# the unmarked names earlier versions used (``.NAME.XXXXXXXX.tmp``): only cleaned up once they are a day old
+_LEGACY_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.(tmp|old)$")
+STALE_AFTER_S = 24 * 3600
+
+
+def is_temp_dir(path: str | Path) -> bool:
+    """Whether ``path`` is named as one of :func:`atomic_dir`'s temp or retired folders (never a result)."""
+    return _TEMP_RE.match(Path(path).name) is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: alive
+    return True
+
+
+def clean_stale_temps(path: str | Path, now: float | None = None) -> list[Path]:
+    """Delete the temp folders that saves of ``path`` killed before they finished left next to it; return them.
+
+    Only our own are touched: named for this target, and either written by a process that no longer runs (on this
+    machine) or older than a day (a pid reused since, or a folder on a shared disk from another machine). A save
+    still running in a live process keeps its folder.
+    """
     path = Path(path)
-    if path.exists() and not overwrite:
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name) or _LEGACY_TEMP_RE.match(entry.name)
+        if m is None or m.group("name") != path.name or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            age = now - entry.stat().st_mtime
+        except OSError:
+            continue
+        pid = int(m.group("pid")) if "pid" in m.groupdict() and m.group("pid") else None
+        dead = pid is not None and pid != os.getpid() and not _pid_alive(pid)
+        if dead or age > STALE_AFTER_S:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _temp_dir(path: Path, suffix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{TEMP_TAG}-{os.getpid()}-", suffix=suffix, dir=path.parent))
+
+
+_RENAME_EXCHANGE = 2
+_libc: Any = None
+
+
+def exchange(a: str | Path, b: str | Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system
+    or the file system cannot, and nothing was changed."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        fn = _libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), ctypes.c_uint(_RENAME_EXCHANGE))
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@contextlib.contextmanager
+def atomic_dir(
+    path: str | Path,
+    overwrite: bool = False,
+    replaceable: Callable[[Path], None] | None = None,
+    finish: Callable[[Path], None] | None = None,
+) -> Iterator[Path]:
+    """Yield a temp directory next to ``path``; on success it becomes ``path`` (replacing it if ``overwrite``).
+
+    ``replaceable(path)`` raises when an existing ``path`` must not be replaced (checked before and again just
+    before the swap); ``finish(tmp)`` runs last on the complete temp folder (a run directory's manifest). An existing
+    folder is swapped out in one atomic exchange where the system allows (Linux), so that ``path`` always names a
+    complete folder; elsewhere it is absent for the instant between two renames. Temp folders left by a killed
+    save are deleted on the next save of the same path.
+    """
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
         raise RunDirError(f"{path} already exists; choose another --out or pass --overwrite")
+    if overwrite and replaceable is not None:
+        replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale_temps(path)
+    tmp = _temp_dir(path, ".tmp")
     try:
         tmp.chmod(dir_mode())
         yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+        if finish is not None:
+            finish(tmp)
+        if path.exists() or path.is_symlink():
+            if not overwrite:
+                raise RunDirError(
+                    f"{path} appeared while it was being written; choose another --out or pass --overwrite"
+                )
+            if replaceable is not None:
+                replaceable(path)
+            # a stop signal between the two renames (no atomic exchange) would leave no folder at path; after the
+            # swap, the old one behind
+            with deferred():
+                if exchange(tmp, path):
+                    shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the replaced folder
+                else:
+                    old = _temp_dir(path, ".old")
+                    os.replace(path, old / "x")
+                    os.replace(tmp, path)
+                    shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, path)
+            try:
+                os.rename(tmp, path)
+            except OSError as e:  # another writer created it in the meantime
+                raise RunDirError(f"{path} could not be written ({e.strerror}); choose another --out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -10,6 +10,7 @@ methods only; :class:`~polymodal.api.Predictor` is the user-facing estimator ove
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,19 +31,18 @@ from .data.dataset import Prepared, make_loader, prepare
 from .data.loaders import is_empty
 from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
 from .data.readers import Table, read_table
-from .errors import ConfigError, DataError, NotFittedError, PolymodalError, SchemaError
-from .io import atomic_dir
+from .errors import ConfigError, DataError, NotFittedError, PolymodalError, RowIssue, SchemaError, row_label
 from .model import build_model, count_parameters
 from .rundir import (
     BACKBONES,
     FORMAT_VERSION,
     LEADERBOARD,
-    check_run_dir,
-    read_json,
-    read_weights,
+    RunFiles,
+    read_run,
     write_history,
     write_json,
     write_weights,
+    writing,
 )
 from .schema import Modality, Schema
 from .tasks import Task, build_task
@@ -119,6 +119,17 @@ def labelled_rows(frame: pd.DataFrame, label: Label, what: str) -> pd.DataFrame:
             " ..." if len(rows) > 10 else "",
         )
     return frame[~empty]
+
+
+def nonfinite_rows(outputs: Any) -> np.ndarray:
+    """Positions of the rows whose network outputs hold NaN or inf (none for outputs that are not an array of
+    numbers, e.g. generated texts). Such a row has no prediction: its class would be an argmax over NaN."""
+    if not isinstance(outputs, np.ndarray) or outputs.dtype.kind != "f" or outputs.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1))
+
+
+NONFINITE_OUTPUT = "the model's output is NaN or inf, so there is no prediction"
 
 
 def check_columns(frame: pd.DataFrame, schema: Schema) -> None:
@@ -258,6 +269,8 @@ class FittedPipeline:
             frame = self.labelled(frame, labelled)
         if frame_filter is not None:
             frame = frame_filter(frame)
+        if labelled is not None:
+            self.task.check_target(label_values(frame, self.label))
         self.check_columns(frame)
         self._warn_unknown_categories(frame)
         prepared = prepare(
@@ -295,6 +308,34 @@ class FittedPipeline:
             return self.backend.predict(loader)
         return predict_outputs(self.model, loader, self.task)
 
+    def finite_outputs(
+        self, decoded: DecodedTable, outputs: Any, on_error: str | None = None
+    ) -> tuple[DecodedTable, Any]:
+        """``decoded`` and ``outputs`` without the rows whose outputs are NaN or inf, which never become a
+        prediction: under ``on_error`` fail (the default) a :class:`DataError` names them; skip and missing drop
+        them with a warning (a missing cell can be imputed, a missing output cannot)."""
+        bad = nonfinite_rows(outputs)
+        if len(bad) == 0:
+            return decoded, outputs
+        column = self.label if isinstance(self.label, str) else ", ".join(self.label)
+        issues = [RowIssue(row_label(decoded.index[i]), column, NONFINITE_OUTPUT) for i in bad]
+        if (on_error or self.config.on_error) == "fail":
+            raise DataError(
+                f"{len(bad)} of {len(outputs)} rows get no prediction:",
+                issues,
+                hint="Check these rows' values and the run directory's weights; --on-error skip drops such rows.",
+            )
+        log.warning(
+            "skipped %d of %d rows whose model output is NaN or inf (rows %s%s)",
+            len(bad),
+            len(outputs),
+            ", ".join(str(i.row) for i in issues[:10]),
+            " ..." if len(bad) > 10 else "",
+        )
+        keep = np.setdiff1d(np.arange(len(outputs)), bad)
+        kept = DecodedTable(decoded.frame, decoded.prepared.subset(keep), decoded.root, decoded.source)
+        return kept, outputs[keep]
+
     def predict(
         self,
         data: Data,
@@ -307,7 +348,7 @@ class FittedPipeline:
         if return_scores and not isinstance(self.task, GenerationTask):
             raise ConfigError("return_scores is for generation models; use predict_proba for class probabilities")
         decoded = self.prepare(data, on_error=on_error, data_root=data_root)
-        outputs = self.outputs(decoded)
+        decoded, outputs = self.finite_outputs(decoded, self.outputs(decoded), on_error)
         if isinstance(self.task, MultiTask):
             return self.task.predictions(outputs, decoded.index)
         text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.single_label)
@@ -335,9 +376,10 @@ class FittedPipeline:
                 )
             )
         decoded = self.prepare(data, on_error=on_error, data_root=data_root)
+        decoded, outputs = self.finite_outputs(decoded, self.outputs(decoded), on_error)
         # binary and multiclass models have a classification task; multilabel ones the same two members
         task = cast(ClassificationTask | MultilabelTask, self.task)
-        return pd.DataFrame(task.predict_proba(self.outputs(decoded)), index=decoded.index, columns=list(task.classes))
+        return pd.DataFrame(task.predict_proba(outputs), index=decoded.index, columns=list(task.classes))
 
     def _multitask_proba(
         self, task: MultiTask, data: Data, on_error: str | None, data_root: str | Path | None
@@ -349,7 +391,7 @@ class FittedPipeline:
                 " is one"
             )
         decoded = self.prepare(data, on_error=on_error, data_root=data_root)
-        outputs = self.outputs(decoded)
+        decoded, outputs = self.finite_outputs(decoded, self.outputs(decoded), on_error)
         out = {}
         for t in targets:
             sub = cast(ClassificationTask, t.task)
@@ -362,7 +404,7 @@ class FittedPipeline:
     ) -> tuple[dict[str, Any], DecodedTable, Any]:
         """Metrics on the labelled rows of ``data``, with the decoded table and the outputs they came from."""
         decoded = self.prepare(data, on_error=on_error, data_root=data_root, labelled=what)
-        outputs = self.outputs(decoded)
+        decoded, outputs = self.finite_outputs(decoded, self.outputs(decoded), on_error)
         metrics: dict[str, Any] = self.task.metrics(decoded.labels(self.label), outputs)
         metrics["rows"] = float(len(decoded.prepared))
         return metrics, decoded, outputs
@@ -397,7 +439,7 @@ class FittedPipeline:
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         """Write the run directory atomically (see :mod:`polymodal.rundir`). Returns its path."""
         path = Path(path)
-        with atomic_dir(path, overwrite=overwrite) as tmp:
+        with writing(path, overwrite=overwrite) as tmp:
             write_json(
                 tmp / "polymodal.json",
                 {
@@ -443,41 +485,58 @@ class FittedPipeline:
     def load(cls, path: str | Path, verbose: bool = True) -> FittedPipeline:
         """Rebuild a fitted pipeline from a run directory; its outputs are identical to the saved one's (eager
         torch; ``Predictor.load(..., backend=)`` sets an ONNX Runtime backend on it)."""
-        path = Path(path)
-        check_run_dir(path)
-        meta = read_json(path / "polymodal.json")
-        config = PolymodalConfig.from_any(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")))
-        schema = Schema.from_dict(read_json(path / "schema.json"))
-        modalities, processors = build_processors(schema, config)
-        states = read_json(path / "processors.json")
-        tensors = read_weights(path / "processors.safetensors") if (path / "processors.safetensors").is_file() else {}
+        return read_run(path, lambda files: cls._from_files(files, verbose))
+
+    @classmethod
+    def _from_files(cls, files: RunFiles, verbose: bool) -> FittedPipeline:
+        """Build the pipeline from one consistent, verified read of a run directory; anything in it that does not
+        fit is a :class:`RunDirError` naming the file."""
+        meta = files.json("polymodal.json")
+        with files.blame("config.yaml"):
+            config = PolymodalConfig.from_any(yaml.safe_load(files.text("config.yaml")))
+        with files.blame("schema.json"):
+            schema = Schema.from_dict(files.json("schema.json"))
+            modalities, processors = build_processors(schema, config)
+        states = files.json("processors.json")
+        tensors = files.weights("processors.safetensors") if files.has("processors.safetensors") else {}
         for name, proc in processors.items():
-            proc.set_state(
-                states[name], {k.split("/", 1)[1]: t for k, t in tensors.items() if k.split("/", 1)[0] == name}
-            )
+            with files.blame("processors.json", f"does not hold a usable state for '{name}'"):
+                proc.set_state(
+                    states[name], {k.split("/", 1)[1]: t for k, t in tensors.items() if k.split("/", 1)[0] == name}
+                )
             if proc.has_assets:
-                proc.load_assets(path / BACKBONES / name)
-        task = build_task(meta["problem_type"], config.task)
-        task.set_state(read_json(path / "task.json"))
-        model = build_model(config, modalities, processors, task)
-        model.load_state_dict(read_weights(path / "model.safetensors"))
+                folder = files.folder(f"{BACKBONES}/{name}")
+                with files.blame(f"{BACKBONES}/{name}"):
+                    proc.load_assets(folder)
+        with files.blame("polymodal.json"):
+            task = build_task(meta["problem_type"], config.task)
+            label = meta["label"]
+        with files.blame("task.json"):
+            task.set_state(files.json("task.json"))
+        with files.blame("config.yaml", "describes a network that cannot be built"):
+            model = build_model(config, modalities, processors, task)
+        weights = files.weights("model.safetensors")
+        with files.blame("model.safetensors", "does not fit the network its config.yaml describes"):
+            model.load_state_dict(weights)
         model.eval()
         fit_result = None
-        if (path / "metrics.json").is_file():
-            m = read_json(path / "metrics.json")
-            fit_result = FitResult(
-                m["best_epoch"],
-                m["epochs_run"],
-                m["fit_seconds"],
-                m["stopped_early"],
-                m["validation"],
-                # (absent from runs saved before they were recorded)
-                train_seconds=m.get("train_seconds", 0.0),
-                time_limited=m.get("time_limited", False),
-            )
-        pipeline = cls(meta["label"], config, schema, modalities, processors, task, model, fit_result, verbose)
-        if (path / LEADERBOARD).is_file():
-            pipeline.leaderboard = pd.read_csv(path / LEADERBOARD)
+        if files.has("metrics.json"):
+            m = files.json("metrics.json")
+            with files.blame("metrics.json"):
+                fit_result = FitResult(
+                    m["best_epoch"],
+                    m["epochs_run"],
+                    m["fit_seconds"],
+                    m["stopped_early"],
+                    m["validation"],
+                    # (absent from runs saved before they were recorded)
+                    train_seconds=m.get("train_seconds", 0.0),
+                    time_limited=m.get("time_limited", False),
+                )
+        pipeline = cls(label, config, schema, modalities, processors, task, model, fit_result, verbose)
+        if files.has(LEADERBOARD):
+            with files.blame(LEADERBOARD):
+                pipeline.leaderboard = pd.read_csv(io.BytesIO(files.raw(LEADERBOARD)))
         return pipeline
 
     def __repr__(self) -> str:

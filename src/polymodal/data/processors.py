@@ -351,6 +351,30 @@ class TextProcessor(Processor):
 
 MISSING_CATEGORY, UNKNOWN_CATEGORY = 0, 1
 
+#: Standardised numeric values are clipped to +-this many training standard deviations. A value that far out is an
+#: outlier whatever its size; unclipped, a large finite number (1e30) overflows float32 inside the network and its
+#: outputs become NaN. Within the clip, the networks' float32 activations stay finite.
+NUMERIC_CLIP = 1e4
+
+
+def finite_mean_std(v: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of finite float64 values, finite even for values near float64's limit (whose
+    squares overflow): those are scaled down first. A constant column gets std 1."""
+    if len(v) == 0:
+        return 0.0, 1.0
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is detected below and computed again
+        mean, std = float(v.mean()), float(v.std()) if len(v) > 1 else 1.0
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        scale = float(np.abs(v).max())
+        u = v / scale
+        mean, std = float(u.mean()) * scale, float(u.std()) * scale
+    return mean, std if std > 1e-12 else 1.0
+
+
+def standardise(x: float, mean: float, std: float) -> float:
+    """``(x - mean) / std`` in float64, clipped to +-:data:`NUMERIC_CLIP` (an overflow to inf clips too)."""
+    return min(max((x - mean) / std, -NUMERIC_CLIP), NUMERIC_CLIP)
+
 
 @PROCESSORS.register("tabular")
 class TabularProcessor(Processor):
@@ -367,10 +391,8 @@ class TabularProcessor(Processor):
         self.stats = {}
         for c in self.numeric:
             v = as_numbers(frame[c]).to_numpy(dtype=float)
-            v = v[np.isfinite(v)]
-            mean = float(v.mean()) if len(v) else 0.0
-            std = float(v.std()) if len(v) > 1 else 1.0
-            self.stats[c] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
+            mean, std = finite_mean_std(v[np.isfinite(v)])
+            self.stats[c] = {"mean": mean, "std": std}
         self.categories = {
             c: sorted({_cat_str(v) for v in frame[c].tolist() if not loaders.is_empty(v)}) for c in self.categorical
         }
@@ -397,14 +419,15 @@ class TabularProcessor(Processor):
                 continue
             try:
                 x = float(v)
+            except OverflowError:  # an integer beyond float64 (5,000 digits): as far out as a value can be
+                num[j, 0] = NUMERIC_CLIP if v > 0 else -NUMERIC_CLIP
+                continue
             except (TypeError, ValueError):
                 raise LoadError(f"'{_clip(v)}' is not a number (column '{c}' is numeric)") from None
-            except OverflowError:  # an integer past float's range (e.g. 5,000 digits) is as unusable as inf
-                x = math.inf
             if not math.isfinite(x):
                 num[j] = (0.0, 1.0)
                 continue
-            num[j, 0] = (x - self.stats[c]["mean"]) / self.stats[c]["std"]
+            num[j, 0] = standardise(x, self.stats[c]["mean"], self.stats[c]["std"])
         cat = np.array(
             [
                 MISSING_CATEGORY

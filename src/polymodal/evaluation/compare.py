@@ -111,10 +111,13 @@ def compare(
         raise ConfigError("seeds must be at least 1")
     if (keep_runs or resume) and out_dir is None:
         raise ConfigError("keep_runs and resume need an output directory (out_dir / --out)")
+    if time_limit_per_run is not None and not time_limit_per_run > 0:
+        raise ConfigError(f"time_limit_per_run must be a positive number of seconds, got {time_limit_per_run}")
+    fusion_names = resolve_fusions(fusions)  # a typo fails before the table is read
     cfg = PolymodalConfig.from_any(config)
     table = read_table(data, data_root if data_root is not None else cfg.data_root)
     train, test = _split(table, label, cfg, test_data, test_fraction, data_root)
-    variants = _variants(train.frame, label, cfg, resolve_fusions(fusions), single_modalities)
+    variants = _variants(train.frame, label, cfg, fusion_names, single_modalities)
     log_file = None if out_dir is None else Path(out_dir) / "runs.jsonl"
     settings = _fingerprint(cfg, label, train, test, time_limit_per_run)
     done = _finished_runs(log_file, settings) if resume else {}
@@ -211,22 +214,40 @@ def _finished_runs(log_file: Path | None, settings: str) -> dict[tuple[str, int]
     if log_file is None or not log_file.exists():
         return {}
     done = {}
-    for line in log_file.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(log_file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             run = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by an interrupted write: that run is simply redone
+            key = (run["variant"], run["seed"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            # a line torn by a writer killed mid-write (the next append starts a new line): that run is redone
+            log.warning(
+                "%s, line %d: an incomplete record (interrupted write), skipped; that run is redone", log_file, number
+            )
             continue
         if run.pop("settings", None) == settings:
-            done[(run["variant"], run["seed"])] = run
+            done[key] = run
     return done
 
 
 def _append_run(log_file: Path, run: dict[str, Any]) -> None:
+    """Append one record as one line in a single ``write`` on an ``O_APPEND`` descriptor, so that concurrent or
+    interrupted writers never interleave inside a line; a line torn by a killed writer is ended first, so that it
+    cannot swallow this record."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a", encoding="utf-8") as f:
-        f.write(json.dumps(run, default=float) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(run, default=float) + "\n").encode("utf-8")
+    fd = os.open(log_file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        written = os.write(fd, line)
+        while written < len(line):  # a short write (a full disk, a signal): finish the line
+            written += os.write(fd, line[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,7 @@ from ..data.processors import LoadContext, Processor
 from ..data.readers import read_table
 from ..errors import ExportError
 from ..io import atomic_dir
+from ..rundir import check_replaceable, verify, write_manifest
 from ..version import __version__
 from .graph import GraphSignature, placeholder_batch
 from .onnx_graph import OPSET, session, to_onnx, to_torchscript
@@ -185,8 +186,10 @@ def export_run(
         eager = [model(b.inputs, b.masks).float().numpy() for b in parity_batches]
     classification = predictor.problem_type != "regression"
 
-    with atomic_dir(Path(out), overwrite=overwrite) as tmp:
+    # an export folder is a run directory too (a copy of the run plus the exported graphs), with its own manifest
+    with atomic_dir(Path(out), overwrite=overwrite, replaceable=check_replaceable, finish=write_manifest) as tmp:
         shutil.copytree(run, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*EXPORT_FILES, ".*"))
+        verify(tmp, EXPORT_FILES)  # the copy is one save's files (a save may replace the run while it is copied)
         files: dict[str, str] = {}
         checks: dict[str, Parity] = {}
         if cfg.format == "onnx":

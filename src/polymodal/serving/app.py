@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..data.dataset import Collator, Prepared
-from ..pipeline import FittedPipeline, PipelineSource, as_pipeline
+from ..pipeline import NONFINITE_OUTPUT, FittedPipeline, PipelineSource, as_pipeline, nonfinite_rows
 from ..tasks.classification import ClassificationTask
 from ..tasks.multilabel import MultilabelTask
 from ..tasks.multitask import MultiTask, Target
@@ -175,7 +175,10 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     @app.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body, responses=responses)  # type: ignore[arg-type]
     async def predict(request: Request) -> dict[str, Any]:
         """Predict rows sent as JSON ``{"rows": [...]}`` (files base64-encoded) or one row as multipart form data
-        (files as file parts). Every input column must be present; ``null`` (or an empty form field) = absent."""
+        (files as file parts). Every input column must be present; ``null`` (or an empty form field) = absent. A row
+        whose model output is NaN or inf (numeric inputs are clipped, so it takes e.g. corrupt weights) gets no
+        prediction:
+        the request is answered 422 naming it."""
         body = await read_body(request, cfg.max_body_bytes)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
@@ -188,6 +191,9 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             )
         prepared = await run_in_threadpool(decode_rows, rows, predictor.processors, predictor.config.limits)
         outputs = await batcher.submit(prepared)
+        bad = nonfinite_rows(outputs)
+        if len(bad):  # never an argmax over NaN: the request is refused, naming the rows (as for undecodable ones)
+            raise RequestError(422, "some rows get no prediction", [f"row {i}: {NONFINITE_OUTPUT}" for i in bad])
         if multi is not None:
             return {"predictions": multitask_predictions(multi, outputs)}
         labels = task.postprocess(outputs)

@@ -36,6 +36,11 @@ class Task(ABC):
     @abstractmethod
     def encode_target(self, y: pd.Series) -> np.ndarray: ...
 
+    def check_target(self, y: pd.Series) -> None:
+        """Raise a :class:`polymodal.errors.DataError` naming the rows of the non-empty labels ``y`` (indexed like
+        the table) that this task cannot use; called before a labelled table is decoded. Default: any value goes
+        (an unseen class is handled by the metrics)."""
+
     @property
     @abstractmethod
     def n_outputs(self) -> int: ...

@@ -138,6 +138,13 @@ class MultiTask(Task):
                 return t
         raise ConfigError(f"unknown target '{name}'; this model's targets are: {', '.join(self.names)}")
 
+    def check_target(self, y: pd.DataFrame) -> None:  # type: ignore[override]
+        for t in self.targets:
+            try:
+                t.task.check_target(y[t.name][present(y[t.name])])
+            except DataError as e:
+                raise DataError(f"target '{t.name}': {e.args[0]}", e.issues, hint=e.hint) from None
+
     def encode_target(self, y: pd.DataFrame) -> np.ndarray:  # type: ignore[override]
         """``[N, T]`` float32: each target's encoding (class index or standardised value), NaN where missing."""
         out = np.full((len(y), len(self.targets)), np.nan, dtype=np.float32)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import DataError
+from ..data.processors import finite_mean_std
+from ..errors import DataError, RowIssue, row_label
 from ..metrics.regression import regression_metrics
 from ..registry import TASKS, register
 from .base import Task
@@ -22,17 +23,29 @@ class RegressionTask(Task):
 
     def fit_target(self, y: pd.Series) -> None:
         v = self._numeric(y)
-        v = v[np.isfinite(v)]
-        self.mean, self.std = float(v.mean()), float(v.std()) or 1.0
+        self.mean, self.std = finite_mean_std(v[np.isfinite(v)])
+
+    def check_target(self, y: pd.Series) -> None:
+        self._numeric(y)
 
     @staticmethod
     def _numeric(y: pd.Series) -> np.ndarray:
+        """The label as float64; NaN where it is missing. A value that is not a number, or is infinite (which no
+        loss or metric can use), is a :class:`DataError` naming the rows."""
         v = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(np.isnan(v) & y.notna().to_numpy())
         if len(bad):
             raise DataError(
                 f"the label of a regression must be numeric; {len(bad)} rows are not "
-                f"(first at row {int(bad[0])}: {y.iloc[bad[0]]!r})"
+                f"(first at row {row_label(y.index[bad[0]])}: {y.iloc[bad[0]]!r})"
+            )
+        inf = np.flatnonzero(np.isinf(v))
+        if len(inf):
+            column = str(y.name)
+            raise DataError(
+                f"the label of a regression must be finite; {len(inf)} rows hold an infinite value:",
+                [RowIssue(row_label(y.index[i]), column, f"{y.iloc[i]} is not a finite number") for i in inf.tolist()],
+                hint="Fix these labels or leave them empty (rows with an empty label are left out).",
             )
         return v
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -14,11 +16,13 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import TrainingConfig
 from ..data.dataset import Batch
 from ..data.progress import live_bars
 from ..model import MultimodalModel
+from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
 from .module import MultimodalModule
@@ -55,6 +59,27 @@ class FitResult:
     train_seconds: float = 0.0
     #: whether ``training.time_limit`` ended training
     time_limited: bool = False
+
+
+@contextlib.contextmanager
+def _stops_as_exceptions() -> Iterator[None]:
+    """Lightning ends ``fit`` on a stop signal through ``SystemExit``: without a code after SIGTERM (a process that
+    exits 0, as if training had succeeded) and with code 1 after Ctrl-C, and it leaves SIGINT ignored. Within the
+    block, both come out as the exceptions they are (:class:`~polymodal.signals.Interrupted`, the KeyboardInterrupt)
+    and the SIGINT handler is put back, so that callers clean up and the command line exits 143 / 130."""
+    main = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SIGTERMException:
+        raise Interrupted(signal.SIGTERM) from None
+    except SystemExit as e:
+        if isinstance(e.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) in its KeyboardInterrupt handler
+            raise e.__context__ from None
+        raise
+    finally:
+        if main and sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
 
 
 def _precision(cfg: TrainingConfig) -> str:
@@ -95,7 +120,7 @@ def fit_model(
     with quiet_lightning():  # the Trainer announces the hardware when it is built
         trainer = L.Trainer(
             max_epochs=max_epochs,
-            # (training.precision is free text here, checked by Lightning itself against its Literal values)
+            # (training.precision: one of Lightning's values, checked with the config; typed as a plain str here)
             accelerator=cfg.accelerator,
             devices="auto",
             precision=_precision(cfg),  # type: ignore[arg-type]
@@ -109,7 +134,7 @@ def fit_model(
             deterministic=False,
         )
         start = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _stops_as_exceptions():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")

@@ -21,12 +21,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from ..components import FUSION_COMMON, check_config
-from ..config import FusionConfig, PolymodalConfig, did_you_mean, format_problems, validation_problems
+from ..config import (
+    FusionConfig,
+    PolymodalConfig,
+    did_you_mean,
+    format_problems,
+    read_yaml_file,
+    validation_problems,
+)
 from ..errors import ConfigError
 from ..params import ENCODER_PARAMS, FUSION_PARAMS, TASK_PARAMS
 
@@ -312,10 +318,7 @@ def load_space(path: str | Path | None, config: PolymodalConfig) -> SearchSpace:
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"search space file not found: {source}")
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"search space file {source} is not valid YAML: {e}") from None
+    raw = read_yaml_file(source, "search space file") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"search space file {source} must hold a mapping (keys: defaults, params)")
     try:

@@ -35,7 +35,15 @@ from .pipeline import (
     labelled_rows,
 )
 from .presets import PresetChoice, apply_preset
-from .schema import Modality, Schema, check_label_values, infer_problem_type, infer_schema, tag_separator_warning
+from .schema import (
+    Modality,
+    Schema,
+    check_label_values,
+    infer_problem_type,
+    infer_schema,
+    label_warnings,
+    tag_separator_warning,
+)
 from .tasks import Task, build_task
 from .tasks.multitask import MULTITASK, MultiTask
 from .training import FitResult, fit_model, predict_outputs
@@ -101,6 +109,8 @@ def resolve_task(cfg: PolymodalConfig, labels: pd.Series | pd.DataFrame, schema:
                 log.warning("%s", warning)
         if problem_type != "multilabel":
             check_label_values(labels, problem_type)
+        for warning in label_warnings(labels, problem_type):
+            log.warning("%s", warning)
     if cfg.task.targets and problem_type != MULTITASK:
         raise ConfigError("task.targets is for multi-task models (several label columns); remove it or pass a list")
     cfg.task.problem_type = problem_type  # type: ignore[assignment]

@@ -8,7 +8,10 @@ Image, audio and text columns are one modality each; numeric and category column
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -22,10 +25,18 @@ from .errors import SchemaError
 from .tags import DEFAULT_SEPARATOR, is_json_list, looks_multilabel
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
+# what libsndfile (1.1+, the one soundfile bundles) decodes; MP3 included
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
+# media files that a column may name but no loader decodes: such a column is ignored with a warning saying why
+UNSUPPORTED_MEDIA = {".m4a", ".aac", ".wma", ".amr", ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".heic", ".heif"}
+UNSUPPORTED_MEDIA |= {".svg", ".psd", ".cr2", ".nef", ".dng"}
+# Inference looks at the first characters of a cell only: a 100 MB text cell must not cost gigabytes to classify.
+CELL_PREFIX = 10_000
 TABULAR = "tabular"
 _SAMPLE = 200
 _PATH_SHARE = 0.8
+
+log = logging.getLogger("polymodal")
 
 
 class ColumnKind(str, Enum):
@@ -95,6 +106,39 @@ def _looks_like_path(values: pd.Series, extensions: set[str]) -> float:
         return isinstance(v, str) and Path(v.strip()).suffix.lower() in extensions
 
     return float(np.mean([ok(v) for v in values])) if len(values) else 0.0
+
+
+def _unsupported_files(values: pd.Series) -> str | None:
+    """The extension (e.g. ``.m4a``) when most values are paths of media files that no loader here decodes."""
+    if _looks_like_path(values, UNSUPPORTED_MEDIA) < _PATH_SHARE:
+        return None
+    suffixes = Counter(Path(v.strip()).suffix.lower() for v in values if isinstance(v, str))
+    return "/".join(sorted(e for e in suffixes if e in UNSUPPORTED_MEDIA))
+
+
+def as_numbers(values: pd.Series) -> pd.Series:
+    """Each cell as a float, NaN where it is no number. Unlike ``pd.to_numeric(errors="coerce")``, which raises
+    OverflowError on an integer past float's range even when told to coerce, every cell gets an answer (such an
+    integer becomes inf)."""
+
+    def number(v: Any) -> float:
+        if v is None or isinstance(v, bytes):  # float(b"1") would parse bytes as text
+            return math.nan
+        try:
+            return float(v)
+        except OverflowError:
+            return math.inf if v > 0 else -math.inf
+        except (TypeError, ValueError):
+            return math.nan
+
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype(float)
+    return values.map(number).astype(float)
+
+
+def _as_text(value: Any) -> str:
+    """A cell as text; bytes (a Parquet binary column) decoded leniently (pandas' astype(str) raises on them)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _is_integer_valued(values: pd.Series) -> bool:
@@ -187,12 +231,22 @@ def infer_column(series: pd.Series) -> ColumnSpec:
             return ColumnSpec(name, ColumnKind.CATEGORY, f"integers with only {n_unique} distinct values")
         return ColumnSpec(name, ColumnKind.NUMERIC, f"numbers ({n_unique} distinct values)")
     sample = nonnull.iloc[:_SAMPLE] if len(nonnull) <= _SAMPLE else nonnull.sample(_SAMPLE, random_state=0)
+    sample = sample.map(lambda v: v[:CELL_PREFIX] if isinstance(v, str) else v)
     for kind, exts in ((ColumnKind.IMAGE, IMAGE_EXTENSIONS), (ColumnKind.AUDIO, AUDIO_EXTENSIONS)):
         share = _looks_like_path(sample, exts)
         if share >= _PATH_SHARE:
             return ColumnSpec(name, kind, f"{share:.0%} of sampled values are paths ending in {'/'.join(sorted(exts))}")
-    as_text = sample.astype(str)
-    numeric = pd.to_numeric(as_text, errors="coerce")
+    unsupported = _unsupported_files(sample)
+    if unsupported is not None:
+        reason = (
+            f"file paths ending in {unsupported}, a format no loader here decodes (images: "
+            f"{'/'.join(sorted(IMAGE_EXTENSIONS))}; audio: {'/'.join(sorted(AUDIO_EXTENSIONS))}): convert the files to "
+            "one of these, or set the column's kind in columns if it is not a file column"
+        )
+        log.warning("column '%s' is ignored: %s", name, reason)
+        return ColumnSpec(name, ColumnKind.IGNORE, reason)
+    as_text = sample.map(_as_text)
+    numeric = as_numbers(as_text)
     if numeric.notna().mean() >= 0.98 and nonnull.nunique() > 10:
         return ColumnSpec(name, ColumnKind.NUMERIC, "strings that parse as numbers")
     words = as_text.map(lambda s: len(re.findall(r"\w+", s))).mean()
@@ -214,6 +268,12 @@ def infer_schema(
     overrides = dict(overrides or {})
     if len(frame.columns) == 0:
         raise SchemaError("the table has no columns")
+    unnamed = [c for c in frame.columns if not isinstance(c, str)]
+    if unnamed:
+        raise SchemaError(
+            f"column names must be strings; {len(unnamed)} column(s) are named by {type(unnamed[0]).__name__} "
+            f"(e.g. {unnamed[0]!r}): name the columns (frame.columns = [...]) or read a table with a header row"
+        )
     labels = [] if label is None else [label] if isinstance(label, str) else list(label)
     for name in labels:
         if name not in frame.columns:
@@ -260,4 +320,52 @@ def infer_problem_type(target: pd.Series, tag_separator: str = DEFAULT_SEPARATOR
         return "regression", f"numeric label with {n_unique} distinct values"
     if n_unique == 2:
         return "binary", "two distinct label values"
+    stray = stray_label_values(values)
+    if stray is not None:
+        return "multiclass", f"{n_unique} distinct label values; {stray}"
     return "multiclass", f"{n_unique} distinct label values"
+
+
+def stray_label_values(values: pd.Series) -> str | None:
+    """A warning when a label column of strings holds numbers in all but a few rows: one stray value (``n/a``,
+    ``?``) turns a regression target into a many-class task without a word. None when it does not."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) or len(values) < 10:
+        return None
+    text = values.map(lambda v: v[:CELL_PREFIX] if isinstance(v, str) else v)
+    numeric = as_numbers(text)
+    bad = values[numeric.isna()]
+    if bad.empty or len(bad) > max(3, 0.02 * len(values)) or numeric.nunique() <= 10:
+        return None
+    shown = ", ".join(f"{_short(v)} (row {r})" for r, v in list(bad.items())[:3])
+    return (
+        f"all numeric but {len(bad)}: {shown}, so every number is a class of its own. Regression intended? Fix or "
+        "blank the stray value(s) (rows without a label are left out), then the label is read as numbers"
+    )
+
+
+def label_warnings(target: pd.Series, problem_type: str) -> list[str]:
+    """Warnings about a classification label that is probably not what was meant: numbers with a stray string,
+    classes with a single row (nothing to learn a class from, nor to validate it on)."""
+    if problem_type not in ("binary", "multiclass"):
+        return []
+    values = target.dropna()
+    if _first_collection(values) is not None:
+        return []
+    out = []
+    stray = stray_label_values(values)
+    if stray is not None:
+        out.append(f"label '{target.name}' has {values.nunique()} distinct values, {stray}")
+    counts = values.value_counts()
+    single = int((counts == 1).sum())
+    if len(counts) > 2 and single == len(counts):
+        out.append(
+            f"every class of label '{target.name}' has a single row ({len(counts)} classes, {len(values)} rows): a "
+            "classifier cannot learn a class from one example, nor validate it. Is this an identifier, or a "
+            "regression target (problem_type regression)?"
+        )
+    elif len(counts) > 2 and single >= 0.5 * len(counts):
+        out.append(
+            f"{single} of the {len(counts)} classes of label '{target.name}' have a single row: those classes can "
+            "hardly be learned or validated. Merge rare classes or gather more rows"
+        )
+    return out

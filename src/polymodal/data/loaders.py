@@ -8,6 +8,7 @@ and no file system is touched. With no data root (``root=None``, the server) eve
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import math
@@ -21,7 +22,7 @@ from typing import IO
 import numpy as np
 import soundfile as sf
 import soxr
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..config import LimitsConfig
 from ..errors import LoadError, in_terms
@@ -81,13 +82,33 @@ def resolve_path(value: object, root: Path | None, *, confine: bool) -> Source:
         raise LoadError("file paths are not accepted here; send the file's content instead")
     if not isinstance(value, str):
         raise LoadError(f"expected a file path, got {type(value).__name__} {value!r}")
-    root = Path(os.path.abspath(root))
-    path = Path(os.path.abspath(root / value.strip()))
-    if confine and not path.is_relative_to(root):
-        raise LoadError(f"path '{value}' resolves outside the data root {root}; {_escape_remedy()}")
-    if not path.is_file():
-        raise LoadError(f"file not found: {path}")
+    try:
+        root = Path(os.path.abspath(root))
+        path = Path(os.path.abspath(root / value.strip()))
+        if confine and not path.is_relative_to(root):
+            raise LoadError(f"path '{_clip(value)}' resolves outside the data root {root}; {_escape_remedy()}")
+        if not path.is_file():
+            raise LoadError(f"file not found: {_clip(str(path))}")
+    except (OSError, ValueError) as e:
+        # A name the file system refuses (a component over 255 bytes: Errno 36, a NUL byte, ...) is one bad cell,
+        # not a reason to stop the whole table.
+        if isinstance(e, LoadError):
+            raise
+        raise LoadError(f"cannot use path '{_clip(value)}': {_os_reason(e)}") from None
     return path
+
+
+def _clip(text: str, n: int = 120) -> str:
+    """``text`` cut to ``n`` characters for a message (a hostile cell may be megabytes long)."""
+    return text if len(text) <= n else f"{text[:n]}... ({len(text):,} characters)"
+
+
+def _os_reason(e: Exception) -> str:
+    if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
+        return "the name is too long for the file system (each folder or file name is limited to 255 bytes)"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e)
 
 
 def _escape_remedy() -> str:
@@ -104,11 +125,19 @@ def _escape_remedy() -> str:
 
 
 def _check_size(path: Source, limits: LimitsConfig) -> None:
-    size = len(path.data) if isinstance(path, InMemoryFile) else path.stat().st_size
+    try:
+        size = len(path.data) if isinstance(path, InMemoryFile) else path.stat().st_size
+    except OSError as e:
+        raise LoadError(f"cannot read {_clip(str(path))}: {_os_reason(e)}") from None
     if size > limits.max_file_bytes:
         raise LoadError(f"file is {size:,} bytes, over the limit of {limits.max_file_bytes:,} (limits.max_file_bytes)")
 
 
+# Decoder failures: a decoder fed a hostile file fails in many ways besides its documented ones (Pillow: ValueError
+# "Decompressed data too large" for a huge zTXt/iCCP chunk, struct.error, IndexError, ZeroDivisionError, ...;
+# libsndfile: RuntimeError, TypeError). Whatever it raises is a fact about that one file, so every Exception from
+# decoding becomes a LoadError: the row is then reported, skipped or made absent like any other unreadable file
+# (--on-error).
 def image_size(path: Source, limits: LimitsConfig) -> tuple[int, int, str]:
     """(width, height, mode) from the header only, with the pixel limit checked."""
     _check_size(path, limits)
@@ -118,14 +147,33 @@ def image_size(path: Source, limits: LimitsConfig) -> tuple[int, int, str]:
             with Image.open(_open(path)) as im:
                 w, h = im.size
                 mode = im.mode
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise LoadError(f"not a readable image: {_reason(e, path)}") from None
+    except Exception as e:  # see 'Decoder failures'
+        raise LoadError(f"not a readable image: {_image_reason(e, path)}") from None
     if w * h > limits.max_image_pixels:
         raise LoadError(
             f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limits.max_image_pixels:,} "
             "(possible decompression bomb; raise limits.max_image_pixels if it is genuine)"
         )
     return w, h, mode
+
+
+def _image_reason(e: Exception, path: Source) -> str:
+    text = _reason(e, path) or type(e).__name__
+    if "Decompressed data too large" in text:
+        text += (
+            " (a compressed text or ICC-profile chunk expands past Pillow's safety limit: a decompression bomb, or a "
+            "file to re-save without its metadata)"
+        )
+    return text
+
+
+def _to_8_bits(im: Image.Image) -> Image.Image:
+    """A 16/32-bit integer grayscale image (mode I;16*, I: 16-bit PNG and TIFF) scaled to 8 bits by its 16-bit
+    range. Pillow's own conversion to L clips at 255, which turns almost every pixel of a 16-bit image white."""
+    if not (im.mode == "I" or im.mode.startswith("I;16")):
+        return im
+    arr = np.asarray(im).astype(np.int64)
+    return Image.fromarray((np.clip(arr, 0, 65535) >> 8).astype(np.uint8), "L")
 
 
 def load_image(path: Source, limits: LimitsConfig, channels: int) -> Image.Image:
@@ -137,6 +185,7 @@ def load_image(path: Source, limits: LimitsConfig, channels: int) -> Image.Image
             im: Image.Image  # the opened file, then the plain images that transposing and converting return
             with Image.open(_open(path)) as im:
                 im = ImageOps.exif_transpose(im)
+                im = _to_8_bits(im)
                 if im.mode in ("RGBA", "LA", "P") and channels == 3:
                     im = im.convert("RGBA")
                     bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -144,8 +193,11 @@ def load_image(path: Source, limits: LimitsConfig, channels: int) -> Image.Image
                 im = im.convert("L" if channels == 1 else "RGB")
                 im.load()
                 return im
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise LoadError(f"image is corrupt or truncated: {_reason(e, path)}") from None
+    except Exception as e:  # see 'Decoder failures'
+        raise LoadError(f"image is corrupt or truncated: {_image_reason(e, path)}") from None
+
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 100, 768_000  # the sample rates audio files really hold (768 kHz: studio DXD)
 
 
 def audio_info(path: Source, limits: LimitsConfig) -> tuple[int, float]:
@@ -153,10 +205,16 @@ def audio_info(path: Source, limits: LimitsConfig) -> tuple[int, float]:
     _check_size(path, limits)
     try:
         info = sf.info(_open(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise LoadError(f"not a readable audio file: {_reason(e, path)}") from None
-    if info.samplerate <= 0 or info.frames <= 0:
+    except Exception as e:  # see 'Decoder failures'
+        raise LoadError(f"not a readable audio file: {_reason(e, path) or type(e).__name__}") from None
+    if info.frames <= 0:
         raise LoadError("audio file holds no samples")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        # A header declaring e.g. 2 GHz would be resampled to a near-silent few samples without a word.
+        raise LoadError(
+            f"audio header declares a sample rate of {info.samplerate:,} Hz, outside the plausible range "
+            f"{MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz: the file is corrupt or not audio"
+        )
     duration = info.frames / info.samplerate
     if duration > limits.max_audio_seconds:
         raise LoadError(
@@ -172,8 +230,8 @@ def load_audio(path: Source, limits: LimitsConfig, sample_rate: int, max_seconds
     frames = -1 if max_seconds is None else int(math.ceil(max_seconds * sr))
     try:
         data, sr = sf.read(_open(path), frames=frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise LoadError(f"audio is corrupt or truncated: {_reason(e, path)}") from None
+    except Exception as e:  # see 'Decoder failures'
+        raise LoadError(f"audio is corrupt or truncated: {_reason(e, path) or type(e).__name__}") from None
     if data.size == 0:
         raise LoadError("audio file holds no samples")
     if not np.all(np.isfinite(data)):

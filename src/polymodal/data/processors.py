@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from ..config import LimitsConfig, PolymodalConfig, ProcessingConfig, check_encoder_keys, config_error, encoder_choice
 from ..errors import LoadError
 from ..registry import ENCODERS, Registry
-from ..schema import ColumnKind, Modality, Schema
+from ..schema import ColumnKind, Modality, Schema, as_numbers
 from . import loaders
 
 PROCESSORS: Registry["Processor"] = Registry("processor")
@@ -149,7 +149,7 @@ class ImageProcessor(_FileProcessor):
         if self.cfg.image_channels is not None:
             self.channels = self.cfg.image_channels
         else:
-            gray = {"1", "L", "LA", "I", "I;16", "F"}
+            gray = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
             self.channels = 1 if heads and all(m in gray for _, _, m in heads) else 3
         pixels = self._readable_sample(frame, lambda v: self.load(v, ctx), 64, seed=1)
         if pixels:
@@ -390,7 +390,7 @@ class TabularProcessor(Processor):
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
         self.stats = {}
         for c in self.numeric:
-            v = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+            v = as_numbers(frame[c]).to_numpy(dtype=float)
             mean, std = finite_mean_std(v[np.isfinite(v)])
             self.stats[c] = {"mean": mean, "std": std}
         self.categories = {
@@ -423,7 +423,7 @@ class TabularProcessor(Processor):
                 num[j, 0] = NUMERIC_CLIP if v > 0 else -NUMERIC_CLIP
                 continue
             except (TypeError, ValueError):
-                raise LoadError(f"'{v}' is not a number (column '{c}' is numeric)") from None
+                raise LoadError(f"'{_clip(v)}' is not a number (column '{c}' is numeric)") from None
             if not math.isfinite(x):
                 num[j] = (0.0, 1.0)
                 continue
@@ -473,6 +473,11 @@ class TabularProcessor(Processor):
         self.numeric, self.categorical = state["numeric"], state["categorical"]
         self.stats, self.categories = state["stats"], state["categories"]
         self._build_index()
+
+
+def _clip(v: Any, n: int = 60) -> str:
+    text = str(v)
+    return text if len(text) <= n else f"{text[:n]}... ({len(text):,} characters)"
 
 
 def _cat_str(v: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,41 @@ SUFFIXES = {
     ".json": "json",
     ".ndjson": "jsonl",
 }
+
+
+def check_unique_columns(names: list, source: str) -> None:
+    """Refuse a table whose column names repeat: which column a name means would be a guess (pandas renames a
+    repeated CSV header to ``a.1`` without a word)."""
+    # an empty header cell is no name (pandas calls each one "Unnamed: i")
+    counts = Counter(str(n) for n in names if not (isinstance(n, float) and n != n) and str(n) != "")
+    repeated = sorted(n for n, c in counts.items() if c > 1)
+    if repeated:
+        raise DataError(
+            f"table {source} has duplicate column names: {', '.join(repr(_short(n)) for n in repeated)}",
+            hint="Give every column a distinct name (rename or drop the repeats), then read the table again.",
+        )
+
+
+def _check_arrow_columns(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse a Parquet file whose string data is not valid UTF-8. pandas keeps such a column as Arrow memory and
+    fails only when a later step converts it (an ArrowException deep in inference or training): check it here."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    for name in frame.columns:
+        values = frame[name].array
+        if not hasattr(values, "__arrow_array__"):
+            continue
+        try:
+            pa.array(values).validate(full=True)
+        except (pa.ArrowException, ValueError) as e:
+            raise DataError(
+                f"cannot read {path} as parquet: column '{_short(str(name), 60)}' holds invalid data ({_short(str(e))})",
+                hint="Re-write the file from its source (its text columns must be valid UTF-8).",
+            ) from None
+
+
+def _short(text: str, n: int = 300) -> str:
+    return text if len(text) <= n else text[:n] + "..."
 
 
 @dataclass
@@ -40,11 +76,16 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
             return Table(data.frame, Path(data_root).resolve(), data.source)
         return data
     if isinstance(data, pd.DataFrame):
+        check_unique_columns(list(data.columns), "<DataFrame>")
         # The DataFrame's own index is kept, so predictions align with the rows they came from.
         root = Path(data_root) if data_root is not None else Path.cwd()
         return Table(data, root.resolve(), "<DataFrame>")
     path = Path(data)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as e:  # a name the file system refuses (a component over 255 bytes, a NUL byte)
+        raise DataError(f"cannot open table {_short(str(path))}: {e}") from None
+    if not found:
         raise DataError(f"table file not found: {path}", hint="Pass the path of a .csv, .parquet or .jsonl file.")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -79,7 +120,35 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"table {path} is empty: it has no header and no rows") from None
-    except (pd.errors.ParserError, ValueError, OSError) as e:
-        raise DataError(f"cannot parse {path} as {kind}: {e}") from None
+    except Exception as e:
+        # A parser fed a malformed file raises more than its documented errors (ParserError, ValueError, OSError;
+        # also TypeError, IndexError, RecursionError, ...): each is this file's fault, so each is a DataError.
+        raise DataError(f"cannot parse {path} as {kind}: {_short(str(e)) or type(e).__name__}") from None
+    if kind == "parquet":
+        _check_arrow_columns(frame, path)
+    if kind in ("jsonl", "json") and not all(isinstance(c, str) for c in frame.columns):
+        raise DataError(
+            f"cannot read {path} as {kind}: its records are not JSON objects (a value such as "
+            f"{_short(repr(frame.iloc[0, 0]) if frame.size else '[]', 60)} where a record with named columns was "
+            "expected)",
+            hint='Write one object per row, e.g. {"image": "a.png", "label": "cat"}.',
+        )
+    if kind in ("csv", "tsv"):
+        # pandas renames a repeated header silently (a, a.1): read the header as written to find repeats.
+        try:
+            header = pd.read_csv(
+                path,
+                sep="," if kind == "csv" else "\t",
+                encoding="utf-8",
+                header=None,
+                nrows=1,
+                dtype=str,
+                keep_default_na=False,
+            )
+            names = [str(v) for v in header.iloc[0].tolist()] if len(header) else []
+        except Exception:  # the table itself parsed; a header this reader cannot re-read is left to the frame
+            names = []
+        check_unique_columns(names, str(path))
+    check_unique_columns(list(frame.columns), str(path))
     root = Path(data_root) if data_root is not None else path.parent
     return Table(frame.reset_index(drop=True), root.resolve(), str(path))

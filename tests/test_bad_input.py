@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from polymodal import Predictor
 from polymodal.config import LimitsConfig
 from polymodal.data import loaders
 from polymodal.errors import DataError, LoadError
@@ -122,13 +122,20 @@ def test_absolute_and_parent_paths_are_read_by_default(cli, mode, tiny_data, run
     assert out.exists()
 
 
+def _confined_run(run_dir, dest):
+    """The run saved again with limits.confine_to_root on (editing its config.yaml by hand would be refused: the
+    run directory's manifest no longer matches)."""
+    p = Predictor.load(run_dir, verbose=False)
+    p.pipeline.config.limits.confine_to_root = True
+    p.save(dest)
+    return dest
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_confined_paths_outside_the_data_root_are_refused(cli, mode, tiny_data, run_dir, tiny_config_file, tmp_path):
     _files_outside_the_root(tiny_data)
     config = _confined(tiny_config_file, tmp_path / "confined.yaml")
-    confined_run = tmp_path / "confined_run"
-    shutil.copytree(run_dir, confined_run)
-    _confined(confined_run / "config.yaml", confined_run / "config.yaml")
+    confined_run = _confined_run(run_dir, tmp_path / "confined_run")
     r, out = run_cli(cli, mode, tiny_data, confined_run, config, tmp_path)
     msg = assert_failed_cleanly(
         r,
@@ -145,9 +152,7 @@ def test_confinement_names_the_python_options_from_python(run_dir, tiny_data, tm
     from polymodal import Predictor
 
     _files_outside_the_root(tiny_data)
-    confined_run = tmp_path / "confined_run"
-    shutil.copytree(run_dir, confined_run)
-    _confined(confined_run / "config.yaml", confined_run / "config.yaml")
+    confined_run = _confined_run(run_dir, tmp_path / "confined_run")
     with pytest.raises(DataError, match="resolves outside the data root") as e:
         Predictor.load(confined_run, verbose=False).predict(tiny_data)
     assert "pass data_root= a folder" in str(e.value) and "limits.confine_to_root=False" in str(e.value)

@@ -210,3 +210,19 @@ def test_modest_yaml_anchors_still_work(tmp_path):
         "hidden": 16,
         "dim": 16,
     }
+
+
+def test_a_run_directorys_config_is_read_as_boundedly_as_a_users(numeric_model, tmp_path):
+    # an alias bomb in a run's config.yaml, with a manifest that matches it (written by someone who knows the
+    # format): refused as a damaged run, not expanded
+    from polymodal.errors import RunDirError
+    from polymodal.rundir import MANIFEST, write_manifest
+
+    run = numeric_model.save(tmp_path / "run")
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (run / "config.yaml").write_text("\n".join([*lines, "ignore: *a9"]), encoding="utf-8")
+    (run / MANIFEST).unlink()
+    write_manifest(run)
+    with pytest.raises(RunDirError, match="config.yaml"):
+        Predictor.load(run, verbose=False)

@@ -518,20 +518,31 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 def read_yaml_file(path: Path, what: str = "config file") -> Any:
-    """The value in a user's YAML/JSON file (``what`` names it in messages), read safely: no Python tags; files
-    over :data:`MAX_CONFIG_BYTES`, nested past Python's recursion limit or expanding past
-    :data:`MAX_CONFIG_VALUES` values through YAML aliases are a :class:`ConfigError`, like invalid YAML."""
+    """The value in a user's YAML/JSON file (``what`` names it in messages), read safely (see :func:`parse_yaml`)."""
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{what} {path} is {size:,} bytes; at most {MAX_CONFIG_BYTES:,} are read")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
         raise ConfigError(f"{what} {path} is not valid YAML/JSON: {e}") from None
+    return parse_yaml(text, f"{what} {path}")
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """The value of YAML/JSON ``text`` (``what`` names it in messages), read safely: no Python tags; text over
+    :data:`MAX_CONFIG_BYTES`, nested past Python's recursion limit or expanding past :data:`MAX_CONFIG_VALUES`
+    values through YAML aliases is a :class:`ConfigError`, like invalid YAML."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} holds {len(text):,} characters; at most {MAX_CONFIG_BYTES:,} are read")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is not valid YAML/JSON: {e}") from None
     except ConfigError as e:
-        raise ConfigError(f"{what} {path}: {e}") from None
+        raise ConfigError(f"{what}: {e}") from None
     except RecursionError:
-        raise ConfigError(f"{what} {path} is nested too deeply to be read") from None
+        raise ConfigError(f"{what} is nested too deeply to be read") from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -20,13 +20,12 @@ from typing import Any, Protocol, cast
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from pydantic import ValidationError
 
 from . import encoders as _encoders  # noqa: F401  (registers encoders)
 from . import ensemble as _ensemble  # noqa: F401  (registers the "ensemble" architecture)
 from . import fusion as _fusion  # noqa: F401  (registers fusions)
-from .config import DecodingConfig, PolymodalConfig
+from .config import DecodingConfig, PolymodalConfig, parse_yaml
 from .data.dataset import Prepared, make_loader, prepare
 from .data.loaders import is_empty
 from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
@@ -493,7 +492,8 @@ class FittedPipeline:
         fit is a :class:`RunDirError` naming the file."""
         meta = files.json("polymodal.json")
         with files.blame("config.yaml"):
-            config = PolymodalConfig.from_any(yaml.safe_load(files.text("config.yaml")))
+            # a run's config is read as a user's config file is: bounded (no alias bomb), no Python tags
+            config = PolymodalConfig.from_any(parse_yaml(files.text("config.yaml"), "config.yaml"))
         with files.blame("schema.json"):
             schema = Schema.from_dict(files.json("schema.json"))
             modalities, processors = build_processors(schema, config)

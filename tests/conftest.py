@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -195,6 +196,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_serving(proc: subprocess.Popen, base: str, timeout: float = 90) -> None:
+    """Poll ``base``/health until a server a test started answers 200 (failing with its stderr if it exits)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "the server exited"
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"server did not start within {timeout:g} s"
+        time.sleep(0.3)
 
 
 def stop(proc: subprocess.Popen) -> None:

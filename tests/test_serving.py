@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import free_port, stop
+from conftest import free_port, stop, wait_until_serving
 from fastapi.testclient import TestClient
 from test_bad_input import write_blank_png
 
@@ -251,16 +251,7 @@ def test_real_uvicorn_process_on_loopback(run_dir, rows, data_dir):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start within 90 s"
-            time.sleep(0.3)
+        wait_until_serving(proc, base)
         frame, body = rows
         r = httpx.post(f"{base}/predict", json={"rows": body}, timeout=30)
         assert r.status_code == 200, r.text

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import free_port, stop
+from conftest import free_port, stop, wait_until_serving
 from fastapi.testclient import TestClient
 from PIL import ImageFile
 from test_bad_input import write_blank_png
@@ -262,16 +262,7 @@ def test_real_server_slow_body_disconnect_and_busy_port(run_dir, cli):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start within 90 s"
-            time.sleep(0.3)
+        wait_until_serving(proc, base)
         head = (
             b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n\r\n"

@@ -222,3 +222,19 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def study_trials(out: Path) -> list:
+    """The trials of the tuning study in ``out`` as stored so far, read without creating or changing it (empty
+    before the study exists)."""
+    import optuna
+
+    from polymodal.tuning.study import JOURNAL, STUDY_NAME
+
+    if not (out / JOURNAL).exists():
+        return []
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))
+    try:
+        return optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
+    except KeyError:  # the study is not created yet
+        return []

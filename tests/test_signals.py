@@ -19,10 +19,11 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from conftest import study_trials
 from typer.testing import CliRunner
 
 from polymodal.cli import app
-from polymodal.tuning.study import JOURNAL, STUDY_NAME
+from polymodal.tuning.study import JOURNAL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,16 +106,6 @@ def test_a_stop_signal_during_fit_exits_non_zero_and_writes_nothing(endless, tmp
     assert _hidden(tmp_path) == []
 
 
-def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
-    if not (out / JOURNAL).exists():
-        return []
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))
-    try:
-        return optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
-    except KeyError:  # the study is not created yet
-        return []
-
-
 def _running_trial(out: Path) -> Callable[[], bool]:
     """Whether a trial of the study in ``out`` is running; the journal is read again only when it has grown."""
     seen = {"size": -1}
@@ -124,7 +115,7 @@ def _running_trial(out: Path) -> Callable[[], bool]:
         if size == seen["size"]:
             return False
         seen["size"] = size
-        return any(t.state == optuna.trial.TrialState.RUNNING for t in _trials(out))
+        return any(t.state == optuna.trial.TrialState.RUNNING for t in study_trials(out))
 
     return running
 
@@ -144,7 +135,7 @@ def test_sigint_during_tune_says_the_study_was_kept(endless, tmp_path):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted by SIGINT: the study was kept in study/study.journal"), last
     assert "run the same command again to resume it" in last
-    trials = _trials(out)
+    trials = study_trials(out)
     assert trials and not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
     interrupted = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(interrupted) == 1 and interrupted[0].user_attrs.get("stale") is True

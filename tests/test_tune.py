@@ -16,6 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from conftest import study_trials
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -254,16 +255,6 @@ def test_tune_in_memory_returns_a_fitted_predictor(tables):
     assert len(p.predict(test)) == 120
 
 
-def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
-    if not (out / JOURNAL).exists():
-        return []
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))
-    try:
-        return optuna.load_study(study_name=STUDY_NAME, storage=storage).trials
-    except KeyError:  # the study is not created yet
-        return []
-
-
 def test_resuming_a_killed_study_continues_it(tables, tmp_path):
     """Acceptance (issue 17): kill ``polymodal tune`` while its second trial runs; the same command continues the
     study: trial numbers go on, the completed trial is kept, the killed one is marked failed and not counted, and
@@ -280,7 +271,7 @@ def test_resuming_a_killed_study_continues_it(tables, tmp_path):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None:
-            trials = _trials(out)
+            trials = study_trials(out)
             if any(t.number == 1 and t.state == TrialState.RUNNING for t in trials):
                 break
             time.sleep(0.1)
@@ -288,13 +279,13 @@ def test_resuming_a_killed_study_continues_it(tables, tmp_path):
         first.send_signal(signal.SIGKILL)
     finally:
         first.wait(30)
-    killed = _trials(out)
+    killed = study_trials(out)
     assert {t.number: t.state for t in killed} == {0: TrialState.COMPLETE, 1: TrialState.RUNNING}
 
     # the same command again (in this process: a fresh interpreter would only add its start-up time)
     second = CliRunner().invoke(app, cmd[3:])
     assert second.exit_code == 0, second.output
-    after = _trials(out)
+    after = study_trials(out)
     assert [t.number for t in after] == [0, 1, 2, 3]
     states = {t.number: t.state for t in after}
     assert states[1] == TrialState.FAIL and after[1].user_attrs["stale"] is True

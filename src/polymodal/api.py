@@ -25,6 +25,7 @@ from .schema import Modality, Schema
 from .tasks import Task
 from .tasks.generation import GenerationTask
 from .training import FitResult
+from .training.checkpoint import Checkpointing, data_fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -229,15 +230,27 @@ class Predictor:
         return None if self.pipeline is None else self.pipeline.backend
 
     # ------------------------------------------------------------------------------------------------ fit
-    def fit(self, data: Data, tuning_data: Data | None = None, *, time_limit: float | None = None) -> Predictor:
+    def fit(
+        self,
+        data: Data,
+        tuning_data: Data | None = None,
+        *,
+        time_limit: float | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> Predictor:
         """Infer the schema, fit processors on the training split, train, and keep the best epoch.
 
         ``tuning_data`` (optional) is a labelled table used for validation instead of a split of ``data``.
         ``time_limit`` (optional): seconds of training for this call, instead of the constructor's ``time_limit``.
+        ``checkpoint_dir`` (optional): a folder of its own where the network's training state is saved at every
+        epoch end (one network: preset "fast", or the default on a large table); removed when the fit succeeds.
+        ``resume``: continue the interrupted fit saved in ``checkpoint_dir`` (same data, label and arguments).
         """
         cfg = self._user_config
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
+        checkpoint = self._checkpointing(data, tuning_data, cfg, checkpoint_dir, resume)
         if self.preset in ENSEMBLE_PRESETS or self.preset is None:
             from .selection import AUTO_PLAN, fit_ensemble
 
@@ -251,13 +264,41 @@ class Predictor:
                 preset=self.preset,
                 verbose=self.verbose,
                 auto=auto,
+                checkpoint=checkpoint,
             )
         else:
             outcome = fit_pipeline(
-                data, self.label, cfg, tuning_data=tuning_data, preset=self.preset, verbose=self.verbose
+                data,
+                self.label,
+                cfg,
+                tuning_data=tuning_data,
+                preset=self.preset,
+                verbose=self.verbose,
+                checkpoint=checkpoint,
             )
         self.pipeline, self.preset_report = outcome.pipeline, outcome.preset_report
+        if checkpoint is not None:
+            checkpoint.finish()
         return self
+
+    def _checkpointing(
+        self, data: Data, tuning_data: Data | None, cfg: PolymodalConfig, folder: str | Path | None, resume: bool
+    ) -> Checkpointing | None:
+        if folder is None:
+            if resume:
+                raise ConfigError("resume=True continues the fit saved in checkpoint_dir: pass checkpoint_dir too")
+            return None
+        checkpoint = Checkpointing(Path(folder), resume)
+        checkpoint.begin(
+            {
+                "data": data_fingerprint(data),
+                "tuning_data": None if tuning_data is None else data_fingerprint(tuning_data),
+                "label": self.label,
+                "preset": self.preset,
+                "config": cfg.model_dump(mode="json"),
+            }
+        )
+        return checkpoint
 
     def tune(
         self,

@@ -464,12 +464,24 @@ def fit(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
     ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue an interrupted fit (same command line plus --resume) from the checkpoint saved at its last "
+        "epoch end in .OUT.resume beside --out (one network: --preset fast, or the default on a large table).",
+    ),
+    deterministic: bool = typer.Option(
+        False,
+        "--deterministic",
+        help="Deterministic algorithms only (training.deterministic): the same seed and data give identical weights.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a model on a table and save it as a run directory (written only when training succeeds)."""
     from .errors import RunDirError
     from .recipes import recipe as recipe_config
     from .rundir import check_replaceable
+    from .training.checkpoint import resume_dir_for
 
     if out_dir.exists() and not overwrite:
         raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
@@ -477,6 +489,8 @@ def fit(
         check_replaceable(out_dir)  # before training: only a run directory or an empty folder is replaced
     _check_output(out_dir, folder=True)
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
+    if deterministic:
+        cfg.training.deterministic = True
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
     p = Predictor(
@@ -491,7 +505,7 @@ def fit(
         preset=preset,
         verbose=not quiet,
     )
-    p.fit(data)
+    p.fit(data, checkpoint_dir=resume_dir_for(out_dir), resume=resume)
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
     assert r is not None, "fit() records its result"

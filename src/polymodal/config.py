@@ -278,6 +278,11 @@ class TrainingConfig(_Section):
         "column is not an input",
     )
     seed: int = Field(0, ge=0, le=SEED_MAX, description="the same seed and data give the same model (0 to 2**32 - 1)")
+    deterministic: bool = Field(
+        False,
+        description="deterministic algorithms only (Lightning's deterministic=True): the same seed and data give "
+        "identical weights, at some cost in speed on GPUs",
+    )
     sampler: Literal["shuffle", "balanced"] = Field(
         "shuffle",
         description="order of the training rows: shuffle, or balanced (classification: rows drawn with replacement, "

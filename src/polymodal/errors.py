@@ -119,3 +119,7 @@ class TuningError(PolymodalError):
 class OutputError(PolymodalError):
     """An output path cannot be written: under a file, in a folder without write permission, or a folder where a
     file is expected. Checked before any work, so that a long command never fails at its end."""
+
+
+class ResumeError(PolymodalError):
+    """An interrupted fit cannot be resumed: nothing was saved, or the table or arguments differ from the run's."""

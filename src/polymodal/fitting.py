@@ -47,6 +47,7 @@ from .schema import (
 from .tasks import Task, build_task
 from .tasks.multitask import MULTITASK, MultiTask
 from .training import FitResult, fit_model, predict_outputs
+from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
 
 log = logging.getLogger("polymodal")
@@ -258,9 +259,11 @@ def train(
     training: TrainingConfig,
     verbose: bool = True,
     callbacks: list[Any] | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> FitResult:
     """Train ``model`` in place (Lightning; early stopping on validation, best epoch restored); CPU, eval mode
-    after. ``training`` must be resolved (batch size and epochs set). ``callbacks``: extra Lightning callbacks."""
+    after. ``training`` must be resolved (batch size and epochs set). ``callbacks``: extra Lightning callbacks.
+    ``checkpoint``: a checkpoint every epoch, and resuming (training/checkpoint.py)."""
     bs = training.batch_size or auto_batch_size(len(train_rows))
     train_loader = make_loader(
         train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed, training.sampler
@@ -276,6 +279,7 @@ def train(
         training.max_epochs or 1,
         progress=verbose,
         extra_callbacks=callbacks,
+        checkpoint=checkpoint,
     )
     model.cpu().eval()
     return result
@@ -302,11 +306,14 @@ def fit_pipeline(
     preset: str | None = None,
     verbose: bool = True,
     callbacks: list[Any] | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> FitOutcome:
     """Fit a pipeline on ``data``: every step above, in order. ``config`` is not modified.
 
     ``tuning_data`` (optional): a labelled table used for validation instead of a split of ``data``.
     ``callbacks`` (optional): extra Lightning callbacks for the training loop (tuning prunes trials with one).
+    ``checkpoint`` (optional): a checkpoint at every epoch end, resumed from when it says so (the data pipeline is
+    deterministic given config and data, so it is run again and only the training state is restored).
     """
     cfg = config.model_copy(deep=True)  # resolved values go here; the caller's config stays as given
     if cfg.ensemble is not None:  # an ensemble run's config.yaml given as the config: its members are not trained here
@@ -345,7 +352,9 @@ def fit_pipeline(
             ", ".join(f"{m.name} ({m.kind})" for m in modalities),
             f"{count_parameters(model):,}",
         )
-        result = train(model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose, callbacks)
+        result = train(
+            model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose, callbacks, checkpoint
+        )
         calibrate(model, task, processors, val_rows, val_labels)
     result.fit_seconds = round(time.perf_counter() - start, 3)
     pipeline = FittedPipeline(label, cfg, schema, modalities, processors, task, model, result, verbose)

@@ -270,6 +270,7 @@ def fit_ensemble(
     verbose: bool = True,
     callbacks: list[Any] | None = None,
     auto: bool = False,
+    checkpoint: Any = None,
 ) -> FitOutcome:
     """Fit a weighted ensemble on ``data`` (see the module docstring); ``config`` is not modified.
 
@@ -303,8 +304,17 @@ def fit_ensemble(
     if alone is not None:  # nothing decoded yet: the plain fit, as if no preset had ever been considered
         log.info("one network: %s", alone)
         return fitting.fit_pipeline(
-            data, label, config, tuning_data=tuning_data, preset=preset, verbose=verbose, callbacks=callbacks
+            data,
+            label,
+            config,
+            tuning_data=tuning_data,
+            preset=preset,
+            verbose=verbose,
+            callbacks=callbacks,
+            checkpoint=checkpoint,
         )
+    if checkpoint is not None:  # several members, each trained apart: no one training state to resume
+        log.info("this fit trains several members: no checkpoints are written (one network alone: --preset fast)")
     modalities, processors = fitting.fit_processors(schema, cfg, train_t)
     train_rows, val_rows = fitting.prepare_labelled(
         [(train_t, "training rows"), (val_t, "validation rows")], label, processors, task, cfg, verbose

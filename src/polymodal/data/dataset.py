@@ -25,6 +25,7 @@ import torch
 from ..errors import ConfigError, DataError, LoadError, RowIssue, row_label
 from .processors import LoadContext, Processor
 from .progress import Progress
+from .samplers import EpochSampler
 
 log = logging.getLogger("polymodal")
 
@@ -251,35 +252,34 @@ def make_loader(
     seed: int = 0,
     sampler: str = "shuffle",
 ) -> torch.utils.data.DataLoader:
-    """Batches of ``prepared`` rows. ``train``: augmented, drawn in a seeded random order (``sampler`` "shuffle":
-    each row once per epoch; "balanced": as many rows, drawn with replacement so that every class of the integer
-    ``targets`` comes equally often)."""
-    generator = torch.Generator().manual_seed(seed)
+    """Batches of ``prepared`` rows. ``train``: augmented, drawn in a random order that depends on (seed, epoch)
+    only (:class:`~polymodal.data.samplers.EpochSampler`, so a resumed fit draws what an uninterrupted one would;
+    ``sampler`` "shuffle": each row once per epoch; "balanced": as many rows, drawn with replacement so that every
+    class of the integer ``targets`` comes equally often). Worker seeds come from the global torch generator, which
+    training reseeds at every epoch start."""
     row_sampler = None
-    if train and sampler == "balanced":
-        row_sampler = balanced_sampler(prepared, generator)
+    if train:
+        weights = balanced_weights(prepared) if sampler == "balanced" else None
+        row_sampler = EpochSampler(len(prepared), seed, weights)
     return torch.utils.data.DataLoader(
         PreparedDataset(prepared),
         batch_size=batch_size,
-        shuffle=train and row_sampler is None,
+        shuffle=False,
         sampler=row_sampler,
         drop_last=train and len(prepared) > batch_size,
         collate_fn=Collator(prepared, processors, train, target_dtype),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
-        generator=generator,
+        generator=None if row_sampler is None else row_sampler.loader_generator,
     )
 
 
-def balanced_sampler(prepared: Prepared, generator: torch.Generator) -> torch.utils.data.WeightedRandomSampler:
-    """Rows drawn with replacement, each with probability 1 / (K * its class's count): every class equally often."""
+def balanced_weights(prepared: Prepared) -> np.ndarray:
+    """Each row's draw weight 1 / (K * its class's count): every class equally often (unlabelled rows never)."""
     targets = prepared.targets
     if targets is None or not np.issubdtype(np.asarray(targets).dtype, np.integer):
         raise ConfigError("training.sampler: balanced draws classes evenly; it needs a classification target")
     t = np.asarray(targets, dtype=np.int64)
     keep = t >= 0
     counts = np.bincount(t[keep])
-    weights = np.where(keep, 1.0 / np.maximum(counts[np.maximum(t, 0)], 1), 0.0)
-    return torch.utils.data.WeightedRandomSampler(
-        weights.tolist(), num_samples=len(t), replacement=True, generator=generator
-    )
+    return np.where(keep, 1.0 / np.maximum(counts[np.maximum(t, 0)], 1), 0.0)

@@ -53,6 +53,24 @@ class BestState(L.Callback):
             trainer.should_stop = True
             self.stopped_early = True
 
+    def state_dict(self) -> dict[str, object]:
+        """Saved in a resumable fit's checkpoint (tensors and JSON values only)."""
+        return {
+            "best_key": None if self.best_key is None else list(self.best_key),
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "best_metrics": self.best_metrics,
+            "stopped_early": self.stopped_early,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        key = state_dict["best_key"]
+        self.best_key = None if key is None else (float(key[0]), float(key[1]))
+        self.best_epoch = int(state_dict["best_epoch"])
+        self.best_state = state_dict["best_state"]
+        self.best_metrics = dict(state_dict["best_metrics"])
+        self.stopped_early = bool(state_dict["stopped_early"])
+
     def _snapshot(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """A CPU copy of the model's weights that reuses the previous copy of each frozen parameter (requires_grad
         off, same object, same in-place version), so a frozen pretrained backbone is copied once rather than at
@@ -77,6 +95,12 @@ class History(L.Callback):
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
         self._start = 0.0
+
+    def state_dict(self) -> dict[str, object]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = [dict(r) for r in state_dict["rows"]]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()

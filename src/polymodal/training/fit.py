@@ -25,6 +25,7 @@ from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
+from .checkpoint import Checkpointing, EpochCheckpoint, EpochSeed, SafetensorsCheckpointIO
 from .module import MultimodalModule
 
 log = logging.getLogger("polymodal")
@@ -82,6 +83,16 @@ def _stops_as_exceptions() -> Iterator[None]:
             signal.signal(signal.SIGINT, sigint)
 
 
+@contextlib.contextmanager
+def _restored_deterministic(enabled: bool) -> Iterator[None]:
+    """Lightning's ``deterministic`` flag switches torch's deterministic algorithms for the whole process; a fit
+    must leave the caller's setting as it found it."""
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled)
+
+
 def _precision(cfg: TrainingConfig) -> str:
     if cfg.precision:
         return cfg.precision
@@ -98,12 +109,15 @@ def fit_model(
     max_epochs: int,
     progress: bool = True,
     extra_callbacks: list[L.Callback] | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> FitResult:
     """Train ``model`` in place and restore the best validation epoch's weights.
 
     ``progress``: Lightning's live bar on a terminal, one log line per epoch (:class:`EpochLog`) otherwise.
     ``cfg.time_limit`` is checked after every training step (:class:`TimeLimit`). ``extra_callbacks`` run after
-    polymodal's own (tuning's pruning callback reads the validation metrics they logged)."""
+    polymodal's own (tuning's pruning callback reads the validation metrics they logged). ``checkpoint``: save a
+    checkpoint at every epoch end there, and continue from its last one when resuming (see training/checkpoint.py).
+    """
     monitor, mode = task.monitor
     best = BestState(f"val_{monitor}", mode, cfg.patience)
     history = History()
@@ -115,9 +129,13 @@ def fit_model(
     if progress and not bar:
         callbacks.append(EpochLog(f"val_{monitor}", max_epochs, cfg.time_limit))
     callbacks += list(extra_callbacks or [])
+    callbacks.append(EpochSeed(cfg.seed))
+    if checkpoint is not None:  # last: it saves the state the callbacks above hold at the epoch's end
+        callbacks.append(EpochCheckpoint(checkpoint.path))
     total_steps = max_epochs * len(train_loader)
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
-    with quiet_lightning():  # the Trainer announces the hardware when it is built
+    deterministic_before = torch.are_deterministic_algorithms_enabled()  # the Trainer sets it process-wide
+    with quiet_lightning(), _restored_deterministic(deterministic_before):  # (the Trainer announces the hardware)
         trainer = L.Trainer(
             max_epochs=max_epochs,
             # (training.precision: one of Lightning's values, checked with the config; typed as a plain str here)
@@ -127,11 +145,12 @@ def fit_model(
             gradient_clip_val=cfg.gradient_clip,
             callbacks=callbacks,
             logger=False,
-            enable_checkpointing=False,
+            enable_checkpointing=False,  # (polymodal's own EpochCheckpoint, without pickles)
+            plugins=[SafetensorsCheckpointIO()] if checkpoint is not None else None,
             enable_progress_bar=bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            deterministic=False,
+            deterministic=cfg.deterministic,
         )
         start = time.perf_counter()
         with warnings.catch_warnings(), _stops_as_exceptions():
@@ -140,7 +159,8 @@ def fit_model(
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
             # A frozen pretrained backbone stays in eval mode on purpose (see encoders/hf.py).
             warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
-            trainer.fit(module, train_loader, val_loader)
+            ckpt_path = checkpoint.resume_from() if checkpoint is not None else None
+            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - start
     if best.best_state is not None:
         model.load_state_dict(best.best_state)

@@ -98,6 +98,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return _unflatten(json.loads(meta)["tree"], tensors)
 
 
+def checkpoint_epoch(path: str | Path) -> int | None:
+    """The 0-based epoch whose end the checkpoint at ``path`` saved (None: no checkpoint there yet); reads only the
+    file's header."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = (f.metadata() or {}).get(_META)
+    except (OSError, ValueError, RuntimeError):  # absent, or (elsewhere than POSIX) replaced while opening
+        return None
+    if meta is None:
+        return None
+    epoch = json.loads(meta)["tree"]["__dict__"].get("epoch")
+    return int(epoch) if isinstance(epoch, int) else None
+
+
 class SafetensorsCheckpointIO(CheckpointIO):
     """Lightning's checkpoint IO through :func:`write_checkpoint` / :func:`read_checkpoint`."""
 

@@ -45,6 +45,7 @@ from .presets import apply_preset
 from .schema import Modality
 from .tasks import Task
 from .training import FitResult
+from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
 
 log = logging.getLogger("polymodal")
@@ -270,7 +271,7 @@ def fit_ensemble(
     verbose: bool = True,
     callbacks: list[Any] | None = None,
     auto: bool = False,
-    checkpoint: Any = None,
+    checkpoint: Checkpointing | None = None,
 ) -> FitOutcome:
     """Fit a weighted ensemble on ``data`` (see the module docstring); ``config`` is not modified.
 

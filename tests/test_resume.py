@@ -133,7 +133,9 @@ def test_resume_refuses_other_data_or_arguments_and_needs_a_folder(tmp_path: Pat
         Predictor("label", config=cfg, preset="fast", verbose=False).fit(_frame(), resume=True)
     # an interrupted fit's folder: its fingerprint recorded, as fit records it before training
     p = Predictor("label", config=cfg, preset="fast", verbose=False)
-    p._checkpointing(_frame(), None, p._user_config, folder, False)
+    checkpointing = p._checkpointing(_frame(), None, p._user_config, folder, False)
+    assert checkpointing is not None and not folder.exists()  # created with the first checkpoint
+    checkpointing.prepare()
     with pytest.raises(ResumeError, match="data"):
         p.fit(_frame(seed=1), checkpoint_dir=folder, resume=True)
     other = Predictor("label", config=cfg, preset="fast", seed=7, verbose=False)

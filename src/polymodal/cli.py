@@ -191,8 +191,10 @@ def _exit_for(e: BaseException) -> None:
 class _Output:
     """An output path of the running command, as it was before the command (for the interrupt message)."""
 
-    def __init__(self, path: Path, kept: str | None) -> None:
+    def __init__(self, path: Path, kept: str | None, optional: bool = False) -> None:
         self.path, self.kept, self.before = path, kept, _fingerprint(path)
+        #: named only when it is there after the signal (fit's checkpoint folder)
+        self.optional = optional
 
 
 #: the running command's outputs, checked by :func:`_check_output` before any work
@@ -216,6 +218,8 @@ def _interrupt_message(signum: int) -> str:
     parts = []
     for o in _outputs:
         now = _fingerprint(o.path)
+        if o.optional and now is None:
+            continue
         if now == o.before:
             parts.append(f"nothing was written to {o.path}" if now is None else f"{o.path} was left as it was")
         else:
@@ -491,6 +495,14 @@ def fit(
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
     if deterministic:
         cfg.training.deterministic = True
+    resume_dir = resume_dir_for(out_dir)
+    _outputs.append(
+        _Output(
+            resume_dir,
+            f"the last finished epoch is saved in {resume_dir}: run the same command with --resume to continue",
+            optional=True,
+        )
+    )
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
     p = Predictor(
@@ -505,7 +517,7 @@ def fit(
         preset=preset,
         verbose=not quiet,
     )
-    p.fit(data, checkpoint_dir=resume_dir_for(out_dir), resume=resume)
+    p.fit(data, checkpoint_dir=resume_dir, resume=resume)
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
     assert r is not None, "fit() records its result"

@@ -270,7 +270,8 @@ def make_loader(
         collate_fn=Collator(prepared, processors, train, target_dtype),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
-        generator=None if row_sampler is None else row_sampler.loader_generator,
+        # (a loader without a generator would draw its workers' seed from the caller's global torch generator)
+        generator=torch.Generator().manual_seed(seed) if row_sampler is None else row_sampler.loader_generator,
     )
 
 

@@ -142,15 +142,18 @@ class EpochSeed(L.Callback):
 
 
 class EpochCheckpoint(L.Callback):
-    """Saves the trainer's checkpoint to ``path`` at every training epoch end (after its validation, and also when
-    the time limit ends an epoch early). Must come after the callbacks whose state it saves."""
+    """Saves the trainer's checkpoint in ``checkpointing``'s folder at every training epoch end (after its
+    validation, and also when the time limit ends an epoch early). Must come after the callbacks whose state it
+    saves."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, checkpointing: Checkpointing) -> None:
+        self.checkpointing = checkpointing
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
-        log.debug("checkpoint of epoch %d written to %s", trainer.current_epoch + 1, self.path)
+        if trainer.is_global_zero:  # (the checkpoint itself is written by rank 0 only, as Lightning does)
+            self.checkpointing.prepare()
+        trainer.save_checkpoint(self.checkpointing.path)
+        log.debug("checkpoint of epoch %d written to %s", trainer.current_epoch + 1, self.checkpointing.path)
 
 
 # --------------------------------------------------------------------------------------- the folder
@@ -186,10 +189,13 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 @dataclass
 class Checkpointing:
     """A fit's checkpoint folder. ``resume``: continue from its checkpoint (the fit's fingerprint must match the
-    one the folder was started with); otherwise any earlier checkpoint there is discarded."""
+    one the folder was started with); otherwise any earlier checkpoint there is discarded. The folder is created
+    with the first checkpoint: a fit that writes none (an ensemble's members, a failure before the first epoch
+    ended) leaves nothing behind."""
 
     folder: Path
     resume: bool = False
+    fingerprint: dict[str, Any] | None = None
 
     @property
     def path(self) -> Path:
@@ -198,11 +204,13 @@ class Checkpointing:
     def begin(self, fingerprint: dict[str, Any]) -> None:
         """Check (resume) or record (a fresh start) the fit's fingerprint; call before training."""
         fingerprint = json.loads(json.dumps(fingerprint, default=str))  # as it will read back
+        self.fingerprint = fingerprint
         stored = self.folder / FINGERPRINT
         if self.resume:
             if not stored.is_file():
                 raise ResumeError(
-                    f"nothing to resume: {self.folder} holds no interrupted fit (it finished, or never started); "
+                    f"nothing to resume: no checkpoint in {self.folder} (the fit finished, trained several members, "
+                    "or stopped before its first epoch ended); "
                     + in_terms("call fit without resume=True", "run the command without --resume")
                 )
             old = json.loads(stored.read_text())
@@ -231,9 +239,16 @@ class Checkpointing:
             if ours:
                 log.warning("discarding the earlier interrupted fit's checkpoint in %s", self.folder)
             shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True)
+
+    def prepare(self) -> None:
+        """Create the folder with the fit's fingerprint, before its first checkpoint."""
+        stored = self.folder / FINGERPRINT
+        if stored.is_file():
+            return
+        assert self.fingerprint is not None, "begin() records the fingerprint"
+        self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_file(stored) as f:
-            json.dump(fingerprint, f, indent=1, sort_keys=True)
+            json.dump(self.fingerprint, f, indent=1, sort_keys=True)
 
     def resume_from(self) -> Path | None:
         """The checkpoint to continue from (None: train from the start)."""

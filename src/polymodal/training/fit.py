@@ -131,7 +131,7 @@ def fit_model(
     callbacks += list(extra_callbacks or [])
     callbacks.append(EpochSeed(cfg.seed))
     if checkpoint is not None:  # last: it saves the state the callbacks above hold at the epoch's end
-        callbacks.append(EpochCheckpoint(checkpoint.path))
+        callbacks.append(EpochCheckpoint(checkpoint))
     total_steps = max_epochs * len(train_loader)
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
     deterministic_before = torch.are_deterministic_algorithms_enabled()  # the Trainer sets it process-wide

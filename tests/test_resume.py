@@ -173,3 +173,30 @@ def test_checkpointing_refuses_a_foreign_folder(tmp_path: Path) -> None:
     with pytest.raises(ResumeError, match="not a polymodal checkpoint folder"):
         Checkpointing(folder).begin({"a": 1})
     assert (folder / "notes.txt").exists()
+
+
+def test_a_stopped_fit_keeps_its_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
+    """SIGTERM (a preempted job) after an epoch: exit 143, no run directory, the checkpoint folder kept and named."""
+    table = _table(tmp_path / "t.csv", 200)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "training": {**CONFIG["training"], "max_epochs": 100000}}))
+    out = tmp_path / "run"
+    ckpt = resume_dir_for(out) / CHECKPOINT
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(_fit_args(table, config, out), cwd=tmp_path, env=_env(), stderr=stderr)
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while proc.poll() is None and checkpoint_epoch(ckpt) is None:
+                assert time.monotonic() < deadline, "the fit wrote no checkpoint"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(WAIT_S) == 143, log.read_text(errors="replace")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    kept = f"the last finished epoch is saved in {resume_dir_for(out)}: run the same command with --resume to continue"
+    assert log.read_text().strip().splitlines()[-1] == f"interrupted by SIGTERM: nothing was written to {out}; {kept}"
+    assert not out.exists()
+    assert sorted(p.name for p in resume_dir_for(out).iterdir()) == ["last.safetensors", "resume.json"]

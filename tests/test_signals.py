@@ -97,16 +97,13 @@ def test_a_stop_signal_during_fit_exits_non_zero_and_writes_nothing(endless, tmp
     name = signal.Signals(signum).name
     assert rc == code, stderr[-3000:]
     said = "run was left as it was" if existing else "nothing was written to run"
-    # the epochs finished before the signal stay resumable (issue 20): the checkpoint folder beside --out, named
-    kept = "the last finished epoch is saved in .run.resume: run the same command with --resume to continue"
-    assert stderr.strip().splitlines()[-1] == f"interrupted by {name}: {said}; {kept}"
+    assert stderr.strip().splitlines()[-1] == f"interrupted by {name}: {said}"
     assert "Traceback" not in stderr
     if existing:
         assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["keep.txt", "polymodal.json"]
     else:
         assert not (tmp_path / "run").exists()
-    assert _hidden(tmp_path) == [".run.resume"]
-    assert sorted(p.name for p in (tmp_path / ".run.resume").iterdir()) == ["last.safetensors", "resume.json"]
+    assert _hidden(tmp_path) == []
 
 
 def _running_trial(out: Path) -> Callable[[], bool]:

@@ -237,7 +237,11 @@ class Checkpointing:
                     f"{self.folder} exists and is not a polymodal checkpoint folder; move it or choose another"
                 )
             if ours:
-                log.warning("discarding the earlier interrupted fit's checkpoint in %s", self.folder)
+                log.warning(
+                    "discarding the checkpoint of an earlier interrupted fit in %s (%s would have continued it)",
+                    self.folder,
+                    in_terms("resume=True", "--resume"),
+                )
             shutil.rmtree(self.folder)
 
     def prepare(self) -> None:

@@ -22,6 +22,10 @@ def _value(metrics: dict, key: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
+# callback_metrics keys that carry BestState's choice from spawned workers back to the caller (see on_fit_end)
+_BEST_EPOCH, _STOPPED_EARLY, _BEST = "polymodal/best_epoch", "polymodal/stopped_early", "polymodal/best/"
+
+
 class BestState(L.Callback):
     """Keeps the weights of the best validation epoch and stops training after ``patience`` epochs without a new best.
 
@@ -52,6 +56,29 @@ class BestState(L.Callback):
         elif trainer.current_epoch - self.best_epoch >= self.patience:
             trainer.should_stop = True
             self.stopped_early = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Restore the best epoch's weights inside the fit, on every rank: with ``ddp_spawn`` / ``ddp_notebook`` the
+        fit runs in worker processes and Lightning ships rank 0's weights and ``callback_metrics`` back to the
+        caller when it ends, so they must be the best ones, and what was chosen travels with the metrics."""
+        if self.best_state is None:
+            return
+        cast(torch.nn.Module, pl_module.model).load_state_dict(self.best_state)
+        shipped = {_BEST_EPOCH: float(self.best_epoch), _STOPPED_EARLY: float(self.stopped_early)}
+        shipped.update({_BEST + k: v for k, v in self.best_metrics.items()})
+        trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float64) for k, v in shipped.items()})
+
+    def adopt_shipped(self, metrics: dict) -> bool:
+        """In the process that called a spawned fit (where this callback saw no epoch): take the choice made in
+        the workers from the metrics they shipped back (see :meth:`on_fit_end`). False when there is none."""
+        epoch = _value(metrics, _BEST_EPOCH)
+        if self.best_state is not None or epoch is None:
+            return False
+        self.best_epoch, self.stopped_early = int(epoch), bool(_value(metrics, _STOPPED_EARLY))
+        self.best_metrics = {
+            k.removeprefix(_BEST): v for k in metrics if k.startswith(_BEST) and (v := _value(metrics, k)) is not None
+        }
+        return True
 
     def _snapshot(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """A CPU copy of the model's weights that reuses the previous copy of each frozen parameter (requires_grad
@@ -110,7 +137,12 @@ class TimeLimit(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        if self.reached or time.perf_counter() - self._start < self.seconds:
+        if self.reached:
+            return
+        over = time.perf_counter() - self._start >= self.seconds
+        # Under DDP every rank must stop after the same step (the others would wait for it forever): one rank past
+        # the limit stops them all. One process: the decision as it is.
+        if not trainer.strategy.reduce_boolean_decision(over, all=False):
             return
         self.reached = trainer.should_stop = True
         log.info(

@@ -25,6 +25,7 @@ from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
+from .distributed import sampler_seed
 from .module import MultimodalModule
 
 log = logging.getLogger("polymodal")
@@ -59,6 +60,8 @@ class FitResult:
     train_seconds: float = 0.0
     #: whether ``training.time_limit`` ended training
     time_limited: bool = False
+    #: this process's rank in a multi-process (DDP) fit, 0 otherwise: only rank 0 writes the run directory
+    global_rank: int = 0
 
 
 @contextlib.contextmanager
@@ -122,7 +125,9 @@ def fit_model(
             max_epochs=max_epochs,
             # (training.precision: one of Lightning's values, checked with the config; typed as a plain str here)
             accelerator=cfg.accelerator,
-            devices="auto",
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes,
             precision=_precision(cfg),  # type: ignore[arg-type]
             gradient_clip_val=cfg.gradient_clip,
             callbacks=callbacks,
@@ -134,7 +139,7 @@ def fit_model(
             deterministic=False,
         )
         start = time.perf_counter()
-        with warnings.catch_warnings(), _stops_as_exceptions():
+        with warnings.catch_warnings(), _stops_as_exceptions(), sampler_seed(cfg.seed):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
@@ -144,6 +149,8 @@ def fit_model(
     seconds = time.perf_counter() - start
     if best.best_state is not None:
         model.load_state_dict(best.best_state)
+    elif best.adopt_shipped(trainer.callback_metrics):
+        pass  # a spawned fit (ddp_spawn): the workers restored the best weights, Lightning loaded them here
     else:
         log.warning("no validation epoch completed (time limit too short?); keeping the last weights")
     return FitResult(
@@ -155,6 +162,7 @@ def fit_model(
         history=history.rows,
         train_seconds=round(seconds, 3),
         time_limited=limit is not None and limit.reached,
+        global_rank=trainer.global_rank,
     )
 
 

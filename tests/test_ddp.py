@@ -42,9 +42,10 @@ def _regression_table(path: Path, n: int) -> pd.DataFrame:
 def test_ddp_two_processes_gather_validation_and_write_one_run_dir(tmp_path):
     n = 140  # validation: 21 rows, odd, so the distributed sampler pads one rank with a repeated row
     frame = _regression_table(tmp_path / "t.csv", n)
-    # A high learning rate on a tiny net: the validation error is not monotone, so the best epoch is rarely the last
+    # A high learning rate on a tiny net: the validation error goes up after epoch 2, and patience 1 stops there, so
+    # the best epoch is not the last one (and both ranks must agree to stop, or one would wait for the other forever)
     config = {
-        "training": {"max_epochs": 6, "batch_size": 16, "learning_rate": 0.05, "patience": 6, "accelerator": "cpu"},
+        "training": {"max_epochs": 5, "batch_size": 16, "learning_rate": 0.3, "patience": 1, "accelerator": "cpu"},
         "encoders": {"tabular": {"name": "tabular_mlp", "hidden": 16, "dim": 16}},
         "fusion": {"dim": 16},
     }
@@ -71,11 +72,12 @@ def test_ddp_two_processes_gather_validation_and_write_one_run_dir(tmp_path):
 
     metrics = json.loads((out / "metrics.json").read_text())
     history = pd.read_csv(out / "training_log.csv")
-    assert len(history) == metrics["epochs_run"] == 6
+    assert len(history) == metrics["epochs_run"]
     # every epoch has the gathered validation metrics (before, they vanished under DDP and the last epoch was kept)
     assert history["val_rmse"].notna().all()
     best = metrics["best_epoch"]
     assert history["val_rmse"][best] == history["val_rmse"].min()  # the same best epoch chosen on every rank
+    assert metrics["stopped_early"] and best < len(history) - 1, "these settings should stop early: see the config"
     assert metrics["validation"]["val_rmse"] == pytest.approx(history["val_rmse"][best], rel=1e-6)
 
     # One process scoring the saved model on the whole validation split gives the metric the two ranks gathered:
@@ -85,8 +87,7 @@ def test_ddp_two_processes_gather_validation_and_write_one_run_dir(tmp_path):
     p = Predictor.load(out)
     scored = p.evaluate(frame.iloc[val_pos].reset_index(drop=True))
     assert scored["rmse"] == pytest.approx(metrics["validation"]["val_rmse"], rel=1e-4)
-    if best != len(history) - 1:  # and not the last epoch's weights
-        assert scored["rmse"] != pytest.approx(history["val_rmse"].iloc[-1], rel=1e-4)
+    assert scored["rmse"] != pytest.approx(history["val_rmse"].iloc[-1], rel=1e-4)  # not the last epoch's weights
     assert len(p.predict(frame.head(5))) == 5
 
 
@@ -138,3 +139,62 @@ def test_rank_comes_from_the_launcher_environment(monkeypatch):
     assert not is_main_process()
     monkeypatch.setenv("SLURM_PROCID", "0")  # srun's global rank decides
     assert is_main_process()
+
+
+def test_forked_workers_ship_the_best_epoch_back(tmp_path):
+    """ddp_fork / ddp_spawn / ddp_notebook train in worker processes: the caller gets rank 0's weights and metrics
+    when they end, so the best epoch must be restored in the workers and its choice shipped with the metrics."""
+    n = 140
+    frame = _regression_table(tmp_path / "t.csv", n)
+    config = {
+        "training": {
+            "max_epochs": 5,
+            "batch_size": 16,
+            "learning_rate": 0.3,
+            "patience": 1,
+            "accelerator": "cpu",
+            "devices": 2,
+            "strategy": "ddp_fork",
+        },
+        "encoders": {"tabular": {"name": "tabular_mlp", "hidden": 16, "dim": 16}},
+        "fusion": {"dim": 16},
+    }
+    p = Predictor("y", config=config, preset="fast", verbose=False).fit(frame)
+    r = p.fit_result
+    assert r is not None and r.stopped_early and r.best_epoch < r.epochs_run - 1
+    _, val_pos = split_rows(n, TrainingConfig().validation_fraction, 0, None, None)
+    scored = p.evaluate(frame.iloc[val_pos].reset_index(drop=True))
+    assert scored["rmse"] == pytest.approx(r.validation["val_rmse"], rel=1e-4)
+
+
+_TIME_LIMITED_FIT = """
+import json, sys
+import numpy as np, pandas as pd
+from polymodal import Predictor
+
+rng = np.random.default_rng(0)
+frame = pd.DataFrame({"x1": rng.normal(size=300), "x2": rng.normal(size=300)})
+frame["y"] = frame.x1 - frame.x2
+config = {
+    "training": {"max_epochs": 200, "batch_size": 8, "accelerator": "cpu", "devices": 2, "strategy": "ddp_fork",
+                 "time_limit": 0.5, "patience": 200},
+    "encoders": {"tabular": {"name": "tabular_mlp", "hidden": 8, "dim": 8}},
+    "fusion": {"dim": 8},
+}
+r = Predictor("y", config=config, preset="fast", verbose=False).fit(frame).fit_result
+print(json.dumps({"time_limited": r.time_limited, "epochs_run": r.epochs_run, "best_epoch": r.best_epoch}))
+"""
+
+
+def test_time_limit_stops_every_rank_together(tmp_path):
+    """The time limit is checked per process; one rank stopping alone would leave the other waiting for it forever
+    (here: until the subprocess timeout). One rank past the limit stops them all after the same step."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT / "src"))
+    script = tmp_path / "fit.py"
+    script.write_text(_TIME_LIMITED_FIT)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["time_limited"] and result["epochs_run"] < 200 and result["best_epoch"] >= 0

@@ -63,3 +63,21 @@ def sampler_seed(seed: int) -> Iterator[None]:
             os.environ.pop("PL_GLOBAL_SEED", None)
         else:
             os.environ["PL_GLOBAL_SEED"] = before
+
+
+@contextlib.contextmanager
+def spawn_safe_sharing(strategy: str) -> Iterator[None]:
+    """``ddp_spawn`` pickles the module and the loaders for its workers. Under torch's default ``file_descriptor``
+    sharing, a storage reached twice (a tensor and a view of it) passes the same descriptor twice, which Python's
+    spawn refuses ("bad value(s) in fds_to_keep"); ``file_system`` sharing has no such limit. Set for the block."""
+    if not strategy.startswith("ddp_spawn"):
+        yield
+        return
+    import torch.multiprocessing as mp
+
+    before = mp.get_sharing_strategy()
+    mp.set_sharing_strategy("file_system")
+    try:
+        yield
+    finally:
+        mp.set_sharing_strategy(before)

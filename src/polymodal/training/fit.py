@@ -25,7 +25,7 @@ from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
-from .distributed import sampler_seed
+from .distributed import sampler_seed, spawn_safe_sharing
 from .module import MultimodalModule
 
 log = logging.getLogger("polymodal")
@@ -139,7 +139,7 @@ def fit_model(
             deterministic=False,
         )
         start = time.perf_counter()
-        with warnings.catch_warnings(), _stops_as_exceptions(), sampler_seed(cfg.seed):
+        with warnings.catch_warnings(), _stops_as_exceptions(), sampler_seed(cfg.seed), spawn_safe_sharing(cfg.strategy):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
@@ -155,13 +155,13 @@ def fit_model(
         log.warning("no validation epoch completed (time limit too short?); keeping the last weights")
     return FitResult(
         best_epoch=best.best_epoch,
-        epochs_run=trainer.current_epoch,
+        epochs_run=max(trainer.current_epoch, best.epochs_run),  # (a spawned fit: the workers' count)
         fit_seconds=round(seconds, 3),
         stopped_early=best.stopped_early,
         validation=best.best_metrics,
         history=history.rows,
         train_seconds=round(seconds, 3),
-        time_limited=limit is not None and limit.reached,
+        time_limited=limit is not None and limit.was_reached(trainer.callback_metrics),
         global_rank=trainer.global_rank,
     )
 

@@ -196,9 +196,8 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .signals import Interrupted, stop_on_signals
-
         from .ranks import is_main_process
+        from .signals import Interrupted, stop_on_signals
 
         # the other processes of a DDP run report problems only: rank 0 prints the progress
         _setup_logging(kwargs.get("quiet", False) or not is_main_process())

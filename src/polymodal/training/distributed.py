@@ -81,3 +81,10 @@ def spawn_safe_sharing(strategy: str) -> Iterator[None]:
         yield
     finally:
         mp.set_sharing_strategy(before)
+
+
+@contextlib.contextmanager
+def distributed_fit(seed: int, strategy: str) -> Iterator[None]:
+    """Around ``trainer.fit``: :func:`sampler_seed` and :func:`spawn_safe_sharing`."""
+    with sampler_seed(seed), spawn_safe_sharing(strategy):
+        yield

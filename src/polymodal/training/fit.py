@@ -25,7 +25,7 @@ from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
-from .distributed import sampler_seed, spawn_safe_sharing
+from .distributed import distributed_fit
 from .module import MultimodalModule
 
 log = logging.getLogger("polymodal")
@@ -139,7 +139,7 @@ def fit_model(
             deterministic=False,
         )
         start = time.perf_counter()
-        with warnings.catch_warnings(), _stops_as_exceptions(), sampler_seed(cfg.seed), spawn_safe_sharing(cfg.strategy):
+        with warnings.catch_warnings(), _stops_as_exceptions(), distributed_fit(cfg.seed, cfg.strategy):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")

@@ -23,7 +23,7 @@ from polymodal.errors import ConfigError
 from polymodal.fitting import split_rows
 from polymodal.ranks import is_main_process, process_rank
 from polymodal.tasks.base import Task
-from polymodal.training.distributed import gather_outputs
+from polymodal.training.distributed import check_settings, gather_outputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,6 +114,19 @@ def test_distribution_settings_are_validated():
     for bad in ({"devices": 0}, {"devices": [1, 1]}, {"strategy": "dpp"}, {"num_nodes": 0}):
         with pytest.raises(ValidationError, match="devices|strategy|num_nodes"):
             TrainingConfig(**bad)
+
+
+def test_device_settings_the_cpu_cannot_run_are_refused_with_what_to_give(monkeypatch):
+    with pytest.raises(ValidationError, match="selects GPUs; on the CPU give a number of processes"):
+        TrainingConfig(accelerator="cpu", devices=[0, 1])
+    with pytest.raises(ValidationError, match="fsdp needs GPUs"):
+        TrainingConfig(accelerator="cpu", strategy="fsdp")
+    # accelerator auto: known at fit time, once the machine is seen to have no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="deepspeed needs GPUs.*no GPU was found"):
+        check_settings(TrainingConfig(strategy="deepspeed", devices=2))
+    check_settings(TrainingConfig(strategy="ddp", devices=2))  # the CPU runs DDP
 
 
 def test_cli_distribution_options_reach_the_config(tmp_path, cli):

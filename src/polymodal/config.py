@@ -278,6 +278,17 @@ class TaskConfig(_Section):
         return v
 
 
+def cpu_distribution_problem(devices: Any, strategy: str) -> str | None:
+    """What is wrong with these device settings for training on the CPU (Lightning refuses them there), with what
+    to give instead; None when nothing is. Checked with the config when ``accelerator: cpu``, and at fit time
+    where ``accelerator: auto`` has resolved to the CPU."""
+    if isinstance(devices, list):
+        return "devices: a list of device ids selects GPUs; on the CPU give a number of processes (devices: 2)"
+    if strategy.startswith(("fsdp", "deepspeed")):
+        return f"strategy {strategy} needs GPUs; on the CPU use ddp (or auto)"
+    return None
+
+
 class TrainingConfig(_Section):
     """The training loop."""
 
@@ -344,6 +355,12 @@ class TrainingConfig(_Section):
         if isinstance(v, float) and not 0 <= v <= SEED_MAX:
             raise ValueError(f"must be an integer from 0 to {SEED_MAX}")
         return v
+
+    @model_validator(mode="after")
+    def _devices_fit_accelerator(self) -> "TrainingConfig":
+        if self.accelerator == "cpu" and (problem := cpu_distribution_problem(self.devices, self.strategy)):
+            raise ValueError(problem)
+        return self
 
     @field_validator("devices", mode="after")
     @classmethod

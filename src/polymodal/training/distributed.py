@@ -18,7 +18,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..config import TrainingConfig, cpu_distribution_problem
+from ..errors import ConfigError
 from ..tasks import Task
+
+
+def check_settings(cfg: TrainingConfig) -> None:
+    """Refuse, before Lightning does with a bare exception, device settings the machine cannot run: on the CPU (the
+    accelerator given or chosen by auto) a list of device ids, FSDP or DeepSpeed."""
+    cpu = cfg.accelerator == "cpu" or (
+        cfg.accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    )
+    if not cpu:
+        return
+    if problem := cpu_distribution_problem(cfg.devices, cfg.strategy):
+        raise ConfigError(f"training.{problem} (this machine trains on the CPU: no GPU was found)")
 
 
 def world_size() -> int:

@@ -25,7 +25,7 @@ from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
-from .distributed import distributed_fit
+from .distributed import check_settings, distributed_fit
 from .module import MultimodalModule
 
 log = logging.getLogger("polymodal")
@@ -107,6 +107,7 @@ def fit_model(
     ``progress``: Lightning's live bar on a terminal, one log line per epoch (:class:`EpochLog`) otherwise.
     ``cfg.time_limit`` is checked after every training step (:class:`TimeLimit`). ``extra_callbacks`` run after
     polymodal's own (tuning's pruning callback reads the validation metrics they logged)."""
+    check_settings(cfg)
     monitor, mode = task.monitor
     best = BestState(f"val_{monitor}", mode, cfg.patience)
     history = History()

@@ -21,6 +21,7 @@ from .model import count_parameters
 from .params import TASK_PARAMS
 from .pipeline import Data, FittedPipeline, check_label_list
 from .presets import ENSEMBLE_PRESETS, PRESETS, PresetChoice
+from .ranks import is_main_process
 from .schema import Modality, Schema
 from .tasks import Task
 from .tasks.generation import GenerationTask
@@ -236,6 +237,7 @@ class Predictor:
         ``time_limit`` (optional): seconds of training for this call, instead of the constructor's ``time_limit``.
         """
         cfg = self._user_config
+        verbose = self.verbose and is_main_process()  # a DDP run's other ranks train silently
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
         if self.preset in ENSEMBLE_PRESETS or self.preset is None:
@@ -249,13 +251,11 @@ class Predictor:
                 AUTO_PLAN if auto else None,
                 tuning_data=tuning_data,
                 preset=self.preset,
-                verbose=self.verbose,
+                verbose=verbose,
                 auto=auto,
             )
         else:
-            outcome = fit_pipeline(
-                data, self.label, cfg, tuning_data=tuning_data, preset=self.preset, verbose=self.verbose
-            )
+            outcome = fit_pipeline(data, self.label, cfg, tuning_data=tuning_data, preset=self.preset, verbose=verbose)
         self.pipeline, self.preset_report = outcome.pipeline, outcome.preset_report
         return self
 

@@ -541,7 +541,7 @@ def fit(
         seed=seed,
         on_error=on_error,
         preset=preset,
-        verbose=not quiet and is_main_process(),  # the other ranks of a DDP run train silently
+        verbose=not quiet,
     )
     p.fit(data)
     if not is_main_process():  # rank 0 writes the run directory and prints the summary; the others are done

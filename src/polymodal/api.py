@@ -21,6 +21,7 @@ from .model import count_parameters
 from .params import TASK_PARAMS
 from .pipeline import Data, FittedPipeline, check_label_list
 from .presets import ENSEMBLE_PRESETS, PRESETS, PresetChoice
+from .ranks import is_main_process
 from .schema import Modality, Schema
 from .tasks import Task
 from .tasks.generation import GenerationTask
@@ -248,6 +249,7 @@ class Predictor:
         ``resume``: continue the interrupted fit saved in ``checkpoint_dir`` (same data, label and arguments).
         """
         cfg = self._user_config
+        verbose = self.verbose and is_main_process()  # a DDP run's other ranks train silently
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
         checkpoint = self._checkpointing(data, tuning_data, cfg, checkpoint_dir, resume)
@@ -262,7 +264,7 @@ class Predictor:
                 AUTO_PLAN if auto else None,
                 tuning_data=tuning_data,
                 preset=self.preset,
-                verbose=self.verbose,
+                verbose=verbose,
                 auto=auto,
                 checkpoint=checkpoint,
             )
@@ -273,7 +275,7 @@ class Predictor:
                 cfg,
                 tuning_data=tuning_data,
                 preset=self.preset,
-                verbose=self.verbose,
+                verbose=verbose,
                 checkpoint=checkpoint,
             )
         self.pipeline, self.preset_report = outcome.pipeline, outcome.preset_report

@@ -138,6 +138,51 @@ OnErrorOpt = typer.Option(
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages.")
 
 
+def _devices_option(value: str | None) -> str | None:
+    """Checks --devices as the command line is parsed: auto, a number, or comma-separated device ids."""
+    if value is None or value == "auto" or value.lstrip("-").isdigit():
+        return value
+    if all(part.strip().isdigit() for part in value.split(",")):
+        return value
+    raise typer.BadParameter(f"expected auto, a number of devices (-1: all) or device ids such as 0,1; got {value!r}")
+
+
+def _with_distribution(cfg: Any, devices: str | None, strategy: str | None, num_nodes: int | None) -> Any:
+    """``cfg`` with the --devices / --strategy / --num-nodes options in its training section (checked there)."""
+    from .config import PolymodalConfig
+
+    if devices is None and strategy is None and num_nodes is None:
+        return cfg
+    data = cfg.to_dict()
+    if devices is not None:
+        data["training"]["devices"] = (
+            devices if devices == "auto" else [int(d) for d in devices.split(",")] if "," in devices else int(devices)
+        )
+    if strategy is not None:
+        data["training"]["strategy"] = strategy
+    if num_nodes is not None:
+        data["training"]["num_nodes"] = num_nodes
+    return PolymodalConfig.from_any(data)
+
+
+DevicesOpt = typer.Option(
+    None,
+    "--devices",
+    help="Devices per machine: auto (default: every GPU, else one CPU process), a number (-1: all) or ids such as "
+    "0,1. Above 1, one training process per device (see --strategy); only the first writes --out.",
+    callback=_devices_option,
+)
+StrategyOpt = typer.Option(
+    None,
+    "--strategy",
+    help="Lightning strategy: auto (DDP on several devices), ddp (re-runs this command once per device), "
+    "ddp_find_unused_parameters_true, ddp_spawn, fsdp, deepspeed (docs/USER_GUIDE.md, 'Several devices').",
+)
+NumNodesOpt = typer.Option(
+    None, "--num-nodes", min=1, help="Machines taking part (run the command on each, e.g. with srun or torchrun)."
+)
+
+
 def _setup_logging(quiet: bool) -> None:
     log = logging.getLogger("polymodal")
     log.handlers[:] = [RichHandler(console=err, show_time=False, show_path=False, markup=False)]
@@ -151,9 +196,11 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .ranks import is_main_process
         from .signals import Interrupted, stop_on_signals
 
-        _setup_logging(kwargs.get("quiet", False))
+        # the other processes of a DDP run report problems only: rank 0 prints the progress
+        _setup_logging(kwargs.get("quiet", False) or not is_main_process())
         _outputs.clear()
         try:
             with stop_on_signals():
@@ -479,6 +526,9 @@ def fit(
         "--deterministic",
         help="Deterministic algorithms only (training.deterministic): the same seed and data give identical weights.",
     ),
+    devices: str | None = DevicesOpt,
+    strategy: str | None = StrategyOpt,
+    num_nodes: int | None = NumNodesOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a model on a table and save it as a run directory (written only when training succeeds)."""
@@ -493,6 +543,7 @@ def fit(
         check_replaceable(out_dir)  # before training: only a run directory or an empty folder is replaced
     _check_output(out_dir, folder=True)
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
+    cfg = _with_distribution(cfg, devices, strategy, num_nodes)
     if deterministic:
         cfg.training.deterministic = True
     resume_dir = resume_dir_for(out_dir)
@@ -504,6 +555,7 @@ def fit(
         )
     )
     from .api import Predictor  # after the config check: importing the trainer takes seconds
+    from .ranks import is_main_process
 
     p = Predictor(
         _labels(label),
@@ -518,6 +570,8 @@ def fit(
         verbose=not quiet,
     )
     p.fit(data, checkpoint_dir=resume_dir, resume=resume)
+    if not is_main_process():  # rank 0 writes the run directory and prints the summary; the others are done
+        return
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
     assert r is not None, "fit() records its result"

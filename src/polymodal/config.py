@@ -27,6 +27,25 @@ OnError = Literal["fail", "skip", "missing"]
 # Lightning's accelerator names (its registry: cpu, cuda, mps, tpu; plus auto and gpu) and precision values, listed
 # here so that the config check imports no Lightning; tests/test_hostile_values.py compares them with Lightning's.
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
+#: Lightning's strategy names (its StrategyRegistry) that a polymodal fit can use; "auto": one device, or DDP on several
+Strategy = Literal[
+    "auto",
+    "ddp",
+    "ddp_spawn",
+    "ddp_fork",
+    "ddp_notebook",
+    "ddp_find_unused_parameters_true",
+    "ddp_spawn_find_unused_parameters_true",
+    "fsdp",
+    "fsdp_cpu_offload",
+    "deepspeed",
+    "deepspeed_stage_1",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+    "single_device",
+]
 Precision = Literal[
     "16-mixed",
     "bf16-mixed",
@@ -259,6 +278,17 @@ class TaskConfig(_Section):
         return v
 
 
+def cpu_distribution_problem(devices: Any, strategy: str) -> str | None:
+    """What is wrong with these device settings for training on the CPU (Lightning refuses them there), with what
+    to give instead; None when nothing is. Checked with the config when ``accelerator: cpu``, and at fit time
+    where ``accelerator: auto`` has resolved to the CPU."""
+    if isinstance(devices, list):
+        return "devices: a list of device ids selects GPUs; on the CPU give a number of processes (devices: 2)"
+    if strategy.startswith(("fsdp", "deepspeed")):
+        return f"strategy {strategy} needs GPUs; on the CPU use ddp (or auto)"
+    return None
+
+
 class TrainingConfig(_Section):
     """The training loop."""
 
@@ -310,6 +340,18 @@ class TrainingConfig(_Section):
         description="Lightning precision, e.g. 16-mixed or bf16-mixed (None = automatic: 16-mixed on a GPU, else "
         "32-true)",
     )
+    devices: int | list[int] | Literal["auto"] = Field(
+        "auto",
+        description="devices per machine (Lightning's devices): auto (every GPU, else 1 CPU process), a number "
+        "(-1: all), or a list of device ids; above 1, training runs one process per device (see strategy)",
+    )
+    strategy: Strategy = Field(
+        "auto",
+        description="Lightning strategy: auto (DDP when devices or num_nodes is above 1), ddp (one process per "
+        "device, launched by re-running the command), ddp_spawn / ddp_notebook (from a notebook), fsdp, deepspeed; "
+        "ddp_find_unused_parameters_true when a step may leave parameters unused (modality dropout)",
+    )
+    num_nodes: int = Field(1, ge=1, description="machines taking part in the training (Lightning's num_nodes)")
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -317,6 +359,21 @@ class TrainingConfig(_Section):
         # a float such as 1e20 would otherwise get pydantic's "exceeded maximum size" message
         if isinstance(v, float) and not 0 <= v <= SEED_MAX:
             raise ValueError(f"must be an integer from 0 to {SEED_MAX}")
+        return v
+
+    @model_validator(mode="after")
+    def _devices_fit_accelerator(self) -> "TrainingConfig":
+        if self.accelerator == "cpu" and (problem := cpu_distribution_problem(self.devices, self.strategy)):
+            raise ValueError(problem)
+        return self
+
+    @field_validator("devices", mode="after")
+    @classmethod
+    def _devices_valid(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1 and v != -1:
+            raise ValueError("must be a number of devices (1 or more, -1 for all), a list of device ids or auto")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError("a device list names each device id (0 or more) once, e.g. [0, 1]")
         return v
 
     @field_validator("precision", mode="before")

@@ -32,6 +32,7 @@ from .data.processors import LoadContext, Processor, TabularProcessor, build_pro
 from .data.readers import Table, read_table
 from .errors import ConfigError, DataError, NotFittedError, PolymodalError, RowIssue, SchemaError, row_label
 from .model import build_model, count_parameters
+from .ranks import is_main_process
 from .rundir import (
     BACKBONES,
     FORMAT_VERSION,
@@ -436,8 +437,14 @@ class FittedPipeline:
 
     # --------------------------------------------------------------------------------------- persistence
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """Write the run directory atomically (see :mod:`polymodal.rundir`). Returns its path."""
+        """Write the run directory atomically (see :mod:`polymodal.rundir`). Returns its path.
+
+        In a multi-process (DDP) run only rank 0 writes: every rank runs the same program and would otherwise
+        replace the same folder at once."""
         path = Path(path)
+        if not is_main_process():
+            log.debug("not saving %s: this is not rank 0 of a multi-process run", path)
+            return path
         with writing(path, overwrite=overwrite) as tmp:
             write_json(
                 tmp / "polymodal.json",

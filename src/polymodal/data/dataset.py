@@ -32,17 +32,22 @@ log = logging.getLogger("polymodal")
 
 @dataclass
 class Batch:
-    """Column tensors keyed by ``<modality>[.<part>]``, a presence mask per modality, and the target."""
+    """Column tensors keyed by ``<modality>[.<part>]``, a presence mask per modality, and the target.
+
+    ``rows``: the batch's positions in the rows it was drawn from (set by :class:`Collator`): under DDP each process
+    sees a shard, and validation puts the shards' outputs back in order with them."""
 
     inputs: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]
     target: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(
             {k: v.to(device) for k, v in self.inputs.items()},
             {k: v.to(device) for k, v in self.masks.items()},
             None if self.target is None else self.target.to(device),
+            self.rows,  # positions stay on the CPU: they index outputs collected there
         )
 
     def __len__(self) -> int:
@@ -239,7 +244,7 @@ class Collator:
         target = None
         if self.prepared.targets is not None:
             target = torch.as_tensor(self.prepared.targets[idx], dtype=self.target_dtype)
-        return Batch(inputs, masks, target)
+        return Batch(inputs, masks, target, torch.as_tensor(idx, dtype=torch.long))
 
 
 def make_loader(

@@ -72,6 +72,11 @@ class Task(ABC):
         """Gather the per-batch outputs of :meth:`predict_batch` / :meth:`validation_outputs`, in row order."""
         return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
 
+    def select_outputs(self, outputs: Any, rows: np.ndarray) -> Any:
+        """The ``rows`` (positions) of outputs gathered by :meth:`collect_outputs`, in that order (DDP validation
+        puts the ranks' rows back in order with it)."""
+        return outputs[rows]
+
     # --- learned after training, from the validation split ------------------------------------------------
     def calibrate(self, outputs: Any, labels: pd.Series) -> None:
         """Learn post-processing from the trained network's ``outputs`` on the validation rows and their

@@ -178,6 +178,9 @@ class GenerationTask(Task):
         greedy = self.decoding.model_copy(update={"method": "greedy"})
         return self._decode(model, batch, greedy)
 
+    def select_outputs(self, outputs: Generated, rows: np.ndarray) -> Generated:
+        return Generated(outputs.ids[rows], outputs.scores[rows], outputs.lengths[rows])
+
     def collect_outputs(self, parts: list[Generated]) -> Generated:
         width = max([p.ids.shape[1] for p in parts] + [1])
         pad = self.specials.pad

@@ -22,6 +22,11 @@ def _value(metrics: dict, key: str) -> float | None:
     return v if math.isfinite(v) else None
 
 
+# callback_metrics keys that carry BestState's choice from spawned workers back to the caller (see on_fit_end)
+_BEST_EPOCH, _STOPPED_EARLY, _EPOCHS_RUN = "polymodal/best_epoch", "polymodal/stopped_early", "polymodal/epochs_run"
+_BEST, _TIME_LIMITED = "polymodal/best/", "polymodal/time_limited"
+
+
 class BestState(L.Callback):
     """Keeps the weights of the best validation epoch and stops training after ``patience`` epochs without a new best.
 
@@ -36,6 +41,7 @@ class BestState(L.Callback):
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_metrics: dict[str, float] = {}
+        self.epochs_run = 0  # set from a spawned fit's shipped metrics (adopt_shipped)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -70,6 +76,34 @@ class BestState(L.Callback):
         self.best_state = state_dict["best_state"]
         self.best_metrics = dict(state_dict["best_metrics"])
         self.stopped_early = bool(state_dict["stopped_early"])
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Restore the best epoch's weights inside the fit, on every rank: with ``ddp_spawn`` / ``ddp_notebook`` the
+        fit runs in worker processes and Lightning ships rank 0's weights and ``callback_metrics`` back to the
+        caller when it ends, so they must be the best ones, and what was chosen travels with the metrics."""
+        if self.best_state is None:
+            return
+        cast(torch.nn.Module, pl_module.model).load_state_dict(self.best_state)
+        shipped = {
+            _BEST_EPOCH: float(self.best_epoch),
+            _STOPPED_EARLY: float(self.stopped_early),
+            _EPOCHS_RUN: float(trainer.current_epoch),
+        }
+        shipped.update({_BEST + k: v for k, v in self.best_metrics.items()})
+        trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float64) for k, v in shipped.items()})
+
+    def adopt_shipped(self, metrics: dict) -> bool:
+        """In the process that called a spawned fit (where this callback saw no epoch): take the choice made in
+        the workers from the metrics they shipped back (see :meth:`on_fit_end`). False when there is none."""
+        epoch = _value(metrics, _BEST_EPOCH)
+        if self.best_state is not None or epoch is None:
+            return False
+        self.best_epoch, self.stopped_early = int(epoch), bool(_value(metrics, _STOPPED_EARLY))
+        self.epochs_run = int(_value(metrics, _EPOCHS_RUN) or 0)
+        self.best_metrics = {
+            k.removeprefix(_BEST): v for k in metrics if k.startswith(_BEST) and (v := _value(metrics, k)) is not None
+        }
+        return True
 
     def _snapshot(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """A CPU copy of the model's weights that reuses the previous copy of each frozen parameter (requires_grad
@@ -133,8 +167,21 @@ class TimeLimit(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a spawned fit's caller learns it from the metrics Lightning ships back (as BestState's choice)
+        trainer.callback_metrics[_TIME_LIMITED] = torch.tensor(float(self.reached), dtype=torch.float64)
+
+    def was_reached(self, metrics: dict) -> bool:
+        """Whether the limit ended training, here or in the workers of a spawned fit (their shipped ``metrics``)."""
+        return self.reached or bool(_value(metrics, _TIME_LIMITED))
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        if self.reached or time.perf_counter() - self._start < self.seconds:
+        if self.reached:
+            return
+        over = time.perf_counter() - self._start >= self.seconds
+        # Under DDP every rank must stop after the same step (the others would wait for it forever): one rank past
+        # the limit stops them all. One process: the decision as it is.
+        if not trainer.strategy.reduce_boolean_decision(over, all=False):
             return
         self.reached = trainer.should_stop = True
         log.info(

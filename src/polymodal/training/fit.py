@@ -26,6 +26,7 @@ from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
 from .checkpoint import Checkpointing, EpochCheckpoint, EpochSeed, SafetensorsCheckpointIO
+from .distributed import check_settings, distributed_fit
 from .module import MultimodalModule
 
 log = logging.getLogger("polymodal")
@@ -60,6 +61,8 @@ class FitResult:
     train_seconds: float = 0.0
     #: whether ``training.time_limit`` ended training
     time_limited: bool = False
+    #: this process's rank in a multi-process (DDP) fit, 0 otherwise: only rank 0 writes the run directory
+    global_rank: int = 0
 
 
 @contextlib.contextmanager
@@ -118,6 +121,7 @@ def fit_model(
     polymodal's own (tuning's pruning callback reads the validation metrics they logged). ``checkpoint``: save a
     checkpoint at every epoch end there, and continue from its last one when resuming (see training/checkpoint.py).
     """
+    check_settings(cfg)
     monitor, mode = task.monitor
     best = BestState(f"val_{monitor}", mode, cfg.patience)
     history = History()
@@ -140,7 +144,9 @@ def fit_model(
             max_epochs=max_epochs,
             # (training.precision: one of Lightning's values, checked with the config; typed as a plain str here)
             accelerator=cfg.accelerator,
-            devices="auto",
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes,
             precision=_precision(cfg),  # type: ignore[arg-type]
             gradient_clip_val=cfg.gradient_clip,
             callbacks=callbacks,
@@ -153,7 +159,7 @@ def fit_model(
             deterministic=cfg.deterministic,
         )
         start = time.perf_counter()
-        with warnings.catch_warnings(), _stops_as_exceptions():
+        with warnings.catch_warnings(), _stops_as_exceptions(), distributed_fit(cfg.seed, cfg.strategy):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
@@ -164,17 +170,20 @@ def fit_model(
     seconds = time.perf_counter() - start
     if best.best_state is not None:
         model.load_state_dict(best.best_state)
+    elif best.adopt_shipped(trainer.callback_metrics):
+        pass  # a spawned fit (ddp_spawn): the workers restored the best weights, Lightning loaded them here
     else:
         log.warning("no validation epoch completed (time limit too short?); keeping the last weights")
     return FitResult(
         best_epoch=best.best_epoch,
-        epochs_run=trainer.current_epoch,
+        epochs_run=max(trainer.current_epoch, best.epochs_run),  # (a spawned fit: the workers' count)
         fit_seconds=round(seconds, 3),
         stopped_early=best.stopped_early,
         validation=best.best_metrics,
         history=history.rows,
         train_seconds=round(seconds, 3),
-        time_limited=limit is not None and limit.reached,
+        time_limited=limit is not None and limit.was_reached(trainer.callback_metrics),
+        global_rank=trainer.global_rank,
     )
 
 

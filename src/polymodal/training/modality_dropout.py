@@ -26,4 +26,4 @@ def drop_modalities(batch: Batch, rate: float, generator: torch.Generator | None
         scores = torch.rand(present.shape, generator=generator).to(present.device).masked_fill(~present, -1.0)
         restore = torch.nn.functional.one_hot(scores.argmax(dim=1), len(names)).bool()
         keep |= restore & emptied.unsqueeze(1)
-    return Batch(batch.inputs, {n: keep[:, i] for i, n in enumerate(names)}, batch.target)
+    return Batch(batch.inputs, {n: keep[:, i] for i, n in enumerate(names)}, batch.target, batch.rows)

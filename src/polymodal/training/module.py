@@ -14,6 +14,7 @@ from ..config import TrainingConfig
 from ..data.dataset import Batch
 from ..model import MultimodalModel
 from ..tasks import Task
+from .distributed import gather_outputs
 from .modality_dropout import drop_modalities
 
 
@@ -48,6 +49,7 @@ class MultimodalModule(L.LightningModule):
         self.total_steps = max(1, total_steps)
         self.val_labels = val_labels
         self._val_outputs: list[Any] = []
+        self._val_rows: list[torch.Tensor] = []
 
     def forward(self, batch: Batch) -> torch.Tensor:
         # the model picks its inputs: a generation model also reads the target (teacher forcing)
@@ -57,25 +59,36 @@ class MultimodalModule(L.LightningModule):
         batch = drop_modalities(batch, self.cfg.modality_dropout)
         assert batch.target is not None, "training batches carry their targets"
         loss = self.model.loss(self(batch), batch.target, self.task)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), sync_dist=True)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self(batch)
         assert batch.target is not None, "validation batches carry their targets"
-        self.log("val_loss", self.task.loss(out, batch.target), on_step=False, on_epoch=True, batch_size=len(batch))
+        loss = self.task.loss(out, batch.target)
+        # (under DDP: the mean over the ranks, each weighted by its batches; the rows a sampler repeats count twice)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), sync_dist=True)
         self._val_outputs.append(self.task.validation_outputs(self.model, batch, out))
+        if batch.rows is not None:
+            self._val_rows.append(batch.rows.cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_outputs or self.val_labels is None:
+        if self.val_labels is None:
             return
-        outputs = self.task.collect_outputs(self._val_outputs)
+        parts, rows = list(self._val_outputs), list(self._val_rows)
         self._val_outputs.clear()
-        if len(outputs) != len(self.val_labels):  # Lightning's sanity check runs on a few batches only
+        self._val_rows.clear()
+        if len(rows) != len(parts):  # batches without positions (a loader not made by make_loader): one process
+            outputs = self.task.collect_outputs(parts) if parts else None
+        else:  # every rank's outputs, each row once and in order (a collective call under DDP)
+            outputs = gather_outputs(self.task, parts, rows, len(self.val_labels))
+        if outputs is None or len(outputs) != len(self.val_labels):  # the sanity check runs a few batches only
             return
         for name, value in self.task.metrics(self.val_labels, outputs).items():
             if np.isfinite(value):
-                self.log(f"val_{name}", value)
+                # the same value on every rank (computed from the same gathered outputs); synced so that
+                # Lightning does not warn, and so that a rank never disagrees on the best epoch
+                self.log(f"val_{name}", value, sync_dist=True)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(

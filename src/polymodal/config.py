@@ -302,7 +302,8 @@ class TrainingConfig(_Section):
     accelerator: Accelerator = Field("auto", description="Lightning accelerator (auto: a GPU when there is one)")
     precision: Precision | None = Field(
         None,
-        description="Lightning precision, e.g. 16-mixed or bf16-mixed (None = automatic: 16-mixed on a GPU, else "
+        description="Lightning precision, e.g. 16-mixed or bf16-mixed (None = automatic: 16-mixed on a GPU, "
+        "bf16-mixed on a CPU with native bfloat16 (AVX512-BF16/AMX; POLYMODAL_CPU_BF16=0 turns this off), else "
         "32-true)",
     )
 

@@ -26,6 +26,7 @@ from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
 from .module import MultimodalModule
+from .speed import auto_precision
 
 log = logging.getLogger("polymodal")
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
@@ -83,9 +84,7 @@ def _stops_as_exceptions() -> Iterator[None]:
 
 
 def _precision(cfg: TrainingConfig) -> str:
-    if cfg.precision:
-        return cfg.precision
-    return "16-mixed" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "32-true"
+    return auto_precision(cfg)
 
 
 def fit_model(

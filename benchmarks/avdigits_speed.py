@@ -121,9 +121,7 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             "test_accuracy": [r["test_accuracy"] for r in rs],
         }
     for stat in ("min", "median"):
-        out[f"ratio_{stat}"] = round(
-            out["current"][f"fit_seconds_{stat}"] / out["baseline"][f"fit_seconds_{stat}"], 3
-        )
+        out[f"ratio_{stat}"] = round(out["current"][f"fit_seconds_{stat}"] / out["baseline"][f"fit_seconds_{stat}"], 3)
     return out
 
 

@@ -142,12 +142,24 @@ def report(runs: list[dict]) -> str:
     ]
     for k in stages:
         lines.append(f"| {k} | " + " | ".join(f"{r['stages'].get(k, float('nan')):.2f}" for r in runs) + " |")
-    lines.append("| **plain epoch (sum, without the extra collates)** | " + " | ".join(f"{r['plain_epoch_s']:.2f}" for r in runs) + " |")
-    lines.append("| **Lightning epoch (fitting.train, 1 epoch)** | " + " | ".join(f"{r['lightning_epoch_s']:.2f}" for r in runs) + " |")
-    lines.append("| decode (prepare, all rows, once per fit) | " + " | ".join(f"{r['decode_s']:.2f}" for r in runs) + " |")
+    lines.append(
+        "| **plain epoch (sum, without the extra collates)** | "
+        + " | ".join(f"{r['plain_epoch_s']:.2f}" for r in runs)
+        + " |"
+    )
+    lines.append(
+        "| **Lightning epoch (fitting.train, 1 epoch)** | "
+        + " | ".join(f"{r['lightning_epoch_s']:.2f}" for r in runs)
+        + " |"
+    )
+    lines.append(
+        "| decode (prepare, all rows, once per fit) | " + " | ".join(f"{r['decode_s']:.2f}" for r in runs) + " |"
+    )
     lines += [""]
     for r in runs:
-        lines.append(f"- {r['label']}: `{r['command']}` ({r['source']}), {r['machine']}, {r['date']}, load average before/after: {r['loadavg']}.")
+        lines.append(
+            f"- {r['label']}: `{r['command']}` ({r['source']}), {r['machine']}, {r['date']}, load average before/after: {r['loadavg']}."
+        )
     lines += ["", f"Results: `benchmarks/results/{SECTION}.json`."]
     return "\n".join(lines)
 

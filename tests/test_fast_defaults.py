@@ -75,4 +75,7 @@ def test_bf16_fit_keeps_float32_contiguous_weights_and_reloads_identically(tiny_
     run = p.save(tmp_path / "run")
     frame = pd.read_csv(tiny_data)
     again = Predictor.load(run)
-    assert (again.predict_proba(frame, data_root=tiny_data.parent).to_numpy() == p.predict_proba(frame, data_root=tiny_data.parent).to_numpy()).all()
+    assert (
+        again.predict_proba(frame, data_root=tiny_data.parent).to_numpy()
+        == p.predict_proba(frame, data_root=tiny_data.parent).to_numpy()
+    ).all()

@@ -79,3 +79,17 @@ def test_bf16_fit_keeps_float32_contiguous_weights_and_reloads_identically(tiny_
         again.predict_proba(frame, data_root=tiny_data.parent).to_numpy()
         == p.predict_proba(frame, data_root=tiny_data.parent).to_numpy()
     ).all()
+
+
+@pytest.mark.parametrize(
+    ("rows", "epochs"),
+    [(300, 30), (3_000, 30), (5_000, 19), (17_000, 12), (100_000, 10)],
+)
+def test_automatic_epochs_aim_at_a_step_budget_within_10_to_30(rows, epochs):
+    from polymodal.fitting import AUTO_EPOCH_STEPS, auto_batch_size, auto_epochs
+
+    bs = auto_batch_size(rows)
+    got = auto_epochs(rows, bs)
+    assert got == epochs
+    steps = -(-rows // bs)
+    assert got in (10, 30) or (got - 1) * steps < AUTO_EPOCH_STEPS <= got * steps

@@ -14,6 +14,7 @@ table, so that runs of two source trees (PYTHONPATH) can be put side by side wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -66,8 +67,34 @@ def setup(train: pd.DataFrame, root: Path, seed: int):
     return cfg, task, processors, prepared.subset(tr_pos), prepared.subset(va_pos), frame, va_pos, decode_s, model
 
 
-def plain_epoch(cfg, task, processors, tr, va, model) -> dict[str, float]:
+def _autocast(precision: str):
+    on = precision.startswith("bf16")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=on)
+
+
+def _layout(model, precision: str):
+    """channels-last as ``fit_model`` does when the code has it (training.speed); nothing for a baseline tree."""
+    try:
+        from polymodal.training.speed import channels_last
+    except ImportError:
+        return contextlib.nullcontext()
+    return channels_last(model)
+
+
+def build_model_like(cfg, processors, task, frame):
+    """A fresh network for the profiled table (the torch generator seeded by the caller)."""
+    schema = infer_schema(frame, LABEL, cfg.columns, cfg.ignore)
+    modalities, _ = build_processors(schema, cfg)
+    return build_model(cfg, modalities, processors, task)
+
+
+def plain_epoch(cfg, task, processors, tr, va, model, precision: str = "32-true") -> dict[str, float]:
     """One epoch by hand, every stage timed; each processor's collate timed again with train=False."""
+    with _layout(model, precision):
+        return _plain_epoch(cfg, task, processors, tr, va, model, precision)
+
+
+def _plain_epoch(cfg, task, processors, tr, va, model, precision: str) -> dict[str, float]:
     tm: dict[str, float] = defaultdict(float)
     bs = cfg.training.batch_size
     opt = torch.optim.AdamW(param_groups(model, cfg.training.learning_rate, cfg.training.weight_decay))
@@ -89,7 +116,8 @@ def plain_epoch(cfg, task, processors, tr, va, model) -> dict[str, float]:
         batch = train_c(idx)
         tm["collate all (train)"] += time.perf_counter() - t
         t = time.perf_counter()
-        loss = model.loss(model.outputs(batch), batch.target, task)
+        with _autocast(precision):
+            loss = model.loss(model.outputs(batch), batch.target, task)
         tm["forward + loss"] += time.perf_counter() - t
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -108,7 +136,8 @@ def plain_epoch(cfg, task, processors, tr, va, model) -> dict[str, float]:
         tm["validation collate"] = time.perf_counter() - t
         t = time.perf_counter()
         for b in batches:
-            model.outputs(b)
+            with _autocast(precision):
+                model.outputs(b)
         tm["validation forward"] = time.perf_counter() - t
     best = BestState("val_accuracy", "max", 1)
     t = time.perf_counter()
@@ -117,9 +146,10 @@ def plain_epoch(cfg, task, processors, tr, va, model) -> dict[str, float]:
     return dict(tm)
 
 
-def lightning_epoch(cfg, task, processors, tr, va, frame, va_pos, model) -> float:
+def lightning_epoch(cfg, task, processors, tr, va, frame, va_pos, model, precision: str) -> float:
     training = cfg.training.model_copy()
     training.max_epochs = 1
+    training.precision = precision  # type: ignore[assignment]
     val_labels = frame[LABEL].iloc[va_pos].reset_index(drop=True)  # (no row is dropped: on_error=fail)
     t = time.perf_counter()
     fitting.train(model, task, processors, tr, va, val_labels, training, verbose=False)
@@ -133,8 +163,8 @@ def report(runs: list[dict]) -> str:
         "## Where an AV-digits epoch goes",
         "",
         f"First {runs[0]['rows']:,} AV-digits training rows (85% trained on, 15% validated), default network and "
-        f"batch size ({runs[0]['batch_size']}); one epoch timed stage by stage by a plain loop, then one epoch of "
-        "`fitting.train` (Lightning) on the same rows. Collate rows: each processor's batch collation, timed with "
+        f"batch size ({runs[0]['batch_size']}); for each column (a training precision, from the same initial weights) one "
+        "epoch timed stage by stage by a plain loop, then one epoch of `fitting.train` (Lightning) on the same rows. Collate rows: each processor's batch collation, timed with "
         "augmentation (train) and again without; the training loop itself collates once (the `collate all` row).",
         "",
         head,
@@ -158,7 +188,7 @@ def report(runs: list[dict]) -> str:
     lines += [""]
     for r in runs:
         lines.append(
-            f"- {r['label']}: `{r['command']}` ({r['source']}), {r['machine']}, {r['date']}, load average before/after: {r['loadavg']}."
+            f"- {r['label']}: `{r['command']}` ({r['source']}), {r['machine']}, load average before/after: {r['loadavg']}."
         )
     lines += ["", f"Results: `benchmarks/results/{SECTION}.json`."]
     return "\n".join(lines)
@@ -171,36 +201,51 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--label", default="current", help="the column name of this run in the docs table")
     ap.add_argument("--append", action="store_true", help="add this run beside those already in the JSON")
+    ap.add_argument(
+        "--precisions",
+        default="32-true,bf16-mixed",
+        help="comma-separated training precisions profiled one after the other, each from the same initial "
+        "weights (default 32-true,bf16-mixed; bf16 as autocast, with channels-last weights when the code has them)",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only")
     a = ap.parse_args()
     frame = pd.read_csv(ensure_data(a.data.resolve()))
     train = frame[frame["split"] == "train"].head(a.rows).reset_index(drop=True)
     load0 = Path("/proc/loadavg").read_text().split()[:3]
     cfg, task, procs, tr, va, fr, va_pos, decode_s, model = setup(train, a.data.resolve(), a.seed)
-    stages = plain_epoch(cfg, task, procs, tr, va, model)
-    plain = sum(v for k, v in stages.items() if not k.startswith("collate ") or k == "collate all (train)")
-    light = lightning_epoch(cfg, task, procs, tr, va, fr, va_pos, model)
-    load1 = Path("/proc/loadavg").read_text().split()[:3]
     import polymodal
 
-    run = {
-        "label": a.label,
-        "rows": a.rows,
-        "batch_size": cfg.training.batch_size,
-        "source": str(Path(polymodal.__file__).resolve().parents[1]),
-        "stages": {k: round(v, 3) for k, v in stages.items()},
-        "plain_epoch_s": round(plain, 3),
-        "lightning_epoch_s": round(light, 3),
-        "decode_s": round(decode_s, 3),
-        "loadavg": f"{' '.join(load0)} / {' '.join(load1)}",
-        "command": "benchmarks/epoch_profile.py " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
-        "machine": machine(),
-        "date": date.today().isoformat(),
-    }
+    new_runs = []
+    for precision in a.precisions.split(","):
+        torch.manual_seed(a.seed)  # the same initial weights for every variant
+        model = build_model_like(cfg, procs, task, fr)
+        stages = plain_epoch(cfg, task, procs, tr, va, model, precision)
+        plain = sum(v for k, v in stages.items() if not k.startswith("collate ") or k == "collate all (train)")
+        light = lightning_epoch(cfg, task, procs, tr, va, fr, va_pos, model, precision)
+        load1 = Path("/proc/loadavg").read_text().split()[:3]
+        new_runs.append(
+            {
+                "label": f"{a.label} {precision}",
+                "rows": a.rows,
+                "batch_size": cfg.training.batch_size,
+                "precision": precision,
+                "source": str(Path(polymodal.__file__).resolve().parents[1]),
+                "stages": {k: round(v, 3) for k, v in stages.items()},
+                "plain_epoch_s": round(plain, 3),
+                "lightning_epoch_s": round(light, 3),
+                "decode_s": round(decode_s, 3),
+                "loadavg": f"{' '.join(load0)} / {' '.join(load1)}",
+                "command": "benchmarks/epoch_profile.py " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+                "machine": machine(),
+                "date": date.today().isoformat(),
+            }
+        )
+        load0 = load1
     out = ROOT / "benchmarks" / "results" / f"{SECTION}.json"
-    runs = [run]
+    runs = new_runs
     if a.append and out.is_file():
-        runs = [r for r in json.loads(out.read_text())["runs"] if r["label"] != a.label] + [run]
+        labels = {r["label"] for r in new_runs}
+        runs = [r for r in json.loads(out.read_text())["runs"] if r["label"] not in labels] + new_runs
     text = report(runs)
     print(text)
     if a.no_write:

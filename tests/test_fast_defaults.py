@@ -37,13 +37,14 @@ def test_batched_random_shift_equals_shifting_each_image(channels):
 @pytest.mark.parametrize(
     ("precision", "accelerator", "cuda", "bf16", "env", "expected"),
     [
-        ("32-true", "auto", False, True, None, "32-true"),  # an explicit choice always wins
-        (None, "auto", True, True, None, "16-mixed"),
-        (None, "auto", False, True, None, "bf16-mixed"),
-        (None, "cpu", True, True, None, "bf16-mixed"),
-        (None, "auto", False, False, None, "32-true"),  # emulated bfloat16 is slower: not chosen
-        (None, "auto", False, True, "0", "32-true"),  # the environment switch turns it off
-        (None, "mps", False, True, None, "32-true"),
+        ("32-true", "auto", False, True, "1", "32-true"),  # an explicit choice always wins
+        (None, "auto", True, True, "1", "16-mixed"),
+        (None, "auto", False, True, None, "32-true"),  # bf16 on a CPU is opt-in
+        (None, "auto", False, True, "0", "32-true"),
+        (None, "auto", False, True, "1", "bf16-mixed"),
+        (None, "cpu", True, True, "1", "bf16-mixed"),
+        (None, "auto", False, False, "1", "32-true"),  # emulated bfloat16 is slower: never chosen
+        (None, "mps", False, True, "1", "32-true"),
     ],
 )
 def test_automatic_precision(monkeypatch, precision, accelerator, cuda, bf16, env, expected):

@@ -303,8 +303,7 @@ class TrainingConfig(_Section):
     precision: Precision | None = Field(
         None,
         description="Lightning precision, e.g. 16-mixed or bf16-mixed (None = automatic: 16-mixed on a GPU, "
-        "bf16-mixed on a CPU with native bfloat16 (AVX512-BF16/AMX; POLYMODAL_CPU_BF16=0 turns this off), else "
-        "32-true)",
+        "else 32-true; POLYMODAL_CPU_BF16=1 makes it bf16-mixed on a CPU with native bfloat16, AVX512-BF16/AMX)",
     )
 
     @field_validator("seed", mode="before")

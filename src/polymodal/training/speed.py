@@ -13,7 +13,8 @@ import torch
 
 from ..config import TrainingConfig
 
-#: Set to 0 to keep the automatic precision at 32-true on a CPU with native bfloat16 (e.g. to compare runs).
+#: Set to 1 to let the automatic precision pick bf16-mixed on a CPU with native bfloat16 (off by default: see
+#: :func:`auto_precision`).
 BF16_ENV = "POLYMODAL_CPU_BF16"
 
 
@@ -29,13 +30,14 @@ def cpu_has_native_bf16() -> bool:
 
 
 def auto_precision(cfg: TrainingConfig, cuda: bool | None = None) -> str:
-    """The Lightning precision of a fit: ``cfg.precision`` when set; else 16-mixed on a GPU; bf16-mixed on a CPU
-    with native bfloat16; 32-true otherwise.
+    """The Lightning precision of a fit: ``cfg.precision`` when set; else 16-mixed on a GPU; on a CPU 32-true, or
+    bf16-mixed where the CPU has native bfloat16 and the environment variable ``POLYMODAL_CPU_BF16=1`` asks for it.
 
-    Why bf16-mixed on such CPUs: convolutions and matrix products run about 1.7x faster in bfloat16 there
-    (benchmarks/epoch_profile.py), while the weights, the optimizer state and the loss stay float32 (autocast casts
-    only the operations that are safe in bfloat16), so accuracy holds; see docs/BENCHMARKS.md (avdigits_speed).
-    The trained network is float32 either way: prediction, export and saved weights do not change.
+    Why bf16 on a CPU is not the default: it makes an AV-digits epoch about 1.6x faster on a 2-core EPYC with
+    AVX512-BF16 (benchmarks/epoch_profile.py), but in a small side-by-side check (1,500 AV-digits rows, 8 epochs,
+    2 seeds) test accuracy was 2 points lower than float32's on both seeds; until a full-size run shows accuracy
+    holds (benchmarks/avdigits_speed.py --env POLYMODAL_CPU_BF16=1), it is opt-in. The trained network is float32
+    either way: prediction, export and saved weights do not change.
     """
     if cfg.precision:
         return cfg.precision
@@ -44,7 +46,7 @@ def auto_precision(cfg: TrainingConfig, cuda: bool | None = None) -> str:
     if cuda and cfg.accelerator in ("auto", "gpu", "cuda"):
         return "16-mixed"
     on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not cuda)
-    if on_cpu and os.environ.get(BF16_ENV, "1") != "0" and cpu_has_native_bf16():
+    if on_cpu and os.environ.get(BF16_ENV, "0") == "1" and cpu_has_native_bf16():
         return "bf16-mixed"
     return "32-true"
 

@@ -10,6 +10,9 @@ current one with this checkout's ``src``. The runs alternate (baseline, current,
 that a machine's load hits both alike; the load average is recorded around every run. Reports test accuracy and
 fit time of each, and the current/baseline fit-time ratio on the min and the median.
 
+``--env POLYMODAL_CPU_BF16=1`` runs the current code with bf16-mixed training on a CPU with native bfloat16
+(opt-in: see polymodal/training/speed.py), to decide whether it can become the default.
+
 Acceptance 6 of issue 20: current test accuracy >= 0.990 and fit time <= 40% of the baseline's.
 Writes benchmarks/results/avdigits_speed.json and the avdigits_speed section of docs/BENCHMARKS.md (not for a
 subset of the rows unless --write).
@@ -104,6 +107,11 @@ def run_one(src: Path, a: argparse.Namespace) -> dict:
     if a.test_rows:
         cmd += ["--test-rows", str(a.test_rows)]
     env = {**os.environ, "PYTHONPATH": str(src)}
+    if src != (ROOT / "src").resolve():  # --env applies to the current code only; the baseline runs as it was
+        for key in dict(kv.split("=", 1) for kv in a.env):
+            env.pop(key, None)
+    else:
+        env.update(dict(kv.split("=", 1) for kv in a.env))
     before = _loadavg()
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -134,7 +142,9 @@ def report(res: dict) -> str:
         "",
         f"{res['train_rows']:,} training rows, {res['test_rows']:,} test rows; every default "
         '(`Predictor(label="label", ignore=["id", "split"]).fit(train)`), each fit in its own subprocess, '
-        f"baseline = commit `{res['baseline_commit'][:12]}` (before issue 20's faster defaults), runs alternating. "
+        f"baseline = commit `{res['baseline_commit'][:12]}` (before issue 20's faster defaults), runs alternating"
+        + (f"; current runs with {', '.join(res['env'])}" if res.get("env") else "")
+        + ". "
         f"Measured by `{res['command']}` on {res['machine']}.",
         "",
         "| run | code | test accuracy | fit s | epochs run / max | best epoch | batch | precision | load avg before / after |",
@@ -168,11 +178,21 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=None, help="first N training rows only (smoke run)")
     ap.add_argument("--test-rows", type=int, default=None, help="first N test rows only (smoke run)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the current code's fits only, e.g. POLYMODAL_CPU_BF16=1 (repeatable)",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--write", action="store_true", help="write the JSON and docs even for a subset of the rows")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     a.data = a.data.resolve()
+    bad = [kv for kv in a.env if "=" not in kv]
+    if bad:
+        ap.error(f"--env takes KEY=VALUE, got {bad[0]!r}")
     if a.worker:
         print(json.dumps(worker(a.data, a.train_rows, a.test_rows, a.seed)), flush=True)
         return
@@ -208,6 +228,7 @@ def main() -> None:
         "baseline_commit": a.baseline_commit if a.baseline_src is None else f"(src at {base})",
         "train_rows": min(a.train_rows or n_train, n_train),
         "test_rows": min(a.test_rows or n_test, n_test),
+        "env": a.env,
         "runs": ordered,
         "summary": summarise(runs),
     }

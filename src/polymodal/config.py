@@ -337,8 +337,8 @@ class TrainingConfig(_Section):
     accelerator: Accelerator = Field("auto", description="Lightning accelerator (auto: a GPU when there is one)")
     precision: Precision | None = Field(
         None,
-        description="Lightning precision, e.g. 16-mixed or bf16-mixed (None = automatic: 16-mixed on a GPU, else "
-        "32-true)",
+        description="Lightning precision, e.g. 16-mixed or bf16-mixed (None = automatic: 16-mixed on a GPU, "
+        "else 32-true; POLYMODAL_CPU_BF16=1 makes it bf16-mixed on a CPU with native bfloat16, AVX512-BF16/AMX)",
     )
     devices: int | list[int] | Literal["auto"] = Field(
         "auto",

@@ -28,6 +28,7 @@ from .callbacks import BestState, EpochLog, History, TimeLimit
 from .checkpoint import Checkpointing, EpochCheckpoint, EpochSeed, SafetensorsCheckpointIO
 from .distributed import check_settings, distributed_fit
 from .module import MultimodalModule
+from .speed import auto_precision, channels_last
 
 log = logging.getLogger("polymodal")
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
@@ -97,9 +98,7 @@ def _restored_deterministic(enabled: bool) -> Iterator[None]:
 
 
 def _precision(cfg: TrainingConfig) -> str:
-    if cfg.precision:
-        return cfg.precision
-    return "16-mixed" if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda") else "32-true"
+    return auto_precision(cfg)
 
 
 def fit_model(
@@ -159,7 +158,12 @@ def fit_model(
             deterministic=cfg.deterministic,
         )
         start = time.perf_counter()
-        with warnings.catch_warnings(), _stops_as_exceptions(), distributed_fit(cfg.seed, cfg.strategy):
+        with (
+            warnings.catch_warnings(),
+            _stops_as_exceptions(),
+            distributed_fit(cfg.seed, cfg.strategy),
+            channels_last(model),
+        ):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")

@@ -1,0 +1,96 @@
+"""Faster defaults (issue 20): the batched random shift, the automatic precision and the channels-last layout."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_config
+
+from polymodal import Predictor
+from polymodal.config import TrainingConfig
+from polymodal.data.processors import _random_shift
+from polymodal.training import speed
+
+
+def _shift_by_slicing(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """The per-image loop the batched shift replaced (same random draws, same order)."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+    dy = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batched_random_shift_equals_shifting_each_image(channels):
+    x = torch.rand(17, channels, 12, 10)
+    torch.manual_seed(5)
+    expected = _shift_by_slicing(x, 2)
+    torch.manual_seed(5)
+    got = _random_shift(x, 2)
+    assert got.shape == x.shape and got.is_contiguous()
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, x)  # it does shift
+
+
+@pytest.mark.parametrize(
+    ("precision", "accelerator", "cuda", "bf16", "env", "expected"),
+    [
+        ("32-true", "auto", False, True, "1", "32-true"),  # an explicit choice always wins
+        (None, "auto", True, True, "1", "16-mixed"),
+        (None, "auto", False, True, None, "32-true"),  # bf16 on a CPU is opt-in
+        (None, "auto", False, True, "0", "32-true"),
+        (None, "auto", False, True, "1", "bf16-mixed"),
+        (None, "cpu", True, True, "1", "bf16-mixed"),
+        (None, "auto", False, False, "1", "32-true"),  # emulated bfloat16 is slower: never chosen
+        (None, "mps", False, True, "1", "32-true"),
+    ],
+)
+def test_automatic_precision(monkeypatch, precision, accelerator, cuda, bf16, env, expected):
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: bf16)
+    if env is None:
+        monkeypatch.delenv(speed.BF16_ENV, raising=False)
+    else:
+        monkeypatch.setenv(speed.BF16_ENV, env)
+    cfg = TrainingConfig(precision=precision, accelerator=accelerator)
+    assert speed.auto_precision(cfg, cuda=cuda) == expected
+
+
+def test_channels_last_inside_contiguous_after():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 8, 8))
+    with speed.channels_last(model):
+        assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert not model[0].weight.is_contiguous()
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_bf16_fit_keeps_float32_contiguous_weights_and_reloads_identically(tiny_data, tmp_path, monkeypatch):
+    # bf16-mixed forced (this CPU may lack native bfloat16): the saved network is float32 and contiguous, and the
+    # loaded run predicts exactly what the fitted one does
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    p = Predictor("label", config=tiny_config(max_epochs=1), verbose=False, seed=0, preset="fast").fit(tiny_data)
+    params = list(p.model.parameters())
+    assert all(t.dtype == torch.float32 and t.is_contiguous() for t in params)
+    run = p.save(tmp_path / "run")
+    frame = pd.read_csv(tiny_data)
+    again = Predictor.load(run)
+    assert (
+        again.predict_proba(frame, data_root=tiny_data.parent).to_numpy()
+        == p.predict_proba(frame, data_root=tiny_data.parent).to_numpy()
+    ).all()
+
+
+@pytest.mark.parametrize(
+    ("rows", "epochs"),
+    [(300, 30), (3_000, 30), (5_000, 19), (17_000, 12), (100_000, 10)],
+)
+def test_automatic_epochs_aim_at_a_step_budget_within_10_to_30(rows, epochs):
+    from polymodal.fitting import AUTO_EPOCH_STEPS, auto_batch_size, auto_epochs
+
+    bs = auto_batch_size(rows)
+    got = auto_epochs(rows, bs)
+    assert got == epochs
+    steps = -(-rows // bs)
+    assert got in (10, 30) or (got - 1) * steps < AUTO_EPOCH_STEPS <= got * steps

@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 from polymodal import Predictor
 from polymodal.data.batches import iter_table, table_rows
 from polymodal.data.readers import read_table
 from polymodal.errors import DataError
-
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +111,9 @@ def test_chunked_predict_and_evaluate_equal_whole_table(fitted, test_csv):
     # a DataFrame with its own index: predictions keep it
     frame = pd.read_csv(test_csv)
     frame.index = frame.index + 100
-    _close(fitted.predict(frame, data_root=test_csv.parent, chunk_rows=4), fitted.predict(frame, data_root=test_csv.parent))
+    _close(
+        fitted.predict(frame, data_root=test_csv.parent, chunk_rows=4), fitted.predict(frame, data_root=test_csv.parent)
+    )
 
 
 def test_chunked_evaluate_with_empty_labels_and_skipped_rows(fitted, test_csv, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -103,7 +104,7 @@ def _text_frames(path: Path, kind: str, n: int) -> Iterator[pd.DataFrame]:
         if kind in ("csv", "tsv"):
             names = csv_header_names(path, kind)
             check_unique_columns(names, str(path))
-            reader = pd.read_csv(path, sep="," if kind == "csv" else "\t", encoding="utf-8", chunksize=n)
+            reader: Any = pd.read_csv(path, sep="," if kind == "csv" else "\t", encoding="utf-8", chunksize=n)
         else:
             reader = pd.read_json(path, lines=True, encoding="utf-8", chunksize=n)
         with reader:

@@ -207,3 +207,14 @@ def test_chunked_multitask(train_csv, test_csv):
     mw, mc = multi.evaluate(test_csv), multi.evaluate(test_csv, chunk_rows=8)
     for k in mw:
         assert mc[k] == pytest.approx(mw[k], rel=1e-5, abs=1e-6), k
+
+
+def test_chunked_progress_is_one_count_over_the_table(run_dir, test_csv, caplog):
+    import logging
+
+    p = Predictor.load(run_dir, verbose=True)
+    with caplog.at_level(logging.INFO, logger="polymodal"):
+        p.predict(test_csv, chunk_rows=7)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predicting")]
+    assert lines and lines[-1].startswith("predicting: 30/30 rows (100%)")
+    assert not any(r.getMessage().startswith("decoding") for r in caplog.records)  # no bar per chunk

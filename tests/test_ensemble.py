@@ -356,3 +356,10 @@ def test_cli_fit_quality_prints_the_members_and_leaderboard_scores_a_run(cli, sa
     )
     assert r.exit_code == 0, r.output
     assert "members (validation" in r.stdout and "only_comment" in r.stdout and "fused_late" in r.stdout
+
+
+def test_an_ensemble_predicts_and_evaluates_in_chunks_as_a_whole(quality, tables):
+    whole = quality.predict_proba(tables[1])
+    assert isinstance(whole, pd.DataFrame)
+    pd.testing.assert_frame_equal(quality.predict_proba(tables[1], chunk_rows=17), whole)
+    assert quality.evaluate(tables[1], chunk_rows=17) == pytest.approx(quality.evaluate(tables[1]))

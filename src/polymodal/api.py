@@ -20,6 +20,7 @@ from .fitting import check_multitask_type, fit_pipeline
 from .model import count_parameters
 from .params import TASK_PARAMS
 from .pipeline import Data, FittedPipeline, check_label_list
+from .prediction import PredictionSummary, predict_to
 from .presets import ENSEMBLE_PRESETS, PRESETS, PresetChoice
 from .ranks import is_main_process
 from .schema import Modality, Schema
@@ -359,6 +360,7 @@ class Predictor:
         data_root: str | Path | None = None,
         return_scores: bool = False,
         decoding: DecodingConfig | dict[str, Any] | None = None,
+        chunk_rows: int | None = None,
     ) -> pd.Series | pd.DataFrame:
         """Predicted labels (or values, or generated texts; a multi-label model's tags as a list per row), indexed
         by the rows of ``data`` that could be used. A multi-task model returns a DataFrame with one column per target.
@@ -368,18 +370,64 @@ class Predictor:
                 sequence log-probability of that text (its tokens' log-probabilities summed, end token included).
             decoding: overrides of the fitted decoding settings for this call, e.g. ``{"method": "greedy"}`` or
                 ``{"beam_width": 8, "length_penalty": 0.6, "max_length": 20, "no_repeat_ngram": 3}``.
+
+        The table is read and decoded ``chunk_rows`` rows at a time (default 8,192), so that its decoded images and
+        audio never all exist at once; the result is the same for any chunk size. :meth:`predict_to` writes the
+        predictions of a table of any size to a file instead.
         """
         pipeline = self._fitted()
         with pipeline.decoding(decoding):
-            return pipeline.predict(data, on_error=on_error, data_root=data_root, return_scores=return_scores)
+            return pipeline.predict(
+                data, on_error=on_error, data_root=data_root, return_scores=return_scores, chunk_rows=chunk_rows
+            )
 
     def predict_proba(
-        self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
+        self,
+        data: Data,
+        *,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        chunk_rows: int | None = None,
     ) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """Class probabilities, one column per class (classification only); a multi-label model's tag
         probabilities, one column per tag, each independent of the others. A multi-task model returns a dict:
-        each classification target's name → its DataFrame of class probabilities (regression targets have none)."""
-        return self._fitted().predict_proba(data, on_error=on_error, data_root=data_root)
+        each classification target's name → its DataFrame of class probabilities (regression targets have none).
+        Decoded ``chunk_rows`` rows at a time, as in :meth:`predict`."""
+        return self._fitted().predict_proba(data, on_error=on_error, data_root=data_root, chunk_rows=chunk_rows)
+
+    def predict_to(
+        self,
+        data: Data,
+        out: str | Path | None,
+        *,
+        proba: bool = False,
+        return_scores: bool = False,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        decoding: DecodingConfig | dict[str, Any] | None = None,
+        chunk_rows: int | None = None,
+    ) -> PredictionSummary:
+        """Predict a table of any size into the file ``out``, chunk by chunk, in memory bounded by one chunk
+        (``chunk_rows`` rows, default 8,192); what ``polymodal predict`` writes.
+
+        The file is CSV, Parquet (``.parquet``/``.pq``) or JSONL (``.jsonl``/``.ndjson``) by its suffix (None: CSV
+        on stdout), with a ``row`` column (the input's row number, or the DataFrame's index), ``prediction`` (a
+        multi-task model: one column per target), and with ``proba`` one ``proba_<class>`` column per class, with
+        ``return_scores`` (generation) ``log_prob``. It is written to a temp file next to ``out`` and renamed when
+        complete: an error or a stop leaves no partial file under the name ``out``.
+        """
+        pipeline = self._fitted()
+        with pipeline.decoding(decoding):
+            return predict_to(
+                pipeline,
+                data,
+                out,
+                proba=proba,
+                scores=return_scores,
+                on_error=on_error,
+                data_root=data_root,
+                chunk_rows=chunk_rows,
+            )
 
     def evaluate(
         self,
@@ -392,6 +440,7 @@ class Predictor:
         robustness_out: str | Path | None = None,
         robustness_baseline: RobustnessReport | str | Path | None = None,
         decoding: DecodingConfig | dict[str, Any] | None = None,
+        chunk_rows: int | None = None,
     ) -> dict[str, Any]:
         """Metrics on a labelled table (rows with an empty label are left out).
 
@@ -412,6 +461,8 @@ class Predictor:
             robustness_out: folder to write robustness.csv/.json/.md and one robustness_<modality>.png into.
             robustness_baseline: a report, or its robustness.json, of a reference model (MultiBench uses late
                 fusion) that effective robustness is measured against; None = a flat curve (no loss).
+            chunk_rows: rows read and decoded at a time (default 8,192; the metrics are the same for any size).
+                A robustness sweep decodes the whole table at once.
         """
         pipeline = self._fitted()
         if not robustness and (
@@ -428,6 +479,8 @@ class Predictor:
             plan_sweep(pipeline.processors, corruptions)
             resolve_baseline(robustness_baseline, pipeline.task.monitor[0])
         with pipeline.decoding(decoding):
+            if not robustness:
+                return pipeline.evaluate(data, on_error=on_error, data_root=data_root, chunk_rows=chunk_rows)
             metrics, decoded, _ = pipeline.score(data, on_error=on_error, data_root=data_root)
         if robustness:
             report = robustness_sweep(

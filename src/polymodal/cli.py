@@ -5,11 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -180,6 +179,21 @@ StrategyOpt = typer.Option(
 )
 NumNodesOpt = typer.Option(
     None, "--num-nodes", min=1, help="Machines taking part (run the command on each, e.g. with srun or torchrun)."
+)
+
+
+def _chunk_rows(value: int | None) -> int | None:
+    """Checks --chunk-rows as the command line is parsed."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be at least 1 row, not {value}")
+    return value
+
+
+ChunkRowsOpt = typer.Option(
+    None,
+    "--chunk-rows",
+    help="Rows read, decoded and predicted at a time (default 8192): memory grows with it, not with the table.",
+    callback=_chunk_rows,
 )
 
 
@@ -593,7 +607,12 @@ def fit(
 def predict(
     run: Path = typer.Argument(..., help="Run directory from `polymodal fit`."),
     data: Path = typer.Argument(..., help="Table to predict."),
-    out_file: Path | None = typer.Option(None, "--out", "-o", help="CSV to write (default: stdout)."),
+    out_file: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="File to write: CSV, or Parquet / JSONL by its suffix (.parquet, .jsonl; default: CSV on stdout).",
+    ),
     proba: bool = typer.Option(
         False,
         "--proba",
@@ -608,68 +627,31 @@ def predict(
         "--greedy",
         help="Generation models: greedy decoding instead of the fitted decoding (beam search by default).",
     ),
+    chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-label
-    model's tags joined by its task.tag_separator; a multi-task model: one column per target, named like it)."""
-    import numpy as np
-    import pandas as pd
-
+    model's tags joined by its task.tag_separator; a multi-task model: one column per target, named like it).
+    The table is read and predicted in chunks and the output written as it goes (renamed into place when complete),
+    so a table of any size predicts in bounded memory."""
     from .api import Predictor
-    from .io import atomic_file
-    from .tasks.classification import ClassificationTask
-    from .tasks.multilabel import MultilabelTask
 
     _check_output(out_file)
     p = Predictor.load(run, verbose=not quiet)
-    if scores or greedy or p.problem_type == "generation":
-        if proba:
-            raise PolymodalError("--proba is for classification; a generation model has --scores")
-        decoding = {"method": "greedy"} if greedy else None
-        pred = p.predict(data, on_error=on_error, data_root=data_root, return_scores=scores, decoding=decoding)
-        # a DataFrame (text, log_prob) exactly when scores are asked for
-        result = (
-            pred.rename(columns={p.label: "prediction"})
-            if isinstance(pred, pd.DataFrame)
-            else pred.to_frame("prediction")
-        )
-    elif p.problem_type == "multilabel":
-        # One pass over the data: the tags are decided from the probabilities; written joined (see task.join).
-        task = cast(MultilabelTask, p.task)
-        probs = cast(pd.DataFrame, p.predict_proba(data, on_error=on_error, data_root=data_root))
-        tags = pd.Series(task.tags_from_proba(probs.to_numpy()), index=probs.index).map(task.join)
-        result = tags.to_frame("prediction").join(probs.add_prefix("proba_")) if proba else tags.to_frame("prediction")
-    elif p.problem_type == "multitask":
-        predicted = p.predict(data, on_error=on_error, data_root=data_root)
-        assert isinstance(predicted, pd.DataFrame), "a multi-task model predicts a column per target"
-        result = predicted
-        if proba:
-            per_target = p.predict_proba(data, on_error=on_error, data_root=data_root)
-            assert isinstance(per_target, dict), "a multi-task model gives probabilities per target"
-            for name, probs in per_target.items():
-                result = result.join(probs.add_prefix(f"proba_{name}_"))
-    elif proba and p.problem_type != "regression":
-        # One pass over the data: the predicted class is the most probable one.
-        table = p.predict_proba(data, on_error=on_error, data_root=data_root)
-        assert isinstance(table, pd.DataFrame), "a single-target model gives one table of probabilities"
-        probs = table
-        # the task's own decision: a tuned threshold (task.threshold) may pick a class that is not the most probable
-        clf = cast(ClassificationTask, p.task)
-        decided = np.asarray(clf.classes, dtype=object)[clf.predict_index(probs.to_numpy())]
-        result = pd.Series(decided, index=probs.index).to_frame("prediction").join(probs.add_prefix("proba_"))
-    else:
-        labels = p.predict(data, on_error=on_error, data_root=data_root)
-        assert isinstance(labels, pd.Series), "predict without return_scores gives a Series"
-        result = labels.to_frame("prediction")
-    result.index.name = "row"
-    if out_file is None:
-        result.to_csv(sys.stdout)
-        return
-    with atomic_file(out_file, "w", newline="", encoding="utf-8") as f:
-        result.to_csv(f)
-    err.print(f"wrote {len(result)} predictions to {out_file}")
+    done = p.predict_to(
+        data,
+        out_file,
+        proba=proba,
+        return_scores=scores,
+        on_error=on_error,
+        data_root=data_root,
+        decoding={"method": "greedy"} if greedy else None,
+        chunk_rows=chunk_rows,
+    )
+    if out_file is not None:
+        err.print(f"wrote {done.rows} predictions to {out_file}")
 
 
 @app.command()
@@ -701,6 +683,7 @@ def evaluate(
         "-o",
         help="With --robustness: folder for robustness.csv/.json/.md and one PNG plot per modality.",
     ),
+    chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
     quiet: bool = QuietOpt,
@@ -722,6 +705,7 @@ def evaluate(
         corruptions=spec,
         robustness_out=out_dir,
         robustness_baseline=baseline,
+        chunk_rows=chunk_rows,
     )
     report = metrics.pop("robustness", None)
     if "rows" in metrics:

@@ -26,9 +26,11 @@ from . import encoders as _encoders  # noqa: F401  (registers encoders)
 from . import ensemble as _ensemble  # noqa: F401  (registers the "ensemble" architecture)
 from . import fusion as _fusion  # noqa: F401  (registers fusions)
 from .config import DecodingConfig, PolymodalConfig, parse_yaml
+from .data.batches import DEFAULT_CHUNK_ROWS, iter_table, table_rows
 from .data.dataset import Prepared, make_loader, prepare
 from .data.loaders import is_empty
 from .data.processors import LoadContext, Processor, TabularProcessor, build_processors
+from .data.progress import Progress
 from .data.readers import Table, read_table
 from .errors import ConfigError, DataError, NotFittedError, PolymodalError, RowIssue, SchemaError, row_label
 from .model import build_model, count_parameters
@@ -86,11 +88,15 @@ def label_values(frame: pd.DataFrame, label: Label) -> Any:
     return frame[label]
 
 
-def labelled_rows(frame: pd.DataFrame, label: Label, what: str) -> pd.DataFrame:
+def labelled_rows(
+    frame: pd.DataFrame, label: Label, what: str, require_values: bool = True, first_row: int = 0
+) -> pd.DataFrame:
     """The rows of ``frame`` that have a label (``what`` names the table in messages: "training", "evaluation").
 
     Raises when a label column is absent or entirely empty; rows with an empty label are dropped with a warning.
-    With several targets (a list), a row is kept when it has at least one of them.
+    With several targets (a list), a row is kept when it has at least one of them. For one chunk of a larger table,
+    ``require_values=False`` allows an empty label column (the caller checks the whole table) and ``first_row`` is
+    the chunk's first row's position, added to the positions the warning names.
     """
     if len(frame) == 0:
         raise DataError(f"the {what} table has no rows")
@@ -102,11 +108,8 @@ def labelled_rows(frame: pd.DataFrame, label: Label, what: str) -> pd.DataFrame:
         raise SchemaError(f"{which} not in the {what} table; its columns are: {', '.join(map(str, frame.columns))}")
     empty_by = {name: frame[name].map(is_empty).to_numpy(dtype=bool) for name in names}
     for name, col_empty in empty_by.items():
-        if col_empty.all():
-            raise DataError(
-                f"label column '{name}' has no values: all {len(frame)} rows are empty/NaN",
-                hint="Check the label name and that the column is filled in.",
-            )
+        if require_values and col_empty.all():
+            raise empty_label_error(name, len(frame))
     empty = np.logical_and.reduce(list(empty_by.values()))
     if empty.any():
         rows = np.flatnonzero(empty)
@@ -115,10 +118,28 @@ def labelled_rows(frame: pd.DataFrame, label: Label, what: str) -> pd.DataFrame:
             len(rows),
             what,
             f"'{label}' is" if isinstance(label, str) else f"columns ({', '.join(names)}) are all",
-            ", ".join(map(str, rows[:10])),
+            ", ".join(str(r + first_row) for r in rows[:10]),
             " ..." if len(rows) > 10 else "",
         )
     return frame[~empty]
+
+
+def empty_label_error(name: str, rows: int) -> DataError:
+    """The error for a label column with no value in any of the table's ``rows`` rows."""
+    return DataError(
+        f"label column '{name}' has no values: all {rows} rows are empty/NaN",
+        hint="Check the label name and that the column is filled in.",
+    )
+
+
+def join_outputs(task: Task, parts: list[Any]) -> Any:
+    """The outputs of several chunks of rows as one, in order (arrays of numbers, or a task's own outputs such as
+    generated texts, which the task gathers)."""
+    if len(parts) == 1:
+        return parts[0]
+    if parts and all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    return task.collect_outputs(parts)
 
 
 def nonfinite_rows(outputs: Any) -> np.ndarray:
@@ -308,6 +329,84 @@ class FittedPipeline:
             return self.backend.predict(loader)
         return predict_outputs(self.model, loader, self.task)
 
+    def chunks(
+        self,
+        data: Data,
+        *,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        labelled: str | None = None,
+        chunk_rows: int | None = None,
+    ) -> Iterator[tuple[DecodedTable, Any]]:
+        """``data`` read, decoded and run through the network ``chunk_rows`` rows at a time (default
+        :data:`polymodal.data.batches.DEFAULT_CHUNK_ROWS`): yields each chunk's decoded rows and their finite
+        outputs (see :meth:`finite_outputs`), so that only one chunk's decoded items exist at a time. A table of one
+        chunk gives what :meth:`prepare` + :meth:`outputs` give; the index of each chunk's frame continues the
+        previous one's (a file's rows are numbered from 0 as a whole). ``labelled`` as in :meth:`prepare`: chunks
+        whose rows all lack a label are skipped; a label column empty in the whole table is an error at the end.
+        """
+        root = data_root if data_root is not None else self.config.data_root
+        pieces = iter_table(data, root, self.aligned_chunk_rows(chunk_rows))
+        current = next(pieces, None)
+        if current is None or len(current.frame) == 0:
+            raise DataError("the table has no rows")
+        following = next(pieces, None)
+        bar = None
+        if following is not None:  # several chunks: one bar over all of them (each chunk decodes quietly)
+            bar = Progress(table_rows(data) or 0, "predicting", "rows", enabled=self.verbose)
+        names = label_columns(self.label)
+        filled = dict.fromkeys(names, False)
+        position, yielded = 0, False
+        try:
+            while current is not None:
+                frame = current.frame
+                if labelled is not None:
+                    if following is None and position == 0:  # the whole table: checked as prepare() checks it
+                        frame = self.labelled(frame, labelled)
+                    else:
+                        for n in names:
+                            if n in frame.columns and not frame[n].map(is_empty).all():
+                                filled[n] = True
+                        frame = labelled_rows(frame, self.label, labelled, require_values=False, first_row=position)
+                if len(frame):
+                    if labelled is not None:
+                        self.task.check_target(label_values(frame, self.label))
+                    self.check_columns(frame)
+                    self._warn_unknown_categories(frame)
+                    prepared = prepare(
+                        frame,
+                        self.processors,
+                        LoadContext(current.root, self.config.limits),
+                        on_error or self.config.on_error,
+                        progress=self.verbose and bar is None,
+                    )
+                    decoded = DecodedTable(frame, prepared, current.root, current.source)
+                    # a chunk whose rows were all skipped gives nothing, unless it is the last one and none gave any
+                    if len(prepared) or bar is None or (following is None and not yielded):
+                        yielded = True
+                        yield self.finite_outputs(decoded, self.outputs(decoded), on_error)
+                position += len(current.frame)
+                if bar is not None:
+                    if position > bar.total:  # an estimate (or no count) of the rows ahead
+                        bar.total = position
+                    bar.update(position)
+                current, following = following, next(pieces, None) if following is not None else None
+        finally:
+            if bar is not None:
+                bar.close()
+        # several chunks: a label column empty in all of them is known only now
+        empty = [n for n, seen in filled.items() if not seen]
+        if labelled is not None and bar is not None and empty:
+            raise empty_label_error(empty[0], position)
+
+    def aligned_chunk_rows(self, chunk_rows: int | None) -> int:
+        """``chunk_rows`` (default :data:`DEFAULT_CHUNK_ROWS`) rounded up to a whole number of prediction batches
+        when it holds at least one: a chunk's batches are then the whole table's, and so are the outputs of an
+        encoder that is not exactly invariant to a batch's padding (the bidirectional ``text_rnn``)."""
+        n = DEFAULT_CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
+        batch = self.predict_batch_size
+        return -(-n // batch) * batch if n >= batch else n
+
     def finite_outputs(
         self, decoded: DecodedTable, outputs: Any, on_error: str | None = None
     ) -> tuple[DecodedTable, Any]:
@@ -343,12 +442,20 @@ class FittedPipeline:
         on_error: str | None = None,
         data_root: str | Path | None = None,
         return_scores: bool = False,
+        chunk_rows: int | None = None,
     ) -> pd.Series | pd.DataFrame:
-        """Predicted labels, values or texts indexed like the usable rows of ``data`` (see ``Predictor.predict``)."""
+        """Predicted labels, values or texts indexed like the usable rows of ``data`` (see ``Predictor.predict``);
+        decoded ``chunk_rows`` rows at a time (see :meth:`chunks`)."""
         if return_scores and not isinstance(self.task, GenerationTask):
             raise ConfigError("return_scores is for generation models; use predict_proba for class probabilities")
-        decoded = self.prepare(data, on_error=on_error, data_root=data_root)
-        decoded, outputs = self.finite_outputs(decoded, self.outputs(decoded), on_error)
+        parts = [
+            self.predictions(decoded, outputs, return_scores)
+            for decoded, outputs in self.chunks(data, on_error=on_error, data_root=data_root, chunk_rows=chunk_rows)
+        ]
+        return parts[0] if len(parts) == 1 else pd.concat(parts)
+
+    def predictions(self, decoded: DecodedTable, outputs: Any, return_scores: bool = False) -> pd.Series | pd.DataFrame:
+        """The predictions of ``decoded``'s rows from their ``outputs`` (see :meth:`predict`)."""
         if isinstance(self.task, MultiTask):
             return self.task.predictions(outputs, decoded.index)
         text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.single_label)
@@ -359,13 +466,37 @@ class FittedPipeline:
         return text
 
     def predict_proba(
-        self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
+        self,
+        data: Data,
+        *,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        chunk_rows: int | None = None,
     ) -> pd.DataFrame | dict[str, pd.DataFrame]:
         """Class probabilities, one column per class (classification only); for a multi-label model, each tag's
         own probability, one column per tag (a row's need not sum to 1). A multi-task model gives a dict:
-        classification target → its DataFrame of class probabilities."""
+        classification target → its DataFrame of class probabilities. Decoded ``chunk_rows`` rows at a time."""
+        self.check_proba()
+        parts = [
+            self.probabilities(decoded, outputs)
+            for decoded, outputs in self.chunks(data, on_error=on_error, data_root=data_root, chunk_rows=chunk_rows)
+        ]
+        if len(parts) == 1:
+            return parts[0]
         if isinstance(self.task, MultiTask):
-            return self._multitask_proba(self.task, data, on_error, data_root)
+            return {name: pd.concat([cast(dict, part)[name] for part in parts]) for name in cast(dict, parts[0])}
+        return pd.concat(cast(list[pd.DataFrame], parts))
+
+    def check_proba(self) -> None:
+        """Raise unless this model gives probabilities (classification, multi-label, a multi-task model with a
+        classification target), before any table is read."""
+        if isinstance(self.task, MultiTask):
+            if not self.task.classification_targets():
+                raise PolymodalError(
+                    "predict_proba is for classification targets; none of this model's targets "
+                    f"({', '.join(self.task.names)}) is one"
+                )
+            return
         if self.problem_type in ("regression", "generation"):
             raise PolymodalError(
                 f"predict_proba is for classification; this is a {self.problem_type} model"
@@ -375,29 +506,19 @@ class FittedPipeline:
                     else ""
                 )
             )
-        decoded = self.prepare(data, on_error=on_error, data_root=data_root)
-        decoded, outputs = self.finite_outputs(decoded, self.outputs(decoded), on_error)
+
+    def probabilities(self, decoded: DecodedTable, outputs: Any) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """The class probabilities of ``decoded``'s rows from their ``outputs`` (see :meth:`predict_proba`)."""
+        if isinstance(self.task, MultiTask):
+            out = {}
+            for t in self.task.classification_targets():
+                sub = cast(ClassificationTask, t.task)
+                proba = sub.predict_proba(outputs[:, t.outputs])
+                out[t.name] = pd.DataFrame(proba, index=decoded.index, columns=list(sub.classes))
+            return out
         # binary and multiclass models have a classification task; multilabel ones the same two members
         task = cast(ClassificationTask | MultilabelTask, self.task)
         return pd.DataFrame(task.predict_proba(outputs), index=decoded.index, columns=list(task.classes))
-
-    def _multitask_proba(
-        self, task: MultiTask, data: Data, on_error: str | None, data_root: str | Path | None
-    ) -> dict[str, pd.DataFrame]:
-        targets = task.classification_targets()
-        if not targets:
-            raise PolymodalError(
-                f"predict_proba is for classification targets; none of this model's targets ({', '.join(task.names)})"
-                " is one"
-            )
-        decoded = self.prepare(data, on_error=on_error, data_root=data_root)
-        decoded, outputs = self.finite_outputs(decoded, self.outputs(decoded), on_error)
-        out = {}
-        for t in targets:
-            sub = cast(ClassificationTask, t.task)
-            proba = sub.predict_proba(outputs[:, t.outputs])
-            out[t.name] = pd.DataFrame(proba, index=decoded.index, columns=list(sub.classes))
-        return out
 
     def score(
         self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None, what: str = "evaluation"
@@ -410,10 +531,25 @@ class FittedPipeline:
         return metrics, decoded, outputs
 
     def evaluate(
-        self, data: Data, *, on_error: str | None = None, data_root: str | Path | None = None
+        self,
+        data: Data,
+        *,
+        on_error: str | None = None,
+        data_root: str | Path | None = None,
+        chunk_rows: int | None = None,
     ) -> dict[str, Any]:
-        """Metrics on the labelled rows of ``data`` (rows with an empty label are left out)."""
-        return self.score(data, on_error=on_error, data_root=data_root)[0]
+        """Metrics on the labelled rows of ``data`` (rows with an empty label are left out), decoded ``chunk_rows``
+        rows at a time: only the labels and outputs of all rows are kept, which the metrics need."""
+        labels, outputs = [], []
+        for decoded, out in self.chunks(
+            data, on_error=on_error, data_root=data_root, labelled="evaluation", chunk_rows=chunk_rows
+        ):
+            labels.append(decoded.labels(self.label))
+            outputs.append(out)
+        y = labels[0] if len(labels) == 1 else pd.concat(labels, ignore_index=True)
+        metrics: dict[str, Any] = self.task.metrics(y, join_outputs(self.task, outputs))
+        metrics["rows"] = float(len(y))
+        return metrics
 
     @contextlib.contextmanager
     def decoding(self, decoding: DecodingConfig | dict[str, Any] | None) -> Iterator[None]:

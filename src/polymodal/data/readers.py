@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,12 @@ def check_unique_columns(names: list, source: str) -> None:
     repeated = sorted(n for n, c in counts.items() if c > 1)
     if repeated:
         raise DataError(
-            f"table {source} has duplicate column names: {', '.join(repr(_short(n)) for n in repeated)}",
+            f"table {source} has duplicate column names: {', '.join(repr(short(n)) for n in repeated)}",
             hint="Give every column a distinct name (rename or drop the repeats), then read the table again.",
         )
 
 
-def _check_arrow_columns(frame: pd.DataFrame, path: Path) -> None:
+def check_arrow_columns(frame: pd.DataFrame, path: Path) -> None:
     """Refuse a Parquet file whose string data is not valid UTF-8. pandas keeps such a column as Arrow memory and
     fails only when a later step converts it (an ArrowException deep in inference or training): check it here."""
     import pyarrow as pa  # type: ignore[import-untyped]
@@ -47,12 +48,12 @@ def _check_arrow_columns(frame: pd.DataFrame, path: Path) -> None:
             pa.array(values).validate(full=True)
         except (pa.ArrowException, ValueError) as e:
             raise DataError(
-                f"cannot read {path} as parquet: column '{_short(str(name), 60)}' holds invalid data ({_short(str(e))})",
+                f"cannot read {path} as parquet: column '{short(str(name), 60)}' holds invalid data ({short(str(e))})",
                 hint="Re-write the file from its source (its text columns must be valid UTF-8).",
             ) from None
 
 
-def _short(text: str, n: int = 300) -> str:
+def short(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
@@ -81,18 +82,7 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         root = Path(data_root) if data_root is not None else Path.cwd()
         return Table(data, root.resolve(), "<DataFrame>")
     path = Path(data)
-    try:
-        found = path.is_file()
-    except (OSError, ValueError) as e:  # a name the file system refuses (a component over 255 bytes, a NUL byte)
-        raise DataError(f"cannot open table {_short(str(path))}: {e}") from None
-    if not found:
-        raise DataError(f"table file not found: {path}", hint="Pass the path of a .csv, .parquet or .jsonl file.")
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(
-            f"cannot read {path}: unknown table format '{path.suffix}'",
-            hint=f"Use one of: {', '.join(sorted(SUFFIXES))}.",
-        )
+    kind = table_kind(path)
     try:
         if kind in ("csv", "tsv"):
             frame = pd.read_csv(path, sep="," if kind == "csv" else "\t", encoding="utf-8")
@@ -103,52 +93,104 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         else:
             frame = pd.read_json(path, encoding="utf-8")
     except UnicodeDecodeError as e:
-        # The parser's error offsets are relative to the chunk it was decoding: locate the byte in the file.
-        raw = path.read_bytes()
-        try:
-            raw.decode("utf-8")
-            start = None
-        except UnicodeDecodeError as whole:
-            start = whole.start
-        if start is None:
-            start, raw = e.start, e.object
-        line = raw[:start].count(b"\n") + 1
-        raise DataError(
-            f"cannot read {path}: it is not UTF-8 text (byte 0x{raw[start]:02x} at offset {start}, line {line})",
-            [RowIssue(max(line - 2, 0), "<file>", "invalid UTF-8 byte")],
-            hint="Re-save the table as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`).",
-        ) from None
+        raise utf8_error(path, e) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"table {path} is empty: it has no header and no rows") from None
     except Exception as e:
         # A parser fed a malformed file raises more than its documented errors (ParserError, ValueError, OSError;
         # also TypeError, IndexError, RecursionError, ...): each is this file's fault, so each is a DataError.
-        raise DataError(f"cannot parse {path} as {kind}: {_short(str(e)) or type(e).__name__}") from None
+        raise DataError(f"cannot parse {path} as {kind}: {short(str(e)) or type(e).__name__}") from None
     if kind == "parquet":
-        _check_arrow_columns(frame, path)
-    if kind in ("jsonl", "json") and not all(isinstance(c, str) for c in frame.columns):
-        raise DataError(
-            f"cannot read {path} as {kind}: its records are not JSON objects (a value such as "
-            f"{_short(repr(frame.iloc[0, 0]) if frame.size else '[]', 60)} where a record with named columns was "
-            "expected)",
-            hint='Write one object per row, e.g. {"image": "a.png", "label": "cat"}.',
-        )
+        check_arrow_columns(frame, path)
+    if kind in ("jsonl", "json"):
+        check_record_columns(frame, path, kind)
     if kind in ("csv", "tsv"):
         # pandas renames a repeated header silently (a, a.1): read the header as written to find repeats.
-        try:
-            header = pd.read_csv(
-                path,
-                sep="," if kind == "csv" else "\t",
-                encoding="utf-8",
-                header=None,
-                nrows=1,
-                dtype=str,
-                keep_default_na=False,
-            )
-            names = [str(v) for v in header.iloc[0].tolist()] if len(header) else []
-        except Exception:  # the table itself parsed; a header this reader cannot re-read is left to the frame
-            names = []
-        check_unique_columns(names, str(path))
+        check_unique_columns(csv_header_names(path, kind), str(path))
     check_unique_columns(list(frame.columns), str(path))
     root = Path(data_root) if data_root is not None else path.parent
     return Table(frame.reset_index(drop=True), root.resolve(), str(path))
+
+
+def table_kind(path: Path) -> str:
+    """The format of the table file ``path`` (csv, tsv, parquet, jsonl, json), from its suffix; a
+    :class:`DataError` when there is no such file or the suffix is not a table format."""
+    try:
+        found = path.is_file()
+    except (OSError, ValueError) as e:  # a name the file system refuses (a component over 255 bytes, a NUL byte)
+        raise DataError(f"cannot open table {short(str(path))}: {e}") from None
+    if not found:
+        raise DataError(f"table file not found: {path}", hint="Pass the path of a .csv, .parquet or .jsonl file.")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"cannot read {path}: unknown table format '{path.suffix}'",
+            hint=f"Use one of: {', '.join(sorted(SUFFIXES))}.",
+        )
+    return kind
+
+
+def check_record_columns(frame: pd.DataFrame, path: Path, kind: str) -> None:
+    """Refuse a JSON/JSONL table whose records are not objects with named columns."""
+    if not all(isinstance(c, str) for c in frame.columns):
+        raise DataError(
+            f"cannot read {path} as {kind}: its records are not JSON objects (a value such as "
+            f"{short(repr(frame.iloc[0, 0]) if frame.size else '[]', 60)} where a record with named columns was "
+            "expected)",
+            hint='Write one object per row, e.g. {"image": "a.png", "label": "cat"}.',
+        )
+
+
+def csv_header_names(path: Path, kind: str) -> list[str]:
+    """The header of a CSV/TSV file as written (pandas renames a repeated name ``a.1`` when it reads the table);
+    empty when the header cannot be read on its own (the table's own read reports that)."""
+    try:
+        header = pd.read_csv(
+            path,
+            sep="," if kind == "csv" else "\t",
+            encoding="utf-8",
+            header=None,
+            nrows=1,
+            dtype=str,
+            keep_default_na=False,
+        )
+        return [str(v) for v in header.iloc[0].tolist()] if len(header) else []
+    except Exception:  # the table itself parsed; a header this reader cannot re-read is left to the frame
+        return []
+
+
+def utf8_error(path: Path, e: UnicodeDecodeError) -> DataError:
+    """The error for a table that is not UTF-8, naming the first bad byte's offset and line; the file is scanned
+    in blocks (the parser's own offsets are relative to the chunk it was decoding)."""
+    found = first_bad_utf8(path)
+    if found is None:
+        start, byte, line = e.start, e.object[e.start], e.object[: e.start].count(b"\n") + 1
+    else:
+        start, byte, line = found
+    return DataError(
+        f"cannot read {path}: it is not UTF-8 text (byte 0x{byte:02x} at offset {start}, line {line})",
+        [RowIssue(max(line - 2, 0), "<file>", "invalid UTF-8 byte")],
+        hint="Re-save the table as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`).",
+    )
+
+
+def first_bad_utf8(path: Path, block: int = 1 << 20) -> tuple[int, int, int] | None:
+    """(offset, byte, line) of the first byte of ``path`` that is not valid UTF-8, or None; reads one block at a
+    time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(block)
+            final = not chunk
+            pending = decoder.getstate()[0]  # bytes of an unfinished character carried from the last block
+            try:
+                decoder.decode(chunk, final=final)
+            except UnicodeDecodeError as e:
+                data = pending + chunk
+                at = offset - len(pending) + e.start
+                return at, data[e.start], lines + data[: e.start].count(b"\n") + 1
+            if final:
+                return None
+            offset += len(chunk)
+            lines += chunk.count(b"\n")

@@ -24,6 +24,7 @@ from ..data.progress import live_bars
 from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
+from ..threads import resolve_threads, use_threads
 from .callbacks import BestState, EpochLog, History, TimeLimit
 from .module import MultimodalModule
 
@@ -140,7 +141,8 @@ def fit_model(
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
             # A frozen pretrained backbone stays in eval mode on purpose (see encoders/hf.py).
             warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
-            trainer.fit(module, train_loader, val_loader)
+            with use_threads(resolve_threads(config=cfg.threads)):
+                trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - start
     if best.best_state is not None:
         model.load_state_dict(best.best_state)

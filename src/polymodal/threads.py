@@ -114,6 +114,15 @@ def resolve_threads(
     return detected if detected is not None else available_cores()
 
 
+def threads_for_call(config: int | None = None) -> int:
+    """The count for a library call (``fit`` in Python): as :func:`resolve_threads`, except that without a setting
+    the caller's own torch count is kept when it is lower than the cores (a script's ``torch.set_num_threads(1)``
+    stands; torch's default, every core of the host, is capped by the affinity and cgroup quota)."""
+    import torch
+
+    return resolve_threads(config=config, detected=min(torch.get_num_threads(), available_cores()))
+
+
 def current_threads() -> int:
     """The count in force: the one :func:`use_threads` set for the running block, else :func:`resolve_threads`."""
     n = _current.get()

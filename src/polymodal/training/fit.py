@@ -24,7 +24,7 @@ from ..data.progress import live_bars
 from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
-from ..threads import resolve_threads, use_threads
+from ..threads import threads_for_call, use_threads
 from .callbacks import BestState, EpochLog, History, TimeLimit
 from .module import MultimodalModule
 
@@ -141,7 +141,7 @@ def fit_model(
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
             # A frozen pretrained backbone stays in eval mode on purpose (see encoders/hf.py).
             warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
-            with use_threads(resolve_threads(config=cfg.threads)):
+            with use_threads(threads_for_call(cfg.threads)):
                 trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - start
     if best.best_state is not None:

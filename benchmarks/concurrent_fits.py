@@ -120,6 +120,11 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--explain", action="store_true", help="also time explain of 4 rows alone / during a fit")
     ap.add_argument("--write-docs", action="store_true", help="rewrite the section in docs/BENCHMARKS.md")
+    ap.add_argument(
+        "--render",
+        type=Path,
+        help="only render the table from the JSON lines this script printed (a run stopped before its end)",
+    )
     args = ap.parse_args()
 
     from _report import machine, write_section
@@ -128,30 +133,41 @@ def main() -> None:
 
     rows: list[dict[str, float | str]] = []
     explains: list[dict[str, float | str]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        data = work / "data"
-        make_demo(data, n_train=args.rows, n_test=200, seed=0)
-        for r in range(args.repeats):  # settings interleaved: slow drifts of the machine's load hit both alike
-            for setting in args.settings:
-                row = one_repeat(setting, data, work)
-                row["repeat"] = r
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        if args.explain:
-            run = work / "explained"
-            subprocess.run(fit_cmd(data, run), env=env_for("default"), check=True, stdout=subprocess.DEVNULL)
-            for setting in args.settings:
-                explains.append(explain_times(setting, data, run, work))
-                print(json.dumps(explains[-1]), flush=True)
+    if args.render:
+        for line in args.render.read_text().splitlines():
+            if line.startswith("{"):
+                item = json.loads(line)
+                (explains if "explain_alone_s" in item else rows).append(item)
+        args.settings = [s for s in SETTINGS if any(r["setting"] == s for r in rows)]
+    if not args.render:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            data = work / "data"
+            make_demo(data, n_train=args.rows, n_test=200, seed=0)
+            for r in range(args.repeats):  # settings interleaved: slow drifts of the machine's load hit both alike
+                for setting in args.settings:
+                    row = one_repeat(setting, data, work)
+                    row["repeat"] = r
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            if args.explain:
+                run = work / "explained"
+                subprocess.run(fit_cmd(data, run), env=env_for("default"), check=True, stdout=subprocess.DEVNULL)
+                for setting in args.settings:
+                    explains.append(explain_times(setting, data, run, work))
+                    print(json.dumps(explains[-1]), flush=True)
 
+    repeats = max([int(r["repeat"]) for r in rows], default=-1) + 1
     lines = [
+        "## Two fits at once: thread defaults vs spinning OpenMP threads (issue 20, acceptance 5)",
+        "",
         f"Machine: {machine()}; `os.sched_getaffinity`: {len(os.sched_getaffinity(0))} cores.",
         f"Two `polymodal fit --preset fast` subprocesses on a generated {args.rows}-row image + audio + text + "
-        f"numeric table; {args.repeats} repeats, settings interleaved.",
+        f"numeric table; {repeats} repeat(s), settings interleaved. Settings: see the script's docstring "
+        "(`default`: polymodal's defaults; `old`: libgomp's spin-then-sleep and every core, as before).",
         "",
         "| setting | alone (min) s | one after the other s (min / median) | both at once s (min / median) "
-        "| ratio (min / median) | CPU s at once / one after the other (median) | load avg before |",
+        "| ratio (min / median) | CPU s of both fits: one after the other / at once (median) | load avg before |",
         "|---|---|---|---|---|---|---|",
     ]
     for setting in args.settings:
@@ -162,10 +178,10 @@ def main() -> None:
             return min(values), statistics.median(values)
 
         seq, both, ratio = stat("one_after_other_s"), stat("at_once_s"), stat("ratio")
-        cpu = statistics.median(float(r["at_once_cpu_s"]) / float(r["one_after_other_cpu_s"]) for r in mine)
+        cpu_seq, cpu_both = stat("one_after_other_cpu_s")[1], stat("at_once_cpu_s")[1]
         lines.append(
             f"| {setting} | {stat('alone_s')[0]:.1f} | {seq[0]:.1f} / {seq[1]:.1f} | {both[0]:.1f} / {both[1]:.1f} "
-            f"| {ratio[0]:.2f} / {ratio[1]:.2f} | {cpu:.2f} | {', '.join(str(r['load_before']) for r in mine)} |"
+            f"| {ratio[0]:.2f} / {ratio[1]:.2f} | {cpu_seq:.0f} / {cpu_both:.0f} | {', '.join(str(r['load_before']) for r in mine)} |"
         )
     if explains:
         lines += [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, DataError, LoadError, RowIssue, row_label
+from ..threads import current_threads
 from .processors import LoadContext, Processor
 from .progress import Progress
 from .samplers import EpochSampler
@@ -95,7 +95,8 @@ def shared_decoding() -> Iterator[None]:
 
 
 def _threads() -> int:
-    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+    # decoding waits on files as much as on the CPU (and PIL/soundfile release the GIL): twice the compute threads
+    return max(2, min(8, 2 * current_threads()))
 
 
 def _rows_done_after(order: list[tuple[str, Any]], where: dict[str, list[Any]], n: int) -> np.ndarray:

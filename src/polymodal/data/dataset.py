@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, copy_context
@@ -25,6 +25,8 @@ import torch
 from ..errors import ConfigError, DataError, LoadError, RowIssue, row_label
 from .processors import LoadContext, Processor
 from .progress import Progress
+from .sample_cache import SampleStore, sample_store
+from .stored import StoreJobs, take
 
 log = logging.getLogger("polymodal")
 
@@ -50,9 +52,12 @@ class Batch:
 
 @dataclass
 class Prepared:
-    """Decoded rows. ``rows`` are the kept rows' positions in the table as read."""
+    """Decoded rows. ``rows`` are the kept rows' positions in the table as read.
 
-    items: dict[str, list[Any]]
+    ``items[m]`` is a sequence (``None`` = absent): a list held in memory, or a :class:`StoredColumn` that reads
+    each item from the on-disk sample store when asked (see :mod:`polymodal.data.sample_cache`)."""
+
+    items: dict[str, Sequence[Any]]
     rows: np.ndarray
     targets: np.ndarray | None = None
     issues: list[RowIssue] = field(default_factory=list)
@@ -60,10 +65,19 @@ class Prepared:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def item(self, modality: str, i: int) -> Any:
+        """Row ``i``'s item of ``modality`` (None when absent)."""
+        return self.items[modality][i]
+
+    def column(self, modality: str, idx: Iterable[int] | None = None) -> list[Any]:
+        """The items of ``modality`` for rows ``idx`` (all rows by default), read into a new list."""
+        col = self.items[modality]
+        return list(col) if idx is None else [col[int(i)] for i in idx]
+
     def subset(self, idx: Iterable[int]) -> "Prepared":
         idx = np.asarray(list(idx), dtype=np.int64)
         return Prepared(
-            {m: [v[i] for i in idx] for m, v in self.items.items()},
+            {m: take(v, idx) for m, v in self.items.items()},
             self.rows[idx],
             None if self.targets is None else self.targets[idx],
             self.issues,
@@ -79,7 +93,9 @@ def shared_decoding() -> Iterator[None]:
 
     For many fits on the same files (``compare``): an entry is keyed by the processor type, the fitted state its
     ``load`` depends on, the data root, the limits and the file, so it is reused exactly when it would decode the
-    same. Memory grows with the distinct files decoded; it is freed when the block ends.
+    same. Memory grows with the distinct files decoded; it is freed when the block ends. With the on-disk sample
+    store (the default) the store itself is shared, across processes and runs too; the block then only saves its
+    look-ups.
     """
     token = _shared.set({})
     try:
@@ -113,8 +129,15 @@ def prepare(
     progress: bool = True,
     what: str = "rows",
     quiet: bool = False,
+    store: SampleStore | None | str = "default",
 ) -> Prepared:
-    """Decode every cell of every modality; apply the ``on_error`` policy to cells that cannot be decoded."""
+    """Decode every cell of every modality; apply the ``on_error`` policy to cells that cannot be decoded.
+
+    ``store``: where decoded items go (``"default"``: :func:`sample_store`, set by ``$POLYMODAL_SAMPLE_CACHE``);
+    None holds every decoded item in memory. Items already in the store are not decoded again."""
+    disk = sample_store() if store == "default" else store
+    if isinstance(disk, str):
+        raise ConfigError(f"store must be a SampleStore, None or 'default', not {store!r}")
     if on_error not in ("fail", "skip", "missing"):
         raise ConfigError(f"on_error must be 'fail', 'skip' or 'missing', not {on_error!r}")
     n = len(frame)
@@ -164,20 +187,23 @@ def prepare(
             if shared_keys[key] in shared:
                 results[key] = shared[shared_keys[key]]
                 del jobs[key]
+    stored = StoreJobs(disk, processors, ctx, jobs, results) if disk is not None and not disk.broken else None
     rows_done_after = _rows_done_after(list(jobs), where, n)
     bar = Progress(n, f"decoding {what}", "rows", enabled=progress)
     bar.update(int(rows_done_after[0]))  # rows with nothing left to decode (absent or already shared cells)
     with ThreadPoolExecutor(_threads()) as pool:
         for j, (key, res) in enumerate(zip(jobs, pool.map(run, jobs.values(), chunksize=16))):
-            results[key] = res
+            results[key] = res if stored is None else stored.keep(key, res)
             if key in shared_keys and shared is not None:
-                shared[shared_keys[key]] = res
+                shared[shared_keys[key]] = results[key]
             bar.update(int(rows_done_after[j + 1]))
     bar.close()
+    if stored is not None:
+        stored.store.flush()
 
     issues: list[RowIssue] = []
     bad_rows: set[int] = set()
-    items: dict[str, list[Any]] = {}
+    items: dict[str, Sequence[Any]] = {}
     for m, keys in where.items():
         col = processors[m].columns[0] if len(processors[m].columns) == 1 else m
         out = []
@@ -188,7 +214,7 @@ def prepare(
                 bad_rows.add(i)
                 res = None
             out.append(res)
-        items[m] = out
+        items[m] = out if stored is None else stored.column(m, keys, out, cells[m])
 
     if issues and on_error == "fail":
         raise DataError(
@@ -232,7 +258,7 @@ class Collator:
         inputs: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for m, p in self.processors.items():
-            items = [self.prepared.items[m][i] for i in idx]
+            items = self.prepared.column(m, idx)
             inputs.update(p.collate(items, self.train))
             masks[m] = torch.tensor([it is not None for it in items], dtype=torch.bool)
         target = None

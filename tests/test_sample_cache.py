@@ -189,3 +189,16 @@ def test_damaged_shards_are_decoded_again_through_prepare(table, tmp_path, monke
     assert any(type(col).__name__ == "StoredColumn" for col in got.items.values())
     for m in expected.items:
         assert all(_equal_items(x, y) for x, y in zip(expected.column(m), got.column(m), strict=True))
+
+
+def test_cli_cache_info_and_clear_cover_samples(table, tmp_path, monkeypatch, cli):
+    monkeypatch.setenv("POLYMODAL_SAMPLE_CACHE", str(tmp_path / "samples"))
+    _fit(table)
+    entries = SampleStore(tmp_path / "samples").info()["entries"]
+    r = cli("cache", "info")
+    assert r.exit_code == 0 and f"sample cache: {tmp_path / 'samples'}: {entries} entries" in r.stdout
+    r = cli("cache", "clear")
+    assert r.exit_code == 0 and f"removed {entries} cached sample(s)" in r.stdout
+    assert SampleStore(tmp_path / "samples").info()["entries"] == 0
+    monkeypatch.setenv("POLYMODAL_SAMPLE_CACHE", "memory")
+    assert "sample cache: off" in cli("cache", "info").stdout

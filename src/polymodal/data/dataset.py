@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, copy_context
@@ -57,7 +57,7 @@ class Prepared:
     ``items[m]`` is a sequence (``None`` = absent): a list held in memory, or a :class:`StoredColumn` that reads
     each item from the on-disk sample store when asked (see :mod:`polymodal.data.sample_cache`)."""
 
-    items: dict[str, Sequence[Any]]
+    items: Mapping[str, Sequence[Any]]
     rows: np.ndarray
     targets: np.ndarray | None = None
     issues: list[RowIssue] = field(default_factory=list)

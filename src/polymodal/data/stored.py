@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -170,3 +170,28 @@ class StoreJobs:
                     held[e] = res
             codes[i] = e
         return StoredColumn(self.store, self.processors[m], self.ctx, codes, slots, values, held)
+
+
+class MappedColumn(Sequence[Any]):
+    """``fn(i, base[i])`` computed on access: a changed copy of a column (a corruption, an edit) that never holds
+    the whole modality in memory. ``fn`` is not called for absent (None) items."""
+
+    def __init__(self, base: Sequence[Any], fn: Callable[[int, Any], Any]):
+        self.base, self.fn = base, fn
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        item = self.base[i]
+        return None if item is None else self.fn(int(i), item)
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]

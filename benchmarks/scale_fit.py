@@ -58,8 +58,13 @@ def child(table: Path, store: str, cache: Path) -> dict:
     ).fit(frame)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"rows": len(frame), "store": store, "seconds": round(seconds, 1), "rows_per_s": round(len(frame) / seconds),
-            "peak_rss_mb": round(peak / 2**20)}
+    return {
+        "rows": len(frame),
+        "store": store,
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(len(frame) / seconds),
+        "peak_rss_mb": round(peak / 2**20),
+    }
 
 
 def fit_rss_rows(folder: Path, rows: list[int], stores: list[str]) -> list[dict]:
@@ -74,12 +79,18 @@ def fit_rss_rows(folder: Path, rows: list[int], stores: list[str]) -> list[dict]
             with tempfile.TemporaryDirectory(dir=folder) as cache:
                 r = subprocess.run(
                     [sys.executable, __file__, "--child", str(table), "--store", store, "--cache", cache],
-                    check=True, capture_output=True, text=True,
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 )
             rec = json.loads(r.stdout.strip().splitlines()[-1])
             print(json.dumps(rec), flush=True)
             out.append(rec)
     return out
+
+
+def _load() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def main() -> None:
@@ -94,14 +105,16 @@ def main() -> None:
         print(json.dumps(child(args.child, args.store[0], args.cache)))
         return
     args.folder.mkdir(parents=True, exist_ok=True)
-    print(f"load average: {open('/proc/loadavg').read().split()[:3]}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    print(
+        f"load average: {Path('/proc/loadavg').read_text().split()[:3]}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True
+    )
     records = fit_rss_rows(args.folder, sorted(args.rows), args.store)
     for store in args.store:
         mine = [r for r in records if r["store"] == store]
         if len(mine) >= 2:
             ratio = mine[-1]["peak_rss_mb"] / mine[0]["peak_rss_mb"]
             print(f"{store}: peak RSS {mine[0]['rows']} -> {mine[-1]['rows']} rows: x{ratio:.2f} (acceptance <= 1.3)")
-    print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+    print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
 
 
 if __name__ == "__main__":

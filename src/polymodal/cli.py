@@ -1258,9 +1258,7 @@ def cache_info(quiet: bool = QuietOpt) -> None:
         out.print("sample cache: off (POLYMODAL_SAMPLE_CACHE=memory: decoded samples are held in memory)")
     else:
         s = samples.info()
-        out.print(
-            f"sample cache: {s['root']}: {s['entries']} entries, {_size(s['bytes'])} (limit {_size(s['limit'])})"
-        )
+        out.print(f"sample cache: {s['root']}: {s['entries']} entries, {_size(s['bytes'])} (limit {_size(s['limit'])})")
     root = cache_root()
     rows = get_cache().info()
     if not rows:

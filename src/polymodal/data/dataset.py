@@ -129,7 +129,7 @@ def prepare(
     progress: bool = True,
     what: str = "rows",
     quiet: bool = False,
-    store: SampleStore | None | str = "default",
+    store: SampleStore | str | None = "default",
 ) -> Prepared:
     """Decode every cell of every modality; apply the ``on_error`` policy to cells that cannot be decoded.
 

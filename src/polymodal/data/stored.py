@@ -71,9 +71,7 @@ class StoredColumn(Sequence[Any]):
 
     def take(self, idx: np.ndarray) -> "StoredColumn":
         """The rows ``idx`` (entries are shared, nothing is read)."""
-        return StoredColumn(
-            self.store, self.processor, self.ctx, self.codes[idx], self.slots, self.values, self.held
-        )
+        return StoredColumn(self.store, self.processor, self.ctx, self.codes[idx], self.slots, self.values, self.held)
 
 
 def take(column: Sequence[Any], idx: np.ndarray) -> Sequence[Any]:

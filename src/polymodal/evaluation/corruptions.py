@@ -216,7 +216,12 @@ class NumericNoise(Corruption):
 
 
 def corrupt_items(
-    items: Sequence[Any], corruption: Corruption, level: float, seed: int, modality: str, rows: Sequence[int] | np.ndarray
+    items: Sequence[Any],
+    corruption: Corruption,
+    level: float,
+    seed: int,
+    modality: str,
+    rows: Sequence[int] | np.ndarray,
 ) -> list[Any]:
     """A new list of corrupted copies of ``items`` (``None`` stays absent). ``rows`` seed each row's generator, so
     a row gets the same random draws at every level and whatever other rows were kept."""
@@ -224,7 +229,12 @@ def corrupt_items(
 
 
 def corrupted_column(
-    items: Sequence[Any], corruption: Corruption, level: float, seed: int, modality: str, rows: Sequence[int] | np.ndarray
+    items: Sequence[Any],
+    corruption: Corruption,
+    level: float,
+    seed: int,
+    modality: str,
+    rows: Sequence[int] | np.ndarray,
 ) -> MappedColumn:
     """:func:`corrupt_items` computed row by row when read (a column read from the sample store stays on disk)."""
     salt = [zlib.crc32(modality.encode()), zlib.crc32(corruption.name.encode())]

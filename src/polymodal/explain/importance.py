@@ -216,7 +216,9 @@ class ImportanceMethod:
     """How a column is taken away: returns the variants of the modality's items to score (their scores are
     averaged)."""
 
-    def variants(self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int) -> list[Sequence[Any]]:
+    def variants(
+        self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int
+    ) -> list[Sequence[Any]]:
         raise NotImplementedError
 
 
@@ -227,7 +229,9 @@ IMPORTANCE_METHODS: Registry[ImportanceMethod] = Registry("importance method")
 class Drop(ImportanceMethod):
     """The column missing in every row (one variant: it is deterministic)."""
 
-    def variants(self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int) -> list[Sequence[Any]]:
+    def variants(
+        self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int
+    ) -> list[Sequence[Any]]:
         return [view.drop(items)]
 
 
@@ -235,7 +239,9 @@ class Drop(ImportanceMethod):
 class Permutation(ImportanceMethod):
     """The column's values shuffled across rows, ``repeats`` times."""
 
-    def variants(self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int) -> list[Sequence[Any]]:
+    def variants(
+        self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int
+    ) -> list[Sequence[Any]]:
         return [view.permute(items, rng.permutation(len(items))) for _ in range(repeats)]
 
 

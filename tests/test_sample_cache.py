@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_table, tiny_config
 
 from polymodal import Predictor
@@ -202,3 +203,24 @@ def test_cli_cache_info_and_clear_cover_samples(table, tmp_path, monkeypatch, cl
     assert SampleStore(tmp_path / "samples").info()["entries"] == 0
     monkeypatch.setenv("POLYMODAL_SAMPLE_CACHE", "memory")
     assert "sample cache: off" in cli("cache", "info").stdout
+
+
+def test_loader_workers_read_the_store(table, tmp_path, monkeypatch):
+    from polymodal.data.dataset import make_loader
+
+    monkeypatch.setenv("POLYMODAL_SAMPLE_CACHE", "memory")
+    pipeline = _fit(table).pipeline
+    assert pipeline is not None
+    expected = pipeline.prepare(table).prepared
+    monkeypatch.setenv("POLYMODAL_SAMPLE_CACHE", str(tmp_path / "samples"))
+    got = pipeline.prepare(table).prepared
+
+    def batches(prepared, workers):
+        return list(make_loader(prepared, pipeline.processors, 16, False, num_workers=workers))
+
+    for a, b in zip(batches(expected, 0), batches(got, 1), strict=True):
+        assert a.inputs.keys() == b.inputs.keys()
+        for k in a.inputs:
+            assert torch.equal(a.inputs[k], b.inputs[k]), k
+        for k in a.masks:
+            assert torch.equal(a.masks[k], b.masks[k]), k

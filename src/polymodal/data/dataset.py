@@ -141,8 +141,11 @@ def prepare(
     if on_error not in ("fail", "skip", "missing"):
         raise ConfigError(f"on_error must be 'fail', 'skip' or 'missing', not {on_error!r}")
     n = len(frame)
-    records = frame.to_dict("records")
-    cells = {m: [p.cell(r) for r in records] for m, p in processors.items()}
+    # Row mappings of each processor's own columns only, one at a time: the whole table as dicts would cost more
+    # memory than the decoded samples the store saves.
+    values = {c: frame[c].tolist() for p in processors.values() for c in p.columns}
+    cells = {m: [p.cell({c: values[c][i] for c in p.columns}) for i in range(n)] for m, p in processors.items()}
+    del values
     # One job per distinct file (or per row when a processor does not share items), in row order: rows are then
     # completed one after another, which is what the progress counts.
     jobs: dict[tuple[str, Any], tuple[Processor, Any]] = {}

@@ -1,7 +1,9 @@
 """Decode a table once (validating every cell), then serve batches: ``Batch`` = column tensors + presence masks.
 
 Decoding happens up front, in threads, with progress counted in rows (a bar, or log lines when the output is not
-a terminal); rows that share a file share one decoded item.
+a terminal); rows that share a file share one decoded item. Decoded items go to the on-disk sample store
+(:mod:`.sample_cache`; files already there are not decoded again) and ``Prepared`` keeps only where they are, so
+the decoded table is never held in memory (``POLYMODAL_SAMPLE_CACHE=memory`` or ``store=None`` holds it, as before).
 Bad cells are handled by the ``on_error`` policy: ``fail`` (raise with every problem listed), ``skip`` (drop the
 row and report), ``missing`` (treat that modality as absent for the row).
 """

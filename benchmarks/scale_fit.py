@@ -43,8 +43,9 @@ def make_table(folder: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def child(table: Path, store: str, cache: Path) -> dict:
-    """One fit in this process (called through a subprocess so that peak RSS is this fit's alone)."""
+def child(table: Path, store: str, cache: Path, stage: str = "fit") -> dict:
+    """One fit in this process (called through a subprocess so that peak RSS is this fit's alone). ``stage``
+    "prepare": only the data path (processors fitted on 2,000 rows, then every row decoded by ``prepare``)."""
     os.environ["POLYMODAL_SAMPLE_CACHE"] = "memory" if store == "memory" else str(cache)
     import torch
 
@@ -53,9 +54,29 @@ def child(table: Path, store: str, cache: Path) -> dict:
     torch.set_num_threads(1)
     frame = pd.read_csv(table)
     t0 = time.perf_counter()
-    Predictor(
-        "label", preset="fast", config={"training": {"max_epochs": 1}}, data_root=table.parent, seed=0, verbose=False
-    ).fit(frame)
+    if stage == "prepare":
+        from polymodal.config import PolymodalConfig
+        from polymodal.data.dataset import prepare
+        from polymodal.data.processors import LoadContext, build_processors
+        from polymodal.schema import infer_schema
+
+        cfg = PolymodalConfig()
+        _, procs = build_processors(infer_schema(frame, "label"), cfg)
+        ctx = LoadContext(table.parent.resolve(), cfg.limits)
+        for p in procs.values():
+            p.fit(frame.head(2000), ctx)
+        t0 = time.perf_counter()
+        prepared = prepare(frame, procs, ctx, progress=False)
+        assert len(prepared) == len(frame)
+    else:
+        Predictor(
+            "label",
+            preset="fast",
+            config={"training": {"max_epochs": 1}},
+            data_root=table.parent,
+            seed=0,
+            verbose=False,
+        ).fit(frame)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
@@ -67,7 +88,7 @@ def child(table: Path, store: str, cache: Path) -> dict:
     }
 
 
-def fit_rss_rows(folder: Path, rows: list[int], stores: list[str]) -> list[dict]:
+def fit_rss_rows(folder: Path, rows: list[int], stores: list[str], stage: str = "fit") -> list[dict]:
     """One record per (rows, store): peak RSS, seconds and rows/s of a one-epoch fit, each in a fresh process."""
     big = make_table(folder, max(rows))
     out = []
@@ -78,7 +99,18 @@ def fit_rss_rows(folder: Path, rows: list[int], stores: list[str]) -> list[dict]
         for store in stores:
             with tempfile.TemporaryDirectory(dir=folder) as cache:
                 r = subprocess.run(
-                    [sys.executable, __file__, "--child", str(table), "--store", store, "--cache", cache],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        str(table),
+                        "--store",
+                        store,
+                        "--cache",
+                        cache,
+                        "--stage",
+                        stage,
+                    ],
                     check=True,
                     capture_output=True,
                     text=True,
@@ -98,17 +130,18 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--store", nargs="+", default=["disk"], choices=["disk", "memory"])
     ap.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "polymodal-scale-fit")
+    ap.add_argument("--stage", default="fit", choices=["fit", "prepare"], help="prepare: the data path alone")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.store[0], args.cache)))
+        print(json.dumps(child(args.child, args.store[0], args.cache, args.stage)))
         return
     args.folder.mkdir(parents=True, exist_ok=True)
     print(
         f"load average: {Path('/proc/loadavg').read_text().split()[:3]}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True
     )
-    records = fit_rss_rows(args.folder, sorted(args.rows), args.store)
+    records = fit_rss_rows(args.folder, sorted(args.rows), args.store, args.stage)
     for store in args.store:
         mine = [r for r in records if r["store"] == store]
         if len(mine) >= 2:

@@ -106,6 +106,9 @@ def shared_decoding() -> Iterator[None]:
         _shared.reset(token)
 
 
+_WINDOW = 4096  # decode jobs in flight at once
+
+
 def _threads() -> int:
     return max(2, min(8, 2 * (os.cpu_count() or 1)))
 
@@ -196,12 +199,17 @@ def prepare(
     rows_done_after = _rows_done_after(list(jobs), where, n)
     bar = Progress(n, f"decoding {what}", "rows", enabled=progress)
     bar.update(int(rows_done_after[0]))  # rows with nothing left to decode (absent or already shared cells)
+    order = list(jobs)
     with ThreadPoolExecutor(_threads()) as pool:
-        for j, (key, res) in enumerate(zip(jobs, pool.map(run, jobs.values(), chunksize=16))):
-            results[key] = res if stored is None else stored.keep(key, res)
-            if key in shared_keys and shared is not None:
-                shared[shared_keys[key]] = results[key]
-            bar.update(int(rows_done_after[j + 1]))
+        # A window of jobs at a time: ``map`` makes a future per job up front, and at 100k rows those futures and
+        # the decoded items waiting in them would cost more memory than the store saves.
+        for start in range(0, len(order), _WINDOW):
+            window = order[start : start + _WINDOW]
+            for j, (key, res) in enumerate(zip(window, pool.map(run, [jobs[k] for k in window], chunksize=16)), start):
+                results[key] = res if stored is None else stored.keep(key, res)
+                if key in shared_keys and shared is not None:
+                    shared[shared_keys[key]] = results[key]
+                bar.update(int(rows_done_after[j + 1]))
     bar.close()
     if stored is not None:
         stored.store.flush()

@@ -211,8 +211,10 @@ def prepare(
                     shared[shared_keys[key]] = results[key]
                 bar.update(int(rows_done_after[j + 1]))
     bar.close()
+    del jobs, order  # what is left of a job is in ``results``; at 100k rows the job list is worth freeing now
     if stored is not None:
         stored.store.flush()
+        stored.skeys.clear()
 
     issues: list[RowIssue] = []
     bad_rows: set[int] = set()

@@ -47,7 +47,7 @@ _ORPHAN_AGE_S = 600.0  # a shard nobody indexed for this long is left over from 
 _FLUSH_EVERY = 256  # index rows buffered before a commit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Slot:
     """Where one item's bytes are: shard file name, byte offset, byte count, layout (JSON) and crc32."""
 
@@ -105,12 +105,17 @@ class SampleStore:
         self._db: sqlite3.Connection | None = None
         self._maps: dict[str, mmap.mmap] = {}
         self._verified: set[tuple[str, int]] = set()
+        self._strings: dict[str, str] = {}
         self._writer: Any = None
         self._writer_name = ""
         self._pending: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
         self.broken = False
         self._warned = False
+
+    def _intern(self, text: str) -> str:
+        # One string object per distinct shard name / layout: a table's slots share a handful of them.
+        return self._strings.setdefault(text, text)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"root": self.root, "max_bytes": self.max_bytes, "hits": 0, "misses": 0}
@@ -161,7 +166,7 @@ class SampleStore:
                         f"SELECT key, shard, offset, nbytes, layout, crc FROM items WHERE sig = ? AND key IN ({marks})",
                         [sig, *chunk],
                     ):
-                        found[key] = Slot(shard, offset, nbytes, layout, crc)
+                        found[key] = Slot(self._intern(shard), offset, nbytes, self._intern(layout), crc)
                 now = time.time()
                 db.executemany("UPDATE items SET used = ? WHERE sig = ? AND key = ?", [(now, sig, k) for k in found])
                 db.commit()
@@ -188,7 +193,7 @@ class SampleStore:
                 offset = f.tell()
                 f.write(blob)
                 f.flush()  # in the kernel before the index names it: readers in other processes see whole items
-                slot = Slot(self._writer_name, offset, len(blob), layout, zlib.crc32(blob))
+                slot = Slot(self._writer_name, offset, len(blob), self._intern(layout), zlib.crc32(blob))
                 self._pending.append((sig, key, slot.shard, offset, len(blob), layout, slot.crc, time.time()))
             self.misses += 1
             if len(self._pending) >= _FLUSH_EVERY:

@@ -1,4 +1,4 @@
-"""A bounded, memory-mapped on-disk store of decoded samples (images, waveforms, log-mels: whatever ``load`` returns).
+"""A bounded on-disk store of decoded samples (images, waveforms, log-mels: whatever ``load`` returns).
 
 Decoding a file is the slow part of a fit; the store keeps each decoded item once, on disk, so that epochs, later
 runs and ``compare`` variants read it back through the page cache instead of holding the whole table in RAM.
@@ -6,7 +6,8 @@ runs and ``compare`` variants read it back through the page cache instead of hol
 Layout under the root (``$POLYMODAL_SAMPLE_CACHE``, default: ``samples`` next to the feature cache)::
 
     index.sqlite            (signature, key) -> shard, offset, bytes, layout, crc32, last use
-    shards/<pid>-<rand>.bin append-only data written by one process (a new one past ``_SHARD_BYTES``)
+    shards/<pid>-<rand>.bin append-only data written by one process (a new one past ``_SHARD_BYTES``), read
+                            with ``pread`` through the page cache
 
 The signature names the processor (type, the fitted state ``load`` depends on, the limits); the key names the input
 (a file's resolved path + size + mtime_ns), so a new split or seed of the same files hits. Bytes are written to the
@@ -21,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import mmap
 import os
 import re
 import secrets
@@ -75,7 +75,7 @@ def _decode(buf: memoryview, layout: str) -> Any:
     for dtype, shape in spec["parts"]:
         dt = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
-        # A copy: callers (augmentation, robustness corruptions) may edit items; the store's bytes stay as written.
+        # A copy: callers (augmentation, robustness corruptions) may edit items in place.
         out.append(np.frombuffer(buf, dt, count, pos).reshape(shape).copy())
         pos += _padded(count * dt.itemsize)
     return tuple(out) if spec["tuple"] else out[0]
@@ -86,7 +86,7 @@ def _padded(n: int) -> int:
 
 
 class SampleStore:
-    """Decoded items by (signature, key) in packed shards on disk, read through ``mmap``.
+    """Decoded items by (signature, key) in packed shards on disk, read through the page cache.
 
     Picklable: a DataLoader worker gets the root and limit and reopens files lazily.
 
@@ -103,7 +103,7 @@ class SampleStore:
 
     def _init_process_state(self) -> None:
         self._db: sqlite3.Connection | None = None
-        self._maps: dict[str, mmap.mmap] = {}
+        self._fds: dict[str, int] = {}
         self._verified: set[tuple[str, int]] = set()
         self._strings: dict[str, str] = {}
         self._writer: Any = None
@@ -235,10 +235,10 @@ class SampleStore:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-            for m in self._maps.values():
-                with contextlib.suppress(BufferError):
-                    m.close()
-            self._maps = {}
+            for fd in self._fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds = {}
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -247,21 +247,19 @@ class SampleStore:
     def read(self, slot: Slot) -> Any:
         """The item in ``slot``, or None when its bytes are gone, short or damaged (decode it again)."""
         try:
-            mm = self._maps.get(slot.shard)
-            end = slot.offset + slot.nbytes
-            if mm is None or len(mm) < end:
-                path = self.root / "shards" / slot.shard
-                if path.stat().st_size < end:
-                    return None
-                with open(path, "rb") as f:
-                    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                self._maps[slot.shard] = mm
-            buf = memoryview(mm)[slot.offset : end]
+            fd = self._fds.get(slot.shard)
+            if fd is None:
+                fd = self._fds[slot.shard] = os.open(self.root / "shards" / slot.shard, os.O_RDONLY)
+            # pread, not mmap: the bytes come from the page cache either way, but mapped pages count in the
+            # process's RSS, so a long epoch over a large store would look like (and be reported as) a leak.
+            buf = os.pread(fd, slot.nbytes, slot.offset)
+            if len(buf) < slot.nbytes:
+                return None
             if (slot.shard, slot.offset) not in self._verified:
                 if zlib.crc32(buf) != slot.crc:
                     return None
                 self._verified.add((slot.shard, slot.offset))
-            return _decode(buf, slot.layout)
+            return _decode(memoryview(buf), slot.layout)
         except (OSError, ValueError):
             return None
 
@@ -299,7 +297,9 @@ class SampleStore:
             db.commit()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.root / "shards" / name)
-            self._maps.pop(name, None)
+            fd = self._fds.pop(name, None)
+            if fd is not None:
+                os.close(fd)
             total -= shards[name].st_size
             removed += 1
         return removed

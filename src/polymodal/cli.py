@@ -1325,9 +1325,10 @@ def config_example_cmd(
 
 cache_app = _Typer(
     no_args_is_help=True,
-    help="The frozen-feature cache: features of frozen pretrained "
-    "backbones, kept on disk (in $POLYMODAL_CACHE_DIR, default ~/.cache/polymodal/features) and "
-    "reused across epochs, runs and compare calls.",
+    help="The caches: features of frozen pretrained "
+    "backbones, kept on disk (in $POLYMODAL_CACHE_DIR, default ~/.cache/polymodal/features), and decoded samples "
+    "(images, audio; in $POLYMODAL_SAMPLE_CACHE, default ~/.cache/polymodal/samples, size limit "
+    "$POLYMODAL_SAMPLE_CACHE_SIZE, default 20G), reused across epochs, runs and compare calls.",
 )
 app.add_typer(cache_app, name="cache")
 
@@ -1345,9 +1346,16 @@ def _size(n: float) -> str:
 @cache_app.command("info")
 @handles_errors
 def cache_info(quiet: bool = QuietOpt) -> None:
-    """List the cached models (fingerprint, source, entries, size on disk)."""
+    """List the cached models (fingerprint, source, entries, size on disk) and the sample cache's size."""
+    from .data.sample_cache import sample_store
     from .features.cache import cache_root, get_cache
 
+    samples = sample_store()
+    if samples is None:
+        out.print("sample cache: off (POLYMODAL_SAMPLE_CACHE=memory: decoded samples are held in memory)")
+    else:
+        s = samples.info()
+        out.print(f"sample cache: {s['root']}: {s['entries']} entries, {_size(s['bytes'])} (limit {_size(s['limit'])})")
     root = cache_root()
     rows = get_cache().info()
     if not rows:
@@ -1368,13 +1376,18 @@ def cache_clear(
     model: str | None = typer.Option(
         None,
         "--model",
-        help="Only this model's features (its fingerprint, or a prefix of it, from `polymodal cache info`).",
+        help="Only this model's features (its fingerprint, or a prefix of it, from `polymodal cache info`); "
+        "the sample cache is kept.",
     ),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Delete cached features (all of them, or one model's); they are recomputed when next needed."""
+    """Delete cached features (all of them, or one model's) and decoded samples; they are recomputed when needed."""
+    from .data.sample_cache import sample_store
     from .features.cache import cache_root, get_cache
 
+    samples = sample_store()
+    if model is None and samples is not None:
+        out.print(f"removed {samples.clear()} cached sample(s) from {samples.root}")
     root = cache_root()
     removed = get_cache().clear(model)
     if model is not None and removed == 0:

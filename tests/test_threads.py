@@ -178,3 +178,25 @@ def test_nothing_is_set_when_torch_was_imported_first():
     env: dict[str, str] = {}
     assert th.quiet_openmp(env) == {} and env == {}
     assert th.quiet_openmp(env, force=True) == th.OPENMP_QUIET == env
+
+
+def test_decoding_in_a_fit_follows_training_threads(tmp_path, monkeypatch):
+    """training.threads sizes the decode pool of fit's prepare step as well as the training loop."""
+    from conftest import make_table, tiny_config
+
+    from polymodal import Predictor
+    from polymodal.data import dataset
+
+    seen: list[int] = []
+    real = dataset.prepare
+
+    def spy(*args, **kwargs):
+        seen.append(dataset._threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("polymodal.fitting.prepare", spy)
+    monkeypatch.delenv(th.ENV_VAR, raising=False)
+    table = make_table(tmp_path, 40)
+    wanted = th.available_cores() + 2  # a count no default gives
+    Predictor("label", config=tiny_config(max_epochs=1, threads=wanted), preset="fast", verbose=False).fit(table)
+    assert seen == [max(2, min(8, 2 * wanted))] * 2  # the training and the validation rows

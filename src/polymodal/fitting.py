@@ -46,6 +46,7 @@ from .schema import (
 )
 from .tasks import Task, build_task
 from .tasks.multitask import MULTITASK, MultiTask
+from .threads import threads_for_call, use_threads
 from .training import FitResult, fit_model, predict_outputs
 from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
@@ -200,21 +201,23 @@ def prepare_labelled(
     """Decode each labelled table with its targets; under ``on_error=fail`` report the problems of all of them
     together, so that one run shows every bad row."""
     out, issues = [], []
-    for table, what in tables:
-        try:
-            out.append(
-                prepare(
-                    table.frame,
-                    processors,
-                    LoadContext(table.root, cfg.limits),
-                    cfg.on_error,
-                    targets=task.encode_target(label_values(table.frame, label)),
-                    progress=verbose,
-                    what=what,
+    # the decode pool follows training.threads as the training loop does (--threads and the env var act already)
+    with use_threads(threads_for_call(cfg.training.threads)):
+        for table, what in tables:
+            try:
+                out.append(
+                    prepare(
+                        table.frame,
+                        processors,
+                        LoadContext(table.root, cfg.limits),
+                        cfg.on_error,
+                        targets=task.encode_target(label_values(table.frame, label)),
+                        progress=verbose,
+                        what=what,
+                    )
                 )
-            )
-        except DataError as e:
-            issues += e.issues
+            except DataError as e:
+                issues += e.issues
     if issues:
         rows = len({i.row for i in issues})
         raise DataError(

@@ -290,7 +290,13 @@ class FittedPipeline:
             frame = self.labelled(frame, labelled)
         if frame_filter is not None:
             frame = frame_filter(frame)
-        if labelled is not None:
+        return self._decode(frame, table, labelled is not None, on_error, self.verbose)
+
+    def _decode(
+        self, frame: pd.DataFrame, table: Table, labelled: bool, on_error: str | None, progress: bool
+    ) -> DecodedTable:
+        """Check ``frame`` (rows of ``table``) against the fitted schema and decode it with the processors."""
+        if labelled:
             self.task.check_target(label_values(frame, self.label))
         self.check_columns(frame)
         self._warn_unknown_categories(frame)
@@ -299,7 +305,7 @@ class FittedPipeline:
             self.processors,
             LoadContext(table.root, self.config.limits),
             on_error or self.config.on_error,
-            progress=self.verbose,
+            progress=progress,
         )
         return DecodedTable(frame, prepared, table.root, table.source)
 
@@ -369,18 +375,8 @@ class FittedPipeline:
                                 filled[n] = True
                         frame = labelled_rows(frame, self.label, labelled, require_values=False, first_row=position)
                 if len(frame):
-                    if labelled is not None:
-                        self.task.check_target(label_values(frame, self.label))
-                    self.check_columns(frame)
-                    self._warn_unknown_categories(frame)
-                    prepared = prepare(
-                        frame,
-                        self.processors,
-                        LoadContext(current.root, self.config.limits),
-                        on_error or self.config.on_error,
-                        progress=self.verbose and bar is None,
-                    )
-                    decoded = DecodedTable(frame, prepared, current.root, current.source)
+                    decoded = self._decode(frame, current, labelled is not None, on_error, self.verbose and bar is None)
+                    prepared = decoded.prepared
                     # a chunk whose rows were all skipped gives nothing, unless it is the last one and none gave any
                     if len(prepared) or bar is None or (following is None and not yielded):
                         yielded = True

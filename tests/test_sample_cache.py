@@ -224,3 +224,19 @@ def test_loader_workers_read_the_store(table, tmp_path, monkeypatch):
             assert torch.equal(a.inputs[k], b.inputs[k]), k
         for k in a.masks:
             assert torch.equal(a.masks[k], b.masks[k]), k
+
+
+def test_items_put_by_a_process_that_exits_without_closing_are_kept(tmp_path):
+    """The process-wide store commits its pending index rows and closes its shard when the interpreter exits."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from polymodal.data.sample_cache import sample_store; "
+        "sample_store().put('sig', 'k', np.arange(5, dtype=np.int16))"
+    )
+    env = {**os.environ, "POLYMODAL_SAMPLE_CACHE": str(tmp_path / "s")}
+    subprocess.run([sys.executable, "-W", "error::ResourceWarning", "-c", code], env=env, check=True)
+    store = SampleStore(tmp_path / "s")
+    found = store.lookup("sig", ["k"])
+    assert list(store.read(found["k"])) == [0, 1, 2, 3, 4]

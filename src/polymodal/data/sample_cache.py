@@ -19,6 +19,7 @@ memory.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -371,6 +372,15 @@ def sample_cache_limit() -> int:
 
 _stores: dict[tuple[str, int], SampleStore] = {}
 _stores_lock = threading.Lock()
+
+
+@atexit.register
+def _close_stores() -> None:
+    # the index rows still pending are committed and the shard being written is closed when the process ends
+    with _stores_lock:
+        for store in _stores.values():
+            with contextlib.suppress(Exception):  # a broken store has nothing left to save
+                store.close()
 
 
 def sample_store() -> SampleStore | None:

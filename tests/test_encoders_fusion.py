@@ -29,9 +29,9 @@ def setup(train_csv, data_dir):
 
 
 def test_every_registered_encoder_is_covered():
-    from polymodal.encoders.hf import HFEncoder
-
     from test_timeseries import TS_SMALL_PARAMS  # time-series encoders run on their own table there
+
+    from polymodal.encoders.hf import HFEncoder
 
     scratch = {n for n in ENCODERS.names() if not issubclass(ENCODERS.get(n), HFEncoder)}
     covered = set(SMALL_PARAMS) | set(TS_SMALL_PARAMS)

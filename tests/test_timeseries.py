@@ -272,7 +272,10 @@ def test_encoder_shapes_absent_rows_and_learning(sensors, name):
 def test_every_fusion_accepts_time_series(sensors, name):
     _, modalities, procs, prepared = _batches(sensors)
     cfg = PolymodalConfig.from_any(
-        {"encoders": {"timeseries": {"name": "ts_cnn", "width": 8, "dim": 16, "stages": 2}}, "fusion": {"name": name, "dim": 16}}
+        {
+            "encoders": {"timeseries": {"name": "ts_cnn", "width": 8, "dim": 16, "stages": 2}},
+            "fusion": {"name": name, "dim": 16},
+        }
     )
     task = build_task("binary", cfg.task)
     task.fit_target(pd.Series(["fast", "slow"]))

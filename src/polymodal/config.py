@@ -109,8 +109,11 @@ class ProcessingConfig(_Section):
     vocab_size: int = Field(20_000, ge=10, description="largest word vocabulary of the from-scratch text encoders")
     text_min_freq: int = Field(1, ge=1, description="words seen fewer times in training are unknown")
     series_length: int | None = Field(
-        None, ge=2, le=100_000, description="time series are cropped/padded (or resampled) to this many steps; None = "
-        "the 95th percentile of the training lengths, at most series_max_length"
+        None,
+        ge=2,
+        le=100_000,
+        description="time series are cropped/padded (or resampled) to this many steps; None = "
+        "the 95th percentile of the training lengths, at most series_max_length",
     )
     series_max_length: int = Field(512, ge=2, le=100_000, description="upper bound of the learned series_length")
     series_fit: Literal["crop", "resample"] = Field(

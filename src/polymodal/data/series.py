@@ -39,8 +39,7 @@ def _check_shape(steps: int, channels: int, limits: LimitsConfig) -> None:
         raise LoadError(f"time series is empty ({steps} steps x {channels} channels): a series needs at least 1 step")
     if steps > limits.max_series_steps:
         raise LoadError(
-            f"time series has {steps:,} steps, over the limit of {limits.max_series_steps:,} "
-            "(limits.max_series_steps)"
+            f"time series has {steps:,} steps, over the limit of {limits.max_series_steps:,} (limits.max_series_steps)"
         )
     if channels > limits.max_series_channels:
         raise LoadError(
@@ -77,9 +76,7 @@ def _load_npy(source: Source, limits: LimitsConfig) -> np.ndarray:
             if dtype.hasobject:
                 raise LoadError("the .npy file holds Python objects (pickled); save a numeric array instead")
             if len(shape) not in (1, 2):
-                raise LoadError(
-                    f".npy array has shape {shape}; a series is steps (T) or steps x channels (T x C)"
-                )
+                raise LoadError(f".npy array has shape {shape}; a series is steps (T) or steps x channels (T x C)")
             _check_shape(shape[0], shape[1] if len(shape) == 2 else 1, limits)
             f.seek(0)
             arr = np.load(f, allow_pickle=False)
@@ -122,7 +119,7 @@ def _load_csv(source: Source, limits: LimitsConfig) -> np.ndarray:
 
 
 def _load_parquet(source: Source, limits: LimitsConfig) -> np.ndarray:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     try:
         pf = pq.ParquetFile(io.BytesIO(source.data) if isinstance(source, InMemoryFile) else source)

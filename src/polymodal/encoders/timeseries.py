@@ -62,9 +62,7 @@ class InceptionBlock(nn.Module):
         super().__init__()
         n = len(kernels) + 1
         widths = [cout // n + (1 if i < cout % n else 0) for i in range(n)]
-        self.convs = nn.ModuleList(
-            nn.Conv1d(cin, w, k, padding="same", bias=False) for w, k in zip(widths, kernels)
-        )
+        self.convs = nn.ModuleList(nn.Conv1d(cin, w, k, padding="same", bias=False) for w, k in zip(widths, kernels))
         self.pool_conv = nn.Conv1d(cin, widths[-1], 1, bias=False)
         self.norm = nn.BatchNorm1d(cout)
 
@@ -80,7 +78,9 @@ class ResidualStage(nn.Module):
         super().__init__()
         self.a = InceptionBlock(cin, cout, kernels)
         self.b = InceptionBlock(cout, cout, kernels)
-        self.skip = nn.Identity() if cin == cout else nn.Sequential(nn.Conv1d(cin, cout, 1, bias=False), nn.BatchNorm1d(cout))
+        self.skip = (
+            nn.Identity() if cin == cout else nn.Sequential(nn.Conv1d(cin, cout, 1, bias=False), nn.BatchNorm1d(cout))
+        )
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -343,3 +343,55 @@ def test_cli_bad_series_exit_2_nothing_written(cli, sensors, fitted_ts, tmp_path
     msg = " ".join(r.stderr.split())
     assert "row 1, column 'acc': time series has 3 channel(s); the model was trained on 2" in msg, msg
     assert not preds.exists() and not list(tmp_path.glob(".preds.csv.*"))
+
+
+# --------------------------------------------------------------------------------- explanations, export, serve
+@pytest.mark.parametrize("method", ["occlusion", "integrated_gradients"])
+def test_explanations_over_channel_and_time(fitted_ts, sensors, method, tmp_path):
+    from polymodal.explain.plots import plot_explanation
+
+    (e, *_) = fitted_ts.explain(pd.read_csv(sensors / "test" / "sensors.csv").head(2), method, sensors / "test")
+    acc = e.attributions["acc"]
+    length = fitted_ts.pipeline.processors["acc"].length
+    assert acc.kind == "timeseries" and acc.scores.shape == (2, length) and np.isfinite(acc.scores).all()
+    assert np.abs(acc.scores).sum() > 0 and acc.background is not None and acc.background.shape == (2, length)
+    assert abs(sum(e.shares.values()) - 1) < 1e-6
+    assert json.loads(json.dumps(e.to_dict()))["columns"]["acc"]["shape"] == [2, length]
+    plot_explanation(e).savefig(tmp_path / "e.png")
+    assert (tmp_path / "e.png").stat().st_size > 0
+
+
+def test_onnx_export_parity(fitted_ts, sensors, tmp_path):
+    from polymodal.export.export import export_run
+
+    run = fitted_ts.save(tmp_path / "run")
+    result = export_run(run, tmp_path / "onnx", data=sensors / "test" / "sensors.csv", data_root=sensors / "test")
+    (parity,) = result.parity.values()
+    assert parity.rows > 0 and parity.max_abs_diff < 1e-3 and parity.agreement == 1.0
+
+
+def test_serve_takes_inline_arrays(fitted_ts, sensors):
+    from fastapi.testclient import TestClient
+
+    from polymodal.serving.app import create_app
+    from polymodal.serving.schemas import ServeConfig
+
+    folder = sensors / "test"
+    frame = pd.read_csv(folder / "sensors.csv").head(4)
+    rows = [
+        {
+            "acc": np.load(folder / r.acc).tolist(),
+            "gyro": pd.read_csv(folder / r.gyro).iloc[:, 0].tolist(),
+            "trace": r.trace,  # a JSON string is accepted too
+        }
+        for r in frame.itertuples()
+    ]
+    rows[1]["acc"] = None
+    frame.loc[1, "acc"] = None
+    with TestClient(create_app(fitted_ts, ServeConfig(max_wait_ms=2))) as client:
+        r = client.post("/predict", json={"rows": rows})
+        assert r.status_code == 200, r.text
+        expected = fitted_ts.predict(frame, data_root=folder).tolist()
+        assert [p["prediction"] for p in r.json()["predictions"]] == expected
+        bad = client.post("/predict", json={"rows": [dict(rows[0], acc=[[1.0, 2.0, 3.0]] * 10)]})
+        assert bad.status_code == 422 and "row 0, column 'acc': time series has 3 channel(s)" in bad.text

@@ -395,3 +395,14 @@ def test_serve_takes_inline_arrays(fitted_ts, sensors):
         assert [p["prediction"] for p in r.json()["predictions"]] == expected
         bad = client.post("/predict", json={"rows": [dict(rows[0], acc=[[1.0, 2.0, 3.0]] * 10)]})
         assert bad.status_code == 422 and "row 0, column 'acc': time series has 3 channel(s)" in bad.text
+
+
+def test_report_explains_time_series(fitted_ts, sensors, tmp_path):
+    from polymodal.reporting import report
+
+    run = fitted_ts.save(tmp_path / "run")
+    out = report(run, sensors / "test" / "sensors.csv", tmp_path / "r.html", n_examples=2, n_bootstrap=20)
+    html = out.read_text(encoding="utf-8")
+    start = html.index('<section id="gallery"')
+    gallery = html[start : html.index("</section>", start)]
+    assert "<img" in gallery and "time-series channel x time maps" in gallery and "acc " in gallery

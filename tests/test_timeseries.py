@@ -406,3 +406,10 @@ def test_report_explains_time_series(fitted_ts, sensors, tmp_path):
     start = html.index('<section id="gallery"')
     gallery = html[start : html.index("</section>", start)]
     assert "<img" in gallery and "time-series channel x time maps" in gallery and "acc " in gallery
+
+
+def test_long_inline_series_are_recognised_from_their_first_characters():
+    long = [json.dumps(np.round(np.sin(np.arange(30_000) / (i + 1)), 3).tolist()) for i in range(25)]
+    assert len(long[0]) > 100_000
+    spec = infer_column(pd.Series(long, name="x"))
+    assert spec.kind is ColumnKind.TIMESERIES, spec

@@ -282,9 +282,14 @@ def _is_number(v: Any) -> bool:
     return v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
 
 
+_NUMBER_CHARS = frozenset("0123456789.eE+-, \t\r\n[]nul")  # JSON numbers, brackets, commas and null
+
+
 def _json_number_list(value: Any) -> bool:
     if not isinstance(value, str) or not value.lstrip().startswith("["):
         return False
+    if len(value) > CELL_PREFIX:  # a long series: its first characters decide (inference must stay cheap)
+        return set(value[:CELL_PREFIX]) <= _NUMBER_CHARS and any(ch.isdigit() for ch in value[:CELL_PREFIX])
     try:
         parsed = json.loads(value)
     except ValueError:
@@ -298,16 +303,14 @@ def timeseries_reason(series: pd.Series) -> str | None:
     recognised by their extension with the other file kinds."""
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         return None
-    nonnull = series[series.map(lambda v: isinstance(v, (list, tuple, np.ndarray)) or not pd.isna(v))]
+    nonnull = series.dropna()
     if nonnull.empty:
         return None
     sample = nonnull.iloc[:_SAMPLE] if len(nonnull) <= _SAMPLE else nonnull.sample(_SAMPLE, random_state=0)
     arrays = float(np.mean([_is_number_list(v) for v in sample]))
     if arrays >= _PATH_SHARE:
         return f"{arrays:.0%} of sampled values are arrays of numbers (one time series per cell)"
-    # JSON is parsed only for short-enough cells: inference must stay cheap (CELL_PREFIX)
-    text = sample[sample.map(lambda v: isinstance(v, str) and len(v) <= 10 * CELL_PREFIX)]
-    share = float(np.mean([_json_number_list(v) for v in text])) * len(text) / len(sample) if len(text) else 0.0
+    share = float(np.mean([_json_number_list(v) for v in sample]))
     if share >= _PATH_SHARE:
         return f"{share:.0%} of sampled values are JSON arrays of numbers (one time series per cell)"
     return None

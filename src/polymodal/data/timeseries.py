@@ -9,7 +9,6 @@ A cell that is empty altogether is an absent modality (masked like any other mis
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import LoadError
 from . import series
-from .processors import PROCESSORS, LoadContext, _FileProcessor
+from .processors import PROCESSORS, LoadContext, _FileProcessor, _sample
 
 MIN_LENGTH = 8
 
@@ -55,7 +54,7 @@ class TimeSeriesProcessor(_FileProcessor):
     channels: int | None = None
 
     def cache_key(self, value: Any) -> str | None:
-        return None if series.is_inline(value) and not isinstance(value, str) else str(value).strip()
+        return None if series.is_inline(value) else str(value).strip()  # an inline series is its row's own
 
     def is_absent(self, value: Any) -> bool:
         if isinstance(value, (list, tuple, np.ndarray)):
@@ -77,24 +76,34 @@ class TimeSeriesProcessor(_FileProcessor):
         return arr
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
+        # Streamed over a sample of training cells (each series decoded, summed, dropped): long series never all
+        # sit in memory at once. Statistics are kept per channel count; the most common count is the model's.
         self.channels = None
-        items = self._readable_sample(frame, lambda v: self.load(v, ctx), 500)
-        counts = Counter(it.shape[1] for it in items)
-        self.channels = counts.most_common(1)[0][0] if counts else 1
-        items = [it for it in items if it.shape[1] == self.channels]  # others are reported by row at prepare
+        stats: dict[int, list[Any]] = {}  # channels -> [lengths, count, sum, sum of squares] (per channel)
+        for v in _sample([v for v in frame[self.columns[0]].tolist() if not self.is_absent(v)], 500):
+            try:
+                arr = self.load(v, ctx)
+            except LoadError:
+                continue  # reported by row when the table is prepared
+            values = arr.astype(np.float64)
+            seen = ~np.isnan(values)
+            s = stats.setdefault(arr.shape[1], [[], 0, 0.0, 0.0])
+            s[0].append(len(arr))
+            s[1] = s[1] + seen.sum(0)
+            s[2] = s[2] + np.where(seen, values, 0.0).sum(0)
+            s[3] = s[3] + np.where(seen, values**2, 0.0).sum(0)
+        self.channels = max(stats, key=lambda c: len(stats[c][0])) if stats else 1
+        lengths, count, total, squares = stats.get(self.channels, [[], 0, 0.0, 0.0])
         if self.cfg.series_length is not None:
             self.length = int(self.cfg.series_length)
         else:
-            p95 = float(np.percentile([len(it) for it in items], 95)) if items else 64.0
+            p95 = float(np.percentile(lengths, 95)) if lengths else 64.0
             self.length = int(min(max(math.ceil(p95), MIN_LENGTH), self.cfg.series_max_length))
-        if items:
-            values = np.concatenate(items, axis=0).astype(np.float64)
-            with np.errstate(all="ignore"):
-                mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-            mean = np.where(np.isfinite(mean), mean, 0.0)
-            std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
-        else:
-            mean, std = np.zeros(self.channels), np.ones(self.channels)
+        with np.errstate(all="ignore"):
+            mean = np.broadcast_to(total / np.maximum(count, 1), (self.channels,))
+            std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0.0))
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.where(np.isfinite(std) & (std > 1e-8 * np.maximum(np.abs(mean), 1.0)), std, 1.0)
         self.mean, self.std = mean.tolist(), std.tolist()
 
     def load_signature(self) -> dict[str, Any]:

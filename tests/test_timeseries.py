@@ -413,3 +413,25 @@ def test_long_inline_series_are_recognised_from_their_first_characters():
     assert len(long[0]) > 100_000
     spec = infer_column(pd.Series(long, name="x"))
     assert spec.kind is ColumnKind.TIMESERIES, spec
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("[[1, 2], [3]]", "not a rectangular array"),
+        ('[1, "a"]', "not numbers"),
+        ("[[[1]]]", "3 dimensions"),
+        ("[1, 2", "not valid JSON"),
+        ("[" + "9" * 400 + "]", "not a rectangular array"),  # beyond any float: refused, never a crash
+        ("[]", "empty"),
+        ("[[]]", "empty"),
+    ],
+)
+def test_hostile_inline_cells_are_load_errors(cell, message):
+    with pytest.raises(LoadError, match=message):
+        load_inline(cell, LimitsConfig())
+
+
+def test_inline_missing_values_and_infinities_are_nan():
+    arr = load_inline("[[1, null], [1e400, 2]]", LimitsConfig())
+    assert arr.shape == (2, 2) and np.isnan(arr[0, 1]) and np.isnan(arr[1, 0]) and arr[1, 1] == 2

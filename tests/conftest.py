@@ -64,14 +64,17 @@ def make_table(
 
 @pytest.fixture(scope="session", autouse=True)
 def _feature_cache_dir(tmp_path_factory):
-    """Frozen-backbone features go to a per-session folder, never the user's ~/.cache."""
-    old = os.environ.get("POLYMODAL_CACHE_DIR")
-    os.environ["POLYMODAL_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature-cache"))
+    """Frozen-backbone features and decoded samples go to per-session folders, never the user's ~/.cache."""
+    names = {"POLYMODAL_CACHE_DIR": "feature-cache", "POLYMODAL_SAMPLE_CACHE": "sample-cache"}
+    old = {name: os.environ.get(name) for name in names}
+    for name, folder in names.items():
+        os.environ[name] = str(tmp_path_factory.mktemp(folder))
     yield
-    if old is None:
-        os.environ.pop("POLYMODAL_CACHE_DIR", None)
-    else:
-        os.environ["POLYMODAL_CACHE_DIR"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

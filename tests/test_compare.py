@@ -101,6 +101,8 @@ def test_resume_needs_an_output_directory(train_csv):
 
 
 def test_shared_decoding_decodes_each_file_once(train_csv, data_dir):
+    """In memory (store=None) the block is what shares decoded files; the on-disk store shares them always
+    (test_sample_cache)."""
     from polymodal.config import PolymodalConfig
     from polymodal.data.dataset import prepare, shared_decoding
     from polymodal.data.processors import ImageProcessor, LoadContext, build_processors
@@ -122,11 +124,11 @@ def test_shared_decoding_decodes_each_file_once(train_csv, data_dir):
     ImageProcessor.load = counting
     try:
         with shared_decoding():
-            a = prepare(frame, procs, ctx, progress=False)
+            a = prepare(frame, procs, ctx, progress=False, store=None)
             n = len(calls)
-            b = prepare(frame, procs, ctx, progress=False)
+            b = prepare(frame, procs, ctx, progress=False, store=None)
         assert n > 0 and len(calls) == n  # the second call decoded no image
-        prepare(frame, procs, ctx, progress=False)
+        prepare(frame, procs, ctx, progress=False, store=None)
         assert len(calls) == 2 * n  # outside the block nothing is shared
     finally:
         ImageProcessor.load = original

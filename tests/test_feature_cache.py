@@ -144,7 +144,7 @@ def test_cli_cache_info_and_clear(image_table, tmp_path, monkeypatch, cli):
     r = cli("cache", "clear", "--model", "zzzz")
     assert r.exit_code == 2 and "cache info" in r.stderr
     r = cli("cache", "clear")
-    assert r.exit_code == 0 and "removed 1" in r.stdout
+    assert r.exit_code == 0 and "removed 1 cached model" in r.stdout
     assert "empty" in cli("cache", "info").stdout
 
 

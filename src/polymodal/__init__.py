@@ -8,7 +8,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .threads import quiet_openmp
 from .version import __version__
+
+# Idle OpenMP threads sleep instead of spinning (polymodal.threads): only when torch is not imported yet, since the
+# OpenMP runtime reads the environment once, as torch loads it; a user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT is kept.
+quiet_openmp()
 
 _EXPORTS = {
     "Predictor": "polymodal.api",

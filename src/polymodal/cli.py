@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import time
@@ -18,6 +19,10 @@ from rich.table import Table as RichTable
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .errors import PolymodalError, cli_terms
+from .threads import quiet_openmp
+
+# Before torch is imported (the commands import it lazily): OpenMP reads its wait policy once, as torch loads it.
+quiet_openmp()
 
 # Help-text tokens filled in from the parameter registries when a command's help is shown (not at import: the
 # registries import pydantic, and `polymodal --help` should stay quick).
@@ -135,6 +140,13 @@ OnErrorOpt = typer.Option(
     callback=_on_error_choice,
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages.")
+ThreadsOpt = typer.Option(
+    None,
+    "--threads",
+    min=1,
+    help="Threads for torch, decoding and ONNX Runtime (default: the config's training.threads, else "
+    "$POLYMODAL_THREADS, else $OMP_NUM_THREADS, else the cores this process may use: CPU affinity and cgroup quota).",
+)
 
 
 def _devices_option(value: str | None) -> str | None:
@@ -219,7 +231,8 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             with stop_on_signals():
                 try:
-                    with cli_terms():  # messages name options as the command line spells them
+                    # messages name options as the command line spells them; --threads for the command
+                    with cli_terms(), _threads_for(fn, kwargs):
                         return fn(*args, **kwargs)
                 except BaseException as e:  # re-raised unless it is one of ours or a stop signal
                     _exit_for(e)
@@ -229,6 +242,17 @@ def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(e.exit_code) from None
 
     return wrapper
+
+
+def _threads_for(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """--threads (and the thread count it resolves to) for a command that computes; nothing for the others."""
+    import contextlib
+
+    from .threads import for_command
+
+    if "threads" not in inspect.signature(fn).parameters:
+        return contextlib.nullcontext()
+    return for_command(kwargs.get("threads"))
 
 
 def _exit_for(e: BaseException) -> None:
@@ -449,6 +473,7 @@ def validate(
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
     report: Path | None = typer.Option(None, "--report", help="Also write the problems as CSV here."),
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Decode every row as training would; list each problem (row, column, what); exit 2 if there is any."""
@@ -543,6 +568,7 @@ def fit(
     devices: str | None = DevicesOpt,
     strategy: str | None = StrategyOpt,
     num_nodes: int | None = NumNodesOpt,
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a model on a table and save it as a run directory (written only when training succeeds)."""
@@ -630,6 +656,7 @@ def predict(
     chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-label
@@ -686,6 +713,7 @@ def evaluate(
     chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Score a saved model on a labelled table; with --robustness, also under missing and corrupted modalities."""
@@ -779,6 +807,7 @@ def explain_cmd(
     repeats: int = typer.Option(1, "--repeats", help="Shuffles per column for permutation importance.", min=1),
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Explain predictions: per-row attributions (image heat maps, spectrogram saliency, token highlights,
@@ -885,6 +914,7 @@ def compare_cmd(
     ),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train each single modality and each fusion method on one split; write compare.md/.csv/.png.
@@ -976,6 +1006,7 @@ def tune_cmd(
         None, "--seed", help="Seeds the split, the sampler and every trial (default 0).", min=0, max=SEED_MAX
     ),
     on_error: str | None = OnErrorOpt,
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Search fusions, encoder sizes, learning rate, dropout and epochs for the best validation score (Optuna:
@@ -1082,6 +1113,7 @@ def report_cmd(
     ),
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Write one self-contained HTML report (open it in any browser, offline): schema, training curves, test
@@ -1132,6 +1164,7 @@ def demo(
     seed: int = typer.Option(
         0, "--seed", help="Seeds the data and the training (0 to 2**32 - 1).", min=0, max=SEED_MAX
     ),
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Generate a synthetic data set, train, evaluate on held-out rows, print a table.
@@ -1292,9 +1325,10 @@ def config_example_cmd(
 
 cache_app = _Typer(
     no_args_is_help=True,
-    help="The frozen-feature cache: features of frozen pretrained "
-    "backbones, kept on disk (in $POLYMODAL_CACHE_DIR, default ~/.cache/polymodal/features) and "
-    "reused across epochs, runs and compare calls.",
+    help="The caches: features of frozen pretrained "
+    "backbones, kept on disk (in $POLYMODAL_CACHE_DIR, default ~/.cache/polymodal/features), and decoded samples "
+    "(images, audio; in $POLYMODAL_SAMPLE_CACHE, default ~/.cache/polymodal/samples, size limit "
+    "$POLYMODAL_SAMPLE_CACHE_SIZE, default 20G), reused across epochs, runs and compare calls.",
 )
 app.add_typer(cache_app, name="cache")
 
@@ -1312,9 +1346,16 @@ def _size(n: float) -> str:
 @cache_app.command("info")
 @handles_errors
 def cache_info(quiet: bool = QuietOpt) -> None:
-    """List the cached models (fingerprint, source, entries, size on disk)."""
+    """List the cached models (fingerprint, source, entries, size on disk) and the sample cache's size."""
+    from .data.sample_cache import sample_store
     from .features.cache import cache_root, get_cache
 
+    samples = sample_store()
+    if samples is None:
+        out.print("sample cache: off (POLYMODAL_SAMPLE_CACHE=memory: decoded samples are held in memory)")
+    else:
+        s = samples.info()
+        out.print(f"sample cache: {s['root']}: {s['entries']} entries, {_size(s['bytes'])} (limit {_size(s['limit'])})")
     root = cache_root()
     rows = get_cache().info()
     if not rows:
@@ -1335,13 +1376,18 @@ def cache_clear(
     model: str | None = typer.Option(
         None,
         "--model",
-        help="Only this model's features (its fingerprint, or a prefix of it, from `polymodal cache info`).",
+        help="Only this model's features (its fingerprint, or a prefix of it, from `polymodal cache info`); "
+        "the sample cache is kept.",
     ),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Delete cached features (all of them, or one model's); they are recomputed when next needed."""
+    """Delete cached features (all of them, or one model's) and decoded samples; they are recomputed when needed."""
+    from .data.sample_cache import sample_store
     from .features.cache import cache_root, get_cache
 
+    samples = sample_store()
+    if model is None and samples is not None:
+        out.print(f"removed {samples.clear()} cached sample(s) from {samples.root}")
     root = cache_root()
     removed = get_cache().clear(model)
     if model is not None and removed == 0:
@@ -1372,6 +1418,7 @@ def export(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
     ),
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
@@ -1412,6 +1459,7 @@ def prune_cmd(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
     ),
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Magnitude-prune every linear and conv weight of a saved model; report sparsity (and metrics with --eval)."""
@@ -1457,7 +1505,6 @@ def serve(
     ),
     max_body_mb: float = typer.Option(20.0, "--max-body-mb", help="Larger request bodies get 413."),
     max_rows: int = typer.Option(64, "--max-rows", help="Rows in one request at most."),
-    threads: int | None = typer.Option(None, "--threads", help="Model threads (default: library default)."),
     max_image_mp: float = typer.Option(
         4.0, "--max-image-mp", help="Megapixels per image at most (checked from the header; larger: 413)."
     ),
@@ -1467,6 +1514,7 @@ def serve(
     request_timeout: float = typer.Option(
         30.0, "--request-timeout", help="Seconds a request may take (body, decoding and model) before 408/503."
     ),
+    threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Serve a saved model over HTTP: POST /predict, GET /health, GET /metadata; API docs at /docs."""
@@ -1476,6 +1524,7 @@ def serve(
     progress(f"loading {run} ...")
     from .errors import ConfigError
     from .serving.schemas import ServeConfig
+    from .threads import current_threads
 
     try:
         cfg = ServeConfig(
@@ -1486,7 +1535,7 @@ def serve(
             max_wait_ms=max_wait_ms,
             max_body_bytes=int(max_body_mb * 1_000_000),
             max_rows=max_rows,
-            threads=threads,
+            threads=current_threads(),  # --threads, else the config-free default (polymodal.threads)
             max_image_pixels=max(1, int(max_image_mp * 1_000_000)),
             max_audio_seconds=max_audio_seconds,
             decode_workers=decode_workers,

@@ -353,6 +353,12 @@ class TrainingConfig(_Section):
         "training row (a row always keeps one), for robustness to missing modalities",
     )
     num_workers: int = Field(0, ge=0, description="data-loading worker processes")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="threads for torch, decoding and ONNX Runtime (None = the POLYMODAL_THREADS environment "
+        "variable, else the cores this process may use: CPU affinity and cgroup quota); --threads overrides it",
+    )
     gradient_clip: float | None = Field(1.0, gt=0, description="largest gradient norm (None = no clipping)")
     accelerator: Accelerator = Field("auto", description="Lightning accelerator (auto: a GPU when there is one)")
     precision: Precision | None = Field(

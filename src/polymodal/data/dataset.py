@@ -1,7 +1,9 @@
 """Decode a table once (validating every cell), then serve batches: ``Batch`` = column tensors + presence masks.
 
 Decoding happens up front, in threads, with progress counted in rows (a bar, or log lines when the output is not
-a terminal); rows that share a file share one decoded item.
+a terminal); rows that share a file share one decoded item. Decoded items go to the on-disk sample store
+(:mod:`.sample_cache`; files already there are not decoded again) and ``Prepared`` keeps only where they are, so
+the decoded table is never held in memory (``POLYMODAL_SAMPLE_CACHE=memory`` or ``store=None`` holds it, as before).
 Bad cells are handled by the ``on_error`` policy: ``fail`` (raise with every problem listed), ``skip`` (drop the
 row and report), ``missing`` (treat that modality as absent for the row).
 """
@@ -10,8 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, copy_context
@@ -23,9 +24,12 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, DataError, LoadError, RowIssue, row_label
+from ..threads import current_threads
 from .processors import LoadContext, Processor
 from .progress import Progress
+from .sample_cache import SampleStore, sample_store
 from .samplers import EpochSampler
+from .stored import StoreJobs, take
 
 log = logging.getLogger("polymodal")
 
@@ -56,9 +60,12 @@ class Batch:
 
 @dataclass
 class Prepared:
-    """Decoded rows. ``rows`` are the kept rows' positions in the table as read."""
+    """Decoded rows. ``rows`` are the kept rows' positions in the table as read.
 
-    items: dict[str, list[Any]]
+    ``items[m]`` is a sequence (``None`` = absent): a list held in memory, or a :class:`StoredColumn` that reads
+    each item from the on-disk sample store when asked (see :mod:`polymodal.data.sample_cache`)."""
+
+    items: Mapping[str, Sequence[Any]]
     rows: np.ndarray
     targets: np.ndarray | None = None
     issues: list[RowIssue] = field(default_factory=list)
@@ -66,10 +73,19 @@ class Prepared:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def item(self, modality: str, i: int) -> Any:
+        """Row ``i``'s item of ``modality`` (None when absent)."""
+        return self.items[modality][i]
+
+    def column(self, modality: str, idx: Iterable[int] | None = None) -> list[Any]:
+        """The items of ``modality`` for rows ``idx`` (all rows by default), read into a new list."""
+        col = self.items[modality]
+        return list(col) if idx is None else [col[int(i)] for i in idx]
+
     def subset(self, idx: Iterable[int]) -> "Prepared":
         idx = np.asarray(list(idx), dtype=np.int64)
         return Prepared(
-            {m: [v[i] for i in idx] for m, v in self.items.items()},
+            {m: take(v, idx) for m, v in self.items.items()},
             self.rows[idx],
             None if self.targets is None else self.targets[idx],
             self.issues,
@@ -85,7 +101,9 @@ def shared_decoding() -> Iterator[None]:
 
     For many fits on the same files (``compare``): an entry is keyed by the processor type, the fitted state its
     ``load`` depends on, the data root, the limits and the file, so it is reused exactly when it would decode the
-    same. Memory grows with the distinct files decoded; it is freed when the block ends.
+    same. Memory grows with the distinct files decoded; it is freed when the block ends. With the on-disk sample
+    store (the default) the store itself is shared, across processes and runs too; the block then only saves its
+    look-ups.
     """
     token = _shared.set({})
     try:
@@ -94,8 +112,12 @@ def shared_decoding() -> Iterator[None]:
         _shared.reset(token)
 
 
+_WINDOW = 4096  # decode jobs in flight at once
+
+
 def _threads() -> int:
-    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+    # decoding waits on files as much as on the CPU (and PIL/soundfile release the GIL): twice the compute threads
+    return max(2, min(8, 2 * current_threads()))
 
 
 def _rows_done_after(order: list[tuple[str, Any]], where: dict[str, list[Any]], n: int) -> np.ndarray:
@@ -119,13 +141,23 @@ def prepare(
     progress: bool = True,
     what: str = "rows",
     quiet: bool = False,
+    store: SampleStore | str | None = "default",
 ) -> Prepared:
-    """Decode every cell of every modality; apply the ``on_error`` policy to cells that cannot be decoded."""
+    """Decode every cell of every modality; apply the ``on_error`` policy to cells that cannot be decoded.
+
+    ``store``: where decoded items go (``"default"``: :func:`sample_store`, set by ``$POLYMODAL_SAMPLE_CACHE``);
+    None holds every decoded item in memory. Items already in the store are not decoded again."""
+    disk = sample_store() if store == "default" else store
+    if isinstance(disk, str):
+        raise ConfigError(f"store must be a SampleStore, None or 'default', not {store!r}")
     if on_error not in ("fail", "skip", "missing"):
         raise ConfigError(f"on_error must be 'fail', 'skip' or 'missing', not {on_error!r}")
     n = len(frame)
-    records = frame.to_dict("records")
-    cells = {m: [p.cell(r) for r in records] for m, p in processors.items()}
+    # Row mappings of each processor's own columns only, one at a time: the whole table as dicts would cost more
+    # memory than the decoded samples the store saves.
+    values = {c: frame[c].tolist() for p in processors.values() for c in p.columns}
+    cells = {m: [p.cell({c: values[c][i] for c in p.columns}) for i in range(n)] for m, p in processors.items()}
+    del values
     # One job per distinct file (or per row when a processor does not share items), in row order: rows are then
     # completed one after another, which is what the progress counts.
     jobs: dict[tuple[str, Any], tuple[Processor, Any]] = {}
@@ -170,20 +202,30 @@ def prepare(
             if shared_keys[key] in shared:
                 results[key] = shared[shared_keys[key]]
                 del jobs[key]
+    stored = StoreJobs(disk, processors, ctx, jobs, results) if disk is not None and not disk.broken else None
     rows_done_after = _rows_done_after(list(jobs), where, n)
     bar = Progress(n, f"decoding {what}", "rows", enabled=progress)
     bar.update(int(rows_done_after[0]))  # rows with nothing left to decode (absent or already shared cells)
+    order = list(jobs)
     with ThreadPoolExecutor(_threads()) as pool:
-        for j, (key, res) in enumerate(zip(jobs, pool.map(run, jobs.values(), chunksize=16))):
-            results[key] = res
-            if key in shared_keys and shared is not None:
-                shared[shared_keys[key]] = res
-            bar.update(int(rows_done_after[j + 1]))
+        # A window of jobs at a time: ``map`` makes a future per job up front, and at 100k rows those futures and
+        # the decoded items waiting in them would cost more memory than the store saves.
+        for start in range(0, len(order), _WINDOW):
+            window = order[start : start + _WINDOW]
+            for j, (key, res) in enumerate(zip(window, pool.map(run, [jobs[k] for k in window], chunksize=16)), start):
+                results[key] = res if stored is None else stored.keep(key, res)
+                if key in shared_keys and shared is not None:
+                    shared[shared_keys[key]] = results[key]
+                bar.update(int(rows_done_after[j + 1]))
     bar.close()
+    del jobs, order  # what is left of a job is in ``results``; at 100k rows the job list is worth freeing now
+    if stored is not None:
+        stored.store.flush()
+        stored.skeys.clear()
 
     issues: list[RowIssue] = []
     bad_rows: set[int] = set()
-    items: dict[str, list[Any]] = {}
+    items: dict[str, Sequence[Any]] = {}
     for m, keys in where.items():
         col = processors[m].columns[0] if len(processors[m].columns) == 1 else m
         out = []
@@ -194,7 +236,7 @@ def prepare(
                 bad_rows.add(i)
                 res = None
             out.append(res)
-        items[m] = out
+        items[m] = out if stored is None else stored.column(m, keys, out, cells[m])
 
     if issues and on_error == "fail":
         raise DataError(
@@ -238,7 +280,7 @@ class Collator:
         inputs: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for m, p in self.processors.items():
-            items = [self.prepared.items[m][i] for i in idx]
+            items = self.prepared.column(m, idx)
             inputs.update(p.collate(items, self.train))
             masks[m] = torch.tensor([it is not None for it in items], dtype=torch.bool)
         target = None

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..data.processors import UNK, Processor
+from ..data.stored import MappedColumn
 from ..errors import ConfigError
 from ..registry import Registry, register
 
@@ -279,15 +280,31 @@ class DroppedChannel(Corruption):
 
 
 def corrupt_items(
-    items: list[Any], corruption: Corruption, level: float, seed: int, modality: str, rows: Sequence[int] | np.ndarray
+    items: Sequence[Any],
+    corruption: Corruption,
+    level: float,
+    seed: int,
+    modality: str,
+    rows: Sequence[int] | np.ndarray,
 ) -> list[Any]:
     """A new list of corrupted copies of ``items`` (``None`` stays absent). ``rows`` seed each row's generator, so
     a row gets the same random draws at every level and whatever other rows were kept."""
+    return list(corrupted_column(items, corruption, level, seed, modality, rows))
+
+
+def corrupted_column(
+    items: Sequence[Any],
+    corruption: Corruption,
+    level: float,
+    seed: int,
+    modality: str,
+    rows: Sequence[int] | np.ndarray,
+) -> MappedColumn:
+    """:func:`corrupt_items` computed row by row when read (a column read from the sample store stays on disk)."""
     salt = [zlib.crc32(modality.encode()), zlib.crc32(corruption.name.encode())]
-    return [
-        None if it is None else corruption.apply(it, level, np.random.default_rng([seed, *salt, int(r)]))
-        for it, r in zip(items, rows)
-    ]
+    return MappedColumn(
+        items, lambda i, it: corruption.apply(it, level, np.random.default_rng([seed, *salt, int(rows[i])]))
+    )
 
 
 def parse_corruption_options(options: Sequence[str] | None) -> dict[str, list[float] | None] | None:

@@ -31,7 +31,7 @@ from ..data.processors import Processor
 from ..data.progress import Progress
 from ..io import write_files
 from ..training import predict_outputs
-from .corruptions import CORRUPTIONS, Corruption, CorruptionError, corrupt_items
+from .corruptions import CORRUPTIONS, Corruption, CorruptionError, corrupted_column
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -473,7 +473,7 @@ def robustness_sweep(
     metric, direction = task.monitor
     baseline_name, base = resolve_baseline(baseline, metric)
 
-    def score(modality: str, items: list[Any]) -> dict[str, float]:
+    def score(modality: str, items: Sequence[Any]) -> dict[str, float]:
         # A shallow copy: only this modality's list is new; the other modalities' items are shared, never written.
         view = Prepared({**prepared.items, modality: items}, prepared.rows, prepared.targets, prepared.issues)
         return task.metrics(y_true, predict_outputs(model, make_loader(view, dict(processors), batch_size, False)))
@@ -503,7 +503,7 @@ def robustness_sweep(
             metrics.append(
                 score(
                     s.modality,
-                    corrupt_items(prepared.items[s.modality], s.corruption, level, seed, s.modality, prepared.rows),
+                    corrupted_column(prepared.items[s.modality], s.corruption, level, seed, s.modality, prepared.rows),
                 )
             )
             bar.advance()

@@ -9,13 +9,14 @@ one column whose items are dropped or shuffled whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..data.processors import MISSING_CATEGORY, Processor, TabularProcessor
+from ..data.stored import take
 from ..registry import Registry
 
 
@@ -26,14 +27,14 @@ class ColumnView:
     column: str
     kind: str
     modality: str
-    drop_fn: Callable[[list[Any]], list[Any]]
-    permute_fn: Callable[[list[Any], np.ndarray], list[Any]]
+    drop_fn: Callable[[Sequence[Any]], Sequence[Any]]
+    permute_fn: Callable[[Sequence[Any], np.ndarray], Sequence[Any]]
 
-    def drop(self, items: list[Any]) -> list[Any]:
+    def drop(self, items: Sequence[Any]) -> Sequence[Any]:
         """The modality's items with this column missing in every row (new lists; ``items`` is not modified)."""
         return self.drop_fn(items)
 
-    def permute(self, items: list[Any], perm: np.ndarray) -> list[Any]:
+    def permute(self, items: Sequence[Any], perm: np.ndarray) -> Sequence[Any]:
         """The modality's items with this column's values taken from rows ``perm`` (row i gets row perm[i]'s)."""
         return self.permute_fn(items, perm)
 
@@ -46,7 +47,7 @@ def _whole(modality: str, proc: Processor) -> list[ColumnView]:
     column = proc.columns[0] if len(proc.columns) == 1 else modality
     return [
         ColumnView(
-            column, proc.kind, modality, lambda items: [None] * len(items), lambda items, perm: [items[j] for j in perm]
+            column, proc.kind, modality, lambda items: [None] * len(items), lambda items, perm: take(items, perm)
         )
     ]
 
@@ -75,7 +76,7 @@ def _tabular(modality: str, proc: TabularProcessor) -> list[ColumnView]:
     def view(part: int, j: int, missing: Any, name: str, kind: str) -> ColumnView:
         """Column ``j`` of the item's numeric (``part`` 0) or category (1) array."""
 
-        def edit(items: list[Any], value_of: Any) -> list[Any]:
+        def edit(items: Sequence[Any], value_of: Any) -> Sequence[Any]:
             out = []
             for i, it in enumerate(items):
                 arrays = parts(it)
@@ -88,7 +89,7 @@ def _tabular(modality: str, proc: TabularProcessor) -> list[ColumnView]:
             kind,
             modality,
             lambda items: edit(items, lambda i: missing),
-            lambda items, perm: edit(items, lambda i: parts(items[perm[i]])[part][j]),
+            lambda items, perm: edit(items, lambda i: parts(items[int(perm[i])])[part][j]),
         )
 
     # A dropped numeric value is the training mean flagged missing: what an empty cell decodes to.

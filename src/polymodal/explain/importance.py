@@ -216,7 +216,9 @@ class ImportanceMethod:
     """How a column is taken away: returns the variants of the modality's items to score (their scores are
     averaged)."""
 
-    def variants(self, view: ColumnView, items: list[Any], rng: np.random.Generator, repeats: int) -> list[list[Any]]:
+    def variants(
+        self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int
+    ) -> list[Sequence[Any]]:
         raise NotImplementedError
 
 
@@ -227,7 +229,9 @@ IMPORTANCE_METHODS: Registry[ImportanceMethod] = Registry("importance method")
 class Drop(ImportanceMethod):
     """The column missing in every row (one variant: it is deterministic)."""
 
-    def variants(self, view: ColumnView, items: list[Any], rng: np.random.Generator, repeats: int) -> list[list[Any]]:
+    def variants(
+        self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int
+    ) -> list[Sequence[Any]]:
         return [view.drop(items)]
 
 
@@ -235,7 +239,9 @@ class Drop(ImportanceMethod):
 class Permutation(ImportanceMethod):
     """The column's values shuffled across rows, ``repeats`` times."""
 
-    def variants(self, view: ColumnView, items: list[Any], rng: np.random.Generator, repeats: int) -> list[list[Any]]:
+    def variants(
+        self, view: ColumnView, items: Sequence[Any], rng: np.random.Generator, repeats: int
+    ) -> list[Sequence[Any]]:
         return [view.permute(items, rng.permutation(len(items))) for _ in range(repeats)]
 
 
@@ -305,7 +311,7 @@ def modality_importance(
     processors = predictor.processors
     batch_size = predictor.predict_batch_size
 
-    def per_row(modality: str | None = None, items: list[Any] | None = None) -> np.ndarray:
+    def per_row(modality: str | None = None, items: Sequence[Any] | None = None) -> np.ndarray:
         view = (
             prepared
             if modality is None or items is None

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data.processors import Processor
 from ..errors import ExportError
+from ..threads import current_threads
 from .graph import GraphModule, GraphSignature, placeholder_batch, signature_of
 
 log = logging.getLogger("polymodal")
@@ -182,14 +183,16 @@ def to_torchscript(model: nn.Module, processors: dict[str, Processor]) -> tuple[
 
 
 def session(model: bytes | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session. ``threads`` caps intra-op threads (None: ONNX Runtime's default, all cores)."""
+    """An ONNX Runtime CPU session. ``threads``: its intra-op threads (None: polymodal's count, see
+    :mod:`polymodal.threads`). Idle threads sleep instead of spinning (a busy machine's cores go to work)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only: ORT warns about every unused initializer
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = threads or current_threads()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     src = str(model) if isinstance(model, Path) else model
     try:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])

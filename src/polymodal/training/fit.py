@@ -24,6 +24,7 @@ from ..data.progress import live_bars
 from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
+from ..threads import threads_for_call, use_threads
 from .callbacks import BestState, EpochLog, History, TimeLimit
 from .checkpoint import Checkpointing, EpochCheckpoint, EpochSeed, SafetensorsCheckpointIO
 from .distributed import check_settings, distributed_fit
@@ -170,7 +171,8 @@ def fit_model(
             # A frozen pretrained backbone stays in eval mode on purpose (see encoders/hf.py).
             warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")
             ckpt_path = checkpoint.resume_from() if checkpoint is not None else None
-            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+            with use_threads(threads_for_call(cfg.threads)):
+                trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - start
     if best.best_state is not None:
         model.load_state_dict(best.best_state)

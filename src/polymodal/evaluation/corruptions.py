@@ -215,6 +215,70 @@ class NumericNoise(Corruption):
         return add_numeric_noise(item, level, rng)
 
 
+def add_series_noise(series: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """Series [T, C] + N(0, std²) noise, ``std`` in units of each channel's own standard deviation in the series."""
+    with np.errstate(all="ignore"):
+        scale = np.nan_to_num(np.nanstd(series, axis=0, keepdims=True), nan=0.0)
+    return (series + rng.standard_normal(series.shape) * std * scale).astype(np.float32)
+
+
+def drop_steps(series: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Each step lost (every channel NaN: the processor's missing-value rule fills it) with probability
+    ``fraction``; the first step is always kept so that the series is never entirely missing."""
+    out = series.copy()
+    lost = rng.random(len(series)) < fraction
+    lost[0] = False
+    out[lost] = np.nan
+    return out
+
+
+def drop_channels(series: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """``fraction`` of the channels (rounded, at least one for a level above 0, never all) lost for the whole series
+    (NaN); a one-channel series loses its second half instead."""
+    out = series.copy()
+    c = series.shape[1]
+    if fraction <= 0:
+        return out
+    if c == 1:
+        out[len(out) // 2 or 1 :] = np.nan
+        return out
+    n = min(max(1, round(fraction * c)), c - 1)
+    out[:, rng.permutation(c)[:n]] = np.nan
+    return out
+
+
+@register(CORRUPTIONS, "series_noise")
+class SeriesNoise(Corruption):
+    kinds = ("timeseries",)
+    levels = (0.1, 0.25, 0.5, 1.0, 2.0)
+    unit = "noise std in units of each channel's standard deviation"
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return add_series_noise(item, level, rng)
+
+
+@register(CORRUPTIONS, "dropped_steps")
+class DroppedSteps(Corruption):
+    kinds = ("timeseries",)
+    levels = (0.1, 0.2, 0.3, 0.5, 0.7)
+    unit = "fraction of time steps lost (forward-filled by the missing-value rule)"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return drop_steps(item, level, rng)
+
+
+@register(CORRUPTIONS, "dropped_channel")
+class DroppedChannel(Corruption):
+    kinds = ("timeseries",)
+    levels = (0.1, 0.25, 0.5, 0.75, 1.0)
+    unit = "fraction of channels lost for the whole series (rounded, at least one, never all; one channel: its second half)"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return drop_channels(item, level, rng)
+
+
 def corrupt_items(
     items: Sequence[Any],
     corruption: Corruption,

@@ -47,6 +47,7 @@ from ..data.processors import (
     tokenize,
 )
 from ..data.progress import Progress
+from ..data.timeseries import TimeSeriesProcessor
 from ..errors import ConfigError, ExplainError, row_label
 from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
@@ -295,6 +296,58 @@ class AudioAttributor(_GridAttributor):
     def empty_scores(self) -> dict[str, np.ndarray]:
         p = self.processor
         return {self.columns()[0][0]: np.zeros((p.n_mels, p.n_frames))}
+
+
+@ATTRIBUTORS.register("timeseries")
+class TimeSeriesAttributor(Attributor):
+    """Scores over channel x time [C, L] on the processed series (the missing-share input channel is not shown).
+    Occlusion sets one channel's window of 1/16 of the length to 0 (the training mean) at a time."""
+
+    processor: TimeSeriesProcessor
+
+    def _shape(self) -> tuple[int, int]:
+        return int(self.processor.channels or 1), int(self.processor.length)
+
+    def occlusion(self, inputs: Inputs) -> tuple[list[Variant], Callable[[np.ndarray], dict[str, tuple]]]:
+        key = self.processor.key()
+        x = inputs[key]
+        c, length = self._shape()
+        width = max(1, length // 16)
+        boxes = [(ch, t) for ch in range(c) for t in _windows(length, width, width)]
+        variants = [Variant({}, (self.modality,))]
+        for ch, t in boxes:
+            v = x.clone()
+            v[:, ch, t : t + width] = 0.0
+            variants.append(Variant({key: v}))
+
+        def assemble(drops: np.ndarray) -> dict[str, tuple]:
+            total, cover = np.zeros((c, length)), np.zeros((c, length))
+            for d, (ch, t) in zip(drops[1:], boxes):
+                total[ch, t : t + width] += d
+                cover[ch, t : t + width] += 1
+            return {self.columns()[0][0]: (total / np.maximum(cover, 1), float(drops[0]))}
+
+        return variants, assemble
+
+    def path(self, inputs: Inputs) -> list[PathPart]:
+        x = inputs[self.processor.key()]
+        return [PathPart(self.processor.key(), x, torch.zeros_like(x))]
+
+    def ig_scores(
+        self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor], inputs: Inputs
+    ) -> dict[str, np.ndarray]:
+        c, _ = self._shape()
+        return {self.columns()[0][0]: as_numpy(parts[self.processor.key()][0, :c])}
+
+    def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+        p = self.processor
+        c, _ = self._shape()
+        x = inputs[p.key()][0, :c] * torch.tensor(p.std).view(-1, 1) + torch.tensor(p.mean).view(-1, 1)
+        x = x.masked_fill(~inputs[p.key("mask")][0].view(1, -1), float("nan"))  # padding is not part of the series
+        return {self.columns()[0][0]: {"background": as_numpy(x)}}
+
+    def empty_scores(self) -> dict[str, np.ndarray]:
+        return {self.columns()[0][0]: np.zeros(self._shape())}
 
 
 @ATTRIBUTORS.register("text")

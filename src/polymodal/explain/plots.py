@@ -130,6 +130,32 @@ def _audio_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str)
     _colorbar(fig, im, ax, unit)
 
 
+def _series_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
+    """Channel x time attributions as a heat map, each channel's series drawn across its own row."""
+    c, t = a.scores.shape
+    lim = _limit(a.scores)
+    im = ax.imshow(
+        a.scores,
+        origin="lower",
+        aspect="auto",
+        cmap=CMAP,
+        vmin=-lim,
+        vmax=lim,
+        interpolation="nearest",
+        extent=(-0.5, t - 0.5, -0.5, c - 0.5),
+    )
+    if a.background is not None:
+        for ch, line in enumerate(np.asarray(a.background, dtype=float)):
+            finite = line[np.isfinite(line)]
+            if finite.size:
+                lo, hi = float(finite.min()), float(finite.max())
+                ax.plot(np.arange(t), ch - 0.4 + 0.8 * (line - lo) / max(hi - lo, 1e-9), color="black", lw=0.8)
+    ax.set_xlabel(f"time step (of {t}, after cropping/padding)", fontsize=8)
+    ax.set_yticks(range(c))
+    ax.set_ylabel(f"channel (of {c})", fontsize=8)
+    _colorbar(fig, im, ax, unit)
+
+
 def _text_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
     """The text panel's frame: no axis, and the colour bar laid horizontally under it (in its own axes, so the
     tokens, placed later by :func:`_place_tokens` within this axes, never reach it)."""
@@ -244,7 +270,7 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
     texts = [a for a in attrs if a.tokens is not None]
     tab = [a for a in attrs if a.scores.ndim == 0]
     panels: list[tuple[str, Any]] = [("shares", None)]
-    panels += [(a.kind if a.kind in ("image", "audio") else "grid", a) for a in grids]
+    panels += [(a.kind if a.kind in ("image", "audio", "timeseries") else "grid", a) for a in grids]
     panels += [("text", a) for a in texts]
     if tab:
         panels.append(("tabular", tab))
@@ -268,6 +294,8 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
             token_axes.append((ax, a))
         elif kind == "audio":
             _audio_panel(fig, ax, a, unit_short)
+        elif kind == "timeseries":
+            _series_panel(fig, ax, a, unit_short)
         else:
             _image_panel(fig, ax, a, unit_short)
     pred = _fmt(e.prediction) + (f" (p = {e.probability:.2f})" if e.probability is not None else "")

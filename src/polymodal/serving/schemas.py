@@ -18,6 +18,11 @@ _TYPES: dict[ColumnKind, tuple[Any, str]] = {
     ColumnKind.IMAGE: (str | None, "the image file's bytes, base64-encoded (PNG, JPEG, ...); null = absent"),
     ColumnKind.AUDIO: (str | None, "the audio file's bytes, base64-encoded (WAV, FLAC, OGG, ...); null = absent"),
     ColumnKind.TEXT: (str | None, "text; null = absent"),
+    ColumnKind.TIMESERIES: (
+        list[float | None] | list[list[float | None]] | str | None,
+        "a time series: an array of numbers (steps) or of equal-length arrays (steps x channels), or that array "
+        "as a JSON string; null inside = a missing value, null = absent",
+    ),
     # inf/NaN are refused here (JSON parsers take 1e400 and NaN): the model cannot use them and the response
     # could not carry their outputs.
     ColumnKind.NUMERIC: (

@@ -27,8 +27,10 @@ from .tags import DEFAULT_SEPARATOR, is_json_list, looks_multilabel
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # what libsndfile (1.1+, the one soundfile bundles) decodes; MP3 included
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
+# the containers the video loader (PyAV) opens; kept in step with polymodal.data.video.VIDEO_EXTENSIONS
+VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov"}
 # media files that a column may name but no loader decodes: such a column is ignored with a warning saying why
-UNSUPPORTED_MEDIA = {".m4a", ".aac", ".wma", ".amr", ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".heic", ".heif"}
+UNSUPPORTED_MEDIA = {".m4a", ".aac", ".wma", ".amr", ".m4v", ".heic", ".heif"}
 UNSUPPORTED_MEDIA |= {".svg", ".psd", ".cr2", ".nef", ".dng"}
 # Inference looks at the first characters of a cell only: a 100 MB text cell must not cost gigabytes to classify.
 CELL_PREFIX = 10_000
@@ -42,6 +44,7 @@ log = logging.getLogger("polymodal")
 class ColumnKind(str, Enum):
     IMAGE = "image"
     AUDIO = "audio"
+    VIDEO = "video"
     TEXT = "text"
     NUMERIC = "numeric"
     CATEGORY = "category"
@@ -60,7 +63,7 @@ class Modality:
     """One encoder's input: a kind and the columns it reads."""
 
     name: str
-    kind: str  # image | audio | text | tabular
+    kind: str  # image | audio | video | text | tabular
     columns: list[str]
 
 
@@ -82,7 +85,7 @@ class Schema:
         mods = [
             Modality(c.name, c.kind.value, [c.name])
             for c in self.columns
-            if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.TEXT)
+            if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.VIDEO, ColumnKind.TEXT)
         ]
         tab = self.of_kind(ColumnKind.NUMERIC) + self.of_kind(ColumnKind.CATEGORY)
         if tab:
@@ -232,7 +235,11 @@ def infer_column(series: pd.Series) -> ColumnSpec:
         return ColumnSpec(name, ColumnKind.NUMERIC, f"numbers ({n_unique} distinct values)")
     sample = nonnull.iloc[:_SAMPLE] if len(nonnull) <= _SAMPLE else nonnull.sample(_SAMPLE, random_state=0)
     sample = sample.map(lambda v: v[:CELL_PREFIX] if isinstance(v, str) else v)
-    for kind, exts in ((ColumnKind.IMAGE, IMAGE_EXTENSIONS), (ColumnKind.AUDIO, AUDIO_EXTENSIONS)):
+    for kind, exts in (
+        (ColumnKind.IMAGE, IMAGE_EXTENSIONS),
+        (ColumnKind.AUDIO, AUDIO_EXTENSIONS),
+        (ColumnKind.VIDEO, VIDEO_EXTENSIONS),
+    ):
         share = _looks_like_path(sample, exts)
         if share >= _PATH_SHARE:
             return ColumnSpec(name, kind, f"{share:.0%} of sampled values are paths ending in {'/'.join(sorted(exts))}")
@@ -240,7 +247,8 @@ def infer_column(series: pd.Series) -> ColumnSpec:
     if unsupported is not None:
         reason = (
             f"file paths ending in {unsupported}, a format no loader here decodes (images: "
-            f"{'/'.join(sorted(IMAGE_EXTENSIONS))}; audio: {'/'.join(sorted(AUDIO_EXTENSIONS))}): convert the files to "
+            f"{'/'.join(sorted(IMAGE_EXTENSIONS))}; audio: {'/'.join(sorted(AUDIO_EXTENSIONS))}; video: "
+            f"{'/'.join(sorted(VIDEO_EXTENSIONS))}): convert the files to "
             "one of these, or set the column's kind in columns if it is not a file column"
         )
         log.warning("column '%s' is ignored: %s", name, reason)

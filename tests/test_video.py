@@ -327,3 +327,46 @@ def test_server_takes_a_base64_video(motion, temporal_model):
         long = base64.b64encode(three_hour_header(root / "long.mp4").read_bytes()).decode()
         r = client.post("/predict", json={"rows": [{"clip": long}]})
         assert r.status_code in (413, 422) and "10,801.0 s" in r.text, r.text
+
+
+# ------------------------------------------------------------------------------------------------ pretrained
+def tiny_videomae(folder: Path) -> Path:
+    """A tiny VideoMAE (16x16 frames, 4 of them, 8x8x2 tubelets) with its image processor, as save_pretrained
+    writes them; built in-process, nothing downloaded."""
+    from polymodal.encoders.hf_hub import quiet_transformers
+
+    with quiet_transformers() as tf:
+        torch.manual_seed(0)
+        cfg = tf.VideoMAEConfig(
+            image_size=SIDE, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=16, num_hidden_layers=1,
+            num_attention_heads=2, intermediate_size=32,
+        )  # fmt: skip
+        tf.VideoMAEModel(cfg).save_pretrained(str(folder))
+        tf.VideoMAEImageProcessorPil(size={"shortest_edge": SIDE}).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_pretrained_video_backbone(motion, tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    root, train, test = motion
+    model = tiny_videomae(tmp_path / "videomae")
+    cfg = {
+        "training": {"max_epochs": 2, "batch_size": 16},
+        "encoders": {"video": {"name": "hf_video", "model": str(model), "mode": mode, "dim": 16}},
+    }
+    p = Predictor("label", config=cfg, data_root=root, preset="fast", seed=0, verbose=False).fit(train.head(48))
+    proc = p.pipeline.processors["clip"]
+    assert (proc.frames, proc.size) == (4, SIDE)
+    batch = proc.collate([proc.load(c, LoadContext(root, LIMITS)) for c in train["clip"][:2]] + [None], train=False)
+    assert batch["clip.pixel_values"].shape == (3, 4, 3, SIDE, SIDE) and batch["clip.key"].shape == (3, 2)
+    encoder = p.pipeline.model.encoders["clip"]
+    out = encoder(batch, torch.tensor([True, True, False]))
+    assert out.tokens.shape == (3, 2 * 2 * 2, 16)  # (4 frames / tubelets of 2) x 2 x 2 patches
+    assert torch.all(out.pooled[2] == 0), "an absent clip encodes to zeros"
+    p.save(tmp_path / "run")
+    loaded = Predictor.load(tmp_path / "run", verbose=False)
+    rows = test.drop(columns="label").head(8)
+    np.testing.assert_allclose(
+        loaded.predict_proba(rows, data_root=root).to_numpy(), p.predict_proba(rows).to_numpy(), atol=1e-5
+    )

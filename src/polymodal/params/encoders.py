@@ -166,6 +166,14 @@ class HFAudioConfig(HFConfig):
     max_seconds: float = Field(10.0, gt=0, description="upper bound of the learned clip length")
 
 
+@register(ENCODER_PARAMS, "hf_video")
+class HFVideoConfig(HFConfig):
+    """A pretrained video model (VideoMAE, TimeSformer, ViViT, …): the clip's frames, sampled uniformly and resized
+    to the model's image size, normalised with its image processor's mean/std; tokens = its space-time patches."""
+
+    kinds = ("video",)
+
+
 @register(ENCODER_PARAMS, "clip_text")
 class CLIPTextConfig(HFTextConfig):
     """The text tower of a CLIP-style dual encoder; pooled = its projection into the joint image-text space."""

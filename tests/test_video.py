@@ -54,7 +54,14 @@ def tiny_video_config(temporal: str = "transformer", **training) -> dict:
         "training": {"max_epochs": 25, "batch_size": 16, "patience": 25, **training},
         "processing": {"video_frames": FRAMES},
         "encoders": {
-            "video": {"name": "video_cnn", "width": 8, "dim": 16, "stages": 2, "temporal": temporal, "temporal_layers": 1}
+            "video": {
+                "name": "video_cnn",
+                "width": 8,
+                "dim": 16,
+                "stages": 2,
+                "temporal": temporal,
+                "temporal_layers": 1,
+            }
         },
     }
 
@@ -233,7 +240,7 @@ def temporal_model(motion):
 
 
 def test_temporal_transformer_learns_the_direction_of_motion(motion, temporal_model):
-    root, _, test = motion
+    _, _, test = motion
     acc = (temporal_model.predict(test.drop(columns="label")) == test["label"]).mean()
     assert acc >= 0.9, acc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -40,14 +41,14 @@ def write_video(
         raise ValueError(f"frame height and width must be even (yuv420p), got {frames.shape[1]}x{frames.shape[2]}")
     rate = Fraction(fps).limit_denominator(1001)
     with atomic_file(path, "wb") as f, av.open(f, mode="w", format=_FORMATS[ext]) as out:
-        stream = out.add_stream(_CODECS[ext], rate=rate)
+        stream = cast("av.video.stream.VideoStream", out.add_stream(_CODECS[ext], rate=rate))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         # tiny clips of flat shapes: a high bit rate keeps edges sharp enough for a motion task
         stream.bit_rate = 4_000_000
         astream = None
         if audio is not None:
             arate = 48_000 if ext == ".webm" else sample_rate
-            astream = out.add_stream(_AUDIO_CODECS[ext], rate=arate)
+            astream = cast("av.audio.stream.AudioStream", out.add_stream(_AUDIO_CODECS[ext], rate=arate))
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 out.mux(packet)

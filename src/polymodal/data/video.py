@@ -82,8 +82,8 @@ def video_info(source: Source, limits: LimitsConfig) -> VideoInfo:
 
 def _info(container: av.container.InputContainer) -> VideoInfo:
     if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["no streams at all"]
-        raise LoadError(f"file holds no video stream (it has: {', '.join(kinds)})")
+        kinds = sorted({str(s.type) for s in container.streams})
+        raise LoadError(f"file holds no video stream (it has: {', '.join(kinds) or 'no streams at all'})")
     stream = container.streams.video[0]
     ctx = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate

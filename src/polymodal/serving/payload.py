@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 from ..config import LimitsConfig
 from ..data.dataset import Prepared
 from ..data.loaders import InMemoryFile, audio_info, image_size
-from ..data.video import video_info
 from ..data.processors import LoadContext, Processor
+from ..data.video import video_info
 from ..errors import LoadError, PolymodalError, RowIssue
 from ..schema import ColumnKind, Schema
 from .schemas import FILE_KINDS, ServeConfig
@@ -117,7 +117,9 @@ def parse_form_row(
         for c in fields
         if c in file_cols
     ]
-    issues += [f"field '{c}': only image, audio and video columns take a file part" for c in files if c not in file_cols]
+    issues += [
+        f"field '{c}': only image, audio and video columns take a file part" for c in files if c not in file_cols
+    ]
     unknown = [c for c in [*fields, *files] if c not in schema.input_columns()]
     issues += [f"field '{c}': not an input column of this model" for c in unknown]
     if issues:

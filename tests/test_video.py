@@ -377,3 +377,49 @@ def test_pretrained_video_backbone(motion, tmp_path, monkeypatch, mode):
     np.testing.assert_allclose(
         loaded.predict_proba(rows, data_root=root).to_numpy(), p.predict_proba(rows).to_numpy(), atol=1e-5
     )
+
+
+# ------------------------------------------------------------------------------------------------ explain, report, export
+@pytest.mark.parametrize("method", ["occlusion", "integrated_gradients"])
+def test_explanations_score_every_frame(motion, temporal_model, tmp_path, method):
+    from polymodal.explain import explain, write_explanations
+
+    root, _, test = motion
+    rows = test.head(2).copy()
+    rows.loc[rows.index[1], "clip"] = None
+    ex = explain(temporal_model, rows, method=method, data_root=root)
+    a = ex[0].attributions["clip"]
+    assert a.kind == "video" and a.scores.shape == (FRAMES,) and np.all(np.isfinite(a.scores))
+    assert a.background is not None and a.background.shape == (FRAMES, SIDE, SIDE, 3)
+    assert np.abs(a.scores).sum() > 0 and a.share == pytest.approx(1.0)
+    assert not ex[1].attributions["clip"].present and ex[1].attributions["clip"].scores.shape == (0,)
+    written = write_explanations(tmp_path / "ex", ex)
+    assert {p.name for p in written} >= {"explanations.json", "row_0.png", "row_1.png"}
+
+
+def test_report_with_video_explanations_and_robustness(motion, temporal_model, tmp_path):
+    from polymodal.reporting.build import report
+
+    root, _, test = motion
+    table = root / "report_test.csv"
+    test.head(24).to_csv(table, index=False)
+    m = temporal_model.evaluate(table, data_root=root, robustness=True, robustness_out=tmp_path / "rob")
+    assert "robustness" in m
+    out = tmp_path / "report.html"
+    report(temporal_model, table, out, n_examples=2, n_bootstrap=20, robustness=tmp_path / "rob" / "robustness.json")
+    html = out.read_text()
+    assert "frame_drop" in html, "the robustness section sweeps the video corruptions"
+    assert html.count("<img") >= 3, "figures, the example explanations among them"
+
+
+def test_onnx_export_parity_on_video_rows(motion, temporal_model, tmp_path):
+    from polymodal.export.export import export_run
+
+    root, _, test = motion
+    temporal_model.save(tmp_path / "run")
+    table = root / "export_test.csv"
+    test.head(12).to_csv(table, index=False)
+    result = export_run(tmp_path / "run", tmp_path / "exported", data=table, data_root=root)
+    assert result.signature.inputs == ("clip", "clip.frames")
+    (parity,) = result.parity.values()
+    assert parity.rows == 12 and parity.agreement == 1.0 and parity.max_abs_diff < 1e-4

@@ -497,7 +497,7 @@ def fit(
     encoder: list[str] | None = typer.Option(
         None,
         "--encoder",
-        help="KIND_OR_COLUMN=NAME: the encoder of a kind (image, audio, text, tabular) or of one column, "
+        help="KIND_OR_COLUMN=NAME: the encoder of a kind (image, audio, video, text, tabular) or of one column, "
         "e.g. --encoder review=text_transformer (repeatable).",
     ),
     problem_type: str | None = typer.Option(

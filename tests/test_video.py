@@ -103,13 +103,13 @@ def test_write_video_refuses_bad_frames(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ bad files
-def three_hour_header(path: Path) -> Path:
+def three_hour_header(path: Path, seconds: int = 3 * 3600) -> Path:
     """Two frames, 3 hours apart: a tiny file whose header declares a 3-hour video."""
     with av.open(str(path), "w") as out:
         s = out.add_stream("mpeg4", rate=1)
         s.width = s.height = SIDE
         s.pix_fmt = "yuv420p"
-        for pts in (0, 3 * 3600):
+        for pts in (0, seconds):
             frame = av.VideoFrame.from_ndarray(np.zeros((SIDE, SIDE, 3), np.uint8), format="rgb24")
             frame.pts = pts
             for packet in s.encode(frame):
@@ -333,7 +333,11 @@ def test_server_takes_a_base64_video(motion, temporal_model):
         assert [x["prediction"] for x in r.json()["predictions"]] == temporal_model.predict(rows).tolist()
         long = base64.b64encode(three_hour_header(root / "long.mp4").read_bytes()).decode()
         r = client.post("/predict", json={"rows": [{"clip": long}]})
-        assert r.status_code in (413, 422) and "10,801.0 s" in r.text, r.text
+        assert r.status_code == 422 and "10,801.0 s long by its header" in r.text, r.text  # the training limit
+        # under the training limit (600 s) but over the server's own (60 s): refused from the header, 413
+        minutes = base64.b64encode(three_hour_header(root / "minutes.mp4", seconds=90).read_bytes()).decode()
+        r = client.post("/predict", json={"rows": [{"clip": minutes}]})
+        assert r.status_code == 413 and "91.0 s long" in r.text and "max_video_seconds" in r.text, r.text
 
 
 # ------------------------------------------------------------------------------------------------ pretrained

@@ -173,6 +173,12 @@ def check_work(rows: list[dict[str, Any]], schema: Schema, limits: LimitsConfig,
                 elif kinds[col] is ColumnKind.VIDEO:
                     head = video_info(f, limits)
                     total += head.width * head.height * 4  # frames are decoded one at a time, kept small
+                    if head.width * head.height > cfg.max_image_pixels:
+                        issues.append(
+                            f"row {i}, column '{col}': video frames are {head.width}x{head.height} = "
+                            f"{head.width * head.height:,} pixels, over the server's limit of "
+                            f"{cfg.max_image_pixels:,} per image (max_image_pixels)"
+                        )
                     if head.seconds > cfg.max_video_seconds:
                         issues.append(
                             f"row {i}, column '{col}': video is {head.seconds:.1f} s long, over the server's limit "

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from polymodal import Predictor
-from polymodal.config import LimitsConfig, ProcessingConfig
+from polymodal.config import LimitsConfig, PolymodalConfig, ProcessingConfig
 from polymodal.data.processors import LoadContext
 from polymodal.data.video import load_video, video_info, write_video
 from polymodal.data.video_processing import VideoProcessor
@@ -200,6 +200,10 @@ def test_video_paths_are_inferred_as_video_never_text():
     assert infer_column(mixed).kind is ColumnKind.VIDEO
     schema = infer_schema(pd.DataFrame({"clip": paths, "y": [0, 1] * 15}), "y")
     assert [(m.kind, m.columns) for m in schema.modalities()] == [("video", ["clip"])]
+    # a column without the extensions is set to video by hand, as any kind is
+    odd = pd.DataFrame({"cam": [f"cam/{i}.bin" for i in range(30)], "y": [0, 1] * 15})
+    assert infer_schema(odd, "y", overrides={"cam": "video"}).kinds()["cam"] is ColumnKind.VIDEO
+    assert PolymodalConfig(columns={"cam": "video"}).columns == {"cam": "video"}
 
 
 # ------------------------------------------------------------------------------------------------ processor

@@ -27,7 +27,7 @@ from .tags import DEFAULT_SEPARATOR, is_json_list, looks_multilabel
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # what libsndfile (1.1+, the one soundfile bundles) decodes; MP3 included
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
-# the containers the video loader (PyAV) opens; kept in step with polymodal.data.video.VIDEO_EXTENSIONS
+# the containers the video loader (polymodal.data.video, PyAV) opens and polymodal.video_io writes
 VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov"}
 # media files that a column may name but no loader decodes: such a column is ignored with a warning saying why
 UNSUPPORTED_MEDIA = {".m4a", ".aac", ".wma", ".amr", ".m4v", ".heic", ".heif"}

@@ -278,7 +278,7 @@ def test_evaluate_with_robustness(fitted, test_csv, tmp_path):
 def test_evaluate_rejects_bad_robustness_options(fitted, test_csv):
     with pytest.raises(ConfigError, match="need robustness=True"):
         fitted.evaluate(test_csv, corruptions=["occlusion"])
-    with pytest.raises(ConfigError, match="unknown corruption 'blur'; choose one of: gaussian_noise"):
+    with pytest.raises(ConfigError, match="unknown corruption 'blur'; choose one of: frame_drop, gaussian_noise"):
         fitted.evaluate(test_csv, robustness=True, corruptions=["blur"])
     with pytest.raises(CorruptionError, match="strictly increasing"):
         fitted.evaluate(test_csv, robustness=True, corruptions={"occlusion": [0.5, 0.1]})

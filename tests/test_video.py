@@ -175,6 +175,15 @@ def test_unreadable_files(tmp_path, make, message):
         load_video(make(tmp_path / "x"), LIMITS, 8, SIDE)
 
 
+def test_unknown_codec(tmp_path):
+    """An AVI whose codec tag FFmpeg does not know (found by benchmarks/fuzz_loaders.py): a LoadError, not a crash."""
+    data = write_video(tmp_path / "c.avi", np.zeros((3, 8, 8, 3), np.uint8), 4).read_bytes()
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(data.replace(b"FMP4", b"ZZZZ"))
+    with pytest.raises(LoadError, match="codec is unknown to FFmpeg"):
+        load_video(bad, LIMITS, 4, 8)
+
+
 def test_truncated_file(tmp_path):
     full = write_video(tmp_path / "full.mp4", moving_square(True, 0, 0), 8).read_bytes()
     cut = tmp_path / "cut.mp4"

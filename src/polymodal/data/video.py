@@ -86,6 +86,8 @@ def _info(container: av.container.InputContainer) -> VideoInfo:
         raise LoadError(f"file holds no video stream (it has: {', '.join(kinds) or 'no streams at all'})")
     stream = container.streams.video[0]
     ctx = stream.codec_context
+    if ctx is None:  # FFmpeg knows no decoder for the stream's codec id (a damaged or exotic header)
+        raise LoadError("the video stream's codec is unknown to FFmpeg: no decoder for it (corrupt or exotic file)")
     rate = stream.average_rate or stream.guessed_rate
     return VideoInfo(
         width=int(ctx.width or 0),

@@ -440,3 +440,30 @@ def test_onnx_export_parity_on_video_rows(motion, temporal_model, tmp_path):
     assert result.signature.inputs == ("clip", "clip.frames")
     (parity,) = result.parity.values()
     assert parity.rows == 12 and parity.agreement == 1.0 and parity.max_abs_diff < 1e-4
+
+
+# ------------------------------------------------------------------------------------------------ the audio track
+def test_a_clips_audio_track_as_an_audio_column(tmp_path):
+    """A copy of the video column set to kind audio reads each clip's sound track: two modalities of one file."""
+    from polymodal.data import loaders
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        high = bool(i % 2)
+        tone = np.sin(2 * np.pi * (880 if high else 220) * np.arange(8000) / 16000).astype(np.float32)
+        write_video(tmp_path / f"s{i}.mp4", moving_square(bool(rng.integers(2)), 0, 4), 8, audio=0.5 * tone)
+        rows.append({"clip": f"s{i}.mp4", "sound": f"s{i}.mp4", "label": "high" if high else "low"})
+    table = pd.DataFrame(rows)
+    assert loaders.audio_info(tmp_path / "s0.mp4", LIMITS) == (16000, pytest.approx(0.5, abs=0.05))
+    wave = loaders.load_audio(tmp_path / "s0.mp4", LIMITS, 8000)
+    assert wave.dtype == np.float32 and 0.4 < np.abs(wave).max() < 0.6
+    with pytest.raises(LoadError, match="no audio track"):
+        loaders.audio_info(write_video(tmp_path / "mute.mp4", moving_square(True, 0, 0), 8), LIMITS)
+    with pytest.raises(LoadError, match="audio track is 0.5 s long, over the limit of 0.1 s"):
+        loaders.load_audio(tmp_path / "s0.mp4", LimitsConfig(max_audio_seconds=0.1), 8000)
+    cfg = {**tiny_video_config(max_epochs=2), "columns": {"sound": "audio"}}
+    cfg["encoders"]["audio"] = {"name": "audio_cnn", "width": 8, "dim": 16, "stages": 2}
+    p = Predictor("label", config=cfg, data_root=tmp_path, preset="fast", seed=0, verbose=False).fit(table)
+    assert {m.name: m.kind for m in p.pipeline.modalities} == {"clip": "video", "sound": "audio"}
+    assert len(p.predict(table.drop(columns="label"))) == 24

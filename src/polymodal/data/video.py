@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import numpy as np
@@ -20,7 +21,7 @@ from ..schema import VIDEO_EXTENSIONS
 from ..video_io import write_video
 from .loaders import InMemoryFile, Source, _check_size, _reason
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoInfo", "load_video", "video_info", "write_video"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoInfo", "load_track", "load_video", "track_info", "video_info", "write_video"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +139,64 @@ def load_video(source: Source, limits: LimitsConfig, frames: int, size: int) -> 
         raise LoadError("video stream holds no decodable frame (corrupt or truncated file)")
     pick = np.unique(np.linspace(0, len(kept) - 1, min(frames, len(kept))).round().astype(int))
     return np.ascontiguousarray(np.stack([kept[i] for i in pick]).transpose(0, 3, 1, 2))
+
+
+# ------------------------------------------------------------------------------------------------ the audio track
+def has_video_suffix(source: Source) -> bool:
+    """Whether ``source`` is named like a video container (an upload by the name it was sent with)."""
+    name = source.name if isinstance(source, InMemoryFile) else str(source)
+    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def track_info(source: Source, limits: LimitsConfig) -> tuple[int, float]:
+    """(sample rate, seconds) of a video file's first audio track, from the header, with the audio limits checked:
+    what :func:`polymodal.data.loaders.audio_info` answers for a video file (a column of clips read as audio)."""
+    _check_size(source, limits)
+    with _container(source) as container:
+        if not container.streams.audio:
+            raise LoadError("video file holds no audio track")
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or stream.rate or 0) if stream.codec_context else 0
+        if rate <= 0:
+            raise LoadError("the video's audio track declares no sample rate (corrupt file)")
+        seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+        seconds = seconds or (container.duration or 0) / av.time_base
+    if seconds > limits.max_audio_seconds:
+        raise LoadError(
+            f"the video's audio track is {seconds:.1f} s long, over the limit of {limits.max_audio_seconds:g} s "
+            "(limits.max_audio_seconds)"
+        )
+    return rate, seconds
+
+
+def load_track(source: Source, limits: LimitsConfig, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """A video file's first audio track as mono float32 at ``sample_rate`` (FFmpeg resamples), the first
+    ``max_seconds`` only when given: what :func:`polymodal.data.loaders.load_audio` returns for a video file."""
+    track_info(source, limits)
+    limit = None if max_seconds is None else int(max_seconds * sample_rate) + 1
+    pieces: list[np.ndarray] = []
+    got = 0
+    try:
+        with _container(source) as container:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            for frame in container.decode(container.streams.audio[0]):
+                for out in resampler.resample(frame):
+                    pieces.append(out.to_ndarray().reshape(-1))
+                    got += len(pieces[-1])
+                if limit is not None and got >= limit:
+                    break
+            else:
+                pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    except LoadError:
+        raise
+    except Exception as e:  # a truncated or corrupt stream: FFmpeg's own message
+        reason = _reason(e, source) or type(e).__name__
+        raise LoadError(f"the video's audio track is corrupt or truncated: {reason}") from None
+    wave = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    if limit is not None:
+        wave = wave[:limit]
+    if wave.size == 0:
+        raise LoadError("the video's audio track holds no samples")
+    if not np.all(np.isfinite(wave)):
+        raise LoadError("the video's audio track holds NaN or infinite samples")
+    return np.ascontiguousarray(wave, dtype=np.float32)

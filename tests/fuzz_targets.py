@@ -257,6 +257,8 @@ TARGETS = [
     Target("image", file_bytes(IMAGE_SEEDS), _image_load),
     Target("audio", file_bytes(AUDIO_SEEDS), _audio_load),
     Target("video", file_bytes(VIDEO_SEEDS), _video_load),
+    # a clip read as audio: its audio track, decoded by PyAV instead of libsndfile
+    Target("video_audio", file_bytes(VIDEO_SEEDS), lambda d: _AUDIO.load(InMemoryFile(d, "fuzz.mp4"), _CTX)),
     Target(
         "path_cell",
         st.one_of(

@@ -35,6 +35,9 @@ def _sample(name: str):
     if name in ("gaussian_noise", "occlusion"):
         image = rng.integers(20, 236, (3, 24, 32)).astype(np.uint8)
         return image, lambda a, b: float(np.abs(a.astype(float) - b.astype(float)).mean())
+    if name == "frame_drop":  # a video [T, C, H, W] whose frames all differ: distance = frames replaced
+        video = np.arange(64, dtype=np.uint8)[:, None, None, None].repeat(3, 1).repeat(4, 2).repeat(4, 3)
+        return video, lambda a, b: float((a[:, 0, 0, 0] != b[:, 0, 0, 0]).sum())
     if name == "white_noise":
         wave = np.sin(np.linspace(0, 60, 4000)).astype(np.float32)
         return wave, lambda a, b: float(np.mean((a - b) ** 2))

@@ -522,7 +522,8 @@ def fit(
     encoder: list[str] | None = typer.Option(
         None,
         "--encoder",
-        help="KIND_OR_COLUMN=NAME: the encoder of a kind (image, audio, text, timeseries, tabular) or of one column, "
+        help="KIND_OR_COLUMN=NAME: the encoder of a kind (image, audio, video, text, timeseries, tabular) or of one "
+        "column, "
         "e.g. --encoder review=text_transformer (repeatable).",
     ),
     problem_type: str | None = typer.Option(
@@ -1509,6 +1510,9 @@ def serve(
         4.0, "--max-image-mp", help="Megapixels per image at most (checked from the header; larger: 413)."
     ),
     max_audio_seconds: float = typer.Option(60.0, "--max-audio-seconds", help="Seconds per audio file at most (413)."),
+    max_video_seconds: float = typer.Option(
+        60.0, "--max-video-seconds", help="Seconds per video file at most (checked from the header; longer: 413)."
+    ),
     decode_workers: int = typer.Option(2, "--decode-workers", help="Threads decoding request files."),
     max_queue: int = typer.Option(32, "--max-queue", help="Requests waiting to be decoded at most; more get 503."),
     request_timeout: float = typer.Option(
@@ -1538,6 +1542,7 @@ def serve(
             threads=current_threads(),  # --threads, else the config-free default (polymodal.threads)
             max_image_pixels=max(1, int(max_image_mp * 1_000_000)),
             max_audio_seconds=max_audio_seconds,
+            max_video_seconds=max_video_seconds,
             decode_workers=decode_workers,
             max_queue=max_queue,
             request_timeout_s=request_timeout,

@@ -527,5 +527,6 @@ def _encoder_config(encoder: Any, params: dict[str, Any]) -> Any:
         raise config_error(e, encoder.Config, what=what) from None
 
 
-# Registers the "timeseries" processor (its own module imports this one, so it comes last).
-from . import timeseries  # noqa: E402, F401
+# Kinds whose processor lives in a module of its own register it on import (after PROCESSORS and the base classes
+# above exist, which those modules import), so these come last.
+from . import timeseries, video_processing  # noqa: E402, F401

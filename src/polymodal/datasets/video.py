@@ -1,0 +1,177 @@
+"""A generated video task whose answer needs motion, with a sound carrying another factor (issue 21).
+
+Each row is a short clip (``FRAMES`` frames of ``SIZE`` × ``SIZE`` pixels at ``FPS``): a coloured disc on a noisy
+background drifts a few pixels per frame in one of four directions, wrapping around the edges (the picture is a
+torus). The start position is uniform and the wrap keeps it uniform in every frame, so **any single frame, or the
+set of frames without their order, says nothing about the direction**: a model has to compare frames in order.
+A chirp that rises or falls (the ``audio`` column, a ``.wav`` file, and optionally the clip's own audio track)
+carries a second factor. Columns:
+
+    video      path of the ``.mp4`` (MPEG-4 Part 2 video, yuv420p; an AAC audio track when ``audio_track=True``)
+    audio      path of the ``.wav`` with the chirp
+    direction  left / right / up / down: the motion factor (the target of the motion benchmark)
+    pitch      rising / falling: the sound factor
+    label      ``<direction>_<pitch>``: the demo's target, which needs both the motion and the sound
+
+Fit ``label`` with ``ignore=["direction", "pitch"]`` (they are its parts), or ``direction`` with
+``ignore=["label", "pitch", "audio"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from ..io import atomic_file
+from .synthetic import COLOURS, SAMPLE_RATE, SECONDS, _chirp
+
+SIZE, FRAMES, FPS = 32, 16, 8
+SPEED = (1.5, 2.5)  # pixels per frame; 16 frames stay short of one lap at most speeds, and well over noise
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+PITCHES = ("rising", "falling")
+VIDEO_FACTOR_COLUMNS = ("direction", "pitch")
+
+
+@dataclass
+class VideoPaths:
+    """Where :func:`make_video_task` wrote the task: the folder, and its train/test tables."""
+
+    root: Path
+    train: Path
+    test: Path
+
+
+def motion_frames(rng: np.random.Generator, direction: str, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
+    """The clip's frames (frames × size × size × 3, uint8): a disc moving in ``direction``, wrapping at the edges."""
+    dx, dy = DIRECTIONS[direction]
+    speed = rng.uniform(*SPEED)
+    radius = rng.uniform(4.0, 6.5)
+    colour = np.array(COLOURS[int(rng.integers(len(COLOURS)))], dtype=np.float32)
+    x0, y0 = rng.uniform(0, size, 2)
+    bg = rng.uniform(200, 255)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for t in range(frames):
+        cx, cy = (x0 + dx * speed * t) % size, (y0 + dy * speed * t) % size
+        # distances on the torus: the disc that leaves one edge comes back in at the other
+        ddx = np.abs(xx - cx)
+        ddy = np.abs(yy - cy)
+        dist2 = np.minimum(ddx, size - ddx) ** 2 + np.minimum(ddy, size - ddy) ** 2
+        inside = np.clip(radius + 0.5 - np.sqrt(dist2), 0.0, 1.0)[..., None]  # anti-aliased edge
+        frame = bg * (1 - inside) + colour * inside + rng.normal(0, 6, (size, size, 3))
+        out[t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return out
+
+
+def write_video(
+    path: str | Path, frames: np.ndarray, fps: int = FPS, audio: np.ndarray | None = None, sample_rate: int = 8000
+) -> None:
+    """Write ``frames`` (T × H × W × 3 uint8, H and W even) as an MPEG-4 ``.mp4``, atomically.
+
+    ``audio`` (mono float32 in [-1, 1] at ``sample_rate``) adds an AAC audio track. PyAV (the ``av`` package)
+    ships its own FFmpeg, so no system FFmpeg is needed.
+    """
+    import av  # imported here: only the video generator needs it
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # FFmpeg writes through a path, so write next to the target and rename (what atomic_file does for file objects).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        with av.open(tmp, "w", format="mp4") as container:
+            stream = container.add_stream("mpeg4", rate=fps)
+            stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = Fraction(1, fps)
+            # small clips: a high bit rate keeps the disc's edges (the motion signal) out of the codec's noise
+            stream.bit_rate = 2_000_000
+            astream = None
+            if audio is not None:
+                astream = container.add_stream("aac", rate=sample_rate)
+                astream.layout = "mono"
+            for image in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+            if astream is not None and audio is not None:
+                samples = np.ascontiguousarray(audio.astype(np.float32)[None, :])
+                aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                aframe.sample_rate = sample_rate
+                aframe.pts = 0
+                for packet in astream.encode(aframe):
+                    container.mux(packet)
+                for packet in astream.encode():
+                    container.mux(packet)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def generate_video_task(
+    out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", audio_track: bool = False
+) -> pd.DataFrame:
+    """Write ``n`` clips (and their chirps) under ``out_dir`` and return their table (paths relative to it).
+
+    The direction and the pitch are drawn independently and uniformly; the same ``seed`` gives the same table
+    and the same frames.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = list(DIRECTIONS)
+    rows = []
+    for i in range(n):
+        direction = names[int(rng.integers(len(names)))]
+        rising = bool(rng.integers(0, 2))
+        pitch = PITCHES[0] if rising else PITCHES[1]
+        name = f"{prefix}{i:05d}"
+        video_path, audio_path = f"videos/{name}.mp4", f"audio/{name}.wav"
+        frames = motion_frames(rng, direction)
+        wave = _chirp(rng, rising)
+        write_video(out / video_path, frames, audio=wave if audio_track else None, sample_rate=SAMPLE_RATE)
+        with atomic_file(out / audio_path, "wb") as f:
+            sf.write(f, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        rows.append(
+            {
+                "video": video_path,
+                "audio": audio_path,
+                "direction": direction,
+                "pitch": pitch,
+                "label": f"{direction}_{pitch}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def make_video_task(
+    out_dir: str | Path, n_train: int = 800, n_test: int = 300, seed: int = 0, audio_track: bool = False
+) -> VideoPaths:
+    """Generate the video task: ``train.csv`` and ``test.csv`` (disjoint rows) with their clips and chirps."""
+    out = Path(out_dir)
+    train = generate_video_task(out, n_train, seed=seed, prefix="train_", audio_track=audio_track)
+    test = generate_video_task(out, n_test, seed=seed + 10_000, prefix="test_", audio_track=audio_track)
+    paths = VideoPaths(out, out / "train.csv", out / "test.csv")
+    for frame, path in ((train, paths.train), (test, paths.test)):
+        with atomic_file(path, "w", newline="", encoding="utf-8") as f:
+            frame.to_csv(f, index=False)
+    return paths
+
+
+CLIP_SECONDS = FRAMES / FPS
+assert SECONDS <= CLIP_SECONDS  # the chirp fits inside the clip, so an audio track ends with the video

@@ -81,6 +81,11 @@ def write_video(
     """
     import av  # imported here: only the video generator needs it
 
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be a non-empty T x H x W x 3 uint8 array, got {frames.dtype} {frames.shape}")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"frame height and width must be even (yuv420p), got {frames.shape[1]}x{frames.shape[2]}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # FFmpeg writes through a path, so write next to the target and rename (what atomic_file does for file objects).

@@ -1,0 +1,172 @@
+"""The issue-21 generators: the sensor task and the motion video task (shapes, determinism, the designed factors)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from polymodal.datasets.sensors import (
+    MAX_STEPS,
+    MIN_STEPS,
+    RATE,
+    SENSOR_LABELS,
+    generate_sensors,
+    make_sensors,
+)
+from polymodal.datasets.video import (
+    DIRECTIONS,
+    FRAMES,
+    SIZE,
+    generate_video_task,
+    make_video_task,
+    motion_frames,
+    write_video,
+)
+
+av = pytest.importorskip("av")
+
+
+def _digest(root: Path, frame: pd.DataFrame, columns: tuple[str, ...]) -> str:
+    h = hashlib.sha256(frame.to_csv(index=False).encode())
+    for col in columns:
+        for rel in frame[col].dropna():
+            h.update((root / rel).read_bytes())
+    return h.hexdigest()
+
+
+def _decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_sensor_generator_is_deterministic(tmp_path):
+    a = generate_sensors(tmp_path / "a", 10, seed=3)
+    b = generate_sensors(tmp_path / "b", 10, seed=3)
+    c = generate_sensors(tmp_path / "c", 10, seed=4)
+    cols = ("accel", "gyro")
+    assert _digest(tmp_path / "a", a, cols) == _digest(tmp_path / "b", b, cols)
+    assert _digest(tmp_path / "c", c, cols) != _digest(tmp_path / "a", a, cols)
+
+
+def test_sensor_files_shapes_and_lengths(tmp_path):
+    frame = generate_sensors(tmp_path, 24, seed=0)
+    assert list(frame.columns) == ["accel", "gyro", "placement", "label"]
+    assert set(frame["label"]) <= set(SENSOR_LABELS.values())
+    lengths = set()
+    for _, row in frame.iterrows():
+        accel, gyro = np.load(tmp_path / row["accel"]), np.load(tmp_path / row["gyro"])
+        assert accel.dtype == gyro.dtype == np.float32
+        assert accel.shape == gyro.shape and accel.shape[1] == 3
+        assert MIN_STEPS <= accel.shape[0] <= MAX_STEPS
+        assert np.isfinite(accel).all() and np.isfinite(gyro).all()
+        lengths.add(accel.shape[0])
+    assert len(lengths) > 1  # lengths vary per row
+
+
+def _dominant_hz(series: np.ndarray) -> float:
+    x = series - series.mean(axis=0)
+    power = (np.abs(np.fft.rfft(x, axis=0)) ** 2).sum(axis=1)
+    freqs = np.fft.rfftfreq(len(x), 1 / RATE)
+    return float(freqs[1:][np.argmax(power[1:])])
+
+
+def test_each_sensor_shows_its_own_factor_only(tmp_path):
+    """Cadence (walk/run) is in the accelerometer's frequency, turning in the gyroscope's yaw; not the other way."""
+    frame = generate_sensors(tmp_path, 80, seed=1)
+    run = frame["label"].str.startswith("run").to_numpy()
+    left = frame["label"].str.endswith("left").to_numpy()
+    accel_hz = np.array([_dominant_hz(np.load(tmp_path / p)) for p in frame["accel"]])
+    gyro_hz = np.array([_dominant_hz(np.load(tmp_path / p)[:, :2]) for p in frame["gyro"]])
+    yaw = np.array([np.load(tmp_path / p)[:, 2].mean() for p in frame["gyro"]])
+    assert ((accel_hz > 2.4) == run).mean() >= 0.95  # the accelerometer tells the cadence
+    assert ((yaw > 0) == left).all()  # the gyroscope tells the turn
+    # ...while the gyroscope's wobble frequency says little about the cadence (a threshold is near a coin toss)
+    assert 0.3 <= ((gyro_hz > 2.4) == run).mean() <= 0.7
+
+
+def test_make_sensors_writes_disjoint_tables(tmp_path):
+    paths = make_sensors(tmp_path, n_train=8, n_test=4, seed=0, missing_rate=0.3)
+    train, test = pd.read_csv(paths.train), pd.read_csv(paths.test)
+    assert len(train) == 8 and len(test) == 4
+    assert not set(train["accel"].dropna()) & set(test["accel"].dropna())
+    assert train[["accel", "gyro"]].isna().any().any() or test[["accel", "gyro"]].isna().any().any()
+    with pytest.raises(ValueError, match="missing_rate"):
+        generate_sensors(tmp_path, 2, missing_rate=1.0)
+
+
+def test_video_generator_is_deterministic_and_decodable(tmp_path):
+    a = generate_video_task(tmp_path / "a", 6, seed=2)
+    b = generate_video_task(tmp_path / "b", 6, seed=2)
+    assert a.equals(b)
+    assert list(a.columns) == ["video", "audio", "direction", "pitch", "label"]
+    for rel in a["video"]:
+        np.testing.assert_array_equal(_decode(tmp_path / "a" / rel), _decode(tmp_path / "b" / rel))
+    clip = _decode(tmp_path / "a" / a["video"][0])
+    assert clip.shape == (FRAMES, SIZE, SIZE, 3)
+    wave, rate = sf.read(tmp_path / "a" / a["audio"][0])
+    assert rate == 8000 and wave.ndim == 1 and len(wave) > 0
+    assert (a["label"] == a["direction"] + "_" + a["pitch"]).all()
+
+
+def _shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """The circular shift (dx, dy) in pixels that best maps frame a onto frame b (phase correlation)."""
+    fa, fb = np.fft.fft2(a.mean(axis=2) - a.mean()), np.fft.fft2(b.mean(axis=2) - b.mean())
+    r = np.fft.ifft2(fb * np.conj(fa) / (np.abs(fb * np.conj(fa)) + 1e-9)).real
+    dy, dx = np.unravel_index(np.argmax(r), r.shape)
+    size = a.shape[0]
+    return (int(dx) if dx <= size // 2 else int(dx) - size, int(dy) if dy <= size // 2 else int(dy) - size)
+
+
+def test_video_motion_survives_the_codec_and_no_single_frame_tells_it(tmp_path):
+    """Frame-to-frame shifts of the decoded clip give the direction; the first frames' disc positions don't."""
+    frame = generate_video_task(tmp_path, 24, seed=5)
+    for _, row in frame.iterrows():
+        clip = _decode(tmp_path / row["video"]).astype(np.float32)
+        # the disc is darker than the background: track it by its shift over four frames
+        dx, dy = _shift(255 - clip[0], 255 - clip[4])
+        want = DIRECTIONS[row["direction"]]
+        assert (np.sign(dx), np.sign(dy)) == want, (row["direction"], dx, dy)
+    # By construction every frame's position is uniform on the torus whatever the direction: the first frame's
+    # disc centre (darkest pixel mass) has about the same mean for left- and right-moving clips.
+    rng = np.random.default_rng(0)
+    xs = {d: [] for d in ("left", "right")}
+    for d in xs:
+        for _ in range(200):
+            f0 = 255.0 - motion_frames(rng, d)[0].mean(axis=2)
+            angle = 2 * np.pi * np.arange(SIZE) / SIZE  # circular mean: positions wrap
+            w = f0.sum(axis=0)
+            xs[d].append(np.angle((w * np.exp(1j * angle)).sum()))
+    gap = abs(np.angle(np.exp(1j * (np.mean(xs["left"]) - np.mean(xs["right"])))))
+    assert gap < 0.6, gap
+
+
+def test_write_video_audio_track_and_atomic(tmp_path):
+    frames = motion_frames(np.random.default_rng(0), "up", frames=4)
+    write_video(tmp_path / "clip.mp4", frames, fps=4, audio=np.zeros(4000, np.float32), sample_rate=8000)
+    with av.open(str(tmp_path / "clip.mp4")) as c:
+        assert sorted(s.type for s in c.streams) == ["audio", "video"]
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temp file left behind
+    with pytest.raises(ValueError, match="even"):
+        write_video(tmp_path / "bad.mp4", np.zeros((2, 7, 7, 3), np.uint8))
+
+
+def test_write_video_failure_leaves_nothing(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoder gave up")
+
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", broken)
+    with pytest.raises(RuntimeError, match="gave up"):
+        write_video(tmp_path / "clip.mp4", motion_frames(np.random.default_rng(0), "up", frames=2))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_video_task(tmp_path):
+    paths = make_video_task(tmp_path, n_train=4, n_test=2, seed=0, audio_track=True)
+    train, test = pd.read_csv(paths.train), pd.read_csv(paths.test)
+    assert len(train) == 4 and len(test) == 2
+    assert all((paths.root / p).is_file() for p in [*train["video"], *test["audio"]])

@@ -525,3 +525,7 @@ def _encoder_config(encoder: Any, params: dict[str, Any]) -> Any:
     except ValidationError as e:
         what = f"invalid parameters for encoder '{encoder.registry_name}'"
         raise config_error(e, encoder.Config, what=what) from None
+
+
+# Registers the "timeseries" processor (its own module imports this one, so it comes last).
+from . import timeseries  # noqa: E402, F401

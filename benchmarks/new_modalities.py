@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 VIDEO_VARIANTS: dict[str, dict[str, Any]] = {
     "frames in order (defaults)": {},
     "one frame (processing.video_frames: 1)": {"processing": {"video_frames": 1}},
-    "frames pooled without order (encoders.video.temporal: mean)": {"encoders": {"video": {"temporal": "mean"}}},
+    "frames pooled without order (encoders.video.temporal: mean)": {
+        "encoders": {"video": {"name": "video_cnn", "temporal": "mean"}}
+    },
 }
 HEADINGS = {
     "video": "## Generated video task: the direction of motion needs frames in order (issue 21)",

@@ -29,8 +29,10 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
 # one series per file: rows = time steps, columns = channels (a .npy array T x C or T)
 TIMESERIES_EXTENSIONS = {".npy", ".csv", ".parquet"}
+# the containers the video loader (PyAV) opens; kept in step with polymodal.data.video.VIDEO_EXTENSIONS
+VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov"}
 # media files that a column may name but no loader decodes: such a column is ignored with a warning saying why
-UNSUPPORTED_MEDIA = {".m4a", ".aac", ".wma", ".amr", ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".heic", ".heif"}
+UNSUPPORTED_MEDIA = {".m4a", ".aac", ".wma", ".amr", ".m4v", ".heic", ".heif"}
 UNSUPPORTED_MEDIA |= {".svg", ".psd", ".cr2", ".nef", ".dng"}
 # Inference looks at the first characters of a cell only: a 100 MB text cell must not cost gigabytes to classify.
 CELL_PREFIX = 10_000
@@ -44,6 +46,7 @@ log = logging.getLogger("polymodal")
 class ColumnKind(str, Enum):
     IMAGE = "image"
     AUDIO = "audio"
+    VIDEO = "video"
     TEXT = "text"
     TIMESERIES = "timeseries"
     NUMERIC = "numeric"
@@ -63,7 +66,7 @@ class Modality:
     """One encoder's input: a kind and the columns it reads."""
 
     name: str
-    kind: str  # image | audio | text | timeseries | tabular
+    kind: str  # image | audio | video | text | timeseries | tabular
     columns: list[str]
 
 
@@ -85,7 +88,7 @@ class Schema:
         mods = [
             Modality(c.name, c.kind.value, [c.name])
             for c in self.columns
-            if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.TEXT, ColumnKind.TIMESERIES)
+            if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.VIDEO, ColumnKind.TEXT, ColumnKind.TIMESERIES)
         ]
         tab = self.of_kind(ColumnKind.NUMERIC) + self.of_kind(ColumnKind.CATEGORY)
         if tab:
@@ -238,8 +241,12 @@ def infer_column(series: pd.Series) -> ColumnSpec:
         return ColumnSpec(name, ColumnKind.NUMERIC, f"numbers ({n_unique} distinct values)")
     sample = nonnull.iloc[:_SAMPLE] if len(nonnull) <= _SAMPLE else nonnull.sample(_SAMPLE, random_state=0)
     sample = sample.map(lambda v: v[:CELL_PREFIX] if isinstance(v, str) else v)
-    kinds = ((ColumnKind.IMAGE, IMAGE_EXTENSIONS), (ColumnKind.AUDIO, AUDIO_EXTENSIONS))
-    for kind, exts in (*kinds, (ColumnKind.TIMESERIES, TIMESERIES_EXTENSIONS)):
+    for kind, exts in (
+        (ColumnKind.IMAGE, IMAGE_EXTENSIONS),
+        (ColumnKind.AUDIO, AUDIO_EXTENSIONS),
+        (ColumnKind.VIDEO, VIDEO_EXTENSIONS),
+        (ColumnKind.TIMESERIES, TIMESERIES_EXTENSIONS),
+    ):
         share = _looks_like_path(sample, exts)
         if share >= _PATH_SHARE:
             return ColumnSpec(name, kind, f"{share:.0%} of sampled values are paths ending in {'/'.join(sorted(exts))}")
@@ -247,7 +254,8 @@ def infer_column(series: pd.Series) -> ColumnSpec:
     if unsupported is not None:
         reason = (
             f"file paths ending in {unsupported}, a format no loader here decodes (images: "
-            f"{'/'.join(sorted(IMAGE_EXTENSIONS))}; audio: {'/'.join(sorted(AUDIO_EXTENSIONS))}): convert the files to "
+            f"{'/'.join(sorted(IMAGE_EXTENSIONS))}; audio: {'/'.join(sorted(AUDIO_EXTENSIONS))}; video: "
+            f"{'/'.join(sorted(VIDEO_EXTENSIONS))}): convert the files to "
             "one of these, or set the column's kind in columns if it is not a file column"
         )
         log.warning("column '%s' is ignored: %s", name, reason)

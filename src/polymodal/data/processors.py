@@ -527,5 +527,7 @@ def _encoder_config(encoder: Any, params: dict[str, Any]) -> Any:
         raise config_error(e, encoder.Config, what=what) from None
 
 
-# Registers the "timeseries" processor (its own module imports this one, so it comes last).
+# Kinds whose processor lives in a module of its own register it on import (after PROCESSORS and the base classes
+# above exist, which that module imports).
 from . import timeseries  # noqa: E402, F401
+from . import video_processing as _video_processing  # noqa: E402,F401

@@ -35,14 +35,24 @@ def add_gaussian_noise(image: np.ndarray, std: float, rng: np.random.Generator) 
 
 
 def occlude(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Black out a rectangle covering ``fraction`` of the image area (same aspect as the image), placed at random."""
-    _, h, w = image.shape
+    """Black out a rectangle covering ``fraction`` of the image area (same aspect as the image), placed at random;
+    on a video ``[T, C, H, W]`` the same rectangle on every frame (an obstacle in front of the camera)."""
+    h, w = image.shape[-2:]
     u = rng.random(2)
     sh, sw = min(h, round(h * math.sqrt(fraction))), min(w, round(w * math.sqrt(fraction)))
     top, left = min(int(u[0] * (h - sh + 1)), h - sh), min(int(u[1] * (w - sw + 1)), w - sw)
     out = image.copy()
-    out[:, top : top + sh, left : left + sw] = 0
+    out[..., top : top + sh, left : left + sw] = 0
     return out
+
+
+def drop_frames(video: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Each frame after the first is lost with probability ``fraction`` and the previous one shown instead, as a
+    stream that drops frames freezes: the clip keeps its length and timing, the motion in it stutters."""
+    lost = rng.random(len(video)) < fraction
+    lost[0] = False
+    source = np.maximum.accumulate(np.where(lost, 0, np.arange(len(video))))
+    return video[source].copy()
 
 
 def add_white_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -143,7 +153,7 @@ class Corruption(ABC):
 
 @register(CORRUPTIONS, "gaussian_noise")
 class GaussianNoise(Corruption):
-    kinds = ("image",)
+    kinds = ("image", "video")
     levels = (0.05, 0.1, 0.2, 0.3, 0.5)
     unit = "noise std in units of the pixel range"
 
@@ -153,13 +163,24 @@ class GaussianNoise(Corruption):
 
 @register(CORRUPTIONS, "occlusion")
 class Occlusion(Corruption):
-    kinds = ("image",)
+    kinds = ("image", "video")
     levels = (0.1, 0.2, 0.3, 0.5, 0.7)
     unit = "fraction of the image area blacked out"
     bounds = (0.0, 1.0)
 
     def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
         return occlude(item, level, rng)
+
+
+@register(CORRUPTIONS, "frame_drop")
+class FrameDrop(Corruption):
+    kinds = ("video",)
+    levels = (0.1, 0.2, 0.3, 0.5, 0.7)
+    unit = "fraction of frames lost (the previous frame shown instead)"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return drop_frames(item, level, rng)
 
 
 @register(CORRUPTIONS, "white_noise")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ..config import LimitsConfig
 from ..data.dataset import Prepared
 from ..data.loaders import InMemoryFile, audio_info, image_size
+from ..data.video import video_info
 from ..data.processors import LoadContext, Processor
 from ..errors import LoadError, PolymodalError, RowIssue
 from ..schema import ColumnKind, Schema
@@ -116,7 +117,7 @@ def parse_form_row(
         for c in fields
         if c in file_cols
     ]
-    issues += [f"field '{c}': only image and audio columns take a file part" for c in files if c not in file_cols]
+    issues += [f"field '{c}': only image, audio and video columns take a file part" for c in files if c not in file_cols]
     unknown = [c for c in [*fields, *files] if c not in schema.input_columns()]
     issues += [f"field '{c}': not an input column of this model" for c in unknown]
     if issues:
@@ -166,6 +167,14 @@ def check_work(rows: list[dict[str, Any]], schema: Schema, limits: LimitsConfig,
                         issues.append(
                             f"row {i}, column '{col}': image is {w}x{h} = {w * h:,} pixels, over the server's limit "
                             f"of {cfg.max_image_pixels:,} per image (max_image_pixels)"
+                        )
+                elif kinds[col] is ColumnKind.VIDEO:
+                    head = video_info(f, limits)
+                    total += head.width * head.height * 4  # frames are decoded one at a time, kept small
+                    if head.seconds > cfg.max_video_seconds:
+                        issues.append(
+                            f"row {i}, column '{col}': video is {head.seconds:.1f} s long, over the server's limit "
+                            f"of {cfg.max_video_seconds:g} s per file (max_video_seconds)"
                         )
                 else:
                     sr, seconds = audio_info(f, limits)

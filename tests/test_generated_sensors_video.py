@@ -146,7 +146,7 @@ def test_video_motion_survives_the_codec_and_no_single_frame_tells_it(tmp_path):
 
 
 def test_write_video_audio_track_and_atomic(tmp_path):
-    frames = motion_frames(np.random.default_rng(0), "up", frames=4)
+    frames = motion_frames(np.random.default_rng(0), "left", frames=4)
     write_video(tmp_path / "clip.mp4", frames, fps=4, audio=np.zeros(4000, np.float32), sample_rate=8000)
     with av.open(str(tmp_path / "clip.mp4")) as c:
         assert sorted(s.type for s in c.streams) == ["audio", "video"]
@@ -161,7 +161,7 @@ def test_write_video_failure_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(av.VideoFrame, "from_ndarray", broken)
     with pytest.raises(RuntimeError, match="gave up"):
-        write_video(tmp_path / "clip.mp4", motion_frames(np.random.default_rng(0), "up", frames=2))
+        write_video(tmp_path / "clip.mp4", motion_frames(np.random.default_rng(0), "left", frames=2))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,15 +1,16 @@
 """A generated video task whose answer needs motion, with a sound carrying another factor (issue 21).
 
 Each row is a short clip (``FRAMES`` frames of ``SIZE`` × ``SIZE`` pixels at ``FPS``): a coloured disc on a noisy
-background drifts one to two pixels per frame to the left or to the right, wrapping around the edges (the picture
-is a torus). The start position is uniform and the wrap keeps it uniform in every frame, so **any single frame, or the
-set of frames without their order, says nothing about the direction**: a model has to compare frames in order.
+background orbits the centre of the frame, clockwise or counterclockwise, from a uniformly drawn start angle. Its
+angle is therefore uniform in every frame whatever the direction, and the arc it covers is the same under both, so
+**any single frame, or the set of frames without their order, says nothing about the direction**: a model has to
+compare frames in order.
 A chirp that rises or falls (the ``audio`` column, a ``.wav`` file, and optionally the clip's own audio track)
 carries a second factor. Columns:
 
     video      path of the ``.mp4`` (MPEG-4 Part 2 video, yuv420p; an AAC audio track when ``audio_track=True``)
     audio      path of the ``.wav`` with the chirp
-    direction  left / right: the motion factor (the target of the motion benchmark)
+    direction  clockwise / counterclockwise: the motion factor (the target of the motion benchmark)
     pitch      rising / falling: the sound factor
     label      ``<direction>_<pitch>``: the demo's target, which needs both the motion and the sound
 
@@ -34,10 +35,11 @@ from ..io import atomic_file
 from .synthetic import COLOURS, SAMPLE_RATE, SECONDS, _chirp
 
 SIZE, FRAMES, FPS = 32, 16, 8
-SPEED = (1.0, 1.6)  # pixels per frame: 15 to 24 pixels per clip, short of one lap of the 32-pixel torus
-# One axis only: with up/down as well, the set of a clip's positions (a horizontal or a vertical streak) would tell
-# the axis without any order, and an order-blind model would reach 0.5 of four directions instead of chance.
-DIRECTIONS = {"left": (-1, 0), "right": (1, 0)}
+ANGULAR_SPEED = (0.15, 0.25)  # radians per frame: 16 frames turn 2.4 to 4 radians, short of one lap
+ORBIT = (7.0, 10.0)  # pixels from the centre of the frame
+# The sign of the angular speed, on screen (y points down: a growing angle turns clockwise). Rotation has no edge to
+# wrap at, so a disc's position changes smoothly while the distribution of its angle is uniform in every frame.
+DIRECTIONS = {"clockwise": 1.0, "counterclockwise": -1.0}
 PITCHES = ("rising", "falling")
 VIDEO_FACTOR_COLUMNS = ("direction", "pitch")
 
@@ -52,22 +54,22 @@ class VideoPaths:
 
 
 def motion_frames(rng: np.random.Generator, direction: str, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
-    """The clip's frames (frames × size × size × 3, uint8): a disc moving in ``direction``, wrapping at the edges."""
-    dx, dy = DIRECTIONS[direction]
-    speed = rng.uniform(*SPEED)
-    radius = rng.uniform(4.0, 6.5)
+    """The clip's frames (frames x size x size x 3, uint8): a disc orbiting the centre in ``direction``."""
+    sign = DIRECTIONS[direction]
+    speed = rng.uniform(*ANGULAR_SPEED)
+    orbit = rng.uniform(*ORBIT)
+    radius = rng.uniform(4.0, 5.5)
     colour = np.array(COLOURS[int(rng.integers(len(COLOURS)))], dtype=np.float32)
-    x0, y0 = rng.uniform(0, size, 2)
+    angle0 = rng.uniform(0, 2 * np.pi)  # uniform start, so the angle is uniform in every frame whatever the direction
     bg = rng.uniform(200, 255)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    centre = (size - 1) / 2
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
-        cx, cy = (x0 + dx * speed * t) % size, (y0 + dy * speed * t) % size
-        # distances on the torus: the disc that leaves one edge comes back in at the other
-        ddx = np.abs(xx - cx)
-        ddy = np.abs(yy - cy)
-        dist2 = np.minimum(ddx, size - ddx) ** 2 + np.minimum(ddy, size - ddy) ** 2
-        inside = np.clip(radius + 0.5 - np.sqrt(dist2), 0.0, 1.0)[..., None]  # anti-aliased edge
+        angle = angle0 + sign * speed * t
+        cx, cy = centre + orbit * np.cos(angle), centre + orbit * np.sin(angle)
+        dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+        inside = np.clip(radius + 0.5 - dist, 0.0, 1.0)[..., None]  # anti-aliased edge
         frame = bg * (1 - inside) + colour * inside + rng.normal(0, 6, (size, size, 3))
         out[t] = np.clip(frame, 0, 255).astype(np.uint8)
     return out

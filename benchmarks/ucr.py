@@ -144,13 +144,13 @@ def one_nn(train_x: list[np.ndarray], train_y: list[str], test_x: list[np.ndarra
     }
 
 
-def run(wheel: Path, name: str, seed: int, tmp: Path, baselines: bool) -> dict[str, Any]:
+def run(wheel: Path, name: str, seed: int, tmp: Path, baselines: bool, config: Path | None) -> dict[str, Any]:
     train_x, train_y = read_split(wheel, name, "TRAIN")
     test_x, test_y = read_split(wheel, name, "TEST")
     out = tmp / name
     train, test = write_table(out, train_x, train_y, "train"), write_table(out, test_x, test_y, "test")
     start = time.perf_counter()
-    p = Predictor("label", seed=seed, verbose=False).fit(train)
+    p = Predictor("label", config=config, seed=seed, verbose=False).fit(train)
     fit_seconds = time.perf_counter() - start
     m = p.evaluate(test)
     r: dict[str, Any] = {
@@ -181,6 +181,11 @@ def main() -> None:
     ap.add_argument(
         "--wheel-dir", type=Path, default=Path(tempfile.gettempdir()) / "polymodal-ucr", help="where to keep the wheel"
     )
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="a polymodal config file instead of the defaults (reported in its own section, ucr_config)",
+    )
     ap.add_argument("--no-baselines", action="store_true", help="skip recomputing 1-NN ED/DTW here")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update the results and the docs")
     a = ap.parse_args()
@@ -192,11 +197,12 @@ def main() -> None:
     wheel = a.wheel or aeon_wheel(a.wheel_dir)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run(wheel, n, a.seed, Path(tmp), not a.no_baselines) for n in names]
+        results = [run(wheel, n, a.seed, Path(tmp), not a.no_baselines, a.config) for n in names]
     load_after = os.getloadavg()
 
+    what = "defaults" if a.config is None else f"with {a.config.name}"
     lines = [
-        "## UCR archive: polymodal defaults vs 1-NN DTW and ROCKET (issue 21)",
+        f"## UCR archive: polymodal {what} vs 1-NN DTW and ROCKET (issue 21)",
         "",
         "| data set | train / test rows | length | classes | polymodal defaults | 1-NN DTW (full window) | "
         "1-NN DTW (learned window) | 1-NN Euclidean | ROCKET | 1-NN DTW / ED recomputed here | fit time (s) |",
@@ -212,10 +218,13 @@ def main() -> None:
             f"{r['fit_seconds']:.0f} |"
         )
     command = "python benchmarks/ucr.py" + ("" if names == list(DATASETS) else f" --datasets {','.join(names)}")
+    if a.config is not None:
+        command += f" --config {a.config}"
     verdict = ", ".join(f"{r['dataset']} {'yes' if r['reaches_1nn_dtw'] else 'NO'}" for r in results)
     body = "\n".join(lines) + (
-        f"\n\nTest accuracy on each data set's own train/test split; polymodal: `Predictor('label')` with every "
-        f"default, seed {a.seed}, the series as `.npy` files (the `timeseries` kind). Data: the `.ts` files inside "
+        f"\n\nTest accuracy on each data set's own train/test split; polymodal: `Predictor('label')` with "
+        f"{'every default' if a.config is None else f'the config {a.config}'}, seed {a.seed}, the series as `.npy` "
+        "files (the `timeseries` kind). Data: the `.ts` files inside "
         f"the `{wheel.name}` wheel (fetched at benchmark time with `pip download --no-deps aeon`; aeon is not a "
         "dependency). Published 1-NN numbers: the UCR Time Series Classification Archive (2018), DataSummary "
         "(https://www.cs.ucr.edu/~eamonn/time_series_data_2018/; Dau et al. 2019). ROCKET: Dempster, Petitjean and "
@@ -227,16 +236,18 @@ def main() -> None:
     print(body)
     if a.no_write:
         return
-    out = ROOT / "benchmarks" / "results" / "ucr.json"
+    section = "ucr" if a.config is None else "ucr_config"
+    out = ROOT / "benchmarks" / "results" / f"{section}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "machine": machine(),
         "command": command,
+        "config": None if a.config is None else a.config.read_text(encoding="utf-8"),
         "load_average": [round(v, 2) for v in (*load_before, *load_after)],
         "results": results,
     }
     out.write_text(json.dumps(payload, indent=2) + "\n")
-    write_section(ROOT / "docs" / "BENCHMARKS.md", "ucr", body)
+    write_section(ROOT / "docs" / "BENCHMARKS.md", section, body)
 
 
 if __name__ == "__main__":

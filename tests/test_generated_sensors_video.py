@@ -161,3 +161,24 @@ def test_make_video_task(tmp_path):
     train, test = pd.read_csv(paths.train), pd.read_csv(paths.test)
     assert len(train) == 4 and len(test) == 2
     assert all((paths.root / p).is_file() for p in [*train["video"], *test["audio"]])
+
+
+def test_slide_motion_and_middle_frame(tmp_path):
+    """motion="slide": the disc crosses the frame the labelled way; the middle frame's position does not tell."""
+    frame = generate_video_task(tmp_path, 12, seed=1, motion="slide")
+    assert set(frame["direction"]) <= {"left", "right"}
+
+    def centre_x(image: np.ndarray) -> float:
+        grey = image.astype(np.float32).mean(axis=2)
+        dark = np.clip(grey.max() - grey - 40, 0, None)
+        return float((dark * np.arange(image.shape[1])[None, :]).sum() / dark.sum())
+
+    for _, row in frame.iterrows():
+        clip = _decode(tmp_path / row["video"])
+        moved = centre_x(clip[-1]) - centre_x(clip[0])
+        assert np.sign(moved) == (1 if row["direction"] == "right" else -1), (row["direction"], moved)
+    rng = np.random.default_rng(0)
+    mids = {d: [centre_x(motion_frames(rng, d)[FRAMES // 2]) for _ in range(150)] for d in ("left", "right")}
+    assert abs(np.mean(mids["left"]) - np.mean(mids["right"])) < 0.6
+    with pytest.raises(ValueError, match="motion"):
+        generate_video_task(tmp_path, 1, motion="zoom")

@@ -40,6 +40,12 @@ ORBIT = (7.0, 10.0)  # pixels from the centre of the frame
 # The sign of the angular speed, on screen (y points down: a growing angle turns clockwise). Rotation has no edge to
 # wrap at, so a disc's position changes smoothly while the distribution of its angle is uniform in every frame.
 DIRECTIONS = {"clockwise": 1.0, "counterclockwise": -1.0}
+# motion="slide": the disc crosses the frame horizontally instead, a simpler (linear) motion signal. Its start is
+# drawn so that the middle frame and the set of all positions have the same distribution under both directions;
+# the first and last frames alone do not (a right-moving disc starts further left).
+SLIDE_DIRECTIONS = {"right": 1.0, "left": -1.0}
+SLIDE_SPEED = (0.6, 0.8)  # pixels per frame: 9 to 12 pixels per clip
+MOTIONS = ("orbit", "slide")
 PITCHES = ("rising", "falling")
 VIDEO_FACTOR_COLUMNS = ("direction", "pitch")
 
@@ -53,21 +59,36 @@ class VideoPaths:
     test: Path
 
 
-def motion_frames(rng: np.random.Generator, direction: str, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
-    """The clip's frames (frames x size x size x 3, uint8): a disc orbiting the centre in ``direction``."""
+def _centres(rng: np.random.Generator, direction: str, frames: int, size: int) -> list[tuple[float, float]]:
+    centre = (size - 1) / 2
+    if direction in SLIDE_DIRECTIONS:
+        speed = rng.uniform(*SLIDE_SPEED)
+        travel = speed * (frames - 1)
+        # the middle position is uniform over the same range for both directions
+        mid = rng.uniform(6 + travel / 2, size - 7 - travel / 2)
+        y = rng.uniform(6, size - 7)
+        sign = SLIDE_DIRECTIONS[direction]
+        return [(mid + sign * speed * (t - frames // 2), y) for t in range(frames)]  # frame frames // 2 at mid
     sign = DIRECTIONS[direction]
     speed = rng.uniform(*ANGULAR_SPEED)
     orbit = rng.uniform(*ORBIT)
+    angle0 = rng.uniform(0, 2 * np.pi)  # uniform start, so the angle is uniform in every frame whatever the direction
+    return [
+        (centre + orbit * np.cos(angle0 + sign * speed * t), centre + orbit * np.sin(angle0 + sign * speed * t))
+        for t in range(frames)
+    ]
+
+
+def motion_frames(rng: np.random.Generator, direction: str, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
+    """The clip's frames (frames x size x size x 3, uint8): a disc orbiting the centre in ``direction`` (clockwise,
+    counterclockwise), or crossing the frame (right, left: ``motion="slide"``)."""
+    centres = _centres(rng, direction, frames, size)
     radius = rng.uniform(4.0, 5.5)
     colour = np.array(COLOURS[int(rng.integers(len(COLOURS)))], dtype=np.float32)
-    angle0 = rng.uniform(0, 2 * np.pi)  # uniform start, so the angle is uniform in every frame whatever the direction
     bg = rng.uniform(200, 255)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    centre = (size - 1) / 2
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
-    for t in range(frames):
-        angle = angle0 + sign * speed * t
-        cx, cy = centre + orbit * np.cos(angle), centre + orbit * np.sin(angle)
+    for t, (cx, cy) in enumerate(centres):
         dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
         inside = np.clip(radius + 0.5 - dist, 0.0, 1.0)[..., None]  # anti-aliased edge
         frame = bg * (1 - inside) + colour * inside + rng.normal(0, 6, (size, size, 3))
@@ -130,7 +151,7 @@ def write_video(
 
 
 def generate_video_task(
-    out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", audio_track: bool = False
+    out_dir: str | Path, n: int, seed: int = 0, prefix: str = "", audio_track: bool = False, motion: str = "orbit"
 ) -> pd.DataFrame:
     """Write ``n`` clips (and their chirps) under ``out_dir`` and return their table (paths relative to it).
 
@@ -139,11 +160,13 @@ def generate_video_task(
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    names = list(DIRECTIONS)
+    names = list(DIRECTIONS if motion == "orbit" else SLIDE_DIRECTIONS)
     rows = []
     for i in range(n):
         direction = names[int(rng.integers(len(names)))]
@@ -169,12 +192,17 @@ def generate_video_task(
 
 
 def make_video_task(
-    out_dir: str | Path, n_train: int = 800, n_test: int = 300, seed: int = 0, audio_track: bool = False
+    out_dir: str | Path,
+    n_train: int = 800,
+    n_test: int = 300,
+    seed: int = 0,
+    audio_track: bool = False,
+    motion: str = "orbit",
 ) -> VideoPaths:
     """Generate the video task: ``train.csv`` and ``test.csv`` (disjoint rows) with their clips and chirps."""
     out = Path(out_dir)
-    train = generate_video_task(out, n_train, seed=seed, prefix="train_", audio_track=audio_track)
-    test = generate_video_task(out, n_test, seed=seed + 10_000, prefix="test_", audio_track=audio_track)
+    train = generate_video_task(out, n_train, seed=seed, prefix="train_", audio_track=audio_track, motion=motion)
+    test = generate_video_task(out, n_test, seed=seed + 10_000, prefix="test_", audio_track=audio_track, motion=motion)
     paths = VideoPaths(out, out / "train.csv", out / "test.csv")
     for frame, path in ((train, paths.train), (test, paths.test)):
         with atomic_file(path, "w", newline="", encoding="utf-8") as f:

@@ -28,8 +28,9 @@ from typing import Any
 from _report import machine, write_section
 
 from polymodal import Predictor
-from polymodal.datasets.video import DIRECTIONS
+from polymodal.datasets.video import DIRECTIONS, SLIDE_DIRECTIONS
 
+assert len(DIRECTIONS) == len(SLIDE_DIRECTIONS)
 CHANCE = 1 / len(DIRECTIONS)  # the directions are drawn uniformly
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,13 +67,13 @@ def _fit(train: Path, test: Path, label: str, ignore: list[str], config: dict[st
     }
 
 
-def run_video(tmp: Path, rows: int, seed: int) -> list[dict[str, Any]]:
+def run_video(tmp: Path, rows: int, seed: int, motion: str = "orbit") -> list[dict[str, Any]]:
     from polymodal.datasets.video import make_video_task
 
-    paths = make_video_task(tmp / "video", n_train=rows, n_test=max(rows // 3, 50), seed=seed)
+    paths = make_video_task(tmp / "video", n_train=rows, n_test=max(rows // 3, 50), seed=seed, motion=motion)
     results = []
     for name, config in VIDEO_VARIANTS.items():
-        r = {"task": "video", "target": "direction", "model": name, "config": config}
+        r = {"task": "video", "target": "direction", "motion": motion, "model": name, "config": config}
         r |= _fit(paths.train, paths.test, "direction", ["label", "pitch", "audio"], config, seed)
         print(json.dumps(r), flush=True)
         results.append(r)
@@ -119,6 +120,9 @@ def main() -> None:
     ap.add_argument("--task", choices=["video", "sensors", "both"], default="both")
     ap.add_argument("--rows", type=int, default=800, help="training rows per task (test rows: a third, at least 50)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--motion", choices=["orbit", "slide"], default="orbit", help="the video task's motion (datasets.video)"
+    )
     ap.add_argument("--no-write", action="store_true", help="print only; do not update the results and the docs")
     a = ap.parse_args()
 
@@ -126,13 +130,15 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         if a.task in ("video", "both"):
-            results += run_video(Path(tmp), a.rows, a.seed)
+            results += run_video(Path(tmp), a.rows, a.seed, a.motion)
         if a.task in ("sensors", "both"):
             results += run_sensors(Path(tmp), a.rows, a.seed)
     load_after = os.getloadavg()
     command = "python benchmarks/new_modalities.py" + ("" if a.task == "both" else f" --task {a.task}")
     if a.rows != 800:
         command += f" --rows {a.rows}"
+    if a.motion != "orbit" and a.task != "sensors":
+        command += f" --motion {a.motion}"
     load = f"load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end (1-minute)"
     out = ROOT / "benchmarks" / "results" / "new_modalities.json"
     runs = json.loads(out.read_text()) if out.exists() else {}

@@ -204,7 +204,7 @@ def main() -> None:
     lines = [
         f"## UCR archive: polymodal {what} vs 1-NN DTW and ROCKET (issue 21)",
         "",
-        "| data set | train / test rows | length | classes | polymodal defaults | 1-NN DTW (full window) | "
+        f"| data set | train / test rows | length | classes | polymodal {what} | 1-NN DTW (full window) | "
         "1-NN DTW (learned window) | 1-NN Euclidean | ROCKET | 1-NN DTW / ED recomputed here | fit time (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -26,11 +26,20 @@ from polymodal.config import LimitsConfig, ProcessingConfig
 from polymodal.data.loaders import InMemoryFile
 from polymodal.data.processors import AudioProcessor, ImageProcessor, LoadContext, TabularProcessor, TextProcessor
 from polymodal.data.readers import read_table
+from polymodal.data.video import write_video
+from polymodal.data.video_processing import VideoProcessor
 from polymodal.schema import infer_problem_type, infer_schema
 
 # Limits low enough that a mutated header declaring a big image/clip is refused quickly, not decoded for seconds:
 # the property (loads or raises our error) holds for any limits.
-LIMITS = LimitsConfig(max_image_pixels=1_000_000, max_audio_seconds=5.0, max_file_bytes=1_000_000)
+LIMITS = LimitsConfig(
+    max_image_pixels=1_000_000,
+    max_audio_seconds=5.0,
+    max_file_bytes=1_000_000,
+    max_video_seconds=5.0,
+    max_video_frames=200,
+    max_video_pixels=1_000_000,
+)
 
 
 # ------------------------------------------------------------------------------------------ seed files
@@ -70,9 +79,16 @@ def _audio(fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _video(ext: str) -> bytes:
+    path = Path(tempfile.mkdtemp(prefix="polymodal-fuzz-seed-")) / f"seed{ext}"
+    frames = np.random.default_rng(3).integers(0, 255, (4, 8, 8, 3), dtype=np.uint8)
+    return write_video(path, frames, 4, audio=np.zeros(2000, np.float32) if ext == ".mp4" else None).read_bytes()
+
+
 IMAGE_SEEDS = [_png("RGB"), _png("L"), _png("P"), _png("RGBA"), _png("I;16"), _image("JPEG", quality=80)]
 IMAGE_SEEDS += [_image("GIF"), _image("BMP"), _image("TIFF"), _image("WEBP")]
 AUDIO_SEEDS = [_wav(), _wav(44100, 2, 2), _wav(8000, 1, 1), _audio("FLAC"), _audio("OGG")]
+VIDEO_SEEDS = [_video(".mp4"), _video(".webm"), _video(".avi")]
 _FRAME = pd.DataFrame(
     {"x": [1.5, 2.0, None], "c": ["a", "b", "a"], "t": ["some text", "more, text", "é ü"], "y": [0, 1, 0]}
 )
@@ -203,6 +219,7 @@ _AUDIO = _processor(
     AudioProcessor,
     {"sample_rate": 8000, "seconds": 0.25, "n_mels": 8, "n_fft": 256, "hop": 80, "mean": 0.0, "std": 1.0},
 )
+_VIDEO = _processor(VideoProcessor, {"size": 8, "frames": 4, "mean": [0.5] * 3, "std": [0.25] * 3})
 _TEXT = _processor(TextProcessor, {"vocab": ["<pad>", "<unk>", "some", "text"], "max_tokens": 16})
 _TAB = _processor(
     TabularProcessor,
@@ -217,6 +234,10 @@ def _image_load(data: bytes) -> Any:
 
 def _audio_load(data: bytes) -> Any:
     return _AUDIO.load(InMemoryFile(data, "fuzz.wav"), _CTX)
+
+
+def _video_load(data: bytes) -> Any:
+    return _VIDEO.load(InMemoryFile(data, "fuzz.mp4"), _CTX)
 
 
 def _path_cell(value: Any) -> Any:
@@ -235,6 +256,9 @@ TARGETS = [
     Target("read_parquet", table_text("parquet"), _read("parquet")),
     Target("image", file_bytes(IMAGE_SEEDS), _image_load),
     Target("audio", file_bytes(AUDIO_SEEDS), _audio_load),
+    Target("video", file_bytes(VIDEO_SEEDS), _video_load),
+    # a clip read as audio: its audio track, decoded by PyAV instead of libsndfile
+    Target("video_audio", file_bytes(VIDEO_SEEDS), lambda d: _AUDIO.load(InMemoryFile(d, "fuzz.mp4"), _CTX)),
     Target(
         "path_cell",
         st.one_of(

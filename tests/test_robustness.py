@@ -35,6 +35,9 @@ def _sample(name: str):
     if name in ("gaussian_noise", "occlusion"):
         image = rng.integers(20, 236, (3, 24, 32)).astype(np.uint8)
         return image, lambda a, b: float(np.abs(a.astype(float) - b.astype(float)).mean())
+    if name == "frame_drop":  # a video [T, C, H, W] whose frames all differ: distance = frames replaced
+        video = np.arange(64, dtype=np.uint8)[:, None, None, None].repeat(3, 1).repeat(4, 2).repeat(4, 3)
+        return video, lambda a, b: float((a[:, 0, 0, 0] != b[:, 0, 0, 0]).sum())
     if name == "white_noise":
         wave = np.sin(np.linspace(0, 60, 4000)).astype(np.float32)
         return wave, lambda a, b: float(np.mean((a - b) ** 2))
@@ -43,6 +46,9 @@ def _sample(name: str):
         if name == "token_dropout":
             return ids, lambda a, b: float(len(a) - len(b))
         return ids, lambda a, b: float((a != b).sum())
+    if name in ("series_noise", "dropped_steps", "dropped_channel"):  # a series [steps, channels]
+        series = np.sin(np.linspace(0, 30, 400))[:, None] * np.arange(1, 9)[None, :]
+        return series.astype(np.float32), lambda a, b: float(np.abs(np.nan_to_num(a) - np.nan_to_num(b)).mean())
     num = np.column_stack([rng.standard_normal(40), np.zeros(40)]).astype(np.float32)
     num[3] = (0.0, 1.0)  # a missing cell
     return (num, np.array([2, 3], np.int64)), lambda a, b: float(np.abs(a[0][:, 0] - b[0][:, 0]).mean())
@@ -54,7 +60,7 @@ def _same(a, b) -> bool:
     def parts(x):
         return (x,) if isinstance(x, np.ndarray) else tuple(x)
 
-    return all(np.array_equal(x, y) for x, y in zip(parts(a), parts(b)))
+    return all(np.array_equal(x, y, equal_nan=x.dtype.kind == "f") for x, y in zip(parts(a), parts(b)))
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS.names())
@@ -275,7 +281,7 @@ def test_evaluate_with_robustness(fitted, test_csv, tmp_path):
 def test_evaluate_rejects_bad_robustness_options(fitted, test_csv):
     with pytest.raises(ConfigError, match="need robustness=True"):
         fitted.evaluate(test_csv, corruptions=["occlusion"])
-    with pytest.raises(ConfigError, match="unknown corruption 'blur'; choose one of: gaussian_noise"):
+    with pytest.raises(ConfigError, match="unknown corruption 'blur'; choose one of: .*gaussian_noise"):
         fitted.evaluate(test_csv, robustness=True, corruptions=["blur"])
     with pytest.raises(CorruptionError, match="strictly increasing"):
         fitted.evaluate(test_csv, robustness=True, corruptions={"occlusion": [0.5, 0.1]})

@@ -154,7 +154,7 @@ def test_undecodable_files_and_paths_are_refused(served, rows, data_dir):
     )
     # multipart: a path in a text field of a file column is refused, not read
     _bad(client, 422, "field 'image': a file column needs a file part", data={"image": path, "text": "hi"})
-    _bad(client, 422, "only image and audio columns take a file part", files={"text": ("t.txt", b"hi")})
+    _bad(client, 422, "only image, audio and video columns take a file part", files={"text": ("t.txt", b"hi")})
     _bad(client, 422, "not an input column", data={"colour": "red"})
 
 

@@ -74,7 +74,7 @@ class Predictor:
             docs/USER_GUIDE.md, "Generation").
         config: a :class:`PolymodalConfig`, a dict, or a YAML/JSON path.
         data_root: folder that relative file paths resolve against (default: the table's folder).
-        columns: column → kind overrides ("image", "audio", "text", "numeric", "category", "ignore").
+        columns: column → kind overrides ("image", "audio", "video", "text", "numeric", "category", "ignore").
         ignore: columns to leave out.
         time_limit: seconds of training at most (checked after every step; decoding the table is not counted).
         seed: random seed; the same seed and data give the same model.
@@ -89,7 +89,7 @@ class Predictor:
             ``preset_report`` after ``fit``.
         fusion: the fusion method by name, e.g. "late" (``polymodal config schema`` lists them), or a whole
             ``fusion`` config section (a dict with ``name`` and its parameters). Wins over ``config``.
-        encoders: kind ("image", "audio", "text", "tabular") or column → encoder name, or a dict with ``name`` and
+        encoders: kind ("image", "audio", "video", "text", "tabular") or column → encoder name, or a dict with ``name`` and
             the encoder's parameters: ``{"image": "image_cnn", "review": {"name": "text_transformer", "layers": 1}}``.
             Each entry replaces ``config``'s entry under the same key; a column's entry wins over its kind's.
         verbose: show progress: live bars on a terminal, else log lines (per epoch, decoded rows) on the

@@ -522,7 +522,8 @@ def fit(
     encoder: list[str] | None = typer.Option(
         None,
         "--encoder",
-        help="KIND_OR_COLUMN=NAME: the encoder of a kind (image, audio, text, tabular) or of one column, "
+        help="KIND_OR_COLUMN=NAME: the encoder of a kind (image, audio, video, text, timeseries, tabular) or of one "
+        "column, "
         "e.g. --encoder review=text_transformer (repeatable).",
     ),
     problem_type: str | None = typer.Option(
@@ -1138,7 +1139,7 @@ def report_cmd(
     out.print(str(Path(path).absolute()), soft_wrap=True, markup=False, highlight=False)
 
 
-DEMO_TASKS = ("classification", "captioning", "qa")
+DEMO_TASKS = ("classification", "captioning", "qa", "sensors", "video")
 DEMO_REPORT_EXAMPLES, DEMO_REPORT_BOOTSTRAP = 4, 50
 DEMO_QA_QUESTIONS = 3  # distinct questions per training scene of `demo --task qa`
 
@@ -1151,13 +1152,15 @@ def demo(
         "classification",
         "--task",
         help="classification (image+audio+text+tabular "
-        "demo), captioning (describe scenes of shapes: generation, seed 002) or qa "
-        "(answer questions about the scenes, seed 003).",
+        "demo), captioning (describe scenes of shapes: generation, seed 002), qa "
+        "(answer questions about the scenes, seed 003), sensors (activities from accelerometer + gyroscope "
+        "series + a tabular column) or video (the direction a shape moves + a rising/falling sound).",
     ),
     rows: int | None = typer.Option(
         None,
         "--rows",
-        help="Training rows to generate, at least 20 (default: 1200 for classification, 2000 for captioning and qa).",
+        help="Training rows to generate, at least 20 (default: 1200 for classification, 2000 for captioning and qa, "
+        "800 for sensors and video).",
         min=20,
     ),
     config: Path | None = ConfigOpt,
@@ -1172,6 +1175,8 @@ def demo(
     --task classification: image + audio + text + tabular columns, three classes.
     --task captioning: a default generation fit on scenes of coloured shapes (about 10 minutes on 2 CPU cores).
     --task qa: questions about the scenes, answered by classification (VQA-style) with the vqa recipe.
+    --task sensors: two time-series columns (accelerometer, gyroscope: .npy files) that each show one factor.
+    --task video: .mp4 clips whose answer needs motion, and a .wav column whose chirp carries a second factor.
     """
     from .errors import ConfigError
 
@@ -1184,9 +1189,13 @@ def demo(
         kept=f"{out_dir} holds the steps finished before the signal (generated data first, then run/); delete it or "
         "choose another --out",
     )
-    {"classification": _demo_classification, "captioning": _demo_captioning, "qa": _demo_qa}[task](
-        out_dir, rows, config, seed, quiet
-    )
+    {
+        "classification": _demo_classification,
+        "captioning": _demo_captioning,
+        "qa": _demo_qa,
+        "sensors": _demo_sensors,
+        "video": _demo_video,
+    }[task](out_dir, rows, config, seed, quiet)
 
 
 def _demo_classification(out_dir: Path, rows: int | None, config: Path | None, seed: int, quiet: bool) -> None:
@@ -1293,6 +1302,46 @@ def _demo_qa(out_dir: Path, rows: int | None, config: Path | None, seed: int, qu
         "speech questions: fit with --ignore question (the audio column question_audio is then the "
         "question); free-form answers: --problem-type generation"
     )
+
+
+def _demo_sensors(out_dir: Path, rows: int | None, config: Path | None, seed: int, quiet: bool) -> None:
+    from .api import Predictor
+    from .datasets.sensors import make_sensors
+
+    rows = rows or 800
+    start = time.perf_counter()
+    paths = make_sensors(out_dir / "data", n_train=rows, n_test=max(rows // 3, 30), seed=seed)
+    err.print(f"sensor data: {paths.train} and {paths.test} (accel and gyro: .npy series of varying length)")
+    p = Predictor("label", config=config, verbose=not quiet, seed=seed).fit(paths.train)
+    run = p.save(out_dir / "run")
+    metrics = p.evaluate(paths.test)
+    out.print(_metrics_table(f"sensors demo: test metrics ({int(metrics['rows'])} held-out recordings)", metrics))
+    out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
+    out.print(
+        f"next: polymodal evaluate {run} {paths.test} --robustness; each sensor alone: polymodal fit "
+        f"{paths.train} --label label --out run-accel --ignore gyro (or --ignore accel)",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
+
+
+def _demo_video(out_dir: Path, rows: int | None, config: Path | None, seed: int, quiet: bool) -> None:
+    from .api import Predictor
+    from .datasets.video import VIDEO_FACTOR_COLUMNS, make_video_task
+
+    rows = rows or 800
+    start = time.perf_counter()
+    paths = make_video_task(out_dir / "data", n_train=rows, n_test=max(rows // 3, 30), seed=seed)
+    err.print(f"video data: {paths.train} and {paths.test} (.mp4 clips + .wav chirps)")
+    # direction and pitch are the label's two parts, written for the benchmarks: leave them out of the inputs
+    p = Predictor("label", config=config, ignore=list(VIDEO_FACTOR_COLUMNS), verbose=not quiet, seed=seed)
+    p.fit(paths.train)
+    run = p.save(out_dir / "run")
+    metrics = p.evaluate(paths.test)
+    out.print(_metrics_table(f"video demo: test metrics ({int(metrics['rows'])} held-out clips)", metrics))
+    out.print(f"run directory: {run}   total time: {time.perf_counter() - start:.0f} s")
+    out.print(f"next: polymodal evaluate {run} {paths.test} --robustness", soft_wrap=True, markup=False)
 
 
 config_app = _Typer(
@@ -1509,6 +1558,9 @@ def serve(
         4.0, "--max-image-mp", help="Megapixels per image at most (checked from the header; larger: 413)."
     ),
     max_audio_seconds: float = typer.Option(60.0, "--max-audio-seconds", help="Seconds per audio file at most (413)."),
+    max_video_seconds: float = typer.Option(
+        60.0, "--max-video-seconds", help="Seconds per video file at most (checked from the header; longer: 413)."
+    ),
     decode_workers: int = typer.Option(2, "--decode-workers", help="Threads decoding request files."),
     max_queue: int = typer.Option(32, "--max-queue", help="Requests waiting to be decoded at most; more get 503."),
     request_timeout: float = typer.Option(
@@ -1538,6 +1590,7 @@ def serve(
             threads=current_threads(),  # --threads, else the config-free default (polymodal.threads)
             max_image_pixels=max(1, int(max_image_mp * 1_000_000)),
             max_audio_seconds=max_audio_seconds,
+            max_video_seconds=max_video_seconds,
             decode_workers=decode_workers,
             max_queue=max_queue,
             request_timeout_s=request_timeout,

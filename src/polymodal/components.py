@@ -78,7 +78,7 @@ def _encoder_problems(key: str, choice: EncoderChoice, config: PolymodalConfig) 
     problems = []
     # A kind key fixes the kind now; a column key only when the config overrides that column's kind.
     kind = key if key in ENCODER_KINDS else config.columns.get(key)
-    if kind in ("image", "audio", "text", "tabular") and kind not in cls.kinds:
+    if kind in ENCODER_KINDS and kind not in cls.kinds:
         problems.append(f"encoders.{key}: '{choice.name}' encodes {', '.join(cls.kinds)} columns, not {kind}")
     try:
         cls.model_validate(choice.params())

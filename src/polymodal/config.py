@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from .errors import ConfigError
 from .registry import ENCODERS
 
-ColumnKindName = Literal["image", "audio", "text", "numeric", "category", "ignore"]
+ColumnKindName = Literal["image", "audio", "video", "text", "timeseries", "numeric", "category", "ignore"]
 ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation", "multitask"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
@@ -84,8 +84,17 @@ class LimitsConfig(_Section):
 
     max_image_pixels: int = Field(40_000_000, gt=0, description="larger images are refused (decompression bombs)")
     max_audio_seconds: float = Field(600.0, gt=0, description="longer audio files are refused")
+    max_video_seconds: float = Field(600.0, gt=0, description="longer videos are refused (read from the header)")
+    max_video_frames: int = Field(
+        20_000, gt=0, description="videos with more frames are refused (by the header, or while decoding)"
+    )
+    max_video_pixels: int = Field(
+        36_000_000, gt=0, description="videos with larger frames are refused (decompression bombs; 8K is 33 M)"
+    )
     max_text_chars: int = Field(20_000, gt=0, description="longer texts are truncated to this many characters")
-    max_file_bytes: int = Field(200_000_000, gt=0, description="larger image/audio files are refused")
+    max_file_bytes: int = Field(200_000_000, gt=0, description="larger image/audio/video/time-series files are refused")
+    max_series_steps: int = Field(1_000_000, gt=0, description="time series with more steps (rows) are refused")
+    max_series_channels: int = Field(1_000, gt=0, description="time series with more channels (columns) are refused")
     confine_to_root: bool = Field(
         False,
         description="refuse file paths that resolve outside the data root (absolute or '../' paths elsewhere); "
@@ -103,9 +112,33 @@ class ProcessingConfig(_Section):
     audio_seconds: float | None = Field(None, gt=0, description="clips are cropped/padded to this length")
     n_mels: int = Field(40, ge=8, le=256, description="mel bands of the spectrograms")
     audio_augment: bool = Field(True, description="random gain and time shifts of training audio")
+    video_frames: int = Field(8, ge=1, le=256, description="frames sampled uniformly from each video")
+    video_size: int | None = Field(
+        None, ge=8, le=512, description="video frames are resized to this square size; None = from the training files"
+    )
+    video_augment: bool = Field(
+        True, description="random temporal jitter (which frame of each segment) and shifts of training videos"
+    )
     text_max_tokens: int | None = Field(None, ge=1, le=4096, description="tokens kept per text")
     vocab_size: int = Field(20_000, ge=10, description="largest word vocabulary of the from-scratch text encoders")
     text_min_freq: int = Field(1, ge=1, description="words seen fewer times in training are unknown")
+    series_length: int | None = Field(
+        None,
+        ge=2,
+        le=100_000,
+        description="time series are cropped/padded (or resampled) to this many steps; None = "
+        "the 95th percentile of the training lengths, at most series_max_length",
+    )
+    series_max_length: int = Field(512, ge=2, le=100_000, description="upper bound of the learned series_length")
+    series_fit: Literal["crop", "resample"] = Field(
+        "crop",
+        description="how a series gets series_length steps: crop (longer ones cut: a random window in training, "
+        "the first steps otherwise; shorter ones padded and masked) or resample (every series linearly "
+        "interpolated to exactly series_length steps)",
+    )
+    series_augment: bool = Field(
+        True, description="jitter, per-channel scaling, window crops and time warps of training time series"
+    )
 
 
 class EncoderChoice(_Section):
@@ -124,14 +157,16 @@ class EncoderChoice(_Section):
 
 
 # The modality kinds an ``encoders`` key may name; any other key names one modality (a column, or "tabular").
-ENCODER_KINDS: tuple[str, ...] = ("image", "audio", "text", "tabular")
+ENCODER_KINDS: tuple[str, ...] = ("image", "audio", "video", "text", "timeseries", "tabular")
 
 
 def _default_encoders() -> dict[str, EncoderChoice]:
     return {
         "image": EncoderChoice(name="image_cnn"),
         "audio": EncoderChoice(name="audio_cnn"),
+        "video": EncoderChoice(name="video_cnn"),
         "text": EncoderChoice(name="text_rnn"),
+        "timeseries": EncoderChoice(name="ts_cnn"),
         "tabular": EncoderChoice(name="tabular_mlp"),
     }
 

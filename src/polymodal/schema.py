@@ -27,8 +27,12 @@ from .tags import DEFAULT_SEPARATOR, is_json_list, looks_multilabel
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # what libsndfile (1.1+, the one soundfile bundles) decodes; MP3 included
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
+# one series per file: rows = time steps, columns = channels (a .npy array T x C or T)
+TIMESERIES_EXTENSIONS = {".npy", ".csv", ".parquet"}
+# the containers the video loader (polymodal.data.video, PyAV) opens and polymodal.video_io writes
+VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".avi", ".mov"}
 # media files that a column may name but no loader decodes: such a column is ignored with a warning saying why
-UNSUPPORTED_MEDIA = {".m4a", ".aac", ".wma", ".amr", ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".heic", ".heif"}
+UNSUPPORTED_MEDIA = {".m4a", ".aac", ".wma", ".amr", ".m4v", ".heic", ".heif"}
 UNSUPPORTED_MEDIA |= {".svg", ".psd", ".cr2", ".nef", ".dng"}
 # Inference looks at the first characters of a cell only: a 100 MB text cell must not cost gigabytes to classify.
 CELL_PREFIX = 10_000
@@ -42,7 +46,9 @@ log = logging.getLogger("polymodal")
 class ColumnKind(str, Enum):
     IMAGE = "image"
     AUDIO = "audio"
+    VIDEO = "video"
     TEXT = "text"
+    TIMESERIES = "timeseries"
     NUMERIC = "numeric"
     CATEGORY = "category"
     IGNORE = "ignore"
@@ -60,7 +66,7 @@ class Modality:
     """One encoder's input: a kind and the columns it reads."""
 
     name: str
-    kind: str  # image | audio | text | tabular
+    kind: str  # image | audio | video | text | timeseries | tabular
     columns: list[str]
 
 
@@ -82,7 +88,7 @@ class Schema:
         mods = [
             Modality(c.name, c.kind.value, [c.name])
             for c in self.columns
-            if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.TEXT)
+            if c.kind in (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.VIDEO, ColumnKind.TEXT, ColumnKind.TIMESERIES)
         ]
         tab = self.of_kind(ColumnKind.NUMERIC) + self.of_kind(ColumnKind.CATEGORY)
         if tab:
@@ -216,6 +222,9 @@ def tag_separator_warning(labels: pd.Series, separator: str = DEFAULT_SEPARATOR)
 
 def infer_column(series: pd.Series) -> ColumnSpec:
     """Infer the kind of one (non-label) column from its values."""
+    series_reason = timeseries_reason(series)
+    if series_reason is not None:
+        return ColumnSpec(str(series.name), ColumnKind.TIMESERIES, series_reason)
     check_input_values(series)
     name = str(series.name)
     nonnull = series.dropna()
@@ -232,7 +241,12 @@ def infer_column(series: pd.Series) -> ColumnSpec:
         return ColumnSpec(name, ColumnKind.NUMERIC, f"numbers ({n_unique} distinct values)")
     sample = nonnull.iloc[:_SAMPLE] if len(nonnull) <= _SAMPLE else nonnull.sample(_SAMPLE, random_state=0)
     sample = sample.map(lambda v: v[:CELL_PREFIX] if isinstance(v, str) else v)
-    for kind, exts in ((ColumnKind.IMAGE, IMAGE_EXTENSIONS), (ColumnKind.AUDIO, AUDIO_EXTENSIONS)):
+    for kind, exts in (
+        (ColumnKind.IMAGE, IMAGE_EXTENSIONS),
+        (ColumnKind.AUDIO, AUDIO_EXTENSIONS),
+        (ColumnKind.VIDEO, VIDEO_EXTENSIONS),
+        (ColumnKind.TIMESERIES, TIMESERIES_EXTENSIONS),
+    ):
         share = _looks_like_path(sample, exts)
         if share >= _PATH_SHARE:
             return ColumnSpec(name, kind, f"{share:.0%} of sampled values are paths ending in {'/'.join(sorted(exts))}")
@@ -240,7 +254,8 @@ def infer_column(series: pd.Series) -> ColumnSpec:
     if unsupported is not None:
         reason = (
             f"file paths ending in {unsupported}, a format no loader here decodes (images: "
-            f"{'/'.join(sorted(IMAGE_EXTENSIONS))}; audio: {'/'.join(sorted(AUDIO_EXTENSIONS))}): convert the files to "
+            f"{'/'.join(sorted(IMAGE_EXTENSIONS))}; audio: {'/'.join(sorted(AUDIO_EXTENSIONS))}; video: "
+            f"{'/'.join(sorted(VIDEO_EXTENSIONS))}): convert the files to "
             "one of these, or set the column's kind in columns if it is not a file column"
         )
         log.warning("column '%s' is ignored: %s", name, reason)
@@ -255,6 +270,58 @@ def infer_column(series: pd.Series) -> ColumnSpec:
     if n_unique <= max(20, int(0.05 * len(nonnull))) and words <= 3:
         return ColumnSpec(name, ColumnKind.CATEGORY, f"short strings with {n_unique} distinct values")
     return ColumnSpec(name, ColumnKind.TEXT, f"free text ({words:.1f} words on average, {n_unique} distinct values)")
+
+
+def _is_number_list(value: Any) -> bool:
+    """A list/array of numbers, or of equal-length lists of numbers (one series: steps, or steps x channels)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim in (1, 2) and value.size > 0 and np.issubdtype(value.dtype, np.number)
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    first = value[0]
+    if isinstance(first, (list, tuple)):
+        return all(isinstance(r, (list, tuple)) and len(r) == len(first) for r in value) and all(
+            _is_number(v) for r in value[:50] for v in r
+        )
+    return all(_is_number(v) for v in value)
+
+
+def _is_number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+
+
+_NUMBER_CHARS = frozenset("0123456789.eE+-, \t\r\n[]nul")  # JSON numbers, brackets, commas and null
+
+
+def _json_number_list(value: Any) -> bool:
+    if not isinstance(value, str) or not value.lstrip().startswith("["):
+        return False
+    if len(value) > CELL_PREFIX:  # a long series: its first characters decide (inference must stay cheap)
+        return set(value[:CELL_PREFIX]) <= _NUMBER_CHARS and any(ch.isdigit() for ch in value[:CELL_PREFIX])
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return False
+    return _is_number_list(parsed)
+
+
+def timeseries_reason(series: pd.Series) -> str | None:
+    """Why ``series`` holds inline time series (cells that are arrays of numbers, or JSON arrays of numbers such as
+    ``"[0.1, 0.3, 0.2]"`` or ``"[[0, 1], [1, 2]]"``, steps x channels); None when it does not. File paths are
+    recognised by their extension with the other file kinds."""
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return None
+    nonnull = series.dropna()
+    if nonnull.empty:
+        return None
+    sample = nonnull.iloc[:_SAMPLE] if len(nonnull) <= _SAMPLE else nonnull.sample(_SAMPLE, random_state=0)
+    arrays = float(np.mean([_is_number_list(v) for v in sample]))
+    if arrays >= _PATH_SHARE:
+        return f"{arrays:.0%} of sampled values are arrays of numbers (one time series per cell)"
+    share = float(np.mean([_json_number_list(v) for v in sample]))
+    if share >= _PATH_SHARE:
+        return f"{share:.0%} of sampled values are JSON arrays of numbers (one time series per cell)"
+    return None
 
 
 def infer_schema(
@@ -297,7 +364,7 @@ def infer_schema(
         if col in (ignore or []):
             specs.append(ColumnSpec(col, ColumnKind.IGNORE, "listed in ignore"))
         elif col in overrides:
-            if overrides[col] != ColumnKind.IGNORE.value:
+            if overrides[col] not in (ColumnKind.IGNORE.value, ColumnKind.TIMESERIES.value):
                 check_input_values(frame[col])
             specs.append(ColumnSpec(col, ColumnKind(overrides[col]), "set in config"))
         else:

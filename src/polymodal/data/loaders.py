@@ -201,7 +201,12 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 100, 768_000  # the sample rates audio files 
 
 
 def audio_info(path: Source, limits: LimitsConfig) -> tuple[int, float]:
-    """(sample rate, duration in seconds) from the header, with the duration limit checked."""
+    """(sample rate, duration in seconds) from the header, with the duration limit checked. A video file (a column
+    of clips read as audio) answers for its audio track."""
+    from . import video  # lazily: video imports this module
+
+    if video.has_video_suffix(path):
+        return video.track_info(path, limits)
     _check_size(path, limits)
     try:
         info = sf.info(_open(path))
@@ -226,6 +231,10 @@ def audio_info(path: Source, limits: LimitsConfig) -> tuple[int, float]:
 
 def load_audio(path: Source, limits: LimitsConfig, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """Decode to mono float32 at ``sample_rate``; only the first ``max_seconds`` are read when given."""
+    from . import video  # lazily: video imports this module
+
+    if video.has_video_suffix(path):
+        return video.load_track(path, limits, sample_rate, max_seconds)
     sr, _ = audio_info(path, limits)
     frames = -1 if max_seconds is None else int(math.ceil(max_seconds * sr))
     try:

@@ -525,3 +525,8 @@ def _encoder_config(encoder: Any, params: dict[str, Any]) -> Any:
     except ValidationError as e:
         what = f"invalid parameters for encoder '{encoder.registry_name}'"
         raise config_error(e, encoder.Config, what=what) from None
+
+
+# Kinds whose processor lives in a module of its own register it on import (after PROCESSORS and the base classes
+# above exist, which those modules import), so these come last.
+from . import timeseries, video_processing  # noqa: E402, F401

@@ -89,12 +89,14 @@ def load_preprocessor(kind: str, source: str | Path) -> Any:
         try:
             if kind == "text":
                 return tf.AutoTokenizer.from_pretrained(_source(source))
-            if kind == "image":
+            if kind in ("image", "video"):  # a video model's processor is an image processor applied per frame
                 # The Pillow/NumPy backend: the default one needs an image library this project does not install.
                 return tf.AutoImageProcessor.from_pretrained(_source(source), backend="pil")
             return tf.AutoFeatureExtractor.from_pretrained(_source(source))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            what = {"text": "tokenizer", "image": "image processor"}.get(kind, "feature extractor")
+            what = {"text": "tokenizer", "image": "image processor", "video": "image processor"}.get(
+                kind, "feature extractor"
+            )
             raise _cannot_load(what, str(source), e) from None
 
 

@@ -36,14 +36,24 @@ def add_gaussian_noise(image: np.ndarray, std: float, rng: np.random.Generator) 
 
 
 def occlude(image: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Black out a rectangle covering ``fraction`` of the image area (same aspect as the image), placed at random."""
-    _, h, w = image.shape
+    """Black out a rectangle covering ``fraction`` of the image area (same aspect as the image), placed at random;
+    on a video ``[T, C, H, W]`` the same rectangle on every frame (an obstacle in front of the camera)."""
+    h, w = image.shape[-2:]
     u = rng.random(2)
     sh, sw = min(h, round(h * math.sqrt(fraction))), min(w, round(w * math.sqrt(fraction)))
     top, left = min(int(u[0] * (h - sh + 1)), h - sh), min(int(u[1] * (w - sw + 1)), w - sw)
     out = image.copy()
-    out[:, top : top + sh, left : left + sw] = 0
+    out[..., top : top + sh, left : left + sw] = 0
     return out
+
+
+def drop_frames(video: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Each frame after the first is lost with probability ``fraction`` and the previous one shown instead, as a
+    stream that drops frames freezes: the clip keeps its length and timing, the motion in it stutters."""
+    lost = rng.random(len(video)) < fraction
+    lost[0] = False
+    source = np.maximum.accumulate(np.where(lost, 0, np.arange(len(video))))
+    return video[source].copy()
 
 
 def add_white_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -144,7 +154,7 @@ class Corruption(ABC):
 
 @register(CORRUPTIONS, "gaussian_noise")
 class GaussianNoise(Corruption):
-    kinds = ("image",)
+    kinds = ("image", "video")
     levels = (0.05, 0.1, 0.2, 0.3, 0.5)
     unit = "noise std in units of the pixel range"
 
@@ -154,13 +164,24 @@ class GaussianNoise(Corruption):
 
 @register(CORRUPTIONS, "occlusion")
 class Occlusion(Corruption):
-    kinds = ("image",)
+    kinds = ("image", "video")
     levels = (0.1, 0.2, 0.3, 0.5, 0.7)
     unit = "fraction of the image area blacked out"
     bounds = (0.0, 1.0)
 
     def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
         return occlude(item, level, rng)
+
+
+@register(CORRUPTIONS, "frame_drop")
+class FrameDrop(Corruption):
+    kinds = ("video",)
+    levels = (0.1, 0.2, 0.3, 0.5, 0.7)
+    unit = "fraction of frames lost (the previous frame shown instead)"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return drop_frames(item, level, rng)
 
 
 @register(CORRUPTIONS, "white_noise")
@@ -213,6 +234,70 @@ class NumericNoise(Corruption):
         self, item: tuple[np.ndarray, np.ndarray], level: float, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         return add_numeric_noise(item, level, rng)
+
+
+def add_series_noise(series: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+    """Series [T, C] + N(0, std²) noise, ``std`` in units of each channel's own standard deviation in the series."""
+    with np.errstate(all="ignore"):
+        scale = np.nan_to_num(np.nanstd(series, axis=0, keepdims=True), nan=0.0)
+    return (series + rng.standard_normal(series.shape) * std * scale).astype(np.float32)
+
+
+def drop_steps(series: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Each step lost (every channel NaN: the processor's missing-value rule fills it) with probability
+    ``fraction``; the first step is always kept so that the series is never entirely missing."""
+    out = series.copy()
+    lost = rng.random(len(series)) < fraction
+    lost[0] = False
+    out[lost] = np.nan
+    return out
+
+
+def drop_channels(series: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """``fraction`` of the channels (rounded, at least one for a level above 0, never all) lost for the whole series
+    (NaN); a one-channel series loses its second half instead."""
+    out = series.copy()
+    c = series.shape[1]
+    if fraction <= 0:
+        return out
+    if c == 1:
+        out[len(out) // 2 or 1 :] = np.nan
+        return out
+    n = min(max(1, round(fraction * c)), c - 1)
+    out[:, rng.permutation(c)[:n]] = np.nan
+    return out
+
+
+@register(CORRUPTIONS, "series_noise")
+class SeriesNoise(Corruption):
+    kinds = ("timeseries",)
+    levels = (0.1, 0.25, 0.5, 1.0, 2.0)
+    unit = "noise std in units of each channel's standard deviation"
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return add_series_noise(item, level, rng)
+
+
+@register(CORRUPTIONS, "dropped_steps")
+class DroppedSteps(Corruption):
+    kinds = ("timeseries",)
+    levels = (0.1, 0.2, 0.3, 0.5, 0.7)
+    unit = "fraction of time steps lost (forward-filled by the missing-value rule)"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return drop_steps(item, level, rng)
+
+
+@register(CORRUPTIONS, "dropped_channel")
+class DroppedChannel(Corruption):
+    kinds = ("timeseries",)
+    levels = (0.1, 0.25, 0.5, 0.75, 1.0)
+    unit = "fraction of channels lost for the whole series (rounded, at least one, never all; one channel: its second half)"
+    bounds = (0.0, 1.0)
+
+    def apply(self, item: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return drop_channels(item, level, rng)
 
 
 def corrupt_items(

@@ -47,6 +47,8 @@ from ..data.processors import (
     tokenize,
 )
 from ..data.progress import Progress
+from ..data.timeseries import TimeSeriesProcessor
+from ..data.video_processing import VideoProcessor
 from ..errors import ConfigError, ExplainError, row_label
 from ..pipeline import PipelineSource, as_pipeline
 from ..registry import Registry
@@ -65,12 +67,13 @@ class ModalityAttribution:
     """The attribution of one input column in one row.
 
     ``scores``: image H×W (the processed image's frame; ``background`` the processed pixels, H×W×3 in [0, 1]);
+    video one per sampled frame (``background`` the frames, N×H×W×3 in [0, 1]);
     audio F×T on the log-mel spectrogram the processor produced (``background``); text one per token (``tokens``);
     a numeric or category column a single number (shape ``()``). Positive = supports the explained number.
     """
 
     column: str
-    kind: str  # image | audio | text | numeric | category
+    kind: str  # image | audio | video | text | numeric | category
     share: float  # fraction of the row's total |attribution| (the shares of a row sum to 1, or all are 0)
     scores: np.ndarray
     background: np.ndarray | None = None
@@ -295,6 +298,102 @@ class AudioAttributor(_GridAttributor):
     def empty_scores(self) -> dict[str, np.ndarray]:
         p = self.processor
         return {self.columns()[0][0]: np.zeros((p.n_mels, p.n_frames))}
+
+
+@ATTRIBUTORS.register("timeseries")
+class TimeSeriesAttributor(Attributor):
+    """Scores over channel x time [C, L] on the processed series (the missing-share input channel is not shown).
+    Occlusion sets one channel's window of 1/16 of the length to 0 (the training mean) at a time."""
+
+    processor: TimeSeriesProcessor
+
+    def _shape(self) -> tuple[int, int]:
+        return int(self.processor.channels or 1), int(self.processor.length)
+
+    def occlusion(self, inputs: Inputs) -> tuple[list[Variant], Callable[[np.ndarray], dict[str, tuple]]]:
+        key = self.processor.key()
+        x = inputs[key]
+        c, length = self._shape()
+        width = max(1, length // 16)
+        boxes = [(ch, t) for ch in range(c) for t in _windows(length, width, width)]
+        variants = [Variant({}, (self.modality,))]
+        for ch, t in boxes:
+            v = x.clone()
+            v[:, ch, t : t + width] = 0.0
+            variants.append(Variant({key: v}))
+
+        def assemble(drops: np.ndarray) -> dict[str, tuple]:
+            total, cover = np.zeros((c, length)), np.zeros((c, length))
+            for d, (ch, t) in zip(drops[1:], boxes):
+                total[ch, t : t + width] += d
+                cover[ch, t : t + width] += 1
+            return {self.columns()[0][0]: (total / np.maximum(cover, 1), float(drops[0]))}
+
+        return variants, assemble
+
+    def path(self, inputs: Inputs) -> list[PathPart]:
+        x = inputs[self.processor.key()]
+        return [PathPart(self.processor.key(), x, torch.zeros_like(x))]
+
+    def ig_scores(
+        self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor], inputs: Inputs
+    ) -> dict[str, np.ndarray]:
+        c, _ = self._shape()
+        return {self.columns()[0][0]: as_numpy(parts[self.processor.key()][0, :c])}
+
+    def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+        p = self.processor
+        c, _ = self._shape()
+        x = inputs[p.key()][0, :c] * torch.tensor(p.std).view(-1, 1) + torch.tensor(p.mean).view(-1, 1)
+        x = x.masked_fill(~inputs[p.key("mask")][0].view(1, -1), float("nan"))  # padding is not part of the series
+        return {self.columns()[0][0]: {"background": as_numpy(x)}}
+
+    def empty_scores(self) -> dict[str, np.ndarray]:
+        return {self.columns()[0][0]: np.zeros(self._shape())}
+
+
+@ATTRIBUTORS.register("video")
+class VideoAttributor(Attributor):
+    """One score per sampled frame: occlusion sets one frame at a time to the training mean (the frame stays in the
+    sequence, its content is gone); integrated gradients moves every pixel from the mean and sums per frame."""
+
+    processor: VideoProcessor
+
+    def _frames(self, inputs: Inputs) -> int:
+        return int(inputs[self.processor.key("frames")][0].sum())
+
+    def occlusion(self, inputs: Inputs) -> tuple[list[Variant], Callable[[np.ndarray], dict[str, tuple]]]:
+        key = self.processor.key()
+        x = inputs[key]
+        variants = [Variant({}, (self.modality,))]
+        for f in range(self._frames(inputs)):
+            v = x.clone()
+            v[:, f] = 0.0
+            variants.append(Variant({key: v}))
+
+        def assemble(drops: np.ndarray) -> dict[str, tuple]:
+            return {self.columns()[0][0]: (np.asarray(drops[1:], dtype=np.float64), float(drops[0]))}
+
+        return variants, assemble
+
+    def path(self, inputs: Inputs) -> list[PathPart]:
+        x = inputs[self.processor.key()]
+        return [PathPart(self.processor.key(), x, torch.zeros_like(x))]
+
+    def ig_scores(
+        self, parts: dict[str, torch.Tensor], tables: dict[str, torch.Tensor], inputs: Inputs
+    ) -> dict[str, np.ndarray]:
+        n = self._frames(inputs)
+        return {self.columns()[0][0]: as_numpy(parts[self.processor.key()][0, :n].sum((1, 2, 3)))}
+
+    def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+        p = self.processor
+        x = inputs[p.key()][0, : self._frames(inputs)]
+        pixels = x * torch.tensor(p.std).view(1, -1, 1, 1) + torch.tensor(p.mean).view(1, -1, 1, 1)
+        return {self.columns()[0][0]: {"background": as_numpy(pixels.clamp(0, 1)).transpose(0, 2, 3, 1)}}
+
+    def empty_scores(self) -> dict[str, np.ndarray]:
+        return {self.columns()[0][0]: np.zeros(0)}
 
 
 @ATTRIBUTORS.register("text")

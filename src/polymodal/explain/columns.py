@@ -52,7 +52,7 @@ def _whole(modality: str, proc: Processor) -> list[ColumnView]:
     ]
 
 
-for _name in ("image", "audio", "text"):
+for _name in ("image", "audio", "text", "timeseries"):
     COLUMN_VIEWS.register(_name)(_whole)
 
 

@@ -110,6 +110,25 @@ def _image_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str)
     _colorbar(fig, im, ax, unit)
 
 
+def _video_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
+    """The sampled frames side by side over one bar per frame: which moments of the clip the prediction rests on."""
+    n = len(a.scores)
+    ax.axis("off")
+    strip, bars = ax.inset_axes((0.0, 0.5, 1.0, 0.45)), ax.inset_axes((0.0, 0.08, 1.0, 0.38))
+    if a.background is not None and len(a.background) == n:
+        strip.imshow(np.concatenate(list(a.background), axis=1), interpolation="nearest", aspect="auto")
+    strip.set_xticks([])
+    strip.set_yticks([])
+    lim = _limit(a.scores)
+    colours = colormaps[CMAP](Normalize(-lim, lim)(a.scores))
+    bars.bar(np.arange(n), a.scores, color=colours, width=0.9)
+    bars.axhline(0, color="black", linewidth=0.6)
+    bars.set_xlim(-0.5, n - 0.5)
+    bars.set_xticks(range(n), [str(i + 1) for i in range(n)], fontsize=7)
+    bars.set_xlabel("sampled frame", fontsize=8)
+    bars.set_ylabel(unit, fontsize=6)
+
+
 def _audio_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
     f, t = a.scores.shape
     if a.background is not None:
@@ -127,6 +146,32 @@ def _audio_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str)
     )
     ax.set_xlabel(f"time frame (of {t}; log-mel spectrogram, dark = loud)", fontsize=8)
     ax.set_ylabel(f"mel band (of {f})", fontsize=8)
+    _colorbar(fig, im, ax, unit)
+
+
+def _series_panel(fig: "Figure", ax: "Axes", a: "ModalityAttribution", unit: str) -> None:
+    """Channel x time attributions as a heat map, each channel's series drawn across its own row."""
+    c, t = a.scores.shape
+    lim = _limit(a.scores)
+    im = ax.imshow(
+        a.scores,
+        origin="lower",
+        aspect="auto",
+        cmap=CMAP,
+        vmin=-lim,
+        vmax=lim,
+        interpolation="nearest",
+        extent=(-0.5, t - 0.5, -0.5, c - 0.5),
+    )
+    if a.background is not None:
+        for ch, line in enumerate(np.asarray(a.background, dtype=float)):
+            finite = line[np.isfinite(line)]
+            if finite.size:
+                lo, hi = float(finite.min()), float(finite.max())
+                ax.plot(np.arange(t), ch - 0.4 + 0.8 * (line - lo) / max(hi - lo, 1e-9), color="black", lw=0.8)
+    ax.set_xlabel(f"time step (of {t}, after cropping/padding)", fontsize=8)
+    ax.set_yticks(range(c))
+    ax.set_ylabel(f"channel (of {c})", fontsize=8)
     _colorbar(fig, im, ax, unit)
 
 
@@ -232,7 +277,8 @@ def _shares_panel(ax: "Axes", e: "Explanation") -> None:
 
 
 def plot_explanation(explanation: "Explanation") -> "Figure":
-    """One panel per modality present in the row (image overlay, spectrogram saliency, highlighted tokens, tabular
+    """One panel per modality present in the row (image overlay, spectrogram saliency, frame strip with one bar per
+    frame, highlighted tokens, tabular
     bars) after a panel of each column's share; titled with the prediction, the true label and the method. A column
     that is empty in the row gets no panel (the shares panel marks it "(empty)"); the text panel's colour bar lies
     under its tokens, which are wrapped to the panel's width once the layout is final (nothing overlaps)."""
@@ -244,7 +290,8 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
     texts = [a for a in attrs if a.tokens is not None]
     tab = [a for a in attrs if a.scores.ndim == 0]
     panels: list[tuple[str, Any]] = [("shares", None)]
-    panels += [(a.kind if a.kind in ("image", "audio") else "grid", a) for a in grids]
+    panels += [(a.kind if a.kind in ("image", "audio", "timeseries") else "grid", a) for a in grids]
+    panels += [("video", a) for a in attrs if a.kind == "video" and a.scores.ndim == 1 and a.scores.size]
     panels += [("text", a) for a in texts]
     if tab:
         panels.append(("tabular", tab))
@@ -268,6 +315,10 @@ def plot_explanation(explanation: "Explanation") -> "Figure":
             token_axes.append((ax, a))
         elif kind == "audio":
             _audio_panel(fig, ax, a, unit_short)
+        elif kind == "timeseries":
+            _series_panel(fig, ax, a, unit_short)
+        elif kind == "video":
+            _video_panel(fig, ax, a, unit_short)
         else:
             _image_panel(fig, ax, a, unit_short)
     pred = _fmt(e.prediction) + (f" (p = {e.probability:.2f})" if e.probability is not None else "")

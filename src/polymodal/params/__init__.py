@@ -12,5 +12,6 @@ components with the same parameters.
 from .encoders import ENCODER_PARAMS, EncoderConfig
 from .fusion import FUSION_PARAMS, FusionParams
 from .tasks import TASK_PARAMS, TaskParams
+from .timeseries import TSCNNConfig, TSGRUConfig, TSPatchTSTConfig  # noqa: F401  (registration)
 
 __all__ = ["ENCODER_PARAMS", "FUSION_PARAMS", "TASK_PARAMS", "EncoderConfig", "FusionParams", "TaskParams"]

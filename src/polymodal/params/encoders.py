@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..registry import Registry, register
 
@@ -56,6 +56,34 @@ class AudioCNNConfig(ConvConfig):
     """Pooled = mean over frequency then mean+max over time; tokens = one per remaining time step."""
 
     kinds = ("audio",)
+
+
+@register(ENCODER_PARAMS, "video_cnn")
+class VideoCNNConfig(ConvConfig):
+    """The image CNN applied to every frame (weights shared across frames), then a temporal model over the frame
+    tokens: a small Transformer with learned frame positions (sees order, hence motion) or a mean (order-blind).
+    Pooled = masked mean of the frame tokens; tokens = one per frame."""
+
+    kinds = ("video",)
+    coords: bool = Field(
+        True,
+        description="append x/y coordinate channels to every frame (CoordConv): where a shape is, hence where it "
+        "moves, survives the frame CNN's global pooling",
+    )
+    temporal: Literal["transformer", "mean"] = Field(
+        "transformer",
+        description="transformer: frames attend to each other in order (motion, direction); mean: frame features "
+        "averaged, blind to their order (appearance only)",
+    )
+    temporal_layers: int = Field(2, ge=1, le=12, description="Transformer layers over the frame tokens")
+    heads: int = Field(4, ge=1, description="attention heads of the temporal Transformer (must divide dim)")
+    max_frames: int = Field(256, ge=1, description="longest frame sequence the learned positions cover")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "VideoCNNConfig":
+        if self.temporal == "transformer" and self.dim % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
+        return self
 
 
 @register(ENCODER_PARAMS, "text_rnn")
@@ -136,6 +164,14 @@ class HFAudioConfig(HFConfig):
     kinds = ("audio",)
     seconds: float | None = Field(None, gt=0, description="clip length; None = 95th percentile of training files")
     max_seconds: float = Field(10.0, gt=0, description="upper bound of the learned clip length")
+
+
+@register(ENCODER_PARAMS, "hf_video")
+class HFVideoConfig(HFConfig):
+    """A pretrained video model (VideoMAE, TimeSformer, ViViT, …): the clip's frames, sampled uniformly and resized
+    to the model's image size, normalised with its image processor's mean/std; tokens = its space-time patches."""
+
+    kinds = ("video",)
 
 
 @register(ENCODER_PARAMS, "clip_text")

@@ -19,6 +19,7 @@ from ..config import LimitsConfig
 from ..data.dataset import Prepared
 from ..data.loaders import InMemoryFile, audio_info, image_size
 from ..data.processors import LoadContext, Processor
+from ..data.video import video_info
 from ..errors import LoadError, PolymodalError, RowIssue
 from ..schema import ColumnKind, Schema
 from .schemas import FILE_KINDS, ServeConfig
@@ -116,7 +117,9 @@ def parse_form_row(
         for c in fields
         if c in file_cols
     ]
-    issues += [f"field '{c}': only image and audio columns take a file part" for c in files if c not in file_cols]
+    issues += [
+        f"field '{c}': only image, audio and video columns take a file part" for c in files if c not in file_cols
+    ]
     unknown = [c for c in [*fields, *files] if c not in schema.input_columns()]
     issues += [f"field '{c}': not an input column of this model" for c in unknown]
     if issues:
@@ -166,6 +169,20 @@ def check_work(rows: list[dict[str, Any]], schema: Schema, limits: LimitsConfig,
                         issues.append(
                             f"row {i}, column '{col}': image is {w}x{h} = {w * h:,} pixels, over the server's limit "
                             f"of {cfg.max_image_pixels:,} per image (max_image_pixels)"
+                        )
+                elif kinds[col] is ColumnKind.VIDEO:
+                    head = video_info(f, limits)
+                    total += head.width * head.height * 4  # frames are decoded one at a time, kept small
+                    if head.width * head.height > cfg.max_image_pixels:
+                        issues.append(
+                            f"row {i}, column '{col}': video frames are {head.width}x{head.height} = "
+                            f"{head.width * head.height:,} pixels, over the server's limit of "
+                            f"{cfg.max_image_pixels:,} per image (max_image_pixels)"
+                        )
+                    if head.seconds > cfg.max_video_seconds:
+                        issues.append(
+                            f"row {i}, column '{col}': video is {head.seconds:.1f} s long, over the server's limit "
+                            f"of {cfg.max_video_seconds:g} s per file (max_video_seconds)"
                         )
                 else:
                     sr, seconds = audio_info(f, limits)

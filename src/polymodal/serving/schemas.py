@@ -13,11 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..schema import ColumnKind, Schema
 
-FILE_KINDS = (ColumnKind.IMAGE, ColumnKind.AUDIO)
+FILE_KINDS = (ColumnKind.IMAGE, ColumnKind.AUDIO, ColumnKind.VIDEO)
 _TYPES: dict[ColumnKind, tuple[Any, str]] = {
     ColumnKind.IMAGE: (str | None, "the image file's bytes, base64-encoded (PNG, JPEG, ...); null = absent"),
     ColumnKind.AUDIO: (str | None, "the audio file's bytes, base64-encoded (WAV, FLAC, OGG, ...); null = absent"),
+    ColumnKind.VIDEO: (str | None, "the video file's bytes, base64-encoded (MP4, WebM, MKV, ...); null = absent"),
     ColumnKind.TEXT: (str | None, "text; null = absent"),
+    ColumnKind.TIMESERIES: (
+        list[float | None] | list[list[float | None]] | str | None,
+        "a time series: an array of numbers (steps) or of equal-length arrays (steps x channels), or that array "
+        "as a JSON string; null inside = a missing value, null = absent",
+    ),
     # inf/NaN are refused here (JSON parsers take 1e400 and NaN): the model cannot use them and the response
     # could not carry their outputs.
     ColumnKind.NUMERIC: (
@@ -51,6 +57,9 @@ class ServeConfig(BaseModel):
         4_000_000, ge=1, description="pixels per image at most (header checked before decoding); larger: 413"
     )
     max_audio_seconds: float = Field(60.0, gt=0, description="seconds per audio file at most; longer: 413")
+    max_video_seconds: float = Field(
+        60.0, gt=0, description="seconds per video file at most, by its header (nothing decoded); longer: 413"
+    )
     max_decoded_bytes: int = Field(
         256_000_000,
         ge=1,

@@ -114,7 +114,8 @@ class ExplainedExamples(ReportSection):
         o = ctx.options
         sec = self.section(
             f"Test rows with what drove their prediction ({o.explain_method.replace('_', ' ')}): "
-            "image heat-maps, highlighted text tokens, audio spectrogram saliency and tabular bars. "
+            "image heat-maps, highlighted text tokens, audio spectrogram saliency, time-series channel x time maps "
+            "and tabular bars. "
             "The shares say how much of the attribution each column holds."
         )
         if o.n_examples == 0:

@@ -59,7 +59,9 @@ def test_fast_preset_is_the_from_scratch_encoders(local_models, tiny_data):
     assert {k: c.name for k, c in p.config.encoders.items()} == {
         "image": "image_cnn",
         "audio": "audio_cnn",
+        "video": "video_cnn",
         "text": "text_rnn",
+        "timeseries": "ts_cnn",
         "tabular": "tabular_mlp",
     }
 

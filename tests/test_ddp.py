@@ -129,6 +129,20 @@ def test_device_settings_the_cpu_cannot_run_are_refused_with_what_to_give(monkey
     check_settings(TrainingConfig(strategy="ddp", devices=2))  # the CPU runs DDP
 
 
+@pytest.mark.parametrize("training", [{"devices": 2}, {"devices": -1}, {"num_nodes": 2}])
+def test_tune_and_compare_refuse_several_devices_before_any_work(tmp_path, training):
+    """tune and compare run many fits in one process: under DDP every rank would run its own study/comparison."""
+    from polymodal.evaluation.compare import compare
+    from polymodal.tuning.run import tune
+
+    cfg = {"training": training}
+    missing = tmp_path / "not-read.csv"  # refused before the table is read
+    with pytest.raises(ConfigError, match="compare runs its fits one after another"):
+        compare(missing, "label", config=cfg)
+    with pytest.raises(ConfigError, match="tune runs its fits one after another"):
+        tune(missing, "label", config=cfg, time_limit=60, trials=1)
+
+
 def test_cli_distribution_options_reach_the_config(tmp_path, cli):
     from polymodal.cli import _with_distribution
     from polymodal.config import PolymodalConfig

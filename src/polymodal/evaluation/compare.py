@@ -27,6 +27,7 @@ from ..model import count_parameters
 from ..pipeline import labelled_rows
 from ..registry import FUSIONS
 from ..schema import infer_problem_type, infer_schema
+from ..training.distributed import check_one_process
 
 log = logging.getLogger("polymodal")
 
@@ -115,6 +116,7 @@ def compare(
         raise ConfigError(f"time_limit_per_run must be a positive number of seconds, got {time_limit_per_run}")
     fusion_names = resolve_fusions(fusions)  # a typo fails before the table is read
     cfg = PolymodalConfig.from_any(config)
+    check_one_process(cfg.training, "compare")
     table = read_table(data, data_root if data_root is not None else cfg.data_root)
     train, test = _split(table, label, cfg, test_data, test_fraction, data_root)
     variants = _variants(train.frame, label, cfg, fusion_names, single_modalities)

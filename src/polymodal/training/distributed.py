@@ -35,6 +35,20 @@ def check_settings(cfg: TrainingConfig) -> None:
         raise ConfigError(f"training.{problem} (this machine trains on the CPU: no GPU was found)")
 
 
+def check_one_process(cfg: TrainingConfig, command: str) -> None:
+    """Refuse several devices or machines for a command that runs many fits in one process (``tune``,
+    ``compare``): under DDP every rank would run its own study or comparison and write the same outputs."""
+    devices = cfg.devices
+    several = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (
+        isinstance(devices, list) and len(devices) > 1
+    )
+    if several or cfg.num_nodes > 1:
+        raise ConfigError(
+            f"{command} runs its fits one after another in one process: set training.devices to 1 (or auto) and "
+            "training.num_nodes to 1, and train the chosen configuration on several devices with `polymodal fit`"
+        )
+
+
 def world_size() -> int:
     """Processes in the running process group (1 when there is none)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

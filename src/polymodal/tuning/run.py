@@ -32,6 +32,7 @@ from ..io import atomic_file
 from ..params import TASK_PARAMS
 from ..pipeline import Data, FittedPipeline, check_columns
 from ..presets import PRESETS
+from ..training.distributed import check_one_process
 from .leaderboard import leaderboard, write_outputs
 from .pruning import PruningCallback
 from .space import SearchSpace, SpaceFile, apply_values, check_space, load_space, resolve_space
@@ -162,6 +163,7 @@ def _tune(
     deadline = time.monotonic() + time_limit
     cfg = PolymodalConfig.from_any(config)
     check_config(cfg)
+    check_one_process(cfg.training, "tune")
     search = _space(space, cfg)  # every path and range checked before the table is read
     out_dir = Path(out) if out is not None else None
 

@@ -657,15 +657,29 @@ def predict(
     chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Read JSON rows from stdin (DATA is '-'), one object per line, and write one JSON line per row to "
+        "stdout as rows arrive, in order: {row, prediction[, probabilities]} or, for a bad line, "
+        "{row, column, problem}; the stream goes on.",
+    ),
+    stream_batch: int = typer.Option(
+        64, "--stream-batch", min=1, help="With --stream: lines predicted together at most (what has arrived)."
+    ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-label
     model's tags joined by its task.tag_separator; a multi-task model: one column per target, named like it).
     The table is read and predicted in chunks and the output written as it goes (renamed into place when complete),
-    so a table of any size predicts in bounded memory."""
+    so a table of any size predicts in bounded memory. With --stream, JSON lines on stdin are predicted as they
+    arrive."""
     from .api import Predictor
 
+    if stream or str(data) == "-":
+        _predict_stream(run, data, out_file, proba, scores, greedy, data_root, stream_batch, stream, quiet)
+        return
     _check_output(out_file)
     p = Predictor.load(run, verbose=not quiet)
     done = p.predict_to(
@@ -680,6 +694,36 @@ def predict(
     )
     if out_file is not None:
         err.print(f"wrote {done.rows} predictions to {out_file}")
+
+
+def _predict_stream(
+    run: Path,
+    data: Path,
+    out_file: Path | None,
+    proba: bool,
+    scores: bool,
+    greedy: bool,
+    data_root: Path | None,
+    batch: int,
+    stream: bool,
+    quiet: bool,
+) -> None:
+    import sys
+
+    from .errors import ConfigError
+    from .pipeline import FittedPipeline
+    from .streaming import predict_lines
+
+    if not stream or str(data) != "-":
+        raise ConfigError("streaming prediction reads stdin: use `polymodal predict RUN - --stream`")
+    if out_file is not None or scores or greedy:
+        raise ConfigError("--stream writes JSON lines to stdout; --out, --scores and --greedy are for tables")
+    pipeline = FittedPipeline.load(run, verbose=False)
+    n = predict_lines(
+        pipeline, sys.stdin, sys.stdout.write, sys.stdout.flush, proba=proba, data_root=data_root, max_batch=batch
+    )
+    if not quiet:
+        err.print(f"answered {n} lines")
 
 
 @app.command()

@@ -1507,6 +1507,15 @@ def export(
         "(default: parity on random inputs, dynamic quantization).",
     ),
     calibration_rows: int = typer.Option(256, "--calibration-rows", help="Rows of --calibration to use."),
+    min_agreement: float = typer.Option(
+        0.99,
+        "--min-agreement",
+        help="int8: share of calibration rows (0..1) on which the int8 graph must predict as the eager model; "
+        "below it nothing is written and the command exits 2 naming the layers that add the most error.",
+    ),
+    allow_degraded: bool = typer.Option(
+        False, "--allow-degraded", help="int8: write the int8 graph even below --min-agreement (with a warning)."
+    ),
     data_root: Path | None = DataRootOpt,
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
@@ -1520,7 +1529,12 @@ def export(
 
     try:
         cfg = ExportConfig(
-            format=fmt, quantize=quantize, quantize_mode=quantize_mode, calibration_rows=calibration_rows
+            format=fmt,
+            quantize=quantize,
+            quantize_mode=quantize_mode,
+            calibration_rows=calibration_rows,
+            min_agreement=min_agreement,
+            allow_degraded=allow_degraded,
         )
     except ValueError as e:
         raise ConfigError(f"invalid export options:\n{e}") from None
@@ -1533,6 +1547,15 @@ def export(
         t.add_row(name, f"{p.max_abs_diff:.2e}", "" if p.agreement is None else f"{p.agreement:.1%}", str(p.rows))
     out.print(t)
     out.print(f"parity measured on {result.parity_inputs}; inputs: {', '.join(result.signature.names)}")
+    if result.int8_gate is not None:
+        g = result.int8_gate
+        out.print(
+            f"int8 gate: {g.agreement:.1%} agreement on {g.rows} rows (min {g.min_agreement:.1%}); "
+            f"{len(g.kept_float)} layers kept float32: {', '.join(g.kept_float) or 'none'}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command("prune")

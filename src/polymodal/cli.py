@@ -1631,12 +1631,31 @@ def serve(
     decode_workers: int = typer.Option(2, "--decode-workers", help="Threads decoding request files."),
     max_queue: int = typer.Option(32, "--max-queue", help="Requests waiting to be decoded at most; more get 503."),
     request_timeout: float = typer.Option(
-        30.0, "--request-timeout", help="Seconds a request may take (body, decoding and model) before 408/503."
+        30.0, "--request-timeout", help="Seconds a request may take (body, decoding and model) before 408/504."
+    ),
+    api_key_file: Path | None = typer.Option(
+        None,
+        "--api-key-file",
+        help="File of API keys, one per line (16+ characters): every route but /health then needs one, sent as "
+        "'Authorization: Bearer KEY' or 'X-API-Key: KEY' (else 401).",
+    ),
+    cors_origin: list[str] = typer.Option(
+        [], "--cors-origin", help="An origin allowed to call the server from a browser (repeatable; default: none)."
+    ),
+    rate_limit: str | None = typer.Option(
+        None, "--rate-limit", help="Requests per client (API key, else address) at most: N/s, N/min or N/h (429)."
+    ),
+    client_concurrency: int | None = typer.Option(
+        None, "--client-concurrency", help="Requests of one client in progress at once at most (more get 429)."
+    ),
+    access_log: str = typer.Option(
+        "text", "--access-log", help="Access log format: text (uvicorn's lines) or json (one object per request)."
     ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Serve a saved model over HTTP: POST /predict, GET /health, GET /metadata; API docs at /docs."""
+    """Serve a saved model over HTTP: POST /predict, POST /predict/stream (NDJSON), GET /health, GET /metadata,
+    GET /metrics (Prometheus); API docs at /docs."""
     # A first line at once, before the imports and the load (tens of seconds on a busy machine), then progress.
     start = time.perf_counter()
     progress = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, soft_wrap=True))
@@ -1662,11 +1681,20 @@ def serve(
             max_queue=max_queue,
             request_timeout_s=request_timeout,
             body_timeout_s=request_timeout,
+            api_key_file=None if api_key_file is None else str(api_key_file),
+            cors_origins=cors_origin,
+            rate_limit=rate_limit,
+            client_concurrency=client_concurrency,
+            access_log=access_log,
         )
     except ValueError as e:
         raise ConfigError(f"invalid serve options:\n{e}") from None
     from .serving.net import bind
 
+    if cfg.api_key_file is not None:  # a missing or empty key file is an error before anything is loaded
+        from .serving.security import load_api_keys
+
+        load_api_keys(cfg.api_key_file)
     sock = bind(host, port)  # before the imports and the load: a busy port is an error at once, not after "serving"
     from .api import Predictor
     from .serving.app import serve as run_server

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.requests import ClientDisconnect
 
 from ..data.dataset import Collator, Prepared
@@ -40,7 +40,7 @@ from .payload import RequestError, check_work, decode_rows, parse_form_row, pars
 from .pool import WorkPool
 from .schemas import ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema, row_model
 from .security import Guard, load_api_keys, parse_rate
-from .stream import StreamPredictor, TimedOut
+from .stream import NDJSONStream, StreamPredictor, TimedOut
 
 log = logging.getLogger("polymodal")
 
@@ -202,7 +202,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         Guard,  # type: ignore[arg-type]
         metrics=metrics,
         keys=keys,
-        rate_per_s=parse_rate(cfg.rate_limit) if cfg.rate_limit else None,
+        rate=parse_rate(cfg.rate_limit) if cfg.rate_limit else None,
         client_concurrency=cfg.client_concurrency,
         json_log=cfg.access_log == "json",
     )
@@ -307,14 +307,14 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     stream = StreamPredictor(row, schema, pool, batcher, cfg, _decode_one, lambda o: _answers(o))
 
     @app.post("/predict/stream", responses=responses)  # type: ignore[arg-type]
-    async def predict_stream(request: Request) -> StreamingResponse:
+    async def predict_stream(request: Request) -> NDJSONStream:
         """NDJSON in, NDJSON out: one JSON row per line in the (chunked) request body, one JSON answer per line in
         the streamed response, in order, as rows arrive: ``{"row", "prediction", "probabilities"}`` or, for a bad
         line, ``{"row", "column", "problem"}``. Files are base64-encoded as in ``/predict``."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/x-ndjson", "application/jsonl", "application/json-seq", "text/plain", ""):
             raise RequestError(415, f"unsupported content type '{ctype}': send application/x-ndjson (one row a line)")
-        return StreamingResponse(stream.answer(request), media_type="application/x-ndjson")
+        return NDJSONStream(stream.answer(request))
 
     def _check_and_decode(rows: list[dict[str, Any]]) -> Prepared:
         check_work(rows, schema, limits, cfg)

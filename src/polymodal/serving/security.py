@@ -53,8 +53,9 @@ def load_api_keys(path: str | Path) -> list[bytes]:
     return [k.encode() for k in keys]
 
 
-def parse_rate(value: str) -> float:
-    """``"N/s"``, ``"N/min"`` or ``"N/h"`` as requests per second."""
+def parse_rate(value: str) -> tuple[float, float]:
+    """``"N/s"``, ``"N/min"`` or ``"N/h"`` as (requests per second, burst): a client may send N requests at once,
+    then one per 1/rate seconds (a token bucket holding N)."""
     count, _, unit = value.strip().partition("/")
     per = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
     try:
@@ -63,7 +64,7 @@ def parse_rate(value: str) -> float:
         n = math.nan
     if unit.strip().lower() not in per or not math.isfinite(n) or n <= 0:
         raise ValueError(f"rate limit '{value}' is not of the form N/s, N/min or N/h with N > 0 (e.g. 20/s)")
-    return n / per[unit.strip().lower()]
+    return n / per[unit.strip().lower()], max(1.0, n)
 
 
 class _Bucket:
@@ -83,15 +84,13 @@ class Guard:
         app: ASGIApp,
         metrics: ServerMetrics,
         keys: list[bytes] | None = None,
-        rate_per_s: float | None = None,
-        burst: float | None = None,
+        rate: tuple[float, float] | None = None,
         client_concurrency: int | None = None,
         json_log: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.app, self.metrics, self.keys = app, metrics, keys or []
-        self.rate = rate_per_s
-        self.burst = burst if burst is not None else (max(1.0, rate_per_s) if rate_per_s else 0.0)
+        self.rate, self.burst = rate if rate is not None else (0.0, 0.0)
         self.client_concurrency, self.json_log, self.clock = client_concurrency, json_log, clock
         self._clients: OrderedDict[str, _Bucket] = OrderedDict()
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from ..data.dataset import Prepared
 from ..pipeline import NONFINITE_OUTPUT, nonfinite_rows
@@ -39,6 +40,27 @@ class TimedOut(RequestError):
             f"the request took longer than {seconds:g} s (--request-timeout); retry later or send smaller requests",
         )
         self.headers = {"Retry-After": "5"}
+
+
+class NDJSONStream(Response):
+    """A streamed NDJSON response that does not listen for the client's disconnect while it streams: Starlette's
+    StreamingResponse does, and its listener would consume the request body chunks this response is reading."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, lines: AsyncIterator[bytes]):
+        super().__init__(None, 200, media_type=self.media_type)
+        self.lines = lines
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        try:
+            async for chunk in self.lines:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError:  # the client went away: nothing left to answer
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _error(n: int, column: str | None, problem: str) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def test_boundary_layers_are_the_first_and_last_quantizable_ones():
 def test_a_culprit_layer_is_named_then_kept_float():
     fp32, feeds = _three_gemms(), _feeds()
     eager = _run(fp32, feeds)
-    int8, gate = gated_quantize(fp32, "static", feeds, feeds, _run, eager, True, 0.99, rounds=1)
+    _, gate = gated_quantize(fp32, "static", feeds, feeds, _run, eager, True, 0.99, rounds=1)
     assert not gate.passed and gate.agreement < 0.99
     assert gate.culprits and gate.culprits[0].node == "middle" and gate.culprits[0].added > 0.1
     assert "middle" in int8_gate.describe_failure(gate)

@@ -195,7 +195,7 @@ def cast_int(label: Any) -> int:
 def predict_lines(
     pipeline: FittedPipeline,
     lines: Iterable[str],
-    write: Callable[[str], None],
+    write: Callable[[str], object],
     flush: Callable[[], None],
     *,
     proba: bool = False,

@@ -33,8 +33,8 @@ from ..io import atomic_dir
 from ..rundir import check_replaceable, verify, write_manifest
 from ..version import __version__
 from .graph import GraphSignature, placeholder_batch
-from .onnx_graph import OPSET, session, to_onnx, to_torchscript
 from .int8_gate import Int8Gate, Int8GateError, describe_failure, gated_quantize
+from .onnx_graph import OPSET, session, to_onnx, to_torchscript
 
 if TYPE_CHECKING:
     from ..pipeline import FittedPipeline

@@ -126,12 +126,14 @@ def _with_outputs(model: bytes, names: list[str]) -> bytes:
     present = {o.name for o in m.graph.output}
     for name in names:
         if name not in present:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))  # type: ignore[attr-defined]
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
             present.add(name)
-    return m.SerializeToString()  # type: ignore[no-any-return]
+    return m.SerializeToString()
 
 
-def node_errors(fp32: bytes, int8: bytes, feeds: list[dict[str, np.ndarray]], skip: Iterable[str] = ()) -> list[NodeError]:
+def node_errors(
+    fp32: bytes, int8: bytes, feeds: list[dict[str, np.ndarray]], skip: Iterable[str] = ()
+) -> list[NodeError]:
     """Each quantized layer's relative output error between ``fp32`` (the pre-processed graph) and ``int8`` on
     ``feeds``, worst added error first. The error is the mean over rows of each row's relative L2 error (a row with
     a large range would dominate one global norm, and it is rows that get predictions); it is accumulated batch by

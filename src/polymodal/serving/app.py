@@ -199,7 +199,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         )
     # outermost: refused requests never reach the app, and every answer (CORS preflights too) is counted
     app.add_middleware(
-        Guard,  # type: ignore[arg-type]
+        Guard,
         metrics=metrics,
         keys=keys,
         rate=parse_rate(cfg.rate_limit) if cfg.rate_limit else None,

@@ -68,7 +68,7 @@ def parse_rate(value: str) -> tuple[float, float]:
 
 
 class _Bucket:
-    __slots__ = ("tokens", "stamp", "active")
+    __slots__ = ("active", "stamp", "tokens")
 
     def __init__(self, tokens: float, stamp: float):
         self.tokens, self.stamp, self.active = tokens, stamp, 0

@@ -216,3 +216,30 @@ def test_predict_stream_ndjson_in_order_with_error_objects(pipeline, rows):
     for o, e in zip([out[0], out[2], out[4]], expected[:3]):
         assert o["prediction"] == e["prediction"]
         assert o["probabilities"] == pytest.approx(e["probabilities"], abs=1e-5)
+
+
+def test_serve_cli_refuses_bad_security_options(cli, run_dir, tmp_path):
+    r = cli("serve", run_dir, "--api-key-file", tmp_path / "missing.txt", "--port", "0", "--quiet")
+    assert r.exit_code == 2 and "cannot read the API key file" in r.stderr
+    r = cli("serve", run_dir, "--rate-limit", "fast", "--port", "0", "--quiet")
+    assert r.exit_code == 2 and "N/s, N/min or N/h" in r.stderr
+    r = cli("serve", run_dir, "--access-log", "xml", "--port", "0", "--quiet")
+    assert r.exit_code == 2 and "access_log" in r.stderr
+
+
+def test_predict_stream_over_long_line_is_one_error_object(pipeline, rows):
+    cfg = ServeConfig(max_wait_ms=1, max_body_bytes=200_000)
+    with TestClient(create_app(pipeline, cfg)) as c:
+
+        def body():
+            yield (json.dumps(rows[0]) + "\n").encode()
+            yield b'{"text": "' + b"x" * 150_000
+            yield b"y" * 150_000  # the same line goes on past the limit
+            yield b"z" * 150_000 + b'"}\n'
+            yield (json.dumps(rows[1]) + "\n").encode()
+
+        r = c.post("/predict/stream", content=body(), headers={"content-type": "application/x-ndjson"})
+    out = [json.loads(line) for line in r.text.splitlines()]
+    assert [o["row"] for o in out] == [0, 1, 2]
+    assert "prediction" in out[0] and "prediction" in out[2]
+    assert "longer than 200,000 bytes" in out[1]["problem"]

@@ -1639,8 +1639,8 @@ def serve(
         help="File of API keys, one per line (16+ characters): every route but /health then needs one, sent as "
         "'Authorization: Bearer KEY' or 'X-API-Key: KEY' (else 401).",
     ),
-    cors_origin: list[str] = typer.Option(
-        [], "--cors-origin", help="An origin allowed to call the server from a browser (repeatable; default: none)."
+    cors_origin: list[str] | None = typer.Option(
+        None, "--cors-origin", help="An origin allowed to call the server from a browser (repeatable; default: none)."
     ),
     rate_limit: str | None = typer.Option(
         None, "--rate-limit", help="Requests per client (API key, else address) at most: N/s, N/min or N/h (429)."
@@ -1682,7 +1682,7 @@ def serve(
             request_timeout_s=request_timeout,
             body_timeout_s=request_timeout,
             api_key_file=None if api_key_file is None else str(api_key_file),
-            cors_origins=cors_origin,
+            cors_origins=cors_origin or [],
             rate_limit=rate_limit,
             client_concurrency=client_concurrency,
             access_log=access_log,

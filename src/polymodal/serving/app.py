@@ -244,7 +244,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             "targets": None if multi is None else [_target_info(t) for t in multi.targets],
             "columns": [{"name": c, "kind": schema.kinds()[c].value} for c in schema.input_columns()],
             "backend": backend.registry_name,
-            "settings": cfg.model_dump(exclude={"host", "port"}),
+            "settings": cfg.model_dump(exclude={"host", "port", "api_key_file"}),
         }
 
     openapi_body = {

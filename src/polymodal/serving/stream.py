@@ -91,11 +91,12 @@ class StreamPredictor:
             async for chunk in request.stream():
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
-                if len(buffer) > self.cfg.max_body_bytes:  # one line larger than a whole /predict body
-                    lines.append(b"\x00too-long")
-                    buffer, skipping = b"", True
-                elif skipping and lines:  # the rest of the over-long line, up to its newline
+                if skipping and lines:  # the rest of an over-long line, up to its newline, was answered already
                     lines, skipping = lines[1:], False
+                if len(buffer) > self.cfg.max_body_bytes:  # one line larger than a whole /predict body
+                    if not skipping:
+                        lines.append(b"\x00too-long")
+                    buffer, skipping = b"", True
                 group = []
                 for line in lines:
                     if line.strip():
@@ -138,7 +139,7 @@ class StreamPredictor:
         return b"".join(json.dumps(answers[n], ensure_ascii=False).encode() + b"\n" for n, _ in group)
 
     def _parse(self, n: int, line: bytes) -> dict[str, Any]:
-        if line == b"\x00too-long":
+        if line == b"\x00too-long" or len(line) > self.cfg.max_body_bytes:
             return _error(n, None, f"the line is longer than {self.cfg.max_body_bytes:,} bytes (--max-body-mb)")
         try:
             doc = load_json(line)

@@ -19,13 +19,14 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..config import TrainingConfig
+from ..cpu_share import enabled as sharing_enabled
 from ..data.dataset import Batch
 from ..data.progress import live_bars
 from ..model import MultimodalModel
 from ..signals import Interrupted
 from ..tasks import Task
-from ..threads import threads_for_call, use_threads
-from .callbacks import BestState, EpochLog, History, TimeLimit
+from ..threads import threads_for_call, use_threads, user_chose_threads
+from .callbacks import BestState, EpochLog, History, ShareCores, TimeLimit
 from .checkpoint import Checkpointing, EpochCheckpoint, EpochSeed, SafetensorsCheckpointIO
 from .distributed import check_settings, distributed_fit
 from .module import MultimodalModule
@@ -102,6 +103,13 @@ def _precision(cfg: TrainingConfig) -> str:
     return auto_precision(cfg)
 
 
+def shares_cores(cfg: TrainingConfig) -> bool:
+    """Whether the fit lowers its thread count while other processes are busy: not when the user chose the count
+    (theirs to keep), nor for a deterministic fit (the thread count can change the order of float sums), nor with
+    ``POLYMODAL_SHARE_CORES=0``."""
+    return sharing_enabled() and not cfg.deterministic and not user_chose_threads(cfg.threads)
+
+
 def fit_model(
     model: MultimodalModel,
     task: Task,
@@ -133,6 +141,8 @@ def fit_model(
     if progress and not bar:
         callbacks.append(EpochLog(f"val_{monitor}", max_epochs, cfg.time_limit))
     callbacks += list(extra_callbacks or [])
+    if shares_cores(cfg):
+        callbacks.append(ShareCores())
     callbacks.append(EpochSeed(cfg.seed))
     if checkpoint is not None:  # last: it saves the state the callbacks above hold at the epoch's end
         callbacks.append(EpochCheckpoint(checkpoint))

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from . import fitting
+from .training.tracking import flatten
 from .components import check_config
 from .config import EnsembleConfig, EnsembleMemberConfig, FusionConfig, PolymodalConfig
 from .data.dataset import Prepared, make_loader
@@ -215,7 +216,16 @@ def _train_member(
         with seeded(spec.seed):
             module = fitting.build(mcfg, mods, procs, task)
             result = fitting.train(
-                module, task, procs, train_rows, val_rows, val_labels, mcfg.training, verbose, callbacks
+                module,
+                task,
+                procs,
+                train_rows,
+                val_rows,
+                val_labels,
+                mcfg.training,
+                verbose,
+                callbacks,
+                hyperparameters=flatten(mcfg.model_dump(mode="json")),  # one tracked run per member (training.logger)
             )
         epochs, limited = result.epochs_run, result.time_limited
     else:

@@ -405,7 +405,9 @@ class TrainingConfig(_Section):
         "mlflow a tracking URI such as sqlite:///mlflow.db or http://host:5000",
     )
     experiment: str = Field(
-        "polymodal", min_length=1, description="the experiment (MLflow) or folder (TensorBoard, CSV) runs are filed under"
+        "polymodal",
+        min_length=1,
+        description="the experiment (MLflow) or folder (TensorBoard, CSV) runs are filed under",
     )
     run_name: str | None = Field(
         None, description="the tracked run's name (None = fit-<date>-<time>; compare and tune name one run per variant)"

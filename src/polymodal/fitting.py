@@ -48,9 +48,9 @@ from .tasks import Task, build_task
 from .tasks.multitask import MULTITASK, MultiTask
 from .threads import threads_for_call, use_threads
 from .training import FitResult, fit_model, predict_outputs
-from .training.tracking import check_logger, flatten
 from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
+from .training.tracking import check_logger, flatten
 
 log = logging.getLogger("polymodal")
 

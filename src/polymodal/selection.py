@@ -30,7 +30,6 @@ import pandas as pd
 import torch
 
 from . import fitting
-from .training.tracking import flatten
 from .components import check_config
 from .config import EnsembleConfig, EnsembleMemberConfig, FusionConfig, PolymodalConfig
 from .data.dataset import Prepared, make_loader
@@ -48,6 +47,7 @@ from .tasks import Task
 from .training import FitResult
 from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
+from .training.tracking import flatten
 
 log = logging.getLogger("polymodal")
 

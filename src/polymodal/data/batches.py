@@ -19,11 +19,11 @@ from .cells import media_cells
 from .readers import (
     SUFFIXES,
     Table,
-    folder_of,
     check_arrow_columns,
     check_record_columns,
     check_unique_columns,
     csv_header_names,
+    folder_of,
     parquet_files,
     read_table,
     short,
@@ -36,9 +36,7 @@ from .readers import (
 DEFAULT_CHUNK_ROWS = 8192
 
 
-def iter_table(
-    data: Any, data_root: "str | Path | None" = None, chunk_rows: int | None = None
-) -> Iterator[Table]:
+def iter_table(data: Any, data_root: "str | Path | None" = None, chunk_rows: int | None = None) -> Iterator[Table]:
     """Yield ``data`` as :class:`Table` chunks of at most ``chunk_rows`` rows (default :data:`DEFAULT_CHUNK_ROWS`).
 
     A DataFrame or Table is sliced (its own index kept); a CSV/TSV/JSONL/Parquet file is read chunk by chunk, so

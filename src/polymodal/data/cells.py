@@ -60,7 +60,7 @@ def sniff(data: bytes) -> str | None:
     head = bytes(data[:16])
     for offset, magic, suffix in _MAGIC:
         if head[offset : offset + len(magic)] == magic:
-            if suffix == ".wav" and head[:4] != b"RIFF" or suffix == ".webp" and head[:4] != b"RIFF":
+            if (suffix == ".wav" and head[:4] != b"RIFF") or (suffix == ".webp" and head[:4] != b"RIFF"):
                 continue
             return suffix
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # an MPEG audio frame without an ID3 tag
@@ -178,14 +178,14 @@ def _cell(value: Any, suffix: str) -> Any:
     if isinstance(value, Mapping):
         if "array" in value and "sampling_rate" in value:
             return _wav(value["array"], value["sampling_rate"], value.get("path"))
-        data, path = value.get("bytes"), value.get("path")
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            data = bytes(data)
-            name = Path(path).name if _suffix(path) else "cell" + (sniff(data) or suffix)
-            return InMemoryFile(data, name, cache=True)
-        if data is None and isinstance(path, str) and path:
+        stored, path = value.get("bytes"), value.get("path")
+        if isinstance(stored, (bytes, bytearray, memoryview)):
+            content = bytes(stored)
+            name = Path(str(path)).name if _suffix(path) else "cell" + (sniff(content) or suffix)
+            return InMemoryFile(content, name, cache=True)
+        if stored is None and isinstance(path, str) and path:
             return path  # a struct pointing at a file: resolved like any path cell
-        if data is None and not path:
+        if stored is None and not path:
             return None
         return InMemoryFile(b"", "cell" + suffix)  # bytes of another type: unreadable, reported by row and column
     if _is_pil(value):

@@ -158,7 +158,7 @@ def parquet_files(data: "str | Path") -> list[Path] | None:
 
 def _read_parquet_files(files: list[Path], source: str, data_root: "str | Path | None") -> Table:
     """Parquet files read one after another into one table (the same columns in each, checked)."""
-    frames = []
+    frames: list[pd.DataFrame] = []
     for f in files:
         part = read_table(f, data_root).frame
         if frames and list(part.columns) != list(frames[0].columns):

@@ -83,7 +83,7 @@ class ImportanceResult:
         return plot_importance(self)
 
     def _repr_html_(self) -> str:  # Jupyter shows the table
-        return str(self.to_frame()._repr_html_())
+        return self.to_frame().to_html(index=False)
 
     def get(self, modality: str, method: str) -> ImportanceRow:
         """The row of one column and method (KeyError when not measured)."""

@@ -52,7 +52,10 @@ def summary_html(label: Any, summary: Mapping[str, Any] | None, schema: Schema |
     parts += ["<h4>Fit</h4>", _table(["", ""], fit_rows)]
     validation = summary.get("validation") or {}
     if validation:
-        parts += ["<h4>Validation metrics (best epoch)</h4>", _table(["metric", "value"], list(validation.items()))]
+        parts += [
+            "<h4>Validation metrics (best epoch)</h4>",
+            _table(["metric", "value"], [[k, v] for k, v in validation.items()]),
+        ]
     modalities = summary.get("modalities") or {}
     parts += [
         "<h4>Modalities</h4>",

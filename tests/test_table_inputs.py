@@ -210,3 +210,23 @@ def test_chunks_of_a_parquet_glob_keep_row_numbers(table, tmp_path):
     assert sum(len(c.frame) for c in chunks) == 40
     assert list(pd.concat([c.frame for c in chunks]).index) == list(range(40))
     assert all(isinstance(v, InMemoryFile) for c in chunks for v in c.frame["audio"])
+
+
+def test_second_fit_on_the_same_bytes_decodes_nothing(table, tmp_path, monkeypatch):
+    from polymodal.data import sample_cache
+
+    root, frame = table
+    monkeypatch.setenv("POLYMODAL_SAMPLE_CACHE", str(tmp_path / "samples"))
+    data = _with_bytes(root, frame, structs=True)
+
+    def fit() -> None:
+        Predictor("label", config=tiny_config(max_epochs=1), preset="fast", verbose=False).fit(data)
+
+    fit()
+    store = sample_cache.sample_store()
+    assert store is not None and store.misses > 0
+    entries = store.info()["entries"]
+    assert entries >= 2 * len(frame)  # every image and audio cell, keyed by its content
+    store.hits = store.misses = 0
+    fit()
+    assert store.misses == 0 and store.hits >= entries

@@ -118,3 +118,33 @@ def test_compare_logs_one_run_per_variant(tmp_path):
     names = sorted(r.info.run_name for r in runs)
     assert len(names) == len(board) and all(n.startswith("compare-") for n in names)
     assert len(set(names)) == len(names)
+
+
+def test_tune_logs_one_run_per_trial(tmp_path):
+    from polymodal.tuning import tune
+
+    space = {"defaults": False, "params": {"training.learning_rate": {"low": 1e-3, "high": 5e-2, "log": True}}}
+    cfg = _config("csv", str(tmp_path / "csv"), max_epochs=2)
+    result = tune(_table(80), "label", cfg, time_limit=120, trials=2, space=space, prune=False, verbose=False)
+    runs = sorted(p.name for p in (tmp_path / "csv" / "polymodal").iterdir())
+    assert runs == [f"tune-trial{t}" for t in range(result.trials_run)] and len(runs) == 2
+    for run in runs:
+        assert (tmp_path / "csv" / "polymodal" / run / "metrics.csv").is_file()
+
+
+def test_cli_logger_options(tmp_path, cli):
+    import yaml
+
+    path = tmp_path / "t.csv"
+    _table().to_csv(path, index=False)
+    cfg = _config("none", None)
+    del cfg["training"]["logger"], cfg["training"]["tracking_dir"]
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    common = ["fit", path, "--label", "label", "--config", tmp_path / "cfg.yaml", "--preset", "fast", "--quiet"]
+    result = cli(*common, "--out", tmp_path / "run", "--logger", "csv", "--tracking-dir", tmp_path / "logs")
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "logs" / "polymodal").iterdir()
+    assert pd.read_csv(run / "metrics.csv")["val_loss"].notna().sum() == EPOCHS
+    bad = cli(*common, "--out", tmp_path / "run2", "--logger", "wandb")
+    assert bad.exit_code == 2 and "training.logger" in bad.stderr
+    assert not (tmp_path / "run2").exists()

@@ -31,6 +31,7 @@ from .training.checkpoint import Checkpointing, data_fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from matplotlib.figure import Figure
 
     from .data.processors import Processor
     from .explain import Explanation, ImportanceResult
@@ -710,6 +711,29 @@ class Predictor:
     def __repr__(self) -> str:
         state = "fitted" if self.pipeline is not None else "not fitted"
         return f"Predictor(label={self.label!r}, {state})"
+
+    # ------------------------------------------------------------------------------------------ notebooks
+    def _repr_html_(self) -> str:
+        """Jupyter's view of the predictor: schema, modalities and encoders, fit summary and validation metrics."""
+        from .reporting.notebook import summary_html
+
+        if self.pipeline is None:
+            return summary_html(self.label, None, None)
+        return summary_html(self.label, self.fit_summary(), self.pipeline.schema)
+
+    def history(self) -> pd.DataFrame:
+        """The training log as a DataFrame: one row per epoch (``epoch`` 0-based, ``train_loss``, ``val_loss``,
+        ``val_<metric>``); empty for a loaded run directory (its ``training_log.csv`` holds the same rows)."""
+        from .reporting.notebook import history_frame
+
+        return history_frame(self._fitted())
+
+    def plot_training(self) -> "Figure":
+        """The training curves (loss and the monitored validation metric per epoch, the kept epoch dashed) as a
+        matplotlib ``Figure``, drawn without pyplot: a notebook displays it, ``fig.savefig(path)`` writes it."""
+        from .reporting.notebook import training_figure
+
+        return training_figure(self._fitted())
 
 
 def _user_config(params: dict[str, Any]) -> PolymodalConfig:

@@ -176,6 +176,38 @@ def _with_distribution(cfg: Any, devices: str | None, strategy: str | None, num_
     return PolymodalConfig.from_any(data)
 
 
+def _with_tracking(cfg: Any, logger: str | None, tracking_dir: str | None) -> Any:
+    """``cfg`` with the --logger / --tracking-dir options in its training section (checked there, and the logger's
+    package looked for, before any table is read)."""
+    from .config import PolymodalConfig
+    from .training.tracking import check_logger
+
+    if logger is None and tracking_dir is None:
+        return cfg
+    data = cfg.to_dict()
+    if logger is not None:
+        data["training"]["logger"] = logger
+    if tracking_dir is not None:
+        data["training"]["tracking_dir"] = tracking_dir
+    cfg = PolymodalConfig.from_any(data)
+    check_logger(cfg.training)
+    return cfg
+
+
+LoggerOpt = typer.Option(
+    None,
+    "--logger",
+    help="Experiment tracking (training.logger): none, csv, tensorboard or mlflow. Logs the config, per-epoch "
+    "metrics and (mlflow) the run directory; tensorboard and mlflow need `pip install 'polymodal[tracking]'`.",
+)
+TrackingDirOpt = typer.Option(
+    None,
+    "--tracking-dir",
+    help="Where tracked runs go (training.tracking_dir): a folder (default ./mlruns, ./tensorboard or ./csv_logs), "
+    "or for mlflow a tracking URI such as sqlite:///mlflow.db.",
+)
+
+
 DevicesOpt = typer.Option(
     None,
     "--devices",
@@ -569,6 +601,8 @@ def fit(
     devices: str | None = DevicesOpt,
     strategy: str | None = StrategyOpt,
     num_nodes: int | None = NumNodesOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -585,6 +619,7 @@ def fit(
     _check_output(out_dir, folder=True)
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
     cfg = _with_distribution(cfg, devices, strategy, num_nodes)
+    cfg = _with_tracking(cfg, logger, tracking_dir)
     if deterministic:
         cfg.training.deterministic = True
     resume_dir = resume_dir_for(out_dir)
@@ -915,6 +950,8 @@ def compare_cmd(
     ),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -924,7 +961,8 @@ def compare_cmd(
     """
     from .evaluation.compare import compare
 
-    _checked_config(config)  # a typo exits 2 before the table is read
+    checked = _checked_config(config)  # a typo exits 2 before the table is read
+    tracked = _with_tracking(checked, logger, tracking_dir)  # one tracked run per variant and seed
     _check_output(
         out_dir,
         folder=True,
@@ -942,7 +980,7 @@ def compare_cmd(
         seeds=seeds,
         test_data=test,
         single_modalities=not no_single,
-        config=config,
+        config=config if tracked is checked else tracked,
         data_root=data_root,
         time_limit_per_run=time_limit_per_run,
         out_dir=out_dir,
@@ -1007,6 +1045,8 @@ def tune_cmd(
         None, "--seed", help="Seeds the split, the sampler and every trial (default 0).", min=0, max=SEED_MAX
     ),
     on_error: str | None = OnErrorOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -1019,7 +1059,7 @@ def tune_cmd(
     from .config import apply_choices
     from .tuning.space import load_space
 
-    cfg = _checked_config(config)
+    cfg = _with_tracking(_checked_config(config), logger, tracking_dir)  # one tracked run per trial
     updates: dict[str, Any] = {}
     if seed is not None:
         updates["training"] = {**cfg.to_dict()["training"], "seed": seed}

@@ -393,6 +393,25 @@ class TrainingConfig(_Section):
         "ddp_find_unused_parameters_true when a step may leave parameters unused (modality dropout)",
     )
     num_nodes: int = Field(1, ge=1, description="machines taking part in the training (Lightning's num_nodes)")
+    logger: Literal["none", "csv", "tensorboard", "mlflow"] = Field(
+        "none",
+        description="experiment tracking through Lightning's loggers: none, csv, tensorboard or mlflow (the resolved "
+        "config as hyperparameters, per-epoch metrics; mlflow also stores the saved run directory as artifacts); "
+        "tensorboard and mlflow need the tracking extra",
+    )
+    tracking_dir: str | None = Field(
+        None,
+        description="where tracked runs go: a folder (None = ./mlruns for mlflow, ./tensorboard, ./csv_logs), or for "
+        "mlflow a tracking URI such as sqlite:///mlflow.db or http://host:5000",
+    )
+    experiment: str = Field(
+        "polymodal",
+        min_length=1,
+        description="the experiment (MLflow) or folder (TensorBoard, CSV) runs are filed under",
+    )
+    run_name: str | None = Field(
+        None, description="the tracked run's name (None = fit-<date>-<time>; compare and tune name one run per variant)"
+    )
 
     @field_validator("seed", mode="before")
     @classmethod

@@ -50,6 +50,7 @@ from .threads import threads_for_call, use_threads
 from .training import FitResult, fit_model, predict_outputs
 from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
+from .training.tracking import check_logger, flatten
 
 log = logging.getLogger("polymodal")
 
@@ -270,6 +271,7 @@ def train(
     verbose: bool = True,
     callbacks: list[Any] | None = None,
     checkpoint: Checkpointing | None = None,
+    hyperparameters: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` in place (Lightning; early stopping on validation, best epoch restored); CPU, eval mode
     after. ``training`` must be resolved (batch size and epochs set). ``callbacks``: extra Lightning callbacks.
@@ -290,6 +292,7 @@ def train(
         progress=verbose,
         extra_callbacks=callbacks,
         checkpoint=checkpoint,
+        hyperparameters=hyperparameters,
     )
     model.cpu().eval()
     return result
@@ -332,6 +335,7 @@ def fit_pipeline(
         )
         cfg.ensemble = None
     check_config(cfg)
+    check_logger(cfg.training)
     check_label_list(label)
     start = time.perf_counter()
     table = read_labelled(data, label, cfg.data_root)
@@ -363,7 +367,17 @@ def fit_pipeline(
             f"{count_parameters(model):,}",
         )
         result = train(
-            model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose, callbacks, checkpoint
+            model,
+            task,
+            processors,
+            train_rows,
+            val_rows,
+            val_labels,
+            cfg.training,
+            verbose,
+            callbacks,
+            checkpoint,
+            hyperparameters=flatten(cfg.model_dump(mode="json")),
         )
         calibrate(model, task, processors, val_rows, val_labels)
     result.fit_seconds = round(time.perf_counter() - start, 3)

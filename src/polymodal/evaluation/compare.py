@@ -172,6 +172,8 @@ def _run_variant(
     run_cfg.fusion.name = v.fusion
     run_cfg.ignore = list(dict.fromkeys(run_cfg.ignore + v.ignore))
     run_cfg.training.seed = seed
+    if run_cfg.training.logger != "none":  # one tracked run per variant and seed (training.logger)
+        run_cfg.training.run_name = f"{run_cfg.training.run_name or 'compare'}-{v.name}-seed{seed}"
     if time_limit is not None:
         run_cfg.training.time_limit = time_limit
     start = time.perf_counter()

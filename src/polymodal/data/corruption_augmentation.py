@@ -66,7 +66,9 @@ class CorruptionAugmenter:
                     keep = max(1, int(np.ceil(max_severity * len(c.levels) - 1e-9)))
                     choices.setdefault(m, []).append(_Choice(c, tuple(c.levels[:keep])))
         if kinds is not None and not choices:
-            usable = sorted({c for p in processors.values() for c in CORRUPTIONS.names() if CORRUPTIONS.build(c).applies(p)})
+            usable = sorted(
+                {c for p in processors.values() for c in CORRUPTIONS.names() if CORRUPTIONS.build(c).applies(p)}
+            )
             raise ConfigError(
                 f"training.corruption_augmentation.kinds {names} apply to none of this table's modalities "
                 f"({', '.join(f'{m}: {p.kind}' for m, p in processors.items())}); these do: {', '.join(usable) or 'none'}"

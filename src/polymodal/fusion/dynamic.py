@@ -76,7 +76,9 @@ class DynamicFusion(Fusion):
                 logits = out.detach().float()
                 logp = logits.log_softmax(-1)
                 entropy = -(logp.exp() * logp).sum(-1, keepdim=True)
-                stats = torch.cat([logits.logsumexp(-1, keepdim=True), logp.max(-1, keepdim=True).values.exp(), entropy], -1)
+                stats = torch.cat(
+                    [logits.logsumexp(-1, keepdim=True), logp.max(-1, keepdim=True).values.exp(), entropy], -1
+                )
                 feats.append(stats.to(x.dtype))
             heads.append(out)
             scores.append(self.gates[f.name](torch.cat(feats, -1)).squeeze(-1))

@@ -20,6 +20,7 @@ from polymodal.errors import ConfigError
 from polymodal.evaluation.robustness import RobustnessReport
 from polymodal.model import build_model
 from polymodal.presets import apply_preset
+from polymodal.reporting import report
 from polymodal.tasks import build_task
 
 B = 6
@@ -154,5 +155,23 @@ def test_robust_fit_and_sweep_with_reference_line(train_csv, test_csv, tmp_path)
     assert "best without" in rep.markdown() and "margin" in rep.markdown()
     saved = json.loads((tmp_path / "rob" / "robustness.json").read_text())
     assert RobustnessReport.from_dict(saved).reference == rep.reference
+    # per-row fusion weights of a few full rows: clean and damaged, each summing to 1; a missing modality weighs 0
+    assert rep.weights and {w.corruption for w in rep.weights} == {"gaussian_noise", "missing"}
+    for w in rep.weights:
+        assert sum(w.clean.values()) == pytest.approx(1, abs=1e-3)
+        assert sum(w.corrupted.values()) == pytest.approx(1, abs=1e-3)
+        if w.corruption == "missing":
+            assert w.corrupted[w.modality] == 0
+    html = report(
+        robust,
+        test_csv,
+        tmp_path / "r.html",
+        robustness=tmp_path / "rob" / "robustness.json",
+        n_examples=0,
+        n_bootstrap=0,
+    ).read_text("utf-8")
+    section = html[html.index('<section id="robustness"') :]
+    section = section[: section.index("</section>")]
+    assert "best without" in section and "→" in section
     with pytest.raises(ConfigError, match="must not use image"):
         robust.evaluate(test_csv, robustness=True, corruptions=["occlusion"], robustness_reference={"image": [robust]})

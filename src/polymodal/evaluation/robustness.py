@@ -179,6 +179,40 @@ class Curve:
 
 
 @dataclass
+class RowWeights:
+    """A test row's fusion weights over the modalities, clean and with ``modality`` corrupted (``corruption`` at
+    ``level``, or ``missing``)."""
+
+    row: int
+    modality: str
+    corruption: str
+    level: float
+    clean: dict[str, float]
+    corrupted: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "modality": self.modality,
+            "corruption": self.corruption,
+            "level": _num_out(self.level),
+            "clean": self.clean,
+            "corrupted": self.corrupted,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RowWeights":
+        return cls(
+            int(d["row"]),
+            d["modality"],
+            d["corruption"],
+            _num_in(d["level"]),
+            {k: float(v) for k, v in d["clean"].items()},
+            {k: float(v) for k, v in d["corrupted"].items()},
+        )
+
+
+@dataclass
 class RobustnessReport:
     """The result of a sweep: clean metrics, metrics with each modality missing, and one :class:`Curve` per
     (modality, corruption). ``metric`` is the one robustness is computed on (the task's monitor metric)."""
@@ -196,6 +230,9 @@ class RobustnessReport:
     #: the line a gracefully degrading model stays above, whatever happens to that modality; empty when not given.
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     reference_name: str = ""
+    #: a few test rows' per-row modality weights (fusions with :meth:`~polymodal.fusion.Fusion.modality_weights`):
+    #: clean and with one modality at its most severe level, so a reader sees which modality a damaged row trusted
+    weights: list[RowWeights] = field(default_factory=list)
 
     def without(self, modality: str) -> float:
         """The reference score for ``modality`` (the best model without it); NaN when none was given."""
@@ -340,6 +377,7 @@ class RobustnessReport:
             "curves": [c.to_dict() for c in self.curves],
             "reference": {m: {k: _num_out(v) for k, v in d.items()} for m, d in self.reference.items()},
             "reference_name": self.reference_name,
+            "weights": [w.to_dict() for w in self.weights],
         }
 
     @classmethod
@@ -357,6 +395,7 @@ class RobustnessReport:
                 [Curve.from_dict(c) for c in d["curves"]],
                 {m: {k: _num_in(v) for k, v in x.items()} for m, x in d.get("reference", {}).items()},
                 str(d.get("reference_name", "")),
+                [RowWeights.from_dict(w) for w in d.get("weights", [])],
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptionError(f"not a robustness report (as written to robustness.json): {e!r}") from None
@@ -403,6 +442,18 @@ class RobustnessReport:
                     worst, ref = self.worst(m), self.without(m)
                     margin = (worst - ref) if self.higher_is_better else (ref - worst)
                     lines.append(f"| {m} | {worst:.4f} | {ref:.4f} | {margin:+.4f} |")
+        if self.weights:
+            lines += [
+                "",
+                "Per-row fusion weights over the modalities, clean → with one modality damaged:",
+                "",
+                "| row | damaged | " + " | ".join(self.kinds) + " |",
+                "|---|---|" + "---|" * len(self.kinds),
+            ]
+            for w in self.weights:
+                what = f"{w.modality}: {w.corruption}" + ("" if math.isnan(w.level) else f" {w.level:g}")
+                cells = [f"{w.clean.get(m, 0.0):.2f} → {w.corrupted.get(m, 0.0):.2f}" for m in self.kinds]
+                lines.append(f"| {w.row} | {what} | " + " | ".join(cells) + " |")
         lines += ["", f"| modality | corruption | severity | level | {self.metric} |", "|---|---|---|---|---|"]
         for _, r in self.to_frame().iterrows():
             sev = "" if pd.isna(r["severity"]) else str(int(r["severity"]))
@@ -512,6 +563,7 @@ def robustness_sweep(
     progress: bool = False,
     reference: Mapping[str, Mapping[str, float]] | None = None,
     reference_name: str = "given",
+    weight_rows: int = 3,
 ) -> RobustnessReport:
     """Score ``model`` on ``prepared`` with each modality missing and corrupted at each level.
 
@@ -524,6 +576,8 @@ def robustness_sweep(
         seed: seeds the corruptions; the same seed gives the same corrupted items.
         reference: modality → test metrics of the best model that ignores that modality (e.g. from
             :func:`reference_scores`): the report's "best without" line; ``reference_name`` says what it is.
+        weight_rows: for a fusion with per-row modality weights, this many rows' weights are recorded clean and
+            with each modality at the most severe level of each corruption and missing (0 = none).
     """
     steps = plan_sweep(processors, corruptions)
     metric, direction = task.monitor
@@ -551,6 +605,9 @@ def robustness_sweep(
         bar.set_postfix_str(f"{m} missing")
         missing[m] = score(m, [None] * len(prepared))
         bar.advance()
+    row_weights = _WeightProbe(model, processors, prepared, weight_rows, batch_size)
+    for m in processors:
+        row_weights.add(m, "missing", math.nan, [None] * len(prepared))
     curves = []
     for s in steps:
         metrics = [dict(clean)]
@@ -563,6 +620,13 @@ def robustness_sweep(
                 )
             )
             bar.advance()
+        worst = s.levels[-1]
+        row_weights.add(
+            s.modality,
+            s.corruption.name,
+            worst,
+            corrupted_column(prepared.items[s.modality], s.corruption, worst, seed, s.modality, prepared.rows),
+        )
         curve = Curve(
             s.modality, s.kind, s.corruption.name, s.corruption.unit, [s.corruption.clean_level, *s.levels], metrics
         )
@@ -582,7 +646,52 @@ def robustness_sweep(
         curves,
         _check_reference(reference, processors, metric),
         reference_name if reference else "",
+        row_weights.rows,
     )
+
+
+class _WeightProbe:
+    """Collects :class:`RowWeights` for the first rows that have every modality present (so that each damage shows)."""
+
+    def __init__(
+        self, model: "nn.Module", processors: Mapping[str, Processor], prepared: Prepared, n: int, batch_size: int
+    ):
+        self.model, self.processors, self.prepared = model, processors, prepared
+        self.rows: list[RowWeights] = []
+        fusion = getattr(model, "fusion", None)
+        self.enabled = n > 0 and fusion is not None and hasattr(model, "encode")
+        full = [i for i in range(len(prepared)) if all(prepared.items[m][i] is not None for m in processors)]
+        self.idx = full[:n]
+        self.clean = self._weights(prepared) if self.enabled and self.idx else None
+
+    def _weights(self, view: Prepared) -> list[dict[str, float]] | None:
+        import torch
+
+        from ..data.dataset import Collator
+
+        fusion: Any = self.model.fusion
+        batch = Collator(view, dict(self.processors), False, torch.long)(self.idx)
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        with torch.no_grad():
+            encoded = self.model.encode(  # type: ignore[operator]
+                {k: v.to(device) for k, v in batch.inputs.items()}, {k: v.to(device) for k, v in batch.masks.items()}
+            )
+            w = fusion.modality_weights(encoded)
+        if w is None:
+            return None
+        names = [f.name for f in fusion.inputs]
+        return [{n: round(float(v), 4) for n, v in zip(names, row)} for row in w.float().cpu().tolist()]
+
+    def add(self, modality: str, corruption: str, level: float, items: Sequence[Any]) -> None:
+        if self.clean is None:
+            return
+        view = Prepared({**self.prepared.items, modality: items}, self.prepared.rows, None, self.prepared.issues)
+        damaged = self._weights(view)
+        if damaged is None:
+            return
+        for i, clean, bad in zip(self.idx, self.clean, damaged):
+            self.rows.append(RowWeights(int(self.prepared.rows[i]), modality, corruption, level, clean, bad))
 
 
 def _check_reference(

@@ -175,3 +175,16 @@ def test_robust_fit_and_sweep_with_reference_line(train_csv, test_csv, tmp_path)
     assert "best without" in section and "→" in section
     with pytest.raises(ConfigError, match="must not use image"):
         robust.evaluate(test_csv, robustness=True, corruptions=["occlusion"], robustness_reference={"image": [robust]})
+
+
+def test_compare_takes_one_network_presets_as_variants(train_csv):
+    from polymodal.evaluation.compare import _variants, compare
+
+    frame = pd.read_csv(train_csv)
+    variants = _variants(frame, "label", PolymodalConfig(), ["concat"], False, ["robust"])
+    assert [(v.name, v.kind, v.preset) for v in variants] == [
+        ("fusion: concat", "fusion", None),
+        ("preset: robust", "preset", "robust"),
+    ]
+    with pytest.raises(ConfigError, match="one-network preset"):
+        compare(frame, "label", fusions=["concat"], presets=["quality"], verbose=False)

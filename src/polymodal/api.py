@@ -15,7 +15,14 @@ import pandas as pd
 from .components import check_config
 from .config import DecodingConfig, PolymodalConfig, apply_choices, encoder_choice
 from .errors import ConfigError, NotFittedError
-from .evaluation.robustness import CorruptionSpec, RobustnessReport, plan_sweep, resolve_baseline, robustness_sweep
+from .evaluation.robustness import (
+    CorruptionSpec,
+    RobustnessReport,
+    plan_sweep,
+    reference_scores,
+    resolve_baseline,
+    robustness_sweep,
+)
 from .fitting import check_multitask_type, fit_pipeline
 from .model import count_parameters
 from .params import TASK_PARAMS
@@ -442,6 +449,7 @@ class Predictor:
         robustness_baseline: RobustnessReport | str | Path | None = None,
         decoding: DecodingConfig | dict[str, Any] | None = None,
         chunk_rows: int | None = None,
+        robustness_reference: dict[str, list[Any]] | None = None,
     ) -> dict[str, Any]:
         """Metrics on a labelled table (rows with an empty label are left out).
 
@@ -462,14 +470,22 @@ class Predictor:
             robustness_out: folder to write robustness.csv/.json/.md and one robustness_<modality>.png into.
             robustness_baseline: a report, or its robustness.json, of a reference model (MultiBench uses late
                 fusion) that effective robustness is measured against; None = a flat curve (no loss).
+            robustness_reference: modality → fitted models (Predictors, pipelines or run directories) that ignore
+                that modality, e.g. single-modality models of the others; the best of them on this table is the
+                sweep's "best model without this modality" line (graceful degradation stays above it).
             chunk_rows: rows read and decoded at a time (default 8,192; the metrics are the same for any size).
                 A robustness sweep decodes the whole table at once.
         """
         pipeline = self._fitted()
         if not robustness and (
-            corruptions is not None or robustness_out is not None or robustness_baseline is not None
+            corruptions is not None
+            or robustness_out is not None
+            or robustness_baseline is not None
+            or robustness_reference is not None
         ):
-            raise ConfigError("corruptions, robustness_out and robustness_baseline need robustness=True")
+            raise ConfigError(
+                "corruptions, robustness_out, robustness_baseline and robustness_reference need robustness=True"
+            )
         if robustness and isinstance(pipeline.task, GenerationTask):
             raise ConfigError("robustness sweeps are for classification and regression models, not generation")
         if robustness and pipeline.problem_type == "multitask":
@@ -496,6 +512,8 @@ class Predictor:
                 seed=pipeline.config.training.seed,
                 batch_size=pipeline.predict_batch_size,
                 progress=self.verbose,
+                reference=reference_scores(robustness_reference, data, data_root) if robustness_reference else None,
+                reference_name="best of the given models without it",
             )
             if robustness_out is not None:
                 report.write(robustness_out)

@@ -19,6 +19,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from .components import check_config
 from .config import PolymodalConfig, TrainingConfig
+from .data.corruption_augmentation import augmenter_from_config
 from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
@@ -278,7 +279,15 @@ def train(
     ``checkpoint``: a checkpoint every epoch, and resuming (training/checkpoint.py)."""
     bs = training.batch_size or auto_batch_size(len(train_rows))
     train_loader = make_loader(
-        train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed, training.sampler
+        train_rows,
+        processors,
+        bs,
+        True,
+        task.target_dtype,
+        training.num_workers,
+        training.seed,
+        training.sampler,
+        corruption=augmenter_from_config(processors, training.corruption_augmentation),
     )
     val_loader = make_loader(val_rows, processors, max(bs, 128), False, task.target_dtype, training.num_workers)
     result = fit_model(

@@ -137,7 +137,9 @@ def check_generalises(
     for k, t in example.inputs.items():
         if not t.is_floating_point() and t.dim() >= 2 and t.shape[1] == 3:
             t = torch.cat([t, t[:, :2]], dim=1)  # 5 positions where the trace saw 3
-        inputs[k] = torch.randn(t.shape, generator=g) if t.is_floating_point() else t
+        # integer inputs become 1 (a real token, a known code): placeholder zeros would be all padding, which a
+        # pretrained text encoder trims to nothing in eager mode
+        inputs[k] = torch.randn(t.shape, generator=g) if t.is_floating_point() else torch.ones_like(t)
     batch = type(example)(inputs, {m: torch.ones(5, dtype=torch.bool) for m in example.masks})
     try:
         sess = session(data)

@@ -171,9 +171,7 @@ class HFEncoder(Encoder):
         return out
 
     # --- the backbone -------------------------------------------------------------------------------------
-    def backbone_inputs(
-        self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def run_backbone(
@@ -338,9 +336,7 @@ class HFText(HFEncoder):
     kinds = ("text",)
     processor = "hf_text"
 
-    def backbone_inputs(
-        self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         n = self.modality.name
         ids, attn = inputs[f"{n}.input_ids"], inputs[f"{n}.attention_mask"]
         if rows is None:  # export: every row, at the batch's own width (a Python width would be frozen)
@@ -356,9 +352,7 @@ class HFImage(HFEncoder):
     kinds = ("image",)
     processor = "hf_image"
 
-    def backbone_inputs(
-        self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         x = inputs[f"{self.modality.name}.pixel_values"]
         return {"pixel_values": x if rows is None else x[rows]}
 
@@ -369,9 +363,7 @@ class HFAudio(HFEncoder):
     kinds = ("audio",)
     processor = "hf_audio"
 
-    def backbone_inputs(
-        self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         # The feature extractor runs here, not in collate: with a warm cache it is skipped altogether.
         wave = inputs[f"{self.modality.name}.waveform"]
         if rows is None:  # export: the feature extractor's maths in torch ops, traced into the graph

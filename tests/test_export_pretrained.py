@@ -22,9 +22,9 @@ from polymodal.data.processors import LoadContext
 from polymodal.datasets.synthetic import generate_image_text
 from polymodal.export.export import ExportConfig, export_run
 from polymodal.export.onnx_graph import session
+from polymodal.pipeline import FittedPipeline
 from polymodal.serving.app import create_app
 from polymodal.serving.schemas import ServeConfig
-from polymodal.pipeline import FittedPipeline
 
 PARITY_ATOL = 1e-4
 # (encoder, tiny model, column): every pretrained encoder kind of tests/test_hf_encoders.py but hf_video

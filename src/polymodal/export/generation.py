@@ -150,7 +150,8 @@ def to_onnx_generator(
     # the step is traced with a 2-token prefix and 3 hypotheses, so that neither freezes into the graph
     with torch.no_grad():
         keep, *memory = EncoderGraph(model, inputs).eval()(*inputs.tensors(placeholder_batch(processors, 3)))
-    heads, dh = model.head.layers[0].heads, model.head.dim // model.head.layers[0].heads
+    heads = cast(DecoderLayer, model.head.layers[0]).heads
+    dh = model.head.dim // heads
     past = [torch.randn(3, heads, 2, dh) for _ in gsig.past_names]
     args = (torch.tensor([1, 2, 3]), torch.tensor(2), keep, *memory, *past)
     step_in = ["tokens", "position", "keep", *gsig.memory_names, *gsig.past_names]

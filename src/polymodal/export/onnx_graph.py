@@ -164,9 +164,10 @@ def _hint(model: nn.Module) -> str:
         {getattr(type(m), "registry_name", type(m).__name__) for m in getattr(model, "encoders", {}).values()}
     )
     return (
-        f"Encoders in this model: {', '.join(kinds) or 'unknown'}. The from-scratch encoders and every fusion "
-        "export; the pretrained (Hugging Face) encoders do not yet: serve such a model with --backend torch. A "
-        "custom component must be traceable (no Python control flow on tensor values or sizes)."
+        f"Encoders in this model: {', '.join(kinds) or 'unknown'}. The from-scratch encoders, every fusion and the "
+        "pretrained encoders (hf_text, hf_image, clip_*, hf_audio with a Wav2Vec2 or Whisper feature extractor) "
+        "export; a model that does not can be served with --backend torch. A custom component must be traceable "
+        "(no Python control flow on tensor values or sizes)."
     )
 
 

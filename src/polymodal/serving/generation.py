@@ -42,7 +42,7 @@ class GenerationBackend(Backend):
         return cast(GenerationTask, self.pipeline.task)
 
     def predict(self, batches: Iterable[Batch]) -> Any:  # Generated
-        return self.task.collect_outputs([self.run(b) for b in batches])
+        return self.task.collect_outputs([cast(Generated, self.run(b)) for b in batches])
 
 
 @register(GENERATION_BACKENDS, "torch")

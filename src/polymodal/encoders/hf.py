@@ -66,8 +66,8 @@ class AttentionPool(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         s = self.score(tokens).squeeze(-1)
         if mask is not None:
-            safe = mask.clone()
-            safe[:, 0] |= ~mask.any(1)  # a row with no real token (absent) must not softmax over nothing
+            # a row with no real token (absent) must not softmax over nothing (not in place: ONNX has no |=)
+            safe = torch.cat([mask[:, :1] | ~mask.any(1, keepdim=True), mask[:, 1:]], dim=1)
             s = s.masked_fill(~safe, float("-inf"))
         return (torch.softmax(s, dim=1).unsqueeze(-1) * tokens).sum(1)
 

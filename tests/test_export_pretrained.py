@@ -1,4 +1,5 @@
-"""Pretrained (Hugging Face) encoders export into the one ONNX graph: every kind (tiny models built in-process) with
+"""Pretrained (Hugging Face) encoders export into the one ONNX graph: every kind (tiny models built in-process; hf_video
+on tiny clips) with
 parity on real rows and on inputs shaped unlike the trace (other batch sizes, other text lengths); the seed-000
 model (pretrained image + text → concat) exports to fp32 and int8 (dynamic and static), loads with
 ``Predictor.load(dir, backend=...)`` and serves."""
@@ -158,3 +159,19 @@ def test_attention_pooling_exports_with_parity(table, tmp_path):
     run = Predictor("label", config=cfg, verbose=False, preset="fast").fit(table).save(tmp_path / "run")
     result = export_run(run, tmp_path / "export", data=table)
     assert result.parity["model.onnx"].max_abs_diff < PARITY_ATOL
+
+
+def test_pretrained_video_backbone_exports_with_parity(tmp_path):
+    from test_video import motion_table, tiny_videomae
+
+    train = motion_table(tmp_path, 32, seed=0)
+    model = tiny_videomae(tmp_path / "videomae")
+    cfg = {
+        "training": {"max_epochs": 1, "batch_size": 16},
+        "encoders": {"video": {"name": "hf_video", "model": str(model), "dim": 16}},
+    }
+    p = Predictor("label", config=cfg, data_root=tmp_path, preset="fast", seed=0, verbose=False).fit(train)
+    run = p.save(tmp_path / "run")
+    train.to_csv(tmp_path / "train.csv", index=False)
+    result = export_run(run, tmp_path / "export", data=tmp_path / "train.csv")
+    assert result.parity["model.onnx"].max_abs_diff < PARITY_ATOL and result.parity["model.onnx"].rows == 32

@@ -165,7 +165,7 @@ def _hint(model: nn.Module) -> str:
     )
     return (
         f"Encoders in this model: {', '.join(kinds) or 'unknown'}. The from-scratch encoders, every fusion and the "
-        "pretrained encoders (hf_text, hf_image, clip_*, hf_audio with a Wav2Vec2 or Whisper feature extractor) "
+        "pretrained encoders (hf_text, hf_image, hf_video, clip_*, hf_audio with a Wav2Vec2 or Whisper feature extractor) "
         "export; a model that does not can be served with --backend torch. A custom component must be traceable "
         "(no Python control flow on tensor values or sizes)."
     )

@@ -1,7 +1,6 @@
-"""Pretrained (Hugging Face) encoders export into the one ONNX graph: every kind (tiny models built in-process; hf_video
-on tiny clips) with
-parity on real rows and on inputs shaped unlike the trace (other batch sizes, other text lengths); the seed-000
-model (pretrained image + text → concat) exports to fp32 and int8 (dynamic and static), loads with
+"""Pretrained (Hugging Face) encoders export into the one ONNX graph: every kind (tiny models built in-process;
+hf_video on tiny clips) with parity on real rows and on inputs shaped unlike the trace (other batch sizes, other text
+lengths); the seed-000 model (pretrained image + text → concat) exports to fp32 and int8 (dynamic and static), loads with
 ``Predictor.load(dir, backend=...)`` and serves."""
 
 from __future__ import annotations

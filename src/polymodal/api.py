@@ -710,15 +710,11 @@ class Predictor:
 
         ``backend``: "torch" (eager), "onnx" or "onnx-int8" (ONNX Runtime on the directory's model.onnx /
         model.int8.onnx from ``polymodal export``, or on a graph exported in memory when it has none); the API and
-        the preprocessing are the same for all of them.
+        the preprocessing are the same for all of them. A generation model has "torch" and "onnx" (its encoder and
+        decoder-step graphs, generator.*.onnx; greedy and beam search give the eager model's texts).
         """
         pipeline = FittedPipeline.load(path, verbose=verbose)
         if backend != "torch":
-            if isinstance(pipeline.task, GenerationTask):
-                raise ConfigError(
-                    f"backend '{backend}' runs classification and regression models; a generation "
-                    "model decodes step by step and runs on the torch backend only"
-                )
             from .serving.backends import load_backend  # onnxruntime is imported only when asked for
 
             pipeline.backend = load_backend(backend, pipeline, path)

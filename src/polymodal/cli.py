@@ -1512,7 +1512,8 @@ def export(
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
+    """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager;
+    a generation model as an encoder graph and a decoder-step graph (greedy and beam search checked against eager)."""
     from .errors import ConfigError
     from .export.export import ExportConfig, export_run
 
@@ -1525,7 +1526,7 @@ def export(
     _check_output(out_dir, folder=True)
     result = export_run(run, out_dir, cfg, data=calibration, data_root=data_root, overwrite=overwrite)
     t = RichTable(title=f"{out_dir} ({result.format}{', ' + result.quantization if result.quantization else ''})")
-    for c in ("file", "max |diff| vs eager", "same class", "rows"):
+    for c in ("file", "max |diff| vs eager", "same class / text", "rows"):
         t.add_column(c, justify="right" if c != "file" else "left")
     for name, p in result.parity.items():
         t.add_row(name, f"{p.max_abs_diff:.2e}", "" if p.agreement is None else f"{p.agreement:.1%}", str(p.rows))
@@ -1611,7 +1612,8 @@ def serve(
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Serve a saved model over HTTP: POST /predict, GET /health, GET /metadata; API docs at /docs."""
+    """Serve a saved model over HTTP: POST /predict (POST /generate for generation models), GET /health,
+    GET /metadata; API docs at /docs."""
     # A first line at once, before the imports and the load (tens of seconds on a busy machine), then progress.
     start = time.perf_counter()
     progress = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, soft_wrap=True))

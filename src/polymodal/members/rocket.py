@@ -97,6 +97,7 @@ class KernelBank(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         x = inputs[self.modality][:, : self.channels].float()  # the last input channel is the missing share
         steps = inputs[f"{self.modality}.mask"].bool()
+        x = x * steps.unsqueeze(1).to(x.dtype)  # past a row's end: zeros, ROCKET's padding, whatever the batch holds
         feats = torch.cat([g(x, steps) for g in self.groups], dim=1)
         return feats * masks[self.modality].unsqueeze(1).to(feats.dtype)
 

@@ -64,12 +64,14 @@ class KernelGroup(nn.Module):
         out = F.conv1d(x, self.weight, self.bias, dilation=self.dilation, padding=self.padding)
         span = (self.length - 1) * self.dilation
         # an output position is observed when the last input step it reads is (the observed steps are a prefix)
-        valid = steps if self.padding else steps[:, span:]
-        valid = valid[:, : out.shape[2]].unsqueeze(1)
-        count = valid.sum(2).clamp_min(1).to(out.dtype)
-        ppv = ((out > 0) & valid).sum(2).to(out.dtype) / count
-        peak = torch.where(valid, out, torch.full_like(out, _NEG)).amax(2)
-        peak = torch.where(peak > _NEG / 2, peak, torch.zeros_like(peak))
+        valid = (steps if self.padding else steps[:, span:])[:, : out.shape[2]].to(out.dtype)  # [B, T']
+        count = valid.sum(1, keepdim=True)  # [B, 1]
+        # unobserved positions pushed far below zero: then one comparison gives PPV and one reduction the max
+        # (the output [B, k, T'] is the bulk of the work: as few passes over it as possible)
+        out = out + ((valid - 1) * -_NEG).unsqueeze(1)
+        ppv = (out > 0).sum(2, dtype=out.dtype) / count.clamp_min(1)
+        peak = out.amax(2)
+        peak = torch.where(count > 0, peak, torch.zeros_like(peak))
         return torch.cat([ppv, peak], dim=1)
 
     def spec(self) -> dict[str, int]:

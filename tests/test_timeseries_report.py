@@ -22,7 +22,10 @@ def _section(html: str, name: str) -> str:
     return html[start : html.index("</section>", start)]
 
 
-def test_cli_report_of_a_time_series_model_has_its_sections(cli, tmp_path):
+def test_cli_report_of_a_time_series_model_has_its_sections(cli, tmp_path, monkeypatch):
+    from polymodal.members import RocketMember
+
+    monkeypatch.setattr(RocketMember, "max_kernels", 500)  # the report is tested here, not ROCKET: fewer kernels
     train, test = shapes_table(60, seed=4), shapes_table(24, seed=5)
     train["level"] = np.random.default_rng(0).normal(size=len(train))  # a tabular column beside the series
     test["level"] = np.random.default_rng(1).normal(size=len(test))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -93,18 +93,22 @@ class KernelBank(nn.Module):
         self.groups = nn.ModuleList(KernelGroup(**g) for g in groups)
 
     @property
+    def kernel_groups(self) -> list[KernelGroup]:
+        return [cast(KernelGroup, g) for g in self.groups]
+
+    @property
     def n_features(self) -> int:
-        return 2 * sum(g.count for g in self.groups)
+        return 2 * sum(g.count for g in self.kernel_groups)
 
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         x = inputs[self.modality][:, : self.channels].float()  # the last input channel is the missing share
         steps = inputs[f"{self.modality}.mask"].bool()
         x = x * steps.unsqueeze(1).to(x.dtype)  # past a row's end: zeros, ROCKET's padding, whatever the batch holds
-        feats = torch.cat([g(x, steps) for g in self.groups], dim=1)
+        feats = torch.cat([g(x, steps) for g in self.kernel_groups], dim=1)
         return feats * masks[self.modality].unsqueeze(1).to(feats.dtype)
 
     def spec(self) -> dict[str, Any]:
-        return {"modality": self.modality, "channels": self.channels, "groups": [g.spec() for g in self.groups]}
+        return {"modality": self.modality, "channels": self.channels, "groups": [g.spec() for g in self.kernel_groups]}
 
     @classmethod
     def random(cls, modality: str, channels: int, steps: int, kernels: int, rng: np.random.Generator) -> KernelBank:
@@ -128,8 +132,7 @@ class KernelBank(nn.Module):
         ]
         bank = cls(modality, channels, groups)
         with torch.no_grad():
-            for g, key in zip(bank.groups, sorted(drawn)):
-                assert isinstance(g, KernelGroup)
+            for g, key in zip(bank.kernel_groups, sorted(drawn)):
                 g.weight.copy_(torch.from_numpy(np.stack([w for w, _ in drawn[key]])))
                 g.bias.copy_(torch.tensor([b for _, b in drawn[key]], dtype=torch.float32))
         return bank
@@ -152,6 +155,7 @@ class RocketMember(ClassicalMember):
     def __init__(self, banks: list[KernelBank], n_outputs: int, info: dict[str, Any]) -> None:
         super().__init__()
         self.banks, self.n_outputs, self.info = nn.ModuleList(banks), int(n_outputs), info
+        self.bank_list: list[KernelBank] = list(banks)  # (typed; the ModuleList holds them for the state dict)
         n_features = sum(b.n_features for b in banks)
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_scale", torch.ones(n_features))
@@ -159,7 +163,7 @@ class RocketMember(ClassicalMember):
 
     def features(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         """The standardised ROCKET features [B, F] of a batch."""
-        raw = torch.cat([b(inputs, masks) for b in self.banks], dim=1)
+        raw = torch.cat([b(inputs, masks) for b in self.bank_list], dim=1)
         return (raw - self.feature_mean) / self.feature_scale
 
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -241,14 +245,14 @@ class RocketMember(ClassicalMember):
         """The unstandardised features [rows, F] of decoded rows (the processors' evaluation batches)."""
         parts = []
         for batch in make_loader(rows, processors, 128, False, torch.float32):
-            parts.append(torch.cat([b(batch.inputs, batch.masks) for b in self.banks], dim=1).numpy())
-        return np.concatenate(parts) if parts else np.zeros((0, sum(b.n_features for b in self.banks)), np.float32)
+            parts.append(torch.cat([b(batch.inputs, batch.masks) for b in self.bank_list], dim=1).numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, sum(b.n_features for b in self.bank_list)), np.float32)
 
     def spec(self) -> dict[str, Any]:
         return {
             "member": self.name,
-            "modalities": [b.modality for b in self.banks],
-            "banks": [b.spec() for b in self.banks],
+            "modalities": [b.modality for b in self.bank_list],
+            "banks": [b.spec() for b in self.bank_list],
             "n_outputs": self.n_outputs,
             **self.info,
         }

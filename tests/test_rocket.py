@@ -129,3 +129,9 @@ def test_default_fit_of_a_time_series_table_considers_rocket(tmp_path):
     run = p.save(tmp_path / "run")
     again = Predictor.load(run, verbose=False)
     np.testing.assert_array_equal(again.predict_proba(test).to_numpy(), p.predict_proba(test).to_numpy())
+    # the ensemble with the ROCKET member exports to ONNX like any run (what `polymodal serve --onnx` runs)
+    from polymodal.export.export import export_run
+
+    test.to_csv(tmp_path / "test.csv", index=False)
+    (parity,) = export_run(run, tmp_path / "onnx", data=tmp_path / "test.csv").parity.values()
+    assert parity.rows == len(test) and parity.max_abs_diff < 1e-3 and parity.agreement == 1.0

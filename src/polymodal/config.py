@@ -357,7 +357,12 @@ class TrainingConfig(_Section):
     learning_rate: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the steps spent warming up the rate")
-    patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="epochs without validation improvement before stopping; None = 4 for schedules of up to 30 "
+        "epochs, the same share (epochs x 4 / 30) of longer ones (the many short epochs of a tiny table)",
+    )
     validation_fraction: float = Field(
         0.15, gt=0, lt=0.9, description="share of the rows held out for validation (when no tuning table is given)"
     )

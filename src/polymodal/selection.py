@@ -260,7 +260,9 @@ def _one_network(task: Task, modalities: list[Modality], n_train: int) -> str | 
     if n_train > AUTO_MAX_ROWS:
         return f"{n_train:,} training rows (classical members join it up to {AUTO_MAX_ROWS:,})"
     if not any(cls.applies(modalities, task) for _, cls in MEMBERS.items()):
-        return "no classical member learns from these columns (they need numeric, category or text columns)"
+        return (
+            "no classical member learns from these columns (they need numeric, category, text or time-series columns)"
+        )
     return None
 
 

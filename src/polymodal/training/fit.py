@@ -136,7 +136,8 @@ def fit_model(
     """
     check_settings(cfg)
     monitor, mode = task.monitor
-    best = BestState(f"val_{monitor}", mode, cfg.patience)
+    # (an unresolved config, e.g. a training loop built by hand: the large-table patience)
+    best = BestState(f"val_{monitor}", mode, cfg.patience if cfg.patience is not None else 4)
     history = History()
     limit = TimeLimit(cfg.time_limit) if cfg.time_limit else None
     bar = progress and live_bars()

@@ -4,7 +4,7 @@ support; char; char_bigram; word = jieba), side by side on the same split and se
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cjk_text.py [--seeds 0 1 2] [--rows 1000] [--epochs 15]
 
-Writes benchmarks/results/cjk_text.json (with the load average: the timings are wall times) and prints a markdown
+Writes benchmarks/results/cjk_text_<rows>rows.json (with the load average: the timings are wall times) and prints a markdown
 table. The best mean accuracy decides ``polymodal.data.segment.DEFAULT_SEGMENTATION``.
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
     }
-    path = ROOT / "benchmarks" / "results" / "cjk_text.json"
+    path = ROOT / "benchmarks" / "results" / f"cjk_text_{a.rows}rows.json"
     path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nload average {load:.2f}; majority class {majority:.3f}")
     print("| text_segmentation | test accuracy per seed | mean | fit s (mean) |\n|---|---|---|---|")

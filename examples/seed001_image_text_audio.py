@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--tiny", action="store_true", help="few rows, small encoders, 2 epochs (for CI)")
     ap.add_argument("--rows", type=int, default=None, help="training rows (test rows: half as many; default 600)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 10, --tiny 2)")
-    ap.add_argument("--fusion", choices=["weighted", "attention"], default="weighted", help="the fusion (default weighted)")
+    ap.add_argument(
+        "--fusion", choices=["weighted", "attention"], default="weighted", help="the fusion (default weighted)"
+    )
     ap.add_argument("--out", type=Path, default=Path("seed001-run"), help="folder for the data and the run")
     a = ap.parse_args(argv)
     a.rows = a.rows or (90 if a.tiny else 600)

@@ -29,18 +29,26 @@ from polymodal.datasets.tagged import generate_tagged
 
 
 def config(epochs: int, fusion: str, tiny: bool) -> dict[str, object]:
-    """The polymodal config of seed 001's system (docs/SEEDS.md)."""
-    small = {"width": 8, "stages": 2, "dim": 32} if tiny else {}
-    return {
+    """The polymodal config of seed 001's system (docs/SEEDS.md); --tiny narrows the encoders."""
+    cfg: dict[str, object] = {
         "encoders": {
-            "image": {"name": "image_cnn", **small},
-            "text": {"name": "text_transformer", "layers": 1 if tiny else 2, "heads": 2, "dim": 32 if tiny else 128},
-            "audio": {"name": "audio_cnn", **small},
+            "image": {"name": "image_cnn"},
+            "text": {"name": "text_transformer", "layers": 2, "heads": 4},
+            "audio": {"name": "audio_cnn"},
         },
-        "fusion": {"name": fusion, **({"heads": 2} if fusion == "attention" else {})},
+        "fusion": {"name": "weighted"},
         "task": {"problem_type": "multilabel", "tag_separator": "|"},
         "training": {"max_epochs": epochs},
     }
+    if fusion == "attention":
+        cfg["fusion"] = {"name": "attention", "heads": 4}
+    if tiny:
+        cfg["encoders"] = {
+            "image": {"name": "image_cnn", "width": 8, "stages": 2, "dim": 32},
+            "text": {"name": "text_transformer", "layers": 1, "heads": 4, "dim": 32},
+            "audio": {"name": "audio_cnn", "width": 8, "stages": 2, "dim": 32},
+        }
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -26,20 +26,20 @@ from polymodal.datasets.synthetic import generate_image_text
 
 def config(epochs: int, tiny: bool) -> dict[str, object]:
     """The polymodal config of seed 004's system (docs/SEEDS.md); --tiny keeps the layout, narrows the widths."""
-    return {
+    cfg: dict[str, object] = {
         "encoders": {
-            "image": {"name": "image_cnn", "stages": 4, "blocks": 2, "width": 8 if tiny else 64},
-            "text": {
-                "name": "text_rnn",
-                "cell": "lstm",
-                "layers": 2,
-                "hidden": 16 if tiny else 256,
-                "embedding_dim": 16 if tiny else 100,
-            },
+            "image": {"name": "image_cnn", "stages": 4, "blocks": 2, "width": 64},
+            "text": {"name": "text_rnn", "cell": "lstm", "layers": 2, "hidden": 256, "embedding_dim": 100},
         },
         "fusion": {"name": "concat"},
         "training": {"max_epochs": epochs},
     }
+    if tiny:
+        cfg["encoders"] = {
+            "image": {"name": "image_cnn", "stages": 4, "blocks": 2, "width": 8},
+            "text": {"name": "text_rnn", "cell": "lstm", "layers": 2, "hidden": 16, "embedding_dim": 16},
+        }
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-pytest.importorskip("build", reason="the 'build' package (dev extra) is not installed")
-
 #: Files besides Python modules that the package reads at run time (importlib.resources).
 PACKAGE_DATA = ["polymodal/reporting/templates/report.html.j2"]
 
@@ -34,6 +32,7 @@ def _run(*args: object, cwd: Path | None = None, env: dict[str, str] | None = No
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
+    pytest.importorskip("build", reason="the 'build' package (dev extra) is not installed")
     out = tmp_path_factory.mktemp("dist")
     # Build from a copy of the sources: a build writes polymodal.egg-info next to the code it packages.
     src = tmp_path_factory.mktemp("src")
@@ -105,3 +104,10 @@ def test_wheel_installs_into_a_clean_venv_and_runs_the_demo(dist, tmp_path, tiny
         polymodal, "demo", "--out", out, "--rows", "40", "--config", tiny_config_file, "--quiet", cwd=tmp_path, env=env
     )
     assert "demo: test metrics" in demo.stdout and (out / "run" / "manifest.json").is_file()
+
+
+def test_version_option_prints_the_package_version(cli):
+    from polymodal.version import __version__
+
+    r = cli("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"polymodal {__version__}"

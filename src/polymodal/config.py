@@ -330,6 +330,31 @@ def cpu_distribution_problem(devices: Any, strategy: str) -> str | None:
     return None
 
 
+class CorruptionAugmentationConfig(_Section):
+    """Corruption augmentation: training rows damaged on the fly by the corruptions the robustness sweep uses."""
+
+    probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability that a training row's modality is corrupted (each modality of each row drawn "
+        "apart; 0 = off). Validation and test rows are never corrupted",
+    )
+    kinds: list[str] | None = Field(
+        None,
+        description="the corruptions to draw from (names of the robustness sweep's registry, e.g. gaussian_noise, "
+        "occlusion, white_noise); None = every one that applies to the modality's kind",
+    )
+    max_severity: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="the most severe level drawn, as a share of each corruption's default levels (1 = up to its "
+        "most severe default level, e.g. image noise std 0.5, audio at -5 dB SNR); the level is drawn uniformly "
+        "among the levels kept",
+    )
+
+
 class TrainingConfig(_Section):
     """The training loop."""
 
@@ -373,6 +398,11 @@ class TrainingConfig(_Section):
         description="probability of hiding each modality of a "
         "training row (a row always keeps one), for robustness to missing modalities",
     )
+    corruption_augmentation: CorruptionAugmentationConfig = Field(
+        default_factory=CorruptionAugmentationConfig,
+        description="corrupt random training rows' modalities (random kind and level), for robustness to noisy "
+        "or damaged inputs; used with modality_dropout for missing ones",
+    )
     num_workers: int = Field(0, ge=0, description="data-loading worker processes")
     threads: int | None = Field(
         None,
@@ -399,6 +429,25 @@ class TrainingConfig(_Section):
         "ddp_find_unused_parameters_true when a step may leave parameters unused (modality dropout)",
     )
     num_nodes: int = Field(1, ge=1, description="machines taking part in the training (Lightning's num_nodes)")
+    logger: Literal["none", "csv", "tensorboard", "mlflow"] = Field(
+        "none",
+        description="experiment tracking through Lightning's loggers: none, csv, tensorboard or mlflow (the resolved "
+        "config as hyperparameters, per-epoch metrics; mlflow also stores the saved run directory as artifacts); "
+        "tensorboard and mlflow need the tracking extra",
+    )
+    tracking_dir: str | None = Field(
+        None,
+        description="where tracked runs go: a folder (None = ./mlruns for mlflow, ./tensorboard, ./csv_logs), or for "
+        "mlflow a tracking URI such as sqlite:///mlflow.db or http://host:5000",
+    )
+    experiment: str = Field(
+        "polymodal",
+        min_length=1,
+        description="the experiment (MLflow) or folder (TensorBoard, CSV) runs are filed under",
+    )
+    run_name: str | None = Field(
+        None, description="the tracked run's name (None = fit-<date>-<time>; compare and tune name one run per variant)"
+    )
 
     @field_validator("seed", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from .components import check_config
 from .config import PolymodalConfig, TrainingConfig
+from .data.corruption_augmentation import augmenter_from_config
 from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
@@ -50,6 +51,7 @@ from .threads import threads_for_call, use_threads
 from .training import FitResult, fit_model, predict_outputs
 from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
+from .training.tracking import check_logger, flatten
 
 log = logging.getLogger("polymodal")
 
@@ -270,13 +272,22 @@ def train(
     verbose: bool = True,
     callbacks: list[Any] | None = None,
     checkpoint: Checkpointing | None = None,
+    hyperparameters: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` in place (Lightning; early stopping on validation, best epoch restored); CPU, eval mode
     after. ``training`` must be resolved (batch size and epochs set). ``callbacks``: extra Lightning callbacks.
     ``checkpoint``: a checkpoint every epoch, and resuming (training/checkpoint.py)."""
     bs = training.batch_size or auto_batch_size(len(train_rows))
     train_loader = make_loader(
-        train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed, training.sampler
+        train_rows,
+        processors,
+        bs,
+        True,
+        task.target_dtype,
+        training.num_workers,
+        training.seed,
+        training.sampler,
+        corruption=augmenter_from_config(processors, training.corruption_augmentation),
     )
     val_loader = make_loader(val_rows, processors, max(bs, 128), False, task.target_dtype, training.num_workers)
     result = fit_model(
@@ -290,6 +301,7 @@ def train(
         progress=verbose,
         extra_callbacks=callbacks,
         checkpoint=checkpoint,
+        hyperparameters=hyperparameters,
     )
     model.cpu().eval()
     return result
@@ -332,6 +344,7 @@ def fit_pipeline(
         )
         cfg.ensemble = None
     check_config(cfg)
+    check_logger(cfg.training)
     check_label_list(label)
     start = time.perf_counter()
     table = read_labelled(data, label, cfg.data_root)
@@ -363,7 +376,17 @@ def fit_pipeline(
             f"{count_parameters(model):,}",
         )
         result = train(
-            model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose, callbacks, checkpoint
+            model,
+            task,
+            processors,
+            train_rows,
+            val_rows,
+            val_labels,
+            cfg.training,
+            verbose,
+            callbacks,
+            checkpoint,
+            hyperparameters=flatten(cfg.model_dump(mode="json")),
         )
         calibrate(model, task, processors, val_rows, val_labels)
     result.fit_seconds = round(time.perf_counter() - start, 3)

@@ -55,6 +55,8 @@ from .attention import fusion_weights
 from .targets import ExplainTarget, as_numpy, explain_target, explainable_task, prepare_rows
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
     from ..model import MultimodalModel
 
 
@@ -96,6 +98,12 @@ class Explanation:
     explained: str = ""  # what the attributions are attributions of ("log-odds of the predicted class", …)
     score: float = math.nan  # the explained number for the intact row
     baseline_score: float | None = None  # integrated gradients: the number at the all-baseline input
+
+    def plot(self) -> "Figure":
+        """This explanation drawn as a matplotlib ``Figure`` (no pyplot): a notebook displays it."""
+        from .plots import plot_explanation
+
+        return plot_explanation(self)
 
     @property
     def shares(self) -> dict[str, float]:

@@ -82,6 +82,12 @@ class VideoCNNConfig(ConvConfig):
         description="transformer: frames attend to each other in order (motion, direction); mean: frame features "
         "averaged, blind to their order (appearance only)",
     )
+    motion: Literal["diff", "none"] = Field(
+        "diff",
+        description="diff: every frame enters the frame CNN with its difference from the previous frame as 3 extra "
+        "channels (TSN's RGB difference, Wang et al. 2016), so where and which way things move is seen at full "
+        "resolution, before pooling; none: appearance only",
+    )
     temporal_layers: int = Field(2, ge=1, le=12, description="Transformer layers over the frame tokens")
     heads: int = Field(4, ge=1, description="attention heads of the temporal Transformer (must divide dim)")
     max_frames: int = Field(256, ge=1, description="longest frame sequence the learned positions cover")

@@ -96,6 +96,26 @@ app = _Typer(
     "a trained, saved model out.\n\nStart with [bold]polymodal demo[/bold], or "
     "[bold]polymodal info data.csv[/bold] to see how your columns are read.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .version import __version__
+
+        typer.echo(f"polymodal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", help="Print polymodal's version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    # The group's options (a callback with no docstring, so the app's help= above stays its help text).
+    pass
+
+
 # Markup off: what is printed is mostly user text (column names, paths, error messages), where rich would take
 # "[x]" for a tag and drop it. A styled literal opts in with markup=True and escapes any user text it carries.
 out = Console(markup=False)

@@ -122,6 +122,12 @@ class ProcessingConfig(_Section):
     text_max_tokens: int | None = Field(None, ge=1, le=4096, description="tokens kept per text")
     vocab_size: int = Field(20_000, ge=10, description="largest word vocabulary of the from-scratch text encoders")
     text_min_freq: int = Field(1, ge=1, description="words seen fewer times in training are unknown")
+    text_segmentation: Literal["regex", "char", "char_bigram", "word"] = Field(
+        "char_bigram",
+        description="how the from-scratch text encoders split Chinese/Japanese text (Latin words stay words): "
+        "char = one token per character, char_bigram = characters and adjacent pairs, word = jieba words "
+        "(pip install 'polymodal[cjk]'), regex = a whole clause as one token",
+    )
     series_length: int | None = Field(
         None,
         ge=2,

@@ -44,7 +44,6 @@ from ..data.processors import (
     Processor,
     TabularProcessor,
     TextProcessor,
-    tokenize,
 )
 from ..data.progress import Progress
 from ..data.timeseries import TimeSeriesProcessor
@@ -451,7 +450,7 @@ class TextAttributor(Attributor):
     def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         col = self.columns()[0][0]
         ids = self._ids(inputs).tolist()
-        words = tokenize(str(raw.get(col, "")))[: len(ids)]
+        words = self.processor.tokens(str(raw.get(col, "")))[: len(ids)]
         vocab = self.processor.vocab
         # The words as written; where the text was empty, what the model saw.
         tokens = words if len(words) == len(ids) else [vocab[i] for i in ids]

@@ -29,6 +29,13 @@ ENCODER_PARAMS: Registry[EncoderConfig] = Registry("encoder")
 class ConvConfig(EncoderConfig):
     width: int = 32
     stages: int = 3
+    blocks: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="residual blocks per stage; stages=4, blocks=2, width=64 is ResNet-18's layout (He et al. 2016, "
+        "its CIFAR form: a 3x3 stem)",
+    )
     stem_stride: int | None = Field(None, ge=1, le=4, description="None = chosen from the input size")
     dropout: float = 0.1
     coords: bool = Field(

@@ -8,9 +8,12 @@ other (the sum of their wall times), then both at once (the wall time until both
 Settings (environment of the fit processes; everything else inherited, with OMP_NUM_THREADS, POLYMODAL_THREADS and
 the OpenMP wait-policy variables removed first):
 
-- ``default``: nothing set: polymodal's defaults (idle OpenMP threads sleep; threads = the cores this process may use)
-- ``old``: what polymodal did before: libgomp's own spin-then-sleep (GOMP_SPINCOUNT=300000, its default when
-  OMP_WAIT_POLICY is unset, set explicitly so that polymodal keeps it) and threads = every core of the machine
+- ``default``: nothing set: polymodal's defaults (threads = the cores this process may use, fewer while other
+  processes are busy: polymodal.cpu_share; libgomp's own spin-then-sleep)
+- ``passive``: the defaults of the first issue-20 version: idle OpenMP threads sleep at once
+  (POLYMODAL_OPENMP_PASSIVE=1), a fixed thread count (POLYMODAL_SHARE_CORES=0)
+- ``old``: what polymodal did before issue 20: libgomp's own spin-then-sleep (GOMP_SPINCOUNT=300000, its default
+  when OMP_WAIT_POLICY is unset, set explicitly) and threads = every core of the machine
 
 ``--explain`` also times ``polymodal explain`` of 4 rows alone and while one fit runs, per setting.
 
@@ -36,9 +39,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-CLEARED = ("OMP_NUM_THREADS", "POLYMODAL_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
+CLEARED = (
+    "OMP_NUM_THREADS",
+    "POLYMODAL_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "MKL_NUM_THREADS",
+    "POLYMODAL_OPENMP_PASSIVE",
+    "POLYMODAL_SHARE_CORES",
+)
 SETTINGS = {
     "default": {},
+    "passive": {"POLYMODAL_OPENMP_PASSIVE": "1", "POLYMODAL_SHARE_CORES": "0"},
     "old": {"GOMP_SPINCOUNT": "300000", "POLYMODAL_THREADS": str(os.cpu_count() or 1)},
 }
 
@@ -164,7 +176,8 @@ def main() -> None:
         f"Machine: {machine()}; `os.sched_getaffinity`: {len(os.sched_getaffinity(0))} cores.",
         f"Two `polymodal fit --preset fast` subprocesses on a generated {args.rows}-row image + audio + text + "
         f"numeric table; {repeats} repeat(s), settings interleaved. Settings: see the script's docstring "
-        "(`default`: polymodal's defaults; `old`: libgomp's spin-then-sleep and every core, as before).",
+        "(`default`: polymodal's defaults, sharing the cores; `passive`: sleeping OpenMP threads, a fixed count; "
+        "`old`: libgomp's spin-then-sleep and every core, as before issue 20).",
         "",
         "| setting | alone (min) s | one after the other s (min / median) | both at once s (min / median) "
         "| ratio (min / median) | CPU s of both fits: one after the other / at once (median) | load avg before |",

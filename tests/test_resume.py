@@ -22,6 +22,7 @@ from polymodal.errors import ConfigError, ResumeError, RunDirError
 from polymodal.rundir import read_run
 from polymodal.training.checkpoint import (
     CHECKPOINT,
+    FINGERPRINT,
     Checkpointing,
     checkpoint_epoch,
     read_checkpoint,
@@ -173,6 +174,20 @@ def test_checkpointing_refuses_a_foreign_folder(tmp_path: Path) -> None:
     with pytest.raises(ResumeError, match="not a polymodal checkpoint folder"):
         Checkpointing(folder).begin({"a": 1})
     assert (folder / "notes.txt").exists()
+
+
+def test_only_rank_0_clears_a_stale_checkpoint_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun every rank calls begin(); two ranks removing the same folder would race."""
+    folder = tmp_path / "ckpt"
+    first = Checkpointing(folder)
+    first.begin({"a": 1})
+    first.prepare()
+    monkeypatch.setenv("RANK", "1")
+    Checkpointing(folder).begin({"a": 2})
+    assert (folder / FINGERPRINT).is_file()  # still there: rank 1 left it to rank 0
+    monkeypatch.setenv("RANK", "0")
+    Checkpointing(folder).begin({"a": 2})
+    assert not folder.exists()
 
 
 def test_a_stopped_fit_keeps_its_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:

@@ -96,6 +96,26 @@ app = _Typer(
     "a trained, saved model out.\n\nStart with [bold]polymodal demo[/bold], or "
     "[bold]polymodal info data.csv[/bold] to see how your columns are read.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .version import __version__
+
+        typer.echo(f"polymodal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", help="Print polymodal's version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    # The group's options (a callback with no docstring, so the app's help= above stays its help text).
+    pass
+
+
 # Markup off: what is printed is mostly user text (column names, paths, error messages), where rich would take
 # "[x]" for a tag and drop it. A styled literal opts in with markup=True and escapes any user text it carries.
 out = Console(markup=False)
@@ -174,6 +194,38 @@ def _with_distribution(cfg: Any, devices: str | None, strategy: str | None, num_
     if num_nodes is not None:
         data["training"]["num_nodes"] = num_nodes
     return PolymodalConfig.from_any(data)
+
+
+def _with_tracking(cfg: Any, logger: str | None, tracking_dir: str | None) -> Any:
+    """``cfg`` with the --logger / --tracking-dir options in its training section (checked there, and the logger's
+    package looked for, before any table is read)."""
+    from .config import PolymodalConfig
+    from .training.tracking import check_logger
+
+    if logger is None and tracking_dir is None:
+        return cfg
+    data = cfg.to_dict()
+    if logger is not None:
+        data["training"]["logger"] = logger
+    if tracking_dir is not None:
+        data["training"]["tracking_dir"] = tracking_dir
+    cfg = PolymodalConfig.from_any(data)
+    check_logger(cfg.training)
+    return cfg
+
+
+LoggerOpt = typer.Option(
+    None,
+    "--logger",
+    help="Experiment tracking (training.logger): none, csv, tensorboard or mlflow. Logs the config, per-epoch "
+    "metrics and (mlflow) the run directory; tensorboard and mlflow need `pip install 'polymodal[tracking]'`.",
+)
+TrackingDirOpt = typer.Option(
+    None,
+    "--tracking-dir",
+    help="Where tracked runs go (training.tracking_dir): a folder (default ./mlruns, ./tensorboard or ./csv_logs), "
+    "or for mlflow a tracking URI such as sqlite:///mlflow.db.",
+)
 
 
 DevicesOpt = typer.Option(
@@ -543,7 +595,9 @@ def fit(
         "boosting and linear models when they improve it on validation. 'fast': the network alone; 'pretrained' "
         "(a frozen pretrained encoder per text/image/audio column whose weights are on this machine; it says "
         "which it could not find) or 'quality' (a weighted ensemble of fused and single-modality networks and "
-        "classical learners, selected on validation within --time-limit; prints the members' leaderboard).",
+        "classical learners, selected on validation within --time-limit; prints the members' leaderboard); "
+        "'robust' (one network that degrades gracefully when a modality is noisy or missing: dynamic fusion, "
+        "corruption augmentation, modality dropout).",
     ),
     recipe: str | None = typer.Option(
         None,
@@ -569,6 +623,8 @@ def fit(
     devices: str | None = DevicesOpt,
     strategy: str | None = StrategyOpt,
     num_nodes: int | None = NumNodesOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -585,6 +641,7 @@ def fit(
     _check_output(out_dir, folder=True)
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
     cfg = _with_distribution(cfg, devices, strategy, num_nodes)
+    cfg = _with_tracking(cfg, logger, tracking_dir)
     if deterministic:
         cfg.training.deterministic = True
     resume_dir = resume_dir_for(out_dir)
@@ -959,6 +1016,8 @@ def compare_cmd(
     ),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -968,7 +1027,8 @@ def compare_cmd(
     """
     from .evaluation.compare import compare
 
-    _checked_config(config)  # a typo exits 2 before the table is read
+    checked = _checked_config(config)  # a typo exits 2 before the table is read
+    tracked = _with_tracking(checked, logger, tracking_dir)  # one tracked run per variant and seed
     _check_output(
         out_dir,
         folder=True,
@@ -986,7 +1046,7 @@ def compare_cmd(
         seeds=seeds,
         test_data=test,
         single_modalities=not no_single,
-        config=config,
+        config=config if tracked is checked else tracked,
         data_root=data_root,
         time_limit_per_run=time_limit_per_run,
         out_dir=out_dir,
@@ -1051,6 +1111,8 @@ def tune_cmd(
         None, "--seed", help="Seeds the split, the sampler and every trial (default 0).", min=0, max=SEED_MAX
     ),
     on_error: str | None = OnErrorOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -1063,7 +1125,7 @@ def tune_cmd(
     from .config import apply_choices
     from .tuning.space import load_space
 
-    cfg = _checked_config(config)
+    cfg = _with_tracking(_checked_config(config), logger, tracking_dir)  # one tracked run per trial
     updates: dict[str, Any] = {}
     if seed is not None:
         updates["training"] = {**cfg.to_dict()["training"], "seed": seed}
@@ -1523,7 +1585,8 @@ def export(
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
+    """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager;
+    a generation model as an encoder graph and a decoder-step graph (greedy and beam search checked against eager)."""
     from .errors import ConfigError
     from .export.export import ExportConfig, export_run
 
@@ -1541,7 +1604,7 @@ def export(
     _check_output(out_dir, folder=True)
     result = export_run(run, out_dir, cfg, data=calibration, data_root=data_root, overwrite=overwrite)
     t = RichTable(title=f"{out_dir} ({result.format}{', ' + result.quantization if result.quantization else ''})")
-    for c in ("file", "max |diff| vs eager", "same class", "rows"):
+    for c in ("file", "max |diff| vs eager", "same class / text", "rows"):
         t.add_column(c, justify="right" if c != "file" else "left")
     for name, p in result.parity.items():
         t.add_row(name, f"{p.max_abs_diff:.2e}", "" if p.agreement is None else f"{p.agreement:.1%}", str(p.rows))
@@ -1654,8 +1717,8 @@ def serve(
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Serve a saved model over HTTP: POST /predict, POST /predict/stream (NDJSON), GET /health, GET /metadata,
-    GET /metrics (Prometheus); API docs at /docs."""
+    """Serve a saved model over HTTP: POST /predict (POST /generate for generation models), POST /predict/stream
+    (NDJSON), GET /health, GET /metadata, GET /metrics (Prometheus); API docs at /docs."""
     # A first line at once, before the imports and the load (tens of seconds on a busy machine), then progress.
     start = time.perf_counter()
     progress = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, soft_wrap=True))

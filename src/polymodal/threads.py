@@ -8,9 +8,11 @@ sessions.
 
 torch's CPU wheel links GNU OpenMP (libgomp), whose idle threads spin for a while before sleeping. On a machine
 another job also uses, the spinning threads take the cores the other job's threads wait for: two fits on two cores
-took about twice the CPU time. :func:`quiet_openmp` asks OpenMP for passive waiting; it works only when it runs
-before the OpenMP runtime is loaded (before ``import torch``), so ``import polymodal`` calls it when torch is not
-imported yet, and the ``polymodal`` command always does.
+took 2.4x as long at once as one after the other. A fit whose thread count nobody chose therefore shares the cores
+(:mod:`polymodal.cpu_share`: fewer threads while other processes are busy). :func:`quiet_openmp` (passive waiting,
+opt-in with ``POLYMODAL_OPENMP_PASSIVE=1``) is the other cure, at a price: a lone fit of a small network was about
+1.6x slower with it. It works only before the OpenMP runtime is loaded (before ``import torch``), so ``import
+polymodal`` calls it when torch is not imported yet, and the ``polymodal`` command always does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from .errors import ConfigError
 #: the environment variable naming the thread count (below --threads and training.threads)
 ENV_VAR = "POLYMODAL_THREADS"
 
-#: what :func:`quiet_openmp` sets when the user set none of these names. PASSIVE: an idle OpenMP thread sleeps at
+#: the environment variable that turns passive OpenMP waiting on (``1``); off by default (see the module's docstring)
+PASSIVE_ENV_VAR = "POLYMODAL_OPENMP_PASSIVE"
+
+#: what :func:`quiet_openmp` sets when asked to and the user set none of these names. PASSIVE: an idle OpenMP thread sleeps at
 #: once (libgomp, LLVM's libomp and Intel's all read it); GOMP_SPINCOUNT: libgomp's own spin before sleeping.
 OPENMP_QUIET = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}
 
@@ -38,6 +43,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 _flag: contextvars.ContextVar[int | None] = contextvars.ContextVar("polymodal_threads_flag", default=None)
 # the count in force inside use_threads (read by the decode pool and ONNX Runtime sessions)
 _current: contextvars.ContextVar[int | None] = contextvars.ContextVar("polymodal_threads", default=None)
+# the OMP_NUM_THREADS value for_command put in the environment itself (not the user's choice)
+_omp_ours: str | None = None
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
@@ -154,10 +161,21 @@ def for_command(flag: int | None, environ: MutableMapping[str, str] | None = Non
                 with use_threads(n):
                     yield n
             else:
-                env["OMP_NUM_THREADS"] = str(n)
+                global _omp_ours
+                env["OMP_NUM_THREADS"] = _omp_ours = str(n)
                 yield n
         finally:
             _current.reset(token)
+
+
+def user_chose_threads(config: int | None = None, environ: MutableMapping[str, str] | None = None) -> bool:
+    """Whether the thread count was chosen (``--threads``, ``training.threads``, ``POLYMODAL_THREADS`` or the user's
+    ``OMP_NUM_THREADS``) rather than detected: a chosen count is kept as it is, a detected one shares the cores."""
+    env = os.environ if environ is None else environ
+    if _flag.get() is not None or config is not None or env.get(ENV_VAR, "").strip():
+        return True
+    omp = env.get("OMP_NUM_THREADS", "").strip()
+    return bool(omp) and omp != _omp_ours
 
 
 @contextlib.contextmanager
@@ -179,12 +197,15 @@ def use_threads(threads: int) -> Iterator[None]:
 
 
 def quiet_openmp(environ: MutableMapping[str, str] | None = None, force: bool = False) -> dict[str, str]:
-    """Ask OpenMP's idle threads to sleep instead of spinning (:data:`OPENMP_QUIET`), unless the user chose a wait
-    policy (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set: theirs is kept). The environment is read once, when the
-    OpenMP runtime loads with torch, so it is left alone when torch is imported already (unless ``force``): too
-    late to matter, and importing polymodal changes nothing then. Returns what it set."""
+    """Ask OpenMP's idle threads to sleep instead of spinning (:data:`OPENMP_QUIET`) when ``POLYMODAL_OPENMP_PASSIVE=1``
+    (or ``force``), unless the user chose a wait policy (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set: theirs is
+    kept). The environment is read once, when the OpenMP runtime loads with torch, so it is left alone when torch is
+    imported already (unless ``force``): too late to matter, and importing polymodal changes nothing then. Returns
+    what it set."""
     env = os.environ if environ is None else environ
-    if not force and "torch" in sys.modules:
+    if not force and (
+        "torch" in sys.modules or env.get(PASSIVE_ENV_VAR, "").strip().lower() not in {"1", "true", "yes", "on"}
+    ):
         return {}
     if any(name in env for name in OPENMP_QUIET):
         return {}

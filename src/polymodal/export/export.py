@@ -19,7 +19,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -40,7 +40,14 @@ if TYPE_CHECKING:
     from ..pipeline import FittedPipeline
 
 log = logging.getLogger("polymodal")
-EXPORT_FILES = ("model.onnx", "model.int8.onnx", "model.pt", "export.json")
+EXPORT_FILES = (
+    "model.onnx",
+    "model.int8.onnx",
+    "model.pt",
+    "export.json",
+    "generator.encoder.onnx",
+    "generator.step.onnx",
+)
 
 
 class ExportConfig(BaseModel):
@@ -197,6 +204,8 @@ def export_run(
     )
     parity_batches = _first_rows(batches, cfg.parity_rows)
     model = predictor.model.eval()
+    if predictor.problem_type == "generation":
+        return _export_generator(predictor, run, Path(out), cfg, parity_batches, data is not None, overwrite)
     with torch.inference_mode():
         eager = [model(b.inputs, b.masks).float().numpy() for b in parity_batches]
     classification = predictor.problem_type != "regression"
@@ -281,3 +290,52 @@ def _run_onnx(model: bytes, signature: GraphSignature, batches: list[Batch]) -> 
     return [
         sess.run([signature.output], {k: v for k, v in signature.feed(b).items() if k in names})[0] for b in batches
     ]
+
+
+def _export_generator(
+    predictor: "FittedPipeline",
+    run: Path,
+    out: Path,
+    cfg: ExportConfig,
+    parity_batches: list[Batch],
+    real_rows: bool,
+    overwrite: bool,
+) -> ExportResult:
+    """A generation model: the encoder and decoder-step graphs (:mod:`polymodal.export.generation`), checked by
+    generating with both decoding methods, eager and over ONNX Runtime, on the parity rows."""
+    from ..generation.model import Seq2SeqModel
+    from ..tasks.generation import GenerationTask
+    from .generation import ENCODER_FILE, STEP_FILE, OnnxGenerator, generator_parity, to_onnx_generator
+
+    if cfg.format != "onnx" or cfg.quantize != "none":
+        raise ExportError(
+            "a generation model exports to ONNX float32 only (encoder + decoder-step graphs): drop --format "
+            "torchscript / --quantize int8"
+        )
+    model = cast(Seq2SeqModel, predictor.model.eval())
+    task = cast(GenerationTask, predictor.task)
+    encoder, step, gsig = to_onnx_generator(model, predictor.processors, cfg.opset)
+    generator = OnnxGenerator(encoder, step, gsig, model.head.specials, model.head.max_positions)
+    texts = generator_parity(model, generator, parity_batches, task.max_target_tokens)
+    checks = {
+        f"generator ({t.method})": Parity(t.max_score_diff, t.rows, t.same_text) for t in texts
+    }  # agreement: the share of rows generating the same tokens
+    with atomic_dir(out, overwrite=overwrite, replaceable=check_replaceable, finish=write_manifest) as tmp:
+        shutil.copytree(run, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*EXPORT_FILES, ".*"))
+        verify(tmp, EXPORT_FILES)
+        (tmp / ENCODER_FILE).write_bytes(encoder)
+        (tmp / STEP_FILE).write_bytes(step)
+        files = {"generator_encoder": ENCODER_FILE, "generator_step": STEP_FILE}
+        result = ExportResult(
+            out, "onnx", files, gsig.inputs, checks, "table rows" if real_rows else "random inputs", None, _versions()
+        )
+        (tmp / "export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    for t in texts:
+        if t.same_text < 1.0:
+            log.warning(
+                "%s: the exported generator's text differs from the eager model's on %.1f%% of %d rows",
+                t.method,
+                100 * (1 - t.same_text),
+                t.rows,
+            )
+    return result

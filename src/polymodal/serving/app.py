@@ -1,4 +1,5 @@
-"""The FastAPI app: ``POST /predict`` (JSON or multipart), ``GET /health``, ``GET /metadata``; docs at ``/docs``.
+"""The FastAPI app: ``POST /predict`` (JSON or multipart), ``POST /generate`` (generation models, see
+:mod:`polymodal.serving.generation`), ``GET /health``, ``GET /metadata``; docs at ``/docs``.
 
 Request handling, in order: the body is read up to ``max_body_bytes`` (413 past it) within ``body_timeout_s`` (408),
 parsed and validated against the model's columns (400/415/422 naming the row and field), checked against the
@@ -28,11 +29,13 @@ from starlette.requests import ClientDisconnect
 from ..data.dataset import Collator, Prepared
 from ..pipeline import NONFINITE_OUTPUT, FittedPipeline, PipelineSource, as_pipeline, nonfinite_rows
 from ..tasks.classification import ClassificationTask
+from ..tasks.generation import GenerationTask
 from ..tasks.multilabel import MultilabelTask
 from ..tasks.multitask import MultiTask, Target
 from ..version import __version__
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
+from .generation import add_generate_route
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .net import bind
@@ -170,6 +173,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     # classifiers answer with each class's probability, multi-label models with each tag's (a list of tags predicted)
     classification = isinstance(task, (ClassificationTask, MultilabelTask))
     clf = cast(ClassificationTask | MultilabelTask, task)  # read only when classification
+    generation = isinstance(task, GenerationTask)  # answers POST /generate (serving.generation), not /predict
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -264,6 +268,19 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         (files as file parts). Every input column must be present; ``null`` (or an empty form field) = absent. A row
         whose model output is NaN or inf (numeric inputs are clipped, so it takes e.g. corrupt weights) gets no
         prediction: the request is answered 422 naming it."""
+        if generation:
+            raise RequestError(400, "this model generates text: POST the rows to /generate")
+        rows = await _read_rows(request)
+        try:
+            async with asyncio.timeout(cfg.request_timeout_s):
+                prepared = await pool.run(_check_and_decode, rows)
+                outputs = await batcher.submit(prepared)
+        except TimeoutError:
+            raise TimedOut(cfg.request_timeout_s) from None
+        return _answer(outputs)
+
+    async def _read_rows(request: Request) -> list[dict[str, Any]]:
+        """The rows of a /predict or /generate request (JSON, or one row as a form)."""
         body = await read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
         full_type = request.headers.get("content-type", "")
         ctype = full_type.split(";")[0].strip().lower()
@@ -277,12 +294,9 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             raise RequestError(
                 415, f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data"
             )
-        try:
-            async with asyncio.timeout(cfg.request_timeout_s):
-                prepared = await pool.run(_check_and_decode, rows)
-                outputs = await batcher.submit(prepared)
-        except TimeoutError:
-            raise TimedOut(cfg.request_timeout_s) from None
+        return rows
+
+    def _answer(outputs: np.ndarray) -> dict[str, Any]:
         bad = nonfinite_rows(outputs)
         if len(bad):  # never an argmax over NaN: the request is refused, naming the rows (as for undecodable ones)
             raise RequestError(422, "some rows get no prediction", [f"row {i}: {NONFINITE_OUTPUT}" for i in bad])
@@ -340,6 +354,8 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
                 files[key] = await value.read()
         return parse_form_row(fields, files, row, schema)
 
+    if generation:
+        add_generate_route(app, predictor, backend, cfg, lambda rows: pool.run(_check_and_decode, rows), _read_rows)
     return app
 
 

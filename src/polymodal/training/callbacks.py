@@ -1,5 +1,5 @@
 """Callbacks: keep the best weights in memory (no pickled checkpoint files), record per-epoch metrics, stop at the
-time limit and log plain progress lines."""
+time limit, log plain progress lines and share the cores with other jobs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import cast
 
 import lightning as L
 import torch
+
+from ..cpu_share import ThreadGovernor
+from ..threads import available_cores
 
 log = logging.getLogger("polymodal")
 
@@ -248,3 +251,24 @@ class EpochLog(L.Callback):
                     total,
                     self.max_epochs,
                 )
+
+
+class ShareCores(L.Callback):
+    """Fewer torch threads while other processes keep the cores busy (:class:`polymodal.cpu_share.ThreadGovernor`),
+    polled before every training and validation step; the ceiling is the count in force when training starts."""
+
+    def __init__(self) -> None:
+        self.governor: ThreadGovernor | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.governor = ThreadGovernor(torch.get_num_threads(), available_cores())
+
+    def _poll(self) -> None:
+        if self.governor is not None and (n := self.governor.poll()) is not None:
+            log.debug("sharing the cores: %d torch thread(s) now", n)
+
+    def on_train_batch_start(self, *args: object, **kwargs: object) -> None:
+        self._poll()
+
+    def on_validation_batch_start(self, *args: object, **kwargs: object) -> None:
+        self._poll()

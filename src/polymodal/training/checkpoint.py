@@ -32,6 +32,7 @@ from safetensors.torch import save
 from ..data.samplers import epoch_seed
 from ..errors import ResumeError, in_terms
 from ..io import atomic_file
+from ..ranks import is_main_process
 
 log = logging.getLogger("polymodal")
 
@@ -229,6 +230,8 @@ class Checkpointing:
                 log.info("resuming from the checkpoint in %s", self.folder)
             else:
                 log.info("the interrupted fit saved no epoch yet: training starts from the beginning")
+            return
+        if not is_main_process():  # rank 0 alone clears a stale folder (two ranks removing it would race)
             return
         if self.folder.exists() or self.folder.is_symlink():
             ours = self.folder.is_dir() and (self.folder / FINGERPRINT).is_file()

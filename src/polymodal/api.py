@@ -173,6 +173,12 @@ class Predictor:
         if user_config.task.problem_type == "retrieval":  # the rows are the pairs: no label column
             if merged.get("label") not in (None, PAIR_COLUMN):
                 raise ConfigError("a retrieval model has no label: name query=[...] and target=[...] instead")
+            sides = user_config.task.retrieval
+            if not sides.query or not sides.target:
+                raise ConfigError(
+                    "problem_type 'retrieval' needs query and target columns: query=['title'], target=['image'] "
+                    "(--query title --target image)"
+                )
         elif merged.get("label") is None:
             raise ConfigError("label is needed (the column to predict); only problem_type='retrieval' has none")
         else:

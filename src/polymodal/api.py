@@ -180,7 +180,9 @@ class Predictor:
                     "(--query title --target image)"
                 )
         elif merged.get("label") is None:
-            raise ConfigError("label is needed (the column to predict); only problem_type='retrieval' has none")
+            raise ConfigError(
+                "label is needed (the column to predict; --label); only problem_type='retrieval' has none"
+            )
         else:
             check_label_list(merged["label"])
             if not isinstance(merged["label"], str):

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from .components import check_config
@@ -30,9 +31,13 @@ from .pipeline import Data, FittedPipeline, check_label_list
 from .prediction import PredictionSummary, predict_to
 from .presets import ENSEMBLE_PRESETS, PRESETS, PresetChoice
 from .ranks import is_main_process
+from .retrieval import embed as embed_rows
+from .retrieval import find, pair_table
 from .schema import Modality, Schema
+from .search import ApproximateIndex, Hits
 from .tasks import Task
 from .tasks.generation import GenerationTask
+from .tasks.retrieval import PAIR_COLUMN, RetrievalTask
 from .training import FitResult
 from .training.checkpoint import Checkpointing, data_fingerprint
 
@@ -62,6 +67,8 @@ _PARAMS = (
     "fusion",
     "encoders",
     "verbose",
+    "query",
+    "target",
 )
 
 
@@ -114,7 +121,7 @@ class Predictor:
 
     def __init__(
         self,
-        label: str | list[str],
+        label: str | list[str] | None = None,
         *,
         problem_type: str | None = None,
         config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
@@ -128,6 +135,8 @@ class Predictor:
         fusion: str | dict[str, Any] | None = None,
         encoders: dict[str, str | dict[str, Any]] | None = None,
         verbose: bool = True,
+        query: list[str] | str | None = None,
+        target: list[str] | str | None = None,
     ):
         self._params: dict[str, Any] = {}
         self.pipeline: FittedPipeline | None = None
@@ -148,6 +157,8 @@ class Predictor:
             fusion=fusion,
             encoders=encoders,
             verbose=verbose,
+            query=query,
+            target=target,
         )
 
     # -------------------------------------------------------------------------------------------- params
@@ -167,11 +178,27 @@ class Predictor:
             raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
         user_config = _user_config(merged)
         check_config(user_config)  # a misspelt component or parameter fails here, before any table is read
-        check_label_list(merged["label"])
-        if not isinstance(merged["label"], str):
-            check_multitask_type(user_config.task.problem_type)
-        elif user_config.task.problem_type == "multitask":
-            raise ConfigError("problem_type 'multitask' needs several label columns: label=['a', 'b'] (--label a,b)")
+        if user_config.task.problem_type == "retrieval":  # the rows are the pairs: no label column
+            if merged.get("label") not in (None, PAIR_COLUMN):
+                raise ConfigError("a retrieval model has no label: name query=[...] and target=[...] instead")
+            sides = user_config.task.retrieval
+            if not sides.query or not sides.target:
+                raise ConfigError(
+                    "problem_type 'retrieval' needs query and target columns: query=['title'], target=['image'] "
+                    "(--query title --target image)"
+                )
+        elif merged.get("label") is None:
+            raise ConfigError(
+                "label is needed (the column to predict; --label); only problem_type='retrieval' has none"
+            )
+        else:
+            check_label_list(merged["label"])
+            if not isinstance(merged["label"], str):
+                check_multitask_type(user_config.task.problem_type)
+            elif user_config.task.problem_type == "multitask":
+                raise ConfigError(
+                    "problem_type 'multitask' needs several label columns: label=['a', 'b'] (--label a,b)"
+                )
         self._user_config, self._params = user_config, merged
         return self
 
@@ -181,6 +208,8 @@ class Predictor:
 
     @property
     def label(self) -> str | list[str]:
+        if self._params.get("label") is None:  # retrieval: the pair id column the fit adds
+            return PAIR_COLUMN
         """The target column, or the list of target columns of a multi-task model."""
         return self._params["label"]
 
@@ -262,7 +291,19 @@ class Predictor:
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
         checkpoint = self._checkpointing(data, tuning_data, cfg, checkpoint_dir, resume)
-        if self.preset in ENSEMBLE_PRESETS or self.preset is None:
+        if cfg.task.problem_type == "retrieval":  # the rows are the pairs; one network (no classical members)
+            data = pair_table(data, cfg)
+            tuning_data = None if tuning_data is None else pair_table(tuning_data, cfg)
+            outcome = fit_pipeline(
+                data,
+                self.label,
+                cfg,
+                tuning_data=tuning_data,
+                preset=self.preset,
+                verbose=verbose,
+                checkpoint=checkpoint,
+            )
+        elif self.preset in ENSEMBLE_PRESETS or self.preset is None:
             from .selection import AUTO_PLAN, fit_ensemble
 
             auto = self.preset is None  # the default: the network, joined by classical members on small tables
@@ -495,6 +536,12 @@ class Predictor:
         if robustness:  # bad names, levels or baselines fail before the table is decoded
             plan_sweep(pipeline.processors, corruptions)
             resolve_baseline(robustness_baseline, pipeline.task.monitor[0])
+        if isinstance(pipeline.task, RetrievalTask):
+            if robustness:
+                raise ConfigError("robustness sweeps are for classification and regression models, not retrieval")
+            return pipeline.evaluate(
+                pair_table(data, pipeline.config, data_root), on_error=on_error, chunk_rows=chunk_rows
+            )
         with pipeline.decoding(decoding):
             if not robustness:
                 return pipeline.evaluate(data, on_error=on_error, data_root=data_root, chunk_rows=chunk_rows)
@@ -519,6 +566,30 @@ class Predictor:
                 report.write(robustness_out)
             metrics["robustness"] = report
         return metrics
+
+    # ------------------------------------------------------------------------------------------ retrieval
+    def embed(
+        self, data: Data, side: str = "query", *, data_root: str | Path | None = None, chunk_rows: int | None = None
+    ) -> np.ndarray:
+        """Retrieval models: unit-norm float32 vectors ``[rows, dim]`` of the ``side`` ("query" or "target")
+        columns of ``data``, one per row in order (the other side's columns need not be in the table)."""
+        return embed_rows(self._fitted(), data, side, data_root, chunk_rows)
+
+    def search(
+        self,
+        queries: Data | np.ndarray,
+        collection: Data | np.ndarray | ApproximateIndex,
+        k: int = 10,
+        *,
+        data_root: str | Path | None = None,
+    ) -> Hits:
+        """Retrieval models: the top-``k`` rows of ``collection`` for each row of ``queries``, as
+        :class:`~polymodal.search.Hits` (``indices`` [Q, k] collection row positions, best first, and ``scores``,
+        cosine similarities). Tables are embedded (queries on the query side, the collection on the target side);
+        arrays are taken as vectors from :meth:`embed`. Exact up to ``task.retrieval.exact_max_rows`` collection
+        rows, approximate (a usearch index, ``pip install 'polymodal[retrieval]'``) above; an
+        :class:`~polymodal.search.ApproximateIndex` (e.g. loaded from a run's ``search_index``) is searched as is."""
+        return find(self._fitted(), queries, collection, k, data_root)
 
     # ------------------------------------------------------------------------------------------ summaries
     def fit_summary(self) -> dict[str, Any]:
@@ -764,6 +835,10 @@ def _user_config(params: dict[str, Any]) -> PolymodalConfig:
     if params.get("on_error") is not None:
         updates["on_error"] = params["on_error"]
     data = {**cfg.to_dict(), **updates}
+    for side in ("query", "target"):
+        if params.get(side) is not None:
+            cols = [params[side]] if isinstance(params[side], str) else list(params[side])
+            data["task"] = {**data["task"], "retrieval": {**data["task"].get("retrieval", {}), side: cols}}
     if params.get("seed") is not None:
         data["training"] = {**data["training"], "seed": params["seed"]}
     return apply_choices(

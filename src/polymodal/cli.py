@@ -560,7 +560,24 @@ def validate(
 @handles_errors
 def fit(
     data: Path = typer.Argument(..., help="Training table."),
-    label: str = LabelOpt,
+    label: str | None = typer.Option(
+        None,
+        "--label",
+        "-l",
+        help="Name of the target column; several, comma-separated (--label rating,recommended), train one "
+        "multi-task model with a head per target. Not used by --problem-type retrieval (--query/--target).",
+    ),
+    query: str | None = typer.Option(
+        None,
+        "--query",
+        help="--problem-type retrieval: the query tower's columns, comma-separated (e.g. --query title).",
+    ),
+    target: str | None = typer.Option(
+        None,
+        "--target",
+        help="--problem-type retrieval: the target tower's columns, comma-separated (e.g. --target image); row i's "
+        "query matches row i's target.",
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
@@ -583,7 +600,8 @@ def fit(
         "--problem-type",
         help=f"One of {PROBLEM_TYPES} (default: binary, multiclass, multilabel or regression, inferred from the "
         "label); multilabel: several tags per row ('a|b' or a JSON list); generation: the label is text to write "
-        "(captions, free-form answers).",
+        "(captions, free-form answers); retrieval: two towers (--query, --target columns) that embed row i's query "
+        "next to row i's target (then `polymodal embed` / `polymodal search`).",
     ),
     seed: int | None = typer.Option(
         None, "--seed", help="Random seed, 0 to 2**32 - 1 (default 0).", min=0, max=SEED_MAX
@@ -656,7 +674,7 @@ def fit(
     from .ranks import is_main_process
 
     p = Predictor(
-        _labels(label),
+        None if label is None else _labels(label),
         problem_type=problem_type,
         config=cfg,
         data_root=data_root,
@@ -666,6 +684,8 @@ def fit(
         on_error=on_error,
         preset=preset,
         verbose=not quiet,
+        query=None if query is None else _split(query),
+        target=None if target is None else _split(target),
     )
     p.fit(data, checkpoint_dir=resume_dir, resume=resume)
     if not is_main_process():  # rank 0 writes the run directory and prints the summary; the others are done
@@ -1767,6 +1787,90 @@ def serve(
     progress(f"model loaded ({time.perf_counter() - start:.1f} s since start)")
     err.print(f"serving {run} ({backend}) on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     run_server(predictor, cfg, quiet=quiet, sock=sock)
+
+
+@app.command()
+@handles_errors
+def embed(
+    run: Path = typer.Argument(
+        ..., help="Run directory of a retrieval model (`polymodal fit --problem-type retrieval`)."
+    ),
+    data: Path = typer.Argument(..., help="Table with the side's columns."),
+    side: str = typer.Option("query", "--side", help="Which tower embeds the rows: query or target."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="The vectors: a .npy file of float32 [rows, dim]."),
+    index: bool = typer.Option(
+        False,
+        "--index",
+        help="--side target: also build an approximate (usearch) index of the vectors into RUN/search_index, which "
+        "`polymodal search` then uses instead of embedding --collection.",
+    ),
+    chunk_rows: int | None = ChunkRowsOpt,
+    data_root: Path | None = DataRootOpt,
+    threads: int | None = ThreadsOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Embed a table's query or target columns with a retrieval model: unit-norm vectors, one row each."""
+    from .errors import ConfigError
+
+    if side not in ("query", "target"):
+        raise ConfigError(f"--side must be query or target, not {side!r}")
+    if index and side != "target":
+        raise ConfigError("--index indexes a target collection: use it with --side target")
+    _check_output(out_file)
+    from .api import Predictor
+    from .retrieval import build_index, save_vectors
+
+    p = Predictor.load(run, verbose=not quiet)
+    vectors = p.embed(data, side=side, data_root=data_root, chunk_rows=chunk_rows)
+    save_vectors(vectors, out_file)
+    out.print(f"{len(vectors)} {side} vectors of {vectors.shape[1]} dimensions saved to {out_file}")
+    if index:
+        assert p.pipeline is not None, "a loaded Predictor is fitted"
+        folder = build_index(p.pipeline, vectors, run)
+        out.print(f"approximate index of {len(vectors)} rows saved to {folder}")
+
+
+@app.command()
+@handles_errors
+def search(
+    run: Path = typer.Argument(..., help="Run directory of a retrieval model."),
+    queries: Path = typer.Argument(..., help="Table with the query columns."),
+    collection: Path | None = typer.Option(
+        None,
+        "--collection",
+        help="Table with the target columns to search, or a .npy of its vectors (`polymodal embed --side target`). "
+        "Without it, the index in RUN/search_index (`polymodal embed --index`).",
+    ),
+    k: int = typer.Option(10, "--k", min=1, help="Hits per query."),
+    out_file: Path = typer.Option(
+        ..., "--out", "-o", help="CSV of hits: query (row position), rank (1 = best), target (row position), score."
+    ),
+    data_root: Path | None = DataRootOpt,
+    threads: int | None = ThreadsOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """The top-K rows of a collection for each query row, by a retrieval model (exact for small collections,
+    approximate above task.retrieval.exact_max_rows rows)."""
+    _check_output(out_file)
+    import numpy as np
+
+    from .api import Predictor
+    from .io import atomic_file
+    from .retrieval import INDEX_DIR, hits_frame
+    from .search import ApproximateIndex
+
+    p = Predictor.load(run, verbose=not quiet)
+    target: Any
+    if collection is None:
+        target = ApproximateIndex.load(run / INDEX_DIR)
+    elif collection.suffix == ".npy":
+        target = np.load(collection, allow_pickle=False)
+    else:
+        target = collection
+    hits = p.search(queries, target, k, data_root=data_root)
+    with atomic_file(out_file, "w", newline="", encoding="utf-8") as f:
+        hits_frame(hits).to_csv(f, index=False)
+    out.print(f"{hits.indices.shape[0]} queries x {hits.indices.shape[1]} hits saved to {out_file}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

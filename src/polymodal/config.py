@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "video", "text", "timeseries", "numeric", "category", "ignore"]
-ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation", "multitask"]
+ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation", "multitask", "retrieval"]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
 # Lightning's accelerator names (its registry: cpu, cuda, mps, tpu; plus auto and gpu) and precision values, listed
@@ -243,6 +243,27 @@ class GenerationConfig(_Section):
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
 
 
+class RetrievalConfig(_Section):
+    """``problem_type: retrieval``: two towers (query columns, target columns) trained with a symmetric InfoNCE loss
+    so that a row's query embeds next to its own target (see docs/USER_GUIDE.md, "Retrieval")."""
+
+    query: list[str] = Field(default_factory=list, description="the query tower's input columns (e.g. [title])")
+    target: list[str] = Field(default_factory=list, description="the target tower's input columns (e.g. [image])")
+    dim: int = Field(128, ge=4, le=4096, description="width of the shared embedding space (the projection heads)")
+    temperature: float = Field(
+        0.07, gt=0, le=1, description="initial softmax temperature (learned, as log 1/temperature)"
+    )
+    max_logit_scale: float = Field(
+        100.0, gt=1, description="the learned 1/temperature is clamped to at most this (CLIP's bound)"
+    )
+    exact_max_rows: int = Field(
+        50_000,
+        ge=0,
+        description="search: collections up to this many rows are searched exactly (batched matmul); larger ones "
+        "through an approximate usearch index (pip install 'polymodal[retrieval]')",
+    )
+
+
 class TargetConfig(_Section):
     """One target of a multi-task model (a label given as several columns)."""
 
@@ -309,6 +330,7 @@ class TaskConfig(_Section):
     )
     costs: CostsConfig = Field(default_factory=CostsConfig, description="mistake costs for threshold: cost")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
     @field_validator("problem_type", mode="before")
     @classmethod

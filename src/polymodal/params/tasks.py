@@ -50,3 +50,11 @@ class GenerationParams(TaskParams):
 class MultitaskParams(TaskParams):
     """Several targets in one model (the label is a list of columns): one head and loss per target, each binary,
     multiclass or regression (task.targets sets each one's problem type and loss weight)."""
+
+
+@register(TASK_PARAMS, "retrieval")
+class RetrievalParams(TaskParams):
+    """Cross-modal retrieval: a query tower and a target tower (task.retrieval.query / target columns) trained with
+    a symmetric InfoNCE loss; embed rows, search a collection for each query's top-K targets."""
+
+    architecture = "two_tower"

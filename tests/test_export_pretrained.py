@@ -68,7 +68,11 @@ def test_pretrained_encoder_exports_with_parity_on_other_shapes(encoder, kind, c
     run = p.save(tmp_path / "run")
     shutil.rmtree(model)  # the export reads the run directory only
     out = tmp_path / "export"
-    result = export_run(run, out, ExportConfig(quantize="int8", quantize_mode="dynamic"), data=table)
+    # A tiny randomly initialised backbone after one epoch: its int8 agreement says nothing, so the int8 gate
+    # (tests/test_int8_gate.py) is told to write the file anyway; what is checked here is that it exports and runs.
+    result = export_run(
+        run, out, ExportConfig(quantize="int8", quantize_mode="dynamic", allow_degraded=True), data=table
+    )
     fp32 = result.parity["model.onnx"]
     assert fp32.rows == 40 and fp32.max_abs_diff < PARITY_ATOL and fp32.agreement == 1.0
     assert (out / "model.int8.onnx").is_file() and np.isfinite(result.parity["model.int8.onnx"].max_abs_diff)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .components import check_config
+from .data.readers import read_table
 from .config import DecodingConfig, PolymodalConfig, apply_choices, encoder_choice
 from .errors import ConfigError, NotFittedError
 from .evaluation.robustness import (
@@ -33,6 +34,7 @@ from .ranks import is_main_process
 from .schema import Modality, Schema
 from .tasks import Task
 from .tasks.generation import GenerationTask
+from .tasks.reconstruction import ANOMALY_COLUMN, is_reconstruction, reconstruction_table
 from .training import FitResult
 from .training.checkpoint import Checkpointing, data_fingerprint
 
@@ -76,6 +78,7 @@ class Predictor:
         label: name of the target column, or a list of target columns: one multi-task model with a head and a loss
             per target (each binary, multiclass or regression; ``config`` ``task.targets`` sets types and loss
             weights; a row with some targets empty trains the others; see docs/USER_GUIDE.md, "Several targets").
+            None for ``problem_type="reconstruction"`` (an autoencoder; see docs/USER_GUIDE.md, "Anomaly detection").
         problem_type: "binary", "multiclass", "multilabel" (several tags per row: "a|b", a JSON list or a list;
             see docs/USER_GUIDE.md, "Multi-label classification") or "regression" (inferred from the label when
             None), or "generation": the label is text to write (captions, free-form answers; see
@@ -114,7 +117,7 @@ class Predictor:
 
     def __init__(
         self,
-        label: str | list[str],
+        label: str | list[str] | None = None,
         *,
         problem_type: str | None = None,
         config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
@@ -167,11 +170,26 @@ class Predictor:
             raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
         user_config = _user_config(merged)
         check_config(user_config)  # a misspelt component or parameter fails here, before any table is read
-        check_label_list(merged["label"])
-        if not isinstance(merged["label"], str):
-            check_multitask_type(user_config.task.problem_type)
-        elif user_config.task.problem_type == "multitask":
-            raise ConfigError("problem_type 'multitask' needs several label columns: label=['a', 'b'] (--label a,b)")
+        if is_reconstruction(user_config.task.problem_type):  # an autoencoder: no label column
+            if merged.get("label") not in (None, ANOMALY_COLUMN):
+                raise ConfigError(
+                    "a reconstruction model has no label: leave label out (the anomaly flags of a test table are "
+                    "given to evaluate(..., anomaly_label=COLUMN) / --anomaly-label); to keep a column out of the "
+                    "inputs, ignore it"
+                )
+            if preset in ENSEMBLE_PRESETS:
+                raise ConfigError(f"preset '{preset}' fits an ensemble of predictors; a reconstruction model is one "
+                                  "autoencoder: use the default, 'fast', 'pretrained' or 'robust'")
+        elif merged.get("label") is None:
+            raise ConfigError("label is needed (the column to predict); only problem_type='reconstruction' has none")
+        else:
+            check_label_list(merged["label"])
+            if not isinstance(merged["label"], str):
+                check_multitask_type(user_config.task.problem_type)
+            elif user_config.task.problem_type == "multitask":
+                raise ConfigError(
+                    "problem_type 'multitask' needs several label columns: label=['a', 'b'] (--label a,b)"
+                )
         self._user_config, self._params = user_config, merged
         return self
 
@@ -181,8 +199,10 @@ class Predictor:
 
     @property
     def label(self) -> str | list[str]:
-        """The target column, or the list of target columns of a multi-task model."""
-        return self._params["label"]
+        """The target column, or the list of target columns of a multi-task model (a reconstruction model: the
+        column its fit adds, :data:`~polymodal.tasks.reconstruction.ANOMALY_COLUMN`)."""
+        label = self._params.get("label")
+        return ANOMALY_COLUMN if label is None else label
 
     @property
     def verbose(self) -> bool:
@@ -262,7 +282,20 @@ class Predictor:
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
         checkpoint = self._checkpointing(data, tuning_data, cfg, checkpoint_dir, resume)
-        if self.preset in ENSEMBLE_PRESETS or self.preset is None:
+        if is_reconstruction(cfg.task.problem_type):  # one autoencoder (no classical members); the label is added
+            data = reconstruction_table(read_table(data, cfg.data_root))
+            if tuning_data is not None:
+                tuning_data = reconstruction_table(read_table(tuning_data, cfg.data_root))
+            outcome = fit_pipeline(
+                data,
+                ANOMALY_COLUMN,
+                cfg,
+                tuning_data=tuning_data,
+                preset=self.preset,
+                verbose=verbose,
+                checkpoint=checkpoint,
+            )
+        elif self.preset in ENSEMBLE_PRESETS or self.preset is None:
             from .selection import AUTO_PLAN, fit_ensemble
 
             auto = self.preset is None  # the default: the network, joined by classical members on small tables
@@ -342,6 +375,9 @@ class Predictor:
         The study's summary (best trial, leaderboard) is in :attr:`tune_result`.
         """
         from .tuning import tune as run_tune
+
+        if is_reconstruction(self._user_config.task.problem_type):
+            raise ConfigError("tune searches configs of predictive models; fit a reconstruction model with fit()")
 
         result = run_tune(
             data,
@@ -450,6 +486,7 @@ class Predictor:
         decoding: DecodingConfig | dict[str, Any] | None = None,
         chunk_rows: int | None = None,
         robustness_reference: dict[str, list[Any]] | None = None,
+        anomaly_label: str | None = None,
     ) -> dict[str, Any]:
         """Metrics on a labelled table (rows with an empty label are left out).
 
@@ -475,8 +512,18 @@ class Predictor:
                 sweep's "best model without this modality" line (graceful degradation stays above it).
             chunk_rows: rows read and decoded at a time (default 8,192; the metrics are the same for any size).
                 A robustness sweep decodes the whole table at once.
+            anomaly_label: reconstruction models: the column that flags anomalies (1/0, true/false); the metrics
+                then add ``roc_auc`` and ``average_precision`` of ``anomaly_score`` (and ``roc_auc_<modality>``).
+                Without it: the reconstruction errors only.
         """
         pipeline = self._fitted()
+        if is_reconstruction(pipeline.problem_type):
+            if robustness:
+                raise ConfigError("robustness sweeps are for classification and regression models, not reconstruction")
+            table = reconstruction_table(pipeline.read(data, data_root), anomaly_label)
+            return pipeline.evaluate(table, on_error=on_error, data_root=data_root, chunk_rows=chunk_rows)
+        if anomaly_label is not None:
+            raise ConfigError(f"anomaly_label is for reconstruction models; this is a {pipeline.problem_type} model")
         if not robustness and (
             corruptions is not None
             or robustness_out is not None
@@ -618,7 +665,7 @@ class Predictor:
         if pipeline.config.ensemble is not None:
             return "ensemble"
         # A task whose architecture fuses nothing (generation) ignores the fusion section: report none.
-        fused = TASK_PARAMS.get(pipeline.problem_type).architecture == "fused"
+        fused = TASK_PARAMS.get(pipeline.problem_type).architecture in ("fused", "autoencoder")
         return pipeline.config.fusion.name if fused else None
 
     # ------------------------------------------------------------------------------------------- explain

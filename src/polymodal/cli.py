@@ -560,7 +560,13 @@ def validate(
 @handles_errors
 def fit(
     data: Path = typer.Argument(..., help="Training table."),
-    label: str = LabelOpt,
+    label: str | None = typer.Option(
+        None,
+        "--label",
+        "-l",
+        help="Name of the target column; several, comma-separated (--label rating,recommended), train one "
+        "multi-task model with a head per target. Not used by --problem-type reconstruction (no label).",
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
@@ -583,7 +589,8 @@ def fit(
         "--problem-type",
         help=f"One of {PROBLEM_TYPES} (default: binary, multiclass, multilabel or regression, inferred from the "
         "label); multilabel: several tags per row ('a|b' or a JSON list); generation: the label is text to write "
-        "(captions, free-form answers).",
+        "(captions, free-form answers); reconstruction: an autoencoder without a label, whose predictions are "
+        "anomaly scores (anomaly_score, anomaly_<modality>).",
     ),
     seed: int | None = typer.Option(
         None, "--seed", help="Random seed, 0 to 2**32 - 1 (default 0).", min=0, max=SEED_MAX
@@ -656,7 +663,7 @@ def fit(
     from .ranks import is_main_process
 
     p = Predictor(
-        _labels(label),
+        None if label is None else _labels(label),
         problem_type=problem_type,
         config=cfg,
         data_root=data_root,
@@ -771,6 +778,12 @@ def evaluate(
     chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    anomaly_label: str | None = typer.Option(
+        None,
+        "--anomaly-label",
+        help="Reconstruction models: the column flagging anomalies (1/0, true/false); adds the ROC-AUC and average "
+        "precision of anomaly_score (without it: reconstruction errors only).",
+    ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -792,6 +805,7 @@ def evaluate(
         robustness_out=out_dir,
         robustness_baseline=baseline,
         chunk_rows=chunk_rows,
+        anomaly_label=anomaly_label,
     )
     report = metrics.pop("robustness", None)
     if "rows" in metrics:

@@ -67,7 +67,10 @@ def build_model(
     for m in modalities:
         choice = encoder_choice(config, m)  # the column's own entry, else its kind's
         encoders[m.name] = build_encoder(choice.name, choice.params(), m, processors[m.name])
-    return ARCHITECTURES.get(task.architecture)(config, encoders, task)
+    builder = ARCHITECTURES.get(task.architecture)
+    if getattr(builder, "needs_processors", False):  # (the autoencoder: its decoders are shaped by them)
+        return builder(config, encoders, task, processors)
+    return builder(config, encoders, task)
 
 
 @register(ARCHITECTURES, "fused")

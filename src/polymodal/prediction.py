@@ -86,6 +86,8 @@ def prediction_frames(
             result = tags.to_frame("prediction")
             if proba:
                 result = result.join(probs.add_prefix("proba_"))
+        elif pipeline.problem_type == "reconstruction":  # anomaly_score, anomaly_<modality>
+            result = cast(pd.DataFrame, pipeline.predictions(decoded, outputs))
         elif pipeline.problem_type == "multitask":
             result = cast(pd.DataFrame, pipeline.predictions(decoded, outputs))
             if proba:

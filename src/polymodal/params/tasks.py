@@ -50,3 +50,11 @@ class GenerationParams(TaskParams):
 class MultitaskParams(TaskParams):
     """Several targets in one model (the label is a list of columns): one head and loss per target, each binary,
     multiclass or regression (task.targets sets each one's problem type and loss weight)."""
+
+
+@register(TASK_PARAMS, "reconstruction")
+class ReconstructionParams(TaskParams):
+    """An autoencoder without a label: encoders, fusion, a bottleneck (task.reconstruction) and a decoder per
+    modality; predict gives each row's anomaly score (and one per modality) from its reconstruction errors."""
+
+    architecture = "autoencoder"

@@ -1,6 +1,13 @@
 """Tasks: the head, the loss, target encoding, metrics and post-processing. Importing registers them."""
 
-from . import classification, generation, multilabel, multitask, regression  # noqa: F401  (registration side effects)
+from . import (  # noqa: F401  (registration side effects)
+    classification,
+    generation,
+    multilabel,
+    multitask,
+    reconstruction,
+    regression,
+)
 from .base import Task, build_task
 
 __all__ = ["Task", "build_task"]

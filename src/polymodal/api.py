@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from .components import check_config
@@ -31,10 +32,14 @@ from .pipeline import Data, FittedPipeline, check_label_list
 from .prediction import PredictionSummary, predict_to
 from .presets import ENSEMBLE_PRESETS, PRESETS, PresetChoice
 from .ranks import is_main_process
+from .retrieval import embed as embed_rows
+from .retrieval import find, pair_table
 from .schema import Modality, Schema
+from .search import ApproximateIndex, Hits
 from .tasks import Task
 from .tasks.generation import GenerationTask
 from .tasks.reconstruction import ANOMALY_COLUMN, is_reconstruction, reconstruction_table
+from .tasks.retrieval import PAIR_COLUMN, RetrievalTask
 from .training import FitResult
 from .training.checkpoint import Checkpointing, data_fingerprint
 
@@ -64,6 +69,8 @@ _PARAMS = (
     "fusion",
     "encoders",
     "verbose",
+    "query",
+    "target",
 )
 
 
@@ -131,6 +138,8 @@ class Predictor:
         fusion: str | dict[str, Any] | None = None,
         encoders: dict[str, str | dict[str, Any]] | None = None,
         verbose: bool = True,
+        query: list[str] | str | None = None,
+        target: list[str] | str | None = None,
     ):
         self._params: dict[str, Any] = {}
         self.pipeline: FittedPipeline | None = None
@@ -151,6 +160,8 @@ class Predictor:
             fusion=fusion,
             encoders=encoders,
             verbose=verbose,
+            query=query,
+            target=target,
         )
 
     # -------------------------------------------------------------------------------------------- params
@@ -170,7 +181,16 @@ class Predictor:
             raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
         user_config = _user_config(merged)
         check_config(user_config)  # a misspelt component or parameter fails here, before any table is read
-        if is_reconstruction(user_config.task.problem_type):  # an autoencoder: no label column
+        if user_config.task.problem_type == "retrieval":  # the rows are the pairs: no label column
+            if merged.get("label") not in (None, PAIR_COLUMN):
+                raise ConfigError("a retrieval model has no label: name query=[...] and target=[...] instead")
+            sides = user_config.task.retrieval
+            if not sides.query or not sides.target:
+                raise ConfigError(
+                    "problem_type 'retrieval' needs query and target columns: query=['title'], target=['image'] "
+                    "(--query title --target image)"
+                )
+        elif is_reconstruction(user_config.task.problem_type):  # an autoencoder: no label column
             if merged.get("label") not in (None, ANOMALY_COLUMN):
                 raise ConfigError(
                     "a reconstruction model has no label: leave label out (the anomaly flags of a test table are "
@@ -178,10 +198,15 @@ class Predictor:
                     "inputs, ignore it"
                 )
             if preset in ENSEMBLE_PRESETS:
-                raise ConfigError(f"preset '{preset}' fits an ensemble of predictors; a reconstruction model is one "
-                                  "autoencoder: use the default, 'fast', 'pretrained' or 'robust'")
+                raise ConfigError(
+                    f"preset '{preset}' fits an ensemble of predictors; a reconstruction model is one autoencoder: "
+                    "use the default, 'fast', 'pretrained' or 'robust'"
+                )
         elif merged.get("label") is None:
-            raise ConfigError("label is needed (the column to predict); only problem_type='reconstruction' has none")
+            raise ConfigError(
+                "label is needed (the column to predict; --label); only problem_type 'retrieval' and "
+                "'reconstruction' have none"
+            )
         else:
             check_label_list(merged["label"])
             if not isinstance(merged["label"], str):
@@ -199,10 +224,13 @@ class Predictor:
 
     @property
     def label(self) -> str | list[str]:
-        """The target column, or the list of target columns of a multi-task model (a reconstruction model: the
-        column its fit adds, :data:`~polymodal.tasks.reconstruction.ANOMALY_COLUMN`)."""
+        """The target column, or the list of target columns of a multi-task model (retrieval and reconstruction
+        models: the column their fit adds, :data:`~polymodal.tasks.retrieval.PAIR_COLUMN` /
+        :data:`~polymodal.tasks.reconstruction.ANOMALY_COLUMN`)."""
         label = self._params.get("label")
-        return ANOMALY_COLUMN if label is None else label
+        if label is None:
+            return ANOMALY_COLUMN if is_reconstruction(self._user_config.task.problem_type) else PAIR_COLUMN
+        return label
 
     @property
     def verbose(self) -> bool:
@@ -282,7 +310,19 @@ class Predictor:
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
         checkpoint = self._checkpointing(data, tuning_data, cfg, checkpoint_dir, resume)
-        if is_reconstruction(cfg.task.problem_type):  # one autoencoder (no classical members); the label is added
+        if cfg.task.problem_type == "retrieval":  # the rows are the pairs; one network (no classical members)
+            data = pair_table(data, cfg)
+            tuning_data = None if tuning_data is None else pair_table(tuning_data, cfg)
+            outcome = fit_pipeline(
+                data,
+                self.label,
+                cfg,
+                tuning_data=tuning_data,
+                preset=self.preset,
+                verbose=verbose,
+                checkpoint=checkpoint,
+            )
+        elif is_reconstruction(cfg.task.problem_type):  # one autoencoder (no classical members); the label is added
             data = reconstruction_table(read_table(data, cfg.data_root))
             if tuning_data is not None:
                 tuning_data = reconstruction_table(read_table(tuning_data, cfg.data_root))
@@ -542,6 +582,12 @@ class Predictor:
         if robustness:  # bad names, levels or baselines fail before the table is decoded
             plan_sweep(pipeline.processors, corruptions)
             resolve_baseline(robustness_baseline, pipeline.task.monitor[0])
+        if isinstance(pipeline.task, RetrievalTask):
+            if robustness:
+                raise ConfigError("robustness sweeps are for classification and regression models, not retrieval")
+            return pipeline.evaluate(
+                pair_table(data, pipeline.config, data_root), on_error=on_error, chunk_rows=chunk_rows
+            )
         with pipeline.decoding(decoding):
             if not robustness:
                 return pipeline.evaluate(data, on_error=on_error, data_root=data_root, chunk_rows=chunk_rows)
@@ -566,6 +612,30 @@ class Predictor:
                 report.write(robustness_out)
             metrics["robustness"] = report
         return metrics
+
+    # ------------------------------------------------------------------------------------------ retrieval
+    def embed(
+        self, data: Data, side: str = "query", *, data_root: str | Path | None = None, chunk_rows: int | None = None
+    ) -> np.ndarray:
+        """Retrieval models: unit-norm float32 vectors ``[rows, dim]`` of the ``side`` ("query" or "target")
+        columns of ``data``, one per row in order (the other side's columns need not be in the table)."""
+        return embed_rows(self._fitted(), data, side, data_root, chunk_rows)
+
+    def search(
+        self,
+        queries: Data | np.ndarray,
+        collection: Data | np.ndarray | ApproximateIndex,
+        k: int = 10,
+        *,
+        data_root: str | Path | None = None,
+    ) -> Hits:
+        """Retrieval models: the top-``k`` rows of ``collection`` for each row of ``queries``, as
+        :class:`~polymodal.search.Hits` (``indices`` [Q, k] collection row positions, best first, and ``scores``,
+        cosine similarities). Tables are embedded (queries on the query side, the collection on the target side);
+        arrays are taken as vectors from :meth:`embed`. Exact up to ``task.retrieval.exact_max_rows`` collection
+        rows, approximate (a usearch index, ``pip install 'polymodal[retrieval]'``) above; an
+        :class:`~polymodal.search.ApproximateIndex` (e.g. loaded from a run's ``search_index``) is searched as is."""
+        return find(self._fitted(), queries, collection, k, data_root)
 
     # ------------------------------------------------------------------------------------------ summaries
     def fit_summary(self) -> dict[str, Any]:
@@ -811,6 +881,10 @@ def _user_config(params: dict[str, Any]) -> PolymodalConfig:
     if params.get("on_error") is not None:
         updates["on_error"] = params["on_error"]
     data = {**cfg.to_dict(), **updates}
+    for side in ("query", "target"):
+        if params.get(side) is not None:
+            cols = [params[side]] if isinstance(params[side], str) else list(params[side])
+            data["task"] = {**data["task"], "retrieval": {**data["task"].get("retrieval", {}), side: cols}}
     if params.get("seed") is not None:
         data["training"] = {**data["training"], "seed": params["seed"]}
     return apply_choices(

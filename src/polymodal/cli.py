@@ -565,7 +565,19 @@ def fit(
         "--label",
         "-l",
         help="Name of the target column; several, comma-separated (--label rating,recommended), train one "
-        "multi-task model with a head per target. Not used by --problem-type reconstruction (no label).",
+        "multi-task model with a head per target. Not used by --problem-type retrieval (--query/--target) nor "
+        "reconstruction (no label).",
+    ),
+    query: str | None = typer.Option(
+        None,
+        "--query",
+        help="--problem-type retrieval: the query tower's columns, comma-separated (e.g. --query title).",
+    ),
+    target: str | None = typer.Option(
+        None,
+        "--target",
+        help="--problem-type retrieval: the target tower's columns, comma-separated (e.g. --target image); row i's "
+        "query matches row i's target.",
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
     config: Path | None = ConfigOpt,
@@ -589,8 +601,9 @@ def fit(
         "--problem-type",
         help=f"One of {PROBLEM_TYPES} (default: binary, multiclass, multilabel or regression, inferred from the "
         "label); multilabel: several tags per row ('a|b' or a JSON list); generation: the label is text to write "
-        "(captions, free-form answers); reconstruction: an autoencoder without a label, whose predictions are "
-        "anomaly scores (anomaly_score, anomaly_<modality>).",
+        "(captions, free-form answers); retrieval: two towers (--query, --target columns) that embed row i's query "
+        "next to row i's target (then `polymodal embed` / `polymodal search`); reconstruction: an autoencoder "
+        "without a label, whose predictions are anomaly scores (anomaly_score, anomaly_<modality>).",
     ),
     seed: int | None = typer.Option(
         None, "--seed", help="Random seed, 0 to 2**32 - 1 (default 0).", min=0, max=SEED_MAX
@@ -673,6 +686,8 @@ def fit(
         on_error=on_error,
         preset=preset,
         verbose=not quiet,
+        query=None if query is None else _split(query),
+        target=None if target is None else _split(target),
     )
     p.fit(data, checkpoint_dir=resume_dir, resume=resume)
     if not is_main_process():  # rank 0 writes the run directory and prints the summary; the others are done
@@ -721,15 +736,29 @@ def predict(
     chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Read JSON rows from stdin (DATA is '-'), one object per line, and write one JSON line per row to "
+        "stdout as rows arrive, in order: {row, prediction[, probabilities]} or, for a bad line, "
+        "{row, column, problem}; the stream goes on.",
+    ),
+    stream_batch: int = typer.Option(
+        64, "--stream-batch", min=1, help="With --stream: lines predicted together at most (what has arrived)."
+    ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-label
     model's tags joined by its task.tag_separator; a multi-task model: one column per target, named like it).
     The table is read and predicted in chunks and the output written as it goes (renamed into place when complete),
-    so a table of any size predicts in bounded memory."""
+    so a table of any size predicts in bounded memory. With --stream, JSON lines on stdin are predicted as they
+    arrive."""
     from .api import Predictor
 
+    if stream or str(data) == "-":
+        _predict_stream(run, data, out_file, proba, scores, greedy, data_root, stream_batch, stream, quiet)
+        return
     _check_output(out_file)
     p = Predictor.load(run, verbose=not quiet)
     done = p.predict_to(
@@ -744,6 +773,36 @@ def predict(
     )
     if out_file is not None:
         err.print(f"wrote {done.rows} predictions to {out_file}")
+
+
+def _predict_stream(
+    run: Path,
+    data: Path,
+    out_file: Path | None,
+    proba: bool,
+    scores: bool,
+    greedy: bool,
+    data_root: Path | None,
+    batch: int,
+    stream: bool,
+    quiet: bool,
+) -> None:
+    import sys
+
+    from .errors import ConfigError
+    from .pipeline import FittedPipeline
+    from .streaming import predict_lines
+
+    if not stream or str(data) != "-":
+        raise ConfigError("streaming prediction reads stdin: use `polymodal predict RUN - --stream`")
+    if out_file is not None or scores or greedy:
+        raise ConfigError("--stream writes JSON lines to stdout; --out, --scores and --greedy are for tables")
+    pipeline = FittedPipeline.load(run, verbose=False)
+    n = predict_lines(
+        pipeline, sys.stdin, sys.stdout.write, sys.stdout.flush, proba=proba, data_root=data_root, max_batch=batch
+    )
+    if not quiet:
+        err.print(f"answered {n} lines")
 
 
 @app.command()
@@ -1539,6 +1598,15 @@ def export(
         "(default: parity on random inputs, dynamic quantization).",
     ),
     calibration_rows: int = typer.Option(256, "--calibration-rows", help="Rows of --calibration to use."),
+    min_agreement: float = typer.Option(
+        0.99,
+        "--min-agreement",
+        help="int8: share of calibration rows (0..1) on which the int8 graph must predict as the eager model; "
+        "below it nothing is written and the command exits 2 naming the layers that add the most error.",
+    ),
+    allow_degraded: bool = typer.Option(
+        False, "--allow-degraded", help="int8: write the int8 graph even below --min-agreement (with a warning)."
+    ),
     data_root: Path | None = DataRootOpt,
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
@@ -1553,7 +1621,12 @@ def export(
 
     try:
         cfg = ExportConfig(
-            format=fmt, quantize=quantize, quantize_mode=quantize_mode, calibration_rows=calibration_rows
+            format=fmt,
+            quantize=quantize,
+            quantize_mode=quantize_mode,
+            calibration_rows=calibration_rows,
+            min_agreement=min_agreement,
+            allow_degraded=allow_degraded,
         )
     except ValueError as e:
         raise ConfigError(f"invalid export options:\n{e}") from None
@@ -1566,6 +1639,15 @@ def export(
         t.add_row(name, f"{p.max_abs_diff:.2e}", "" if p.agreement is None else f"{p.agreement:.1%}", str(p.rows))
     out.print(t)
     out.print(f"parity measured on {result.parity_inputs}; inputs: {', '.join(result.signature.names)}")
+    if result.int8_gate is not None:
+        g = result.int8_gate
+        out.print(
+            f"int8 gate: {g.agreement:.1%} agreement on {g.rows} rows (min {g.min_agreement:.1%}); "
+            f"{len(g.kept_float)} layers kept float32: {', '.join(g.kept_float) or 'none'}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command("prune")
@@ -1641,13 +1723,31 @@ def serve(
     decode_workers: int = typer.Option(2, "--decode-workers", help="Threads decoding request files."),
     max_queue: int = typer.Option(32, "--max-queue", help="Requests waiting to be decoded at most; more get 503."),
     request_timeout: float = typer.Option(
-        30.0, "--request-timeout", help="Seconds a request may take (body, decoding and model) before 408/503."
+        30.0, "--request-timeout", help="Seconds a request may take (body, decoding and model) before 408/504."
+    ),
+    api_key_file: Path | None = typer.Option(
+        None,
+        "--api-key-file",
+        help="File of API keys, one per line (16+ characters): every route but /health then needs one, sent as "
+        "'Authorization: Bearer KEY' or 'X-API-Key: KEY' (else 401).",
+    ),
+    cors_origin: list[str] | None = typer.Option(
+        None, "--cors-origin", help="An origin allowed to call the server from a browser (repeatable; default: none)."
+    ),
+    rate_limit: str | None = typer.Option(
+        None, "--rate-limit", help="Requests per client (API key, else address) at most: N/s, N/min or N/h (429)."
+    ),
+    client_concurrency: int | None = typer.Option(
+        None, "--client-concurrency", help="Requests of one client in progress at once at most (more get 429)."
+    ),
+    access_log: str = typer.Option(
+        "text", "--access-log", help="Access log format: text (uvicorn's lines) or json (one object per request)."
     ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Serve a saved model over HTTP: POST /predict (POST /generate for generation models), GET /health,
-    GET /metadata; API docs at /docs."""
+    """Serve a saved model over HTTP: POST /predict (POST /generate for generation models), POST /predict/stream
+    (NDJSON), GET /health, GET /metadata, GET /metrics (Prometheus); API docs at /docs."""
     # A first line at once, before the imports and the load (tens of seconds on a busy machine), then progress.
     start = time.perf_counter()
     progress = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, soft_wrap=True))
@@ -1673,11 +1773,20 @@ def serve(
             max_queue=max_queue,
             request_timeout_s=request_timeout,
             body_timeout_s=request_timeout,
+            api_key_file=None if api_key_file is None else str(api_key_file),
+            cors_origins=cors_origin or [],
+            rate_limit=rate_limit,
+            client_concurrency=client_concurrency,
+            access_log=access_log,
         )
     except ValueError as e:
         raise ConfigError(f"invalid serve options:\n{e}") from None
     from .serving.net import bind
 
+    if cfg.api_key_file is not None:  # a missing or empty key file is an error before anything is loaded
+        from .serving.security import load_api_keys
+
+        load_api_keys(cfg.api_key_file)
     sock = bind(host, port)  # before the imports and the load: a busy port is an error at once, not after "serving"
     from .api import Predictor
     from .serving.app import serve as run_server
@@ -1687,6 +1796,90 @@ def serve(
     progress(f"model loaded ({time.perf_counter() - start:.1f} s since start)")
     err.print(f"serving {run} ({backend}) on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     run_server(predictor, cfg, quiet=quiet, sock=sock)
+
+
+@app.command()
+@handles_errors
+def embed(
+    run: Path = typer.Argument(
+        ..., help="Run directory of a retrieval model (`polymodal fit --problem-type retrieval`)."
+    ),
+    data: Path = typer.Argument(..., help="Table with the side's columns."),
+    side: str = typer.Option("query", "--side", help="Which tower embeds the rows: query or target."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="The vectors: a .npy file of float32 [rows, dim]."),
+    index: bool = typer.Option(
+        False,
+        "--index",
+        help="--side target: also build an approximate (usearch) index of the vectors into RUN/search_index, which "
+        "`polymodal search` then uses instead of embedding --collection.",
+    ),
+    chunk_rows: int | None = ChunkRowsOpt,
+    data_root: Path | None = DataRootOpt,
+    threads: int | None = ThreadsOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Embed a table's query or target columns with a retrieval model: unit-norm vectors, one row each."""
+    from .errors import ConfigError
+
+    if side not in ("query", "target"):
+        raise ConfigError(f"--side must be query or target, not {side!r}")
+    if index and side != "target":
+        raise ConfigError("--index indexes a target collection: use it with --side target")
+    _check_output(out_file)
+    from .api import Predictor
+    from .retrieval import build_index, save_vectors
+
+    p = Predictor.load(run, verbose=not quiet)
+    vectors = p.embed(data, side=side, data_root=data_root, chunk_rows=chunk_rows)
+    save_vectors(vectors, out_file)
+    out.print(f"{len(vectors)} {side} vectors of {vectors.shape[1]} dimensions saved to {out_file}")
+    if index:
+        assert p.pipeline is not None, "a loaded Predictor is fitted"
+        folder = build_index(p.pipeline, vectors, run)
+        out.print(f"approximate index of {len(vectors)} rows saved to {folder}")
+
+
+@app.command()
+@handles_errors
+def search(
+    run: Path = typer.Argument(..., help="Run directory of a retrieval model."),
+    queries: Path = typer.Argument(..., help="Table with the query columns."),
+    collection: Path | None = typer.Option(
+        None,
+        "--collection",
+        help="Table with the target columns to search, or a .npy of its vectors (`polymodal embed --side target`). "
+        "Without it, the index in RUN/search_index (`polymodal embed --index`).",
+    ),
+    k: int = typer.Option(10, "--k", min=1, help="Hits per query."),
+    out_file: Path = typer.Option(
+        ..., "--out", "-o", help="CSV of hits: query (row position), rank (1 = best), target (row position), score."
+    ),
+    data_root: Path | None = DataRootOpt,
+    threads: int | None = ThreadsOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """The top-K rows of a collection for each query row, by a retrieval model (exact for small collections,
+    approximate above task.retrieval.exact_max_rows rows)."""
+    _check_output(out_file)
+    import numpy as np
+
+    from .api import Predictor
+    from .io import atomic_file
+    from .retrieval import INDEX_DIR, hits_frame
+    from .search import ApproximateIndex
+
+    p = Predictor.load(run, verbose=not quiet)
+    target: Any
+    if collection is None:
+        target = ApproximateIndex.load(run / INDEX_DIR)
+    elif collection.suffix == ".npy":
+        target = np.load(collection, allow_pickle=False)
+    else:
+        target = collection
+    hits = p.search(queries, target, k, data_root=data_root)
+    with atomic_file(out_file, "w", newline="", encoding="utf-8") as f:
+        hits_frame(hits).to_csv(f, index=False)
+    out.print(f"{hits.indices.shape[0]} queries x {hits.indices.shape[1]} hits saved to {out_file}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -22,7 +22,7 @@ from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "video", "text", "timeseries", "numeric", "category", "ignore"]
 ProblemType = Literal[
-    "binary", "multiclass", "multilabel", "regression", "generation", "multitask", "reconstruction"
+    "binary", "multiclass", "multilabel", "regression", "generation", "multitask", "retrieval", "reconstruction"
 ]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
@@ -245,6 +245,27 @@ class GenerationConfig(_Section):
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
 
 
+class RetrievalConfig(_Section):
+    """``problem_type: retrieval``: two towers (query columns, target columns) trained with a symmetric InfoNCE loss
+    so that a row's query embeds next to its own target (see docs/USER_GUIDE.md, "Retrieval")."""
+
+    query: list[str] = Field(default_factory=list, description="the query tower's input columns (e.g. [title])")
+    target: list[str] = Field(default_factory=list, description="the target tower's input columns (e.g. [image])")
+    dim: int = Field(128, ge=4, le=4096, description="width of the shared embedding space (the projection heads)")
+    temperature: float = Field(
+        0.07, gt=0, le=1, description="initial softmax temperature (learned, as log 1/temperature)"
+    )
+    max_logit_scale: float = Field(
+        100.0, gt=1, description="the learned 1/temperature is clamped to at most this (CLIP's bound)"
+    )
+    exact_max_rows: int = Field(
+        50_000,
+        ge=0,
+        description="search: collections up to this many rows are searched exactly (batched matmul); larger ones "
+        "through an approximate usearch index (pip install 'polymodal[retrieval]')",
+    )
+
+
 class ReconstructionConfig(_Section):
     """``problem_type: reconstruction``: an autoencoder (encoders, fusion, a bottleneck, one decoder per modality)
     whose per-row reconstruction errors are anomaly scores (see docs/USER_GUIDE.md, "Anomaly detection")."""
@@ -342,6 +363,7 @@ class TaskConfig(_Section):
     )
     costs: CostsConfig = Field(default_factory=CostsConfig, description="mistake costs for threshold: cost")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
 
     @field_validator("problem_type", mode="before")

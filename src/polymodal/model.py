@@ -67,6 +67,8 @@ def build_model(
     for m in modalities:
         choice = encoder_choice(config, m)  # the column's own entry, else its kind's
         encoders[m.name] = build_encoder(choice.name, choice.params(), m, processors[m.name])
+    if task.architecture == "two_tower":
+        from . import towers as _towers  # noqa: F401  (registers the "two_tower" architecture)
     builder = ARCHITECTURES.get(task.architecture)
     if getattr(builder, "needs_processors", False):  # (the autoencoder: its decoders are shaped by them)
         return builder(config, encoders, task, processors)

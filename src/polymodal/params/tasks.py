@@ -52,6 +52,14 @@ class MultitaskParams(TaskParams):
     multiclass or regression (task.targets sets each one's problem type and loss weight)."""
 
 
+@register(TASK_PARAMS, "retrieval")
+class RetrievalParams(TaskParams):
+    """Cross-modal retrieval: a query tower and a target tower (task.retrieval.query / target columns) trained with
+    a symmetric InfoNCE loss; embed rows, search a collection for each query's top-K targets."""
+
+    architecture = "two_tower"
+
+
 @register(TASK_PARAMS, "reconstruction")
 class ReconstructionParams(TaskParams):
     """An autoencoder without a label: encoders, fusion, a bottleneck (task.reconstruction) and a decoder per

@@ -24,8 +24,8 @@ from ..registry import Registry, register
 from ..tasks.generation import Generated, GenerationTask
 from .backends import Backend
 from .payload import RequestError
-from .pool import Overloaded
 from .schemas import ErrorResponse, ServeConfig
+from .stream import TimedOut
 
 if TYPE_CHECKING:
     from ..pipeline import FittedPipeline
@@ -131,7 +131,9 @@ def add_generate_route(
             batch = Collator(prepared, procs, False, torch.long)(list(range(len(prepared))))
             return cast(Generated, backend.run(batch))
 
-    responses: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 408, 413, 415, 422, 503)}
+    responses: dict[int | str, dict[str, Any]] = {
+        s: {"model": ErrorResponse} for s in (400, 401, 408, 413, 415, 422, 429, 503, 504)
+    }
 
     @app.post("/generate", response_model=GenerateResponse, responses=responses)
     async def generate(
@@ -159,11 +161,7 @@ def add_generate_route(
                 async with lock:
                     out = await asyncio.to_thread(run, prepared, decoding)
         except TimeoutError:
-            raise Overloaded(
-                f"the request took longer than {config.request_timeout_s:g} s (request_timeout_s); retry later or "
-                "send fewer rows",
-                retry_after=5,
-            ) from None
+            raise TimedOut(config.request_timeout_s) from None
         except ConfigError as e:  # decoding options the model cannot honour (max_length past its positions)
             raise RequestError(422, str(e)) from None
         texts = task.postprocess(out)

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (registration side effects)
     multitask,
     reconstruction,
     regression,
+    retrieval,
 )
 from .base import Task, build_task
 

@@ -49,7 +49,7 @@ def paired_table(folder: Path, n: int, seed: int, anomalies: float = 0.0) -> pd.
     return pd.DataFrame(rows)
 
 
-def config(epochs: int = 12, **reconstruction: object) -> dict:
+def config(epochs: int = 20, **reconstruction: object) -> dict:
     return {
         "training": {"max_epochs": epochs, "batch_size": 32, "learning_rate": 0.003},
         "encoders": {

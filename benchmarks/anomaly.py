@@ -155,6 +155,7 @@ def main() -> None:
 def report(results: dict) -> str:
     rows = "\n".join(
         f"| {name} | {m.get('roc_auc', float('nan')):.3f} | {m.get('average_precision', float('nan')):.3f} | "
+        f"{m.get('roc_auc_cross', float('nan')):.3f} | "
         f"{m.get('roc_auc_image', float('nan')):.3f} | {m.get('roc_auc_audio', float('nan')):.3f} | "
         f"{m['epochs_run']} | {m['fit_seconds']:.0f} s | {m['load_before']} / {m['load_after']} |"
         for name, m in results["models"].items()
@@ -168,10 +169,12 @@ load average before / after each fit in the last column).
 {results["train_rows"]} clean training rows; {results["test_rows"]} test rows of which {results["anomalies"]}
 ({rate:.0%}) had their audio swapped for another row's with a different digit. `problem_type="reconstruction"`,
 config `{json.dumps(results["config"])}`. ROC-AUC / AP: of `anomaly_score` against `is_anomaly` (chance: 0.5 /
-{rate:.2f}); the per-modality columns score `anomaly_image` / `anomaly_audio` alone.
+{rate:.2f}) with the default `score: joint`; "cross score": the same model's row score from cross errors (each
+modality reconstructed from the other alone; a single-modality model has none); the per-modality columns score
+`anomaly_image` / `anomaly_audio` alone (joint).
 
-| model | ROC-AUC | AP | ROC-AUC image score | ROC-AUC audio score | epochs | fit | load avg |
-|---|---|---|---|---|---|---|---|
+| model | ROC-AUC | AP | ROC-AUC, cross score | ROC-AUC image score | ROC-AUC audio score | epochs | fit | load avg |
+|---|---|---|---|---|---|---|---|---|
 {rows}
 """
 

@@ -96,7 +96,9 @@ def test_inconsistent_rows_score_higher(fitted, tables):
     assert scores[bad].mean() > scores[~bad].mean()
     metrics = fitted.evaluate(tables[1], anomaly_label="is_anomaly")
     assert metrics["roc_auc"] > 0.75, metrics
-    assert {"average_precision", "roc_auc_image", "roc_auc_tabular", "error_image", "error_tabular"} <= set(metrics)
+    expected = {"average_precision", "roc_auc_image", "roc_auc_tabular", "roc_auc_joint", "roc_auc_cross"}
+    assert expected | {"error_image", "error_tabular", "cross_error_image", "cross_error_tabular"} <= set(metrics)
+    assert metrics["roc_auc_joint"] == metrics["roc_auc"]  # the default score
     # without flags: the errors only
     plain = fitted.evaluate(tables[1])
     assert "roc_auc" not in plain and plain["reconstruction_error"] > 0

@@ -290,6 +290,12 @@ class ReconstructionConfig(_Section):
         "reconstructing it, so that each modality is predicted from the others (cross-modal consistency)",
     )
     text: bool = Field(True, description="reconstruct text columns as a bag of words (false: encode, do not score)")
+    score: Literal["joint", "cross"] = Field(
+        "joint",
+        description="the per-modality anomaly score: joint = the modality's error reconstructed from all of the "
+        "row's modalities; cross = from the others alone (the modality hidden), which measures how well the "
+        "modalities agree (a row with one modality: joint)",
+    )
     weights: dict[str, float] = Field(
         default_factory=dict,
         description="modality name or kind (image, audio, tabular, timeseries, text) -> weight of its "

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..config import PolymodalConfig
 from ..data.processors import Processor
-from ..encoders import Encoder
+from ..encoders import Encoded, Encoder
 from ..errors import ConfigError
 from ..fusion import Fusion, FusionInput, build_fusion
 from ..model import MultimodalModel
@@ -69,9 +69,13 @@ def hide_modalities(masks: dict[str, torch.Tensor], rate: float) -> dict[str, to
 
 
 class AutoencoderModel(MultimodalModel):
-    """``forward(inputs, masks) → [B, 2M + 1]``: the ``M`` scored modalities' errors, their presence (1/0) and the
-    bottleneck's KL term, which :class:`~polymodal.tasks.reconstruction.ReconstructionTask` turns into the loss
-    and the anomaly scores."""
+    """``forward(inputs, masks) → [B, 4M + 1]`` for the ``M`` scored modalities: their joint errors (every present
+    modality encoded), their cross errors (the modality hidden from the encoders, reconstructed from the others),
+    whether each joint and each cross error exists (1/0), and the bottleneck's KL term.
+    :class:`~polymodal.tasks.reconstruction.ReconstructionTask` turns them into the loss and the anomaly scores.
+
+    Training computes the joint errors only (the cross columns are 0): the loss is theirs, and the hidden
+    modalities of ``hide`` already train the cross reconstructions."""
 
     head: Reconstruction
 
@@ -79,16 +83,42 @@ class AutoencoderModel(MultimodalModel):
         super().__init__(encoders, fusion, head)
         self.hide = hide
 
+    def reconstruct(
+        self, encoded: dict[str, Encoded], inputs: dict[str, torch.Tensor], only: str | None = None
+    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Each decoder's (error, has) from the code of the ``encoded`` modalities (``only``: that decoder alone),
+        and the KL term."""
+        code, kl = self.head.bottleneck(self.fusion(encoded))
+        out = {
+            name: decoder(code, inputs)
+            for name, decoder in self.head.decoders.items()
+            if only is None or name == only
+        }
+        return out, kl
+
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
-        seen = hide_modalities(masks, self.hide) if self.training and self.hide > 0 and len(masks) > 1 else masks
-        code, kl = self.head.bottleneck(self.fusion(self.encode(inputs, seen)))
-        errors, present = [], []
-        for name, decoder in self.head.decoders.items():
-            err, has = decoder(code, inputs)
+        several = len(masks) > 1
+        seen = hide_modalities(masks, self.hide) if self.training and self.hide > 0 and several else masks
+        encoded = self.encode(inputs, seen)
+        joint, kl = self.reconstruct(encoded, inputs)
+        errors, present, cross, cross_present = [], [], [], []
+        for name, (err, has) in joint.items():
             has = has & masks[name]
             errors.append(torch.where(has, err, torch.zeros_like(err)))
             present.append(has.to(err.dtype))
-        return torch.cat([torch.stack(errors, 1), torch.stack(present, 1), kl.unsqueeze(1).to(code.dtype)], 1)
+            c_err, c_has = torch.zeros_like(err), torch.zeros_like(has)
+            if not self.training and several:
+                # the others' encodings as they are; this modality's as an absent one's
+                hidden = {**encoded, name: self.encoders[name](inputs, torch.zeros_like(masks[name]))}
+                others = torch.stack([m for n, m in masks.items() if n != name], 1).any(1)
+                parts, _ = self.reconstruct(hidden, inputs, only=name)
+                c_err = parts[name][0]
+                c_has = has & others
+                c_err = torch.where(c_has, c_err, torch.zeros_like(c_err))
+            cross.append(c_err)
+            cross_present.append(c_has.to(err.dtype))
+        columns = [errors, cross, present, cross_present]
+        return torch.cat([*(torch.stack(c, 1) for c in columns), kl.unsqueeze(1).to(errors[0].dtype)], 1)
 
 
 @register(ARCHITECTURES, "autoencoder")

@@ -169,9 +169,9 @@ load average before / after each fit in the last column).
 {results["train_rows"]} clean training rows; {results["test_rows"]} test rows of which {results["anomalies"]}
 ({rate:.0%}) had their audio swapped for another row's with a different digit. `problem_type="reconstruction"`,
 config `{json.dumps(results["config"])}`. ROC-AUC / AP: of `anomaly_score` against `is_anomaly` (chance: 0.5 /
-{rate:.2f}) with the default `score: joint`; "cross score": the same model's row score from cross errors (each
-modality reconstructed from the other alone; a single-modality model has none); the per-modality columns score
-`anomaly_image` / `anomaly_audio` alone (joint).
+{rate:.2f}) with the default `score: joint`; "cross score": the same model's row score from cross errors
+(each modality reconstructed from the other alone; a single-modality model falls back to joint); the
+per-modality columns score `anomaly_image` / `anomaly_audio` alone (joint).
 
 | model | ROC-AUC | AP | ROC-AUC, cross score | ROC-AUC image score | ROC-AUC audio score | epochs | fit | load avg |
 |---|---|---|---|---|---|---|---|---|

@@ -103,8 +103,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     train_all, test_all = frame[frame["split"] == "train"], frame[frame["split"] == "test"]
     train = train_all.iloc[np.sort(rng.choice(len(train_all), args.train_rows, replace=False))]
-    test = swapped(test_all.iloc[np.sort(rng.choice(len(test_all), args.test_rows, replace=False))], args.anomaly_rate,
-                   args.seed)
+    test = swapped(
+        test_all.iloc[np.sort(rng.choice(len(test_all), args.test_rows, replace=False))], args.anomaly_rate, args.seed
+    )
     args.work.mkdir(parents=True, exist_ok=True)  # (the tables' file paths resolve against --data: data_root)
     train_path, test_path = args.work / "train.csv", args.work / "test_swapped.csv"
     train.to_csv(train_path, index=False)

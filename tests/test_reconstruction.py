@@ -43,8 +43,10 @@ def paired_table(folder: Path, n: int, seed: int, anomalies: float = 0.0) -> pd.
         said = (k + int(rng.integers(1, K))) % K if bad else k
         path = f"img/s{seed}_{i:04d}.png"
         _image(rng, k).save(folder / path)
-        row = {"image": path, **{f"x{j}": round(float((2.0 if j == said else 0.0) + rng.normal(0, 0.1)), 3)
-                                 for j in range(K)}}
+        row = {
+            "image": path,
+            **{f"x{j}": round(float((2.0 if j == said else 0.0) + rng.normal(0, 0.1)), 3) for j in range(K)},
+        }
         rows.append({**row, "is_anomaly": int(bad)})
     return pd.DataFrame(rows)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .components import check_config
-from .data.readers import read_table
 from .config import DecodingConfig, PolymodalConfig, apply_choices, encoder_choice
+from .data.readers import read_table
 from .errors import ConfigError, NotFittedError
 from .evaluation.robustness import (
     CorruptionSpec,

@@ -90,9 +90,7 @@ class AutoencoderModel(MultimodalModel):
         and the KL term."""
         code, kl = self.head.bottleneck(self.fusion(encoded))
         out = {
-            name: decoder(code, inputs)
-            for name, decoder in self.head.decoders.items()
-            if only is None or name == only
+            name: decoder(code, inputs) for name, decoder in self.head.decoders.items() if only is None or name == only
         }
         return out, kl
 

@@ -177,7 +177,11 @@ class ReconstructionTask(Task):
     def split(self, outputs: Any) -> Parts:
         m = len(self.names)
         return Parts(
-            outputs[:, :m], outputs[:, m : 2 * m], outputs[:, 2 * m : 3 * m], outputs[:, 3 * m : 4 * m], outputs[:, 4 * m]
+            outputs[:, :m],
+            outputs[:, m : 2 * m],
+            outputs[:, 2 * m : 3 * m],
+            outputs[:, 3 * m : 4 * m],
+            outputs[:, 4 * m],
         )
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

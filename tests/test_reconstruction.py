@@ -153,3 +153,15 @@ def test_anomaly_flags():
     assert anomaly_flags(y).tolist() == [True, False, True, False, True, False, True, True]
     with pytest.raises(DataError, match="anomaly label"):
         anomaly_flags(pd.Series(["maybe"], name="flag"))
+
+
+def test_export_and_serve_refuse_with_a_clear_message(fitted, tmp_path):
+    from polymodal.errors import ExportError
+    from polymodal.export.export import export_run
+    from polymodal.serving.app import create_app
+
+    run = fitted.save(tmp_path / "run")
+    with pytest.raises(ExportError, match="not exported yet"):
+        export_run(run, tmp_path / "exported")
+    with pytest.raises(ConfigError, match="not served yet"):
+        create_app(run)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .components import check_config
 from .config import DecodingConfig, PolymodalConfig, apply_choices, encoder_choice
+from .data.readers import read_table
 from .errors import ConfigError, NotFittedError
 from .evaluation.robustness import (
     CorruptionSpec,
@@ -37,6 +38,7 @@ from .schema import Modality, Schema
 from .search import ApproximateIndex, Hits
 from .tasks import Task
 from .tasks.generation import GenerationTask
+from .tasks.reconstruction import ANOMALY_COLUMN, is_reconstruction, reconstruction_table
 from .tasks.retrieval import PAIR_COLUMN, RetrievalTask
 from .training import FitResult
 from .training.checkpoint import Checkpointing, data_fingerprint
@@ -83,6 +85,7 @@ class Predictor:
         label: name of the target column, or a list of target columns: one multi-task model with a head and a loss
             per target (each binary, multiclass or regression; ``config`` ``task.targets`` sets types and loss
             weights; a row with some targets empty trains the others; see docs/USER_GUIDE.md, "Several targets").
+            None for ``problem_type="reconstruction"`` (an autoencoder; see docs/USER_GUIDE.md, "Anomaly detection").
         problem_type: "binary", "multiclass", "multilabel" (several tags per row: "a|b", a JSON list or a list;
             see docs/USER_GUIDE.md, "Multi-label classification") or "regression" (inferred from the label when
             None), or "generation": the label is text to write (captions, free-form answers; see
@@ -187,9 +190,22 @@ class Predictor:
                     "problem_type 'retrieval' needs query and target columns: query=['title'], target=['image'] "
                     "(--query title --target image)"
                 )
+        elif is_reconstruction(user_config.task.problem_type):  # an autoencoder: no label column
+            if merged.get("label") not in (None, ANOMALY_COLUMN):
+                raise ConfigError(
+                    "a reconstruction model has no label: leave label out (the anomaly flags of a test table are "
+                    "given to evaluate(..., anomaly_label=COLUMN) / --anomaly-label); to keep a column out of the "
+                    "inputs, ignore it"
+                )
+            if preset in ENSEMBLE_PRESETS:
+                raise ConfigError(
+                    f"preset '{preset}' fits an ensemble of predictors; a reconstruction model is one autoencoder: "
+                    "use the default, 'fast', 'pretrained' or 'robust'"
+                )
         elif merged.get("label") is None:
             raise ConfigError(
-                "label is needed (the column to predict; --label); only problem_type='retrieval' has none"
+                "label is needed (the column to predict; --label); only problem_type 'retrieval' and "
+                "'reconstruction' have none"
             )
         else:
             check_label_list(merged["label"])
@@ -208,10 +224,13 @@ class Predictor:
 
     @property
     def label(self) -> str | list[str]:
-        if self._params.get("label") is None:  # retrieval: the pair id column the fit adds
-            return PAIR_COLUMN
-        """The target column, or the list of target columns of a multi-task model."""
-        return self._params["label"]
+        """The target column, or the list of target columns of a multi-task model (retrieval and reconstruction
+        models: the column their fit adds, :data:`~polymodal.tasks.retrieval.PAIR_COLUMN` /
+        :data:`~polymodal.tasks.reconstruction.ANOMALY_COLUMN`)."""
+        label = self._params.get("label")
+        if label is None:
+            return ANOMALY_COLUMN if is_reconstruction(self._user_config.task.problem_type) else PAIR_COLUMN
+        return label
 
     @property
     def verbose(self) -> bool:
@@ -303,6 +322,19 @@ class Predictor:
                 verbose=verbose,
                 checkpoint=checkpoint,
             )
+        elif is_reconstruction(cfg.task.problem_type):  # one autoencoder (no classical members); the label is added
+            data = reconstruction_table(read_table(data, cfg.data_root))
+            if tuning_data is not None:
+                tuning_data = reconstruction_table(read_table(tuning_data, cfg.data_root))
+            outcome = fit_pipeline(
+                data,
+                ANOMALY_COLUMN,
+                cfg,
+                tuning_data=tuning_data,
+                preset=self.preset,
+                verbose=verbose,
+                checkpoint=checkpoint,
+            )
         elif self.preset in ENSEMBLE_PRESETS or self.preset is None:
             from .selection import AUTO_PLAN, fit_ensemble
 
@@ -383,6 +415,9 @@ class Predictor:
         The study's summary (best trial, leaderboard) is in :attr:`tune_result`.
         """
         from .tuning import tune as run_tune
+
+        if is_reconstruction(self._user_config.task.problem_type):
+            raise ConfigError("tune searches configs of predictive models; fit a reconstruction model with fit()")
 
         result = run_tune(
             data,
@@ -491,6 +526,7 @@ class Predictor:
         decoding: DecodingConfig | dict[str, Any] | None = None,
         chunk_rows: int | None = None,
         robustness_reference: dict[str, list[Any]] | None = None,
+        anomaly_label: str | None = None,
     ) -> dict[str, Any]:
         """Metrics on a labelled table (rows with an empty label are left out).
 
@@ -516,8 +552,18 @@ class Predictor:
                 sweep's "best model without this modality" line (graceful degradation stays above it).
             chunk_rows: rows read and decoded at a time (default 8,192; the metrics are the same for any size).
                 A robustness sweep decodes the whole table at once.
+            anomaly_label: reconstruction models: the column that flags anomalies (1/0, true/false); the metrics
+                then add ``roc_auc`` and ``average_precision`` of ``anomaly_score`` (and ``roc_auc_<modality>``).
+                Without it: the reconstruction errors only.
         """
         pipeline = self._fitted()
+        if is_reconstruction(pipeline.problem_type):
+            if robustness:
+                raise ConfigError("robustness sweeps are for classification and regression models, not reconstruction")
+            table = reconstruction_table(pipeline.read(data, data_root), anomaly_label)
+            return pipeline.evaluate(table, on_error=on_error, data_root=data_root, chunk_rows=chunk_rows)
+        if anomaly_label is not None:
+            raise ConfigError(f"anomaly_label is for reconstruction models; this is a {pipeline.problem_type} model")
         if not robustness and (
             corruptions is not None
             or robustness_out is not None
@@ -689,7 +735,7 @@ class Predictor:
         if pipeline.config.ensemble is not None:
             return "ensemble"
         # A task whose architecture fuses nothing (generation) ignores the fusion section: report none.
-        fused = TASK_PARAMS.get(pipeline.problem_type).architecture == "fused"
+        fused = TASK_PARAMS.get(pipeline.problem_type).architecture in ("fused", "autoencoder")
         return pipeline.config.fusion.name if fused else None
 
     # ------------------------------------------------------------------------------------------- explain

@@ -565,7 +565,8 @@ def fit(
         "--label",
         "-l",
         help="Name of the target column; several, comma-separated (--label rating,recommended), train one "
-        "multi-task model with a head per target. Not used by --problem-type retrieval (--query/--target).",
+        "multi-task model with a head per target. Not used by --problem-type retrieval (--query/--target) nor "
+        "reconstruction (no label).",
     ),
     query: str | None = typer.Option(
         None,
@@ -601,7 +602,8 @@ def fit(
         help=f"One of {PROBLEM_TYPES} (default: binary, multiclass, multilabel or regression, inferred from the "
         "label); multilabel: several tags per row ('a|b' or a JSON list); generation: the label is text to write "
         "(captions, free-form answers); retrieval: two towers (--query, --target columns) that embed row i's query "
-        "next to row i's target (then `polymodal embed` / `polymodal search`).",
+        "next to row i's target (then `polymodal embed` / `polymodal search`); reconstruction: an autoencoder "
+        "without a label, whose predictions are anomaly scores (anomaly_score, anomaly_<modality>).",
     ),
     seed: int | None = typer.Option(
         None, "--seed", help="Random seed, 0 to 2**32 - 1 (default 0).", min=0, max=SEED_MAX
@@ -835,6 +837,12 @@ def evaluate(
     chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    anomaly_label: str | None = typer.Option(
+        None,
+        "--anomaly-label",
+        help="Reconstruction models: the column flagging anomalies (1/0, true/false); adds the ROC-AUC and average "
+        "precision of anomaly_score (without it: reconstruction errors only).",
+    ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -856,6 +864,7 @@ def evaluate(
         robustness_out=out_dir,
         robustness_baseline=baseline,
         chunk_rows=chunk_rows,
+        anomaly_label=anomaly_label,
     )
     report = metrics.pop("robustness", None)
     if "rows" in metrics:

@@ -43,7 +43,7 @@ def check_config(config: PolymodalConfig) -> None:
         problems.append(f"task.problem_type: {_unknown('task', problem_type, TASK_PARAMS.names())}")
     # A task that builds no fusion (generation: token memory → decoder) ignores the fusion section, so configs
     # shared between a fused task and generation keep working.
-    elif problem_type is None or TASK_PARAMS.get(problem_type).architecture == "fused":
+    elif problem_type is None or TASK_PARAMS.get(problem_type).architecture in ("fused", "autoencoder"):
         problems += _fusion_problems(config.fusion)
     if problems:
         raise ConfigError(format_problems("invalid config", problems))

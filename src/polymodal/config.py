@@ -21,7 +21,9 @@ from .errors import ConfigError
 from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "video", "text", "timeseries", "numeric", "category", "ignore"]
-ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation", "multitask", "retrieval"]
+ProblemType = Literal[
+    "binary", "multiclass", "multilabel", "regression", "generation", "multitask", "retrieval", "reconstruction"
+]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
 # Lightning's accelerator names (its registry: cpu, cuda, mps, tpu; plus auto and gpu) and precision values, listed
@@ -264,6 +266,43 @@ class RetrievalConfig(_Section):
     )
 
 
+class ReconstructionConfig(_Section):
+    """``problem_type: reconstruction``: an autoencoder (encoders, fusion, a bottleneck, one decoder per modality)
+    whose per-row reconstruction errors are anomaly scores (see docs/USER_GUIDE.md, "Anomaly detection")."""
+
+    latent_dim: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="width of the bottleneck; a narrow one makes the modalities share one code, so a row whose "
+        "modalities disagree reconstructs worse",
+    )
+    variational: bool = Field(
+        False, description="a variational bottleneck (mean and log-variance, sampled in training, KL term)"
+    )
+    kl_weight: float = Field(0.01, ge=0, description="weight of the KL term when variational (per latent unit)")
+    hidden: int = Field(64, ge=8, le=4096, description="width of the decoders' first layer (channels for images)")
+    modality_dropout: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="in training, hide each modality of a row from the encoders with this probability while still "
+        "reconstructing it, so that each modality is predicted from the others (cross-modal consistency)",
+    )
+    text: bool = Field(True, description="reconstruct text columns as a bag of words (false: encode, do not score)")
+    score: Literal["joint", "cross"] = Field(
+        "joint",
+        description="the per-modality anomaly score: joint = the modality's error reconstructed from all of the "
+        "row's modalities; cross = from the others alone (the modality hidden), which measures how well the "
+        "modalities agree (a row with one modality: joint)",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="modality name or kind (image, audio, tabular, timeseries, text) -> weight of its "
+        "reconstruction loss (default 1; each loss is already scaled so that predicting the mean costs about 1)",
+    )
+
+
 class TargetConfig(_Section):
     """One target of a multi-task model (a label given as several columns)."""
 
@@ -331,6 +370,7 @@ class TaskConfig(_Section):
     costs: CostsConfig = Field(default_factory=CostsConfig, description="mistake costs for threshold: cost")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
 
     @field_validator("problem_type", mode="before")
     @classmethod

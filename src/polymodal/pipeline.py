@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from pydantic import ValidationError
 
+from . import autoencoder as _autoencoder  # noqa: F401  (registers the "autoencoder" architecture)
 from . import encoders as _encoders  # noqa: F401  (registers encoders)
 from . import ensemble as _ensemble  # noqa: F401  (registers the "ensemble" architecture)
 from . import fusion as _fusion  # noqa: F401  (registers fusions)
@@ -52,6 +53,7 @@ from .tasks.classification import ClassificationTask
 from .tasks.generation import GenerationTask
 from .tasks.multilabel import MultilabelTask
 from .tasks.multitask import MultiTask
+from .tasks.reconstruction import ReconstructionTask
 from .training import FitResult, predict_outputs
 from .training.tracking import log_run_directory
 from .version import __version__
@@ -453,7 +455,7 @@ class FittedPipeline:
 
     def predictions(self, decoded: DecodedTable, outputs: Any, return_scores: bool = False) -> pd.Series | pd.DataFrame:
         """The predictions of ``decoded``'s rows from their ``outputs`` (see :meth:`predict`)."""
-        if isinstance(self.task, MultiTask):
+        if isinstance(self.task, (MultiTask, ReconstructionTask)):  # a column per target / per anomaly score
             return self.task.predictions(outputs, decoded.index)
         text = pd.Series(self.task.postprocess(outputs), index=decoded.index, name=self.single_label)
         if return_scores:
@@ -494,7 +496,7 @@ class FittedPipeline:
                     f"({', '.join(self.task.names)}) is one"
                 )
             return
-        if self.problem_type in ("regression", "generation"):
+        if self.problem_type in ("regression", "generation", "reconstruction"):
             raise PolymodalError(
                 f"predict_proba is for classification; this is a {self.problem_type} model"
                 + (

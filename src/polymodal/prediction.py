@@ -58,7 +58,9 @@ def prediction_frames(
     Columns: ``prediction`` (a multi-label model's tags joined by its ``tag_separator``; a multi-task model has one
     column per target, named like it), then with ``proba`` one ``proba_<class>`` column per class (per tag;
     ``proba_<target>_<class>`` per classification target of a multi-task model), with ``scores`` (generation)
-    ``log_prob``. One pass over the data: a predicted class comes from the same outputs as its probabilities.
+    ``log_prob``; a reconstruction model has ``anomaly_score`` and one ``anomaly_<modality>`` column per scored
+    modality instead of ``prediction``. One pass over the data: a predicted class comes from the same outputs as its
+    probabilities.
     """
     task = pipeline.task
     generation = scores or pipeline.problem_type == "generation"
@@ -86,6 +88,8 @@ def prediction_frames(
             result = tags.to_frame("prediction")
             if proba:
                 result = result.join(probs.add_prefix("proba_"))
+        elif pipeline.problem_type == "reconstruction":  # anomaly_score, anomaly_<modality>
+            result = cast(pd.DataFrame, pipeline.predictions(decoded, outputs))
         elif pipeline.problem_type == "multitask":
             result = cast(pd.DataFrame, pipeline.predictions(decoded, outputs))
             if proba:

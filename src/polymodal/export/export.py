@@ -189,6 +189,11 @@ def export_run(
     cfg = config or ExportConfig()
     run = Path(run)
     predictor = FittedPipeline.load(run, verbose=False)
+    if predictor.problem_type == "reconstruction":
+        raise ExportError(
+            "reconstruction (anomaly) models are not exported yet: score tables with `polymodal predict RUN TABLE` "
+            "or Predictor.load(RUN).predict(table)"
+        )
     mode = None
     if cfg.quantize == "int8":
         if cfg.format != "onnx":

@@ -58,3 +58,11 @@ class RetrievalParams(TaskParams):
     a symmetric InfoNCE loss; embed rows, search a collection for each query's top-K targets."""
 
     architecture = "two_tower"
+
+
+@register(TASK_PARAMS, "reconstruction")
+class ReconstructionParams(TaskParams):
+    """An autoencoder without a label: encoders, fusion, a bottleneck (task.reconstruction) and a decoder per
+    modality; predict gives each row's anomaly score (and one per modality) from its reconstruction errors."""
+
+    architecture = "autoencoder"

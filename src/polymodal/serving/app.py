@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.requests import ClientDisconnect
 
 from ..data.dataset import Collator, Prepared
+from ..errors import ConfigError
 from ..pipeline import NONFINITE_OUTPUT, FittedPipeline, PipelineSource, as_pipeline, nonfinite_rows
 from ..tasks.classification import ClassificationTask
 from ..tasks.generation import GenerationTask
@@ -152,6 +153,11 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     backend built here; torch's process-wide thread count is set while the app runs (startup to shutdown), not when
     it is created."""
     predictor = as_pipeline(model)
+    if predictor.problem_type == "reconstruction":
+        raise ConfigError(
+            "reconstruction (anomaly) models are not served yet: score tables with `polymodal predict RUN TABLE` "
+            "or Predictor.load(RUN).predict(table)"
+        )
     cfg = config or ServeConfig()
     if backend is None:
         backend = predictor.backend if predictor.backend is not None and cfg.backend != "torch" else None

@@ -31,6 +31,8 @@ from .search import ApproximateIndex, Hits
 from .tasks import Task
 from .tasks.generation import GenerationTask
 from .tasks.retrieval import PAIR_COLUMN, RetrievalTask
+from .pretraining import pretrain as run_pretrain
+from .zeroshot import DEFAULT_PROMPT, ZeroShotResult, zero_shot
 from .training import FitResult
 from .training.checkpoint import Checkpointing, data_fingerprint
 
@@ -61,6 +63,7 @@ _PARAMS = (
     "verbose",
     "query",
     "target",
+    "init",
 )
 
 
@@ -101,6 +104,10 @@ class Predictor:
             Each entry replaces ``config``'s entry under the same key; a column's entry wins over its kind's.
         verbose: show progress: live bars on a terminal, else log lines (per epoch, decoded rows) on the
             "polymodal" logger.
+        init: a run directory of :meth:`pretrain` (``polymodal pretrain``), or any run: the encoders of the
+            columns this table shares with it (same column, kind and encoder settings; another setting is refused)
+            start from its weights and their processors from its fitted state (``training.init``; see
+            docs/USER_GUIDE.md, "Self-supervised pre-training").
 
     Every choice is checked at construction, as the CLI checks it: a misspelt fusion, encoder or parameter raises
     :class:`~polymodal.errors.ConfigError` before any table is read.
@@ -129,6 +136,7 @@ class Predictor:
         verbose: bool = True,
         query: list[str] | str | None = None,
         target: list[str] | str | None = None,
+        init: str | Path | None = None,
     ):
         self._params: dict[str, Any] = {}
         self.pipeline: FittedPipeline | None = None
@@ -151,6 +159,7 @@ class Predictor:
             verbose=verbose,
             query=query,
             target=target,
+            init=init,
         )
 
     # -------------------------------------------------------------------------------------------- params
@@ -570,6 +579,49 @@ class Predictor:
         :class:`~polymodal.search.ApproximateIndex` (e.g. loaded from a run's ``search_index``) is searched as is."""
         return find(self._fitted(), queries, collection, k, data_root)
 
+    # ------------------------------------------------------------------------- pre-training and zero-shot
+    @classmethod
+    def pretrain(
+        cls,
+        data: Data,
+        out: str | Path | None = None,
+        *,
+        config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
+        ignore: list[str] | None = None,
+        data_root: str | Path | None = None,
+        seed: int | None = None,
+        verbose: bool = True,
+    ) -> Predictor:
+        """Self-supervised pre-training on unlabelled rows (``polymodal pretrain``): every modality's encoder,
+        trained with cross-modal InfoNCE between a row's modalities plus masked-modality prediction; saved to
+        ``out`` when given. A later ``Predictor(label, init=out).fit(...)`` starts the encoders of the columns
+        it shares with this table from these weights. ``ignore``: columns left out (e.g. a label column)."""
+        p = cls(
+            PAIR_COLUMN,
+            problem_type="pretrain",
+            config=config,
+            ignore=ignore,
+            data_root=data_root,
+            seed=seed,
+            verbose=verbose,
+        )
+        p.pipeline = run_pretrain(data, out, config=p._user_config, verbose=verbose and is_main_process())
+        return p
+
+    def zero_shot(
+        self,
+        data: Data,
+        labels: list[str],
+        prompt: str = DEFAULT_PROMPT,
+        *,
+        data_root: str | Path | None = None,
+    ) -> ZeroShotResult:
+        """Retrieval models with a text column alone on one side (e.g. ``clip_text`` captions vs ``clip_image``
+        images): classify each row of ``data`` into one of ``labels``, names never trained on, by the cosine
+        similarity of its embedding to each label's ``prompt`` (``{label}`` replaced). Returns the predictions
+        (indexed like the table), the similarity of every row to every label, and the prompts."""
+        return zero_shot(self._fitted(), data, labels, prompt, data_root)
+
     # ------------------------------------------------------------------------------------------ summaries
     def fit_summary(self) -> dict[str, Any]:
         """What :meth:`fit` resolved and measured, as a plain dict (JSON-ready).
@@ -801,6 +853,8 @@ def _user_config(params: dict[str, Any]) -> PolymodalConfig:
             data["task"] = {**data["task"], "retrieval": {**data["task"].get("retrieval", {}), side: cols}}
     if params.get("seed") is not None:
         data["training"] = {**data["training"], "seed": params["seed"]}
+    if params.get("init") is not None:  # a pre-trained run the encoders start from (polymodal.warmstart)
+        data["training"] = {**data["training"], "init": str(params["init"])}
     return apply_choices(
         data,
         fusion=params.get("fusion"),

@@ -34,6 +34,7 @@ from .pipeline import (
     label_values,
     labelled_rows,
 )
+from . import warmstart
 from .presets import PresetChoice, apply_preset
 from .schema import (
     Modality,
@@ -183,10 +184,13 @@ def validation_split(table: Table, label: Label, task: Task, training: TrainingC
 
 # ------------------------------------------------------------------------------------ processors, prepare
 def fit_processors(schema: Schema, cfg: PolymodalConfig, train: Table) -> tuple[list[Modality], dict[str, Processor]]:
-    """Build one processor per modality and fit it on the training rows only."""
+    """Build one processor per modality and fit it on the training rows only (with ``training.init``, the
+    modalities shared with the pre-trained run take its processors' state instead: :mod:`polymodal.warmstart`)."""
     modalities, processors = build_processors(schema, cfg)
-    for p in processors.values():
-        p.fit(train.frame, LoadContext(train.root, cfg.limits))
+    reused = warmstart.reuse_processors(cfg, modalities, processors) if cfg.training.init is not None else set()
+    for name, p in processors.items():
+        if name not in reused:
+            p.fit(train.frame, LoadContext(train.root, cfg.limits))
     return modalities, processors
 
 
@@ -255,8 +259,12 @@ def resolve_training(training: TrainingConfig, n_train: int) -> None:
 
 def build(cfg: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor], task: Task) -> Any:
     """The network for the resolved config (its initial weights come from the global torch generator: build it
-    inside :func:`~polymodal.training.seeding.seeded` for a reproducible model)."""
-    return build_model(cfg, modalities, processors, task)
+    inside :func:`~polymodal.training.seeding.seeded` for a reproducible model). With ``training.init``, the
+    encoders shared with the pre-trained run start from its weights."""
+    model = build_model(cfg, modalities, processors, task)
+    if cfg.training.init is not None:
+        warmstart.init_encoders(cfg, modalities, model)
+    return model
 
 
 def train(

@@ -58,3 +58,12 @@ class RetrievalParams(TaskParams):
     a symmetric InfoNCE loss; embed rows, search a collection for each query's top-K targets."""
 
     architecture = "two_tower"
+
+
+@register(TASK_PARAMS, "pretrain")
+class PretrainParams(TaskParams):
+    """Self-supervised pre-training on unlabelled rows (`polymodal pretrain`): every modality's encoder and a
+    projection, trained with cross-modal InfoNCE between a row's modalities plus masked-modality prediction; a later
+    fit starts from these encoders (training.init / --init)."""
+
+    architecture = "crossmodal"

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINTED := src tests benchmarks examples scripts
 
-.PHONY: demo test test-all format bench-avdigits bench-compare bench-deploy clean
+.PHONY: demo test test-all format docs bench-avdigits bench-compare bench-deploy clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(LINTED)
 	$(VENV)/bin/ruff format $(LINTED)
 
+# The docs site (MkDocs Material + mkdocstrings API reference from the docstrings) into site/; strict: any warning
+# fails. Preview with `$(VENV)/bin/mkdocs serve`.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 bench-avdigits: $(STAMP)
 	$(PY) benchmarks/avdigits_concat.py
 
@@ -52,4 +57,4 @@ bench-deploy: $(STAMP)
 	$(PY) benchmarks/serve_load.py
 
 clean:
-	rm -rf $(VENV) polymodal-demo .pytest_cache
+	rm -rf $(VENV) polymodal-demo .pytest_cache site

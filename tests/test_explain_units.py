@@ -23,7 +23,7 @@ from polymodal.tasks import build_task
 MODS = [FusionInput("a", 6), FusionInput("b", 5), FusionInput("c", 7)]
 # row 0: all present; row 1: "a" missing; row 2: only "c" present
 MASKS = {"a": [True, False, False], "b": [True, True, False], "c": [True, True, True]}
-WEIGHTED = ["attention", "transformer", "graph", "gated", "weighted", "late"]
+WEIGHTED = ["attention", "transformer", "graph", "gated", "weighted", "late", "dynamic"]
 
 
 def encoded() -> dict[str, Encoded]:

@@ -90,7 +90,8 @@ def test_torchscript_export_parity(run_dir, test_csv, tmp_path):
 
 
 def test_dynamic_int8_without_data_and_random_parity(run_dir, tmp_path):
-    result = export_run(run_dir, tmp_path / "dyn", ExportConfig(quantize="int8"))
+    # random inputs, a tiny model with near-tied classes: the gate (tested in test_int8_gate.py) set low
+    result = export_run(run_dir, tmp_path / "dyn", ExportConfig(quantize="int8", min_agreement=0.8))
     assert result.quantization == "int8 dynamic" and result.parity_inputs == "random inputs"
     assert result.parity["model.onnx"].max_abs_diff < PARITY_ATOL
     assert (tmp_path / "dyn" / "model.int8.onnx").stat().st_size < (tmp_path / "dyn" / "model.onnx").stat().st_size

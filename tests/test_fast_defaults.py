@@ -84,13 +84,37 @@ def test_bf16_fit_keeps_float32_contiguous_weights_and_reloads_identically(tiny_
 
 @pytest.mark.parametrize(
     ("rows", "epochs"),
-    [(300, 30), (3_000, 30), (5_000, 26), (17_000, 16), (100_000, 10)],
+    [(500, 30), (3_000, 30), (5_000, 26), (17_000, 16), (100_000, 10)],
 )
 def test_automatic_epochs_aim_at_a_step_budget_within_10_to_30(rows, epochs):
-    from polymodal.fitting import AUTO_EPOCH_STEPS, auto_batch_size, auto_epochs
+    from polymodal.fitting import AUTO_EPOCH_STEPS, auto_batch_size, auto_epochs, auto_patience
 
     bs = auto_batch_size(rows)
     got = auto_epochs(rows, bs)
     assert got == epochs
     steps = -(-rows // bs)
     assert got in (10, 30) or (got - 1) * steps < AUTO_EPOCH_STEPS <= got * steps
+    assert auto_patience(got) == 4  # large tables: the schedule they always had
+
+
+@pytest.mark.parametrize(
+    # rows -> (batch size, epochs, patience): the UCR training splits (ArrowHead 30, GunPoint 43, ItalyPowerDemand
+    # 57 after the validation split), and where the floor of steps ends (~400 rows at batch 32)
+    ("rows", "batch", "epochs", "patience"),
+    [(30, 16, 200, 27), (43, 16, 134, 18), (57, 16, 100, 14), (127, 16, 50, 7), (128, 32, 100, 14), (300, 32, 40, 6)],
+)
+def test_tiny_tables_get_small_batches_a_floor_of_steps_and_a_scaled_patience(rows, batch, epochs, patience):
+    from polymodal.config import TrainingConfig
+    from polymodal.fitting import AUTO_MAX_EPOCHS, AUTO_MIN_STEPS, resolve_training
+
+    training = TrainingConfig()
+    resolve_training(training, rows)
+    assert (training.batch_size, training.max_epochs, training.patience) == (batch, epochs, patience)
+    steps = -(-rows // batch)
+    assert training.max_epochs * steps >= AUTO_MIN_STEPS or training.max_epochs == AUTO_MAX_EPOCHS
+    # what the user sets is kept: epochs given, patience from them; patience given, as given
+    given = TrainingConfig(max_epochs=12, patience=2)
+    resolve_training(given, rows)
+    assert (given.max_epochs, given.patience) == (12, 2)
+    resolve_training(short := TrainingConfig(max_epochs=12), rows)
+    assert short.patience == 4

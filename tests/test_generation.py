@@ -122,9 +122,10 @@ def test_classification_only_options_are_refused(captioner, captions, fitted, te
         fitted.predict(test_csv, decoding={"method": "greedy"})
 
 
-def test_onnx_backend_is_refused_with_a_reason(caption_run):
-    with pytest.raises(ConfigError, match="torch backend only"):
-        Predictor.load(caption_run, verbose=False, backend="onnx")
+def test_int8_backend_is_refused_with_the_choices(caption_run):
+    # (the onnx backend of generation models: tests/test_export_generation.py)
+    with pytest.raises(ConfigError, match="backend for generation models 'onnx-int8'.*onnx, torch"):
+        Predictor.load(caption_run, verbose=False, backend="onnx-int8")
 
 
 def test_long_targets_are_truncated_with_a_warning(captions, caplog):

@@ -224,7 +224,7 @@ def test_full_pool_is_503_with_retry_after_and_slow_request_times_out(predictor,
     release.clear()
     cfg = ServeConfig(request_timeout_s=0.3, max_wait_ms=1)
     with TestClient(create_app(predictor, cfg)) as c:
-        r = _bad(c, 503, "request_timeout_s", json={"rows": [row]})
+        r = _bad(c, 504, "--request-timeout", json={"rows": [row]})
         assert "retry-after" in r.headers
         release.set()
 

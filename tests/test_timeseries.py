@@ -86,7 +86,8 @@ def sensors(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fitted_ts(sensors) -> Predictor:
     config = {**SMALL, "training": {**SMALL["training"], "modality_dropout": 0.2}}
-    return Predictor("label", config=config, verbose=False, seed=0).fit(sensors / "sensors.csv")
+    # preset fast: the network alone (the default would add the rocket member; these tests are about the network)
+    return Predictor("label", config=config, verbose=False, seed=0, preset="fast").fit(sensors / "sensors.csv")
 
 
 # ------------------------------------------------------------------------------------------------ inference

@@ -19,9 +19,11 @@ from polymodal.config import LimitsConfig, PolymodalConfig, ProcessingConfig
 from polymodal.data.processors import LoadContext
 from polymodal.data.video import load_video, video_info, write_video
 from polymodal.data.video_processing import VideoProcessor
+from polymodal.encoders.video import VideoCNN, frame_differences
 from polymodal.errors import LoadError
 from polymodal.evaluation.corruptions import CORRUPTIONS, drop_frames, occlude
-from polymodal.schema import ColumnKind, infer_column, infer_schema
+from polymodal.params.encoders import VideoCNNConfig
+from polymodal.schema import ColumnKind, Modality, infer_column, infer_schema
 
 LIMITS = LimitsConfig()
 SIDE, FRAMES = 16, 8
@@ -49,7 +51,7 @@ def motion_table(root: Path, n: int, seed: int, prefix: str = "") -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def tiny_video_config(temporal: str = "transformer", **training) -> dict:
+def tiny_video_config(temporal: str = "transformer", motion: str = "diff", **training) -> dict:
     return {
         "training": {"max_epochs": 25, "batch_size": 16, "patience": 25, **training},
         "processing": {"video_frames": FRAMES},
@@ -60,6 +62,7 @@ def tiny_video_config(temporal: str = "transformer", **training) -> dict:
                 "dim": 16,
                 "stages": 2,
                 "temporal": temporal,
+                "motion": motion,
                 "temporal_layers": 1,
             }
         },
@@ -260,10 +263,34 @@ def test_temporal_transformer_learns_the_direction_of_motion(motion, temporal_mo
 
 def test_order_blind_mean_pooling_cannot(motion):
     root, train, test = motion
-    cfg = tiny_video_config("mean", max_epochs=8)
+    cfg = tiny_video_config("mean", motion="none", max_epochs=8)  # frame differences would carry the order
     p = Predictor("label", config=cfg, data_root=root, preset="fast", seed=0, verbose=False).fit(train)
     acc = (p.predict(test.drop(columns="label")) == test["label"]).mean()
     assert acc <= 0.75, acc  # every frame, and so every bag of frames, is equally likely under both labels
+
+
+def test_frame_differences_are_zero_at_the_first_and_next_to_padded_frames():
+    x = torch.arange(2 * 4, dtype=torch.float32).view(2, 4, 1, 1, 1).expand(2, 4, 3, 2, 2).clone()
+    frames = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    d = frame_differences(x * frames.view(2, 4, 1, 1, 1), frames)
+    assert d.shape == x.shape
+    assert d[:, 0].abs().sum() == 0  # nothing before the first frame
+    assert torch.all(d[0, 1:] == 1) and torch.all(d[1, 1] == 1)  # each frame minus the one before it
+    assert d[1, 2:].abs().sum() == 0  # a clip ending early does not "move" to its blank padding
+
+
+@pytest.mark.parametrize("option, channels", [("diff", 6), ("none", 3)])
+def test_motion_option_sets_the_frame_cnn_input(option, channels):
+    proc = VideoProcessor("clip", ["clip"], ProcessingConfig(video_frames=4))
+    proc.size, proc.frames = SIDE, 4
+    cfg = VideoCNNConfig(width=8, dim=16, stages=2, temporal_layers=1, motion=option, coords=False)
+    enc = VideoCNN(Modality("clip", "video", ["clip"]), proc, cfg)
+    assert enc.trunk.net[0].in_channels == channels
+    x = torch.randn(3, 4, 3, SIDE, SIDE)
+    out = enc.encode({"clip": x, "clip.frames": torch.ones(3, 4, dtype=torch.bool)}, torch.ones(3, dtype=torch.bool))
+    assert out.pooled.shape == (3, 16) and torch.isfinite(out.pooled).all()
+    with pytest.raises(ValueError, match="motion"):
+        VideoCNNConfig(motion="flow")
 
 
 def test_save_load_and_absent_video(motion, temporal_model, tmp_path):

@@ -16,7 +16,14 @@ import pandas as pd
 from .components import check_config
 from .config import DecodingConfig, PolymodalConfig, apply_choices, encoder_choice
 from .errors import ConfigError, NotFittedError
-from .evaluation.robustness import CorruptionSpec, RobustnessReport, plan_sweep, resolve_baseline, robustness_sweep
+from .evaluation.robustness import (
+    CorruptionSpec,
+    RobustnessReport,
+    plan_sweep,
+    reference_scores,
+    resolve_baseline,
+    robustness_sweep,
+)
 from .fitting import check_multitask_type, fit_pipeline
 from .model import count_parameters
 from .params import TASK_PARAMS
@@ -38,6 +45,7 @@ from .training.checkpoint import Checkpointing, data_fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from matplotlib.figure import Figure
 
     from .data.processors import Processor
     from .explain import Explanation, ImportanceResult
@@ -189,7 +197,9 @@ class Predictor:
                     "(--query title --target image)"
                 )
         elif merged.get("label") is None:
-            raise ConfigError("label is needed (the column to predict); only problem_type='retrieval' has none")
+            raise ConfigError(
+                "label is needed (the column to predict; --label); only problem_type='retrieval' has none"
+            )
         else:
             check_label_list(merged["label"])
             if not isinstance(merged["label"], str):
@@ -489,6 +499,7 @@ class Predictor:
         robustness_baseline: RobustnessReport | str | Path | None = None,
         decoding: DecodingConfig | dict[str, Any] | None = None,
         chunk_rows: int | None = None,
+        robustness_reference: dict[str, list[Any]] | None = None,
     ) -> dict[str, Any]:
         """Metrics on a labelled table (rows with an empty label are left out).
 
@@ -509,14 +520,22 @@ class Predictor:
             robustness_out: folder to write robustness.csv/.json/.md and one robustness_<modality>.png into.
             robustness_baseline: a report, or its robustness.json, of a reference model (MultiBench uses late
                 fusion) that effective robustness is measured against; None = a flat curve (no loss).
+            robustness_reference: modality → fitted models (Predictors, pipelines or run directories) that ignore
+                that modality, e.g. single-modality models of the others; the best of them on this table is the
+                sweep's "best model without this modality" line (graceful degradation stays above it).
             chunk_rows: rows read and decoded at a time (default 8,192; the metrics are the same for any size).
                 A robustness sweep decodes the whole table at once.
         """
         pipeline = self._fitted()
         if not robustness and (
-            corruptions is not None or robustness_out is not None or robustness_baseline is not None
+            corruptions is not None
+            or robustness_out is not None
+            or robustness_baseline is not None
+            or robustness_reference is not None
         ):
-            raise ConfigError("corruptions, robustness_out and robustness_baseline need robustness=True")
+            raise ConfigError(
+                "corruptions, robustness_out, robustness_baseline and robustness_reference need robustness=True"
+            )
         if robustness and isinstance(pipeline.task, GenerationTask):
             raise ConfigError("robustness sweeps are for classification and regression models, not generation")
         if robustness and pipeline.problem_type == "multitask":
@@ -549,6 +568,8 @@ class Predictor:
                 seed=pipeline.config.training.seed,
                 batch_size=pipeline.predict_batch_size,
                 progress=self.verbose,
+                reference=reference_scores(robustness_reference, data, data_root) if robustness_reference else None,
+                reference_name="best of the given models without it",
             )
             if robustness_out is not None:
                 report.write(robustness_out)
@@ -812,15 +833,11 @@ class Predictor:
 
         ``backend``: "torch" (eager), "onnx" or "onnx-int8" (ONNX Runtime on the directory's model.onnx /
         model.int8.onnx from ``polymodal export``, or on a graph exported in memory when it has none); the API and
-        the preprocessing are the same for all of them.
+        the preprocessing are the same for all of them. A generation model has "torch" and "onnx" (its encoder and
+        decoder-step graphs, generator.*.onnx; greedy and beam search give the eager model's texts).
         """
         pipeline = FittedPipeline.load(path, verbose=verbose)
         if backend != "torch":
-            if isinstance(pipeline.task, GenerationTask):
-                raise ConfigError(
-                    f"backend '{backend}' runs classification and regression models; a generation "
-                    "model decodes step by step and runs on the torch backend only"
-                )
             from .serving.backends import load_backend  # onnxruntime is imported only when asked for
 
             pipeline.backend = load_backend(backend, pipeline, path)
@@ -831,6 +848,29 @@ class Predictor:
     def __repr__(self) -> str:
         state = "fitted" if self.pipeline is not None else "not fitted"
         return f"Predictor(label={self.label!r}, {state})"
+
+    # ------------------------------------------------------------------------------------------ notebooks
+    def _repr_html_(self) -> str:
+        """Jupyter's view of the predictor: schema, modalities and encoders, fit summary and validation metrics."""
+        from .reporting.notebook import summary_html
+
+        if self.pipeline is None:
+            return summary_html(self.label, None, None)
+        return summary_html(self.label, self.fit_summary(), self.pipeline.schema)
+
+    def history(self) -> pd.DataFrame:
+        """The training log as a DataFrame: one row per epoch (``epoch`` 0-based, ``train_loss``, ``val_loss``,
+        ``val_<metric>``); empty for a loaded run directory (its ``training_log.csv`` holds the same rows)."""
+        from .reporting.notebook import history_frame
+
+        return history_frame(self._fitted())
+
+    def plot_training(self) -> "Figure":
+        """The training curves (loss and the monitored validation metric per epoch, the kept epoch dashed) as a
+        matplotlib ``Figure``, drawn without pyplot: a notebook displays it, ``fig.savefig(path)`` writes it."""
+        from .reporting.notebook import training_figure
+
+        return training_figure(self._fitted())
 
 
 def _user_config(params: dict[str, Any]) -> PolymodalConfig:

@@ -96,6 +96,26 @@ app = _Typer(
     "a trained, saved model out.\n\nStart with [bold]polymodal demo[/bold], or "
     "[bold]polymodal info data.csv[/bold] to see how your columns are read.",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .version import __version__
+
+        typer.echo(f"polymodal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", help="Print polymodal's version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    # The group's options (a callback with no docstring, so the app's help= above stays its help text).
+    pass
+
+
 # Markup off: what is printed is mostly user text (column names, paths, error messages), where rich would take
 # "[x]" for a tag and drop it. A styled literal opts in with markup=True and escapes any user text it carries.
 out = Console(markup=False)
@@ -174,6 +194,38 @@ def _with_distribution(cfg: Any, devices: str | None, strategy: str | None, num_
     if num_nodes is not None:
         data["training"]["num_nodes"] = num_nodes
     return PolymodalConfig.from_any(data)
+
+
+def _with_tracking(cfg: Any, logger: str | None, tracking_dir: str | None) -> Any:
+    """``cfg`` with the --logger / --tracking-dir options in its training section (checked there, and the logger's
+    package looked for, before any table is read)."""
+    from .config import PolymodalConfig
+    from .training.tracking import check_logger
+
+    if logger is None and tracking_dir is None:
+        return cfg
+    data = cfg.to_dict()
+    if logger is not None:
+        data["training"]["logger"] = logger
+    if tracking_dir is not None:
+        data["training"]["tracking_dir"] = tracking_dir
+    cfg = PolymodalConfig.from_any(data)
+    check_logger(cfg.training)
+    return cfg
+
+
+LoggerOpt = typer.Option(
+    None,
+    "--logger",
+    help="Experiment tracking (training.logger): none, csv, tensorboard or mlflow. Logs the config, per-epoch "
+    "metrics and (mlflow) the run directory; tensorboard and mlflow need `pip install 'polymodal[tracking]'`.",
+)
+TrackingDirOpt = typer.Option(
+    None,
+    "--tracking-dir",
+    help="Where tracked runs go (training.tracking_dir): a folder (default ./mlruns, ./tensorboard or ./csv_logs), "
+    "or for mlflow a tracking URI such as sqlite:///mlflow.db.",
+)
 
 
 DevicesOpt = typer.Option(
@@ -561,7 +613,9 @@ def fit(
         "boosting and linear models when they improve it on validation. 'fast': the network alone; 'pretrained' "
         "(a frozen pretrained encoder per text/image/audio column whose weights are on this machine; it says "
         "which it could not find) or 'quality' (a weighted ensemble of fused and single-modality networks and "
-        "classical learners, selected on validation within --time-limit; prints the members' leaderboard).",
+        "classical learners, selected on validation within --time-limit; prints the members' leaderboard); "
+        "'robust' (one network that degrades gracefully when a modality is noisy or missing: dynamic fusion, "
+        "corruption augmentation, modality dropout).",
     ),
     recipe: str | None = typer.Option(
         None,
@@ -594,6 +648,8 @@ def fit(
     devices: str | None = DevicesOpt,
     strategy: str | None = StrategyOpt,
     num_nodes: int | None = NumNodesOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -610,6 +666,7 @@ def fit(
     _check_output(out_dir, folder=True)
     cfg = _checked_config(recipe_config(recipe, config) if recipe else config, fusion, problem_type, encoder)
     cfg = _with_distribution(cfg, devices, strategy, num_nodes)
+    cfg = _with_tracking(cfg, logger, tracking_dir)
     if deterministic:
         cfg.training.deterministic = True
     resume_dir = resume_dir_for(out_dir)
@@ -685,15 +742,29 @@ def predict(
     chunk_rows: int | None = ChunkRowsOpt,
     data_root: Path | None = DataRootOpt,
     on_error: str | None = OnErrorOpt,
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Read JSON rows from stdin (DATA is '-'), one object per line, and write one JSON line per row to "
+        "stdout as rows arrive, in order: {row, prediction[, probabilities]} or, for a bad line, "
+        "{row, column, problem}; the stream goes on.",
+    ),
+    stream_batch: int = typer.Option(
+        64, "--stream-batch", min=1, help="With --stream: lines predicted together at most (what has arrived)."
+    ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Predict a table with a saved model; the output has the input's row number and the prediction (a multi-label
     model's tags joined by its task.tag_separator; a multi-task model: one column per target, named like it).
     The table is read and predicted in chunks and the output written as it goes (renamed into place when complete),
-    so a table of any size predicts in bounded memory."""
+    so a table of any size predicts in bounded memory. With --stream, JSON lines on stdin are predicted as they
+    arrive."""
     from .api import Predictor
 
+    if stream or str(data) == "-":
+        _predict_stream(run, data, out_file, proba, scores, greedy, data_root, stream_batch, stream, quiet)
+        return
     _check_output(out_file)
     p = Predictor.load(run, verbose=not quiet)
     done = p.predict_to(
@@ -708,6 +779,36 @@ def predict(
     )
     if out_file is not None:
         err.print(f"wrote {done.rows} predictions to {out_file}")
+
+
+def _predict_stream(
+    run: Path,
+    data: Path,
+    out_file: Path | None,
+    proba: bool,
+    scores: bool,
+    greedy: bool,
+    data_root: Path | None,
+    batch: int,
+    stream: bool,
+    quiet: bool,
+) -> None:
+    import sys
+
+    from .errors import ConfigError
+    from .pipeline import FittedPipeline
+    from .streaming import predict_lines
+
+    if not stream or str(data) != "-":
+        raise ConfigError("streaming prediction reads stdin: use `polymodal predict RUN - --stream`")
+    if out_file is not None or scores or greedy:
+        raise ConfigError("--stream writes JSON lines to stdout; --out, --scores and --greedy are for tables")
+    pipeline = FittedPipeline.load(run, verbose=False)
+    n = predict_lines(
+        pipeline, sys.stdin, sys.stdout.write, sys.stdout.flush, proba=proba, data_root=data_root, max_batch=batch
+    )
+    if not quiet:
+        err.print(f"answered {n} lines")
 
 
 @app.command()
@@ -943,6 +1044,8 @@ def compare_cmd(
     ),
     config: Path | None = ConfigOpt,
     data_root: Path | None = DataRootOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -952,7 +1055,8 @@ def compare_cmd(
     """
     from .evaluation.compare import compare
 
-    _checked_config(config)  # a typo exits 2 before the table is read
+    checked = _checked_config(config)  # a typo exits 2 before the table is read
+    tracked = _with_tracking(checked, logger, tracking_dir)  # one tracked run per variant and seed
     _check_output(
         out_dir,
         folder=True,
@@ -970,7 +1074,7 @@ def compare_cmd(
         seeds=seeds,
         test_data=test,
         single_modalities=not no_single,
-        config=config,
+        config=config if tracked is checked else tracked,
         data_root=data_root,
         time_limit_per_run=time_limit_per_run,
         out_dir=out_dir,
@@ -1035,6 +1139,8 @@ def tune_cmd(
         None, "--seed", help="Seeds the split, the sampler and every trial (default 0).", min=0, max=SEED_MAX
     ),
     on_error: str | None = OnErrorOpt,
+    logger: str | None = LoggerOpt,
+    tracking_dir: str | None = TrackingDirOpt,
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -1047,7 +1153,7 @@ def tune_cmd(
     from .config import apply_choices
     from .tuning.space import load_space
 
-    cfg = _checked_config(config)
+    cfg = _with_tracking(_checked_config(config), logger, tracking_dir)  # one tracked run per trial
     updates: dict[str, Any] = {}
     if seed is not None:
         updates["training"] = {**cfg.to_dict()["training"], "seed": seed}
@@ -1491,6 +1597,15 @@ def export(
         "(default: parity on random inputs, dynamic quantization).",
     ),
     calibration_rows: int = typer.Option(256, "--calibration-rows", help="Rows of --calibration to use."),
+    min_agreement: float = typer.Option(
+        0.99,
+        "--min-agreement",
+        help="int8: share of calibration rows (0..1) on which the int8 graph must predict as the eager model; "
+        "below it nothing is written and the command exits 2 naming the layers that add the most error.",
+    ),
+    allow_degraded: bool = typer.Option(
+        False, "--allow-degraded", help="int8: write the int8 graph even below --min-agreement (with a warning)."
+    ),
     data_root: Path | None = DataRootOpt,
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
@@ -1498,25 +1613,40 @@ def export(
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager."""
+    """Export the whole model (encoders + fusion + head) as one ONNX or TorchScript graph, checked against eager;
+    a generation model as an encoder graph and a decoder-step graph (greedy and beam search checked against eager)."""
     from .errors import ConfigError
     from .export.export import ExportConfig, export_run
 
     try:
         cfg = ExportConfig(
-            format=fmt, quantize=quantize, quantize_mode=quantize_mode, calibration_rows=calibration_rows
+            format=fmt,
+            quantize=quantize,
+            quantize_mode=quantize_mode,
+            calibration_rows=calibration_rows,
+            min_agreement=min_agreement,
+            allow_degraded=allow_degraded,
         )
     except ValueError as e:
         raise ConfigError(f"invalid export options:\n{e}") from None
     _check_output(out_dir, folder=True)
     result = export_run(run, out_dir, cfg, data=calibration, data_root=data_root, overwrite=overwrite)
     t = RichTable(title=f"{out_dir} ({result.format}{', ' + result.quantization if result.quantization else ''})")
-    for c in ("file", "max |diff| vs eager", "same class", "rows"):
+    for c in ("file", "max |diff| vs eager", "same class / text", "rows"):
         t.add_column(c, justify="right" if c != "file" else "left")
     for name, p in result.parity.items():
         t.add_row(name, f"{p.max_abs_diff:.2e}", "" if p.agreement is None else f"{p.agreement:.1%}", str(p.rows))
     out.print(t)
     out.print(f"parity measured on {result.parity_inputs}; inputs: {', '.join(result.signature.names)}")
+    if result.int8_gate is not None:
+        g = result.int8_gate
+        out.print(
+            f"int8 gate: {g.agreement:.1%} agreement on {g.rows} rows (min {g.min_agreement:.1%}); "
+            f"{len(g.kept_float)} layers kept float32: {', '.join(g.kept_float) or 'none'}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command("prune")
@@ -1592,12 +1722,31 @@ def serve(
     decode_workers: int = typer.Option(2, "--decode-workers", help="Threads decoding request files."),
     max_queue: int = typer.Option(32, "--max-queue", help="Requests waiting to be decoded at most; more get 503."),
     request_timeout: float = typer.Option(
-        30.0, "--request-timeout", help="Seconds a request may take (body, decoding and model) before 408/503."
+        30.0, "--request-timeout", help="Seconds a request may take (body, decoding and model) before 408/504."
+    ),
+    api_key_file: Path | None = typer.Option(
+        None,
+        "--api-key-file",
+        help="File of API keys, one per line (16+ characters): every route but /health then needs one, sent as "
+        "'Authorization: Bearer KEY' or 'X-API-Key: KEY' (else 401).",
+    ),
+    cors_origin: list[str] | None = typer.Option(
+        None, "--cors-origin", help="An origin allowed to call the server from a browser (repeatable; default: none)."
+    ),
+    rate_limit: str | None = typer.Option(
+        None, "--rate-limit", help="Requests per client (API key, else address) at most: N/s, N/min or N/h (429)."
+    ),
+    client_concurrency: int | None = typer.Option(
+        None, "--client-concurrency", help="Requests of one client in progress at once at most (more get 429)."
+    ),
+    access_log: str = typer.Option(
+        "text", "--access-log", help="Access log format: text (uvicorn's lines) or json (one object per request)."
     ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Serve a saved model over HTTP: POST /predict, GET /health, GET /metadata; API docs at /docs."""
+    """Serve a saved model over HTTP: POST /predict (POST /generate for generation models), POST /predict/stream
+    (NDJSON), GET /health, GET /metadata, GET /metrics (Prometheus); API docs at /docs."""
     # A first line at once, before the imports and the load (tens of seconds on a busy machine), then progress.
     start = time.perf_counter()
     progress = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, soft_wrap=True))
@@ -1623,11 +1772,20 @@ def serve(
             max_queue=max_queue,
             request_timeout_s=request_timeout,
             body_timeout_s=request_timeout,
+            api_key_file=None if api_key_file is None else str(api_key_file),
+            cors_origins=cors_origin or [],
+            rate_limit=rate_limit,
+            client_concurrency=client_concurrency,
+            access_log=access_log,
         )
     except ValueError as e:
         raise ConfigError(f"invalid serve options:\n{e}") from None
     from .serving.net import bind
 
+    if cfg.api_key_file is not None:  # a missing or empty key file is an error before anything is loaded
+        from .serving.security import load_api_keys
+
+        load_api_keys(cfg.api_key_file)
     sock = bind(host, port)  # before the imports and the load: a busy port is an error at once, not after "serving"
     from .api import Predictor
     from .serving.app import serve as run_server

@@ -122,6 +122,12 @@ class ProcessingConfig(_Section):
     text_max_tokens: int | None = Field(None, ge=1, le=4096, description="tokens kept per text")
     vocab_size: int = Field(20_000, ge=10, description="largest word vocabulary of the from-scratch text encoders")
     text_min_freq: int = Field(1, ge=1, description="words seen fewer times in training are unknown")
+    text_segmentation: Literal["regex", "char", "char_bigram", "word"] = Field(
+        "char_bigram",
+        description="how the from-scratch text encoders split Chinese/Japanese text (Latin words stay words): "
+        "char = one token per character, char_bigram = characters and adjacent pairs, word = jieba words "
+        "(pip install 'polymodal[cjk]'), regex = a whole clause as one token",
+    )
     series_length: int | None = Field(
         None,
         ge=2,
@@ -367,6 +373,31 @@ def cpu_distribution_problem(devices: Any, strategy: str) -> str | None:
     return None
 
 
+class CorruptionAugmentationConfig(_Section):
+    """Corruption augmentation: training rows damaged on the fly by the corruptions the robustness sweep uses."""
+
+    probability: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability that a training row's modality is corrupted (each modality of each row drawn "
+        "apart; 0 = off). Validation and test rows are never corrupted",
+    )
+    kinds: list[str] | None = Field(
+        None,
+        description="the corruptions to draw from (names of the robustness sweep's registry, e.g. gaussian_noise, "
+        "occlusion, white_noise); None = every one that applies to the modality's kind",
+    )
+    max_severity: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="the most severe level drawn, as a share of each corruption's default levels (1 = up to its "
+        "most severe default level, e.g. image noise std 0.5, audio at -5 dB SNR); the level is drawn uniformly "
+        "among the levels kept",
+    )
+
+
 class TrainingConfig(_Section):
     """The training loop."""
 
@@ -375,7 +406,12 @@ class TrainingConfig(_Section):
     learning_rate: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(1e-2, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of the steps spent warming up the rate")
-    patience: int = Field(4, ge=1, description="epochs without validation improvement before stopping")
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="epochs without validation improvement before stopping; None = 4 for schedules of up to 30 "
+        "epochs, the same share (epochs x 4 / 30) of longer ones (the many short epochs of a tiny table)",
+    )
     validation_fraction: float = Field(
         0.15, gt=0, lt=0.9, description="share of the rows held out for validation (when no tuning table is given)"
     )
@@ -416,6 +452,11 @@ class TrainingConfig(_Section):
         description="probability of hiding each modality of a "
         "training row (a row always keeps one), for robustness to missing modalities",
     )
+    corruption_augmentation: CorruptionAugmentationConfig = Field(
+        default_factory=CorruptionAugmentationConfig,
+        description="corrupt random training rows' modalities (random kind and level), for robustness to noisy "
+        "or damaged inputs; used with modality_dropout for missing ones",
+    )
     num_workers: int = Field(0, ge=0, description="data-loading worker processes")
     threads: int | None = Field(
         None,
@@ -442,6 +483,25 @@ class TrainingConfig(_Section):
         "ddp_find_unused_parameters_true when a step may leave parameters unused (modality dropout)",
     )
     num_nodes: int = Field(1, ge=1, description="machines taking part in the training (Lightning's num_nodes)")
+    logger: Literal["none", "csv", "tensorboard", "mlflow"] = Field(
+        "none",
+        description="experiment tracking through Lightning's loggers: none, csv, tensorboard or mlflow (the resolved "
+        "config as hyperparameters, per-epoch metrics; mlflow also stores the saved run directory as artifacts); "
+        "tensorboard and mlflow need the tracking extra",
+    )
+    tracking_dir: str | None = Field(
+        None,
+        description="where tracked runs go: a folder (None = ./mlruns for mlflow, ./tensorboard, ./csv_logs), or for "
+        "mlflow a tracking URI such as sqlite:///mlflow.db or http://host:5000",
+    )
+    experiment: str = Field(
+        "polymodal",
+        min_length=1,
+        description="the experiment (MLflow) or folder (TensorBoard, CSV) runs are filed under",
+    )
+    run_name: str | None = Field(
+        None, description="the tracked run's name (None = fit-<date>-<time>; compare and tune name one run per variant)"
+    )
 
     @field_validator("seed", mode="before")
     @classmethod

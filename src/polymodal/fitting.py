@@ -19,6 +19,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from .components import check_config
 from .config import PolymodalConfig, TrainingConfig
+from .data.corruption_augmentation import augmenter_from_config
 from .data.dataset import Prepared, make_loader, prepare
 from .data.processors import LoadContext, Processor, build_processors
 from .data.readers import Table, read_table
@@ -51,6 +52,7 @@ from .threads import threads_for_call, use_threads
 from .training import FitResult, fit_model, predict_outputs
 from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
+from .training.tracking import check_logger, flatten
 
 log = logging.getLogger("polymodal")
 
@@ -235,11 +237,27 @@ def prepare_labelled(
 
 # ----------------------------------------------------------------------------------------- build, train
 def auto_batch_size(n: int) -> int:
-    return 32 if n < 1_000 else 64 if n < 10_000 else 128
+    # Tiny tables (a few dozen rows, e.g. the UCR archive's 36-67 training rows) get batches of 16: more, noisier
+    # steps per epoch, which they need more than the smoother gradient of a larger batch.
+    return 16 if n < TINY_ROWS else 32 if n < 1_000 else 64 if n < 10_000 else 128
 
+
+#: below this many training rows a table is "tiny": batches of 16 (:func:`auto_batch_size`)
+TINY_ROWS = 128
 
 #: optimisation steps that ``auto_epochs`` aims at, between 10 and 30 epochs
 AUTO_EPOCH_STEPS = 2_000
+
+#: the fewest optimisation steps of an automatic schedule: at 30 epochs a table under ~400 rows gets fewer, so it
+#: gets more epochs (up to :data:`AUTO_MAX_EPOCHS`). Without it a 50-row table trained ~60 steps and stopped
+#: below 1-NN DTW on the UCR sets (benchmarks/ucr.py); 400 is the order of steps benchmarks/ucr_small.yaml ran.
+AUTO_MIN_STEPS = 400
+
+#: the most epochs of an automatic schedule (the smallest tables, 2 steps per epoch)
+AUTO_MAX_EPOCHS = 200
+
+#: patience of the default schedule's 30 epochs; longer schedules keep the same ratio (:func:`auto_patience`)
+BASE_PATIENCE = 4
 
 
 def auto_epochs(n: int, batch_size: int) -> int:
@@ -247,14 +265,25 @@ def auto_epochs(n: int, batch_size: int) -> int:
     # 2,000 steps: the budget AV-digits' published 0.9905 was measured with. A shorter full schedule (the warm-up +
     # cosine schedule anneals to zero at its end) may keep most of the accuracy (AV-digits: 5 epochs 0.9826), but
     # no lower budget has been measured on the full data yet, so it stays (benchmarks/avdigits_speed.py compares).
+    # Small tables: at least AUTO_MIN_STEPS steps, however many epochs that takes (up to AUTO_MAX_EPOCHS).
     steps_per_epoch = max(1, math.ceil(n / batch_size))
-    return int(min(max(math.ceil(AUTO_EPOCH_STEPS / steps_per_epoch), 10), 30))
+    epochs = int(min(max(math.ceil(AUTO_EPOCH_STEPS / steps_per_epoch), 10), 30))
+    return int(min(max(epochs, math.ceil(AUTO_MIN_STEPS / steps_per_epoch)), AUTO_MAX_EPOCHS))
+
+
+def auto_patience(epochs: int) -> int:
+    """Epochs without validation improvement before stopping, for an automatic schedule of ``epochs``: 4 up to 30
+    epochs (the large-table schedule), then the same share of the schedule (a 150-epoch schedule: 20), so that
+    the many short epochs of a tiny table are not cut off after a few dozen steps."""
+    return int(max(BASE_PATIENCE, math.ceil(epochs * BASE_PATIENCE / 30)))
 
 
 def resolve_training(training: TrainingConfig, n_train: int) -> None:
-    """Fill in the automatic batch size and epoch count for ``n_train`` training rows (in place)."""
+    """Fill in the automatic batch size, epoch count and patience for ``n_train`` training rows (in place)."""
     training.batch_size = training.batch_size or auto_batch_size(n_train)
     training.max_epochs = training.max_epochs or auto_epochs(n_train, training.batch_size)
+    if training.patience is None:
+        training.patience = auto_patience(training.max_epochs)
 
 
 def build(cfg: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor], task: Task) -> Any:
@@ -278,13 +307,22 @@ def train(
     verbose: bool = True,
     callbacks: list[Any] | None = None,
     checkpoint: Checkpointing | None = None,
+    hyperparameters: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` in place (Lightning; early stopping on validation, best epoch restored); CPU, eval mode
     after. ``training`` must be resolved (batch size and epochs set). ``callbacks``: extra Lightning callbacks.
     ``checkpoint``: a checkpoint every epoch, and resuming (training/checkpoint.py)."""
     bs = training.batch_size or auto_batch_size(len(train_rows))
     train_loader = make_loader(
-        train_rows, processors, bs, True, task.target_dtype, training.num_workers, training.seed, training.sampler
+        train_rows,
+        processors,
+        bs,
+        True,
+        task.target_dtype,
+        training.num_workers,
+        training.seed,
+        training.sampler,
+        corruption=augmenter_from_config(processors, training.corruption_augmentation),
     )
     val_loader = make_loader(val_rows, processors, max(bs, 128), False, task.target_dtype, training.num_workers)
     result = fit_model(
@@ -298,6 +336,7 @@ def train(
         progress=verbose,
         extra_callbacks=callbacks,
         checkpoint=checkpoint,
+        hyperparameters=hyperparameters,
     )
     model.cpu().eval()
     return result
@@ -340,6 +379,7 @@ def fit_pipeline(
         )
         cfg.ensemble = None
     check_config(cfg)
+    check_logger(cfg.training)
     check_label_list(label)
     start = time.perf_counter()
     table = read_labelled(data, label, cfg.data_root)
@@ -371,7 +411,17 @@ def fit_pipeline(
             f"{count_parameters(model):,}",
         )
         result = train(
-            model, task, processors, train_rows, val_rows, val_labels, cfg.training, verbose, callbacks, checkpoint
+            model,
+            task,
+            processors,
+            train_rows,
+            val_rows,
+            val_labels,
+            cfg.training,
+            verbose,
+            callbacks,
+            checkpoint,
+            hyperparameters=flatten(cfg.model_dump(mode="json")),
         )
         calibrate(model, task, processors, val_rows, val_labels)
     result.fit_seconds = round(time.perf_counter() - start, 3)

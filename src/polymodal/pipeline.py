@@ -53,6 +53,7 @@ from .tasks.generation import GenerationTask
 from .tasks.multilabel import MultilabelTask
 from .tasks.multitask import MultiTask
 from .training import FitResult, predict_outputs
+from .training.tracking import log_run_directory
 from .version import __version__
 
 log = logging.getLogger("polymodal")
@@ -617,6 +618,8 @@ class FittedPipeline:
                 write_history(tmp / "training_log.csv", r.history)
             if self.leaderboard is not None:
                 self.leaderboard.to_csv(tmp / LEADERBOARD, index=False)
+        if self.fit_result is not None:  # the tracked run (training.logger: mlflow) stores the run directory
+            log_run_directory(self.fit_result.tracking, path)
         return path
 
     @classmethod

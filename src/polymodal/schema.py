@@ -107,9 +107,19 @@ class Schema:
         return json.dumps(self.to_dict(), indent=2)
 
 
+def _file_name(v: Any) -> str | None:
+    """The name a cell gives its file: a path, or an in-memory file's name (``data.loaders.InMemoryFile``: media
+    held inside the table, named by its format; recognised by its fields, as this module imports no loaders)."""
+    if isinstance(v, str):
+        return v.strip()
+    name = getattr(v, "name", None)
+    return name if isinstance(name, str) and isinstance(getattr(v, "data", None), bytes) else None
+
+
 def _looks_like_path(values: pd.Series, extensions: set[str]) -> float:
     def ok(v: Any) -> bool:
-        return isinstance(v, str) and Path(v.strip()).suffix.lower() in extensions
+        name = _file_name(v)
+        return name is not None and Path(name).suffix.lower() in extensions
 
     return float(np.mean([ok(v) for v in values])) if len(values) else 0.0
 

@@ -47,6 +47,7 @@ from .tasks import Task
 from .training import FitResult
 from .training.checkpoint import Checkpointing
 from .training.seeding import seeded
+from .training.tracking import flatten
 
 log = logging.getLogger("polymodal")
 
@@ -215,7 +216,16 @@ def _train_member(
         with seeded(spec.seed):
             module = fitting.build(mcfg, mods, procs, task)
             result = fitting.train(
-                module, task, procs, train_rows, val_rows, val_labels, mcfg.training, verbose, callbacks
+                module,
+                task,
+                procs,
+                train_rows,
+                val_rows,
+                val_labels,
+                mcfg.training,
+                verbose,
+                callbacks,
+                hyperparameters=flatten(mcfg.model_dump(mode="json")),  # one tracked run per member (training.logger)
             )
         epochs, limited = result.epochs_run, result.time_limited
     else:
@@ -250,7 +260,9 @@ def _one_network(task: Task, modalities: list[Modality], n_train: int) -> str | 
     if n_train > AUTO_MAX_ROWS:
         return f"{n_train:,} training rows (classical members join it up to {AUTO_MAX_ROWS:,})"
     if not any(cls.applies(modalities, task) for _, cls in MEMBERS.items()):
-        return "no classical member learns from these columns (they need numeric, category or text columns)"
+        return (
+            "no classical member learns from these columns (they need numeric, category, text or time-series columns)"
+        )
     return None
 
 

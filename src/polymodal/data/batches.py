@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DataError
+from .cells import media_cells
 from .readers import (
     SUFFIXES,
     Table,
@@ -22,6 +23,8 @@ from .readers import (
     check_record_columns,
     check_unique_columns,
     csv_header_names,
+    folder_of,
+    parquet_files,
     read_table,
     short,
     table_kind,
@@ -33,9 +36,7 @@ from .readers import (
 DEFAULT_CHUNK_ROWS = 8192
 
 
-def iter_table(
-    data: "pd.DataFrame | str | Path | Table", data_root: "str | Path | None" = None, chunk_rows: int | None = None
-) -> Iterator[Table]:
+def iter_table(data: Any, data_root: "str | Path | None" = None, chunk_rows: int | None = None) -> Iterator[Table]:
     """Yield ``data`` as :class:`Table` chunks of at most ``chunk_rows`` rows (default :data:`DEFAULT_CHUNK_ROWS`).
 
     A DataFrame or Table is sliced (its own index kept); a CSV/TSV/JSONL/Parquet file is read chunk by chunk, so
@@ -47,30 +48,42 @@ def iter_table(
     n = DEFAULT_CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
     if n < 1:
         raise DataError(f"chunk_rows must be at least 1, not {chunk_rows}", hint="Pass a positive number of rows.")
-    if isinstance(data, (pd.DataFrame, Table)):
+    if not isinstance(data, (str, Path)):  # a DataFrame, a Table, or a table of another library (data/cells.py)
         yield from _slices(read_table(data, data_root), n)
         return
-    path = Path(data)
-    kind = table_kind(path)
-    root = (Path(data_root) if data_root is not None else path.parent).resolve()
-    if kind == "json":
-        yield from _slices(read_table(path, data_root), n)
-        return
-    frames = _parquet_frames(path, n) if kind == "parquet" else _text_frames(path, kind, n)
+    files = parquet_files(data)
+    frames: Iterator[pd.DataFrame]
+    if files is not None:  # a folder or glob of Parquet files: chunks of each file in turn
+        root = (Path(data_root) if data_root is not None else folder_of(str(data), files)).resolve()
+        frames = _rechunk((frame for f in files for frame in _parquet_frames(f, n)), n)
+    else:
+        path = Path(data)
+        kind = table_kind(path)
+        root = (Path(data_root) if data_root is not None else path.parent).resolve()
+        if kind == "json":
+            yield from _slices(read_table(path, data_root), n)
+            return
+        frames = _parquet_frames(path, n) if kind == "parquet" else _text_frames(path, kind, n)
     start = 0
     for frame in frames:
+        frame = media_cells(frame)
         frame.index = pd.RangeIndex(start, start + len(frame))
         start += len(frame)
-        yield Table(frame, root, str(path))
+        yield Table(frame, root, str(data))
 
 
-def table_rows(data: "pd.DataFrame | str | Path | Table") -> int | None:
+def table_rows(data: Any) -> int | None:
     """The number of rows of ``data`` for a progress bar: exact for a frame or a Parquet file (its metadata), the
     number of lines for a CSV/TSV/JSONL file (a quoted value may span lines), None when unknown."""
     if isinstance(data, Table):
         return len(data.frame)
     if isinstance(data, pd.DataFrame):
         return len(data)
+    if not isinstance(data, (str, Path)):  # a Hugging Face Dataset, a Polars frame (a LazyFrame has no length)
+        try:
+            return len(data)
+        except TypeError:
+            return None
     path = Path(data)
     if path.suffix.lower() in (".parquet", ".pq") and path.is_file():
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
@@ -89,6 +102,28 @@ def table_rows(data: "pd.DataFrame | str | Path | Table") -> int | None:
         lines += last != b"\n"  # a last line without a newline
         return max(lines - (kind != "jsonl"), 0)  # less the header
     return None
+
+
+def _rechunk(frames: Iterator[pd.DataFrame], n: int) -> Iterator[pd.DataFrame]:
+    """``frames`` (each file's chunks, in turn) regrouped into chunks of exactly ``n`` rows but the last, as one
+    file of the same rows would be read: a chunk's rows are predicted together, so equal chunks give equal
+    numbers."""
+    pending: list[pd.DataFrame] = []
+    size, yielded, empty = 0, False, None
+    for frame in frames:
+        empty = frame.iloc[:0] if empty is None else empty
+        while len(frame):
+            take = frame.iloc[: n - size]
+            frame = frame.iloc[len(take) :]
+            pending.append(take)
+            size += len(take)
+            if size == n:
+                yield pd.concat(pending, ignore_index=True)
+                pending, size, yielded = [], 0, True
+    if pending:
+        yield pd.concat(pending, ignore_index=True)
+    elif not yielded and empty is not None:  # files with a header and no rows: one empty chunk, as for one file
+        yield empty
 
 
 def _slices(table: Table, n: int) -> Iterator[Table]:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar, copy_context
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ from .progress import Progress
 from .sample_cache import SampleStore, sample_store
 from .samplers import EpochSampler
 from .stored import StoreJobs, take
+
+if TYPE_CHECKING:
+    from .corruption_augmentation import CorruptionAugmenter
 
 log = logging.getLogger("polymodal")
 
@@ -273,14 +276,25 @@ class PreparedDataset(torch.utils.data.Dataset):
 class Collator:
     """Turns a list of row indices into a :class:`Batch` (augmenting when ``train``)."""
 
-    def __init__(self, prepared: Prepared, processors: dict[str, Processor], train: bool, target_dtype: torch.dtype):
+    def __init__(
+        self,
+        prepared: Prepared,
+        processors: dict[str, Processor],
+        train: bool,
+        target_dtype: torch.dtype,
+        corruption: CorruptionAugmenter | None = None,
+    ):
         self.prepared, self.processors, self.train, self.target_dtype = prepared, processors, train, target_dtype
+        self.corruption = corruption if train else None  # never on validation or test rows
 
     def __call__(self, idx: list[int]) -> Batch:
         inputs: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
+        rng = self.corruption.batch_rng() if self.corruption is not None else None
         for m, p in self.processors.items():
             items = self.prepared.column(m, idx)
+            if self.corruption is not None and rng is not None:
+                items = self.corruption.apply(m, items, rng)
             inputs.update(p.collate(items, self.train))
             masks[m] = torch.tensor([it is not None for it in items], dtype=torch.bool)
         target = None
@@ -298,12 +312,14 @@ def make_loader(
     num_workers: int = 0,
     seed: int = 0,
     sampler: str = "shuffle",
+    corruption: CorruptionAugmenter | None = None,
 ) -> torch.utils.data.DataLoader:
     """Batches of ``prepared`` rows. ``train``: augmented, drawn in a random order that depends on (seed, epoch)
     only (:class:`~polymodal.data.samplers.EpochSampler`, so a resumed fit draws what an uninterrupted one would;
     ``sampler`` "shuffle": each row once per epoch; "balanced": as many rows, drawn with replacement so that every
     class of the integer ``targets`` comes equally often). Worker seeds come from the global torch generator, which
-    training reseeds at every epoch start."""
+    training reseeds at every epoch start. ``corruption``: training batches only, items corrupted at random before
+    they are collated (:mod:`polymodal.data.corruption_augmentation`)."""
     row_sampler = None
     if train:
         weights = balanced_weights(prepared) if sampler == "balanced" else None
@@ -314,7 +330,7 @@ def make_loader(
         shuffle=False,
         sampler=row_sampler,
         drop_last=train and len(prepared) > batch_size,
-        collate_fn=Collator(prepared, processors, train, target_dtype),
+        collate_fn=Collator(prepared, processors, train, target_dtype, corruption),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         # (a loader without a generator would draw its workers' seed from the caller's global torch generator)

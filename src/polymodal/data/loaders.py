@@ -9,6 +9,7 @@ and no file system is touched. With no data root (``root=None``, the server) eve
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import math
@@ -43,13 +44,21 @@ class InMemoryFile:
 
     data: bytes
     name: str = "upload"
+    #: whether decoded items may go to the on-disk sample store, keyed by content (media inside a table's cells);
+    #: off for the server's uploads, which are not kept on disk
+    cache: bool = False
 
     def __repr__(self) -> str:  # never dump the bytes into a message
         return f"InMemoryFile({self.name!r}, {len(self.data):,} bytes)"
 
     def __str__(self) -> str:
         # Processors key their decode cache on str(cell): equal contents share one decode, as equal paths do.
-        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+        return "sha256:" + self.digest
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The SHA-256 of the content (hex), computed once."""
+        return hashlib.sha256(self.data).hexdigest()
 
 
 Source = Path | InMemoryFile

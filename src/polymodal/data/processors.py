@@ -10,7 +10,6 @@ State is split into JSON (``state()``) and tensors (``tensors()``) so that nothi
 from __future__ import annotations
 
 import math
-import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -28,7 +27,7 @@ from ..config import LimitsConfig, PolymodalConfig, ProcessingConfig, check_enco
 from ..errors import LoadError
 from ..registry import ENCODERS, Registry
 from ..schema import ColumnKind, Modality, Schema, as_numbers
-from . import loaders
+from . import loaders, segment
 
 PROCESSORS: Registry["Processor"] = Registry("processor")
 
@@ -304,26 +303,34 @@ def _spec_augment(mel: torch.Tensor, max_f: int = 6, max_t: int = 10) -> torch.T
     return mel.masked_fill(drop, 0.0)
 
 
-_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 PAD, UNK = 0, 1
 
 
-def tokenize(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
+def tokenize(text: str, segmentation: str = segment.LEGACY_SEGMENTATION) -> list[str]:
+    """Lower-cased tokens (``polymodal.data.segment``; the default splits on word characters and punctuation)."""
+    return segment.tokenize(text, segmentation)
 
 
 @PROCESSORS.register("text")
 class TextProcessor(Processor):
-    """Lower-cased word/punctuation tokens; a vocabulary of the most frequent training tokens (0 = pad, 1 = unknown)."""
+    """Lower-cased word/punctuation tokens, CJK text segmented by ``processing.text_segmentation``; a vocabulary of
+    the most frequent training tokens (0 = pad, 1 = unknown)."""
 
     kind = "text"
+    segmentation = segment.LEGACY_SEGMENTATION
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens this processor sees in ``text`` (before the vocabulary lookup and the length cut)."""
+        return segment.tokenize(text, self.segmentation)
 
     def fit(self, frame: pd.DataFrame, ctx: LoadContext) -> None:
+        self.segmentation = self.cfg.text_segmentation
+        segment.segmenter(self.segmentation)  # an unusable choice fails here, before any row is read
         counts: Counter[str] = Counter()
         lengths = []
         for text in _present_values(frame, self.columns[0]):
             text = str(text)[: ctx.limits.max_text_chars]
-            toks = tokenize(text)
+            toks = self.tokens(text)
             counts.update(toks)
             lengths.append(len(toks))
         kept = [t for t, c in counts.most_common(self.cfg.vocab_size - 2) if c >= self.cfg.text_min_freq]
@@ -334,7 +341,7 @@ class TextProcessor(Processor):
         self._index = {t: i for i, t in enumerate(self.vocab)}
 
     def load(self, value: Any, ctx: LoadContext) -> np.ndarray:
-        toks = tokenize(str(value)[: ctx.limits.max_text_chars])[: self.max_tokens]
+        toks = self.tokens(str(value)[: ctx.limits.max_text_chars])[: self.max_tokens]
         ids = [self._index.get(t, UNK) for t in toks] or [UNK]
         return np.asarray(ids, dtype=np.int64)
 
@@ -347,10 +354,13 @@ class TextProcessor(Processor):
         return {self.key(): out}
 
     def state(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, "max_tokens": self.max_tokens}
+        return {"vocab": self.vocab, "max_tokens": self.max_tokens, "segmentation": self.segmentation}
 
     def set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         self.vocab, self.max_tokens = state["vocab"], state["max_tokens"]
+        # A run directory saved before CJK support has no "segmentation": it was trained on the regex tokens.
+        self.segmentation = state.get("segmentation", segment.LEGACY_SEGMENTATION)
+        segment.segmenter(self.segmentation)
         self._index = {t: i for i, t in enumerate(self.vocab)}
 
 

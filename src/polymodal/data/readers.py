@@ -6,10 +6,12 @@ import codecs
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from ..errors import DataError, RowIssue
+from .cells import foreign_frame, media_cells
 
 SUFFIXES = {
     ".csv": "csv",
@@ -66,8 +68,10 @@ class Table:
     source: str
 
 
-def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path | None" = None) -> Table:
-    """Read ``data`` into a :class:`Table`.
+def read_table(data: Any, data_root: "str | Path | None" = None) -> Table:
+    """Read ``data`` into a :class:`Table`: a pandas or Polars DataFrame, a Hugging Face ``Dataset``, a
+    :class:`Table`, a CSV/TSV/Parquet/JSONL/JSON file, or a folder or glob of Parquet files (read in name order).
+    Image and audio content inside cells becomes in-memory files (:mod:`polymodal.data.cells`).
 
     Relative paths in the table resolve against ``data_root`` when given, else against the table file's own
     folder (or the current directory for a DataFrame).
@@ -76,11 +80,23 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         if data_root is not None:
             return Table(data.frame, Path(data_root).resolve(), data.source)
         return data
+    foreign = foreign_frame(data)
+    if foreign is not None:
+        data = foreign
     if isinstance(data, pd.DataFrame):
         check_unique_columns(list(data.columns), "<DataFrame>")
         # The DataFrame's own index is kept, so predictions align with the rows they came from.
         root = Path(data_root) if data_root is not None else Path.cwd()
-        return Table(data, root.resolve(), "<DataFrame>")
+        return Table(media_cells(data), root.resolve(), "<DataFrame>")
+    if not isinstance(data, (str, Path)):
+        raise DataError(
+            f"cannot read a {type(data).__name__} as a table",
+            hint="Pass a pandas or Polars DataFrame, a Hugging Face Dataset, or the path of a .csv, .parquet or "
+            ".jsonl file (or a folder or glob of .parquet files).",
+        )
+    files = parquet_files(data)
+    if files is not None:
+        return _read_parquet_files(files, str(data), data_root)
     path = Path(data)
     kind = table_kind(path)
     try:
@@ -109,7 +125,66 @@ def read_table(data: "pd.DataFrame | str | Path | Table", data_root: "str | Path
         check_unique_columns(csv_header_names(path, kind), str(path))
     check_unique_columns(list(frame.columns), str(path))
     root = Path(data_root) if data_root is not None else path.parent
-    return Table(frame.reset_index(drop=True), root.resolve(), str(path))
+    return Table(media_cells(frame.reset_index(drop=True)), root.resolve(), str(path))
+
+
+def parquet_files(data: "str | Path") -> list[Path] | None:
+    """The Parquet files that a folder or a glob pattern (``data/*.parquet``, ``data/**/*.parquet``) names, in name
+    order; None when ``data`` is one file's path (or names nothing a folder or pattern could). A folder or pattern
+    with no Parquet file is a :class:`DataError`."""
+    text = str(data)
+    pattern = any(c in text for c in "*?[")
+    path = Path(text)
+    try:
+        folder = not pattern and path.is_dir()
+    except (OSError, ValueError):
+        return None
+    if not pattern and not folder:
+        return None
+    if folder:
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".parquet", ".pq") and p.is_file())
+    else:
+        anchor = Path(path.anchor) if path.is_absolute() else Path(".")
+        relative = str(path.relative_to(anchor)) if path.is_absolute() else text
+        found = sorted(p for p in anchor.glob(relative) if p.is_file())
+        found = [p for p in found if p.suffix.lower() in (".parquet", ".pq")]
+    if not found:
+        raise DataError(
+            f"no Parquet files in {text}",
+            hint="A folder or glob pattern is read as Parquet files (*.parquet, *.pq); pass a file path otherwise.",
+        )
+    return found
+
+
+def _read_parquet_files(files: list[Path], source: str, data_root: "str | Path | None") -> Table:
+    """Parquet files read one after another into one table (the same columns in each, checked)."""
+    frames: list[pd.DataFrame] = []
+    for f in files:
+        part = read_table(f, data_root).frame
+        if frames and list(part.columns) != list(frames[0].columns):
+            raise DataError(
+                f"{f} has other columns than {files[0]}: {', '.join(map(str, part.columns))} instead of "
+                f"{', '.join(map(str, frames[0].columns))}",
+                hint="Every file of a Parquet folder or pattern must hold the same columns.",
+            )
+        frames.append(part)
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    root = Path(data_root) if data_root is not None else folder_of(source, files)
+    return Table(frame, root.resolve(), source)
+
+
+def folder_of(source: str, files: list[Path]) -> Path:
+    """The folder a Parquet folder's or pattern's relative paths resolve against: the folder itself, or the
+    pattern's folder part before its first wildcard."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    parts = []
+    for part in path.parts:
+        if any(c in part for c in "*?["):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
 
 
 def table_kind(path: Path) -> str:

@@ -17,6 +17,7 @@ from typing import Any, overload
 import numpy as np
 
 from ..errors import LoadError
+from .loaders import InMemoryFile
 from .processors import LoadContext, Processor
 from .sample_cache import SampleStore, Slot
 
@@ -100,8 +101,12 @@ def file_key(value: Any, ctx: LoadContext) -> str | None:
     """A file cell's store key: its resolved path, size and mtime_ns (None when it does not name a readable file)."""
     try:
         path = ctx.resolve(value)
+        if isinstance(path, InMemoryFile):
+            # media inside a table's cells: keyed by content (and the name, whose suffix picks the decoder); the
+            # server's uploads are not kept on disk
+            return f"bytes\0{Path(path.name).suffix.lower()}\0{path.digest}" if path.cache else None
         if not isinstance(path, Path):
-            return None  # content sent in memory (the server): nothing on disk to key it by
+            return None
         st = path.stat()
     except (LoadError, OSError):
         return None

@@ -109,7 +109,8 @@ class ResidualBlock(nn.Module):
 
 
 class ResNetTrunk(nn.Module):
-    """A small ResNet: stem, then ``stages`` residual blocks doubling width and halving resolution."""
+    """A small ResNet: stem, then ``stages`` stages of ``blocks`` residual blocks, each stage doubling the width and
+    halving the resolution."""
 
     def __init__(self, cin: int, cfg: ConvConfig, stem_stride: int, stem_pool: bool = False):
         super().__init__()
@@ -124,6 +125,7 @@ class ResNetTrunk(nn.Module):
             layers.append(nn.MaxPool2d(3, 2, 1))
         for i in range(cfg.stages):
             layers.append(ResidualBlock(w * 2 ** max(i - 1, 0), w * 2**i, 1 if i == 0 else 2))
+            layers += [ResidualBlock(w * 2**i, w * 2**i, 1) for _ in range(cfg.blocks - 1)]
         self.net = nn.Sequential(*layers)
         self.out_channels = w * 2 ** (cfg.stages - 1)
 

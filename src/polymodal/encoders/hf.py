@@ -66,8 +66,8 @@ class AttentionPool(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         s = self.score(tokens).squeeze(-1)
         if mask is not None:
-            safe = mask.clone()
-            safe[:, 0] |= ~mask.any(1)  # a row with no real token (absent) must not softmax over nothing
+            # a row with no real token (absent) must not softmax over nothing (not in place: ONNX has no |=)
+            safe = torch.cat([mask[:, :1] | ~mask.any(1, keepdim=True), mask[:, 1:]], dim=1)
             s = s.masked_fill(~safe, float("-inf"))
         return (torch.softmax(s, dim=1).unsqueeze(-1) * tokens).sum(1)
 
@@ -171,7 +171,7 @@ class HFEncoder(Encoder):
         return out
 
     # --- the backbone -------------------------------------------------------------------------------------
-    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def run_backbone(
@@ -241,6 +241,8 @@ class HFEncoder(Encoder):
 
     # --- encode -------------------------------------------------------------------------------------------
     def encode(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self._encode_traceable(inputs, mask)
         rows = torch.nonzero(mask, as_tuple=False).flatten()
         b, device = len(mask), self.proj.weight.device
         if len(rows) == 0:
@@ -260,6 +262,45 @@ class HFEncoder(Encoder):
             tmask[rows] = True if tmask_r is None else tmask_r
         pooled = self._pool(tokens, tmask, pooled_r, rows, b)
         out_tokens = self.drop(self.token_proj(tokens))  # dropout on the narrow side: cheaper, same regularising
+        return Encoded(zero_absent(self.proj(self.drop(pooled)), mask), zero_absent(out_tokens, mask), mask, tmask)
+
+    def _encode_traceable(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> Encoded:
+        """``encode`` for export: the backbone runs on every row and absent rows are masked afterwards.
+
+        The eager path gathers the present rows and scatters them back, which a trace freezes to the example's
+        row count (and a graph fed zero present rows would reshape empty tensors); computing absent rows and
+        discarding them gives the same outputs for any batch. No cache either: a graph cannot look features up."""
+        kw = self.backbone_inputs(inputs, None)
+        if "attention_mask" in kw:
+            # an absent row has no real token; give it one so that no attention row is entirely masked (NaN)
+            attn = kw["attention_mask"]
+            first = torch.maximum(attn[:, :1], (~mask)[:, None].to(attn.dtype))
+            kw["attention_mask"] = torch.cat([first, attn[:, 1:]], 1)
+        out = self.backbone(**kw)
+        tokens = out.last_hidden_state
+        if tokens.dim() == 4:
+            tokens = tokens.flatten(2).transpose(1, 2)
+        present = mask[:, None, None]
+        tokens = torch.where(present, tokens, torch.zeros_like(tokens))
+        tmask = None
+        if "attention_mask" in kw:
+            tmask = attn.bool() & mask[:, None]
+        elif self.modality.kind == "text":
+            tmask = mask[:, None].expand(-1, tokens.shape[1])
+        pooled_r = getattr(out, "pooler_output", None)
+        if self.pooling == "pooler":
+            if pooled_r is None:
+                raise ConfigError(
+                    f"{self.modality.name}: pooling 'pooler' needs a model with a pooled output; "
+                    f"{type(self.backbone).__name__} has none — use pooling 'mean', 'cls' or 'attention'"
+                )
+            pooled_r = pooled_r.flatten(1)
+            if self.projection is not None:
+                pooled_r = self.projection(pooled_r)
+            pooled = torch.where(mask[:, None], pooled_r, torch.zeros_like(pooled_r))
+        else:
+            pooled = self._pool(tokens, tmask, None, mask, len(mask))
+        out_tokens = self.drop(self.token_proj(tokens))
         return Encoded(zero_absent(self.proj(self.drop(pooled)), mask), zero_absent(out_tokens, mask), mask, tmask)
 
     def _pool(
@@ -295,9 +336,12 @@ class HFText(HFEncoder):
     kinds = ("text",)
     processor = "hf_text"
 
-    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         n = self.modality.name
-        ids, attn = inputs[f"{n}.input_ids"][rows], inputs[f"{n}.attention_mask"][rows]
+        ids, attn = inputs[f"{n}.input_ids"], inputs[f"{n}.attention_mask"]
+        if rows is None:  # export: every row, at the batch's own width (a Python width would be frozen)
+            return {"input_ids": ids, "attention_mask": attn}
+        ids, attn = ids[rows], attn[rows]
         width = int(attn.sum(1).max().item()) if len(rows) else 1
         return {"input_ids": ids[:, :width], "attention_mask": attn[:, :width]}
 
@@ -308,8 +352,9 @@ class HFImage(HFEncoder):
     kinds = ("image",)
     processor = "hf_image"
 
-    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"pixel_values": inputs[f"{self.modality.name}.pixel_values"][rows]}
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        x = inputs[f"{self.modality.name}.pixel_values"]
+        return {"pixel_values": x if rows is None else x[rows]}
 
 
 @register(ENCODERS, "hf_audio")
@@ -318,9 +363,12 @@ class HFAudio(HFEncoder):
     kinds = ("audio",)
     processor = "hf_audio"
 
-    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         # The feature extractor runs here, not in collate: with a warm cache it is skipped altogether.
-        kw = self.proc.backbone_inputs(inputs[f"{self.modality.name}.waveform"][rows])
+        wave = inputs[f"{self.modality.name}.waveform"]
+        if rows is None:  # export: the feature extractor's maths in torch ops, traced into the graph
+            return self.proc.traceable_backbone_inputs(wave)
+        kw = self.proc.backbone_inputs(wave[rows])
         device = self.proj.weight.device
         return {k: v.to(device) for k, v in kw.items()}
 

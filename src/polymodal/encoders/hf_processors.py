@@ -25,7 +25,7 @@ import torch
 from ..config import ProcessingConfig
 from ..data import loaders
 from ..data.processors import PROCESSORS, LoadContext, Processor, _FileProcessor, _present_values
-from ..errors import ConfigError, LoadError
+from ..errors import ConfigError, ExportError, LoadError
 
 
 class _HFProcessor(Processor):
@@ -260,5 +260,55 @@ class HFAudioProcessor(_HFProcessor, _FileProcessor):
         )
         return {k: v for k, v in out.items() if k in ("input_values", "input_features")}
 
+    def traceable_backbone_inputs(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What :meth:`backbone_inputs` computes, in torch ops that an ONNX trace keeps (for ``polymodal export``;
+        the eager path keeps the feature extractor itself)."""
+        name = type(self.preprocessor).__name__
+        fn = TRACEABLE_FEATURES.get(name)
+        if fn is None:
+            raise ExportError(
+                f"the feature extractor {name} of '{self.source}' has no traceable form in polymodal (supported: "
+                f"{', '.join(sorted(TRACEABLE_FEATURES))}); serve this model with --backend torch"
+            )
+        return fn(self.preprocessor, wave)
+
     def state(self) -> dict[str, Any]:
         return {"source": self.source, "sample_rate": self.sample_rate, "seconds": self.seconds}
+
+
+def _wav2vec2_features(pre: Any, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Wav2Vec2FeatureExtractor: each waveform to zero mean and unit variance (its ``zero_mean_unit_var_norm``)."""
+    if getattr(pre, "do_normalize", False):
+        mean = wave.mean(1, keepdim=True)
+        var = ((wave - mean) ** 2).mean(1, keepdim=True)
+        wave = (wave - mean) / torch.sqrt(var + 1e-7)
+    return {"input_values": wave}
+
+
+def _whisper_features(pre: Any, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+    """WhisperFeatureExtractor: zero-pad to its window, then the log-mel spectrogram of its torch path, with the
+    short-time Fourier transform as a product with DFT matrices (ONNX has no complex numbers)."""
+    n_fft, hop = int(pre.n_fft), int(pre.hop_length)
+    pad = int(pre.n_samples) - wave.shape[1]
+    if pad > 0:
+        wave = torch.nn.functional.pad(wave, (0, pad))
+    x = torch.nn.functional.pad(wave[:, None], (n_fft // 2, n_fft // 2), mode="reflect")  # [B, 1, samples]
+    # framing, Hann window and DFT as one strided convolution (real parts, then imaginary parts)
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+    angle = 2 * math.pi * k[:, None] * torch.arange(n_fft, dtype=torch.float64)[None] / n_fft  # [F, n_fft]
+    basis = torch.cat([torch.cos(angle), torch.sin(angle)]) * torch.hann_window(n_fft, dtype=torch.float64)
+    spec = torch.nn.functional.conv1d(x, basis.float()[:, None], stride=hop)  # [B, 2F, T]
+    real, imag = spec.chunk(2, dim=1)
+    power = (real**2 + imag**2).transpose(1, 2)  # [B, T, F]
+    mel = power[:, :-1] @ torch.from_numpy(np.asarray(pre.mel_filters, dtype=np.float32))  # [B, T-1, mels]
+    log_spec = torch.clamp(mel, min=1e-10).log10().transpose(1, 2)
+    top = log_spec.amax(dim=(1, 2), keepdim=True)
+    log_spec = torch.maximum(log_spec, top - 8.0)
+    return {"input_features": (log_spec + 4.0) / 4.0}
+
+
+# feature extractor class -> its maths in torch (what `polymodal export` traces for hf_audio)
+TRACEABLE_FEATURES = {
+    "Wav2Vec2FeatureExtractor": _wav2vec2_features,
+    "WhisperFeatureExtractor": _whisper_features,
+}

@@ -70,5 +70,6 @@ class HFVideo(HFEncoder):
     kinds = ("video",)
     processor = "hf_video"
 
-    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"pixel_values": inputs[f"{self.modality.name}.pixel_values"][rows]}
+    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        x = inputs[f"{self.modality.name}.pixel_values"]
+        return {"pixel_values": x if rows is None else x[rows]}  # rows None: every row (export)

@@ -23,7 +23,7 @@ class VideoCNN(Encoder):
     def __init__(self, modality: Modality, processor: Any, config: VideoCNNConfig):
         super().__init__(modality, processor, config)
         stride = config.stem_stride or (2 if processor.size >= 32 else 1)
-        self.trunk = ResNetTrunk(3, config, stride, stem_pool=processor.size >= 96)
+        self.trunk = ResNetTrunk(6 if config.motion == "diff" else 3, config, stride, stem_pool=processor.size >= 96)
         self.proj = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.trunk.out_channels, config.dim))
         self.temporal: nn.TransformerEncoder | None = None
         if config.temporal == "transformer":
@@ -43,6 +43,8 @@ class VideoCNN(Encoder):
         x = inputs[self.modality.name]  # [B, N, 3, S, S]
         frames = inputs[self.modality.name + ".frames"].bool()  # [B, N]
         b, n = x.shape[:2]
+        if self.config.motion == "diff":
+            x = torch.cat([x, frame_differences(x, frames)], 2)
         fmap = self.trunk(x.flatten(0, 1))  # [B*N, C, h, w]: one CNN for every frame
         tokens = self.proj(fmap.mean((2, 3))).view(b, n, self.dim)
         if self.temporal is not None:
@@ -53,3 +55,12 @@ class VideoCNN(Encoder):
             tokens = self.temporal(tokens + self.positions[:, :n], src_key_padding_mask=~attend)
         pooled = masked_mean(tokens, frames)
         return Encoded(zero_absent(pooled, mask), zero_absent(tokens, mask), mask, frames | ~mask.view(-1, 1))
+
+
+def frame_differences(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """[B, N, C, H, W] -> each frame minus the one before it; zero for the first frame and next to a padded frame
+    (a jump to a blank frame is not motion)."""
+    diff = torch.zeros_like(x)
+    both = (frames[:, 1:] & frames[:, :-1]).to(x.dtype).view(*frames.shape[:1], -1, 1, 1, 1)
+    diff[:, 1:] = (x[:, 1:] - x[:, :-1]) * both
+    return diff

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ..fitting import fit_pipeline, split_rows
 from ..io import atomic_file
 from ..model import count_parameters
 from ..pipeline import labelled_rows
+from ..presets import ENSEMBLE_PRESETS, PRESETS
 from ..registry import FUSIONS
 from ..schema import infer_problem_type, infer_schema
 from ..training.distributed import check_one_process
@@ -35,13 +37,19 @@ log = logging.getLogger("polymodal")
 @dataclass
 class Variant:
     name: str
-    kind: str  # "modality" | "fusion"
+    kind: str  # "modality" | "fusion" | "preset"
     fusion: str
     ignore: list[str]
+    preset: str | None = None  # a one-network preset (e.g. robust), applied as fit --preset does
 
 
 def _variants(
-    frame: pd.DataFrame, label: str, cfg: PolymodalConfig, fusions: list[str], single_modalities: bool
+    frame: pd.DataFrame,
+    label: str,
+    cfg: PolymodalConfig,
+    fusions: list[str],
+    single_modalities: bool,
+    presets: Sequence[str] = (),
 ) -> list[Variant]:
     schema = infer_schema(frame, label, cfg.columns, cfg.ignore)
     out = []
@@ -50,6 +58,7 @@ def _variants(
         for m in schema.modalities():
             out.append(Variant(f"{m.name} only", "modality", "concat", [c for c in inputs if c not in m.columns]))
     out += [Variant(f"fusion: {f}", "fusion", f, []) for f in fusions]
+    out += [Variant(f"preset: {p}", "preset", cfg.fusion.name, [], p) for p in presets]
     return out
 
 
@@ -90,6 +99,7 @@ def compare(
     test_data: Any = None,
     test_fraction: float = 0.2,
     single_modalities: bool = True,
+    presets: Sequence[str] = (),
     config: Any = None,
     data_root: Any = None,
     time_limit_per_run: float | None = None,
@@ -104,7 +114,8 @@ def compare(
     parameters, fit_seconds, infer_ms_per_row. With ``out_dir``, also writes compare.csv, compare.md and compare.png,
     and appends each finished run to ``runs.jsonl`` as it ends; ``resume=True`` reuses the runs found there that
     were made with the same data and settings. ``keep_runs=True`` saves every trained model under
-    ``out_dir/runs/<variant>-seed<k>``. Files are decoded once and shared by all runs.
+    ``out_dir/runs/<variant>-seed<k>``. Files are decoded once and shared by all runs. ``presets``: one-network
+    presets (e.g. ``["robust"]``) to compare as variants ``preset: <name>`` beside the fusions.
     """
     from ..data.dataset import shared_decoding
 
@@ -119,7 +130,11 @@ def compare(
     check_one_process(cfg.training, "compare")
     table = read_table(data, data_root if data_root is not None else cfg.data_root)
     train, test = _split(table, label, cfg, test_data, test_fraction, data_root)
-    variants = _variants(train.frame, label, cfg, fusion_names, single_modalities)
+    for p in presets:
+        if p not in PRESETS or p in ENSEMBLE_PRESETS:
+            one = [q for q in PRESETS if q not in ENSEMBLE_PRESETS]
+            raise ConfigError(f"compare: preset '{p}' is not a one-network preset; choose from {', '.join(one)}")
+    variants = _variants(train.frame, label, cfg, fusion_names, single_modalities, presets)
     log_file = None if out_dir is None else Path(out_dir) / "runs.jsonl"
     settings = _fingerprint(cfg, label, train, test, time_limit_per_run)
     done = _finished_runs(log_file, settings) if resume else {}
@@ -172,10 +187,14 @@ def _run_variant(
     run_cfg.fusion.name = v.fusion
     run_cfg.ignore = list(dict.fromkeys(run_cfg.ignore + v.ignore))
     run_cfg.training.seed = seed
+    if run_cfg.training.logger != "none":  # one tracked run per variant and seed (training.logger)
+        run_cfg.training.run_name = f"{run_cfg.training.run_name or 'compare'}-{v.name}-seed{seed}"
     if time_limit is not None:
         run_cfg.training.time_limit = time_limit
     start = time.perf_counter()
-    pipeline = fit_pipeline(Table(train.frame, train.root, train.source), label, run_cfg, verbose=False).pipeline
+    pipeline = fit_pipeline(
+        Table(train.frame, train.root, train.source), label, run_cfg, verbose=False, preset=v.preset
+    ).pipeline
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     metrics = pipeline.evaluate(Table(test.frame, test.root, test.source))

@@ -179,6 +179,40 @@ class Curve:
 
 
 @dataclass
+class RowWeights:
+    """A test row's fusion weights over the modalities, clean and with ``modality`` corrupted (``corruption`` at
+    ``level``, or ``missing``)."""
+
+    row: int
+    modality: str
+    corruption: str
+    level: float
+    clean: dict[str, float]
+    corrupted: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "modality": self.modality,
+            "corruption": self.corruption,
+            "level": _num_out(self.level),
+            "clean": self.clean,
+            "corrupted": self.corrupted,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RowWeights":
+        return cls(
+            int(d["row"]),
+            d["modality"],
+            d["corruption"],
+            _num_in(d["level"]),
+            {k: float(v) for k, v in d["clean"].items()},
+            {k: float(v) for k, v in d["corrupted"].items()},
+        )
+
+
+@dataclass
 class RobustnessReport:
     """The result of a sweep: clean metrics, metrics with each modality missing, and one :class:`Curve` per
     (modality, corruption). ``metric`` is the one robustness is computed on (the task's monitor metric)."""
@@ -192,6 +226,26 @@ class RobustnessReport:
     kinds: dict[str, str]
     missing: dict[str, dict[str, float]]
     curves: list[Curve] = field(default_factory=list)
+    #: modality → metrics of the best model that ignores that modality (e.g. a model of the other modalities alone):
+    #: the line a gracefully degrading model stays above, whatever happens to that modality; empty when not given.
+    reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    reference_name: str = ""
+    #: a few test rows' per-row modality weights (fusions with :meth:`~polymodal.fusion.Fusion.modality_weights`):
+    #: clean and with one modality at its most severe level, so a reader sees which modality a damaged row trusted
+    weights: list[RowWeights] = field(default_factory=list)
+
+    def without(self, modality: str) -> float:
+        """The reference score for ``modality`` (the best model without it); NaN when none was given."""
+        return self.reference.get(modality, {}).get(self.metric, math.nan)
+
+    def worst(self, modality: str) -> float:
+        """The model's worst score with ``modality`` corrupted at any level or missing."""
+        scores = [s for c in self.curves if c.modality == modality for s in c.scores(self.metric)[1:]]
+        scores.append(self.missing[modality].get(self.metric, math.nan))
+        finite = [x for x in scores if not math.isnan(x)]
+        if not finite:
+            return math.nan
+        return min(finite) if self.higher_is_better else max(finite)
 
     @property
     def modalities(self) -> list[str]:
@@ -231,6 +285,18 @@ class RobustnessReport:
                     **self.missing[m],
                 }
             )
+            if m in self.reference:
+                rows.append(
+                    {
+                        "modality": m,
+                        "kind": kind,
+                        "corruption": "reference",
+                        "severity": None,
+                        "level": math.nan,
+                        "unit": f"best model without {m}: {self.reference_name}",
+                        **self.reference[m],
+                    }
+                )
         frame = pd.DataFrame(rows)
         frame["severity"] = frame["severity"].astype("Int64")
         metric_cols = [self.metric] + [k for k in self.clean if k != self.metric and k != "rows"]
@@ -264,6 +330,7 @@ class RobustnessReport:
                         "clean": s[0],
                         "most_severe": s[-1],
                         "missing": missing,
+                        "without": self.without(m),
                         "relative_robustness": c.relative,
                         "effective_robustness": c.effective,
                     }
@@ -277,6 +344,7 @@ class RobustnessReport:
                         "clean": self.clean.get(self.metric, math.nan),
                         "most_severe": math.nan,
                         "missing": missing,
+                        "without": self.without(m),
                         "relative_robustness": math.nan,
                         "effective_robustness": math.nan,
                     }
@@ -290,6 +358,7 @@ class RobustnessReport:
                 "clean",
                 "most_severe",
                 "missing",
+                "without",
                 "relative_robustness",
                 "effective_robustness",
             ],
@@ -306,6 +375,9 @@ class RobustnessReport:
             "kinds": dict(self.kinds),
             "missing": {m: {k: _num_out(v) for k, v in d.items()} for m, d in self.missing.items()},
             "curves": [c.to_dict() for c in self.curves],
+            "reference": {m: {k: _num_out(v) for k, v in d.items()} for m, d in self.reference.items()},
+            "reference_name": self.reference_name,
+            "weights": [w.to_dict() for w in self.weights],
         }
 
     @classmethod
@@ -321,6 +393,9 @@ class RobustnessReport:
                 dict(d["kinds"]),
                 {m: {k: _num_in(v) for k, v in x.items()} for m, x in d["missing"].items()},
                 [Curve.from_dict(c) for c in d["curves"]],
+                {m: {k: _num_in(v) for k, v in x.items()} for m, x in d.get("reference", {}).items()},
+                str(d.get("reference_name", "")),
+                [RowWeights.from_dict(w) for w in d.get("weights", [])],
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptionError(f"not a robustness report (as written to robustness.json): {e!r}") from None
@@ -344,15 +419,41 @@ class RobustnessReport:
             f"the {self.metric} curve over severities spaced evenly on [0, 1]. Effective robustness: sum over "
             f"levels of the drop relative to the clean score, minus the baseline's ({self.baseline}).",
             "",
-            "| modality | corruption | levels | clean | most severe | missing | relative | effective |",
-            "|---|---|---|---|---|---|---|---|",
+            "| modality | corruption | levels | clean | most severe | missing | best without | relative | effective |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in self.summary_frame().iterrows():
             lines.append(
                 f"| {r['modality']} | {r['corruption']} | {r['levels']} | {r['clean']:.4f} | "
-                f"{r['most_severe']:.4f} | {r['missing']:.4f} | {r['relative_robustness']:.4f} | "
+                f"{r['most_severe']:.4f} | {r['missing']:.4f} | {r['without']:.4f} | {r['relative_robustness']:.4f} | "
                 f"{r['effective_robustness']:.4f} |"
             )
+        if self.reference:
+            lines += [
+                "",
+                f"Best model without each modality ({self.reference_name}): graceful degradation means the worst "
+                "score with that modality corrupted or missing stays at or above it.",
+                "",
+                "| modality | worst corrupted or missing | best without | margin |",
+                "|---|---|---|---|",
+            ]
+            for m in self.kinds:
+                if m in self.reference:
+                    worst, ref = self.worst(m), self.without(m)
+                    margin = (worst - ref) if self.higher_is_better else (ref - worst)
+                    lines.append(f"| {m} | {worst:.4f} | {ref:.4f} | {margin:+.4f} |")
+        if self.weights:
+            lines += [
+                "",
+                "Per-row fusion weights over the modalities, clean → with one modality damaged:",
+                "",
+                "| row | damaged | " + " | ".join(self.kinds) + " |",
+                "|---|---|" + "---|" * len(self.kinds),
+            ]
+            for w in self.weights:
+                what = f"{w.modality}: {w.corruption}" + ("" if math.isnan(w.level) else f" {w.level:g}")
+                cells = [f"{w.clean.get(m, 0.0):.2f} → {w.corrupted.get(m, 0.0):.2f}" for m in self.kinds]
+                lines.append(f"| {w.row} | {what} | " + " | ".join(cells) + " |")
         lines += ["", f"| modality | corruption | severity | level | {self.metric} |", "|---|---|---|---|---|"]
         for _, r in self.to_frame().iterrows():
             sev = "" if pd.isna(r["severity"]) else str(int(r["severity"]))
@@ -380,6 +481,8 @@ class RobustnessReport:
             linestyle=":",
             label=f"{modality} missing",
         )
+        if modality in self.reference:
+            ax.axhline(self.without(modality), color="#27ae60", linestyle="-.", label=f"best model without {modality}")
         steps = max([len(c.levels) for c in curves] + [2])
         ax.set_xticks(range(steps))
         ax.set_xlabel("severity step (0 = clean; levels in the legend)")
@@ -458,6 +561,9 @@ def robustness_sweep(
     seed: int = 0,
     batch_size: int = 256,
     progress: bool = False,
+    reference: Mapping[str, Mapping[str, float]] | None = None,
+    reference_name: str = "given",
+    weight_rows: int = 3,
 ) -> RobustnessReport:
     """Score ``model`` on ``prepared`` with each modality missing and corrupted at each level.
 
@@ -468,6 +574,10 @@ def robustness_sweep(
         clean: the metrics on the clean rows when already computed (saves one pass).
         baseline: a report (or its robustness.json) of a reference model for effective robustness; None = flat.
         seed: seeds the corruptions; the same seed gives the same corrupted items.
+        reference: modality → test metrics of the best model that ignores that modality (e.g. from
+            :func:`reference_scores`): the report's "best without" line; ``reference_name`` says what it is.
+        weight_rows: for a fusion with per-row modality weights, this many rows' weights are recorded clean and
+            with each modality at the most severe level of each corruption and missing (0 = none).
     """
     steps = plan_sweep(processors, corruptions)
     metric, direction = task.monitor
@@ -495,6 +605,9 @@ def robustness_sweep(
         bar.set_postfix_str(f"{m} missing")
         missing[m] = score(m, [None] * len(prepared))
         bar.advance()
+    row_weights = _WeightProbe(model, processors, prepared, weight_rows, batch_size)
+    for m in processors:
+        row_weights.add(m, "missing", math.nan, [None] * len(prepared))
     curves = []
     for s in steps:
         metrics = [dict(clean)]
@@ -507,6 +620,13 @@ def robustness_sweep(
                 )
             )
             bar.advance()
+        worst = s.levels[-1]
+        row_weights.add(
+            s.modality,
+            s.corruption.name,
+            worst,
+            corrupted_column(prepared.items[s.modality], s.corruption, worst, seed, s.modality, prepared.rows),
+        )
         curve = Curve(
             s.modality, s.kind, s.corruption.name, s.corruption.unit, [s.corruption.clean_level, *s.levels], metrics
         )
@@ -524,4 +644,99 @@ def robustness_sweep(
         {m: p.kind for m, p in processors.items()},
         missing,
         curves,
+        _check_reference(reference, processors, metric),
+        reference_name if reference else "",
+        row_weights.rows,
     )
+
+
+class _WeightProbe:
+    """Collects :class:`RowWeights` for the first rows that have every modality present (so that each damage shows)."""
+
+    def __init__(
+        self, model: "nn.Module", processors: Mapping[str, Processor], prepared: Prepared, n: int, batch_size: int
+    ):
+        self.model, self.processors, self.prepared = model, processors, prepared
+        self.rows: list[RowWeights] = []
+        fusion = getattr(model, "fusion", None)
+        self.enabled = n > 0 and fusion is not None and hasattr(model, "encode")
+        full = [i for i in range(len(prepared)) if all(prepared.items[m][i] is not None for m in processors)]
+        self.idx = full[:n]
+        self.clean = self._weights(prepared) if self.enabled and self.idx else None
+
+    def _weights(self, view: Prepared) -> list[dict[str, float]] | None:
+        import torch
+
+        from ..data.dataset import Collator
+
+        fusion: Any = self.model.fusion
+        batch = Collator(view, dict(self.processors), False, torch.long)(self.idx)
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        with torch.no_grad():
+            encoded = self.model.encode(  # type: ignore[operator]
+                {k: v.to(device) for k, v in batch.inputs.items()}, {k: v.to(device) for k, v in batch.masks.items()}
+            )
+            w = fusion.modality_weights(encoded)
+        if w is None:
+            return None
+        names = [f.name for f in fusion.inputs]
+        return [{n: round(float(v), 4) for n, v in zip(names, row)} for row in w.float().cpu().tolist()]
+
+    def add(self, modality: str, corruption: str, level: float, items: Sequence[Any]) -> None:
+        if self.clean is None:
+            return
+        view = Prepared({**self.prepared.items, modality: items}, self.prepared.rows, None, self.prepared.issues)
+        damaged = self._weights(view)
+        if damaged is None:
+            return
+        for i, clean, bad in zip(self.idx, self.clean, damaged):
+            self.rows.append(RowWeights(int(self.prepared.rows[i]), modality, corruption, level, clean, bad))
+
+
+def _check_reference(
+    reference: Mapping[str, Mapping[str, float]] | None, processors: Mapping[str, Processor], metric: str
+) -> dict[str, dict[str, float]]:
+    if not reference:
+        return {}
+    unknown = [m for m in reference if m not in processors]
+    if unknown:
+        raise CorruptionError(
+            f"reference scores are given for {unknown}, which this model does not have (its modalities: "
+            f"{', '.join(processors)})"
+        )
+    out = {m: {k: float(v) for k, v in d.items() if k != "rows"} for m, d in reference.items()}
+    lacking = [m for m, d in out.items() if metric not in d]
+    if lacking:
+        raise CorruptionError(f"the reference scores for {lacking} lack the sweep's metric '{metric}'")
+    return out
+
+
+def reference_scores(
+    without: Mapping[str, Sequence[Any]], test: Any, data_root: Any = None
+) -> dict[str, dict[str, float]]:
+    """modality → the test metrics of the best of the given models that ignore it, for :func:`robustness_sweep`.
+
+    ``without``: modality → fitted pipelines (or fitted Predictors / run directories) trained without that modality,
+    e.g. single-modality models of the other modalities; each is evaluated on ``test`` and the best one kept (by
+    its task's monitor metric).
+    """
+    from ..pipeline import as_pipeline
+
+    out: dict[str, dict[str, float]] = {}
+    for m, sources in without.items():
+        best: dict[str, float] | None = None
+        for src in sources:
+            pipe = as_pipeline(src)
+            metric, direction = pipe.task.monitor
+            if m in {x.name for x in pipe.modalities}:
+                raise CorruptionError(f"a reference model for '{m}' must not use {m}; this one does")
+            scores = {k: float(v) for k, v in pipe.evaluate(test, data_root=data_root).items() if k != "rows"}
+            better = best is None or (
+                scores[metric] > best[metric] if direction == "max" else scores[metric] < best[metric]
+            )
+            if better:
+                best = scores
+        if best is not None:
+            out[m] = best
+    return out

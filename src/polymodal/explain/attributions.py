@@ -44,7 +44,6 @@ from ..data.processors import (
     Processor,
     TabularProcessor,
     TextProcessor,
-    tokenize,
 )
 from ..data.progress import Progress
 from ..data.timeseries import TimeSeriesProcessor
@@ -56,6 +55,8 @@ from .attention import fusion_weights
 from .targets import ExplainTarget, as_numpy, explain_target, explainable_task, prepare_rows
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
     from ..model import MultimodalModel
 
 
@@ -97,6 +98,12 @@ class Explanation:
     explained: str = ""  # what the attributions are attributions of ("log-odds of the predicted class", …)
     score: float = math.nan  # the explained number for the intact row
     baseline_score: float | None = None  # integrated gradients: the number at the all-baseline input
+
+    def plot(self) -> "Figure":
+        """This explanation drawn as a matplotlib ``Figure`` (no pyplot): a notebook displays it."""
+        from .plots import plot_explanation
+
+        return plot_explanation(self)
 
     @property
     def shares(self) -> dict[str, float]:
@@ -443,7 +450,7 @@ class TextAttributor(Attributor):
     def display(self, inputs: Inputs, raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         col = self.columns()[0][0]
         ids = self._ids(inputs).tolist()
-        words = tokenize(str(raw.get(col, "")))[: len(ids)]
+        words = self.processor.tokens(str(raw.get(col, "")))[: len(ids)]
         vocab = self.processor.vocab
         # The words as written; where the text was empty, what the model saw.
         tokens = words if len(words) == len(ids) else [vocab[i] for i in ids]

@@ -33,6 +33,8 @@ from .columns import ColumnView, column_views
 from .targets import explainable_task, prepare_rows
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
     from ..tasks import Task
     from ..tasks.multilabel import MultilabelTask
 
@@ -73,6 +75,15 @@ class ImportanceResult:
         return frame.sort_values(["method", "importance"], ascending=[True, False], kind="stable").reset_index(
             drop=True
         )
+
+    def plot(self) -> "Figure":
+        """The importances with their confidence intervals as a matplotlib ``Figure`` (no pyplot)."""
+        from .plots import plot_importance
+
+        return plot_importance(self)
+
+    def _repr_html_(self) -> str:  # Jupyter shows the table
+        return self.to_frame().to_html(index=False)
 
     def get(self, modality: str, method: str) -> ImportanceRow:
         """The row of one column and method (KeyError when not measured)."""

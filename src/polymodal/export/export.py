@@ -19,7 +19,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -33,14 +33,21 @@ from ..io import atomic_dir
 from ..rundir import check_replaceable, verify, write_manifest
 from ..version import __version__
 from .graph import GraphSignature, placeholder_batch
+from .int8_gate import Int8Gate, Int8GateError, describe_failure, gated_quantize
 from .onnx_graph import OPSET, session, to_onnx, to_torchscript
-from .quantize import quantize
 
 if TYPE_CHECKING:
     from ..pipeline import FittedPipeline
 
 log = logging.getLogger("polymodal")
-EXPORT_FILES = ("model.onnx", "model.int8.onnx", "model.pt", "export.json")
+EXPORT_FILES = (
+    "model.onnx",
+    "model.int8.onnx",
+    "model.pt",
+    "export.json",
+    "generator.encoder.onnx",
+    "generator.step.onnx",
+)
 
 
 class ExportConfig(BaseModel):
@@ -54,7 +61,20 @@ class ExportConfig(BaseModel):
     )
     calibration_rows: int = Field(256, ge=1, description="rows of the table used to calibrate static quantization")
     parity_rows: int = Field(64, ge=1, description="rows the exported outputs are compared with eager ones on")
-    opset: int = Field(OPSET, ge=13)
+    opset: int = Field(OPSET, ge=13, description="ONNX opset of the exported graph")
+    min_agreement: float = Field(
+        0.99,
+        ge=0.0,
+        le=1.0,
+        description="int8: share of calibration rows on which the int8 graph must predict as the eager model does; "
+        "below it no int8 file is written",
+    )
+    allow_degraded: bool = Field(
+        False, description="int8: write the int8 graph even when it is below min_agreement (with a warning)"
+    )
+    int8_rounds: int = Field(
+        4, ge=1, le=20, description="int8: quantization attempts, each keeping the worst layers of the last float32"
+    )
 
 
 @dataclass
@@ -76,6 +96,7 @@ class ExportResult:
     parity_inputs: str  # "table rows" or "random inputs"
     quantization: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    int8_gate: Int8Gate | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +107,7 @@ class ExportResult:
             "parity_inputs": self.parity_inputs,
             "quantization": self.quantization,
             "versions": self.versions,
+            "int8_gate": None if self.int8_gate is None else self.int8_gate.to_dict(),
         }
 
 
@@ -174,7 +196,7 @@ def export_run(
         mode = cfg.quantize_mode if cfg.quantize_mode != "auto" else ("static" if data is not None else "dynamic")
         if mode == "static" and data is None:
             raise ExportError("static int8 quantization needs calibration rows: pass --calibration TABLE")
-    rows = max(cfg.parity_rows, cfg.calibration_rows if mode == "static" else 0)
+    rows = max(cfg.parity_rows, cfg.calibration_rows if mode is not None else 0)
     batches = (
         table_batches(predictor, data, rows, data_root)
         if data is not None
@@ -182,6 +204,8 @@ def export_run(
     )
     parity_batches = _first_rows(batches, cfg.parity_rows)
     model = predictor.model.eval()
+    if predictor.problem_type == "generation":
+        return _export_generator(predictor, run, Path(out), cfg, parity_batches, data is not None, overwrite)
     with torch.inference_mode():
         eager = [model(b.inputs, b.masks).float().numpy() for b in parity_batches]
     classification = predictor.problem_type != "regression"
@@ -192,14 +216,31 @@ def export_run(
         verify(tmp, EXPORT_FILES)  # the copy is one save's files (a save may replace the run while it is copied)
         files: dict[str, str] = {}
         checks: dict[str, Parity] = {}
+        gate: Int8Gate | None = None
         if cfg.format == "onnx":
             fp32, signature = to_onnx(model, predictor.processors, cfg.opset)
             (tmp / "model.onnx").write_bytes(fp32)
             files["fp32"] = "model.onnx"
             checks["model.onnx"] = parity(eager, _run_onnx(fp32, signature, parity_batches), classification)
             if mode is not None:
-                calib = [signature.feed(b) for b in batches] if mode == "static" else None
-                int8 = quantize(fp32, mode, calib)
+                feeds = [signature.feed(b) for b in batches]
+                with torch.inference_mode():
+                    gate_eager = np.concatenate([model(b.inputs, b.masks).float().numpy() for b in batches])
+                int8, gate = gated_quantize(
+                    fp32,
+                    mode,
+                    feeds if mode == "static" else None,
+                    feeds,
+                    lambda graph, _: np.concatenate(_run_onnx(graph, signature, batches)),
+                    gate_eager,
+                    classification,
+                    cfg.min_agreement,
+                    rounds=cfg.int8_rounds,
+                )
+                if not gate.passed and not cfg.allow_degraded:
+                    raise Int8GateError(describe_failure(gate), gate)
+                if not gate.passed:
+                    log.warning("writing a degraded int8 graph (--allow-degraded): %s", describe_failure(gate))
                 (tmp / "model.int8.onnx").write_bytes(int8)
                 files["int8"] = "model.int8.onnx"
                 checks["model.int8.onnx"] = parity(eager, _run_onnx(int8, signature, parity_batches), classification)
@@ -220,6 +261,7 @@ def export_run(
             "table rows" if data is not None else "random inputs",
             None if mode is None else f"int8 {mode}",
             _versions(),
+            gate,
         )
         (tmp / "export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     fp32_check = checks.get("model.onnx") or checks.get("model.pt")
@@ -248,3 +290,52 @@ def _run_onnx(model: bytes, signature: GraphSignature, batches: list[Batch]) -> 
     return [
         sess.run([signature.output], {k: v for k, v in signature.feed(b).items() if k in names})[0] for b in batches
     ]
+
+
+def _export_generator(
+    predictor: "FittedPipeline",
+    run: Path,
+    out: Path,
+    cfg: ExportConfig,
+    parity_batches: list[Batch],
+    real_rows: bool,
+    overwrite: bool,
+) -> ExportResult:
+    """A generation model: the encoder and decoder-step graphs (:mod:`polymodal.export.generation`), checked by
+    generating with both decoding methods, eager and over ONNX Runtime, on the parity rows."""
+    from ..generation.model import Seq2SeqModel
+    from ..tasks.generation import GenerationTask
+    from .generation import ENCODER_FILE, STEP_FILE, OnnxGenerator, generator_parity, to_onnx_generator
+
+    if cfg.format != "onnx" or cfg.quantize != "none":
+        raise ExportError(
+            "a generation model exports to ONNX float32 only (encoder + decoder-step graphs): drop --format "
+            "torchscript / --quantize int8"
+        )
+    model = cast(Seq2SeqModel, predictor.model.eval())
+    task = cast(GenerationTask, predictor.task)
+    encoder, step, gsig = to_onnx_generator(model, predictor.processors, cfg.opset)
+    generator = OnnxGenerator(encoder, step, gsig, model.head.specials, model.head.max_positions)
+    texts = generator_parity(model, generator, parity_batches, task.max_target_tokens)
+    checks = {
+        f"generator ({t.method})": Parity(t.max_score_diff, t.rows, t.same_text) for t in texts
+    }  # agreement: the share of rows generating the same tokens
+    with atomic_dir(out, overwrite=overwrite, replaceable=check_replaceable, finish=write_manifest) as tmp:
+        shutil.copytree(run, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*EXPORT_FILES, ".*"))
+        verify(tmp, EXPORT_FILES)
+        (tmp / ENCODER_FILE).write_bytes(encoder)
+        (tmp / STEP_FILE).write_bytes(step)
+        files = {"generator_encoder": ENCODER_FILE, "generator_step": STEP_FILE}
+        result = ExportResult(
+            out, "onnx", files, gsig.inputs, checks, "table rows" if real_rows else "random inputs", None, _versions()
+        )
+        (tmp / "export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    for t in texts:
+        if t.same_text < 1.0:
+            log.warning(
+                "%s: the exported generator's text differs from the eager model's on %.1f%% of %d rows",
+                t.method,
+                100 * (1 - t.same_text),
+                t.rows,
+            )
+    return result

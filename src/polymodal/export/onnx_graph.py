@@ -137,7 +137,9 @@ def check_generalises(
     for k, t in example.inputs.items():
         if not t.is_floating_point() and t.dim() >= 2 and t.shape[1] == 3:
             t = torch.cat([t, t[:, :2]], dim=1)  # 5 positions where the trace saw 3
-        inputs[k] = torch.randn(t.shape, generator=g) if t.is_floating_point() else t
+        # integer inputs become 1 (a real token, a known code): placeholder zeros would be all padding, which a
+        # pretrained text encoder trims to nothing in eager mode
+        inputs[k] = torch.randn(t.shape, generator=g) if t.is_floating_point() else torch.ones_like(t)
     batch = type(example)(inputs, {m: torch.ones(5, dtype=torch.bool) for m in example.masks})
     try:
         sess = session(data)
@@ -162,9 +164,10 @@ def _hint(model: nn.Module) -> str:
         {getattr(type(m), "registry_name", type(m).__name__) for m in getattr(model, "encoders", {}).values()}
     )
     return (
-        f"Encoders in this model: {', '.join(kinds) or 'unknown'}. The from-scratch encoders and every fusion "
-        "export; the pretrained (Hugging Face) encoders do not yet: serve such a model with --backend torch. A "
-        "custom component must be traceable (no Python control flow on tensor values or sizes)."
+        f"Encoders in this model: {', '.join(kinds) or 'unknown'}. The from-scratch encoders, every fusion and the "
+        "pretrained encoders (hf_text, hf_image, hf_video, clip_*, hf_audio with a Wav2Vec2 or Whisper feature extractor) "
+        "export; a model that does not can be served with --backend torch. A custom component must be traceable "
+        "(no Python control flow on tensor values or sizes)."
     )
 
 

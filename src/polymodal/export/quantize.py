@@ -45,9 +45,32 @@ class _Feeds:
 
 
 def quantize(
-    model: bytes, mode: QuantMode = "dynamic", calibration: Iterable[dict[str, np.ndarray]] | None = None
+    model: bytes,
+    mode: QuantMode = "dynamic",
+    calibration: Iterable[dict[str, np.ndarray]] | None = None,
+    exclude: Iterable[str] = (),
 ) -> bytes:
-    """int8 weights (and, for ``static``, int8 activations calibrated on ``calibration`` feeds)."""
+    """int8 weights (and, for ``static``, int8 activations calibrated on ``calibration`` feeds); the nodes named in
+    ``exclude`` stay float32."""
+    return quantize_with_reference(model, mode, calibration, exclude)[0]
+
+
+def preprocessed(model: bytes) -> bytes:
+    """The graph after ONNX Runtime's quantization pre-processing (what :func:`quantize` quantizes): its tensor
+    names are the int8 graph's, so intermediate outputs of the two compare one to one."""
+    with tempfile.TemporaryDirectory(prefix="polymodal-quant-") as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        src.write_bytes(model)
+        return _preprocess(src, Path(tmp) / "pre.onnx").read_bytes()
+
+
+def quantize_with_reference(
+    model: bytes,
+    mode: QuantMode = "dynamic",
+    calibration: Iterable[dict[str, np.ndarray]] | None = None,
+    exclude: Iterable[str] = (),
+) -> tuple[bytes, bytes]:
+    """The int8 graph and the pre-processed float32 graph it was quantized from."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -57,7 +80,13 @@ def quantize(
         pre = _preprocess(src, Path(tmp) / "pre.onnx")
         try:
             if mode == "dynamic":
-                quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=False)
+                quantize_dynamic(
+                    str(pre),
+                    str(out),
+                    weight_type=QuantType.QInt8,
+                    per_channel=False,
+                    nodes_to_exclude=list(exclude),
+                )
             elif mode == "static":
                 feeds = list(calibration or [])
                 if not feeds:
@@ -80,6 +109,7 @@ def quantize(
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=list(exclude),
                 )
             else:
                 raise ExportError(f"unknown quantization mode '{mode}'; choose 'dynamic' or 'static'")
@@ -87,4 +117,4 @@ def quantize(
             raise
         except Exception as e:
             raise ExportError(f"int8 quantization ({mode}) failed: {type(e).__name__}: {e}") from None
-        return out.read_bytes()
+        return out.read_bytes(), pre.read_bytes()

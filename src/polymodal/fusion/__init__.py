@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401  # noqa: F401
     attention,
+    dynamic,
     early,
     film,
     gating,

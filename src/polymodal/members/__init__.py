@@ -5,10 +5,20 @@ returns the task's outputs (class logits / standardised regression values), so a
 predicts, exports, serves and explains like one network. Importing this package registers the members.
 """
 
-from . import gbm, linear  # noqa: F401  (registers the classical members)
+from . import gbm, linear, rocket  # noqa: F401  (registers the classical members)
 from .base import MEMBERS, Member
 from .classical import ClassicalMember
 from .gbm import GBMMember, GBMTabularMember
 from .linear import LinearMember, LinearTextMember
+from .rocket import RocketMember
 
-__all__ = ["MEMBERS", "ClassicalMember", "GBMMember", "GBMTabularMember", "LinearMember", "LinearTextMember", "Member"]
+__all__ = [
+    "MEMBERS",
+    "ClassicalMember",
+    "GBMMember",
+    "GBMTabularMember",
+    "LinearMember",
+    "LinearTextMember",
+    "Member",
+    "RocketMember",
+]

@@ -29,6 +29,13 @@ ENCODER_PARAMS: Registry[EncoderConfig] = Registry("encoder")
 class ConvConfig(EncoderConfig):
     width: int = 32
     stages: int = 3
+    blocks: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="residual blocks per stage; stages=4, blocks=2, width=64 is ResNet-18's layout (He et al. 2016, "
+        "its CIFAR form: a 3x3 stem)",
+    )
     stem_stride: int | None = Field(None, ge=1, le=4, description="None = chosen from the input size")
     dropout: float = 0.1
     coords: bool = Field(
@@ -74,6 +81,12 @@ class VideoCNNConfig(ConvConfig):
         "transformer",
         description="transformer: frames attend to each other in order (motion, direction); mean: frame features "
         "averaged, blind to their order (appearance only)",
+    )
+    motion: Literal["diff", "none"] = Field(
+        "diff",
+        description="diff: every frame enters the frame CNN with its difference from the previous frame as 3 extra "
+        "channels (TSN's RGB difference, Wang et al. 2016), so where and which way things move is seen at full "
+        "resolution, before pooling; none: appearance only",
     )
     temporal_layers: int = Field(2, ge=1, le=12, description="Transformer layers over the frame tokens")
     heads: int = Field(4, ge=1, description="attention heads of the temporal Transformer (must divide dim)")

@@ -97,6 +97,22 @@ class LateParams(FusionParams):
     head_loss_weight: float = Field(1.0, ge=0.0)
 
 
+@register(FUSION_PARAMS, "dynamic")
+class DynamicParams(FusionParams):
+    """Quality-aware decision-level fusion: a head per modality, combined with per-row weights from each modality's estimated reliability: a small gate on the modality's own embedding and its head's confidence (energy, top probability, entropy), trained to predict whether that head is right (dynamic fusion as in Zhang et al. ICML 2023, "Provable Dynamic Fusion for Low-Quality Multimodal Data"). A noisy or damaged modality gets a low weight in that row only; use with training.corruption_augmentation (the robust preset)."""
+
+    head_loss_weight: float = Field(
+        1.0, ge=0.0, description="weight of the per-modality heads' own losses (each head stays a usable predictor)"
+    )
+    reliability_loss_weight: float = Field(
+        0.5,
+        ge=0.0,
+        description="weight of the gates' loss: each gate learns the probability that its modality's head gives the "
+        "true class (classification; 0 = the gates learn from the fused loss only)",
+    )
+    gate_hidden: int = Field(32, ge=1, le=1024, description="hidden width of each modality's reliability gate")
+
+
 @register(FUSION_PARAMS, "tensor")
 class TensorParams(FusionParams):
     """Tensor fusion network (Zadeh et al. 2017): outer product of the [projected, 1] vectors of all modalities."""

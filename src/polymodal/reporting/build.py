@@ -133,7 +133,8 @@ def report(
         n_bootstrap: bootstrap resamples for the importance intervals (0: no importance section).
         explain_method: "occlusion" or "integrated_gradients".
         seed: seeds the bootstrap and the choice of gallery rows.
-        data_root, on_error: as in :meth:`Predictor.evaluate`.
+        data_root: as in :meth:`Predictor.evaluate`.
+        on_error: as in :meth:`Predictor.evaluate`.
         progress: called with a short message before each slow step.
 
     Example:

@@ -1,11 +1,12 @@
-"""The FastAPI app: ``POST /predict`` (JSON or multipart), ``GET /health``, ``GET /metadata``; docs at ``/docs``.
+"""The FastAPI app: ``POST /predict`` (JSON or multipart), ``POST /generate`` (generation models, see
+:mod:`polymodal.serving.generation`), ``GET /health``, ``GET /metadata``; docs at ``/docs``.
 
 Request handling, in order: the body is read up to ``max_body_bytes`` (413 past it) within ``body_timeout_s`` (408),
 parsed and validated against the model's columns (400/415/422 naming the row and field), checked against the
 server's per-request limits from the file headers (413: pixels, audio seconds, decoded bytes), decoded from memory
 in a bounded worker pool (503 with Retry-After when its queue is full; 422 for undecodable files), then queued for
 the micro-batcher, which collates rows of concurrent requests into one batch for the backend; decoding and the model
-together get ``request_timeout_s`` (503). Anything unexpected is a 500 with a message; the server keeps running.
+together get ``request_timeout_s`` (504). Anything unexpected is a 500 with a message; the server keeps running.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
@@ -20,21 +22,28 @@ from typing import Any, cast
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.requests import ClientDisconnect
 
 from ..data.dataset import Collator, Prepared
 from ..pipeline import NONFINITE_OUTPUT, FittedPipeline, PipelineSource, as_pipeline, nonfinite_rows
 from ..tasks.classification import ClassificationTask
+from ..tasks.generation import GenerationTask
 from ..tasks.multilabel import MultilabelTask
 from ..tasks.multitask import MultiTask, Target
 from ..version import __version__
 from .backends import Backend, load_backend
 from .batcher import MicroBatcher
+from .generation import add_generate_route
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import ServerMetrics
 from .net import bind
 from .payload import RequestError, check_work, decode_rows, parse_form_row, parse_json_rows
-from .pool import Overloaded, WorkPool
+from .pool import WorkPool
 from .schemas import ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema, row_model
+from .security import Guard, load_api_keys, parse_rate
+from .stream import NDJSONStream, StreamPredictor, TimedOut
 
 log = logging.getLogger("polymodal")
 
@@ -100,8 +109,8 @@ def check_multipart(body: bytes, content_type: str) -> None:
 class ModelRunner:
     """Collates the decoded rows of several requests into one batch, runs the backend, splits the outputs."""
 
-    def __init__(self, pipeline: FittedPipeline, backend: Backend):
-        self.pipeline, self.backend = pipeline, backend
+    def __init__(self, pipeline: FittedPipeline, backend: Backend, metrics: ServerMetrics | None = None):
+        self.pipeline, self.backend, self.metrics = pipeline, backend, metrics
 
     def __call__(self, items: list[Prepared]) -> list[np.ndarray]:
         procs = self.pipeline.processors
@@ -109,6 +118,8 @@ class ModelRunner:
             {m: [v for p in items for v in p.items[m]] for m in procs}, np.arange(sum(len(p) for p in items))
         )
         batch = Collator(merged, procs, False, torch.long)(list(range(len(merged))))
+        if self.metrics is not None:
+            self.metrics.batch(len(merged))
         outputs = self.backend.run(batch)
         bounds = np.cumsum([0] + [len(p) for p in items])
         return [outputs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -150,8 +161,10 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         backend = load_backend(cfg.backend, predictor, threads=cfg.threads)
     schema, task = predictor.schema, predictor.task
     row = row_model(schema)
+    metrics = ServerMetrics()
+    keys = load_api_keys(cfg.api_key_file) if cfg.api_key_file else None
     batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(
-        ModelRunner(predictor, backend), cfg.max_batch, cfg.max_wait_ms, size=len
+        ModelRunner(predictor, backend, metrics), cfg.max_batch, cfg.max_wait_ms, size=len
     )
     pool = WorkPool(cfg.decode_workers, cfg.max_queue)
     # The loaders keep the training limits; the server's lower ones are checked first, from the headers (check_work).
@@ -160,6 +173,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     # classifiers answer with each class's probability, multi-label models with each tag's (a list of tags predicted)
     classification = isinstance(task, (ClassificationTask, MultilabelTask))
     clf = cast(ClassificationTask | MultilabelTask, task)  # read only when classification
+    generation = isinstance(task, GenerationTask)  # answers POST /generate (serving.generation), not /predict
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -179,6 +193,23 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         f"{', '.join(schema.input_columns())}.",
     )
     app.state.batcher, app.state.config, app.state.backend = batcher, cfg, backend
+    app.state.metrics = metrics
+    if cfg.cors_origins:  # off unless asked: a browser page from another origin cannot call the server
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cfg.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    # outermost: refused requests never reach the app, and every answer (CORS preflights too) is counted
+    app.add_middleware(
+        Guard,
+        metrics=metrics,
+        keys=keys,
+        rate=parse_rate(cfg.rate_limit) if cfg.rate_limit else None,
+        client_concurrency=cfg.client_concurrency,
+        json_log=cfg.access_log == "json",
+    )
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, e: RequestError) -> JSONResponse:
@@ -188,8 +219,16 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:
-        log.exception("unexpected error while serving a request")
-        return _error(500, f"internal error: {type(e).__name__}: {e}")
+        # the message may hold paths or data: it goes to the server's log with the traceback, not to the client
+        incident = secrets.token_hex(4)
+        log.exception("unexpected error while serving a request (incident %s)", incident)
+        return _error(500, f"internal error (incident {incident}; the server's log has the details)")
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus_metrics() -> PlainTextResponse:
+        """Prometheus text format: requests by route and status, request latency and model batch size
+        histograms, requests refused by the guard."""
+        return PlainTextResponse(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -209,7 +248,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             "targets": None if multi is None else [_target_info(t) for t in multi.targets],
             "columns": [{"name": c, "kind": schema.kinds()[c].value} for c in schema.input_columns()],
             "backend": backend.registry_name,
-            "settings": cfg.model_dump(exclude={"host", "port"}),
+            "settings": cfg.model_dump(exclude={"host", "port", "api_key_file"}),
         }
 
     openapi_body = {
@@ -221,7 +260,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             },
         }
     }
-    responses = {s: {"model": ErrorResponse} for s in (400, 408, 413, 415, 422, 503)}
+    responses = {s: {"model": ErrorResponse} for s in (400, 401, 408, 413, 415, 422, 429, 503, 504)}
 
     @app.post("/predict", response_model=PredictResponse, openapi_extra=openapi_body, responses=responses)  # type: ignore[arg-type]
     async def predict(request: Request) -> dict[str, Any]:
@@ -229,6 +268,19 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         (files as file parts). Every input column must be present; ``null`` (or an empty form field) = absent. A row
         whose model output is NaN or inf (numeric inputs are clipped, so it takes e.g. corrupt weights) gets no
         prediction: the request is answered 422 naming it."""
+        if generation:
+            raise RequestError(400, "this model generates text: POST the rows to /generate")
+        rows = await _read_rows(request)
+        try:
+            async with asyncio.timeout(cfg.request_timeout_s):
+                prepared = await pool.run(_check_and_decode, rows)
+                outputs = await batcher.submit(prepared)
+        except TimeoutError:
+            raise TimedOut(cfg.request_timeout_s) from None
+        return _answer(outputs)
+
+    async def _read_rows(request: Request) -> list[dict[str, Any]]:
+        """The rows of a /predict or /generate request (JSON, or one row as a form)."""
         body = await read_body(request, cfg.max_body_bytes, cfg.body_timeout_s)
         full_type = request.headers.get("content-type", "")
         ctype = full_type.split(";")[0].strip().lower()
@@ -242,34 +294,41 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
             raise RequestError(
                 415, f"unsupported content type '{ctype or 'none'}': send application/json or multipart/form-data"
             )
-        try:
-            async with asyncio.timeout(cfg.request_timeout_s):
-                prepared = await pool.run(_check_and_decode, rows)
-                outputs = await batcher.submit(prepared)
-        except TimeoutError:
-            raise Overloaded(
-                f"the request took longer than {cfg.request_timeout_s:g} s (request_timeout_s); retry later or send "
-                "smaller requests",
-                retry_after=5,
-            ) from None
+        return rows
+
+    def _answer(outputs: np.ndarray) -> dict[str, Any]:
         bad = nonfinite_rows(outputs)
         if len(bad):  # never an argmax over NaN: the request is refused, naming the rows (as for undecodable ones)
             raise RequestError(422, "some rows get no prediction", [f"row {i}: {NONFINITE_OUTPUT}" for i in bad])
+        return {"predictions": _answers(outputs)}
+
+    def _answers(outputs: np.ndarray) -> list[dict[str, Any]]:
         if multi is not None:
-            return {"predictions": multitask_predictions(multi, outputs)}
+            return multitask_predictions(multi, outputs)
         labels = task.postprocess(outputs)
         probs = clf.predict_proba(outputs) if classification else None
-        return {
-            "predictions": [
-                {
-                    "prediction": _plain(labels[i]),
-                    "probabilities": None
-                    if probs is None
-                    else {str(c): float(p) for c, p in zip(clf.classes, probs[i])},
-                }
-                for i in range(len(labels))
-            ]
-        }
+        return [
+            {
+                "prediction": _plain(labels[i]),
+                "probabilities": None if probs is None else {str(c): float(p) for c, p in zip(clf.classes, probs[i])},
+            }
+            for i in range(len(labels))
+        ]
+
+    def _decode_one(r: dict[str, Any]) -> Prepared:
+        return _check_and_decode([r])
+
+    stream = StreamPredictor(row, schema, pool, batcher, cfg, _decode_one, lambda o: _answers(o))
+
+    @app.post("/predict/stream", responses=responses)  # type: ignore[arg-type]
+    async def predict_stream(request: Request) -> NDJSONStream:
+        """NDJSON in, NDJSON out: one JSON row per line in the (chunked) request body, one JSON answer per line in
+        the streamed response, in order, as rows arrive: ``{"row", "prediction", "probabilities"}`` or, for a bad
+        line, ``{"row", "column", "problem"}``. Files are base64-encoded as in ``/predict``."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/x-ndjson", "application/jsonl", "application/json-seq", "text/plain", ""):
+            raise RequestError(415, f"unsupported content type '{ctype}': send application/x-ndjson (one row a line)")
+        return NDJSONStream(stream.answer(request))
 
     def _check_and_decode(rows: list[dict[str, Any]]) -> Prepared:
         check_work(rows, schema, limits, cfg)
@@ -295,6 +354,8 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
                 files[key] = await value.read()
         return parse_form_row(fields, files, row, schema)
 
+    if generation:
+        add_generate_route(app, predictor, backend, cfg, lambda rows: pool.run(_check_and_decode, rows), _read_rows)
     return app
 
 
@@ -339,16 +400,22 @@ def serve(
 
     Bounded: bodies (size, ``body_timeout_s``), idle keep-alive connections (``keep_alive_s``), open connections
     (``max_connections``, 503 past it), queued decodes (``max_queue``, 503) and the time a request may take
-    (``request_timeout_s``, 503). Not bounded here: the time a client takes to send its request line and headers
+    (``request_timeout_s``, 504). Not bounded here: the time a client takes to send its request line and headers
     (uvicorn has no such timeout; put a reverse proxy in front for clients you do not trust)."""
     import uvicorn
 
     sock = sock or bind(config.host, config.port)
+    if config.access_log == "json" and not quiet:
+        access = logging.getLogger("polymodal.access")
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.handlers[:], access.propagate = [handler], False
+        access.setLevel(logging.INFO)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(predictor, config),
             log_level="warning" if quiet else "info",
-            access_log=not quiet,
+            access_log=not quiet and config.access_log == "text",
             timeout_keep_alive=max(1, round(config.keep_alive_s)),
             limit_concurrency=config.max_connections,
         )

@@ -137,5 +137,12 @@ class OnnxInt8Backend(OnnxBackend):
 def load_backend(
     name: str, pipeline: "FittedPipeline", source: str | Path | None = None, threads: int | None = None
 ) -> Backend:
-    """Build the backend registered as ``name`` ("torch", "onnx", "onnx-int8") for a fitted pipeline."""
+    """Build the backend registered as ``name`` ("torch", "onnx", "onnx-int8") for a fitted pipeline (a generation
+    model gets its own kind of backend: :mod:`polymodal.serving.generation`)."""
+    from ..tasks.generation import GenerationTask
+
+    if isinstance(pipeline.task, GenerationTask):
+        from .generation import load_generation_backend
+
+        return load_generation_backend(name, pipeline, source, threads)
     return BACKENDS.get(name)(pipeline, None if source is None else Path(source), threads)

@@ -7,9 +7,9 @@ JSON or as file parts in multipart; a string is never taken for a path.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from ..schema import ColumnKind, Schema
 
@@ -80,6 +80,33 @@ class ServeConfig(BaseModel):
     max_connections: int | None = Field(
         256, ge=1, description="open connections at most; more get 503 from uvicorn (None: no limit)"
     )
+    # Security (serving/security.py): all off by default, the server listens on loopback unless told otherwise.
+    api_key_file: str | None = Field(
+        None,
+        description="file of API keys, one per line; when set every route but /health needs one "
+        "('Authorization: Bearer KEY' or 'X-API-Key: KEY'), else 401",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the server from a browser (CORS); empty: CORS off"
+    )
+    rate_limit: str | None = Field(
+        None, description="requests per client (API key, else address) at most, as N/s, N/min or N/h; more get 429"
+    )
+    client_concurrency: int | None = Field(
+        None, ge=1, description="requests of one client in progress at once at most; more get 429 (None: no limit)"
+    )
+    access_log: Literal["text", "json"] = Field(
+        "text", description="access log format: uvicorn's text lines, or one JSON object per request"
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .security import parse_rate
+
+            parse_rate(v)
+        return v
 
 
 def row_model(schema: Schema) -> type[BaseModel]:

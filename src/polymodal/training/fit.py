@@ -31,6 +31,7 @@ from .checkpoint import Checkpointing, EpochCheckpoint, EpochSeed, SafetensorsCh
 from .distributed import check_settings, distributed_fit
 from .module import MultimodalModule
 from .speed import auto_precision, channels_last
+from .tracking import LogHyperparameters, TrackingRun, file_store_allowed, location, make_logger, run_of
 
 log = logging.getLogger("polymodal")
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
@@ -66,6 +67,8 @@ class FitResult:
     time_limited: bool = False
     #: this process's rank in a multi-process (DDP) fit, 0 otherwise: only rank 0 writes the run directory
     global_rank: int = 0
+    #: where ``training.logger`` logged this fit (None: no logger)
+    tracking: TrackingRun | None = None
 
 
 @contextlib.contextmanager
@@ -121,6 +124,7 @@ def fit_model(
     progress: bool = True,
     extra_callbacks: list[L.Callback] | None = None,
     checkpoint: Checkpointing | None = None,
+    hyperparameters: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` in place and restore the best validation epoch's weights.
 
@@ -128,10 +132,12 @@ def fit_model(
     ``cfg.time_limit`` is checked after every training step (:class:`TimeLimit`). ``extra_callbacks`` run after
     polymodal's own (tuning's pruning callback reads the validation metrics they logged). ``checkpoint``: save a
     checkpoint at every epoch end there, and continue from its last one when resuming (see training/checkpoint.py).
+    ``hyperparameters``: what ``training.logger`` records as the run's parameters (the flattened resolved config).
     """
     check_settings(cfg)
     monitor, mode = task.monitor
-    best = BestState(f"val_{monitor}", mode, cfg.patience)
+    # (an unresolved config, e.g. a training loop built by hand: the large-table patience)
+    best = BestState(f"val_{monitor}", mode, cfg.patience if cfg.patience is not None else 4)
     history = History()
     limit = TimeLimit(cfg.time_limit) if cfg.time_limit else None
     bar = progress and live_bars()
@@ -146,6 +152,9 @@ def fit_model(
     callbacks.append(EpochSeed(cfg.seed))
     if checkpoint is not None:  # last: it saves the state the callbacks above hold at the epoch's end
         callbacks.append(EpochCheckpoint(checkpoint))
+    logger = make_logger(cfg)
+    if logger is not None:
+        callbacks.append(LogHyperparameters(hyperparameters or {}))
     total_steps = max_epochs * len(train_loader)
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
     deterministic_before = torch.are_deterministic_algorithms_enabled()  # the Trainer sets it process-wide
@@ -160,7 +169,7 @@ def fit_model(
             precision=_precision(cfg),  # type: ignore[arg-type]
             gradient_clip_val=cfg.gradient_clip,
             callbacks=callbacks,
-            logger=False,
+            logger=logger if logger is not None else False,
             enable_checkpointing=False,  # (polymodal's own EpochCheckpoint, without pickles)
             plugins=[SafetensorsCheckpointIO()] if checkpoint is not None else None,
             enable_progress_bar=bar,
@@ -174,6 +183,7 @@ def fit_model(
             _stops_as_exceptions(),
             distributed_fit(cfg.seed, cfg.strategy),
             channels_last(model),
+            file_store_allowed(location(cfg) if cfg.logger == "mlflow" else None),
         ):
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
@@ -183,6 +193,7 @@ def fit_model(
             ckpt_path = checkpoint.resume_from() if checkpoint is not None else None
             with use_threads(threads_for_call(cfg.threads)):
                 trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+            tracked = run_of(logger, cfg.logger, cfg) if logger is not None and trainer.is_global_zero else None
     seconds = time.perf_counter() - start
     if best.best_state is not None:
         model.load_state_dict(best.best_state)
@@ -200,6 +211,7 @@ def fit_model(
         train_seconds=round(seconds, 3),
         time_limited=limit is not None and limit.was_reached(trainer.callback_metrics),
         global_rank=trainer.global_rank,
+        tracking=tracked,
     )
 
 

@@ -286,6 +286,8 @@ class _Runner:
             data = apply_values(self.cfg.to_dict(), values)
             limit = data["training"].get("time_limit")
             data["training"]["time_limit"] = min(limit, seconds_left) if limit else seconds_left
+            if data["training"].get("logger", "none") != "none":  # one tracked run per trial (training.logger)
+                data["training"]["run_name"] = f"{data['training'].get('run_name') or 'tune'}-trial{trial.number}"
             trial_cfg = PolymodalConfig.from_any(data)
             callback = PruningCallback(trial, self.monitor)
             with heartbeat(trial):

@@ -43,6 +43,7 @@ class Robustness(ReportSection):
                 fmt(r["clean"]),
                 fmt(r["most_severe"]),
                 fmt(r["missing"]),
+                fmt(r["without"]),
                 fmt(r["relative_robustness"]),
                 fmt(r["effective_robustness"]),
             ]
@@ -50,11 +51,49 @@ class Robustness(ReportSection):
         ]
         sec.blocks.append(
             Table(
-                ["modality", "corruption", "levels", "clean", "most severe", "missing", "relative", "effective"],
+                [
+                    "modality",
+                    "corruption",
+                    "levels",
+                    "clean",
+                    "most severe",
+                    "missing",
+                    "best without",
+                    "relative",
+                    "effective",
+                ],
                 rows,
-                numeric=[False, False, False] + [True] * 5,
+                numeric=[False, False, False] + [True] * 6,
             )
         )
+        if rep.reference:
+            sec.blocks.append(
+                Note(
+                    f"Best without: the score of the best model that ignores the modality ({rep.reference_name}). "
+                    "A model that degrades gracefully stays at or above it whatever happens to that modality."
+                )
+            )
+        if rep.weights:
+            sec.blocks.append(
+                Note(
+                    "Per-row fusion weights over the modalities for a few test rows, clean → with one modality "
+                    "damaged (its most severe level, or missing): which modality each row trusted."
+                )
+            )
+            sec.blocks.append(
+                Table(
+                    ["row", "damaged", *rep.kinds],
+                    [
+                        [
+                            str(w.row),
+                            f"{w.modality}: {w.corruption}" + ("" if w.level != w.level else f" {w.level:g}"),
+                            *[f"{w.clean.get(m, 0.0):.2f} → {w.corrupted.get(m, 0.0):.2f}" for m in rep.kinds],
+                        ]
+                        for w in rep.weights
+                    ],
+                    numeric=[False] * (2 + len(rep.kinds)),
+                )
+            )
         for m in rep.modalities:
             ctx.progress(f"robustness plot: {m}")
             sec.blocks.append(

@@ -299,6 +299,8 @@ class Predictor:
         verbose = self.verbose and is_main_process()  # a DDP run's other ranks train silently
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
+        if cfg.task.problem_type == "pretrain":  # no label: its own entry point, which saves a run to start from
+            raise ConfigError("problem_type 'pretrain' is fitted by Predictor.pretrain(table, out) (polymodal pretrain)")
         checkpoint = self._checkpointing(data, tuning_data, cfg, checkpoint_dir, resume)
         if cfg.task.problem_type == "retrieval":  # the rows are the pairs; one network (no classical members)
             data = pair_table(data, cfg)

@@ -58,7 +58,8 @@ class CrossModalModel(nn.Module):
         others = (z.sum(dim=1, keepdim=True) - z) / (present.sum(dim=1, keepdim=True) - present).clamp(min=1).unsqueeze(-1)
         has_others = (present.sum(dim=1, keepdim=True) - present) > 0
         preds = torch.stack(
-            [F.normalize(self.predictors[name](others[:, k]), dim=-1) for k, name in enumerate(self.encoders)], dim=1
+            [F.normalize(self.predictors[name](others[:, k]).float(), dim=-1) for k, name in enumerate(self.encoders)],
+            dim=1,
         )
         preds = preds * has_others.unsqueeze(-1).to(preds.dtype)
         return torch.stack([z * self.logit_scale().sqrt(), preds], dim=1)

@@ -78,8 +78,9 @@ def zero_shot(
     other = "target" if side == "query" else "query"
     texts = prompts_for(list(labels), prompt)
     table = read_table(data, data_root if data_root is not None else pipeline.config.data_root)
-    label_vectors = embed(pipeline, Table(pd.DataFrame({column: texts}), table.root, "label prompts"), side)
-    row_vectors = embed(pipeline, table, other)
+    prompts = Table(pd.DataFrame({column: texts}), table.root, "label prompts")
+    label_vectors = embed(pipeline, prompts, side, data_root=table.root)
+    row_vectors = embed(pipeline, table, other, data_root=table.root)
     sims = row_vectors @ label_vectors.T
     names = [str(label) for label in labels]
     scores = pd.DataFrame(sims, index=table.frame.index, columns=names)

@@ -106,7 +106,7 @@ def reuse_processors(
     fits the others). Processors with files of their own are left to be fitted."""
     assert cfg.training.init is not None, "only called with training.init"
     init = load_init(cfg.training.init)
-    done = set()
+    done: set[str] = set()
     for name in shared_modalities(cfg, modalities, init):
         theirs = init.processors[name]
         if theirs.has_assets:

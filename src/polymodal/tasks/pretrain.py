@@ -106,8 +106,10 @@ class PretrainTask(Task):
             keep = present[:, i] & present[:, j]
             if keep.sum() >= 2:
                 per_pair.append(retrieval_metrics(z[keep, i], z[keep, j]))
-        metrics = {k: float(np.mean([m[k] for m in per_pair])) for k in ("recall@1", "recall@5", "recall@10", "mrr")}
-        metrics = metrics if per_pair else {}
+        metrics: dict[str, float] = {}
+        if per_pair:
+            for k in ("recall@1", "recall@5", "recall@10", "mrr"):
+                metrics[k] = float(np.mean([m[k] for m in per_pair]))
         cells = present & (np.abs(p).sum(-1) > 0)
         if cells.any():
             zn = z[cells] / np.maximum(np.linalg.norm(z[cells], axis=-1, keepdims=True), 1e-12)

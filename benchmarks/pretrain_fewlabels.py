@@ -83,6 +83,7 @@ def run(a: argparse.Namespace) -> tuple[dict, str]:
         "training": {"max_epochs": a.pretrain_epochs, "patience": a.pretrain_epochs, "batch_size": 64},
         "task": {"pretrain": {"dim": a.dim}},
     }
+    init_training = {"init_lr_scale": a.init_lr_scale}
     fractions = [float(f) for f in a.fractions.split(",")]
     seeds = [int(s) for s in a.seeds.split(",")]
     res: dict = {
@@ -94,6 +95,7 @@ def run(a: argparse.Namespace) -> tuple[dict, str]:
         "fit_epochs": a.fit_epochs,
         "width": a.width,
         "dim": a.dim,
+        "init_lr_scale": a.init_lr_scale,
         "threads": torch.get_num_threads(),
         "runs": [],
     }
@@ -117,8 +119,9 @@ def run(a: argparse.Namespace) -> tuple[dict, str]:
                 row: dict = {"seed": seed, "fraction": fraction, "labelled_rows": len(part), "pretrain": pre_info}
                 for arm, init in (("scratch", None), ("pretrained", pre_dir)):
                     load0, start = _load(), time.perf_counter()
+                    cfg = fit_cfg if init is None else {**fit_cfg, "training": {**fit_cfg["training"], **init_training}}
                     p = Predictor(
-                        LABEL, ignore=IGNORE, data_root=a.data, seed=seed, preset="fast", config=fit_cfg, init=init,
+                        LABEL, ignore=IGNORE, data_root=a.data, seed=seed, preset="fast", config=cfg, init=init,
                         verbose=False,
                     ).fit(part)
                     acc = float(p.evaluate(test, data_root=a.data)["accuracy"])
@@ -141,7 +144,7 @@ def run(a: argparse.Namespace) -> tuple[dict, str]:
     cmd = (
         f"python benchmarks/pretrain_fewlabels.py --train-rows {a.train_rows} --test-rows {a.test_rows} "
         f"--seeds {a.seeds} --fractions {a.fractions} --pretrain-epochs {a.pretrain_epochs} --fit-epochs "
-        f"{a.fit_epochs} --width {a.width} --dim {a.dim} --batch-size {a.batch_size}"
+        f"{a.fit_epochs} --width {a.width} --dim {a.dim} --batch-size {a.batch_size} --init-lr-scale {a.init_lr_scale}"
     )
     body = "\n".join(
         [
@@ -151,7 +154,8 @@ def run(a: argparse.Namespace) -> tuple[dict, str]:
             f"{len(train)} training rows for {a.pretrain_epochs} epochs, then a fit on the labelled part only "
             f"(stratified by digit), against the same fit from scratch; test accuracy on {len(test)} test rows. "
             f"Encoders: image_cnn and audio_cnn, width {a.width}, dim {a.dim}, 2 stages; `preset fast`, "
-            f"{a.fit_epochs} epochs (no early stop; best validation epoch kept). Seeds: {a.seeds}.",
+            f"{a.fit_epochs} epochs (no early stop; best validation epoch kept); pretrained encoders at "
+            f"training.init_lr_scale {a.init_lr_scale}. Seeds: {a.seeds}.",
             "",
             "| labels | scratch | pretrained + fit | margin (mean) | margin per seed |",
             "|---|---|---|---|---|",
@@ -177,6 +181,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--init-lr-scale", type=float, default=1.0, help="training.init_lr_scale of the pretrained arm")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-docs", action="store_true", help="print the section instead of writing BENCHMARKS.md")
     a = ap.parse_args()

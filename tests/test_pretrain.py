@@ -85,6 +85,19 @@ def test_fit_with_init_trains_and_predicts(run, table):
     assert p.get_params()["init"] == run and p.pipeline.config.training.init == str(run)
 
 
+def test_init_lr_scale_zero_freezes_the_pretrained_encoders(run, table):
+    cfg = {**tiny_config(max_epochs=1), "columns": COLUMNS}
+    cfg["training"] = {**cfg["training"], "init_lr_scale": 0.0}
+    p = Predictor("label", config=cfg, init=run, preset="fast", verbose=False).fit(table)
+    pre = FittedPipeline.load(run, verbose=False)
+    for name in ("image", "text", "tabular"):
+        theirs = dict(pre.model.encoders[name].named_parameters())
+        for k, v in p.model.encoders[name].named_parameters():
+            assert torch.equal(v, theirs[k]), (name, k)
+    head = next(v for k, v in p.model.named_parameters() if not k.startswith("encoders."))
+    assert head.requires_grad  # the rest of the network trains
+
+
 def test_a_different_encoder_setting_is_refused_naming_the_column(run, table):
     cfg = {**tiny_config(max_epochs=1), "columns": COLUMNS}
     cfg["encoders"] = {**cfg["encoders"], "text": {**cfg["encoders"]["text"], "hidden": 8}}

@@ -427,6 +427,13 @@ class TrainingConfig(_Section):
         "with this table (same column, kind and encoder settings) start from its weights, and their processors "
         "from its fitted state (vocabulary, normalisation); a column whose settings differ is refused",
     )
+    init_lr_scale: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="learning-rate multiplier of the encoders started from training.init (1 = as the rest of the "
+        "network; 0.1 = fine-tuned gently; 0 = frozen: only the fusion and the head learn)",
+    )
     seed: int = Field(0, ge=0, le=SEED_MAX, description="the same seed and data give the same model (0 to 2**32 - 1)")
     deterministic: bool = Field(
         False,

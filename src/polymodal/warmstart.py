@@ -130,4 +130,21 @@ def init_encoders(cfg: PolymodalConfig, modalities: list[Modality], model: nn.Mo
             mine[name].load_state_dict(theirs[name].state_dict())
         except RuntimeError as e:  # shapes: the processors' state differs (e.g. refitted on other rows)
             raise ConfigError(f"training.init: the pre-trained '{name}' encoder does not fit this one: {e}") from None
+        scale_learning_rate(mine[name], cfg.training.init_lr_scale)
     return names
+
+
+def scale_learning_rate(encoder: nn.Module, scale: float) -> None:
+    """Train ``encoder`` at ``scale`` times its learning rate (on top of a pretrained backbone's own layer-wise
+    rates, ``lr_scales``, which the optimizer's parameter groups read); 0 freezes it."""
+    if scale == 1.0:
+        return
+    if scale == 0.0:
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        return
+    own = getattr(encoder, "lr_scales", None)
+    base: dict[str, float] = own() if callable(own) else {}
+    scales = {n: scale * base.get(n, 1.0) for n, _ in encoder.named_parameters()}
+    # an instance attribute: this encoder object only, for this fit (a loaded run is rebuilt without it)
+    setattr(encoder, "lr_scales", lambda: scales)  # noqa: B010  (nn.Module's __setattr__ types only tensors)

@@ -32,7 +32,7 @@ def run(table, tmp_path_factory) -> Path:
     cfg = {**tiny_config(max_epochs=2), "columns": COLUMNS}
     out = tmp_path_factory.mktemp("pre-runs") / "pre"
     p = Predictor.pretrain(table, out, config=cfg, ignore=["label"], verbose=False)
-    assert p.problem_type() == "pretrain"
+    assert p.pipeline is not None and p.pipeline.problem_type == "pretrain"
     return out
 
 

@@ -121,7 +121,13 @@ def run(a: argparse.Namespace) -> tuple[dict, str]:
                     load0, start = _load(), time.perf_counter()
                     cfg = fit_cfg if init is None else {**fit_cfg, "training": {**fit_cfg["training"], **init_training}}
                     p = Predictor(
-                        LABEL, ignore=IGNORE, data_root=a.data, seed=seed, preset="fast", config=cfg, init=init,
+                        LABEL,
+                        ignore=IGNORE,
+                        data_root=a.data,
+                        seed=seed,
+                        preset="fast",
+                        config=cfg,
+                        init=init,
                         verbose=False,
                     ).fit(part)
                     acc = float(p.evaluate(test, data_root=a.data)["accuracy"])

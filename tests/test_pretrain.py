@@ -141,8 +141,19 @@ def test_cli_pretrain_then_fit_init(table, tmp_path, cli):
     assert r.exit_code == 0, r.output
     assert "saved to" in r.stdout and (tmp_path / "pre" / "model.safetensors").is_file()
     r = cli(
-        "fit", table, "--label", "label", "--out", tmp_path / "run", "--config", config, "--init", tmp_path / "pre",
-        "--preset", "fast", "--quiet",
+        "fit",
+        table,
+        "--label",
+        "label",
+        "--out",
+        tmp_path / "run",
+        "--config",
+        config,
+        "--init",
+        tmp_path / "pre",
+        "--preset",
+        "fast",
+        "--quiet",
     )
     assert r.exit_code == 0, r.output
     assert PolymodalConfig.from_any(tmp_path / "run" / "config.yaml").training.init == str(tmp_path / "pre")

@@ -30,6 +30,7 @@ from .params import TASK_PARAMS
 from .pipeline import Data, FittedPipeline, check_label_list
 from .prediction import PredictionSummary, predict_to
 from .presets import ENSEMBLE_PRESETS, PRESETS, PresetChoice
+from .pretraining import pretrain as run_pretrain
 from .ranks import is_main_process
 from .retrieval import embed as embed_rows
 from .retrieval import find, pair_table
@@ -38,10 +39,9 @@ from .search import ApproximateIndex, Hits
 from .tasks import Task
 from .tasks.generation import GenerationTask
 from .tasks.retrieval import PAIR_COLUMN, RetrievalTask
-from .pretraining import pretrain as run_pretrain
-from .zeroshot import DEFAULT_PROMPT, ZeroShotResult, zero_shot
 from .training import FitResult
 from .training.checkpoint import Checkpointing, data_fingerprint
+from .zeroshot import DEFAULT_PROMPT, ZeroShotResult, zero_shot
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -300,7 +300,9 @@ class Predictor:
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
         if cfg.task.problem_type == "pretrain":  # no label: its own entry point, which saves a run to start from
-            raise ConfigError("problem_type 'pretrain' is fitted by Predictor.pretrain(table, out) (polymodal pretrain)")
+            raise ConfigError(
+                "problem_type 'pretrain' is fitted by Predictor.pretrain(table, out) (polymodal pretrain)"
+            )
         checkpoint = self._checkpointing(data, tuning_data, cfg, checkpoint_dir, resume)
         if cfg.task.problem_type == "retrieval":  # the rows are the pairs; one network (no classical members)
             data = pair_table(data, cfg)

@@ -1919,9 +1919,7 @@ def pretrain(
     cfg = _checked_config(config, None, None, encoder)
     from .api import Predictor  # after the config check: importing the trainer takes seconds
 
-    p = Predictor.pretrain(
-        data, config=cfg, ignore=_split(ignore), data_root=data_root, seed=seed, verbose=not quiet
-    )
+    p = Predictor.pretrain(data, config=cfg, ignore=_split(ignore), data_root=data_root, seed=seed, verbose=not quiet)
     p.save(out_dir, overwrite=overwrite)
     r = p.fit_result
     assert r is not None, "pretrain records its result"
@@ -1960,7 +1958,7 @@ def zero_shot(
     if len(names) < 2:
         raise ConfigError(f"--labels needs at least two comma-separated names, not {labels!r}")
     if "{label}" not in prompt:
-        raise ConfigError(f"--prompt must contain {{label}} where each label goes, e.g. 'a photo of a {{label}}'")
+        raise ConfigError("--prompt must contain {label} where each label goes, e.g. 'a photo of a {label}'")
     _check_output(out_file)
     import sys
 

@@ -21,7 +21,9 @@ from .errors import ConfigError
 from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "video", "text", "timeseries", "numeric", "category", "ignore"]
-ProblemType = Literal["binary", "multiclass", "multilabel", "regression", "generation", "multitask", "retrieval", "pretrain"]
+ProblemType = Literal[
+    "binary", "multiclass", "multilabel", "regression", "generation", "multitask", "retrieval", "pretrain"
+]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
 # Lightning's accelerator names (its registry: cpu, cuda, mps, tpu; plus auto and gpu) and precision values, listed
@@ -269,7 +271,9 @@ class PretrainConfig(_Section):
     on unlabelled rows: cross-modal InfoNCE between the modalities of a row, plus predicting each (masked) modality's
     embedding from the others (see docs/USER_GUIDE.md, "Self-supervised pre-training")."""
 
-    dim: int = Field(128, ge=4, le=4096, description="width of the shared embedding space (one projection per modality)")
+    dim: int = Field(
+        128, ge=4, le=4096, description="width of the shared embedding space (one projection per modality)"
+    )
     temperature: float = Field(
         0.07, gt=0, le=1, description="initial softmax temperature (learned, as log 1/temperature)"
     )

@@ -55,7 +55,9 @@ class CrossModalModel(nn.Module):
         z = self.embeddings(inputs, masks)
         present = torch.stack([masks[name] for name in self.encoders], dim=1).to(z.dtype)  # [B, M]
         # each modality "masked" in turn: the mean of the row's other present modalities predicts it
-        others = (z.sum(dim=1, keepdim=True) - z) / (present.sum(dim=1, keepdim=True) - present).clamp(min=1).unsqueeze(-1)
+        others = (z.sum(dim=1, keepdim=True) - z) / (present.sum(dim=1, keepdim=True) - present).clamp(min=1).unsqueeze(
+            -1
+        )
         has_others = (present.sum(dim=1, keepdim=True) - present) > 0
         preds = torch.stack(
             [F.normalize(self.predictors[name](others[:, k]).float(), dim=-1) for k, name in enumerate(self.encoders)],

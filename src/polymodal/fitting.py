@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
+from . import warmstart
 from .components import check_config
 from .config import PolymodalConfig, TrainingConfig
 from .data.corruption_augmentation import augmenter_from_config
@@ -35,7 +36,6 @@ from .pipeline import (
     label_values,
     labelled_rows,
 )
-from . import warmstart
 from .presets import PresetChoice, apply_preset
 from .schema import (
     Modality,

@@ -99,9 +99,7 @@ def shared_modalities(cfg: PolymodalConfig, modalities: list[Modality], init: Fi
     return shared
 
 
-def reuse_processors(
-    cfg: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor]
-) -> set[str]:
+def reuse_processors(cfg: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor]) -> set[str]:
     """Give the shared modalities' processors the pre-trained run's fitted state; returns their names (the caller
     fits the others). Processors with files of their own are left to be fitted."""
     assert cfg.training.init is not None, "only called with training.init"

@@ -189,18 +189,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--init-lr-scale", type=float, default=1.0, help="training.init_lr_scale of the pretrained arm")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--section", default=SECTION, help="the docs/BENCHMARKS.md section (and results file) to write")
     ap.add_argument("--no-docs", action="store_true", help="print the section instead of writing BENCHMARKS.md")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
         os.environ.setdefault("POLYMODAL_THREADS", str(a.threads))
     res, body = run(a)
-    out = ROOT / "benchmarks" / "results" / f"{SECTION}.json"
+    out = ROOT / "benchmarks" / "results" / f"{a.section}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(body)
     if not a.no_docs:
-        write_section(ROOT / "docs" / "BENCHMARKS.md", SECTION, body)
+        write_section(ROOT / "docs" / "BENCHMARKS.md", a.section, body)
 
 
 if __name__ == "__main__":

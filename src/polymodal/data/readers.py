@@ -133,9 +133,11 @@ def parquet_files(data: "str | Path") -> list[Path] | None:
     order; None when ``data`` is one file's path (or names nothing a folder or pattern could). A folder or pattern
     with no Parquet file is a :class:`DataError`."""
     text = str(data)
-    pattern = any(c in text for c in "*?[")
     path = Path(text)
     try:
+        if path.is_file():  # a file named with brackets or wildcards ("runs/[a]/table.csv") is that file
+            return None
+        pattern = any(c in text for c in "*?[")
         folder = not pattern and path.is_dir()
     except (OSError, ValueError):
         return None

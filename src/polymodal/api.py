@@ -31,6 +31,7 @@ from .params import TASK_PARAMS
 from .pipeline import Data, FittedPipeline, check_label_list
 from .prediction import PredictionSummary, predict_to
 from .presets import ENSEMBLE_PRESETS, PRESETS, PresetChoice
+from .pretraining import pretrain as run_pretrain
 from .ranks import is_main_process
 from .retrieval import embed as embed_rows
 from .retrieval import find, pair_table
@@ -42,6 +43,7 @@ from .tasks.reconstruction import ANOMALY_COLUMN, is_reconstruction, reconstruct
 from .tasks.retrieval import PAIR_COLUMN, RetrievalTask
 from .training import FitResult
 from .training.checkpoint import Checkpointing, data_fingerprint
+from .zeroshot import DEFAULT_PROMPT, ZeroShotResult, zero_shot
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -71,6 +73,7 @@ _PARAMS = (
     "verbose",
     "query",
     "target",
+    "init",
 )
 
 
@@ -112,6 +115,10 @@ class Predictor:
             Each entry replaces ``config``'s entry under the same key; a column's entry wins over its kind's.
         verbose: show progress: live bars on a terminal, else log lines (per epoch, decoded rows) on the
             "polymodal" logger.
+        init: a run directory of :meth:`pretrain` (``polymodal pretrain``), or any run: the encoders of the
+            columns this table shares with it (same column, kind and encoder settings; another setting is refused)
+            start from its weights and their processors from its fitted state (``training.init``; see
+            docs/USER_GUIDE.md, "Self-supervised pre-training").
 
     Every choice is checked at construction, as the CLI checks it: a misspelt fusion, encoder or parameter raises
     :class:`~polymodal.errors.ConfigError` before any table is read.
@@ -140,6 +147,7 @@ class Predictor:
         verbose: bool = True,
         query: list[str] | str | None = None,
         target: list[str] | str | None = None,
+        init: str | Path | None = None,
     ):
         self._params: dict[str, Any] = {}
         self.pipeline: FittedPipeline | None = None
@@ -162,6 +170,7 @@ class Predictor:
             verbose=verbose,
             query=query,
             target=target,
+            init=init,
         )
 
     # -------------------------------------------------------------------------------------------- params
@@ -309,6 +318,10 @@ class Predictor:
         verbose = self.verbose and is_main_process()  # a DDP run's other ranks train silently
         if time_limit is not None:  # this call only: the parameters (get_params, clone) stay as constructed
             cfg = apply_choices(cfg, time_limit=time_limit)
+        if cfg.task.problem_type == "pretrain":  # no label: its own entry point, which saves a run to start from
+            raise ConfigError(
+                "problem_type 'pretrain' is fitted by Predictor.pretrain(table, out) (polymodal pretrain)"
+            )
         checkpoint = self._checkpointing(data, tuning_data, cfg, checkpoint_dir, resume)
         if cfg.task.problem_type == "retrieval":  # the rows are the pairs; one network (no classical members)
             data = pair_table(data, cfg)
@@ -637,6 +650,49 @@ class Predictor:
         :class:`~polymodal.search.ApproximateIndex` (e.g. loaded from a run's ``search_index``) is searched as is."""
         return find(self._fitted(), queries, collection, k, data_root)
 
+    # ------------------------------------------------------------------------- pre-training and zero-shot
+    @classmethod
+    def pretrain(
+        cls,
+        data: Data,
+        out: str | Path | None = None,
+        *,
+        config: PolymodalConfig | dict[str, Any] | str | Path | None = None,
+        ignore: list[str] | None = None,
+        data_root: str | Path | None = None,
+        seed: int | None = None,
+        verbose: bool = True,
+    ) -> Predictor:
+        """Self-supervised pre-training on unlabelled rows (``polymodal pretrain``): every modality's encoder,
+        trained with cross-modal InfoNCE between a row's modalities plus masked-modality prediction; saved to
+        ``out`` when given. A later ``Predictor(label, init=out).fit(...)`` starts the encoders of the columns
+        it shares with this table from these weights. ``ignore``: columns left out (e.g. a label column)."""
+        p = cls(
+            PAIR_COLUMN,
+            problem_type="pretrain",
+            config=config,
+            ignore=ignore,
+            data_root=data_root,
+            seed=seed,
+            verbose=verbose,
+        )
+        p.pipeline = run_pretrain(data, out, config=p._user_config, verbose=verbose and is_main_process())
+        return p
+
+    def zero_shot(
+        self,
+        data: Data,
+        labels: list[str],
+        prompt: str = DEFAULT_PROMPT,
+        *,
+        data_root: str | Path | None = None,
+    ) -> ZeroShotResult:
+        """Retrieval models with a text column alone on one side (e.g. ``clip_text`` captions vs ``clip_image``
+        images): classify each row of ``data`` into one of ``labels``, names never trained on, by the cosine
+        similarity of its embedding to each label's ``prompt`` (``{label}`` replaced). Returns the predictions
+        (indexed like the table), the similarity of every row to every label, and the prompts."""
+        return zero_shot(self._fitted(), data, labels, prompt, data_root)
+
     # ------------------------------------------------------------------------------------------ summaries
     def fit_summary(self) -> dict[str, Any]:
         """What :meth:`fit` resolved and measured, as a plain dict (JSON-ready).
@@ -887,6 +943,8 @@ def _user_config(params: dict[str, Any]) -> PolymodalConfig:
             data["task"] = {**data["task"], "retrieval": {**data["task"].get("retrieval", {}), side: cols}}
     if params.get("seed") is not None:
         data["training"] = {**data["training"], "seed": params["seed"]}
+    if params.get("init") is not None:  # a pre-trained run the encoders start from (polymodal.warmstart)
+        data["training"] = {**data["training"], "init": str(params["init"])}
     return apply_choices(
         data,
         fusion=params.get("fusion"),

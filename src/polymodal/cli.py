@@ -640,6 +640,13 @@ def fit(
         "--deterministic",
         help="Deterministic algorithms only (training.deterministic): the same seed and data give identical weights.",
     ),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help="Run directory of `polymodal pretrain` (or any run): the encoders of the columns this table shares "
+        "with it (same column, kind and encoder settings; a difference is refused) start from its weights, and "
+        "their processors from its fitted state (training.init).",
+    ),
     devices: str | None = DevicesOpt,
     strategy: str | None = StrategyOpt,
     num_nodes: int | None = NumNodesOpt,
@@ -688,6 +695,7 @@ def fit(
         verbose=not quiet,
         query=None if query is None else _split(query),
         target=None if target is None else _split(target),
+        init=init,
     )
     p.fit(data, checkpoint_dir=resume_dir, resume=resume)
     if not is_main_process():  # rank 0 writes the run directory and prints the summary; the others are done
@@ -1880,6 +1888,102 @@ def search(
     with atomic_file(out_file, "w", newline="", encoding="utf-8") as f:
         hits_frame(hits).to_csv(f, index=False)
     out.print(f"{hits.indices.shape[0]} queries x {hits.indices.shape[1]} hits saved to {out_file}")
+
+
+@app.command()
+@handles_errors
+def pretrain(
+    data: Path = typer.Argument(..., help="Unlabelled table with at least two input modalities (e.g. image, audio)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create (then `fit --init` it)."),
+    config: Path | None = ConfigOpt,
+    data_root: Path | None = DataRootOpt,
+    ignore: str | None = typer.Option(
+        None, "--ignore", help="Comma-separated columns to leave out (e.g. a label column the table has)."
+    ),
+    encoder: list[str] | None = typer.Option(
+        None,
+        "--encoder",
+        help="KIND_OR_COLUMN=NAME: the encoder of a kind or of one column (repeatable); the later fit must use the "
+        "same encoders for the columns it starts from this run.",
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed, 0 to 2**32 - 1 (default 0).", min=0, max=SEED_MAX
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace --out if it is a polymodal run directory or an empty folder."
+    ),
+    threads: int | None = ThreadsOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Self-supervised pre-training on unlabelled rows: cross-modal contrastive (InfoNCE between a row's
+    modalities) plus masked-modality prediction; saves the encoders and processors as a run directory."""
+    from .errors import RunDirError
+    from .rundir import check_replaceable
+
+    if out_dir.exists() and not overwrite:
+        raise RunDirError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    if overwrite:
+        check_replaceable(out_dir)
+    _check_output(out_dir, folder=True)
+    cfg = _checked_config(config, None, None, encoder)
+    from .api import Predictor  # after the config check: importing the trainer takes seconds
+
+    p = Predictor.pretrain(data, config=cfg, ignore=_split(ignore), data_root=data_root, seed=seed, verbose=not quiet)
+    p.save(out_dir, overwrite=overwrite)
+    r = p.fit_result
+    assert r is not None, "pretrain records its result"
+    out.print(
+        _metrics_table(
+            f"held-out rows, cross-modal retrieval (best epoch {r.best_epoch + 1} of {r.epochs_run}; "
+            f"{r.fit_seconds:.0f} s)",
+            {k.removeprefix("val_"): v for k, v in r.validation.items()},
+        )
+    )
+    out.print(f"saved to {out_dir}")
+
+
+@app.command("zero-shot")
+@handles_errors
+def zero_shot(
+    run: Path = typer.Argument(
+        ..., help="Run directory of a retrieval model with a text column alone on one side (e.g. captions)."
+    ),
+    data: Path = typer.Argument(..., help="Table with the other side's columns (e.g. an image column)."),
+    labels: str = typer.Option(..., "--labels", help="Comma-separated label names, e.g. --labels cat,dog."),
+    prompt: str = typer.Option(
+        "a photo of a {label}", "--prompt", help="Text each label is embedded as; {label} is replaced by the name."
+    ),
+    out_file: Path | None = typer.Option(
+        None, "--out", "-o", help="CSV to write: prediction, then one score column per label (default: stdout)."
+    ),
+    data_root: Path | None = DataRootOpt,
+    threads: int | None = ThreadsOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Classify rows into label names never trained on, by the similarity of each row to each label's prompt."""
+    from .errors import ConfigError
+
+    names = _split(labels)
+    if len(names) < 2:
+        raise ConfigError(f"--labels needs at least two comma-separated names, not {labels!r}")
+    if "{label}" not in prompt:
+        raise ConfigError("--prompt must contain {label} where each label goes, e.g. 'a photo of a {label}'")
+    _check_output(out_file)
+    import sys
+
+    from .api import Predictor
+    from .io import atomic_file
+
+    p = Predictor.load(run, verbose=not quiet)
+    result = p.zero_shot(data, names, prompt, data_root=data_root)
+    frame = result.scores.copy()
+    frame.insert(0, "prediction", result.predictions)
+    if out_file is None:
+        frame.to_csv(sys.stdout, index=False)
+        return
+    with atomic_file(out_file, "w", newline="", encoding="utf-8") as f:
+        frame.to_csv(f, index=False)
+    out.print(f"{len(frame)} rows classified into {len(names)} labels, saved to {out_file}")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

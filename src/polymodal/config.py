@@ -22,7 +22,15 @@ from .registry import ENCODERS
 
 ColumnKindName = Literal["image", "audio", "video", "text", "timeseries", "numeric", "category", "ignore"]
 ProblemType = Literal[
-    "binary", "multiclass", "multilabel", "regression", "generation", "multitask", "retrieval", "reconstruction"
+    "binary",
+    "multiclass",
+    "multilabel",
+    "regression",
+    "generation",
+    "multitask",
+    "retrieval",
+    "reconstruction",
+    "pretrain",
 ]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 OnError = Literal["fail", "skip", "missing"]
@@ -303,6 +311,28 @@ class ReconstructionConfig(_Section):
     )
 
 
+class PretrainConfig(_Section):
+    """``problem_type: pretrain`` (``polymodal pretrain``): self-supervised pre-training of every modality's encoder
+    on unlabelled rows: cross-modal InfoNCE between the modalities of a row, plus predicting each (masked) modality's
+    embedding from the others (see docs/USER_GUIDE.md, "Self-supervised pre-training")."""
+
+    dim: int = Field(
+        128, ge=4, le=4096, description="width of the shared embedding space (one projection per modality)"
+    )
+    temperature: float = Field(
+        0.07, gt=0, le=1, description="initial softmax temperature (learned, as log 1/temperature)"
+    )
+    max_logit_scale: float = Field(
+        100.0, gt=1, description="the learned 1/temperature is clamped to at most this (CLIP's bound)"
+    )
+    masked_weight: float = Field(
+        1.0,
+        ge=0,
+        description="weight of the masked-modality loss (1 - cosine between a modality's embedding, gradient "
+        "stopped, and its prediction from the row's other modalities); 0 = contrastive only",
+    )
+
+
 class TargetConfig(_Section):
     """One target of a multi-task model (a label given as several columns)."""
 
@@ -371,6 +401,7 @@ class TaskConfig(_Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
     @field_validator("problem_type", mode="before")
     @classmethod
@@ -439,6 +470,19 @@ class TrainingConfig(_Section):
         description="rows sharing a value of this column (a patient, a user, a "
         "recording session) stay on one side of the train/validation split; the "
         "column is not an input",
+    )
+    init: str | None = Field(
+        None,
+        description="a run directory of `polymodal pretrain` (or any run): the encoders of the columns it shares "
+        "with this table (same column, kind and encoder settings) start from its weights, and their processors "
+        "from its fitted state (vocabulary, normalisation); a column whose settings differ is refused",
+    )
+    init_lr_scale: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="learning-rate multiplier of the encoders started from training.init (1 = as the rest of the "
+        "network; 0.1 = fine-tuned gently; 0 = frozen: only the fusion and the head learn)",
     )
     seed: int = Field(0, ge=0, le=SEED_MAX, description="the same seed and data give the same model (0 to 2**32 - 1)")
     deterministic: bool = Field(

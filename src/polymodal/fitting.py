@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
+from . import warmstart
 from .components import check_config
 from .config import PolymodalConfig, TrainingConfig
 from .data.corruption_augmentation import augmenter_from_config
@@ -185,10 +186,13 @@ def validation_split(table: Table, label: Label, task: Task, training: TrainingC
 
 # ------------------------------------------------------------------------------------ processors, prepare
 def fit_processors(schema: Schema, cfg: PolymodalConfig, train: Table) -> tuple[list[Modality], dict[str, Processor]]:
-    """Build one processor per modality and fit it on the training rows only."""
+    """Build one processor per modality and fit it on the training rows only (with ``training.init``, the
+    modalities shared with the pre-trained run take its processors' state instead: :mod:`polymodal.warmstart`)."""
     modalities, processors = build_processors(schema, cfg)
-    for p in processors.values():
-        p.fit(train.frame, LoadContext(train.root, cfg.limits))
+    reused = warmstart.reuse_processors(cfg, modalities, processors) if cfg.training.init is not None else set()
+    for name, p in processors.items():
+        if name not in reused:
+            p.fit(train.frame, LoadContext(train.root, cfg.limits))
     return modalities, processors
 
 
@@ -284,8 +288,12 @@ def resolve_training(training: TrainingConfig, n_train: int) -> None:
 
 def build(cfg: PolymodalConfig, modalities: list[Modality], processors: dict[str, Processor], task: Task) -> Any:
     """The network for the resolved config (its initial weights come from the global torch generator: build it
-    inside :func:`~polymodal.training.seeding.seeded` for a reproducible model)."""
-    return build_model(cfg, modalities, processors, task)
+    inside :func:`~polymodal.training.seeding.seeded` for a reproducible model). With ``training.init``, the
+    encoders shared with the pre-trained run start from its weights."""
+    model = build_model(cfg, modalities, processors, task)
+    if cfg.training.init is not None:
+        warmstart.init_encoders(cfg, modalities, model)
+    return model
 
 
 def train(

@@ -69,6 +69,8 @@ def build_model(
         encoders[m.name] = build_encoder(choice.name, choice.params(), m, processors[m.name])
     if task.architecture == "two_tower":
         from . import towers as _towers  # noqa: F401  (registers the "two_tower" architecture)
+    elif task.architecture == "crossmodal":
+        from . import crossmodal as _crossmodal  # noqa: F401  (registers the "crossmodal" architecture)
     builder = ARCHITECTURES.get(task.architecture)
     if getattr(builder, "needs_processors", False):  # (the autoencoder: its decoders are shaped by them)
         return builder(config, encoders, task, processors)

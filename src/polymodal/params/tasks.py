@@ -66,3 +66,12 @@ class ReconstructionParams(TaskParams):
     modality; predict gives each row's anomaly score (and one per modality) from its reconstruction errors."""
 
     architecture = "autoencoder"
+
+
+@register(TASK_PARAMS, "pretrain")
+class PretrainParams(TaskParams):
+    """Self-supervised pre-training on unlabelled rows (`polymodal pretrain`): every modality's encoder and a
+    projection, trained with cross-modal InfoNCE between a row's modalities plus masked-modality prediction; a later
+    fit starts from these encoders (training.init / --init)."""
+
+    architecture = "crossmodal"

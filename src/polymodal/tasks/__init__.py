@@ -5,6 +5,7 @@ from . import (  # noqa: F401  (registration side effects)
     generation,
     multilabel,
     multitask,
+    pretrain,
     reconstruction,
     regression,
     retrieval,

@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import PolymodalConfig, encoder_choice
 from .data.processors import Processor
-from .encoders import Encoded, Encoder, build_encoder
+from .encoders import Encoded, Encoder, build_encoder, encoder_lr_scales
 from .fusion import Fusion, FusionInput, build_fusion
 from .registry import ARCHITECTURES, register
 from .schema import Modality
@@ -43,12 +43,7 @@ class MultimodalModel(nn.Module):
     def lr_scales(self) -> dict[str, float]:
         """Learning-rate multipliers by parameter name (pretrained backbones in finetune/last_n mode); every
         parameter not named here trains at the base learning rate."""
-        out: dict[str, float] = {}
-        for name, enc in self.encoders.items():
-            scales = getattr(enc, "lr_scales", None)
-            if scales is not None:
-                out.update({f"encoders.{name}.{k}": v for k, v in scales().items()})
-        return out
+        return encoder_lr_scales(self.encoders)
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: Task) -> torch.Tensor:
         """Training loss of the last ``forward``'s outputs (the fusion may add terms of its own)."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PolymodalConfig
-from .encoders import Encoded, Encoder
+from .encoders import Encoded, Encoder, encoder_lr_scales
 from .errors import ConfigError
 from .fusion import Fusion, FusionInput, build_fusion
 from .registry import ARCHITECTURES, register
@@ -65,12 +65,7 @@ class TwoTowerModel(nn.Module):
         return self(batch.inputs, batch.masks)
 
     def lr_scales(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, enc in self.encoders.items():
-            scales = getattr(enc, "lr_scales", None)
-            if scales is not None:
-                out.update({f"encoders.{name}.{k}": v for k, v in scales().items()})
-        return out
+        return encoder_lr_scales(self.encoders)
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: Task) -> torch.Tensor:
         return task.loss(outputs, target)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -169,3 +170,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 def zero_absent(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero the rows of an absent modality so that nothing about the placeholder input leaks downstream."""
     return x * mask.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+
+
+def encoder_lr_scales(encoders: nn.ModuleDict | Mapping[str, nn.Module]) -> dict[str, float]:
+    """Learning-rate multipliers by parameter name (``encoders.<modality>.<parameter>``) that a network's encoders
+    ask for (pretrained backbones in finetune/last_n mode, warm-started encoders); a parameter not named here trains
+    at the base learning rate."""
+    out: dict[str, float] = {}
+    for name, enc in encoders.items():
+        scales = getattr(enc, "lr_scales", None)
+        if scales is not None:
+            out.update({f"encoders.{name}.{k}": v for k, v in scales().items()})
+    return out

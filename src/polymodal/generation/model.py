@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import DecodingConfig, GenerationConfig, PolymodalConfig
-from ..encoders.base import Encoded, Encoder
+from ..encoders.base import Encoded, Encoder, encoder_lr_scales
 from ..errors import ConfigError
 from ..registry import ARCHITECTURES, register
 from .decoding import Decoded, Specials, beam_search, greedy
@@ -232,12 +232,7 @@ class Seq2SeqModel(nn.Module):
         return task.loss(outputs, target)
 
     def lr_scales(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, enc in self.encoders.items():
-            scales = getattr(enc, "lr_scales", None)
-            if scales is not None:
-                out.update({f"encoders.{name}.{k}": v for k, v in scales().items()})
-        return out
+        return encoder_lr_scales(self.encoders)
 
     @torch.no_grad()
     def generate(

@@ -63,7 +63,7 @@ def test_wheel_and_sdist_hold_the_package_and_its_data(dist):
     assert {"pyproject.toml", "README.md", *(f"src/{p}" for p in PACKAGE_DATA)} <= members
 
 
-@pytest.mark.slow  # about 70 s on 2 shared cores; test_wheel_and_sdist_hold_the_package_and_its_data is the fast check
+# about 16 s alone (70 s on 2 shared cores): in the default suite, so that every CI run installs the wheel
 def test_wheel_installs_into_a_clean_venv_and_runs_the_demo(dist, tmp_path, tiny_config_file):
     wheel = next(dist.glob("polymodal-*.whl"))
     venv = tmp_path / "venv"

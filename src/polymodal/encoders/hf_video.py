@@ -16,7 +16,7 @@ from ..data.video import load_video
 from ..errors import ConfigError
 from ..params.encoders import HFVideoConfig
 from ..registry import ENCODERS, register
-from .hf import HFEncoder
+from .hf import HFEncoder, HFImage
 from .hf_processors import _HFProcessor
 
 
@@ -70,6 +70,5 @@ class HFVideo(HFEncoder):
     kinds = ("video",)
     processor = "hf_video"
 
-    def backbone_inputs(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        x = inputs[f"{self.modality.name}.pixel_values"]
-        return {"pixel_values": x if rows is None else x[rows]}  # rows None: every row (export)
+    # frames arrive as pixel_values [B, T, C, H, W], picked by row as an image's are
+    backbone_inputs = HFImage.backbone_inputs

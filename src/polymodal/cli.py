@@ -1751,11 +1751,19 @@ def serve(
     access_log: str = typer.Option(
         "text", "--access-log", help="Access log format: text (uvicorn's lines) or json (one object per request)."
     ),
+    collection: Path | None = typer.Option(
+        None,
+        "--collection",
+        help="Retrieval models: what POST /search searches: a table of the target columns (embedded at start), a "
+        ".npy of target vectors (`polymodal embed --side target`) or an index folder. Default: RUN/search_index "
+        "when the run has one (`polymodal embed --side target --index`).",
+    ),
     threads: int | None = ThreadsOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Serve a saved model over HTTP: POST /predict (POST /generate for generation models), POST /predict/stream
-    (NDJSON), GET /health, GET /metadata, GET /metrics (Prometheus); API docs at /docs."""
+    """Serve a saved model over HTTP: POST /predict (POST /generate for generation models; POST /embed and
+    POST /search for retrieval models), POST /predict/stream (NDJSON), GET /health, GET /metadata, GET /metrics
+    (Prometheus); API docs at /docs."""
     # A first line at once, before the imports and the load (tens of seconds on a busy machine), then progress.
     start = time.perf_counter()
     progress = (lambda msg: None) if quiet else (lambda msg: err.print(msg, highlight=False, soft_wrap=True))
@@ -1786,6 +1794,7 @@ def serve(
             rate_limit=rate_limit,
             client_concurrency=client_concurrency,
             access_log=access_log,
+            collection=_serve_collection(run, collection),
         )
     except ValueError as e:
         raise ConfigError(f"invalid serve options:\n{e}") from None
@@ -1804,6 +1813,18 @@ def serve(
     progress(f"model loaded ({time.perf_counter() - start:.1f} s since start)")
     err.print(f"serving {run} ({backend}) on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
     run_server(predictor, cfg, quiet=quiet, sock=sock)
+
+
+def _serve_collection(run: Path, collection: Path | None) -> str | None:
+    """--collection, else the run's saved index (a retrieval run's RUN/search_index), else None."""
+    if collection is not None:
+        if not collection.exists():
+            from .errors import ConfigError
+
+            raise ConfigError(f"--collection {collection} does not exist")
+        return str(collection)
+    saved = run / "search_index"  # polymodal.retrieval.INDEX_DIR, named here to keep serve's imports light
+    return str(saved) if saved.is_dir() else None
 
 
 @app.command()

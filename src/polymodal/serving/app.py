@@ -42,11 +42,13 @@ from .metrics import ServerMetrics
 from .net import bind
 from .payload import RequestError, check_work, decode_rows, parse_form_row, parse_json_rows
 from .pool import WorkPool
+from .retrieval_routes import add_retrieval_routes
 from .schemas import ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema, row_model
 from .security import Guard, load_api_keys, parse_rate
 from .stream import NDJSONStream, StreamPredictor, TimedOut
 
 log = logging.getLogger("polymodal")
+RETRIEVAL_REFUSAL = "a retrieval model answers POST /embed (rows -> vectors) and POST /search (rows -> top-k hits)"
 
 
 class BodyTooLarge(RequestError):
@@ -180,6 +182,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     classification = isinstance(task, (ClassificationTask, MultilabelTask))
     clf = cast(ClassificationTask | MultilabelTask, task)  # read only when classification
     generation = isinstance(task, GenerationTask)  # answers POST /generate (serving.generation), not /predict
+    retrieval = task.problem_type == "retrieval"  # answers POST /embed and /search (serving.retrieval_routes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -276,6 +279,8 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         prediction: the request is answered 422 naming it."""
         if generation:
             raise RequestError(400, "this model generates text: POST the rows to /generate")
+        if retrieval:
+            raise RequestError(400, RETRIEVAL_REFUSAL)
         rows = await _read_rows(request)
         try:
             async with asyncio.timeout(cfg.request_timeout_s):
@@ -332,6 +337,8 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         the streamed response, in order, as rows arrive: ``{"row", "prediction", "probabilities"}`` or, for a bad
         line, ``{"row", "column", "problem"}``. Files are base64-encoded as in ``/predict``."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if retrieval:
+            raise RequestError(400, RETRIEVAL_REFUSAL)
         if ctype not in ("application/x-ndjson", "application/jsonl", "application/json-seq", "text/plain", ""):
             raise RequestError(415, f"unsupported content type '{ctype}': send application/x-ndjson (one row a line)")
         return NDJSONStream(stream.answer(request))
@@ -362,6 +369,14 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
 
     if generation:
         add_generate_route(app, predictor, backend, cfg, lambda rows: pool.run(_check_and_decode, rows), _read_rows)
+    add_retrieval_routes(
+        app,
+        predictor,
+        cfg,
+        lambda r: read_body(r, cfg.max_body_bytes, cfg.body_timeout_s),
+        lambda rows: pool.run(_check_and_decode, rows),
+        batcher.submit,
+    )
     return app
 
 

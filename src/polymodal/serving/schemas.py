@@ -98,6 +98,11 @@ class ServeConfig(BaseModel):
     access_log: Literal["text", "json"] = Field(
         "text", description="access log format: uvicorn's text lines, or one JSON object per request"
     )
+    collection: str | None = Field(
+        None,
+        description="retrieval models: what POST /search searches, a table of the target columns (embedded at "
+        "start), a .npy of target vectors or an index folder (serving/retrieval_routes.py); None: nothing to search",
+    )
 
     @field_validator("rate_limit")
     @classmethod

@@ -22,6 +22,7 @@ from ..pipeline import FittedPipeline, label_values
 from ..tasks.classification import ClassificationTask
 from ..tasks.multilabel import MultilabelTask
 from ..tasks.multitask import MultiTask, present
+from ..tasks.retrieval import RetrievalTask
 
 #: Where a run directory's robustness sweep is looked for when none is given (`polymodal evaluate RUN DATA
 #: --robustness --out RUN/robustness` writes the second).
@@ -179,7 +180,12 @@ def read_history(pipeline: FittedPipeline, run_dir: Path | None) -> pd.DataFrame
 
 
 def score(pipeline: FittedPipeline, data: Any, data_root: str | Path | None, on_error: str | None) -> Scored:
-    """Decode and score the labelled test table once (rows with an empty label are left out, as in evaluate)."""
+    """Decode and score the labelled test table once (rows with an empty label are left out, as in evaluate).
+    A retrieval model's table is its pairs: each row's position is its label, as in ``Predictor.evaluate``."""
+    if isinstance(pipeline.task, RetrievalTask):
+        from ..retrieval import pair_table
+
+        data = pair_table(data, pipeline.config, data_root)
     metrics, decoded, outputs = pipeline.score(data, on_error=on_error, data_root=data_root, what="report")
     task = pipeline.task
     usable = decoded.usable

@@ -19,7 +19,7 @@ from ..context import ReportContext
 CLASSIFICATION = frozenset({"binary", "multiclass"})
 PREDICTIVE = CLASSIFICATION | {"regression"}
 MULTILABEL = frozenset({"multilabel"})
-ALL = PREDICTIVE | {"generation", "multitask"} | MULTILABEL
+ALL = PREDICTIVE | {"generation", "multitask", "retrieval"} | MULTILABEL
 
 SECTIONS: Registry["ReportSection"] = Registry("report section")
 
@@ -58,7 +58,7 @@ def target_sections(problem_type: str) -> list[ReportSection]:
 
 
 # Importing the modules registers their sections.
-from . import explanations, members, metrics, robustness, run  # noqa: E402,F401
+from . import explanations, members, metrics, retrieval, robustness, run  # noqa: E402,F401
 
 __all__ = [
     "ALL",

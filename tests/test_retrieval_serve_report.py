@@ -1,5 +1,5 @@
-"""``polymodal serve`` of a retrieval model: POST /embed and POST /search match Predictor.embed/search; /predict
-refuses; the usual guards apply; other models refuse /embed and /search."""
+"""Retrieval models served and reported: POST /embed and POST /search match Predictor.embed/search; /predict
+refuses; the usual guards apply; other models refuse /embed and /search. The HTML report's retrieval section."""
 
 from __future__ import annotations
 
@@ -141,3 +141,26 @@ def test_cli_serve_refuses_a_missing_collection(retriever, tmp_path):
     run = retriever.save(tmp_path / "run")
     res = CliRunner().invoke(cli_app, ["serve", str(run), "--port", "0", "--collection", str(tmp_path / "none.csv")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_report_has_a_retrieval_section_with_both_directions_and_examples(retriever, pairs):
+    from polymodal.reporting.blocks import Gallery, Table
+    from polymodal.reporting.build import build_report
+    from polymodal.reporting.context import ReportOptions, fmt
+    from polymodal.reporting.render import render
+
+    rep = build_report(retriever, pairs.test, options=ReportOptions(n_examples=3, n_bootstrap=0))
+    sections = {s.id: s for s in rep.sections}
+    assert {"summary", "training", "metrics", "retrieval"} <= set(sections)
+    table = next(b for b in sections["retrieval"].blocks if isinstance(b, Table))
+    m = retriever.evaluate(pairs.test)
+    by_name = {row[0]: row[1:] for row in table.rows}
+    for key, name in (("recall@1", "Recall@1"), ("recall@10", "Recall@10"), ("mrr", "MRR")):
+        assert by_name[name][:2] == [fmt(m[f"q2t_{key}"]), fmt(m[f"t2q_{key}"])]
+    assert by_name["median rank"][:2] == [fmt(m["q2t_median_rank"]), fmt(m["t2q_median_rank"])]
+    assert by_name["Recall@10"][2] == fmt(10 / 12)  # random ranking among the 12 test targets
+    gallery = next(b for b in sections["retrieval"].blocks if isinstance(b, Gallery))
+    assert len(gallery.figures) == 3 and all(f.png.startswith(b"\x89PNG") for f in gallery.figures)
+    assert all("its own target" in f.caption for f in gallery.figures)
+    html = render(rep)
+    assert "Recall@10" in html and "query → target" in html

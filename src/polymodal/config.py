@@ -272,6 +272,14 @@ class RetrievalConfig(_Section):
         description="search: collections up to this many rows are searched exactly (batched matmul); larger ones "
         "through an approximate usearch index (pip install 'polymodal[retrieval]')",
     )
+    hard_negatives: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="hard-negative mining: from the second epoch on, each query also gets the k training targets "
+        "most similar to it (not its own; mined after each epoch by an exact matmul over the training rows) as "
+        "negatives; 0 = in-batch negatives only",
+    )
 
 
 class ReconstructionConfig(_Section):

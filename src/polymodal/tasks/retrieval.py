@@ -8,7 +8,9 @@ square root of the learned ``1 / temperature``, so that their dot product is the
 no other parameter. Predictions and search use the directions only (re-normalised).
 
 Under DDP every rank's embeddings are gathered (``all_gather``, the local part keeps its gradient), so each query
-sees the targets of the whole global batch as negatives.
+sees the targets of the whole global batch as negatives. With ``task.retrieval.hard_negatives: k`` each query also
+sees the ``k`` training targets closest to it that are not its own, mined after every epoch
+(:mod:`polymodal.tasks.retrieval_mining`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..errors import ConfigError
 from ..metrics.retrieval import normalise, retrieval_metrics
 from ..registry import TASKS, register
 from .base import Task
+from .retrieval_mining import HardNegatives, HardNegativeMiner
 
 #: the column a retrieval fit adds to the table: each row's position, its pair id
 PAIR_COLUMN = "__pair__"
@@ -53,14 +56,20 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat(pieces), sum(counts[:rank])
 
 
-def info_nce(outputs: torch.Tensor) -> torch.Tensor:
+def info_nce(outputs: torch.Tensor, hard: HardNegatives | None = None) -> torch.Tensor:
     """Symmetric InfoNCE of ``[B, 2, D]`` scaled embeddings: the mean of query→target and target→query
-    cross-entropies, with the other rows of the (global) batch as negatives."""
+    cross-entropies, with the other rows of the (global) batch as negatives. ``hard``: each query's mined negatives
+    (unit target embeddings, :mod:`polymodal.tasks.retrieval_mining`), extra columns of its query→target logits."""
     q, t = outputs[:, 0].float(), outputs[:, 1].float()
     all_q, start = gather_with_grad(q)
     all_t, _ = gather_with_grad(t)
     right = torch.arange(start, start + q.shape[0], device=q.device)
-    return (F.cross_entropy(q @ all_t.T, right) + F.cross_entropy(t @ all_q.T, right)) / 2
+    q2t = q @ all_t.T
+    if hard is not None:
+        # the mined vectors are unit norm; t's rows carry sqrt(logit scale), as q's do
+        extra = torch.einsum("bd,bkd->bk", q, hard.vectors.to(q.dtype)) * t.norm(dim=-1, keepdim=True)
+        q2t = torch.cat([q2t, extra.masked_fill(~hard.valid, -torch.inf)], dim=1)
+    return (F.cross_entropy(q2t, right) + F.cross_entropy(t @ all_q.T, right)) / 2
 
 
 @register(TASKS, "retrieval")
@@ -73,6 +82,7 @@ class RetrievalTask(Task):
     def __init__(self, config: TaskConfig):
         super().__init__(config)
         self.retrieval = config.retrieval
+        self.miner = HardNegativeMiner(config.retrieval.hard_negatives) if config.retrieval.hard_negatives else None
 
     def resolve(self, config: PolymodalConfig, kinds: set[str]) -> None:
         r = config.task.retrieval
@@ -85,6 +95,7 @@ class RetrievalTask(Task):
         if both:
             raise ConfigError(f"column(s) {', '.join(both)} are both query and target; each column has one side")
         self.retrieval = r
+        self.miner = HardNegativeMiner(r.hard_negatives) if r.hard_negatives else None
 
     def fit_target(self, y: pd.Series) -> None:
         """Nothing to learn: the targets are the pairs' positions."""
@@ -97,7 +108,13 @@ class RetrievalTask(Task):
         return self.retrieval.dim
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return info_nce(outputs)
+        """InfoNCE over the batch; with ``hard_negatives``, training steps (outputs that carry a gradient, never
+        validation) also get each query's mined negatives from the previous epoch (``target`` = the pair ids)."""
+        hard = None
+        if self.miner is not None and outputs.requires_grad:
+            units = F.normalize(outputs.detach().float(), dim=-1)
+            hard = self.miner.step(units[:, 0], units[:, 1], target)
+        return info_nce(outputs, hard)
 
     def postprocess(self, outputs: Any) -> np.ndarray:
         """For each row, the position (in the same table) of the target its query embeds closest to."""

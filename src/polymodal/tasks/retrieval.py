@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..metrics.retrieval import normalise, retrieval_metrics
 from ..registry import TASKS, register
 from .base import Task
-from .retrieval_mining import HardNegatives, HardNegativeMiner
+from .retrieval_mining import HardNegativeMiner, HardNegatives
 
 #: the column a retrieval fit adds to the table: each row's position, its pair id
 PAIR_COLUMN = "__pair__"

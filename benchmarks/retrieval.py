@@ -128,7 +128,13 @@ def ann(vectors: int, queries: int, dim: int, expansion: list[int], seed: int) -
         exact[name] = exact_search(q, coll, 10)
     res["exact_ms_per_query"] = round(1000 * (time.perf_counter() - start) / (2 * queries), 3)
     start = time.perf_counter()
-    index = ApproximateIndex.build(coll)
+    res["exact_done_load_average"] = _load()
+    print(f"exact search done ({res['exact_ms_per_query']} ms per query); building the index", flush=True)
+
+    def built(rows: int) -> None:  # progress of a long build, with the load it ran under
+        print(f"{rows:,} rows indexed in {time.perf_counter() - start:.0f} s (load average {_load()})", flush=True)
+
+    index = ApproximateIndex.build(coll, progress=built)
     res["build_seconds"] = round(time.perf_counter() - start, 1)
     res["by_expansion"] = {}
     for e in expansion:

@@ -7,6 +7,7 @@ pickle. usearch is the optional extra ``polymodal[retrieval]`` and is imported o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,15 @@ class ApproximateIndex:
 
     @classmethod
     def build(
-        cls, vectors: np.ndarray, connectivity: int = CONNECTIVITY, expansion_search: int = EXPANSION_SEARCH
+        cls,
+        vectors: np.ndarray,
+        connectivity: int = CONNECTIVITY,
+        expansion_search: int = EXPANSION_SEARCH,
+        progress: Callable[[int], None] | None = None,
+        chunk_rows: int = 100_000,
     ) -> ApproximateIndex:
+        """The index of ``vectors``, added ``chunk_rows`` at a time; ``progress`` is called with the rows added so
+        far after each chunk (a 1,000,000-row build takes many minutes on a small machine)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) == 0:
             raise ConfigError("an index needs a non-empty [rows, dim] array of vectors")
@@ -57,7 +65,11 @@ class ApproximateIndex:
             expansion_add=EXPANSION_ADD,
             expansion_search=expansion_search,
         )
-        index.add(np.arange(len(vectors), dtype=np.uint64), vectors, log=False)
+        for start in range(0, len(vectors), chunk_rows):
+            stop = min(start + chunk_rows, len(vectors))
+            index.add(np.arange(start, stop, dtype=np.uint64), vectors[start:stop], log=False)
+            if progress is not None:
+                progress(stop)
         return cls(index, len(vectors), vectors.shape[1])
 
     def search(self, queries: np.ndarray, k: int) -> Hits:

@@ -134,9 +134,9 @@ def _thumbnail(path: Path) -> np.ndarray | None:
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            return np.asarray(im)
+            rgb = im.convert("RGB")
+            rgb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            return np.asarray(rgb)
     except (OSError, ValueError):  # a missing or unreadable file: the panel says so in text
         return None
 

@@ -71,6 +71,14 @@ def test_embed_matches_predictor_embed_both_sides(retriever, pairs, client):
     np.testing.assert_allclose(np.array(r.json()["vectors"]), expected, atol=1e-5)
 
 
+def test_openapi_documents_the_retrieval_routes(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/embed", "/search"} <= set(spec["paths"])
+    body = spec["paths"]["/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]["rows"]["items"]["properties"]) == {"caption"}
+    assert client.get("/metadata").json()["problem_type"] == "retrieval"
+
+
 def test_search_matches_predictor_search(retriever, pairs, client):
     frame = pd.read_csv(pairs.test)
     r = client.post("/search", params={"k": 3}, json={"rows": caption_rows(frame.head(4))})

@@ -172,3 +172,22 @@ def test_report_has_a_retrieval_section_with_both_directions_and_examples(retrie
     assert all("its own target" in f.caption for f in gallery.figures)
     html = render(rep)
     assert "Recall@10" in html and "query → target" in html
+
+
+def test_serve_defaults_to_the_runs_saved_index(retriever, pairs, tmp_path):
+    pytest.importorskip("usearch")
+    from polymodal.cli import _serve_collection
+    from polymodal.retrieval import build_index
+
+    run = retriever.save(tmp_path / "run")
+    assert _serve_collection(run, None) is None  # nothing saved: /search answers 409
+    vecs = retriever.embed(pairs.test, side="target", data_root=pairs.root)
+    build_index(retriever.pipeline, vecs, run)
+    saved = _serve_collection(run, None)
+    assert saved == str(run / "search_index")
+    with TestClient(create_app(Predictor.load(run, verbose=False), ServeConfig(collection=saved))) as c:
+        r = c.post("/search", params={"k": 3}, json={"rows": caption_rows(pd.read_csv(pairs.test).head(2))})
+        assert r.status_code == 200, r.text
+        exact = retriever.search(pd.read_csv(pairs.test).head(2), vecs, k=3, data_root=pairs.root)
+        # an index of 12 vectors finds the exact top 3
+        assert [[h["target"] for h in row] for row in r.json()["hits"]] == exact.indices.tolist()

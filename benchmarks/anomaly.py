@@ -75,6 +75,7 @@ def config(args: argparse.Namespace) -> dict:
                 "modality_dropout": args.modality_dropout,
                 "variational": args.variational,
                 "agreement": args.agreement,
+                "agreement_temperature": args.temperature,
                 "score": args.score,
             }
         },
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--modality-dropout", type=float, default=0.25, help="task.reconstruction.modality_dropout")
     ap.add_argument("--variational", action="store_true", help="task.reconstruction.variational")
     ap.add_argument("--agreement", type=float, default=1.0, help="task.reconstruction.agreement (0 = off)")
+    ap.add_argument("--temperature", type=float, default=0.1, help="task.reconstruction.agreement_temperature")
     ap.add_argument("--score", default="joint+agreement", help="task.reconstruction.score (joint, cross, ...)")
     ap.add_argument("--threads", type=int, default=1, help="training.threads")
     ap.add_argument("--seed", type=int, default=0)

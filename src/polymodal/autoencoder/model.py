@@ -205,10 +205,11 @@ def build_autoencoder(
             "polymodal's own encoders (not pretrained models' preprocessing, not video)"
         )
     dims = {name: cast(Encoder, enc).dim for name, enc in encoders.items()}
-    agreement = None
-    if settings.agreement > 0 and len(dims) > 1:
-        agreement = Agreement(dims, settings.latent_dim, settings.agreement_temperature)
-    cast("ReconstructionTask", task).set_modalities(list(decoders), kinds, crossmodal=agreement is not None)
+    rtask = cast("ReconstructionTask", task)
+    # a loaded run has the network it was saved with (runs saved before the agreement term have none)
+    wanted = settings.agreement > 0 and len(dims) > 1 if rtask.saved_crossmodal is None else rtask.saved_crossmodal
+    agreement = Agreement(dims, settings.latent_dim, settings.agreement_temperature) if wanted else None
+    rtask.set_modalities(list(decoders), kinds, crossmodal=agreement is not None)
     inputs = [FusionInput(name, dim) for name, dim in dims.items()]
     fusion = build_fusion(config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params())
     bottleneck = Bottleneck(config.fusion.dim, settings.latent_dim, settings.variational)

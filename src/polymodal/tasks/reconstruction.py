@@ -160,6 +160,7 @@ class ReconstructionTask(Task):
         self.cross_std: list[float] = []
         self.crossmodal = False  # whether the network has the agreement term (set by its builder)
         self.agree_mean, self.agree_std = 0.0, 1.0
+        self.saved_crossmodal: bool | None = None  # a loaded run's: its network has the agreement term (or not)
 
     def resolve(self, config: PolymodalConfig, kinds: set[str]) -> None:
         self.settings = config.task.reconstruction
@@ -350,7 +351,7 @@ class ReconstructionTask(Task):
         for key in ("error_mean", "error_std", "cross_mean", "cross_std"):
             setattr(self, key, [float(v) for v in state[key]])
         # runs saved before the agreement term have none
-        self.crossmodal = bool(state.get("crossmodal", False))
+        self.crossmodal = self.saved_crossmodal = bool(state.get("crossmodal", False))
         self.agree_mean, self.agree_std = float(state.get("agree_mean", 0.0)), float(state.get("agree_std", 1.0))
 
 

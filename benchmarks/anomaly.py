@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=16, help="task.reconstruction.latent_dim")
     ap.add_argument("--modality-dropout", type=float, default=0.25, help="task.reconstruction.modality_dropout")
     ap.add_argument("--variational", action="store_true", help="task.reconstruction.variational")
-    ap.add_argument("--agreement", type=float, default=1.0, help="task.reconstruction.agreement (0 = off)")
+    ap.add_argument("--agreement", type=float, default=4.0, help="task.reconstruction.agreement (0 = off)")
     ap.add_argument("--temperature", type=float, default=0.1, help="task.reconstruction.agreement_temperature")
     ap.add_argument("--score", default="joint+agreement", help="task.reconstruction.score (joint, cross, ...)")
     ap.add_argument("--threads", type=int, default=1, help="training.threads")
@@ -105,6 +105,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "anomaly.json")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "anomaly", help="where the sampled tables go")
     ap.add_argument("--no-docs", action="store_true", help="do not write the docs/BENCHMARKS.md section")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --only: keep the other models' results from --out (e.g. the single-modality baselines, which "
+        "--agreement and --temperature do not change; a model with one modality has no agreement term)",
+    )
     args = ap.parse_args()
 
     manifest = ensure_data(args.data)
@@ -131,9 +137,14 @@ def main() -> None:
         "config": config(args),
         "models": {},
     }
+    if args.keep and args.out.is_file():
+        kept = json.loads(args.out.read_text(encoding="utf-8"))["models"]
+        results["models"] = {name: {**m, "kept": True} for name, m in kept.items()}
+        results["kept_from"] = str(args.out)
     for name, dropped in MODELS.items():
         if args.only and name not in args.only:
             continue
+        results["models"].pop(name, None)
         before = load_avg()
         start = time.perf_counter()
         p = Predictor(
@@ -179,12 +190,18 @@ def _cell(m: dict, key: str) -> str:
 
 def report(results: dict) -> str:
     rows = "\n".join(
-        f"| {name} | {_cell(m, 'roc_auc')} | {_cell(m, 'average_precision')} | "
+        f"| {name}{' (kept)' if m.get('kept') else ''} | {_cell(m, 'roc_auc')} | {_cell(m, 'average_precision')} | "
         + " | ".join(_cell(m, key) for key in AUCS)
         + f" | {m['epochs_run']} | {m['fit_seconds']:.0f} s | {m['load_before']} / {m['load_after']} |"
         for name, m in results["models"].items()
     )
     score = results["config"]["task"]["reconstruction"]["score"]
+    kept = ""
+    if any(m.get("kept") for m in results["models"].values()):
+        kept = (
+            "\n\n(kept): a result of an earlier run of this script on the same rows and seed (`--keep`), whose "
+            "other settings do not change it (a single-modality model has no agreement term)."
+        )
     rate = results["anomalies"] / results["test_rows"]
     return f"""## Anomaly detection: AV-digits with swapped spoken digits (reconstruction)
 
@@ -198,7 +215,7 @@ config `{json.dumps(results["config"])}`. ROC-AUC / AP: of `anomaly_score` again
 modalities' z-scored reconstruction errors), cross (each modality reconstructed from the other alone), agreement
 (`anomaly_crossmodal`: the z-scored 1 - cosine of the row's image and audio embeddings; "—": a single-modality
 model has no such term and its agreement scores fall back to joint), joint+agreement (the two added), and
-`anomaly_image` / `anomaly_audio` alone (joint).
+`anomaly_image` / `anomaly_audio` alone (joint).{kept}
 
 | model | ROC-AUC | AP | {" | ".join(AUCS.values())} | epochs | fit | load avg |
 |---|---|---|{"---|" * len(AUCS)}---|---|---|

@@ -299,7 +299,7 @@ class ReconstructionConfig(_Section):
     )
     text: bool = Field(True, description="reconstruct text columns as a bag of words (false: encode, do not score)")
     agreement: float = Field(
-        1.0,
+        4.0,
         ge=0,
         description="weight of the cross-modal agreement loss: each encoded modality is projected into a shared "
         "space and a row's modalities are pulled together against the batch's other rows (symmetric InfoNCE), so "

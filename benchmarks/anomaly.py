@@ -9,12 +9,15 @@ get the audio file of another test row whose digit is different (``is_anomaly`` 
 (``problem_type="reconstruction"``, no label; the ``label`` column is ignored) are trained on --train-rows clean
 training rows with the same settings:
 
-  fused        image + audio through one bottleneck: the swapped rows have no code that reconstructs both
+  fused        image + audio through one bottleneck, and (``--agreement`` > 0) the cross-modal agreement term: the
+               image's and the audio's embeddings trained to agree, their disagreement the ``anomaly_crossmodal``
+               score
   image only   the audio column ignored: it cannot see the swap (expected ROC-AUC near 0.5)
   audio only   the image column ignored: the same
 
 and scored with ``evaluate(test, anomaly_label="is_anomaly")``: ROC-AUC and average precision of ``anomaly_score``
-(the mean of the per-modality z-scored reconstruction errors). Equivalent CLI for the fused model:
+(``--score``), and the ROC-AUC of every row score the model has (joint, cross, agreement, joint+agreement,
+cross+agreement). Equivalent CLI for the fused model:
 
     polymodal fit runs/anomaly/train.csv --data-root data/avdigits --problem-type reconstruction \
         --ignore id,split,label --config cfg.yaml --out runs/ae
@@ -71,6 +74,9 @@ def config(args: argparse.Namespace) -> dict:
                 "latent_dim": args.latent,
                 "modality_dropout": args.modality_dropout,
                 "variational": args.variational,
+                "agreement": args.agreement,
+                "agreement_temperature": args.temperature,
+                "score": args.score,
             }
         },
     }
@@ -90,12 +96,21 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=16, help="task.reconstruction.latent_dim")
     ap.add_argument("--modality-dropout", type=float, default=0.25, help="task.reconstruction.modality_dropout")
     ap.add_argument("--variational", action="store_true", help="task.reconstruction.variational")
+    ap.add_argument("--agreement", type=float, default=4.0, help="task.reconstruction.agreement (0 = off)")
+    ap.add_argument("--temperature", type=float, default=0.1, help="task.reconstruction.agreement_temperature")
+    ap.add_argument("--score", default="joint+agreement", help="task.reconstruction.score (joint, cross, ...)")
     ap.add_argument("--threads", type=int, default=1, help="training.threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=list(MODELS), action="append", help="run only these models (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "anomaly.json")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "anomaly", help="where the sampled tables go")
     ap.add_argument("--no-docs", action="store_true", help="do not write the docs/BENCHMARKS.md section")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --only: keep the other models' results from --out (e.g. the single-modality baselines, which "
+        "--agreement and --temperature do not change; a model with one modality has no agreement term)",
+    )
     args = ap.parse_args()
 
     manifest = ensure_data(args.data)
@@ -122,9 +137,14 @@ def main() -> None:
         "config": config(args),
         "models": {},
     }
+    if args.keep and args.out.is_file():
+        kept = json.loads(args.out.read_text(encoding="utf-8"))["models"]
+        results["models"] = {name: {**m, "kept": True} for name, m in kept.items()}
+        results["kept_from"] = str(args.out)
     for name, dropped in MODELS.items():
         if args.only and name not in args.only:
             continue
+        results["models"].pop(name, None)
         before = load_avg()
         start = time.perf_counter()
         p = Predictor(
@@ -153,14 +173,35 @@ def main() -> None:
         write_section(ROOT / "docs" / "BENCHMARKS.md", SECTION, report(results))
 
 
+#: the ROC-AUC columns of the report after the default score's: metric → header
+AUCS = {
+    "roc_auc_joint": "joint",
+    "roc_auc_cross": "cross",
+    "roc_auc_agreement": "agreement",
+    "roc_auc_joint+agreement": "joint+agreement",
+    "roc_auc_image": "image score",
+    "roc_auc_audio": "audio score",
+}
+
+
+def _cell(m: dict, key: str) -> str:
+    return f"{m[key]:.3f}" if key in m else "—"
+
+
 def report(results: dict) -> str:
     rows = "\n".join(
-        f"| {name} | {m.get('roc_auc', float('nan')):.3f} | {m.get('average_precision', float('nan')):.3f} | "
-        f"{m.get('roc_auc_cross', float('nan')):.3f} | "
-        f"{m.get('roc_auc_image', float('nan')):.3f} | {m.get('roc_auc_audio', float('nan')):.3f} | "
-        f"{m['epochs_run']} | {m['fit_seconds']:.0f} s | {m['load_before']} / {m['load_after']} |"
+        f"| {name}{' (kept)' if m.get('kept') else ''} | {_cell(m, 'roc_auc')} | {_cell(m, 'average_precision')} | "
+        + " | ".join(_cell(m, key) for key in AUCS)
+        + f" | {m['epochs_run']} | {m['fit_seconds']:.0f} s | {m['load_before']} / {m['load_after']} |"
         for name, m in results["models"].items()
     )
+    score = results["config"]["task"]["reconstruction"]["score"]
+    kept = ""
+    if any(m.get("kept") for m in results["models"].values()):
+        kept = (
+            "\n\n(kept): a result of an earlier run of this script on the same rows and seed (`--keep`), whose "
+            "other settings do not change it (a single-modality model has no agreement term)."
+        )
     rate = results["anomalies"] / results["test_rows"]
     return f"""## Anomaly detection: AV-digits with swapped spoken digits (reconstruction)
 
@@ -170,12 +211,14 @@ load average before / after each fit in the last column).
 {results["train_rows"]} clean training rows; {results["test_rows"]} test rows of which {results["anomalies"]}
 ({rate:.0%}) had their audio swapped for another row's with a different digit. `problem_type="reconstruction"`,
 config `{json.dumps(results["config"])}`. ROC-AUC / AP: of `anomaly_score` against `is_anomaly` (chance: 0.5 /
-{rate:.2f}) with the default `score: joint`; "cross score": the same model's row score from cross errors
-(each modality reconstructed from the other alone; a single-modality model falls back to joint); the
-per-modality columns score `anomaly_image` / `anomaly_audio` alone (joint).
+{rate:.2f}) with `score: {score}`; then the ROC-AUC of each row score of the same model: joint (the mean of the
+modalities' z-scored reconstruction errors), cross (each modality reconstructed from the other alone), agreement
+(`anomaly_crossmodal`: the z-scored 1 - cosine of the row's image and audio embeddings; "—": a single-modality
+model has no such term and its agreement scores fall back to joint), joint+agreement (the two added), and
+`anomaly_image` / `anomaly_audio` alone (joint).{kept}
 
-| model | ROC-AUC | AP | ROC-AUC, cross score | ROC-AUC image score | ROC-AUC audio score | epochs | fit | load avg |
-|---|---|---|---|---|---|---|---|---|
+| model | ROC-AUC | AP | {" | ".join(AUCS.values())} | epochs | fit | load avg |
+|---|---|---|{"---|" * len(AUCS)}---|---|---|
 {rows}
 """
 

@@ -2,7 +2,8 @@
 
 The tables are generated here: a 16-pixel image with a bright square in one of four quadrants, and four numbers
 that say the same quadrant (one-hot, with noise). A consistent row's image and numbers agree; an inconsistent row's
-numbers name another quadrant, which a fused bottleneck cannot reconstruct as well.
+numbers name another quadrant, which a fused bottleneck cannot reconstruct as well, and whose image and numbers
+embeddings the agreement term (on by default) has not learned to match.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import pytest
 from PIL import Image
 
 from polymodal import Predictor
+from polymodal.config import PolymodalConfig
 from polymodal.errors import ConfigError, DataError
-from polymodal.tasks.reconstruction import ANOMALY_COLUMN, SCORE_COLUMN, anomaly_flags
+from polymodal.tasks.reconstruction import ANOMALY_COLUMN, CROSSMODAL_COLUMN, SCORE_COLUMN, anomaly_flags
 
 K = 4
 SIZE = 16
@@ -82,11 +84,12 @@ def fitted(tables) -> Predictor:
 def test_predict_gives_finite_scores_per_row_and_modality(fitted, tables):
     pred = fitted.predict(tables[1])
     assert isinstance(pred, pd.DataFrame)
-    assert list(pred.columns) == [SCORE_COLUMN, "anomaly_image", "anomaly_tabular"]
+    assert list(pred.columns) == [SCORE_COLUMN, "anomaly_image", "anomaly_tabular", CROSSMODAL_COLUMN]
     assert len(pred) == 120
     assert np.isfinite(pred.to_numpy()).all()
-    # the row's score is the mean of its modalities' scores
-    np.testing.assert_allclose(pred[SCORE_COLUMN], pred[["anomaly_image", "anomaly_tabular"]].mean(axis=1))
+    # the default score (joint+agreement): the mean of the modalities' scores plus the cross-modal one
+    expected = pred[["anomaly_image", "anomaly_tabular"]].mean(axis=1) + pred[CROSSMODAL_COLUMN]
+    np.testing.assert_allclose(pred[SCORE_COLUMN], expected)
     assert fitted.fit_result is not None and np.isfinite(fitted.fit_result.validation["val_reconstruction_error"])
 
 
@@ -99,19 +102,83 @@ def test_inconsistent_rows_score_higher(fitted, tables):
     metrics = fitted.evaluate(tables[1], anomaly_label="is_anomaly")
     assert metrics["roc_auc"] > 0.75, metrics
     expected = {"average_precision", "roc_auc_image", "roc_auc_tabular", "roc_auc_joint", "roc_auc_cross"}
+    expected |= {"roc_auc_agreement", "roc_auc_joint+agreement", "roc_auc_cross+agreement", "disagreement"}
     assert expected | {"error_image", "error_tabular", "cross_error_image", "cross_error_tabular"} <= set(metrics)
-    assert metrics["roc_auc_joint"] == metrics["roc_auc"]  # the default score
+    assert metrics["roc_auc_joint+agreement"] == metrics["roc_auc"]  # the default score
     # without flags: the errors only
     plain = fitted.evaluate(tables[1])
     assert "roc_auc" not in plain and plain["reconstruction_error"] > 0
+
+
+def test_agreement_score_ranks_mismatched_rows_higher(fitted, tables):
+    # each modality alone is a normal sample: only their agreement tells the mismatched rows
+    bad = pd.read_csv(tables[1])["is_anomaly"].to_numpy() == 1
+    cross = fitted.predict(tables[1])[CROSSMODAL_COLUMN].to_numpy()
+    assert cross[bad].mean() > cross[~bad].mean()
+    metrics = fitted.evaluate(tables[1], anomaly_label="is_anomaly")
+    assert metrics["roc_auc_agreement"] > 0.75, metrics
+    summary = fitted.task.calibration_summary() if fitted.task is not None else None
+    assert summary is not None and summary["disagreement_std"] > 0
 
 
 def test_save_load_roundtrip_gives_equal_scores(fitted, tables, tmp_path):
     fitted.save(tmp_path / "run")
     loaded = Predictor.load(tmp_path / "run", verbose=False)
     assert loaded.problem_type == "reconstruction"
-    pd.testing.assert_frame_equal(loaded.predict(tables[1]), fitted.predict(tables[1]))
+    pred = loaded.predict(tables[1])
+    assert CROSSMODAL_COLUMN in pred.columns
+    pd.testing.assert_frame_equal(pred, fitted.predict(tables[1]))
     assert loaded.task is not None and loaded.task.calibration_summary() == fitted.task.calibration_summary()
+
+
+def test_agreement_off_or_one_modality_has_no_crossmodal_score(tables, tmp_path):
+    import yaml
+
+    from polymodal.rundir import write_manifest
+
+    off = Predictor(problem_type="reconstruction", config=config(epochs=1, agreement=0), seed=0, verbose=False)
+    off.fit(tables[0])
+    assert off.config.task.reconstruction.score == "joint"  # the default score without its agreement part
+    pred = off.predict(tables[1])
+    assert list(pred.columns) == [SCORE_COLUMN, "anomaly_image", "anomaly_tabular"]
+    np.testing.assert_allclose(pred[SCORE_COLUMN], pred[["anomaly_image", "anomaly_tabular"]].mean(axis=1))
+    # a run saved before the agreement term (no such keys) loads as it was, though the default is now on
+    run = off.save(tmp_path / "old")
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    del cfg["task"]["reconstruction"]["agreement"], cfg["task"]["reconstruction"]["agreement_temperature"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    task = json.loads((run / "task.json").read_text(encoding="utf-8"))
+    for key in ("crossmodal", "agree_mean", "agree_std"):
+        del task[key]
+    (run / "task.json").write_text(json.dumps(task), encoding="utf-8")
+    write_manifest(run)  # the edit is deliberate: seal the folder again
+    pd.testing.assert_frame_equal(Predictor.load(run, verbose=False).predict(tables[1]), pred)
+    # one modality (the numbers ignored): the default joint+agreement score is its joint score
+    single = Predictor(
+        problem_type="reconstruction",
+        config=config(epochs=1),
+        ignore=[f"x{j}" for j in range(K)],
+        seed=0,
+        verbose=False,
+    ).fit(tables[0])
+    pred = single.predict(tables[1])
+    assert list(pred.columns) == [SCORE_COLUMN, "anomaly_image"]
+    np.testing.assert_allclose(pred[SCORE_COLUMN], pred["anomaly_image"])
+    metrics = single.evaluate(tables[1], anomaly_label="is_anomaly")
+    assert "roc_auc_joint" in metrics and "roc_auc_agreement" not in metrics
+
+
+def test_agreement_config_validation():
+    settings = PolymodalConfig.from_any({"task": {"reconstruction": {"agreement": 0}}}).task.reconstruction
+    assert settings.score == "joint"
+    assert PolymodalConfig.from_any(PolymodalConfig.from_any({}).to_dict()).task.reconstruction.agreement > 0
+    for score in ("agreement", "joint+agreement", "cross+agreement"):
+        with pytest.raises(ConfigError, match="set agreement above 0"):
+            PolymodalConfig.from_any({"task": {"reconstruction": {"agreement": 0, "score": score}}})
+    with pytest.raises(ConfigError, match="agreement"):
+        PolymodalConfig.from_any({"task": {"reconstruction": {"agreement": -1}}})
+    with pytest.raises(ConfigError, match="score"):
+        PolymodalConfig.from_any({"task": {"reconstruction": {"score": "cosine"}}})
 
 
 def test_cli_fit_without_label_then_predict_and_evaluate(cli, tables, tmp_path):

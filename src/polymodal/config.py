@@ -306,17 +306,52 @@ class ReconstructionConfig(_Section):
         "reconstructing it, so that each modality is predicted from the others (cross-modal consistency)",
     )
     text: bool = Field(True, description="reconstruct text columns as a bag of words (false: encode, do not score)")
-    score: Literal["joint", "cross"] = Field(
-        "joint",
-        description="the per-modality anomaly score: joint = the modality's error reconstructed from all of the "
-        "row's modalities; cross = from the others alone (the modality hidden), which measures how well the "
-        "modalities agree (a row with one modality: joint)",
+    agreement: float = Field(
+        4.0,
+        ge=0,
+        description="weight of the cross-modal agreement loss: each encoded modality is projected into a shared "
+        "space and a row's modalities are pulled together against the batch's other rows (symmetric InfoNCE), so "
+        "that a row whose modalities disagree (the image shows one digit, the audio says another) scores high in "
+        "anomaly_crossmodal; 0 = off (a model with one modality has no such term)",
+    )
+    agreement_temperature: float = Field(
+        0.1, gt=0, le=1, description="softmax temperature of the agreement loss (cosine similarities / temperature)"
+    )
+    score: Literal["joint", "cross", "agreement", "joint+agreement", "cross+agreement"] = Field(
+        "joint+agreement",
+        description="the row's anomaly score: joint = the mean of the modalities' z-scored errors, each "
+        "reconstructed from all of the row's modalities; cross = from the others alone (the modality hidden); "
+        "agreement = the z-scored disagreement of the row's modality embeddings (1 - cosine), anomaly_crossmodal; "
+        "joint+agreement / cross+agreement = the two added. Without an agreement term (agreement 0, one "
+        "modality, or a row with one modality) the agreement part is left out; a row with one modality: joint",
     )
     weights: dict[str, float] = Field(
         default_factory=dict,
         description="modality name or kind (image, audio, tabular, timeseries, text) -> weight of its "
         "reconstruction loss (default 1; each loss is already scaled so that predicting the mean costs about 1)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_score_without_agreement(cls, data: Any) -> Any:
+        # agreement: 0 alone means "no agreement term": the default score then is joint (not an error)
+        if isinstance(data, dict) and "score" not in data and data.get("agreement") is not None:
+            try:
+                off = float(data["agreement"]) == 0
+            except (TypeError, ValueError):
+                return data  # the field's own validation says what is wrong
+            if off:
+                return {**data, "score": "joint"}
+        return data
+
+    @model_validator(mode="after")
+    def _agreement_scored(self) -> ReconstructionConfig:
+        if "agreement" in self.score and self.agreement == 0:
+            raise ValueError(
+                f"score '{self.score}' uses the agreement term, which agreement: 0 turns off; set agreement above 0 "
+                "or choose score joint or cross"
+            )
+        return self
 
 
 class PretrainConfig(_Section):

@@ -5,6 +5,11 @@ whose modalities disagree (the image shows one digit, the audio says another) ha
 and its errors are higher. In training each modality of a row is hidden from the encoders with probability
 ``task.reconstruction.modality_dropout`` while it is still reconstructed, which teaches the network to predict
 every modality from the others.
+
+Reconstruction errors barely notice a row whose modalities are each perfectly normal but disagree with each other;
+the agreement term (``task.reconstruction.agreement``, :class:`Agreement`) does: each modality's encoding is
+projected into a shared space and trained to match its row's other modalities (symmetric InfoNCE over the batch),
+and a row's disagreement (1 - cosine of its modalities' projections) is its cross-modal anomaly score.
 """
 
 from __future__ import annotations
@@ -47,13 +52,61 @@ class Bottleneck(nn.Module):
         return code, kl
 
 
-class Reconstruction(nn.Module):
-    """The head of the autoencoder: the bottleneck and the decoders (modality name → decoder)."""
+class Agreement(nn.Module):
+    """Per-modality projections of the encoders' pooled vectors into one shared, ``width``-wide space (before
+    fusion), and per row: the agreement loss and the disagreement of its present modalities.
 
-    def __init__(self, bottleneck: Bottleneck, decoders: dict[str, Decoder]):
+    The loss is the symmetric InfoNCE of every pair of modalities: a row's projection of one modality must pick its
+    own row's projection of the other among the batch's rows (``temperature`` scales the cosines); the rows'
+    losses are returned separately (their mean is the batch's loss). The disagreement is 1 - the cosine of the
+    pair, averaged over the row's pairs; it depends on the row alone, so it is the score."""
+
+    def __init__(self, dims: dict[str, int], width: int, temperature: float):
+        super().__init__()
+        self.temperature = temperature
+        self.proj = nn.ModuleDict(
+            {name: nn.Sequential(nn.Linear(d, width), nn.GELU(), nn.Linear(width, width)) for name, d in dims.items()}
+        )
+
+    def forward(
+        self, encoded: dict[str, Encoded], masks: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B]`` each: the row's agreement loss, its disagreement, and whether it has both (1/0: two present
+        modalities; the loss also needs another such row in the batch)."""
+        names = list(self.proj)
+        z = {n: nn.functional.normalize(self.proj[n](encoded[n].pooled.float()), dim=-1) for n in names}
+        first = z[names[0]]
+        loss = torch.zeros(len(first), device=first.device, dtype=first.dtype)
+        gap = torch.zeros_like(loss)
+        pairs = torch.zeros_like(loss)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                both = masks[a] & masks[b]
+                cos = (z[a] * z[b]).sum(-1)
+                gap = gap + torch.where(both, 1 - cos, torch.zeros_like(cos))
+                pairs = pairs + both.float()
+                rows = both.nonzero().squeeze(1)
+                if len(rows) < 2:
+                    continue
+                logits = z[a][rows] @ z[b][rows].T / self.temperature
+                target = torch.arange(len(rows), device=logits.device)
+                ce = nn.functional.cross_entropy
+                row_loss = 0.5 * (ce(logits, target, reduction="none") + ce(logits.T, target, reduction="none"))
+                loss = loss.index_add(0, rows, row_loss)
+        has = pairs > 0
+        scale = pairs.clamp(min=1)
+        return loss / scale, torch.where(has, gap / scale, torch.zeros_like(gap)), has.float()
+
+
+class Reconstruction(nn.Module):
+    """The head of the autoencoder: the bottleneck, the decoders (modality name → decoder) and, when on, the
+    cross-modal agreement projections."""
+
+    def __init__(self, bottleneck: Bottleneck, decoders: dict[str, Decoder], agreement: Agreement | None = None):
         super().__init__()
         self.bottleneck = bottleneck
         self.decoders = nn.ModuleDict(decoders)
+        self.agreement = agreement
 
 
 def hide_modalities(masks: dict[str, torch.Tensor], rate: float) -> dict[str, torch.Tensor]:
@@ -69,9 +122,10 @@ def hide_modalities(masks: dict[str, torch.Tensor], rate: float) -> dict[str, to
 
 
 class AutoencoderModel(MultimodalModel):
-    """``forward(inputs, masks) → [B, 4M + 1]`` for the ``M`` scored modalities: their joint errors (every present
-    modality encoded), their cross errors (the modality hidden from the encoders, reconstructed from the others),
-    whether each joint and each cross error exists (1/0), and the bottleneck's KL term.
+    """``forward(inputs, masks) → [B, 4M + 1 (+ 3)]`` for the ``M`` scored modalities: their joint errors (every
+    present modality encoded), their cross errors (the modality hidden from the encoders, reconstructed from the
+    others), whether each joint and each cross error exists (1/0), the bottleneck's KL term and, with an agreement
+    head, the row's agreement loss, disagreement and whether it has them (:meth:`Agreement.forward`).
     :class:`~polymodal.tasks.reconstruction.ReconstructionTask` turns them into the loss and the anomaly scores.
 
     Training computes the joint errors only (the cross columns are 0): the loss is theirs, and the hidden
@@ -116,7 +170,12 @@ class AutoencoderModel(MultimodalModel):
             cross.append(c_err)
             cross_present.append(c_has.to(err.dtype))
         columns = [errors, cross, present, cross_present]
-        return torch.cat([*(torch.stack(c, 1) for c in columns), kl.unsqueeze(1).to(errors[0].dtype)], 1)
+        dtype = errors[0].dtype
+        extra = [kl.unsqueeze(1).to(dtype)]
+        if self.head.agreement is not None:
+            # the modalities the encoders saw: a hidden one is no evidence of (dis)agreement
+            extra.extend(t.unsqueeze(1).to(dtype) for t in self.head.agreement(encoded, seen))
+        return torch.cat([*(torch.stack(c, 1) for c in columns), *extra], 1)
 
 
 @register(ARCHITECTURES, "autoencoder")
@@ -145,10 +204,16 @@ def build_autoencoder(
             f"{described}. Reconstructed: image, audio, numeric/category, time-series and text columns with "
             "polymodal's own encoders (not pretrained models' preprocessing, not video)"
         )
-    cast("ReconstructionTask", task).set_modalities(list(decoders), kinds)
-    inputs = [FusionInput(name, cast(Encoder, enc).dim) for name, enc in encoders.items()]
+    dims = {name: cast(Encoder, enc).dim for name, enc in encoders.items()}
+    rtask = cast("ReconstructionTask", task)
+    # a loaded run has the network it was saved with (runs saved before the agreement term have none)
+    wanted = settings.agreement > 0 and len(dims) > 1 if rtask.saved_crossmodal is None else rtask.saved_crossmodal
+    agreement = Agreement(dims, settings.latent_dim, settings.agreement_temperature) if wanted else None
+    rtask.set_modalities(list(decoders), kinds, crossmodal=agreement is not None)
+    inputs = [FusionInput(name, dim) for name, dim in dims.items()]
     fusion = build_fusion(config.fusion.name, inputs, config.fusion.dim, config.fusion.dropout, config.fusion.params())
-    head = Reconstruction(Bottleneck(config.fusion.dim, settings.latent_dim, settings.variational), decoders)
+    bottleneck = Bottleneck(config.fusion.dim, settings.latent_dim, settings.variational)
+    head = Reconstruction(bottleneck, decoders, agreement)
     return AutoencoderModel(encoders, fusion, head, settings.modality_dropout)
 
 

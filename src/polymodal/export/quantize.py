@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,6 +22,33 @@ from ..errors import ExportError
 
 log = logging.getLogger("polymodal")
 QuantMode = Literal["dynamic", "static"]
+
+
+@dataclass(frozen=True)
+class StaticRecipe:
+    """How :func:`quantize` quantizes statically (ONNX Runtime's ``quantize_static`` options that matter here)."""
+
+    # The operator types given int8 inputs. Heavy ops and what sits between them; never LayerNorm (per-channel
+    # quantization of its 1-D weights is meaningless) nor Gather / Softmax / the GRU (see int8_gate).
+    op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
+    quant_format: Literal["qdq", "qoperator"] = "qdq"
+    per_channel: bool = True  # one weight scale per output channel
+    # 7-bit weights. x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) multiply u8 x s8 with an int16 accumulation
+    # that saturates; on AV-digits that cost 23 accuracy points, with reduce_range none. It is kept on every
+    # machine: a model exported on one CPU may run on another.
+    reduce_range: bool = True
+    # Keep a quantized ReLU as a node (ORT folds it into the QuantizeLinear at load time) rather than deleting it
+    # from the file and renaming the conv's output to the ReLU's: the int8 graph then keeps the float graph's
+    # tensor names, which the gate's per-layer error needs (int8_gate.node_errors).
+    keep_activations: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Residual Adds and ReLUs quantized too: ORT then fuses them into QLinearAdd / the conv's output range instead of
+# running them in float between a DequantizeLinear and a QuantizeLinear (benchmarks/int8_profile.py).
+DEFAULT_STATIC = StaticRecipe(op_types=("Conv", "MatMul", "Gemm", "Add", "Relu"))
 
 
 def _preprocess(src: Path, dst: Path) -> Path:
@@ -49,10 +77,11 @@ def quantize(
     mode: QuantMode = "dynamic",
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
     exclude: Iterable[str] = (),
+    recipe: StaticRecipe = DEFAULT_STATIC,
 ) -> bytes:
-    """int8 weights (and, for ``static``, int8 activations calibrated on ``calibration`` feeds); the nodes named in
-    ``exclude`` stay float32."""
-    return quantize_with_reference(model, mode, calibration, exclude)[0]
+    """int8 weights (and, for ``static``, int8 activations calibrated on ``calibration`` feeds, quantized as
+    ``recipe`` says); the nodes named in ``exclude`` stay float32."""
+    return quantize_with_reference(model, mode, calibration, exclude, recipe)[0]
 
 
 def preprocessed(model: bytes) -> bytes:
@@ -69,6 +98,7 @@ def quantize_with_reference(
     mode: QuantMode = "dynamic",
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
     exclude: Iterable[str] = (),
+    recipe: StaticRecipe = DEFAULT_STATIC,
 ) -> tuple[bytes, bytes]:
     """The int8 graph and the pre-processed float32 graph it was quantized from."""
     import onnxruntime as ort
@@ -94,22 +124,20 @@ def quantize_with_reference(
                 names = {
                     i.name for i in ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()
                 }
-                # Only the heavy ops: per-channel quantization of other ops' 1-D weights (LayerNorm) is meaningless.
-                # reduce_range: 7-bit weights. x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) multiply u8 x s8
-                # with an int16 accumulation that saturates; on AV-digits that cost 23 accuracy points, with
-                # reduce_range none. It is kept on every machine: a model exported on one CPU may run on another.
+                fmt = QuantFormat.QDQ if recipe.quant_format == "qdq" else QuantFormat.QOperator
                 quantize_static(
                     str(pre),
                     str(out),
                     _Feeds(feeds, names),
-                    quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv", "MatMul", "Gemm"],
-                    per_channel=True,
-                    reduce_range=True,
+                    quant_format=fmt,
+                    op_types_to_quantize=list(recipe.op_types),
+                    per_channel=recipe.per_channel,
+                    reduce_range=recipe.reduce_range,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     nodes_to_exclude=list(exclude),
+                    extra_options={"QDQKeepRemovableActivations": recipe.keep_activations},
                 )
             else:
                 raise ExportError(f"unknown quantization mode '{mode}'; choose 'dynamic' or 'static'")

@@ -119,3 +119,19 @@ def test_threshold_zero_always_passes(threshold):
     fp32, feeds = _three_gemms(), _feeds()
     _, gate = gated_quantize(fp32, "static", feeds, feeds, _run, _run(fp32, feeds), True, threshold, rounds=1)
     assert gate.passed
+
+
+def test_default_recipe_quantizes_relus_and_keeps_the_float_graphs_tensor_names():
+    # The ReLUs' inputs are quantized too (the old recipe ran them in float between a Dequantize and a Quantize),
+    # yet the ReLUs stay nodes, so the gate can still compare each layer's output tensor by name.
+    from polymodal.errors import ExportError
+    from polymodal.export.quantize import StaticRecipe, quantize
+
+    fp32, feeds = _three_gemms(), _feeds()
+    g = onnx.load_from_string(quantize(fp32, "static", feeds)).graph
+    assert {"h1", "h2", "r1", "r2"} <= {o for n in g.node for o in n.output}
+    assert {"h1", "h2"} <= {n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
+    old = onnx.load_from_string(quantize(fp32, "static", feeds, recipe=StaticRecipe())).graph
+    assert not {"h1", "h2"} & {n.input[0] for n in old.node if n.op_type == "QuantizeLinear"}
+    with pytest.raises(ExportError, match="'qdq' or 'qoperator'"):
+        quantize(fp32, "static", feeds, recipe=StaticRecipe(quant_format="bogus"))  # type: ignore[arg-type]

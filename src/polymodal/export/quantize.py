@@ -2,9 +2,10 @@
 
 Dynamic quantization stores int8 weights and quantizes activations on the fly: it needs no data and pays for
 MatMul/Gemm-heavy models (text, tabular, fusion MLPs). Static quantization also fixes the activation ranges from
-calibration rows, so convolutions run as int8 end to end (QDQ format, per-channel 7-bit weights): it pays for the
-CNN encoders of images and audio. Both run ONNX Runtime's pre-processing first (shape inference, graph optimisation that
-folds batch norms into convolutions).
+calibration rows, so convolutions run as int8 end to end (QDQ format, per-channel 7-bit weights, residual Adds and
+ReLUs quantized too: :data:`DEFAULT_STATIC`): it pays for the CNN encoders of images and audio. Where its time goes
+is measured by benchmarks/int8_profile.py (docs/DEPLOYMENT.md). Both run ONNX Runtime's pre-processing first (shape
+inference, graph optimisation that folds batch norms into convolutions).
 """
 
 from __future__ import annotations
@@ -124,12 +125,14 @@ def quantize_with_reference(
                 names = {
                     i.name for i in ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"]).get_inputs()
                 }
-                fmt = QuantFormat.QDQ if recipe.quant_format == "qdq" else QuantFormat.QOperator
+                formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+                if recipe.quant_format not in formats:
+                    raise ExportError(f"unknown int8 format '{recipe.quant_format}'; choose 'qdq' or 'qoperator'")
                 quantize_static(
                     str(pre),
                     str(out),
                     _Feeds(feeds, names),
-                    quant_format=fmt,
+                    quant_format=formats[recipe.quant_format],
                     op_types_to_quantize=list(recipe.op_types),
                     per_channel=recipe.per_channel,
                     reduce_range=recipe.reduce_range,

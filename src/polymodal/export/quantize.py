@@ -2,8 +2,8 @@
 
 Dynamic quantization stores int8 weights and quantizes activations on the fly: it needs no data and pays for
 MatMul/Gemm-heavy models (text, tabular, fusion MLPs). Static quantization also fixes the activation ranges from
-calibration rows, so convolutions run as int8 end to end (QDQ format, per-channel 7-bit weights, residual Adds and
-ReLUs quantized too: :data:`DEFAULT_STATIC`): it pays for the CNN encoders of images and audio. Where its time goes
+calibration rows, so convolutions run as int8 end to end (QDQ format, per-channel 7-bit weights, the residual Adds
+and ReLUs of convolution stacks quantized too: :data:`DEFAULT_STATIC`): it pays for the CNN encoders of images and audio. Where its time goes
 is measured by benchmarks/int8_profile.py (docs/DEPLOYMENT.md). Both run ONNX Runtime's pre-processing first (shape
 inference, graph optimisation that folds batch norms into convolutions).
 """
@@ -29,9 +29,14 @@ QuantMode = Literal["dynamic", "static"]
 class StaticRecipe:
     """How :func:`quantize` quantizes statically (ONNX Runtime's ``quantize_static`` options that matter here)."""
 
-    # The operator types given int8 inputs. Heavy ops and what sits between them; never LayerNorm (per-channel
-    # quantization of its 1-D weights is meaningless) nor Gather / Softmax / the GRU (see int8_gate).
+    # The operator types given int8 inputs: the heavy ones; never LayerNorm (per-channel quantization of its 1-D
+    # weights is meaningless) nor Gather / Softmax / the GRU (see int8_gate).
     op_types: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
+    # Also quantized, but only inside convolution stacks (every non-constant input made by a Conv or another such
+    # node): ORT then fuses a residual Add into QLinearAdd and a ReLU into the conv's output range, instead of
+    # running them in float between a DequantizeLinear and a QuantizeLinear (benchmarks/int8_profile.py). Not in
+    # transformers: a residual Add there feeds LayerNorm, whose input int8 would coarsen.
+    conv_block_ops: tuple[str, ...] = ()
     quant_format: Literal["qdq", "qoperator"] = "qdq"
     per_channel: bool = True  # one weight scale per output channel
     # 7-bit weights. x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) multiply u8 x s8 with an int16 accumulation
@@ -47,9 +52,29 @@ class StaticRecipe:
         return asdict(self)
 
 
-# Residual Adds and ReLUs quantized too: ORT then fuses them into QLinearAdd / the conv's output range instead of
-# running them in float between a DequantizeLinear and a QuantizeLinear (benchmarks/int8_profile.py).
-DEFAULT_STATIC = StaticRecipe(op_types=("Conv", "MatMul", "Gemm", "Add", "Relu"))
+DEFAULT_STATIC = StaticRecipe(conv_block_ops=("Add", "Relu"))
+
+
+def outside_conv_blocks(model: bytes, ops: Iterable[str]) -> list[str]:
+    """The nodes of types ``ops`` that are not inside a convolution stack: some non-constant input of theirs is not
+    made by a Conv or by an ``ops`` node inside a stack (the graph's nodes are in topological order)."""
+    import onnx
+
+    kinds = set(ops)
+    g = onnx.load_from_string(model).graph
+    constant = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    in_stack: set[str] = set()  # tensors made by a Conv or by an ``ops`` node inside a stack
+    outside = []
+    for n in g.node:
+        if n.op_type == "Conv":
+            in_stack.update(n.output)
+        elif n.op_type in kinds:
+            inputs = [i for i in n.input if i and i not in constant]
+            if inputs and all(i in in_stack for i in inputs):
+                in_stack.update(n.output)
+            else:
+                outside.append(n.name)
+    return outside
 
 
 def _preprocess(src: Path, dst: Path) -> Path:
@@ -133,13 +158,13 @@ def quantize_with_reference(
                     str(out),
                     _Feeds(feeds, names),
                     quant_format=formats[recipe.quant_format],
-                    op_types_to_quantize=list(recipe.op_types),
+                    op_types_to_quantize=[*recipe.op_types, *recipe.conv_block_ops],
                     per_channel=recipe.per_channel,
                     reduce_range=recipe.reduce_range,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=list(exclude),
+                    nodes_to_exclude=[*exclude, *outside_conv_blocks(pre.read_bytes(), recipe.conv_block_ops)],
                     extra_options={"QDQKeepRemovableActivations": recipe.keep_activations},
                 )
             else:

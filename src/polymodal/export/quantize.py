@@ -3,9 +3,9 @@
 Dynamic quantization stores int8 weights and quantizes activations on the fly: it needs no data and pays for
 MatMul/Gemm-heavy models (text, tabular, fusion MLPs). Static quantization also fixes the activation ranges from
 calibration rows, so convolutions run as int8 end to end (QDQ format, per-channel 7-bit weights, the residual Adds
-and ReLUs of convolution stacks quantized too: :data:`DEFAULT_STATIC`): it pays for the CNN encoders of images and audio. Where its time goes
-is measured by benchmarks/int8_profile.py (docs/DEPLOYMENT.md). Both run ONNX Runtime's pre-processing first (shape
-inference, graph optimisation that folds batch norms into convolutions).
+and ReLUs of convolution stacks quantized too: :data:`DEFAULT_STATIC`): it pays for the CNN encoders of images and
+audio; benchmarks/int8_profile.py measures where its time goes (docs/DEPLOYMENT.md). Both run ONNX Runtime's
+pre-processing first (shape inference, graph optimisation that folds batch norms into convolutions).
 """
 
 from __future__ import annotations

@@ -119,3 +119,60 @@ def test_threshold_zero_always_passes(threshold):
     fp32, feeds = _three_gemms(), _feeds()
     _, gate = gated_quantize(fp32, "static", feeds, feeds, _run, _run(fp32, feeds), True, threshold, rounds=1)
     assert gate.passed
+
+
+def _conv_stack() -> bytes:
+    """x -> Conv c1 -> Relu r1 -> Conv c2 -> Add add (+ r1) -> Relu r2 -> Flatten -> Gemm fc -> Relu r3 -> Add bias."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "k1"),
+        numpy_helper.from_array(rng.normal(size=(4, 4, 3, 3)).astype(np.float32), "k2"),
+        numpy_helper.from_array(rng.normal(size=(64, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.ones(3, np.float32), "b"),
+    ]
+    pads = {"pads": [1, 1, 1, 1]}
+    nodes = [
+        helper.make_node("Conv", ["x", "k1"], ["c1"], name="c1", **pads),
+        helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+        helper.make_node("Conv", ["r1", "k2"], ["c2"], name="c2", **pads),
+        helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["r2"], name="r2"),
+        helper.make_node("Flatten", ["r2"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "w"], ["h"], name="fc"),
+        helper.make_node("Relu", ["h"], ["r3"], name="r3"),
+        helper.make_node("Add", ["r3", "b"], ["y"], name="bias"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_default_recipe_quantizes_the_adds_and_relus_of_conv_stacks_only():
+    # Inside the conv stack the residual Add and the ReLUs are quantized (the old recipe ran the Add in float
+    # between Dequantize and Quantize nodes), yet the ReLUs stay nodes, so the gate can still compare each
+    # layer's output tensor by name; the ReLU and the Add after the dense layer stay float.
+    from polymodal.errors import ExportError
+    from polymodal.export.quantize import StaticRecipe, outside_conv_blocks, quantize
+
+    fp32 = _conv_stack()
+    assert outside_conv_blocks(fp32, ("Add", "Relu")) == ["r3", "bias"]
+    x = np.random.default_rng(2).normal(size=(64, 1, 4, 4)).astype(np.float32)
+    feeds = [{"x": x[i : i + 16]} for i in range(0, 64, 16)]
+    g = onnx.load_from_string(quantize(fp32, "static", feeds)).graph
+    assert {"c1", "r1", "c2", "s", "r2", "h", "r3"} <= {o for n in g.node for o in n.output}
+    quantized = {n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
+    assert {"c1", "c2", "s"} <= quantized and "r3" not in quantized  # the dense ReLU feeds a float Add
+    old = onnx.load_from_string(quantize(fp32, "static", feeds, recipe=StaticRecipe())).graph
+    assert "s" not in {n.input[0] for n in old.node if n.op_type == "QuantizeLinear"}  # a float residual Add
+    out = session(quantize(fp32, "static", feeds)).run(["y"], feeds[0])[0]
+    ref = session(fp32).run(["y"], feeds[0])[0]
+    assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
+    with pytest.raises(ExportError, match="'qdq' or 'qoperator'"):
+        quantize(fp32, "static", feeds, recipe=StaticRecipe(quant_format="bogus"))  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 1. Boundary layers stay float32 from the start: the first quantizable layer after each graph input (the first
    convolution reads raw pixels or the spectrogram, whose range one int8 scale fits badly) and the last ones before
    the output (the head: its error is the prediction's error). Gather, LayerNorm, Softmax and the GRU are never
-   quantized (only Conv, MatMul and Gemm are, see quantize.py).
+   quantized (Conv, MatMul, Gemm and the Adds and ReLUs of conv stacks are, see quantize.py).
 2. The int8 graph's predictions are compared with the eager model's on the calibration rows. Below
    ``min_agreement``, each quantized layer's *added* error is measured (the relative error of its output against
    the float32 graph's same tensor, minus that of its input: what this layer contributes), the worst ones are kept

@@ -68,12 +68,8 @@ def worker(data: Path, train_rows: int | None, test_rows: int | None, seed: int)
     fit_s = time.perf_counter() - start
     m = p.evaluate(test, data_root=data)
     r = p.fit_result
-    try:  # the precision Lightning ran with (resolved by the current code; the baseline had no such function)
-        from polymodal.training.fit import _precision
-
-        precision = _precision(p.config.training)
-    except ImportError:
-        precision = p.config.training.precision or "automatic"
+    # the precision Lightning ran with: recorded by the current code; the baseline predates the automatic choice
+    precision = getattr(r, "precision", None) or p.config.training.precision or "32-true"
     return {
         "source": str(Path(polymodal.__file__).resolve().parents[1]),
         "test_accuracy": round(float(m["accuracy"]), 4),

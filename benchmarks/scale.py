@@ -7,7 +7,7 @@ chunk), then measures, each in a fresh subprocess (peak RSS = that process's ``r
 - ``fit``: one training epoch of ``Predictor(preset="fast")`` (``training.max_epochs: 1``) at each ``--rows-fit``
   size; rows/s = rows / wall time of the whole ``fit`` (decoding included);
 - ``predict``: ``polymodal predict RUN TABLE --out preds.csv`` over ``--rows-predict`` rows, with the table as CSV and
-  as Parquet (the run is a 1-epoch model fitted on 2,000 rows).
+  as Parquet (``--formats``; the run is a 1-epoch model fitted on 2,000 rows).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py                      # 10k/100k fit, 1M predict
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --rows-fit 2000,20000 --rows-predict 100000  # smoke
@@ -204,6 +204,12 @@ def main() -> None:
     ap.add_argument("--rows-predict", type=int, default=DEFAULT_ROWS_PREDICT, help="rows of the predicted table")
     ap.add_argument("--images", type=int, default=300, help="distinct image files")
     ap.add_argument("--chunk-rows", type=int, default=None, help="polymodal predict --chunk-rows (default: its own)")
+    ap.add_argument(
+        "--formats",
+        default="csv,parquet",
+        choices=["csv,parquet", "csv", "parquet"],
+        help="table formats of the predict measurement (one per predict run)",
+    )
     ap.add_argument("--skip-fit", action="store_true", help="measure predict only")
     ap.add_argument("--work", type=Path, default=None, help="folder for the generated data (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
@@ -237,11 +243,12 @@ def main() -> None:
     if not run.exists():
         measure_fit(work, train, 2000, str(run))
     frame = make_table(work, args.rows_predict, args.images, seed=2)
-    csv_table, parquet_table = work / "predict.csv", work / "predict.parquet"
-    frame.to_csv(csv_table, index=False)
-    frame.to_parquet(parquet_table, index=False)
+    tables = []
+    for fmt in [f for f in args.formats.split(",") if f]:
+        tables.append(work / f"predict.{fmt}")
+        getattr(frame, f"to_{fmt}")(tables[-1], index=False)
     del frame
-    for table in (csv_table, parquet_table):
+    for table in tables:
         results.append(measure_predict(work, run, table, args.rows_predict, args.chunk_rows))
         print(json.dumps(results[-1]), flush=True)
 

@@ -34,27 +34,33 @@ def test_batched_random_shift_equals_shifting_each_image(channels):
     assert not torch.equal(got, x)  # it does shift
 
 
+BIG = speed.BF16_MIN_ROWS
+
+
 @pytest.mark.parametrize(
-    ("precision", "accelerator", "cuda", "bf16", "env", "expected"),
+    ("precision", "accelerator", "cuda", "bf16", "env", "rows", "expected"),
     [
-        ("32-true", "auto", False, True, "1", "32-true"),  # an explicit choice always wins
-        (None, "auto", True, True, "1", "16-mixed"),
-        (None, "auto", False, True, None, "32-true"),  # bf16 on a CPU is opt-in
-        (None, "auto", False, True, "0", "32-true"),
-        (None, "auto", False, True, "1", "bf16-mixed"),
-        (None, "cpu", True, True, "1", "bf16-mixed"),
-        (None, "auto", False, False, "1", "32-true"),  # emulated bfloat16 is slower: never chosen
-        (None, "mps", False, True, "1", "32-true"),
+        ("32-true", "auto", False, True, "1", BIG, "32-true"),  # an explicit choice always wins
+        (None, "auto", True, True, "1", BIG, "16-mixed"),
+        (None, "auto", False, True, None, BIG - 1, "32-true"),  # small tables: float32 on a CPU
+        (None, "auto", False, True, None, None, "32-true"),  # (rows unknown: as small)
+        (None, "auto", False, True, None, BIG, "bf16-mixed"),  # large tables: bf16 where it is native
+        (None, "auto", False, True, "0", BIG, "32-true"),  # the variable turns it off ...
+        (None, "auto", False, True, "1", 10, "bf16-mixed"),  # ... or on for every table
+        (None, "cpu", True, True, "1", None, "bf16-mixed"),
+        (None, "auto", False, False, "1", BIG, "32-true"),  # emulated bfloat16 is slower: never chosen
+        (None, "auto", False, False, None, BIG, "32-true"),
+        (None, "mps", False, True, "1", BIG, "32-true"),
     ],
 )
-def test_automatic_precision(monkeypatch, precision, accelerator, cuda, bf16, env, expected):
+def test_automatic_precision(monkeypatch, precision, accelerator, cuda, bf16, env, rows, expected):
     monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: bf16)
     if env is None:
         monkeypatch.delenv(speed.BF16_ENV, raising=False)
     else:
         monkeypatch.setenv(speed.BF16_ENV, env)
     cfg = TrainingConfig(precision=precision, accelerator=accelerator)
-    assert speed.auto_precision(cfg, cuda=cuda) == expected
+    assert speed.auto_precision(cfg, cuda=cuda, rows=rows) == expected
 
 
 def test_channels_last_inside_contiguous_after():

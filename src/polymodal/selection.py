@@ -445,6 +445,7 @@ def fit_ensemble(
         history=[] if main is None else main.history,
         train_seconds=round(sum(t.seconds for t in trained), 3),
         time_limited=any(t.time_limited for t in trained) or any(r["status"].startswith("skipped") for r in rows),
+        precision="32-true" if main is None else main.precision,
     )
     pipeline = FittedPipeline(label, cfg, schema, modalities, processors, task, model, result, verbose)
     pipeline.leaderboard = leaderboard_frame(rows, task)

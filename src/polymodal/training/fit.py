@@ -69,6 +69,8 @@ class FitResult:
     global_rank: int = 0
     #: where ``training.logger`` logged this fit (None: no logger)
     tracking: TrackingRun | None = None
+    #: the numeric precision Lightning trained with (``training.precision`` or the automatic choice)
+    precision: str = "32-true"
 
 
 @contextlib.contextmanager
@@ -102,8 +104,15 @@ def _restored_deterministic(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(enabled)
 
 
-def _precision(cfg: TrainingConfig) -> str:
-    return auto_precision(cfg)
+def _precision(cfg: TrainingConfig, rows: int | None = None) -> str:
+    return auto_precision(cfg, rows=rows)
+
+
+def _rows_of(loader: torch.utils.data.DataLoader) -> int | None:
+    try:
+        return len(loader.dataset)  # type: ignore[arg-type]
+    except TypeError:  # an iterable dataset without a length
+        return None
 
 
 def shares_cores(cfg: TrainingConfig) -> bool:
@@ -156,6 +165,7 @@ def fit_model(
     if logger is not None:
         callbacks.append(LogHyperparameters(hyperparameters or {}))
     total_steps = max_epochs * len(train_loader)
+    precision = _precision(cfg, _rows_of(train_loader))
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
     deterministic_before = torch.are_deterministic_algorithms_enabled()  # the Trainer sets it process-wide
     with quiet_lightning(), _restored_deterministic(deterministic_before):  # (the Trainer announces the hardware)
@@ -166,7 +176,7 @@ def fit_model(
             devices=cfg.devices,
             strategy=cfg.strategy,
             num_nodes=cfg.num_nodes,
-            precision=_precision(cfg),  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]
             gradient_clip_val=cfg.gradient_clip,
             callbacks=callbacks,
             logger=logger if logger is not None else False,
@@ -212,6 +222,7 @@ def fit_model(
         time_limited=limit is not None and limit.was_reached(trainer.callback_metrics),
         global_rank=trainer.global_rank,
         tracking=tracked,
+        precision=precision,
     )
 
 

@@ -13,9 +13,12 @@ import torch
 
 from ..config import TrainingConfig
 
-#: Set to 1 to let the automatic precision pick bf16-mixed on a CPU with native bfloat16 (off by default: see
-#: :func:`auto_precision`).
+#: ``1``: the automatic precision picks bf16-mixed on a CPU with native bfloat16 for every table; ``0``: never;
+#: unset: for tables of at least :data:`BF16_MIN_ROWS` training rows (see :func:`auto_precision`).
 BF16_ENV = "POLYMODAL_CPU_BF16"
+
+#: training rows from which a CPU with native bfloat16 trains in bf16-mixed by default
+BF16_MIN_ROWS = 10_000
 
 
 def cpu_has_native_bf16() -> bool:
@@ -29,15 +32,16 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def auto_precision(cfg: TrainingConfig, cuda: bool | None = None) -> str:
-    """The Lightning precision of a fit: ``cfg.precision`` when set; else 16-mixed on a GPU; on a CPU 32-true, or
-    bf16-mixed where the CPU has native bfloat16 and the environment variable ``POLYMODAL_CPU_BF16=1`` asks for it.
+def auto_precision(cfg: TrainingConfig, cuda: bool | None = None, rows: int | None = None) -> str:
+    """The Lightning precision of a fit: ``cfg.precision`` when set; else 16-mixed on a GPU; on a CPU with native
+    bfloat16, bf16-mixed for a table of at least :data:`BF16_MIN_ROWS` training rows (``rows``; the environment
+    variable ``POLYMODAL_CPU_BF16=1`` extends it to every table, ``=0`` turns it off); 32-true otherwise.
 
-    Why bf16 on a CPU is not the default: it makes an AV-digits epoch about 1.6x faster on a 2-core EPYC with
-    AVX512-BF16 (benchmarks/epoch_profile.py), but in a small side-by-side check (1,500 AV-digits rows, 8 epochs,
-    2 seeds) test accuracy was 2 points lower than float32's on both seeds; until a full-size run shows accuracy
-    holds (benchmarks/avdigits_speed.py --env POLYMODAL_CPU_BF16=1), it is opt-in. The trained network is float32
-    either way: prediction, export and saved weights do not change.
+    Why by size: bf16 makes an AV-digits epoch about 1.6x faster on a 2-core EPYC with AVX512-BF16
+    (benchmarks/epoch_profile.py). On the full table (17,000 training rows, 8 epochs) test accuracy was the same as
+    float32's (0.9875 vs 0.9881), but on 1,500 rows (8 epochs, 2 seeds, benchmarks/precision_accuracy.py) it was
+    2 points lower on both seeds: small tables train fast in float32 anyway, large ones are where the time goes.
+    The trained network is float32 either way: prediction, export and saved weights do not change.
     """
     if cfg.precision:
         return cfg.precision
@@ -46,7 +50,8 @@ def auto_precision(cfg: TrainingConfig, cuda: bool | None = None) -> str:
     if cuda and cfg.accelerator in ("auto", "gpu", "cuda"):
         return "16-mixed"
     on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not cuda)
-    if on_cpu and os.environ.get(BF16_ENV, "0") == "1" and cpu_has_native_bf16():
+    wanted = {"1": True, "0": False}.get(os.environ.get(BF16_ENV, ""), rows is not None and rows >= BF16_MIN_ROWS)
+    if on_cpu and wanted and cpu_has_native_bf16():
         return "bf16-mixed"
     return "32-true"
 

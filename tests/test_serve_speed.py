@@ -114,4 +114,3 @@ def test_batcher_prepares_groups_and_merges_them_into_model_batches():
     assert [o for i, o in enumerate(out) if i != 7] == [i * (1 + i % 2) for i in range(10) if i != 7]
     assert max(model_batches) <= 4 and sum(model_batches) == sum(1 + i % 2 for i in range(10) if i != 7) + 2
     assert len(prepared_groups) < 10 and threads == {next(iter(threads))}  # groups, on one decode thread
-

@@ -70,23 +70,18 @@ async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> by
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     chunks, size = [], 0
-    stream = request.stream().__aiter__()
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        try:
-            chunk = await asyncio.wait_for(stream.__anext__(), deadline - asyncio.get_running_loop().time())
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise RequestError(
-                408, f"the request body did not arrive within {timeout_s:g} s (body_timeout_s)"
-            ) from None
-        except ClientDisconnect:
-            raise ClientGone() from None
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
+    # one deadline for the whole body (asyncio.timeout, not a wait_for per chunk: that wraps each read in a task)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(408, f"the request body did not arrive within {timeout_s:g} s (body_timeout_s)") from None
+    except ClientDisconnect:
+        raise ClientGone() from None
     return b"".join(chunks)
 
 

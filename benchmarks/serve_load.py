@@ -6,8 +6,15 @@ For each configuration a server process (`polymodal serve`) is started on 127.0.
 a few requests, then sent --requests requests of one AV-digits test row each (PNG and WAV base64-encoded in JSON)
 by --concurrency concurrent keep-alive connections (a minimal asyncio HTTP/1.1 client, one process) — bounded by
 count and by --max-seconds per configuration — and stopped. Only loopback addresses are used. Reported: throughput
-(requests/s), latency p50/p95/p99 (ms), errors (anything but HTTP 200), and the mean rows per model batch (from
-/health).
+(requests/s), latency p50/p95/p99 (ms), errors (anything but HTTP 200), the mean rows per model batch (from
+/health), and the CPU time per request of the server process and of the load generator (from /proc and
+time.process_time: on a machine shared with other jobs, wall-clock throughput moves with their load, CPU time per
+request much less).
+
+The load generator shares the machine's cores with the server, so it is kept cheap, to measure the server and not
+itself: request bodies are encoded once before the clock starts (JSON with base64 files, bytes ready to send), and
+requests go out on raw asyncio sockets (a minimal HTTP/1.1 keep-alive client, ~0.1 ms of CPU per request, where
+httpx would cost a few ms), all from one process; its CPU time per request is reported next to the server's.
 
 Model: the export directory written by benchmarks/deploy_onnx.py (benchmarks/results/deploy/export: model.onnx and a
 static-int8 model.int8.onnx) when present, else the run it would use, exported here.
@@ -20,6 +27,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -128,7 +136,18 @@ class Connection:
             self.writer.close()
 
 
-async def load(base: str, bodies: list[bytes], n: int, concurrency: int, max_seconds: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+async def load(
+    base: str, bodies: list[bytes], n: int, concurrency: int, max_seconds: float, server_pid: int | None = None
+) -> dict:
     port = int(base.rsplit(":", 1)[1])
     latencies: list[float] = []
     errors = 0
@@ -156,9 +175,13 @@ async def load(base: str, bodies: list[bytes], n: int, concurrency: int, max_sec
             conn.close()
 
     before = httpx.get(f"{base}/health", timeout=10).json()
+    server_cpu = cpu_seconds(server_pid) if server_pid else float("nan")
+    client_cpu = time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start
+    client_cpu = time.process_time() - client_cpu
+    server_cpu = (cpu_seconds(server_pid) if server_pid else float("nan")) - server_cpu
     health = httpx.get(f"{base}/health", timeout=10).json()
     batches, rows = health["batches"] - before["batches"], health["rows"] - before["rows"]
     lat = np.asarray(latencies) * 1000
@@ -171,6 +194,8 @@ async def load(base: str, bodies: list[bytes], n: int, concurrency: int, max_sec
         "p95_ms": round(float(np.percentile(lat, 95)), 1),
         "p99_ms": round(float(np.percentile(lat, 99)), 1),
         "mean_batch_rows": round(rows / max(batches, 1), 1),
+        "server_cpu_ms_per_request": round(server_cpu * 1000 / max(len(latencies), 1), 2),
+        "client_cpu_ms_per_request": round(client_cpu * 1000 / max(len(latencies), 1), 2),
     }
 
 
@@ -190,7 +215,11 @@ def main() -> None:
         help="server model threads (default 1: on 2 cores the other one decodes requests and runs the load generator)",
     )
     ap.add_argument("--backends", default="torch,onnx,onnx-int8")
-    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument(
+        "--no-write",
+        action="store_true",
+        help="print the results only: write neither benchmarks/results/serve_load.json nor the docs' sections",
+    )
     a = ap.parse_args()
     ensure_data(a.data)
     model = a.model or EXPORT
@@ -203,7 +232,7 @@ def main() -> None:
             proc, base = start_server(model, backend, max_batch, a.max_wait_ms, a.threads)
             try:
                 asyncio.run(load(base, bodies, 20, 4, 30))  # warm-up
-                r = asyncio.run(load(base, bodies, a.requests, a.concurrency, a.max_seconds))
+                r = asyncio.run(load(base, bodies, a.requests, a.concurrency, a.max_seconds, proc.pid))
             finally:
                 proc.terminate()
                 try:
@@ -222,11 +251,11 @@ def main() -> None:
         "threads": a.threads,
         "results": results,
     }
-    out = ROOT / "benchmarks" / "results" / "serve_load.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
     body = report(record)
     print(body)
     if not a.no_write:
+        out = ROOT / "benchmarks" / "results" / "serve_load.json"
+        out.write_text(json.dumps(record, indent=2) + "\n")
         write_section(ROOT / "docs" / "BENCHMARKS.md", "serve_load", body)
         write_section(ROOT / "docs" / "DEPLOYMENT.md", "serve_load", body, title="# Deployment\n")
 
@@ -236,8 +265,8 @@ def report(r: dict) -> str:
         "## Serving: batch-1 vs micro-batching, torch vs ONNX vs ONNX int8 (load test on loopback)",
         "",
         "| backend | max batch | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | "
-        "rows per model batch | throughput vs batch-1 |",
-        "|---" * 10 + "|",
+        "rows per model batch | throughput vs batch-1 | server CPU ms/request | client CPU ms/request |",
+        "|---" * 12 + "|",
     ]
     base = {x["backend"]: x["throughput"] for x in r["results"] if x["max_batch"] == 1}
     for x in r["results"]:
@@ -245,7 +274,8 @@ def report(r: dict) -> str:
         lines.append(
             f"| {x['backend']} | {x['max_batch']} | {x['requests']} | {x['errors']} | {x['throughput']:.1f} | "
             f"{x['p50_ms']:.1f} | {x['p95_ms']:.1f} | {x['p99_ms']:.1f} | {x['mean_batch_rows']:.1f} | "
-            f"{ratio:.2f}× |"
+            f"{ratio:.2f}× | {x.get('server_cpu_ms_per_request', float('nan')):.2f} | "
+            f"{x.get('client_cpu_ms_per_request', float('nan')):.2f} |"
         )
     lines += [
         "",

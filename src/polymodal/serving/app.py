@@ -2,11 +2,13 @@
 :mod:`polymodal.serving.generation`), ``GET /health``, ``GET /metadata``; docs at ``/docs``.
 
 Request handling, in order: the body is read up to ``max_body_bytes`` (413 past it) within ``body_timeout_s`` (408),
-parsed and validated against the model's columns (400/415/422 naming the row and field), checked against the
-server's per-request limits from the file headers (413: pixels, audio seconds, decoded bytes), decoded from memory
-in a bounded worker pool (503 with Retry-After when its queue is full; 422 for undecodable files), then queued for
-the micro-batcher, which collates rows of concurrent requests into one batch for the backend; decoding and the model
-together get ``request_timeout_s`` (504). Anything unexpected is a 500 with a message; the server keeps running.
+parsed and validated against the model's columns (400/415/422 naming the row and field), then queued for the
+micro-batcher (503 with Retry-After when more than ``decode_workers + max_queue`` requests wait to be decoded). The
+batcher's decode stage takes the queued requests as a group, in its own thread: each request is checked against the
+server's per-request limits from the file headers (413: pixels, audio seconds, decoded bytes) and decoded from
+memory (422 for undecodable files), each with its own answer; decoded requests are merged into one model batch
+(collated once: one spectrogram call per batch) while the next group is decoded. Decoding and the model together
+get ``request_timeout_s`` (504). Anything unexpected is a 500 with a message; the server keeps running.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .net import bind
 from .payload import RequestError, check_work, decode_rows, parse_form_row, parse_json_rows
-from .pool import WorkPool
+from .pool import Overloaded, WorkPool
 from .retrieval_routes import add_retrieval_routes
 from .schemas import ErrorResponse, PredictResponse, ServeConfig, multipart_schema, request_json_schema, row_model
 from .security import Guard, load_api_keys, parse_rate
@@ -70,23 +72,18 @@ async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> by
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     chunks, size = [], 0
-    stream = request.stream().__aiter__()
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        try:
-            chunk = await asyncio.wait_for(stream.__anext__(), deadline - asyncio.get_running_loop().time())
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise RequestError(
-                408, f"the request body did not arrive within {timeout_s:g} s (body_timeout_s)"
-            ) from None
-        except ClientDisconnect:
-            raise ClientGone() from None
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
+    # one deadline for the whole body (asyncio.timeout, not a wait_for per chunk: that wraps each read in a task)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(408, f"the request body did not arrive within {timeout_s:g} s (body_timeout_s)") from None
+    except ClientDisconnect:
+        raise ClientGone() from None
     return b"".join(chunks)
 
 
@@ -171,10 +168,22 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
     row = row_model(schema)
     metrics = ServerMetrics()
     keys = load_api_keys(cfg.api_key_file) if cfg.api_key_file else None
-    batcher: MicroBatcher[Prepared, np.ndarray] = MicroBatcher(
-        ModelRunner(predictor, backend, metrics), cfg.max_batch, cfg.max_wait_ms, size=len
+    pool = WorkPool(cfg.decode_workers, cfg.max_queue)  # /predict/stream and /generate decode here
+
+    def _decode_group(requests: list[list[dict[str, Any]] | Prepared]) -> list[Prepared | Exception]:
+        """The batcher's decode stage: each request of a group checked and decoded on its own (its error is its
+        own answer), in one call on the batcher's decode thread."""
+        out: list[Prepared | Exception] = []
+        for rows in requests:
+            try:
+                out.append(rows if isinstance(rows, Prepared) else _check_and_decode(rows))
+            except Exception as e:
+                out.append(e)
+        return out
+
+    batcher: MicroBatcher[Any, np.ndarray] = MicroBatcher(
+        ModelRunner(predictor, backend, metrics), cfg.max_batch, cfg.max_wait_ms, size=len, prepare=_decode_group
     )
-    pool = WorkPool(cfg.decode_workers, cfg.max_queue)
     # The loaders keep the training limits; the server's lower ones are checked first, from the headers (check_work).
     limits = predictor.config.limits
     multi = task if isinstance(task, MultiTask) else None
@@ -282,10 +291,14 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         if retrieval:
             raise RequestError(400, RETRIEVAL_REFUSAL)
         rows = await _read_rows(request)
+        if batcher.preparing >= cfg.decode_workers + cfg.max_queue:
+            raise Overloaded(
+                f"the server is busy: {batcher.preparing} requests are being decoded or waiting (decode_workers="
+                f"{cfg.decode_workers}, max_queue={cfg.max_queue}); retry shortly"
+            )
         try:
             async with asyncio.timeout(cfg.request_timeout_s):
-                prepared = await pool.run(_check_and_decode, rows)
-                outputs = await batcher.submit(prepared)
+                outputs = await batcher.submit(rows)
         except TimeoutError:
             raise TimedOut(cfg.request_timeout_s) from None
         return _answer(outputs)
@@ -375,7 +388,7 @@ def create_app(model: PipelineSource, config: ServeConfig | None = None, backend
         cfg,
         lambda r: read_body(r, cfg.max_body_bytes, cfg.body_timeout_s),
         lambda rows: pool.run(_check_and_decode, rows),
-        batcher.submit,
+        lambda prepared: batcher.submit(prepared, prepared=True),
     )
     return app
 

@@ -66,9 +66,17 @@ class ServeConfig(BaseModel):
         description="decoded size of all the files of one request at most (estimated from their headers: "
         "4 bytes per pixel, 4 bytes per audio sample and channel); larger: 413",
     )
-    decode_workers: int = Field(2, ge=1, le=256, description="worker threads decoding request files")
+    decode_workers: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="worker threads decoding /predict/stream and /generate files (/predict requests are decoded in "
+        "groups by the micro-batcher's decode thread); decode_workers + max_queue requests may wait to be decoded",
+    )
     max_queue: int = Field(
-        32, ge=0, description="requests waiting for a decode worker at most; more get 503 with Retry-After"
+        32,
+        ge=0,
+        description="requests waiting to be decoded at most (beyond decode_workers); more get 503 with Retry-After",
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="a request still being decoded or run after this many seconds gets 503"

@@ -124,7 +124,7 @@ class StreamPredictor:
                     decoded = await self.pool.run(self._decode_all, rows)
                     ready = {n: p for n, p in decoded.items() if isinstance(p, Prepared)}
                     answers.update({n: p for n, p in decoded.items() if not isinstance(p, Prepared)})
-                    outputs = await asyncio.gather(*(self.batcher.submit(p) for p in ready.values()))
+                    outputs = await asyncio.gather(*(self.batcher.submit(p, prepared=True) for p in ready.values()))
             except TimeoutError:
                 problem = f"not answered within {self.cfg.request_timeout_s:g} s (--request-timeout)"
                 answers.update({n: _error(n, None, problem) for n in rows if n not in answers})

@@ -394,7 +394,8 @@ def report(r: dict[str, Any]) -> str:
         f"of fp32's. Summed node minima are {prof[after][t0]['node_ms_per_row'] / prof[after][t0]['run_ms_per_row']:.0%} "
         f"of the fastest whole int8 run ({prof[fp32][t0]['node_ms_per_row'] / prof[fp32][t0]['run_ms_per_row']:.0%} "
         f"for fp32): at load average {r['loadavg_before'][0]} on 2 cores every whole run is stretched by other jobs' time "
-        "slices, which per-node minima escape; on a quiet machine the two should be close. Speed-up over eager, {r['threads'][0]} thread, batch {r['batch']}, this run: before "
+        "slices, which per-node minima escape; on a quiet machine the two should be close. "
+        f"Speed-up over eager, {r['threads'][0]} thread, batch {r['batch']}, this run: before "
         f"{speed(before):.2f}×, default {speed(after):.2f}×"
         + (
             f"; gated (what `polymodal export` writes): before {speed(gated_before):.2f}×, "

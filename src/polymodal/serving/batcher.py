@@ -144,24 +144,30 @@ class MicroBatcher(Generic[T, R]):
         return group
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             group = await self._collect()
             live = [(item, fut) for item, fut in group if not fut.done()]  # clients that went away are dropped
             if not live:
                 continue
-            self.stats.batches += 1
-            self.stats.rows += sum(self.size(item) for item, _ in live)
-            try:
-                results = await loop.run_in_executor(self._executor, self.run, [item for item, _ in live])
-            except Exception as e:  # every request of the batch gets the error; the loop goes on
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            for (_, fut), res in zip(live, results):
+            await self._run_model(live, sum(self.size(item) for item, _ in live))
+
+    async def _run_model(self, live: list[tuple[Any, asyncio.Future]], rows: int) -> None:
+        """One model call for ``live`` (``rows`` rows in all) on the model thread; each request gets its result, or
+        every request of the batch the error (the calling loop goes on)."""
+        self.stats.batches += 1
+        self.stats.rows += rows
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.run, [item for item, _ in live]
+            )
+        except Exception as e:
+            for _, fut in live:
                 if not fut.done():
-                    fut.set_result(res)
+                    fut.set_exception(e)
+            return
+        for (_, fut), res in zip(live, results):
+            if not fut.done():
+                fut.set_result(res)
 
     async def _prepare_loop(self) -> None:
         """Stage one: queued requests → prepared, a group per call, while the model runs the previous batch."""
@@ -190,7 +196,6 @@ class MicroBatcher(Generic[T, R]):
 
     async def _model_loop(self) -> None:
         """Stage two: prepared requests, merged up to ``max_batch`` rows, → one model call."""
-        loop = asyncio.get_running_loop()
         assert self._has_ready is not None and self._has_room is not None
         while True:
             await self._has_ready.wait()
@@ -212,15 +217,4 @@ class MicroBatcher(Generic[T, R]):
                 self._has_room.set()
             if not live:
                 continue
-            self.stats.batches += 1
-            self.stats.rows += rows
-            try:
-                results = await loop.run_in_executor(self._executor, self.run, [item for item, _ in live])
-            except Exception as e:
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            for (_, fut), res in zip(live, results):
-                if not fut.done():
-                    fut.set_result(res)
+            await self._run_model(live, rows)

@@ -124,3 +124,15 @@ def test_tiny_tables_get_small_batches_a_floor_of_steps_and_a_scaled_patience(ro
     assert (given.max_epochs, given.patience) == (12, 2)
     resolve_training(short := TrainingConfig(max_epochs=12), rows)
     assert short.patience == 4
+
+
+@pytest.mark.parametrize(("env", "expected"), [("0", "32-true"), ("1", "bf16-mixed")])
+def test_fit_records_the_precision_it_trained_with(monkeypatch, train_csv, env, expected):
+    from conftest import tiny_config
+
+    from polymodal import Predictor
+
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)  # (bf16 also runs, emulated, without it)
+    monkeypatch.setenv(speed.BF16_ENV, env)
+    p = Predictor("label", config=tiny_config(max_epochs=1), verbose=False, seed=0).fit(train_csv)
+    assert p.fit_result is not None and p.fit_result.precision == expected

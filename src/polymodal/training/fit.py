@@ -104,10 +104,6 @@ def _restored_deterministic(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(enabled)
 
 
-def _precision(cfg: TrainingConfig, rows: int | None = None) -> str:
-    return auto_precision(cfg, rows=rows)
-
-
 def _rows_of(loader: torch.utils.data.DataLoader) -> int | None:
     try:
         return len(loader.dataset)  # type: ignore[arg-type]
@@ -165,7 +161,7 @@ def fit_model(
     if logger is not None:
         callbacks.append(LogHyperparameters(hyperparameters or {}))
     total_steps = max_epochs * len(train_loader)
-    precision = _precision(cfg, _rows_of(train_loader))
+    precision = auto_precision(cfg, rows=_rows_of(train_loader))
     module = MultimodalModule(model, task, cfg, total_steps, val_labels)
     deterministic_before = torch.are_deterministic_algorithms_enabled()  # the Trainer sets it process-wide
     with quiet_lightning(), _restored_deterministic(deterministic_before):  # (the Trainer announces the hardware)

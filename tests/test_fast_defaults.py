@@ -90,7 +90,7 @@ def test_bf16_fit_keeps_float32_contiguous_weights_and_reloads_identically(tiny_
 
 @pytest.mark.parametrize(
     ("rows", "epochs"),
-    [(500, 30), (3_000, 30), (5_000, 26), (17_000, 16), (100_000, 10)],
+    [(500, 30), (3_000, 30), (5_000, 19), (17_000, 12), (100_000, 10)],
 )
 def test_automatic_epochs_aim_at_a_step_budget_within_10_to_30(rows, epochs):
     from polymodal.fitting import AUTO_EPOCH_STEPS, auto_batch_size, auto_epochs, auto_patience

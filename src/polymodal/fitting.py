@@ -246,7 +246,7 @@ def auto_batch_size(n: int) -> int:
 TINY_ROWS = 128
 
 #: optimisation steps that ``auto_epochs`` aims at, between 10 and 30 epochs
-AUTO_EPOCH_STEPS = 2_000
+AUTO_EPOCH_STEPS = 1_500
 
 #: the fewest optimisation steps of an automatic schedule: at 30 epochs a table under ~400 rows gets fewer, so it
 #: gets more epochs (up to :data:`AUTO_MAX_EPOCHS`). Without it a 50-row table trained ~60 steps and stopped
@@ -262,9 +262,9 @@ BASE_PATIENCE = 4
 
 def auto_epochs(n: int, batch_size: int) -> int:
     # Enough optimisation steps for small tables, capped for large ones; early stopping ends most runs sooner.
-    # 2,000 steps: the budget AV-digits' published 0.9905 was measured with. A shorter full schedule (the warm-up +
-    # cosine schedule anneals to zero at its end) may keep most of the accuracy (AV-digits: 5 epochs 0.9826), but
-    # no lower budget has been measured on the full data yet, so it stays (benchmarks/avdigits_speed.py compares).
+    # 1,500 steps (AV-digits: 12 epochs of 133 steps). The warm-up + cosine schedule anneals to zero at its end, so
+    # a shorter full schedule keeps the accuracy of a longer one: on AV-digits 16 epochs (2,000 steps) gave 0.9931
+    # and 12 epochs 0.9922, 8 epochs only 0.988 (benchmarks/avdigits_speed.py measures the default side by side).
     # Small tables: at least AUTO_MIN_STEPS steps, however many epochs that takes (up to AUTO_MAX_EPOCHS).
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     epochs = int(min(max(math.ceil(AUTO_EPOCH_STEPS / steps_per_epoch), 10), 30))

@@ -9,6 +9,7 @@ State is split into JSON (``state()``) and tensors (``tensors()``) so that nothi
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -198,8 +199,10 @@ def _random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+@functools.lru_cache(maxsize=8)
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
-    """Triangular HTK-style mel filters, shape [n_fft // 2 + 1, n_mels]."""
+    """Triangular HTK-style mel filters, shape [n_fft // 2 + 1, n_mels] (cached: every collation asks for the same
+    one; callers must not modify it in place)."""
 
     def hz_to_mel(f: np.ndarray) -> np.ndarray:
         return 2595.0 * np.log10(1.0 + f / 700.0)
@@ -212,6 +215,11 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     fb = np.maximum(0, np.minimum((freqs - lower) / (center - lower), (upper - freqs) / (upper - center)))
     return torch.from_numpy(fb.T.astype(np.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def _hann_window(n_fft: int) -> torch.Tensor:
+    return torch.hann_window(n_fft)
 
 
 @PROCESSORS.register("audio")
@@ -271,7 +279,7 @@ class AudioProcessor(_FileProcessor):
         return out
 
     def _logmel(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(wave, self.n_fft, self.hop, window=torch.hann_window(self.n_fft), return_complex=True)
+        spec = torch.stft(wave, self.n_fft, self.hop, window=_hann_window(self.n_fft), return_complex=True)
         power = spec.abs().pow(2).transpose(1, 2)  # [B, T, F]
         fb = mel_filterbank(self.n_fft, self.n_mels, self.sample_rate)
         return torch.log(power @ fb + 1e-6).transpose(1, 2)  # [B, M, T]

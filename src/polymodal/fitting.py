@@ -264,7 +264,7 @@ def auto_epochs(n: int, batch_size: int) -> int:
     # Enough optimisation steps for small tables, capped for large ones; early stopping ends most runs sooner.
     # 1,500 steps (AV-digits: 12 epochs of 133 steps). The warm-up + cosine schedule anneals to zero at its end, so
     # a shorter full schedule keeps the accuracy of a longer one: on AV-digits 16 epochs (2,000 steps) gave 0.9931
-    # and 12 epochs 0.9922, 8 epochs only 0.988 (benchmarks/avdigits_speed.py measures the default side by side).
+    # and 12 epochs 0.9922 (benchmarks/avdigits_speed.py measures the default side by side against the baseline).
     # Small tables: at least AUTO_MIN_STEPS steps, however many epochs that takes (up to AUTO_MAX_EPOCHS).
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     epochs = int(min(max(math.ceil(AUTO_EPOCH_STEPS / steps_per_epoch), 10), 30))

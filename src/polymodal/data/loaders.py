@@ -16,6 +16,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -54,6 +55,12 @@ class InMemoryFile:
     def __str__(self) -> str:
         # Processors key their decode cache on str(cell): equal contents share one decode, as equal paths do.
         return "sha256:" + self.digest
+
+    @functools.cached_property
+    def headers(self) -> dict[str, tuple]:
+        """Header fields parsed so far, by kind: the server checks a file's header before decoding it and the loader
+        reads it again while decoding, so the bytes are parsed once (a few hundred microseconds per request)."""
+        return {}
 
     @functools.cached_property
     def digest(self) -> str:
@@ -147,15 +154,29 @@ def _check_size(path: Source, limits: LimitsConfig) -> None:
 # libsndfile: RuntimeError, TypeError). Whatever it raises is a fact about that one file, so every Exception from
 # decoding becomes a LoadError: the row is then reported, skipped or made absent like any other unreadable file
 # (--on-error).
+def _header(source: Source, kind: str, read: Callable[[], tuple]) -> tuple:
+    """``read()``, once per in-memory file and ``kind`` (see :attr:`InMemoryFile.headers`); files on disk are read
+    every time (they may change)."""
+    if not isinstance(source, InMemoryFile):
+        return read()
+    memo = source.headers
+    if kind not in memo:
+        memo[kind] = read()
+    return memo[kind]
+
+
+def _read_image_header(path: Source) -> tuple[int, int, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(_open(path)) as im:
+            return im.size[0], im.size[1], im.mode
+
+
 def image_size(path: Source, limits: LimitsConfig) -> tuple[int, int, str]:
     """(width, height, mode) from the header only, with the pixel limit checked."""
     _check_size(path, limits)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(_open(path)) as im:
-                w, h = im.size
-                mode = im.mode
+        w, h, mode = _header(path, "image", lambda: _read_image_header(path))
     except Exception as e:  # see 'Decoder failures'
         raise LoadError(f"not a readable image: {_image_reason(e, path)}") from None
     if w * h > limits.max_image_pixels:
@@ -217,25 +238,36 @@ def audio_info(path: Source, limits: LimitsConfig) -> tuple[int, float]:
     if video.has_video_suffix(path):
         return video.track_info(path, limits)
     _check_size(path, limits)
-    try:
-        info = sf.info(_open(path))
-    except Exception as e:  # see 'Decoder failures'
-        raise LoadError(f"not a readable audio file: {_reason(e, path) or type(e).__name__}") from None
-    if info.frames <= 0:
+    samplerate, frames, _ = audio_header(path)
+    if frames <= 0:
         raise LoadError("audio file holds no samples")
-    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+    if not MIN_SAMPLE_RATE <= samplerate <= MAX_SAMPLE_RATE:
         # A header declaring e.g. 2 GHz would be resampled to a near-silent few samples without a word.
         raise LoadError(
-            f"audio header declares a sample rate of {info.samplerate:,} Hz, outside the plausible range "
+            f"audio header declares a sample rate of {samplerate:,} Hz, outside the plausible range "
             f"{MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz: the file is corrupt or not audio"
         )
-    duration = info.frames / info.samplerate
+    duration = frames / samplerate
     if duration > limits.max_audio_seconds:
         raise LoadError(
             f"audio is {duration:.1f} s long, over the limit of {limits.max_audio_seconds:g} s "
             "(limits.max_audio_seconds)"
         )
-    return info.samplerate, duration
+    return samplerate, duration
+
+
+def audio_header(path: Source) -> tuple[int, int, int]:
+    """(sample rate, frames, channels) as the audio file's header declares them, unchecked (:func:`audio_info`
+    checks them against the limits)."""
+
+    def read() -> tuple[int, int, int]:
+        info = sf.info(_open(path))
+        return info.samplerate, info.frames, info.channels
+
+    try:
+        return _header(path, "audio", read)
+    except Exception as e:  # see 'Decoder failures'
+        raise LoadError(f"not a readable audio file: {_reason(e, path) or type(e).__name__}") from None
 
 
 def load_audio(path: Source, limits: LimitsConfig, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:

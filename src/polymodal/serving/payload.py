@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 from pydantic import BaseModel, ValidationError
 
 from ..config import LimitsConfig
 from ..data.dataset import Prepared
-from ..data.loaders import InMemoryFile, audio_info, image_size
+from ..data.loaders import InMemoryFile, audio_header, audio_info, image_size
 from ..data.processors import LoadContext, Processor
 from ..data.video import video_info
 from ..errors import LoadError, PolymodalError, RowIssue
@@ -186,7 +184,7 @@ def check_work(rows: list[dict[str, Any]], schema: Schema, limits: LimitsConfig,
                         )
                 else:
                     sr, seconds = audio_info(f, limits)
-                    total += int(seconds * sr) * 4 * max(1, sf.info(io.BytesIO(f.data)).channels)
+                    total += int(seconds * sr) * 4 * max(1, audio_header(f)[2])
                     if seconds > cfg.max_audio_seconds:
                         issues.append(
                             f"row {i}, column '{col}': audio is {seconds:.1f} s long, over the server's limit of "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -114,3 +115,41 @@ def test_batcher_prepares_groups_and_merges_them_into_model_batches():
     assert [o for i, o in enumerate(out) if i != 7] == [i * (1 + i % 2) for i in range(10) if i != 7]
     assert max(model_batches) <= 4 and sum(model_batches) == sum(1 + i % 2 for i in range(10) if i != 7) + 2
     assert len(prepared_groups) < 10 and threads == {next(iter(threads))}  # groups, on one decode thread
+
+
+def test_each_uploaded_header_is_parsed_once(predictor, table, data_dir, monkeypatch):
+    """The server checks a file's header against its limits before decoding it, and the loader reads it again while
+    decoding: an upload's header is parsed once for both (InMemoryFile.headers)."""
+    import soundfile as sf
+
+    from polymodal.data import loaders
+    from polymodal.serving.payload import check_work, decode_rows, parse_json_rows
+    from polymodal.serving.schemas import row_model
+
+    calls = {"audio": 0, "image": 0}
+    real_info, real_image = sf.info, loaders._read_image_header
+
+    def info(*a, **k):
+        calls["audio"] += 1
+        return real_info(*a, **k)
+
+    def image_header(*a, **k):
+        calls["image"] += 1
+        return real_image(*a, **k)
+
+    monkeypatch.setattr(loaders.sf, "info", info)
+    monkeypatch.setattr(loaders, "_read_image_header", image_header)
+    schema, pipeline = predictor.schema, predictor.pipeline
+    body = json.dumps({"rows": table[1][:3]}).encode()
+    rows = parse_json_rows(body, row_model(schema), schema, 10)
+    check_work(rows, schema, pipeline.config.limits, ServeConfig())
+    decoded = decode_rows(rows, pipeline.processors, pipeline.config.limits)
+    kinds = schema.kinds()
+    files = {
+        k: sum(isinstance(r[c], loaders.InMemoryFile) for r in rows for c in schema.input_columns() if kinds[c] == k)
+        for k in calls
+    }
+    assert files["audio"] > 0 and files["image"] > 0
+    assert calls == files  # one parse per file, not one per check
+    media = [m for m, p in pipeline.processors.items() if p.kind in calls]
+    assert all(item is not None for m in media for item in decoded.items[m])  # and every file decoded

@@ -1,12 +1,12 @@
 """Graceful degradation (issue 22): the robust preset vs concat and late fusion, each swept for robustness against
 the best model that ignores the damaged modality.
 
-    python benchmarks/robust_fusion.py --dataset avdigits --seeds 3 --epochs 5      # the full protocol (~hours)
-    python benchmarks/robust_fusion.py --dataset demo --seeds 1                     # the demo table, minutes
+    python benchmarks/robust_fusion.py --dataset avdigits --seeds 3 --epochs 8      # the full protocol (~1 hour)
+    python benchmarks/robust_fusion.py --dataset demo --seeds 3 --epochs 20         # the demo table, minutes
 
-For each seed: fit ``robust`` (``--preset robust``: dynamic fusion, corruption augmentation, modality dropout),
-``concat`` and ``late`` (``--preset fast`` with that fusion), and for every modality a model that ignores it (on
-AV-digits: the single-modality model of the other modality). Each fused model is then swept
+For each seed: fit ``robust`` (``--preset robust``: dynamic fusion with independent experts and a joint expert,
+corruption augmentation), ``concat`` and ``late`` (``--preset fast`` with that fusion), and for every modality a
+model that ignores it (on AV-digits: the single-modality model of the other modality). Each fused model is then swept
 (``Predictor.evaluate(robustness=True, robustness_reference=...)``): AV-digits with the issue's default sweep (image
 Gaussian noise up to σ 0.5, occlusion up to 0.7, audio white noise down to −5 dB, each modality missing), the demo
 with every corruption that applies. A configuration *passes* a modality when every corrupted and the missing score

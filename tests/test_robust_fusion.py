@@ -92,11 +92,11 @@ def test_augmentation_config_is_typed():
 
 
 # ----------------------------------------------------------------------------------------------- dynamic fusion
-@pytest.mark.parametrize("text", ["text_rnn", "text_transformer"])
-def test_dynamic_fusion_weights_sum_to_one_per_row(setup, text):
+@pytest.mark.parametrize(("text", "joint"), [("text_rnn", False), ("text_transformer", False), ("text_rnn", True)])
+def test_dynamic_fusion_weights_sum_to_one_per_row(setup, text, joint):
     _, _, modalities, procs, batch = setup
     raw = tiny_config()
-    raw["fusion"] = {"name": "dynamic", "dim": 16}
+    raw["fusion"] = {"name": "dynamic", "dim": 16, "joint": joint}
     if text == "text_transformer":
         raw["encoders"]["text"] = {"name": "text_transformer", "dim": 16, "heads": 2, "layers": 1}
     cfg = PolymodalConfig.from_any(raw)
@@ -109,6 +109,11 @@ def test_dynamic_fusion_weights_sum_to_one_per_row(setup, text):
     loss = model.loss(model(batch.inputs, batch.masks), target, task)
     loss.backward()
     gates = [p.grad for p in model.fusion.gates.parameters()]
+    if joint:  # the joint expert (a head on every modality together) and its gate learn too
+        gates += [p.grad for p in model.fusion.joint_gate.parameters()]
+        gates += [p.grad for p in model.fusion.joint.parameters()]
+    else:
+        assert model.fusion.joint is None
     assert all(g is not None and g.abs().sum() > 0 for g in gates)  # the reliability gates learn
     model.eval()
     with torch.no_grad():
@@ -119,12 +124,37 @@ def test_dynamic_fusion_weights_sum_to_one_per_row(setup, text):
     assert (w[~masks] == 0).all() and (w[masks] > 0).all()
 
 
+def test_dynamic_independent_experts_learn_from_their_own_losses_only(setup):
+    """With independent_experts the fused output's loss trains the gates and the joint head, never an encoder or a
+    modality's head: those learn as single-modality models do, from their own heads' losses."""
+    _, _, modalities, procs, batch = setup
+    raw = tiny_config()
+    raw["fusion"] = {"name": "dynamic", "dim": 16, "joint": True, "independent_experts": True}
+    cfg = PolymodalConfig.from_any(raw)
+    task = build_task("binary", cfg.task)
+    task.fit_target(pd.Series(["no", "yes"]))
+    torch.manual_seed(0)
+    model = build_model(cfg, modalities, procs, task)
+    model.train()
+    target = torch.tensor([0, 1] * (B // 2))
+    task.loss(model(batch.inputs, batch.masks), target).backward()  # the fused output's loss alone
+    untouched = [p for name, p in model.named_parameters() if not name.startswith("fusion.")]
+    untouched += list(model.fusion.heads.parameters())
+    assert untouched and all(p.grad is None or not p.grad.any() for p in untouched)
+    learned = list(model.fusion.gates.parameters()) + list(model.fusion.joint.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in learned)
+    model.zero_grad()
+    model.fusion._last = None
+    model.loss(model(batch.inputs, batch.masks), target, task).backward()  # the full loss: the heads' own terms too
+    assert all(p.grad is not None and p.grad.any() for p in model.fusion.heads.parameters())
+
+
 # ----------------------------------------------------------------------- preset, fit, sweep with reference line
 def test_robust_preset_fills_defaults_only():
     cfg = PolymodalConfig()
     apply_preset(cfg, "robust", {"image", "audio"})
-    assert cfg.fusion.name == "dynamic"
-    assert cfg.training.corruption_augmentation.probability > 0 and cfg.training.modality_dropout > 0
+    assert cfg.fusion.name == "dynamic" and cfg.fusion.params() == {"joint": True, "independent_experts": True}
+    assert cfg.training.corruption_augmentation.probability > 0
     mine = PolymodalConfig.from_any({"fusion": {"name": "late"}, "training": {"modality_dropout": 0.4}})
     apply_preset(mine, "robust", {"image", "audio"})
     assert mine.fusion.name == "late" and mine.training.modality_dropout == 0.4  # the config wins

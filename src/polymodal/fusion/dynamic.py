@@ -13,7 +13,13 @@ number of modalities (equal weights: a product of experts, which pools evidence;
 With ``joint: true`` one more expert joins: a head on all modalities' embeddings concatenated (as concat fusion),
 with a gate of its own. It keeps the clean accuracy that heads which each see one modality lose (they cannot combine
 evidence within a row), while the per-modality heads remain the fallback the gates turn to when the joint head's
-input is damaged. ``modality_weights`` stays the per-modality weights (renormalised over the modalities' own experts).
+input is damaged; it answers only for rows with every modality present (otherwise those heads are the fallback).
+``modality_weights`` stays the per-modality weights (renormalised over the modalities' own experts).
+
+With ``independent_experts: true`` each modality's encoder and head learn from that head's own loss only: the fused
+loss sees the heads' outputs detached and the gates (and the joint head) read the embeddings detached. Joint training
+otherwise leaves each modality's part weaker alone than a single-modality model (it only has to be right together
+with the others), which is exactly the part a row falls back on when another modality fails.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
         )
         for m, cols in modalities.items()
     }
-    result: dict = {"seed": seed, "models": {}}
+    result: dict = {"seed": seed, "test_rows": len(test), "swept_rows": len(swept), "models": {}}
     for name, model in models.items():
         out_dir = args.out / f"robustness-{name}-seed{seed}"
         rep = model.evaluate(
@@ -146,7 +146,7 @@ def report(results: list[dict], args: argparse.Namespace, command: str, seconds:
         f"Command: `{command}`  ",
         f"Machine: {machine()} (shared with other jobs: load average at the end {load}); {seconds:.0f} s in all.  ",
         f"Protocol: {args.dataset}, {args.train_rows or 'all'} training rows (15% held out for validation), "
-        f"{args.test_rows or 'all'} test rows of which {args.sweep_rows or 'all'} swept, {args.epochs} epochs, seeds "
+        f"{results[0]['test_rows']} test rows of which {results[0]['swept_rows']} swept, {args.epochs} epochs, seeds "
         f"{', '.join(str(r['seed']) for r in results)}. Reference per modality: the best model that ignores it "
         f"(`--preset fast`, concat, same data). Pass: every corrupted and the missing {metric} ≥ reference − "
         f"{args.tolerance:g}.",

@@ -92,20 +92,27 @@ def test_augmentation_config_is_typed():
 
 
 # ----------------------------------------------------------------------------------------------- dynamic fusion
-@pytest.mark.parametrize(("text", "joint"), [("text_rnn", False), ("text_transformer", False), ("text_rnn", True)])
-def test_dynamic_fusion_weights_sum_to_one_per_row(setup, text, joint):
-    _, _, modalities, procs, batch = setup
+def _dynamic(setup, fusion: dict, text: dict | None = None):
+    """(a tiny binary model with this dynamic fusion in training mode, its task, targets for the setup's batch)."""
+    _, _, modalities, procs, _ = setup
     raw = tiny_config()
-    raw["fusion"] = {"name": "dynamic", "dim": 16, "joint": joint}
-    if text == "text_transformer":
-        raw["encoders"]["text"] = {"name": "text_transformer", "dim": 16, "heads": 2, "layers": 1}
+    raw["fusion"] = {"name": "dynamic", "dim": 16, **fusion}
+    if text is not None:
+        raw["encoders"]["text"] = text
     cfg = PolymodalConfig.from_any(raw)
     task = build_task("binary", cfg.task)
     task.fit_target(pd.Series(["no", "yes"]))
     torch.manual_seed(0)
     model = build_model(cfg, modalities, procs, task)
     model.train()
-    target = torch.tensor([0, 1] * (B // 2))
+    return model, task, torch.tensor([0, 1] * (B // 2))
+
+
+@pytest.mark.parametrize(("text", "joint"), [("text_rnn", False), ("text_transformer", False), ("text_rnn", True)])
+def test_dynamic_fusion_weights_sum_to_one_per_row(setup, text, joint):
+    batch = setup[4]
+    transformer = {"name": "text_transformer", "dim": 16, "heads": 2, "layers": 1}
+    model, task, target = _dynamic(setup, {"joint": joint}, transformer if text == "text_transformer" else None)
     loss = model.loss(model(batch.inputs, batch.masks), target, task)
     loss.backward()
     gates = [p.grad for p in model.fusion.gates.parameters()]
@@ -127,16 +134,8 @@ def test_dynamic_fusion_weights_sum_to_one_per_row(setup, text, joint):
 def test_dynamic_independent_experts_learn_from_their_own_losses_only(setup):
     """With independent_experts the fused output's loss trains the gates and the joint head, never an encoder or a
     modality's head: those learn as single-modality models do, from their own heads' losses."""
-    _, _, modalities, procs, batch = setup
-    raw = tiny_config()
-    raw["fusion"] = {"name": "dynamic", "dim": 16, "joint": True, "independent_experts": True}
-    cfg = PolymodalConfig.from_any(raw)
-    task = build_task("binary", cfg.task)
-    task.fit_target(pd.Series(["no", "yes"]))
-    torch.manual_seed(0)
-    model = build_model(cfg, modalities, procs, task)
-    model.train()
-    target = torch.tensor([0, 1] * (B // 2))
+    batch = setup[4]
+    model, task, target = _dynamic(setup, {"joint": True, "independent_experts": True})
     task.loss(model(batch.inputs, batch.masks), target).backward()  # the fused output's loss alone
     untouched = [p for name, p in model.named_parameters() if not name.startswith("fusion.")]
     untouched += list(model.fusion.heads.parameters())

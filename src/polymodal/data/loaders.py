@@ -149,11 +149,6 @@ def _check_size(path: Source, limits: LimitsConfig) -> None:
         raise LoadError(f"file is {size:,} bytes, over the limit of {limits.max_file_bytes:,} (limits.max_file_bytes)")
 
 
-# Decoder failures: a decoder fed a hostile file fails in many ways besides its documented ones (Pillow: ValueError
-# "Decompressed data too large" for a huge zTXt/iCCP chunk, struct.error, IndexError, ZeroDivisionError, ...;
-# libsndfile: RuntimeError, TypeError). Whatever it raises is a fact about that one file, so every Exception from
-# decoding becomes a LoadError: the row is then reported, skipped or made absent like any other unreadable file
-# (--on-error).
 def _header(source: Source, kind: str, read: Callable[[], tuple]) -> tuple:
     """``read()``, once per in-memory file and ``kind`` (see :attr:`InMemoryFile.headers`); files on disk are read
     every time (they may change)."""
@@ -172,6 +167,11 @@ def _read_image_header(path: Source) -> tuple[int, int, str]:
             return im.size[0], im.size[1], im.mode
 
 
+# Decoder failures: a decoder fed a hostile file fails in many ways besides its documented ones (Pillow: ValueError
+# "Decompressed data too large" for a huge zTXt/iCCP chunk, struct.error, IndexError, ZeroDivisionError, ...;
+# libsndfile: RuntimeError, TypeError). Whatever it raises is a fact about that one file, so every Exception from
+# decoding becomes a LoadError: the row is then reported, skipped or made absent like any other unreadable file
+# (--on-error).
 def image_size(path: Source, limits: LimitsConfig) -> tuple[int, int, str]:
     """(width, height, mode) from the header only, with the pixel limit checked."""
     _check_size(path, limits)
